@@ -1,0 +1,202 @@
+"""The gadget model: what a gadget declares, and the context it runs in.
+
+Mirrors Inspektor Gadget's ``GadgetDesc``: a gadget class declares its name, category, type,
+params and event schema as class attributes (the description), and an instance of it is one
+run (``NewInstance``). The optional behaviours are the small protocols below; the runtime
+checks for them with ``isinstance``.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from igrun.core.params import ParamDesc, Params
+from igrun.core.schema import Batch, Schema
+
+if TYPE_CHECKING:
+    from structlog.typing import FilteringBoundLogger
+
+    from igrun.core.pins import PinDir
+
+
+class Category(enum.StrEnum):
+    """Where a gadget sits in ``igrun list`` and on the command line (``igrun <category> …``)."""
+
+    ADVISE = "advise"
+    AUDIT = "audit"
+    PROFILE = "profile"
+    SNAPSHOT = "snapshot"
+    TOP = "top"
+    TRACE = "trace"
+    TRACELOOP = "traceloop"
+    OTHER = "other"
+
+    @property
+    def description(self) -> str:
+        return CATEGORY_DESCRIPTIONS[self]
+
+
+CATEGORY_DESCRIPTIONS = {
+    Category.ADVISE: "Recommend system configurations based on collected information",
+    Category.AUDIT: "Audit a subsystem",
+    Category.PROFILE: "Profile different subsystems",
+    Category.SNAPSHOT: "Take a snapshot of a subsystem and print it",
+    Category.TOP: "Gather, sort and periodically report events according to a given criteria",
+    Category.TRACE: "Trace and print system events",
+    Category.TRACELOOP: "Get strace-like logs of a container from the past",
+    Category.OTHER: "Other gadgets",
+}
+
+
+class GadgetType(enum.StrEnum):
+    """How a gadget is run: the runtime's workflow depends on it."""
+
+    TRACE = "trace"
+    """Streams events as they happen."""
+    TRACE_INTERVALS = "traceIntervals"
+    """Emits a full set of rows every interval (top gadgets)."""
+    ONE_SHOT = "oneShot"
+    """Fetches results once (snapshots)."""
+    PROFILE = "profile"
+    """Collects until stopped or timed out, then reports."""
+    RUN = "run"
+    """A bare BPF object run by ``igrun run``."""
+    OTHER = "other"
+
+    @property
+    def can_sort(self) -> bool:
+        return self in (GadgetType.ONE_SHOT, GadgetType.TRACE_INTERVALS, GadgetType.PROFILE)
+
+    @property
+    def is_periodic(self) -> bool:
+        return self is GadgetType.TRACE_INTERVALS
+
+
+PARAM_INTERVAL = "interval"
+PARAM_SORT = "sort"
+PARAM_MAX_ROWS = "max-rows"
+
+
+class Gadget:
+    """Base class of every gadget: the class is the description, an instance is one run."""
+
+    name: ClassVar[str]
+    category: ClassVar[Category]
+    type: ClassVar[GadgetType] = GadgetType.TRACE
+    description: ClassVar[str] = ""
+    params: ClassVar[tuple[ParamDesc, ...]] = ()
+    schema: ClassVar[Schema]
+    experimental: ClassVar[bool] = False
+    examples: ClassVar[tuple[str, ...]] = ()
+    """Command lines shown in ``--help``."""
+
+    @classmethod
+    def full_name(cls) -> str:
+        """``"trace exec"``: how users type it."""
+        return f"{cls.category.value} {cls.name}"
+
+    @classmethod
+    def id(cls) -> str:
+        """``"trace_exec"``: the entry-point name and the key in config files."""
+        return f"{cls.category.value}_{cls.name}"
+
+
+@runtime_checkable
+class InitClose(Protocol):
+    """Prepared before operators start (e.g. to receive container notifications) and cleaned
+    up after they stop."""
+
+    def init(self, ctx: GadgetContext) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """Runs until ``ctx`` is done, emitting batches with ``ctx.emit``."""
+
+    def run(self, ctx: GadgetContext) -> None: ...
+
+
+@runtime_checkable
+class ResultRunner(Protocol):
+    """Runs until ``ctx`` is done and returns the whole result at the end."""
+
+    def run_with_result(self, ctx: GadgetContext) -> bytes: ...
+
+
+@runtime_checkable
+class DefaultSort(Protocol):
+    """Columns to sort by when the user names none (``-col`` for descending)."""
+
+    def sort_by_default(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """An extra ``-o`` format a gadget offers for its combined result."""
+
+    name: str
+    description: str
+    transform: Callable[[Any], bytes]
+    requires_combined_result: bool = False
+
+
+@runtime_checkable
+class OutputFormats(Protocol):
+    """Extra output formats, and which of them is the default."""
+
+    def output_formats(self) -> tuple[dict[str, OutputFormat], str]: ...
+
+
+@dataclass
+class GadgetContext:
+    """Everything one run of a gadget can see: params, cancellation, logger, output."""
+
+    id: str
+    gadget: type[Gadget]
+    gadget_params: Params
+    runtime_params: Params
+    operator_params: dict[str, Params]
+    logger: FilteringBoundLogger
+    args: list[str] = field(default_factory=list)
+    timeout: float | None = None
+    """Seconds after :meth:`start` when the run ends by itself; ``None`` runs until stopped."""
+    emit: Callable[[Batch], None] = field(default=lambda batch: None)
+    """Set by the runtime: hands a batch to the operator chain."""
+    report_lost: Callable[[int], None] = field(default=lambda n: None)
+    """Set by the runtime: counts events the kernel could not deliver."""
+    pins: PinDir | None = None
+    """This run's folder under the bpffs pin path."""
+    schema: Schema | None = None
+    """The gadget's schema bound to its C layout, set once the BPF object is loaded."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Shared state between operators and gadgets (e.g. the mount-ns filter map)."""
+    _done: threading.Event = field(default_factory=threading.Event)
+    _deadline: float | None = None
+
+    def start(self) -> None:
+        if self.timeout:
+            self._deadline = time.monotonic() + self.timeout
+
+    def cancel(self) -> None:
+        """Ask the run to end (Ctrl-C, SIGTERM, a limit reached)."""
+        self._done.set()
+
+    @property
+    def done(self) -> bool:
+        """Whether the run should end now: cancelled or past its timeout."""
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            self._done.set()
+        return self._done.is_set()
+
+    def remaining(self, cap: float) -> float:
+        """Seconds to wait at most before looking at :attr:`done` again."""
+        if self._deadline is None:
+            return cap
+        return max(0.0, min(cap, self._deadline - time.monotonic()))

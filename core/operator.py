@@ -1,0 +1,116 @@
+"""Operators: the steps every batch of events passes through on its way out.
+
+An operator class declares what it is (name, priority, params, fields it adds) and whether it
+applies to a gadget; :meth:`Operator.instantiate` makes one for a run, or ``None`` when the
+user's params leave it nothing to do, so an unused operator costs nothing per batch. The runtime
+orders instances once, by dependencies and then priority (enrichers, filters, sort, limit,
+output, as in Inspektor Gadget), and calls :meth:`process` on each with a whole batch.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from igrun.core.gadget import Gadget, GadgetContext
+from igrun.core.params import ParamDesc, Params
+from igrun.core.schema import Batch, Field, Schema
+
+# Priorities: lower runs earlier.
+PRIORITY_ENRICH = 100
+PRIORITY_FILTER = 200
+PRIORITY_SORT = 300
+PRIORITY_LIMIT = 400
+PRIORITY_OUTPUT = 1000
+
+
+class Operator:
+    """Base class of operators; subclasses override what they need."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    priority: ClassVar[int] = PRIORITY_ENRICH
+    dependencies: ClassVar[tuple[str, ...]] = ()
+    """Operators that must run before this one when both are in the chain."""
+    params: ClassVar[tuple[ParamDesc, ...]] = ()
+    """Declared params; on the command line they are flags, in the flat map
+    ``operator.<name>.<key>``."""
+    fields: ClassVar[tuple[Field, ...]] = ()
+    """Fields this operator adds to every event (enrichers)."""
+
+    def __init__(self, ctx: GadgetContext, params: Params) -> None:
+        self.ctx = ctx
+        self.params = params
+
+    @classmethod
+    def can_operate_on(cls, gadget: type[Gadget]) -> bool:
+        """Whether this operator applies to ``gadget`` at all."""
+        return True
+
+    @classmethod
+    def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
+        """An instance for one run, or ``None`` if the params leave nothing to do."""
+        return cls(ctx, params)
+
+    def pre_run(self, schema: Schema) -> None:
+        """Called once before the gadget runs, with the final schema (all fields bound)."""
+
+    def process(self, batch: Batch) -> Batch:
+        """Transform one batch; return an empty batch to drop everything."""
+        return batch
+
+    def flush(self) -> Batch | None:
+        """End of an interval or of the run: hand on what was held back (sort windows)."""
+        return None
+
+    def warn(self, message: str) -> None:
+        """A warning for the user that belongs in the data stream (e.g. lost events)."""
+
+    def post_run(self) -> None:
+        """Called once after the gadget stopped, also after a failure."""
+
+
+class Chain:
+    """The ordered operators of one run; built once, called per batch."""
+
+    def __init__(self, operators: list[Operator]) -> None:
+        self.operators = operators
+
+    def process(self, batch: Batch, start: int = 0) -> None:
+        for op in self.operators[start:]:
+            if len(batch) == 0:
+                return
+            batch = op.process(batch)
+
+    def flush(self) -> None:
+        """Flush every operator in order; what one releases goes through the ones after it."""
+        for i, op in enumerate(self.operators):
+            held = op.flush()
+            if held is not None and len(held):
+                self.process(held, i + 1)
+
+    def warn(self, message: str) -> None:
+        for op in self.operators:
+            op.warn(message)
+
+
+def order(operators: list[type[Operator]]) -> list[type[Operator]]:
+    """Sort operator classes by priority, then make every dependency come first."""
+    by_name = {op.name: op for op in operators}
+    ordered: list[type[Operator]] = []
+    visiting: set[str] = set()
+
+    def visit(op: type[Operator]) -> None:
+        if op in ordered:
+            return
+        if op.name in visiting:
+            raise ValueError(f"operator dependency cycle through {op.name!r}")
+        visiting.add(op.name)
+        for dep in op.dependencies:
+            if dep in by_name:
+                visit(by_name[dep])
+        visiting.discard(op.name)
+        ordered.append(op)
+
+    for op in sorted(operators, key=lambda o: (o.priority, o.name)):
+        visit(op)
+    return ordered

@@ -1,0 +1,296 @@
+"""Events, described once.
+
+A :class:`Schema` names the fields of a gadget's events and says how to show them. Where the
+values come from is the BPF C event struct: its layout is read from the object's BTF at load
+time (:meth:`Schema.bind`), so C and Python cannot drift apart. The same schema then drives
+decoding, columns, JSON, filters, sorting and enrichment.
+
+A :class:`Batch` is many events at once: a numpy structured array over the records drained from
+the kernel plus columns that operators add. Everything downstream works on whole batches; a
+per-event :class:`Event` view exists for convenience and tests.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+Array = npt.NDArray[Any]
+
+
+class Kind(enum.StrEnum):
+    """What a field's values are, which decides how they filter, sort and print."""
+
+    INT = "int"
+    UINT = "uint"
+    FLOAT = "float"
+    BOOL = "bool"
+    STR = "str"
+    BYTES = "bytes"
+    TIME = "time"
+    """Nanoseconds since the epoch (wall time); printed as RFC 3339."""
+    LIST = "list"
+    """A list of strings (e.g. exec args)."""
+
+    @property
+    def numeric(self) -> bool:
+        return self in (Kind.INT, Kind.UINT, Kind.FLOAT, Kind.BOOL, Kind.TIME)
+
+
+@dataclass(frozen=True)
+class Column:
+    """How a field is shown in the columns output (Inspektor Gadget's column attributes)."""
+
+    width: int = 0
+    """Preferred width; 0 picks one from the kind."""
+    min_width: int = 0
+    max_width: int = 0
+    align: Literal["left", "right"] = "left"
+    hidden: bool = False
+    """Not among the default columns; still in JSON and selectable with ``-o columns=+name``."""
+    ellipsis: Literal["end", "start", "middle", "none"] = "end"
+    order: int = 0
+    """Columns sort by order, then by declaration; lower comes first."""
+    fixed: bool = False
+    """Never scaled to the terminal."""
+
+
+_DEFAULT_WIDTH = {
+    Kind.INT: 7,
+    Kind.UINT: 7,
+    Kind.FLOAT: 9,
+    Kind.BOOL: 5,
+    Kind.STR: 16,
+    Kind.BYTES: 16,
+    Kind.TIME: 35,
+    Kind.LIST: 40,
+}
+
+
+Decoder = Callable[["Batch"], Array]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One named, typed value of an event.
+
+    By default a field is the struct member of the same name; ``member`` names another one, and
+    ``decode`` computes the values from the whole batch instead (e.g. a wall time from a boot
+    timestamp, or a list of args from a NUL-separated buffer).
+    """
+
+    name: str
+    kind: Kind
+    description: str = ""
+    member: str | None = None
+    json: str | None = None
+    """JSON key; defaults to ``name``."""
+    column: Column = field(default_factory=Column)
+    decode: Decoder | None = None
+
+    @property
+    def json_key(self) -> str:
+        return self.json or self.name
+
+    @property
+    def source(self) -> str:
+        return self.member or self.name
+
+    @property
+    def width(self) -> int:
+        return self.column.width or _DEFAULT_WIDTH[self.kind]
+
+
+class Schema:
+    """The fields of one event type, and (once bound) the C layout they decode from."""
+
+    def __init__(
+        self,
+        fields: Sequence[Field],
+        struct: str | None = None,
+        dtype: np.dtype[Any] | None = None,
+    ) -> None:
+        self.fields: tuple[Field, ...] = tuple(fields)
+        self.struct = struct
+        """Name of the BPF C struct that holds one event, looked up in the object's BTF."""
+        self.dtype = dtype
+        self._by_name = {f.name: f for f in self.fields}
+        for f in self.fields:
+            if f.json_key != f.name:
+                self._by_name.setdefault(f.json_key, f)
+        if len({f.name for f in self.fields}) != len(self.fields):
+            raise ValueError("field names must be unique")
+
+    def __iter__(self) -> Iterator[Field]:
+        return iter(self.fields)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __getitem__(self, name: str) -> Field:
+        return self._by_name[name]
+
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def bind(self, dtype: np.dtype[Any]) -> Schema:
+        """This schema over a concrete C layout; checks every member-backed field exists."""
+        names = set(dtype.names or ())
+        missing = [f.source for f in self.fields if f.decode is None and f.source not in names]
+        if missing:
+            raise ValueError(f"struct {self.struct} has no member {', '.join(missing)}")
+        return Schema(self.fields, self.struct, dtype)
+
+    def extend(self, fields: Sequence[Field]) -> Schema:
+        """This schema plus fields that operators add (enrichers); existing names win."""
+        new = [f for f in fields if f.name not in self._by_name]
+        return Schema([*self.fields, *new], self.struct, self.dtype)
+
+    def default_columns(self) -> list[Field]:
+        visible = [f for f in self.fields if not f.column.hidden]
+        return sorted(visible, key=lambda f: f.column.order)
+
+    def decode(self, data: bytes | bytearray | memoryview, count: int | None = None) -> Batch:
+        """A batch over ``count`` records of ``dtype.itemsize`` bytes each."""
+        if self.dtype is None:
+            raise ValueError("schema is not bound to a C layout")
+        raw = np.frombuffer(data, dtype=self.dtype, count=-1 if count is None else count)
+        return Batch(self, raw)
+
+    def empty(self) -> Batch:
+        dtype = self.dtype if self.dtype is not None else np.dtype([])
+        return Batch(self, np.zeros(0, dtype=dtype))
+
+
+class Batch:
+    """Many events of one schema: raw C records plus columns added by operators.
+
+    Columns are decoded lazily and cached; :meth:`select` keeps rows (filters, limits) and
+    :meth:`take` reorders them (sort), applying the same index to everything at once.
+    """
+
+    def __init__(
+        self,
+        schema: Schema,
+        raw: Array,
+        columns: Mapping[str, Array] | None = None,
+    ) -> None:
+        self.schema = schema
+        self.raw = raw
+        self._columns: dict[str, Array] = dict(columns or {})
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __getitem__(self, name: str) -> Array:
+        """The values of field ``name`` for every event (a numpy array, decoded once)."""
+        col = self._columns.get(name)
+        if col is not None:
+            return col
+        f = self.schema[name]
+        if f.name in self._columns:
+            return self._columns[f.name]
+        if f.decode is not None:
+            col = f.decode(self)
+        elif f.kind is Kind.STR:
+            col = decode_cstrings(self.raw[f.source])
+        else:
+            col = self.raw[f.source]
+        self._columns[f.name] = col
+        return col
+
+    def member(self, name: str) -> Array:
+        """A raw C struct member, for decoders that combine several of them."""
+        return self.raw[name]
+
+    def set_column(self, name: str, values: Array) -> None:
+        """Add or replace a column (enrichers); ``name`` must be a field of the schema."""
+        if name not in self.schema:
+            raise KeyError(f"{name!r} is not a field of this batch's schema")
+        if len(values) != len(self):
+            raise ValueError(f"column {name!r} has {len(values)} values for {len(self)} events")
+        self._columns[name] = values
+
+    def with_schema(self, schema: Schema) -> Batch:
+        return Batch(schema, self.raw, self._columns)
+
+    def take(self, index: Array) -> Batch:
+        """The events at ``index`` (a boolean mask or integer positions), in that order."""
+        return Batch(
+            self.schema,
+            self.raw[index],
+            {k: v[index] for k, v in self._columns.items()},
+        )
+
+    select = take
+
+    def head(self, n: int) -> Batch:
+        return self if n >= len(self) else self.take(np.arange(n))
+
+    @staticmethod
+    def concat(batches: Sequence[Batch]) -> Batch:
+        """One batch from several of the same schema (interval windows)."""
+        if len(batches) == 1:
+            return batches[0]
+        first = batches[0]
+        keys = set.intersection(*(set(b._columns) for b in batches))
+        return Batch(
+            first.schema,
+            np.concatenate([b.raw for b in batches]),
+            {k: np.concatenate([b._columns[k] for b in batches]) for k in keys},
+        )
+
+    def values(self, name: str) -> list[Any]:
+        """Python values of one field (for output), converted once for the whole batch."""
+        col = self[name]
+        kind = self.schema[name].kind
+        if kind is Kind.BOOL:
+            return [bool(v) for v in col]
+        if col.dtype.kind in "iuf":
+            return col.tolist()  # type: ignore[no-any-return]
+        return list(col)
+
+    def events(self) -> Iterator[Event]:
+        """One :class:`Event` per row; convenient, not fast."""
+        for i in range(len(self)):
+            yield Event(self, i)
+
+    def to_dicts(self, fields: Sequence[Field] | None = None) -> list[dict[str, Any]]:
+        """Rows as dicts keyed by JSON name."""
+        fields = list(fields or self.schema.fields)
+        cols = [(f.json_key, self.values(f.name)) for f in fields]
+        return [{key: vals[i] for key, vals in cols} for i in range(len(self))]
+
+
+@dataclass(frozen=True)
+class Event:
+    """A read-only view of one row of a batch."""
+
+    batch: Batch
+    index: int
+
+    def __getitem__(self, name: str) -> Any:
+        value = self.batch[name][self.index]
+        return value.item() if isinstance(value, np.generic) else value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.json_key: self[f.name] for f in self.batch.schema.fields}
+
+
+def decode_cstrings(values: Array) -> Array:
+    """NUL-terminated byte arrays (numpy ``S<n>``) to a numpy array of ``str``."""
+    if values.dtype.kind != "S":
+        values = values.astype(f"S{values.dtype.itemsize}")
+    out = np.empty(len(values), dtype=object)
+    out[:] = [v.partition(b"\0")[0].decode("utf-8", "replace") for v in values.tolist()]
+    return out
+
+
+def field_like(f: Field, **changes: Any) -> Field:
+    """A copy of ``f`` with some attributes changed."""
+    return replace(f, **changes)

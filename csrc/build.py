@@ -1,0 +1,41 @@
+"""cffi (API mode, out of line) builder for ``igrun.core._libbpf`` over the system libbpf.
+
+The declarations live in ``igrun_libbpf.h`` and the C helpers in ``igrun_libbpf.c``; this file
+only wires them together. The package version is compiled in and checked at import, so a stale
+in-place build fails loudly instead of misbehaving.
+"""
+
+import re
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def _version() -> str:
+    text = (ROOT / "pyproject.toml").read_text()
+    match = re.search(r'^version\s*=\s*"([^"]+)"', text, re.MULTILINE)
+    if not match:
+        raise RuntimeError("no version in pyproject.toml")
+    return match.group(1)
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(
+    (HERE / "igrun_libbpf.h").read_text()
+    + '\nextern "Python+C" void igr_py_log(int level, const char *msg);\n'
+)
+ffibuilder.set_source_pkgconfig(
+    "igrun.core._libbpf",
+    ["libbpf"],
+    '#include "igrun_libbpf.h"\n',
+    sources=[str(HERE / "igrun_libbpf.c")],
+    include_dirs=[str(HERE)],
+    define_macros=[("IGRUN_VERSION", '"' + _version() + '"')],
+    extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

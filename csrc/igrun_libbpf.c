@@ -1,0 +1,591 @@
+/*
+ * Helpers behind igrun.core._libbpf: the parts of the libbpf surface that must be C.
+ *
+ * - libbpf logs through a printf-style callback with a va_list, which cannot cross cffi: a
+ *   trampoline formats the message and hands one finished line to Python.
+ * - Readers drain perf and ring buffers with C callbacks that copy each record into one batch
+ *   buffer; Python is called once per batch, never once per event.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <linux/perf_event.h>
+#include <sys/syscall.h>
+
+#include "igrun_libbpf.h"
+
+#ifndef IGRUN_VERSION
+#error "IGRUN_VERSION must be defined by the build"
+#endif
+
+/* ---- logging ---------------------------------------------------------------------------- */
+
+void igr_py_log(int level, const char *msg); /* extern "Python+C", defined by cffi */
+static int igr_max_level = LIBBPF_INFO;
+
+static int igr_print(enum libbpf_print_level level, const char *fmt, va_list args)
+{
+    char buf[1024];
+    int n;
+
+    if ((int)level > igr_max_level)
+        return 0;
+    n = vsnprintf(buf, sizeof(buf), fmt, args);
+    if (n < 0)
+        return n;
+    /* libbpf lines end with a newline; the structured logger adds its own. */
+    while (n > 0 && (size_t)n < sizeof(buf) && buf[n - 1] == '\n')
+        buf[--n] = '\0';
+    igr_py_log((int)level, buf);
+    return n;
+}
+
+void igr_install_print(int max_level)
+{
+    igr_max_level = max_level;
+    libbpf_set_print(igr_print);
+}
+
+const char *igr_version(void) { return IGRUN_VERSION; }
+
+const char *igr_libbpf_version(void) { return libbpf_version_string(); }
+
+void igr_free(void *ptr) { free(ptr); }
+
+/* ---- objects ---------------------------------------------------------------------------- */
+
+static struct bpf_object *igr_check_open(struct bpf_object *obj, int *err)
+{
+    long e = libbpf_get_error(obj);
+
+    if (e) {
+        *err = (int)e;
+        return NULL;
+    }
+    *err = 0;
+    return obj;
+}
+
+struct bpf_object *igr_open_file(const char *path, char *log_buf, size_t log_size, int *err)
+{
+    LIBBPF_OPTS(bpf_object_open_opts, opts, .kernel_log_buf = log_buf,
+                .kernel_log_size = log_size);
+    return igr_check_open(bpf_object__open_file(path, &opts), err);
+}
+
+struct bpf_object *igr_open_mem(const void *data, size_t size, const char *name, char *log_buf,
+                                size_t log_size, int *err)
+{
+    LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = name, .kernel_log_buf = log_buf,
+                .kernel_log_size = log_size);
+    return igr_check_open(bpf_object__open_mem(data, size, &opts), err);
+}
+
+/* Find global variable `name` in the object's .rodata/.data/.bss and overwrite its initial
+ * value. Must run between open and load. */
+int igr_set_global(struct bpf_object *obj, const char *name, const void *data, size_t size)
+{
+    struct btf *btf = bpf_object__btf(obj);
+    struct bpf_map *map;
+
+    if (!btf)
+        return -ENOENT;
+    bpf_object__for_each_map(map, obj) {
+        const struct btf_type *sec;
+        const struct btf_var_secinfo *vsi;
+        __u32 type_id;
+        size_t map_size;
+        char *initial;
+        int i;
+
+        if (!bpf_map__is_internal(map))
+            continue;
+        type_id = bpf_map__btf_value_type_id(map);
+        sec = btf__type_by_id(btf, type_id);
+        if (!sec || !btf_is_datasec(sec))
+            continue;
+        vsi = btf_var_secinfos(sec);
+        for (i = 0; i < btf_vlen(sec); i++, vsi++) {
+            const struct btf_type *var = btf__type_by_id(btf, vsi->type);
+            const char *var_name = btf__name_by_offset(btf, var->name_off);
+
+            if (!var_name || strcmp(var_name, name) != 0)
+                continue;
+            if (vsi->size != size)
+                return -E2BIG;
+            initial = (char *)bpf_map__initial_value(map, &map_size);
+            if (!initial || vsi->offset + size > map_size)
+                return -EINVAL;
+            memcpy(initial + vsi->offset, data, size);
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+/* Names of all global variables, NUL-separated, for error messages ("did you mean"). */
+int igr_global_names(struct bpf_object *obj, char *out, size_t out_size)
+{
+    struct btf *btf = bpf_object__btf(obj);
+    struct bpf_map *map;
+    size_t used = 0;
+
+    if (!btf)
+        return 0;
+    bpf_object__for_each_map(map, obj) {
+        const struct btf_type *sec;
+        const struct btf_var_secinfo *vsi;
+        int i;
+
+        if (!bpf_map__is_internal(map))
+            continue;
+        sec = btf__type_by_id(btf, bpf_map__btf_value_type_id(map));
+        if (!sec || !btf_is_datasec(sec))
+            continue;
+        vsi = btf_var_secinfos(sec);
+        for (i = 0; i < btf_vlen(sec); i++, vsi++) {
+            const struct btf_type *var = btf__type_by_id(btf, vsi->type);
+            const char *var_name = btf__name_by_offset(btf, var->name_off);
+            size_t len = var_name ? strlen(var_name) + 1 : 0;
+
+            if (!len || used + len > out_size)
+                continue;
+            memcpy(out + used, var_name, len);
+            used += len;
+        }
+    }
+    return (int)used;
+}
+
+/* Skip typedefs and const/volatile/restrict; remember the first declared name. */
+static const struct btf_type *igr_resolve(const struct btf *btf, __u32 id, __u32 *out_id)
+{
+    const struct btf_type *t = btf__type_by_id(btf, id);
+
+    while (t && (btf_is_typedef(t) || btf_is_mod(t))) {
+        id = t->type;
+        t = btf__type_by_id(btf, id);
+    }
+    if (out_id)
+        *out_id = id;
+    return t;
+}
+
+static unsigned int igr_kind_of(const struct btf_type *t)
+{
+    if (!t)
+        return IGR_KIND_OTHER;
+    if (btf_is_int(t))
+        return IGR_KIND_INT;
+    if (btf_is_array(t))
+        return IGR_KIND_ARRAY;
+    if (btf_is_struct(t))
+        return IGR_KIND_STRUCT;
+    if (btf_is_union(t))
+        return IGR_KIND_UNION;
+    if (btf_is_enum(t) || btf_is_enum64(t))
+        return IGR_KIND_ENUM;
+    if (btf_is_ptr(t))
+        return IGR_KIND_PTR;
+    return IGR_KIND_OTHER;
+}
+
+static void igr_fill_scalar(const struct btf *btf, const struct btf_type *t, unsigned int *is_signed,
+                            unsigned int *is_char)
+{
+    if (btf_is_int(t)) {
+        __u8 enc = btf_int_encoding(t);
+
+        *is_signed = !!(enc & BTF_INT_SIGNED);
+        *is_char = !!(enc & BTF_INT_CHAR);
+        if (!*is_char) {
+            const char *n = btf__name_by_offset(btf, t->name_off);
+            *is_char = n && strstr(n, "char") != NULL;
+        }
+    } else if (btf_is_enum(t) || btf_is_enum64(t)) {
+        *is_signed = !!btf_kflag(t);
+    }
+}
+
+/* Describe the members of `struct name` so Python can build a decoder from the object's own
+ * BTF: the C struct stays the single description of an event's layout. */
+int igr_struct_members(struct bpf_object *obj, const char *name, struct igr_member *out, int max,
+                       unsigned int *struct_size)
+{
+    struct btf *btf = bpf_object__btf(obj);
+    const struct btf_type *st;
+    const struct btf_member *m;
+    int id, i, n;
+
+    if (!btf)
+        return -ENOENT;
+    id = btf__find_by_name_kind(btf, name, BTF_KIND_STRUCT);
+    if (id < 0)
+        return id;
+    st = btf__type_by_id(btf, id);
+    *struct_size = st->size;
+    n = btf_vlen(st);
+    if (n > max)
+        return -E2BIG;
+    m = btf_members(st);
+    for (i = 0; i < n; i++, m++) {
+        struct igr_member *o = &out[i];
+        const struct btf_type *decl = btf__type_by_id(btf, m->type);
+        const struct btf_type *t = igr_resolve(btf, m->type, NULL);
+        const char *mname = btf__name_by_offset(btf, m->name_off);
+        __s64 sz;
+
+        memset(o, 0, sizeof(*o));
+        snprintf(o->name, sizeof(o->name), "%s", mname ? mname : "");
+        if (decl && decl->name_off)
+            snprintf(o->type_name, sizeof(o->type_name), "%s",
+                     btf__name_by_offset(btf, decl->name_off));
+        if (btf_member_bitfield_size(st, i))
+            return -EOPNOTSUPP; /* bitfields do not map onto a numpy dtype */
+        o->offset = btf_member_bit_offset(st, i) / 8;
+        sz = btf__resolve_size(btf, m->type);
+        o->size = sz < 0 ? 0 : (unsigned int)sz;
+        o->kind = igr_kind_of(t);
+        if (o->kind == IGR_KIND_ARRAY) {
+            const struct btf_array *arr = btf_array(t);
+            const struct btf_type *et = igr_resolve(btf, arr->type, NULL);
+            __s64 esz = btf__resolve_size(btf, arr->type);
+
+            o->nelems = arr->nelems;
+            o->elem_size = esz < 0 ? 0 : (unsigned int)esz;
+            o->elem_kind = igr_kind_of(et);
+            if (et)
+                igr_fill_scalar(btf, et, &o->is_signed, &o->is_char);
+        } else if (t) {
+            igr_fill_scalar(btf, t, &o->is_signed, &o->is_char);
+        }
+    }
+    return n;
+}
+
+unsigned int igr_map_type(const struct bpf_map *map) { return (unsigned int)bpf_map__type(map); }
+
+unsigned int igr_prog_type(const struct bpf_program *prog)
+{
+    return (unsigned int)bpf_program__type(prog);
+}
+
+/* ---- attaching -------------------------------------------------------------------------- */
+
+static struct bpf_link *igr_check_link(struct bpf_link *link, int *err)
+{
+    long e = libbpf_get_error(link);
+
+    if (e) {
+        *err = (int)e;
+        return NULL;
+    }
+    *err = 0;
+    return link;
+}
+
+struct bpf_link *igr_attach(struct bpf_program *prog, int *err)
+{
+    return igr_check_link(bpf_program__attach(prog), err);
+}
+
+struct bpf_link *igr_attach_uprobe(struct bpf_program *prog, _Bool retprobe, int pid,
+                                   const char *binary, const char *func, size_t offset, int *err)
+{
+    LIBBPF_OPTS(bpf_uprobe_opts, opts, .retprobe = retprobe, .func_name = func);
+    return igr_check_link(bpf_program__attach_uprobe_opts(prog, pid, binary, offset, &opts), err);
+}
+
+struct bpf_link *igr_attach_iter(struct bpf_program *prog, int *err)
+{
+    return igr_check_link(bpf_program__attach_iter(prog, NULL), err);
+}
+
+/* Run an iterator once and return all it wrote, in a buffer the caller frees with igr_free. */
+int igr_iter_read(struct bpf_link *link, char **out, size_t *out_len)
+{
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    int fd = bpf_iter_create(bpf_link__fd(link));
+
+    if (fd < 0) {
+        free(buf);
+        return fd;
+    }
+    if (!buf) {
+        close(fd);
+        return -ENOMEM;
+    }
+    for (;;) {
+        ssize_t n;
+
+        if (cap - len < 4096) {
+            char *grown = realloc(buf, cap * 2);
+            if (!grown) {
+                free(buf);
+                close(fd);
+                return -ENOMEM;
+            }
+            buf = grown;
+            cap *= 2;
+        }
+        n = read(fd, buf + len, cap - len);
+        if (n < 0) {
+            int e = -errno;
+            if (e == -EINTR || e == -EAGAIN)
+                continue;
+            free(buf);
+            close(fd);
+            return e;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    *out = buf;
+    *out_len = len;
+    return 0;
+}
+
+/* ---- maps ------------------------------------------------------------------------------- */
+
+int igr_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values,
+                         unsigned int *count)
+{
+    return bpf_map_lookup_batch(fd, in_batch, out_batch, keys, values, count, NULL);
+}
+
+int igr_map_info(int fd, unsigned int *type, unsigned int *id, unsigned int *key_size,
+                 unsigned int *value_size, unsigned int *max_entries, char *name, size_t name_size)
+{
+    struct bpf_map_info info;
+    __u32 len = sizeof(info);
+    int err;
+
+    memset(&info, 0, sizeof(info));
+    err = bpf_obj_get_info_by_fd(fd, &info, &len);
+    if (err)
+        return err;
+    *type = info.type;
+    *id = info.id;
+    *key_size = info.key_size;
+    *value_size = info.value_size;
+    *max_entries = info.max_entries;
+    snprintf(name, name_size, "%s", info.name);
+    return 0;
+}
+
+int igr_has_ktime_get_boot_ns(void)
+{
+    return libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT, BPF_FUNC_ktime_get_boot_ns, NULL);
+}
+
+/* ---- batch readers ---------------------------------------------------------------------- */
+
+/* Stops a ring-buffer drain once the batch is full; the record that hit the limit is kept. */
+#define IGR_BATCH_FULL 0x1000
+
+struct igr_reader {
+    struct ring_buffer *ring;
+    struct perf_buffer *perf;
+    char *data;             /* count slots of slot_size bytes */
+    unsigned int *sizes;    /* each record's real length (before cut or padding) */
+    size_t slot_size;
+    size_t cap;             /* slots allocated */
+    size_t max_records;     /* a ring drain stops here; perf drains cannot stop, they grow */
+    size_t count;
+    unsigned long long lost;
+    bool oom;
+};
+
+static int igr_reserve(struct igr_reader *r)
+{
+    size_t cap;
+    char *data;
+    unsigned int *sizes;
+
+    if (r->count < r->cap)
+        return 0;
+    cap = r->cap ? r->cap * 2 : 1024;
+    data = realloc(r->data, cap * r->slot_size);
+    if (!data)
+        return -ENOMEM;
+    r->data = data;
+    sizes = realloc(r->sizes, cap * sizeof(*sizes));
+    if (!sizes)
+        return -ENOMEM;
+    r->sizes = sizes;
+    r->cap = cap;
+    return 0;
+}
+
+static int igr_copy(struct igr_reader *r, const void *rec, size_t len)
+{
+    char *slot;
+    size_t n = len < r->slot_size ? len : r->slot_size;
+
+    if (igr_reserve(r)) {
+        r->oom = true;
+        r->lost++;
+        return -ENOMEM;
+    }
+    slot = r->data + r->count * r->slot_size;
+    memcpy(slot, rec, n);
+    if (n < r->slot_size)
+        memset(slot + n, 0, r->slot_size - n);
+    r->sizes[r->count] = (unsigned int)len;
+    r->count++;
+    return 0;
+}
+
+static int igr_ring_sample(void *ctx, void *data, size_t len)
+{
+    struct igr_reader *r = ctx;
+
+    if (igr_copy(r, data, len))
+        return -ENOMEM;
+    return r->count >= r->max_records ? -IGR_BATCH_FULL : 0;
+}
+
+struct igr_perf_sample_rec {
+    struct perf_event_header header;
+    __u32 size;
+    char data[];
+};
+
+struct igr_perf_lost_rec {
+    struct perf_event_header header;
+    __u64 id;
+    __u64 lost;
+};
+
+static enum bpf_perf_event_ret igr_perf_event(void *ctx, int cpu, struct perf_event_header *ev)
+{
+    struct igr_reader *r = ctx;
+
+    (void)cpu;
+    if (ev->type == PERF_RECORD_SAMPLE) {
+        struct igr_perf_sample_rec *s = (void *)ev;
+        igr_copy(r, s->data, s->size);
+    } else if (ev->type == PERF_RECORD_LOST) {
+        r->lost += ((struct igr_perf_lost_rec *)ev)->lost;
+    }
+    return LIBBPF_PERF_EVENT_CONT;
+}
+
+static struct igr_reader *igr_reader_alloc(size_t slot_size, size_t max_records)
+{
+    struct igr_reader *r = calloc(1, sizeof(*r));
+
+    if (!r)
+        return NULL;
+    r->slot_size = slot_size ? slot_size : 1;
+    r->max_records = max_records ? max_records : 65536;
+    if (igr_reserve(r)) {
+        igr_reader_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+struct igr_reader *igr_ring_new(int map_fd, size_t slot_size, size_t max_records, int *err)
+{
+    struct igr_reader *r = igr_reader_alloc(slot_size, max_records);
+
+    if (!r) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    r->ring = ring_buffer__new(map_fd, igr_ring_sample, r, NULL);
+    if (!r->ring) {
+        *err = -errno;
+        igr_reader_free(r);
+        return NULL;
+    }
+    *err = 0;
+    return r;
+}
+
+struct igr_reader *igr_perf_new(int map_fd, size_t page_cnt, unsigned int wakeup_events,
+                                size_t slot_size, size_t max_records, int *err)
+{
+    struct igr_reader *r = igr_reader_alloc(slot_size, max_records);
+    struct perf_event_attr attr;
+
+    if (!r) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    /* The raw API lets the kernel wake the reader once per `wakeup_events` samples instead of
+     * once per sample; the poll timeout bounds the latency of the rest. */
+    memset(&attr, 0, sizeof(attr));
+    attr.config = PERF_COUNT_SW_BPF_OUTPUT;
+    attr.type = PERF_TYPE_SOFTWARE;
+    attr.sample_type = PERF_SAMPLE_RAW;
+    attr.sample_period = 1;
+    attr.wakeup_events = wakeup_events ? wakeup_events : 1;
+    r->perf = perf_buffer__new_raw(map_fd, page_cnt, &attr, igr_perf_event, r, NULL);
+    if (!r->perf) {
+        *err = -errno;
+        igr_reader_free(r);
+        return NULL;
+    }
+    *err = 0;
+    return r;
+}
+
+/*
+ * Drain what is there; if nothing is, wait up to timeout_ms for it. Returns the number of
+ * records now in the batch (the previous batch is dropped first) or a negative errno.
+ * cffi releases the GIL around this call.
+ */
+int igr_reader_poll(struct igr_reader *r, int timeout_ms)
+{
+    int err;
+
+    r->count = 0;
+    if (r->ring) {
+        err = ring_buffer__consume(r->ring);
+        if (err == 0 || (err > 0 && r->count == 0))
+            err = ring_buffer__poll(r->ring, timeout_ms);
+    } else {
+        err = perf_buffer__consume(r->perf);
+        if (err >= 0 && r->count == 0)
+            err = perf_buffer__poll(r->perf, timeout_ms);
+    }
+    if (err == -IGR_BATCH_FULL)
+        err = 0;
+    if (err < 0 && err != -EINTR)
+        return err;
+    if (r->oom) {
+        r->oom = false;
+        return -ENOMEM;
+    }
+    return (int)r->count;
+}
+
+void *igr_reader_data(struct igr_reader *r) { return r->data; }
+
+unsigned int *igr_reader_sizes(struct igr_reader *r) { return r->sizes; }
+
+unsigned long long igr_reader_lost(struct igr_reader *r) { return r->lost; }
+
+void igr_reader_free(struct igr_reader *r)
+{
+    if (!r)
+        return;
+    ring_buffer__free(r->ring);
+    perf_buffer__free(r->perf);
+    free(r->data);
+    free(r->sizes);
+    free(r);
+}

@@ -1,0 +1,117 @@
+/*
+ * The C surface igrun uses: libbpf calls, plus the helpers in igrun_libbpf.c for what
+ * cannot cross cffi cheaply (va_list logging, open options, per-record callbacks).
+ *
+ * This file is read twice: by the C compiler (through igrun_libbpf.c) and by cffi's cdef, which
+ * understands declarations only — so no macros, no includes, no inline code here.
+ */
+
+struct bpf_object;
+struct bpf_map;
+struct bpf_program;
+struct bpf_link;
+struct igr_reader;
+
+/* One member of a BTF struct, types resolved through typedefs and modifiers. */
+struct igr_member {
+    char name[64];
+    unsigned int offset;     /* bytes from the start of the struct */
+    unsigned int size;       /* bytes */
+    unsigned int kind;       /* IGR_KIND_* below */
+    unsigned int is_signed;  /* integers and enums */
+    unsigned int elem_size;  /* arrays: size of one element */
+    unsigned int nelems;     /* arrays: element count */
+    unsigned int elem_kind;  /* arrays: IGR_KIND_* of the element */
+    unsigned int is_char;    /* integers (or array elements) declared as char */
+    char type_name[64];      /* the declared type name before resolution (typedef name) */
+};
+
+/* cffi cannot see #defines: these are the kinds, in this order. */
+enum igr_kind {
+    IGR_KIND_INT = 0,
+    IGR_KIND_ARRAY = 1,
+    IGR_KIND_STRUCT = 2,
+    IGR_KIND_UNION = 3,
+    IGR_KIND_ENUM = 4,
+    IGR_KIND_PTR = 5,
+    IGR_KIND_OTHER = 6
+};
+
+const char *igr_version(void);
+const char *igr_libbpf_version(void);
+void igr_install_print(int max_level);
+
+struct bpf_object *igr_open_file(const char *path, char *log_buf, size_t log_size, int *err);
+struct bpf_object *igr_open_mem(const void *data, size_t size, const char *name, char *log_buf,
+                                size_t log_size, int *err);
+int igr_set_global(struct bpf_object *obj, const char *name, const void *data, size_t size);
+int igr_struct_members(struct bpf_object *obj, const char *name, struct igr_member *out, int max,
+                       unsigned int *struct_size);
+int igr_global_names(struct bpf_object *obj, char *out, size_t out_size);
+
+int bpf_object__load(struct bpf_object *obj);
+void bpf_object__close(struct bpf_object *obj);
+const char *bpf_object__name(const struct bpf_object *obj);
+
+struct bpf_map *bpf_object__find_map_by_name(const struct bpf_object *obj, const char *name);
+struct bpf_map *bpf_object__next_map(const struct bpf_object *obj, const struct bpf_map *map);
+const char *bpf_map__name(const struct bpf_map *map);
+int bpf_map__fd(const struct bpf_map *map);
+unsigned int igr_map_type(const struct bpf_map *map);
+unsigned int bpf_map__key_size(const struct bpf_map *map);
+unsigned int bpf_map__value_size(const struct bpf_map *map);
+unsigned int bpf_map__max_entries(const struct bpf_map *map);
+_Bool bpf_map__is_internal(const struct bpf_map *map);
+int bpf_map__set_max_entries(struct bpf_map *map, unsigned int max_entries);
+int bpf_map__reuse_fd(struct bpf_map *map, int fd);
+int bpf_map__pin(struct bpf_map *map, const char *path);
+int bpf_map__unpin(struct bpf_map *map, const char *path);
+
+struct bpf_program *bpf_object__next_program(const struct bpf_object *obj, struct bpf_program *prog);
+struct bpf_program *bpf_object__find_program_by_name(const struct bpf_object *obj, const char *name);
+const char *bpf_program__name(const struct bpf_program *prog);
+const char *bpf_program__section_name(const struct bpf_program *prog);
+int bpf_program__fd(const struct bpf_program *prog);
+int bpf_program__set_autoload(struct bpf_program *prog, _Bool autoload);
+_Bool bpf_program__autoload(const struct bpf_program *prog);
+unsigned int igr_prog_type(const struct bpf_program *prog);
+int bpf_program__pin(struct bpf_program *prog, const char *path);
+int bpf_program__unpin(struct bpf_program *prog, const char *path);
+
+struct bpf_link *igr_attach(struct bpf_program *prog, int *err);
+struct bpf_link *igr_attach_uprobe(struct bpf_program *prog, _Bool retprobe, int pid,
+                                   const char *binary, const char *func, size_t offset, int *err);
+struct bpf_link *igr_attach_iter(struct bpf_program *prog, int *err);
+int igr_iter_read(struct bpf_link *link, char **out, size_t *out_len);
+int bpf_link__destroy(struct bpf_link *link);
+int bpf_link__fd(const struct bpf_link *link);
+int bpf_link__pin(struct bpf_link *link, const char *path);
+int bpf_link__unpin(struct bpf_link *link);
+void igr_free(void *ptr);
+
+int bpf_map_lookup_elem(int fd, const void *key, void *value);
+int bpf_map_update_elem(int fd, const void *key, const void *value, unsigned long long flags);
+int bpf_map_delete_elem(int fd, const void *key);
+int bpf_map_get_next_key(int fd, const void *key, void *next_key);
+int igr_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values,
+                         unsigned int *count);
+int igr_map_info(int fd, unsigned int *type, unsigned int *id, unsigned int *key_size,
+                 unsigned int *value_size, unsigned int *max_entries, char *name, size_t name_size);
+int bpf_obj_get(const char *pathname);
+int bpf_obj_pin(int fd, const char *pathname);
+int libbpf_num_possible_cpus(void);
+int igr_has_ktime_get_boot_ns(void);
+
+/*
+ * Batch readers. A poll copies every available record into one buffer of fixed-size slots
+ * (records longer than a slot are cut, shorter ones zero-padded) and returns the record count:
+ * Python then decodes the whole batch at once.
+ */
+struct igr_reader *igr_ring_new(int map_fd, size_t slot_size, size_t max_records, int *err);
+struct igr_reader *igr_perf_new(int map_fd, size_t page_cnt, unsigned int wakeup_events,
+                                size_t slot_size, size_t max_records, int *err);
+int igr_reader_poll(struct igr_reader *r, int timeout_ms);
+void *igr_reader_data(struct igr_reader *r);
+unsigned int *igr_reader_sizes(struct igr_reader *r);
+unsigned long long igr_reader_lost(struct igr_reader *r);
+void igr_reader_free(struct igr_reader *r);
