@@ -90,7 +90,7 @@ struct bpf_object *igr_open_mem(const void *data, size_t size, const char *name,
 }
 
 /* Find global variable `name` in the object's .rodata/.data/.bss and overwrite its initial
- * value. Must run between open and load. */
+ * value. Must run between open and load. With data NULL, return the variable's size. */
 int igr_set_global(struct bpf_object *obj, const char *name, const void *data, size_t size)
 {
     struct btf *btf = bpf_object__btf(obj);
@@ -119,6 +119,8 @@ int igr_set_global(struct bpf_object *obj, const char *name, const void *data, s
 
             if (!var_name || strcmp(var_name, name) != 0)
                 continue;
+            if (!data)
+                return (int)vsi->size;
             if (vsi->size != size)
                 return -E2BIG;
             initial = (char *)bpf_map__initial_value(map, &map_size);

@@ -1,0 +1,648 @@
+"""A small typed layer over libbpf (the cffi module ``igrun.core._libbpf``).
+
+This is the only module that imports the C extension. It opens, configures and loads BPF
+objects, attaches their programs, works with maps, and drains perf and ring buffers in batches.
+Every failing call raises :class:`~igrun.core.errors.BpfError` with the errno, and a verifier
+rejection carries the log lines that explain it.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+
+from igrun.core import _libbpf  # type: ignore[attr-defined]
+from igrun.core.errors import BpfError
+
+ffi: Any = _libbpf.ffi
+lib: Any = _libbpf.lib
+
+VERIFIER_LOG_SIZE = 4 << 20
+RELEVANT_LOG_LINES = 20
+SO_ATTACH_BPF = 50
+SO_DETACH_BPF = 27
+
+
+def _check_version() -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    built = ffi.string(lib.igr_version()).decode()
+    try:
+        installed = version("igrun")
+    except PackageNotFoundError:  # pragma: no cover - running from an unusual layout
+        return
+    if built != installed:
+        raise ImportError(
+            f"igrun.core._libbpf was built for igrun {built} but igrun {installed} is installed: "
+            "rebuild the extension (pip install .)"
+        )
+
+
+_check_version()
+
+
+class MapType(enum.IntEnum):
+    """The map types igrun treats specially (values of ``enum bpf_map_type``)."""
+
+    HASH = 1
+    ARRAY = 2
+    PERF_EVENT_ARRAY = 4
+    PERCPU_HASH = 5
+    PERCPU_ARRAY = 6
+    LRU_HASH = 9
+    LRU_PERCPU_HASH = 10
+    PERCPU_CGROUP_STORAGE = 21
+    RINGBUF = 27
+
+
+_PERCPU = {MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_PERCPU_HASH,
+           MapType.PERCPU_CGROUP_STORAGE}
+
+
+def _raise(what: str, err: int, log: list[str] | None = None) -> None:
+    raise BpfError(what, abs(err), log)
+
+
+# ---- libbpf's own messages go to structlog -----------------------------------------------
+
+_LEVELS = {0: "warning", 1: "info", 2: "debug"}
+
+
+@ffi.def_extern()  # type: ignore[untyped-decorator]
+def igr_py_log(level: int, msg: Any) -> None:
+    from igrun.core.log import get_logger
+
+    text = ffi.string(msg).decode("utf-8", "replace")
+    getattr(get_logger(), _LEVELS.get(level, "debug"))("libbpf", message=text)
+
+
+def route_libbpf_logs(verbose: bool = False) -> None:
+    """Send libbpf's messages to structlog: warnings always, details with ``-v``."""
+    lib.igr_install_print(2 if verbose else 0)
+
+
+route_libbpf_logs()
+
+
+def possible_cpus() -> int:
+    n = lib.libbpf_num_possible_cpus()
+    if n < 0:
+        _raise("cannot count possible CPUs", n)
+    return int(n)
+
+
+def has_ktime_get_boot_ns() -> bool:
+    """Whether BPF programs can call ``bpf_ktime_get_boot_ns`` (Linux 5.7+)."""
+    return bool(lib.igr_has_ktime_get_boot_ns() == 1)
+
+
+# ---- maps --------------------------------------------------------------------------------
+
+
+class Map:
+    """A BPF map by file descriptor: from a loaded object or from a pinned path."""
+
+    def __init__(self, fd: int, owned: bool = False, name: str | None = None) -> None:
+        self.fd = fd
+        self._owned = owned
+        t, i, k, v, m = (ffi.new("unsigned int *") for _ in range(5))
+        buf = ffi.new("char[]", 64)
+        err = lib.igr_map_info(fd, t, i, k, v, m, buf, 64)
+        if err:
+            _raise("cannot read map info", err)
+        self.type = int(t[0])
+        self.id = int(i[0])
+        self.key_size = int(k[0])
+        self.value_size = int(v[0])
+        self.max_entries = int(m[0])
+        self.name = name or ffi.string(buf).decode()
+        self._value_len = self.value_size
+        if self.type in _PERCPU:
+            self._value_len = ((self.value_size + 7) // 8) * 8 * possible_cpus()
+
+    @classmethod
+    def from_pin(cls, path: str | os.PathLike[str]) -> Map:
+        """Open a pinned map; the returned object owns (and closes) its fd."""
+        fd = lib.bpf_obj_get(os.fsencode(path))
+        if fd < 0:
+            _raise(f"cannot open pinned map {path}", fd)
+        return cls(int(fd), owned=True)
+
+    @property
+    def per_cpu(self) -> bool:
+        return self.type in _PERCPU
+
+    def lookup(self, key: bytes) -> bytes | None:
+        """The value at ``key`` (all CPUs' values concatenated for per-CPU maps), or None."""
+        value = ffi.new("char[]", self._value_len)
+        err = lib.bpf_map_lookup_elem(self.fd, key, value)
+        if err == -2:  # ENOENT
+            return None
+        if err:
+            _raise(f"map {self.name}: lookup failed", err)
+        return bytes(ffi.buffer(value, self._value_len))
+
+    def lookup_per_cpu(self, key: bytes) -> list[bytes] | None:
+        """A per-CPU map's values, one per possible CPU."""
+        raw = self.lookup(key)
+        if raw is None:
+            return None
+        step = ((self.value_size + 7) // 8) * 8
+        return [raw[i : i + self.value_size] for i in range(0, len(raw), step)]
+
+    def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
+        err = lib.bpf_map_update_elem(self.fd, key, value, flags)
+        if err:
+            _raise(f"map {self.name}: update failed", err)
+
+    def delete(self, key: bytes) -> bool:
+        """Remove ``key``; False if it was not there."""
+        err = lib.bpf_map_delete_elem(self.fd, key)
+        if err == -2:
+            return False
+        if err:
+            _raise(f"map {self.name}: delete failed", err)
+        return True
+
+    def keys(self) -> Iterator[bytes]:
+        key = ffi.NULL
+        nxt = ffi.new("char[]", self.key_size)
+        while True:
+            err = lib.bpf_map_get_next_key(self.fd, key, nxt)
+            if err == -2:
+                return
+            if err:
+                _raise(f"map {self.name}: iteration failed", err)
+            current = bytes(ffi.buffer(nxt, self.key_size))
+            yield current
+            key = ffi.new("char[]", current)
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """Every entry, with the kernel's batch lookup where it has one (hash maps)."""
+        try:
+            return self._lookup_batch()
+        except BpfError:
+            pass
+        out = []
+        for key in list(self.keys()):
+            value = self.lookup(key)
+            if value is not None:
+                out.append((key, value))
+        return out
+
+    def _lookup_batch(self) -> list[tuple[bytes, bytes]]:
+        chunk = max(1, min(self.max_entries, 4096))
+        keys = ffi.new("char[]", chunk * self.key_size)
+        values = ffi.new("char[]", chunk * self._value_len)
+        token_in, token_out = ffi.new("char[]", 8), ffi.new("char[]", 8)
+        count = ffi.new("unsigned int *")
+        out: list[tuple[bytes, bytes]] = []
+        first = True
+        while True:
+            count[0] = chunk
+            err = lib.igr_map_lookup_batch(
+                self.fd, ffi.NULL if first else token_in, token_out, keys, values, count
+            )
+            if err and err != -2:
+                _raise(f"map {self.name}: batch lookup failed", err)
+            kb, vb = ffi.buffer(keys), ffi.buffer(values)
+            for i in range(count[0]):
+                out.append(
+                    (
+                        bytes(kb[i * self.key_size : (i + 1) * self.key_size]),
+                        bytes(vb[i * self._value_len : (i + 1) * self._value_len]),
+                    )
+                )
+            if err == -2:
+                return out
+            ffi.memmove(token_in, token_out, 8)
+            first = False
+
+    def clear(self) -> None:
+        for key in list(self.keys()):
+            self.delete(key)
+
+    def pin(self, path: str | os.PathLike[str]) -> None:
+        err = lib.bpf_obj_pin(self.fd, os.fsencode(path))
+        if err:
+            _raise(f"cannot pin map {self.name} at {path}", err)
+
+    def close(self) -> None:
+        if self._owned and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+# ---- programs and links ------------------------------------------------------------------
+
+
+class Link:
+    """An attachment; destroying it detaches the program."""
+
+    def __init__(self, ptr: Any, what: str) -> None:
+        self._ptr = ptr
+        self.what = what
+
+    @property
+    def fd(self) -> int:
+        return int(lib.bpf_link__fd(self._ptr))
+
+    def read(self) -> bytes:
+        """Run an iterator link once and return everything it wrote."""
+        out, size = ffi.new("char **"), ffi.new("size_t *")
+        err = lib.igr_iter_read(self._ptr, out, size)
+        if err:
+            _raise(f"cannot read iterator {self.what}", err)
+        try:
+            return bytes(ffi.buffer(out[0], size[0]))
+        finally:
+            lib.igr_free(out[0])
+
+    def pin(self, path: str | os.PathLike[str]) -> None:
+        err = lib.bpf_link__pin(self._ptr, os.fsencode(path))
+        if err:
+            _raise(f"cannot pin link {self.what} at {path}", err)
+
+    def destroy(self) -> None:
+        if self._ptr is not None:
+            lib.bpf_link__destroy(self._ptr)
+            self._ptr = None
+
+
+class SocketAttachment:
+    """A socket filter attached to one socket (not a link: the socket option is undone)."""
+
+    def __init__(self, sock: socket.socket, prog_fd: int) -> None:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, prog_fd)
+        self._sock: socket.socket | None = sock
+
+    def destroy(self) -> None:
+        if self._sock is not None and self._sock.fileno() >= 0:
+            self._sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_BPF, 0)
+        self._sock = None
+
+
+class Program:
+    """A program of a BPF object."""
+
+    def __init__(self, ptr: Any) -> None:
+        self._ptr = ptr
+        self.name: str = ffi.string(lib.bpf_program__name(ptr)).decode()
+        self.section: str = ffi.string(lib.bpf_program__section_name(ptr)).decode()
+
+    @property
+    def fd(self) -> int:
+        return int(lib.bpf_program__fd(self._ptr))
+
+    @property
+    def autoload(self) -> bool:
+        return bool(lib.bpf_program__autoload(self._ptr))
+
+    @autoload.setter
+    def autoload(self, value: bool) -> None:
+        err = lib.bpf_program__set_autoload(self._ptr, value)
+        if err:
+            _raise(f"program {self.name}: cannot change autoload", err)
+
+    @property
+    def is_iterator(self) -> bool:
+        return self.section.startswith("iter/") or self.section.startswith("iter.s/")
+
+    @property
+    def is_socket_filter(self) -> bool:
+        return self.section.startswith("socket")
+
+    def attach(self) -> Link:
+        """Attach by section: tracepoint, raw_tp, tp_btf, iter, and uprobes with a target."""
+        err = ffi.new("int *")
+        link = lib.igr_attach_iter(self._ptr, err) if self.is_iterator else lib.igr_attach(
+            self._ptr, err
+        )
+        if link == ffi.NULL:
+            _raise(f"cannot attach {self.name} ({self.section})", err[0])
+        return Link(link, self.name)
+
+    def attach_uprobe(
+        self, binary: str, func: str | None = None, offset: int = 0, pid: int = -1,
+        retprobe: bool = False,
+    ) -> Link:
+        """Attach to a function of ``binary`` (by name, or an offset) for ``pid`` (-1: all)."""
+        err = ffi.new("int *")
+        link = lib.igr_attach_uprobe(
+            self._ptr, retprobe, pid, binary.encode(), func.encode() if func else ffi.NULL,
+            offset, err,
+        )
+        if link == ffi.NULL:
+            _raise(f"cannot attach uprobe {self.name} to {binary}:{func or hex(offset)}", err[0])
+        return Link(link, self.name)
+
+    def attach_socket(self, sock: socket.socket) -> SocketAttachment:
+        """Attach a socket filter to ``sock``."""
+        try:
+            return SocketAttachment(sock, self.fd)
+        except OSError as exc:
+            raise BpfError(f"cannot attach socket filter {self.name}", exc.errno or 0) from None
+
+    def pin(self, path: str | os.PathLike[str]) -> None:
+        err = lib.bpf_program__pin(self._ptr, os.fsencode(path))
+        if err:
+            _raise(f"cannot pin program {self.name} at {path}", err)
+
+
+# ---- objects -----------------------------------------------------------------------------
+
+
+_INT_CODES = {1: "i1", 2: "i2", 4: "i4", 8: "i8"}
+
+
+def _member_dtype(m: Any) -> str | tuple[str, int] | np.dtype[Any]:
+    kind, size = int(m.kind), int(m.size)
+    if kind in (lib.IGR_KIND_INT, lib.IGR_KIND_ENUM) and size in _INT_CODES:
+        code = _INT_CODES[size]
+        return "<" + (code if m.is_signed else code.replace("i", "u"))
+    if kind == lib.IGR_KIND_PTR:
+        return "<u8"
+    if kind == lib.IGR_KIND_ARRAY:
+        if m.is_char and m.elem_size == 1:
+            return f"S{m.nelems}"
+        if m.elem_kind in (lib.IGR_KIND_INT, lib.IGR_KIND_ENUM) and m.elem_size in _INT_CODES:
+            code = _INT_CODES[m.elem_size]
+            elem = "<" + (code if m.is_signed else code.replace("i", "u"))
+            return np.dtype((elem, (int(m.nelems),)))
+    return f"V{size}"
+
+
+class BpfObject:
+    """One BPF object: open, configure, load, attach, close.
+
+    Use it as a context manager; closing detaches every link made through it and frees the
+    kernel objects (programs and maps that nothing else holds).
+    """
+
+    def __init__(self, ptr: Any, log_buf: Any, source: str) -> None:
+        self._ptr = ptr
+        self._log_buf = log_buf
+        self.source = source
+        self.links: list[Link | SocketAttachment] = []
+        self.loaded = False
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> BpfObject:
+        log_buf = ffi.new("char[]", VERIFIER_LOG_SIZE)
+        err = ffi.new("int *")
+        ptr = lib.igr_open_file(os.fsencode(path), log_buf, VERIFIER_LOG_SIZE, err)
+        if ptr == ffi.NULL:
+            _raise(f"cannot open BPF object {path}", err[0])
+        return cls(ptr, log_buf, str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str) -> BpfObject:
+        log_buf = ffi.new("char[]", VERIFIER_LOG_SIZE)
+        err = ffi.new("int *")
+        keep = ffi.from_buffer(data)
+        ptr = lib.igr_open_mem(keep, len(data), name.encode(), log_buf, VERIFIER_LOG_SIZE, err)
+        if ptr == ffi.NULL:
+            _raise(f"cannot open BPF object {name}", err[0])
+        return cls(ptr, log_buf, name)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def name(self) -> str:
+        return str(ffi.string(lib.bpf_object__name(self._ptr)).decode())
+
+    # -- before load
+
+    def global_names(self) -> list[str]:
+        buf = ffi.new("char[]", 1 << 14)
+        n = lib.igr_global_names(self._ptr, buf, 1 << 14)
+        return [s.decode() for s in bytes(ffi.buffer(buf, n)).split(b"\0") if s]
+
+    def set_global(self, name: str, value: bytes | int | bool) -> None:
+        """Set a ``.rodata``/``.data``/``.bss`` variable before load (e.g. a target pid)."""
+        size = lib.igr_set_global(self._ptr, name.encode(), ffi.NULL, 0)
+        if size < 0:
+            known = ", ".join(self.global_names()) or "none"
+            raise BpfError(f"{self.source}: no global variable {name!r} (has: {known})")
+        if isinstance(value, bool | int):
+            signed = isinstance(value, int) and value < 0
+            data = int(value).to_bytes(size, "little", signed=signed)
+        else:
+            data = value
+        err = lib.igr_set_global(self._ptr, name.encode(), data, len(data))
+        if err:
+            _raise(f"{self.source}: cannot set {name} ({len(data)} bytes, has {size})", err)
+
+    def has_global(self, name: str) -> bool:
+        return bool(lib.igr_set_global(self._ptr, name.encode(), ffi.NULL, 0) >= 0)
+
+    def _map_ptr(self, name: str) -> Any:
+        ptr = lib.bpf_object__find_map_by_name(self._ptr, name.encode())
+        if ptr == ffi.NULL:
+            raise BpfError(f"{self.source}: no map {name!r}")
+        return ptr
+
+    def has_map(self, name: str) -> bool:
+        return bool(lib.bpf_object__find_map_by_name(self._ptr, name.encode()) != ffi.NULL)
+
+    def reuse_map(self, name: str, source: Map | int | str | os.PathLike[str]) -> None:
+        """Use an existing map (a Map, an fd or a pinned path) in place of the object's own."""
+        owned = None
+        if isinstance(source, Map):
+            fd = source.fd
+        elif isinstance(source, int):
+            fd = source
+        else:
+            owned = Map.from_pin(source)
+            fd = owned.fd
+        try:
+            err = lib.bpf_map__reuse_fd(self._map_ptr(name), fd)
+            if err:
+                _raise(f"{self.source}: cannot reuse map for {name}", err)
+        finally:
+            if owned:
+                owned.close()  # libbpf holds its own dup of the fd
+
+    def set_max_entries(self, name: str, n: int) -> None:
+        err = lib.bpf_map__set_max_entries(self._map_ptr(name), n)
+        if err:
+            _raise(f"{self.source}: cannot size map {name}", err)
+
+    def struct_dtype(self, name: str) -> np.dtype[Any]:
+        """A numpy dtype with the layout of ``struct name`` as the object's BTF describes it."""
+        members = ffi.new("struct igr_member[]", 256)
+        size = ffi.new("unsigned int *")
+        n = lib.igr_struct_members(self._ptr, name.encode(), members, 256, size)
+        if n < 0:
+            _raise(f"{self.source}: no usable BTF for struct {name}", n)
+        names, formats, offsets = [], [], []
+        for i in range(n):
+            m = members[i]
+            member_name = ffi.string(m.name).decode()
+            if not member_name:
+                continue  # anonymous unions: exposed through their named siblings only
+            names.append(member_name)
+            formats.append(_member_dtype(m))
+            offsets.append(int(m.offset))
+        return np.dtype(
+            {"names": names, "formats": formats, "offsets": offsets, "itemsize": int(size[0])}
+        )
+
+    @property
+    def programs(self) -> dict[str, Program]:
+        out: dict[str, Program] = {}
+        ptr = lib.bpf_object__next_program(self._ptr, ffi.NULL)
+        while ptr != ffi.NULL:
+            prog = Program(ptr)
+            out[prog.name] = prog
+            ptr = lib.bpf_object__next_program(self._ptr, ptr)
+        return out
+
+    def map_names(self, include_internal: bool = False) -> list[str]:
+        out = []
+        ptr = lib.bpf_object__next_map(self._ptr, ffi.NULL)
+        while ptr != ffi.NULL:
+            if include_internal or not lib.bpf_map__is_internal(ptr):
+                out.append(ffi.string(lib.bpf_map__name(ptr)).decode())
+            ptr = lib.bpf_object__next_map(self._ptr, ptr)
+        return out
+
+    # -- load
+
+    def load(self) -> None:
+        """Load every program and create the maps; a rejection shows the verifier's reasons."""
+        err = lib.bpf_object__load(self._ptr)
+        if err:
+            log = ffi.string(self._log_buf).decode("utf-8", "replace")
+            _raise(f"{self.source}: the kernel refused to load it", err, relevant_log_lines(log))
+        self.loaded = True
+        self._log_buf = None  # the verifier log is only needed for a failure
+
+    # -- after load
+
+    def map(self, name: str) -> Map:
+        if not self.loaded:
+            raise BpfError(f"{self.source}: map {name} has no fd before load")
+        fd = lib.bpf_map__fd(self._map_ptr(name))
+        if fd < 0:
+            _raise(f"{self.source}: map {name} has no fd", fd)
+        return Map(int(fd), owned=False, name=name)
+
+    def attach(self, program: str) -> Link:
+        link = self.programs[program].attach()
+        self.links.append(link)
+        return link
+
+    def attach_all(self) -> list[Link]:
+        """Attach every loaded program whose section says where (iterators and socket filters
+        excluded: they need a reader or a socket)."""
+        links = []
+        for prog in self.programs.values():
+            if not prog.autoload or prog.is_iterator or prog.is_socket_filter:
+                continue
+            links.append(self.attach(prog.name))
+        return links
+
+    def keep(self, attachment: Link | SocketAttachment) -> None:
+        """Let this object detach ``attachment`` when it closes."""
+        self.links.append(attachment)
+
+    def close(self) -> None:
+        for link in reversed(self.links):
+            link.destroy()
+        self.links.clear()
+        if self._ptr is not None:
+            lib.bpf_object__close(self._ptr)
+            self._ptr = None
+
+
+def relevant_log_lines(log: str, count: int = RELEVANT_LOG_LINES) -> list[str]:
+    """The end of a verifier log, where it says why it gave up."""
+    lines = [line for line in log.splitlines() if line.strip()]
+    keep = [line for line in lines if not line.startswith(("func#", "processed "))]
+    return keep[-count:] if keep else lines[-count:]
+
+
+# ---- draining buffers --------------------------------------------------------------------
+
+
+class Reader:
+    """Drains a perf or ring buffer in batches of fixed-size records.
+
+    ``poll`` copies every available record (up to ``max_records`` for ring buffers) into one
+    reusable C buffer and returns a view of it: one Python call per batch, never per event.
+    The GIL is released while it waits (cffi does that for every call). The view is valid until
+    the next poll; copy what must be kept.
+    """
+
+    def __init__(self, ptr: Any, record_size: int, lost_map: Map | None) -> None:
+        self._ptr = ptr
+        self.record_size = record_size
+        self._lost_map = lost_map
+        self._reported = 0
+        self._lock = threading.Lock()
+
+    @classmethod
+    def ring(cls, buffer: Map, record_size: int, max_records: int = 65536,
+             lost_map: Map | None = None) -> Reader:
+        err = ffi.new("int *")
+        ptr = lib.igr_ring_new(buffer.fd, record_size, max_records, err)
+        if ptr == ffi.NULL:
+            _raise(f"cannot read ring buffer {buffer.name}", err[0])
+        return cls(ptr, record_size, lost_map)
+
+    @classmethod
+    def perf(cls, buffer: Map, record_size: int, pages: int = 64, wakeup_events: int = 1,
+             max_records: int = 65536) -> Reader:
+        err = ffi.new("int *")
+        ptr = lib.igr_perf_new(buffer.fd, pages, wakeup_events, record_size, max_records, err)
+        if ptr == ffi.NULL:
+            _raise(f"cannot read perf buffer {buffer.name}", err[0])
+        return cls(ptr, record_size, None)
+
+    def poll(self, timeout_ms: int = 100) -> memoryview | None:
+        """Wait up to ``timeout_ms`` for records; return them as one buffer (None if none)."""
+        with self._lock:
+            n = lib.igr_reader_poll(self._ptr, timeout_ms)
+            if n < 0:
+                _raise("reading events failed", n)
+            if n == 0:
+                return None
+            return memoryview(ffi.buffer(lib.igr_reader_data(self._ptr), n * self.record_size))
+
+    def sizes(self, count: int) -> np.ndarray[Any, np.dtype[np.uint32]]:
+        """The real length of each record of the last batch (before padding or cutting)."""
+        buf = ffi.buffer(lib.igr_reader_sizes(self._ptr), count * 4)
+        return np.frombuffer(buf, dtype=np.uint32).copy()
+
+    def lost(self) -> int:
+        """Events lost since the last call: perf's lost records, or the ring buffer's drop
+        counter that the BPF side bumps when a reserve fails."""
+        total = int(lib.igr_reader_lost(self._ptr))
+        if self._lost_map is not None:
+            values = self._lost_map.lookup_per_cpu(struct.pack("<I", 0)) or []
+            total += sum(struct.unpack("<Q", v[:8])[0] for v in values)
+        new, self._reported = total - self._reported, total
+        return new
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ptr is not None:
+                lib.igr_reader_free(self._ptr)
+                self._ptr = None
+
