@@ -129,6 +129,16 @@ class Map:
             self._value_len = ((self.value_size + 7) // 8) * 8 * possible_cpus()
 
     @classmethod
+    def create(
+        cls, type: MapType | int, name: str, key_size: int, value_size: int, max_entries: int
+    ) -> Map:
+        """A new map not tied to any object (e.g. a filter map shared by several gadgets)."""
+        fd = lib.igr_map_create(int(type), name.encode()[:15], key_size, value_size, max_entries)
+        if fd < 0:
+            _raise(f"cannot create map {name}", fd)
+        return cls(int(fd), owned=True)
+
+    @classmethod
     def from_pin(cls, path: str | os.PathLike[str]) -> Map:
         """Open a pinned map; the returned object owns (and closes) its fd."""
         fd = lib.bpf_obj_get(os.fsencode(path))
@@ -477,6 +487,10 @@ class BpfObject:
         finally:
             if owned:
                 owned.close()  # libbpf holds its own dup of the fd
+
+    def map_type(self, name: str) -> int:
+        """The type a map has (or will have once loaded), e.g. :attr:`MapType.RINGBUF`."""
+        return int(lib.igr_map_type(self._map_ptr(name)))
 
     def set_max_entries(self, name: str, n: int) -> None:
         err = lib.bpf_map__set_max_entries(self._map_ptr(name), n)

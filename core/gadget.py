@@ -171,6 +171,8 @@ class GadgetContext:
     """Set by the runtime: hands a batch to the operator chain."""
     report_lost: Callable[[int], None] = field(default=lambda n: None)
     """Set by the runtime: counts events the kernel could not deliver."""
+    heartbeat: Callable[[], None] = field(default=lambda: None)
+    """Set by the runtime: gadgets call it between polls (interval ticks, loss reports)."""
     pins: PinDir | None = None
     """This run's folder under the bpffs pin path."""
     schema: Schema | None = None

@@ -366,6 +366,12 @@ int igr_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, vo
     return bpf_map_lookup_batch(fd, in_batch, out_batch, keys, values, count, NULL);
 }
 
+int igr_map_create(unsigned int type, const char *name, unsigned int key_size,
+                   unsigned int value_size, unsigned int max_entries)
+{
+    return bpf_map_create((enum bpf_map_type)type, name, key_size, value_size, max_entries, NULL);
+}
+
 int igr_map_info(int fd, unsigned int *type, unsigned int *id, unsigned int *key_size,
                  unsigned int *value_size, unsigned int *max_entries, char *name, size_t name_size)
 {

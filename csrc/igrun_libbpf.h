@@ -97,6 +97,8 @@ int igr_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, vo
                          unsigned int *count);
 int igr_map_info(int fd, unsigned int *type, unsigned int *id, unsigned int *key_size,
                  unsigned int *value_size, unsigned int *max_entries, char *name, size_t name_size);
+int igr_map_create(unsigned int type, const char *name, unsigned int key_size,
+                   unsigned int value_size, unsigned int max_entries);
 int bpf_obj_get(const char *pathname);
 int bpf_obj_pin(int fd, const char *pathname);
 int libbpf_num_possible_cpus(void);

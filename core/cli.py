@@ -1,0 +1,249 @@
+"""The ``igrun`` launcher.
+
+``igrun list`` shows the installed gadgets; ``igrun <category> <gadget> [flags]`` (or
+``igrun <category>_<gadget>``) runs one, with flags generated from the params of the gadget, the
+runtime and the operators that apply to it. Bad input gets one line on stderr and exit code 2;
+a runtime failure one line and exit code 1; ``-v`` adds details. Data goes to stdout only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from igrun.core.errors import IgrunError, UsageError
+from igrun.core.gadget import Category, Gadget
+from igrun.core.params import ParamDesc, Params, TypeHint
+
+if TYPE_CHECKING:
+    from igrun.core.plugins import PluginRegistry
+
+PROG = "igrun"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a mistake as one line (an exception), not usage plus exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("igrun")
+
+
+def _flags(desc: ParamDesc) -> list[str]:
+    names = [f"--{desc.key}"]
+    if desc.alias:
+        names.insert(0, f"-{desc.alias}" if len(desc.alias) == 1 else f"--{desc.alias}")
+    return names
+
+
+def _help(desc: ParamDesc) -> str:
+    text = desc.description or desc.key
+    if desc.possible_values:
+        text += f" (one of: {', '.join(desc.possible_values)})"
+    if desc.default and desc.type_hint is not TypeHint.BOOL:
+        text += f" [default: {desc.default}]"
+    return text.replace("%", "%%")
+
+
+def _add_params(
+    group: argparse._ArgumentGroup, descs: Sequence[ParamDesc], prefix: str
+) -> dict[str, ParamDesc]:
+    """One flag per param; returns argparse dest -> param, so values can be routed back."""
+    dests = {}
+    for desc in descs:
+        dest = f"{prefix}{desc.key}"
+        kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": _help(desc)}
+        if desc.type_hint is TypeHint.BOOL:
+            kwargs.update(nargs="?", const="true", metavar="BOOL")
+        elif desc.repeatable:
+            kwargs.update(action="append", metavar=desc.key.upper())
+        else:
+            kwargs.update(metavar=desc.key.upper())
+        try:
+            group.add_argument(*_flags(desc), **kwargs)
+        except argparse.ArgumentError as exc:
+            raise IgrunError(f"two parameters claim the same flag: {exc}") from None
+        dests[dest] = desc
+    return dests
+
+
+def _fields_help(gadget: type[Gadget]) -> str:
+    lines = ["fields (for -F, --sort and -o columns=…; * = shown by default):"]
+    for f in gadget.schema.fields:
+        mark = " " if f.column.hidden else "*"
+        lines.append(f"  {mark} {f.name:<18} {f.kind.value:<6} {f.description}")
+    return "\n".join(lines)
+
+
+def _gadget_parser(
+    gadget: type[Gadget], registry: PluginRegistry
+) -> tuple[_Parser, dict[str, tuple[str, str]]]:
+    from igrun.core.runtime import RUNTIME_PARAMS, Runtime
+
+    epilog = []
+    if gadget.examples:
+        epilog.append("examples:\n" + "\n".join(f"  {e}" for e in gadget.examples))
+    epilog.append(_fields_help(gadget))
+    parser = _Parser(
+        prog=f"{PROG} {gadget.full_name()}",
+        description=gadget.description,
+        epilog="\n\n".join(epilog),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug details")
+    routes: dict[str, tuple[str, str]] = {}
+    if gadget.params:
+        group = parser.add_argument_group("gadget")
+        for dest, desc in _add_params(group, gadget.params, "g.").items():
+            routes[dest] = ("", desc.key)
+    group = parser.add_argument_group("runtime")
+    for dest, desc in _add_params(group, RUNTIME_PARAMS, "r.").items():
+        routes[dest] = ("runtime.", desc.key)
+    for op in Runtime(registry.operators()).operators_for(gadget):
+        if not op.params:
+            continue
+        group = parser.add_argument_group(f"operator {op.name}", op.description or None)
+        for dest, desc in _add_params(group, op.params, f"o.{op.name}.").items():
+            routes[dest] = (f"operator.{op.name}.", desc.key)
+    return parser, routes
+
+
+def _values(args: argparse.Namespace, routes: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """Parsed flags as the flat parameter map (``key``, ``runtime.key``, ``operator.x.key``)."""
+    out = {}
+    for dest, (prefix, key) in routes.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        out[prefix + key] = ",".join(value) if isinstance(value, list) else str(value)
+    return out
+
+
+def _split_gadget_name(argv: list[str]) -> tuple[str, list[str]]:
+    """``["trace", "exec", ...]`` or ``["trace_exec", ...]`` -> ``("trace exec", rest)``."""
+    first = argv[0]
+    categories = {c.value for c in Category}
+    if first in categories:
+        if len(argv) < 2 or argv[1].startswith("-"):
+            raise UsageError(f"{PROG} {first}: name a gadget (see '{PROG} list')")
+        return f"{first} {argv[1]}", argv[2:]
+    if "_" in first:
+        category, _, name = first.partition("_")
+        return f"{category} {name}", argv[1:]
+    raise UsageError(f"unknown command {first!r} (see '{PROG} --help')")
+
+
+def cmd_list(registry: PluginRegistry, out: Any) -> int:
+    gadgets = sorted(registry.gadgets().values(), key=lambda g: (g.category.value, g.name))
+    rows = [("CATEGORY", "GADGET", "DESCRIPTION", "PACKAGE")]
+    rows += [(g.category.value, g.name, g.description, registry.provider(g)) for g in gadgets]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        out.write("  ".join(v.ljust(w) for v, w in zip(r[:3], widths, strict=True)))
+        out.write(f"  {r[3]}\n")
+    return 0
+
+
+def _top_help(registry: PluginRegistry) -> str:
+    lines = [
+        f"usage: {PROG} [-v] list | {PROG} [-v] <category> <gadget> [flags]",
+        "",
+        "Run eBPF gadgets: what is this host, or this one container, doing right now?",
+        "",
+        "commands:",
+        "  list                   the installed gadgets",
+        "  <category> <gadget>    run a gadget; '<category> <gadget> --help' lists its flags",
+        "",
+        "gadgets:",
+    ]
+    for g in sorted(registry.gadgets().values(), key=lambda g: g.full_name()):
+        lines.append(f"  {g.full_name():<22} {g.description}")
+    lines += ["", f"example: {PROG} trace exec -o json --timeout 10s"]
+    return "\n".join(lines) + "\n"
+
+
+def run_gadget(registry: PluginRegistry, name: str, argv: list[str]) -> int:
+    from igrun.core.runtime import Runtime
+
+    gadget = registry.gadget(name)
+    parser, routes = _gadget_parser(gadget, registry)
+    args = parser.parse_args(argv)
+    if args.verbose:
+        _configure_logging(True)
+    runtime = Runtime(registry.operators())
+    gadget_params, runtime_params, operator_params = runtime.params_for(
+        gadget, _values(args, routes)
+    )
+    runtime.run(gadget, gadget_params, runtime_params, operator_params, hooks=registry.hook)
+    return 0
+
+
+def _configure_logging(verbose: bool) -> None:
+    from igrun.core import log
+
+    log.configure(verbose)
+    if verbose:
+        from igrun.core.bpf import route_libbpf_logs
+
+        route_libbpf_logs(verbose=True)
+
+
+def _quiet_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (tests call it directly)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = False
+    while args and args[0] in ("-v", "--verbose"):
+        verbose = True
+        args.pop(0)
+    verbose = verbose or "-v" in args or "--verbose" in args
+    _configure_logging(verbose)
+    try:
+        from igrun.core.plugins import registry
+
+        reg = registry()
+        if not args or args[0] in ("-h", "--help", "help"):
+            sys.stdout.write(_top_help(reg))
+            return 0
+        if args[0] == "--version":
+            sys.stdout.write(f"{PROG} {_version()}\n")
+            return 0
+        if args[0] == "list":
+            return cmd_list(reg, sys.stdout)
+        name, rest = _split_gadget_name(args)
+        return run_gadget(reg, name, rest)
+    except SystemExit as exc:  # argparse's --help
+        return int(exc.code or 0)
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    except IgrunError as exc:
+        if verbose:
+            traceback.print_exc()
+        sys.stderr.write(f"{PROG}: error: {exc}\n")
+        return exc.exit_code
+    except Exception as exc:  # a bug: still one line unless asked for details
+        if verbose:
+            traceback.print_exc()
+        sys.stderr.write(f"{PROG}: internal error: {type(exc).__name__}: {exc} (-v for details)\n")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

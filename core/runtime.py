@@ -1,0 +1,227 @@
+"""The local runtime: runs one gadget on this host, with its operator chain.
+
+The lifecycle follows Inspektor Gadget's local runtime: check the host, instantiate the gadget,
+init it (BPF objects load here, so the event layout is known), instantiate and order the
+operators, pre-run, run, post-run, close. Every piece that started is stopped again, whatever
+ends the run: its timeout, Ctrl-C, SIGTERM, a limit reached, or an error.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from igrun.core.errors import EnvironmentProblem
+from igrun.core.gadget import Gadget, GadgetContext, InitClose, ResultRunner, Runner
+from igrun.core.log import get_logger
+from igrun.core.operator import Chain, Operator, order
+from igrun.core.params import ParamDesc, Params, TypeHint
+from igrun.core.pins import PIN_ROOT, PinDir
+from igrun.core.schema import Batch
+
+VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
+LOST_REPORT_INTERVAL = 1.0
+
+RUNTIME_PARAMS: tuple[ParamDesc, ...] = (
+    ParamDesc(
+        "timeout",
+        alias="t",
+        type_hint=TypeHint.DURATION,
+        default="0",
+        description="stop after this long (e.g. 10s, 500ms); 0 runs until Ctrl-C",
+    ),
+    ParamDesc(
+        "interval",
+        type_hint=TypeHint.DURATION,
+        default="0",
+        description="gather events for this long, then sort and print them together",
+    ),
+)
+
+
+def check_host(pin_root: Path = PIN_ROOT) -> None:
+    """Fail early, with one clear line, where gadgets cannot run."""
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("igrun needs root to load BPF programs (try sudo)")
+    if not VMLINUX_BTF.exists():
+        raise EnvironmentProblem(
+            f"this kernel has no BTF ({VMLINUX_BTF} is missing): CO-RE gadgets cannot load"
+        )
+
+
+@contextmanager
+def _stop_on_signals(ctx: GadgetContext) -> Iterator[None]:
+    """SIGINT and SIGTERM end the run cleanly; a second one interrupts at once."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if ctx.done:
+            raise KeyboardInterrupt
+        ctx.cancel()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class Run:
+    """The wiring of one run: emits batches into the chain, reports losses, ticks intervals."""
+
+    def __init__(self, ctx: GadgetContext, chain: Chain, interval: float) -> None:
+        self.ctx = ctx
+        self.chain = chain
+        self.interval = interval
+        self.lost_total = 0
+        self._lost_pending = 0
+        self._next_lost_report = time.monotonic() + LOST_REPORT_INTERVAL
+        self._next_flush = time.monotonic() + interval if interval else None
+
+    def emit(self, batch: Batch) -> None:
+        if self.ctx.schema is not None and batch.schema is not self.ctx.schema:
+            batch = batch.with_schema(self.ctx.schema)
+        self.chain.process(batch)
+        self.heartbeat()
+
+    def report_lost(self, n: int) -> None:
+        self.lost_total += n
+        self._lost_pending += n
+
+    def heartbeat(self) -> None:
+        """Called by gadgets between polls (at least every 100 ms) and after every batch."""
+        now = time.monotonic()
+        if self._lost_pending and now >= self._next_lost_report:
+            self.flush_lost()
+            self._next_lost_report = now + LOST_REPORT_INTERVAL
+        if self._next_flush is not None and now >= self._next_flush:
+            self.chain.flush()
+            self._next_flush = now + self.interval
+
+    def flush_lost(self) -> None:
+        if not self._lost_pending:
+            return
+        message = f"lost {self._lost_pending} events"
+        get_logger().warning(message, total=self.lost_total)
+        self.chain.warn(message)
+        self._lost_pending = 0
+
+
+class Runtime:
+    """Runs gadgets on the local host."""
+
+    def __init__(self, operators: list[type[Operator]], pin_root: Path = PIN_ROOT) -> None:
+        self.operators = operators
+        self.pin_root = pin_root
+
+    def operators_for(self, gadget: type[Gadget]) -> list[type[Operator]]:
+        return order([op for op in self.operators if op.can_operate_on(gadget)])
+
+    def params_for(
+        self, gadget: type[Gadget], values: Mapping[str, str] | None = None
+    ) -> tuple[Params, Params, dict[str, Params]]:
+        """Fresh gadget, runtime and operator params for ``gadget`` (with flat-map values)."""
+        from igrun.core.params import params_from_map
+
+        gadget_params = Params(gadget.params)
+        runtime_params = Params(RUNTIME_PARAMS)
+        operator_params = {op.name: Params(op.params) for op in self.operators_for(gadget)}
+        params_from_map(values or {}, gadget_params, runtime_params, operator_params)
+        return gadget_params, runtime_params, operator_params
+
+    def run(
+        self,
+        gadget_cls: type[Gadget],
+        gadget_params: Params,
+        runtime_params: Params,
+        operator_params: dict[str, Params],
+        *,
+        hooks: Any = None,
+        prepare: Any = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> GadgetContext:
+        """Run ``gadget_cls`` until it ends; return its context (e.g. for ``lost_total``).
+
+        ``prepare(ctx, operators)`` may adjust operator instances before they start (tests use
+        it to capture output); ``extra`` seeds :attr:`GadgetContext.extra` (e.g. a shared
+        mount-ns filter map under ``"mntns_filter_map"``).
+        """
+        for params in (gadget_params, runtime_params, *operator_params.values()):
+            params.validate()
+        check_host(self.pin_root)
+        timeout = runtime_params.get("timeout") or None
+        ctx = GadgetContext(
+            id=uuid.uuid4().hex[:12],
+            gadget=gadget_cls,
+            gadget_params=gadget_params,
+            runtime_params=runtime_params,
+            operator_params=operator_params,
+            logger=get_logger(gadget=gadget_cls.full_name()),
+            timeout=timeout,
+            extra=dict(extra or {}),
+        )
+        error: BaseException | None = None
+        with ExitStack() as stack:
+            try:
+                self._run(ctx, stack, hooks, prepare)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                stack.close()  # stop everything before reporting the end
+                if hooks is not None:
+                    hooks.igrun_run_finished(ctx=ctx, error=error)
+        return ctx
+
+    def _run(self, ctx: GadgetContext, stack: ExitStack, hooks: Any, prepare: Any) -> None:
+        pins = PinDir.create(self.pin_root)
+        stack.callback(pins.cleanup)
+        ctx.pins = pins
+        stack.enter_context(_stop_on_signals(ctx))
+
+        gadget = ctx.gadget()
+        if isinstance(gadget, InitClose):
+            gadget.init(ctx)
+            stack.callback(gadget.close)
+        if ctx.schema is None:
+            ctx.schema = ctx.gadget.schema
+
+        operators: list[Operator] = []
+        for op_cls in self.operators_for(ctx.gadget):
+            op = op_cls.instantiate(ctx, ctx.operator_params.get(op_cls.name, Params(())))
+            if op is not None:
+                operators.append(op)
+        fields = [f for op in operators for f in op.fields]
+        ctx.schema = ctx.schema.extend(fields)
+        if prepare is not None:
+            prepare(ctx, operators)
+        for op in operators:
+            op.pre_run(ctx.schema)
+            stack.callback(op.post_run)
+
+        run = Run(ctx, Chain(operators), ctx.runtime_params.get("interval") or 0.0)
+        ctx.emit = run.emit
+        ctx.report_lost = run.report_lost
+        ctx.heartbeat = run.heartbeat
+        ctx.extra["run"] = run
+        ctx.start()
+        if hooks is not None:
+            hooks.igrun_run_started(ctx=ctx)
+        ctx.logger.debug("gadget_started", id=ctx.id)
+        try:
+            if isinstance(gadget, Runner):
+                gadget.run(ctx)
+            elif isinstance(gadget, ResultRunner):
+                result = gadget.run_with_result(ctx)
+                os.write(1, result)
+        finally:
+            run.flush_lost()
+        run.chain.flush()
+        ctx.logger.debug("gadget_stopped", id=ctx.id, lost=run.lost_total)

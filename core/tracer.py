@@ -1,0 +1,125 @@
+"""The common shape of a BPF trace gadget, so that a gadget is mostly its schema.
+
+A :class:`BpfTracer` opens its CO-RE object (package data next to the gadget's module), sets
+its constants from the params, joins the run's mount-ns filter when the object follows the
+convention, binds the schema to the event struct's BTF layout, loads, pins its maps, attaches
+every program by section (all in ``init``, so a failure ends the run before anything else
+starts), and drains its ring buffer in batches until the run ends.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from typing import Any, ClassVar
+
+import numpy as np
+
+from igrun.core.bpf import BpfObject, Map, MapType, Reader
+from igrun.core.gadget import Gadget, GadgetContext
+from igrun.core.schema import Batch
+
+FILTER_BY_MNTNS = "gadget_filter_by_mntns"
+MNTNS_FILTER_MAP = "gadget_mntns_filter_map"
+LOST_EVENTS_MAP = "gadget_lost_events"
+POLL_TIMEOUT_MS = 100
+PERF_BUFFER_PAGES = 64
+
+
+class BpfTracer(Gadget):
+    """Base class of gadgets made of one BPF object that streams events of one struct."""
+
+    bpf_object: ClassVar[str]
+    """File name of the compiled object, in the gadget's package."""
+    buffer_map: ClassVar[str] = "events"
+    """The ring buffer (or perf event array) the events arrive through."""
+    ring_buffer_size: ClassVar[int] = 256 * 1024
+
+    def __init__(self) -> None:
+        self.obj: BpfObject | None = None
+        self.reader: Reader | None = None
+        self.buffer_size = self.ring_buffer_size
+
+    # -- what subclasses override
+
+    def constants(self, ctx: GadgetContext) -> dict[str, int | bool | bytes]:
+        """Values for the object's ``const volatile`` globals, from the params."""
+        return {}
+
+    def transform(self, batch: Batch) -> Batch:
+        """A last look at a decoded batch before it goes down the chain (drop rows, etc.)."""
+        return batch
+
+    # -- lifecycle
+
+    def object_path(self) -> Any:
+        return importlib.resources.files(type(self).__module__) / self.bpf_object
+
+    def init(self, ctx: GadgetContext) -> None:
+        with importlib.resources.as_file(self.object_path()) as path:
+            obj = BpfObject.open(path)
+        self.obj = obj
+        try:
+            self._configure(ctx, obj)
+            obj.load()
+            self._pin(ctx, obj)
+            obj.attach_all()
+        except BaseException:
+            self.close()
+            raise
+
+    def _configure(self, ctx: GadgetContext, obj: BpfObject) -> None:
+        for name, value in self.constants(ctx).items():
+            obj.set_global(name, value)
+        shared: Map | None = ctx.extra.get("mntns_filter_map")
+        if shared is not None and obj.has_global(FILTER_BY_MNTNS):
+            obj.set_global(FILTER_BY_MNTNS, True)
+            obj.reuse_map(MNTNS_FILTER_MAP, shared)
+        if self.schema.struct:
+            ctx.schema = self.schema.bind(obj.struct_dtype(self.schema.struct))
+        if obj.map_type(self.buffer_map) == MapType.RINGBUF:
+            obj.set_max_entries(self.buffer_map, self.buffer_size)
+
+    def _pin(self, ctx: GadgetContext, obj: BpfObject) -> None:
+        if ctx.pins is None:
+            return
+        folder = ctx.pins.sub(self.id())
+        for name in obj.map_names():
+            obj.map(name).pin(folder / name)
+
+    def run(self, ctx: GadgetContext) -> None:
+        assert self.obj is not None and ctx.schema is not None
+        obj, schema = self.obj, ctx.schema
+        events = obj.map(self.buffer_map)
+        lost_map = obj.map(LOST_EVENTS_MAP) if obj.has_map(LOST_EVENTS_MAP) else None
+        size = schema.dtype.itemsize if schema.dtype is not None else 1
+        if events.type == MapType.PERF_EVENT_ARRAY:
+            self.reader = Reader.perf(events, size, pages=PERF_BUFFER_PAGES)
+        else:
+            self.reader = Reader.ring(events, size, lost_map=lost_map)
+        while not ctx.done:
+            self._drain(ctx, POLL_TIMEOUT_MS)
+        # Detach first, then take what is already in the buffer: nothing emitted is dropped.
+        for link in list(obj.links):
+            link.destroy()
+        obj.links.clear()
+        self._drain(ctx, 0)
+
+    def _drain(self, ctx: GadgetContext, timeout_ms: int) -> None:
+        assert self.reader is not None and ctx.schema is not None
+        timeout = int(ctx.remaining(timeout_ms / 1000) * 1000) if timeout_ms else 0
+        view = self.reader.poll(timeout)
+        if view is not None:
+            raw = np.frombuffer(view, dtype=ctx.schema.dtype).copy()
+            ctx.emit(self.transform(Batch(ctx.schema, raw)))
+        lost = self.reader.lost()
+        if lost:
+            ctx.report_lost(lost)
+        ctx.heartbeat()
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+        if self.obj is not None:
+            self.obj.close()
+            self.obj = None

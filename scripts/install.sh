@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install everything igrun needs on Debian 12 (as root), build it into .venv, and show it
+# working: `igrun trace exec` printing the programs this script starts.
+#   scripts/install.sh            install, then the demo
+#   scripts/install.sh --no-demo  install only (CI)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+demo=1
+[ "${1:-}" = "--no-demo" ] && demo=0
+
+if [ "$(id -u)" != 0 ]; then
+    echo "install.sh: run as root (igrun loads BPF programs)" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt_get() { apt-get -o DPkg::Lock::Timeout=600 -q "$@"; }
+apt_get update >/dev/null
+apt_get install -y --no-install-recommends \
+    python3 python3-venv python3-dev gcc make pkg-config \
+    clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev >/dev/null
+
+# The kernel file systems gadgets need.
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
+
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[dev]' --config-settings editable_mode=strict
+echo "installed: $(.venv/bin/igrun --version) in .venv (run .venv/bin/igrun, or activate .venv)"
+
+if [ "$demo" = 1 ]; then
+    echo "demo: .venv/bin/igrun trace exec --timeout 3s (while this script starts a few programs)"
+    ( sleep 1.5; /bin/echo "hello from igrun" >/dev/null; ls / >/dev/null; uname -r >/dev/null ) &
+    .venv/bin/igrun trace exec --timeout 3s
+    wait
+fi
