@@ -1,0 +1,178 @@
+"""trace exec in the real kernel: a child execs, and the event says exactly what happened."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import struct
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from igrun.core import PRIORITY_OUTPUT, Batch, GadgetContext, Operator
+from igrun.core.bpf import Map, MapType
+from igrun.core.runtime import Runtime
+from igrun.plugins.trace_exec import TraceExec
+
+pytestmark = pytest.mark.bpf
+
+
+class Capture(Operator):
+    """Keeps every row that reaches the end of the chain."""
+
+    name = "capture"
+    priority = PRIORITY_OUTPUT
+    rows: ClassVar[list[dict[str, Any]]] = []
+
+    def process(self, batch: Batch) -> Batch:
+        Capture.rows.extend(batch.to_dicts())
+        return batch
+
+
+class Trigger:
+    """Runs ``action`` once the gadget is attached, then ends the run."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+        self.error: BaseException | None = None
+
+    def igrun_run_started(self, ctx: GadgetContext) -> None:
+        def work() -> None:
+            try:
+                self.action()
+            except BaseException as exc:
+                self.error = exc
+            finally:
+                time.sleep(0.3)
+                ctx.cancel()
+
+        threading.Thread(target=work, daemon=True).start()
+
+    def igrun_run_finished(self, ctx: GadgetContext, error: BaseException | None) -> None:
+        pass
+
+
+def trace(action: Callable[[], None], values: dict[str, str] | None = None,
+          extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    Capture.rows = []
+    runtime = Runtime([Capture])
+    params = runtime.params_for(TraceExec, {"runtime.timeout": "20s", **(values or {})})
+    trigger = Trigger(action)
+    runtime.run(TraceExec, *params, hooks=trigger, extra=extra)
+    if trigger.error:
+        raise trigger.error
+    return Capture.rows
+
+
+def marker() -> str:
+    return f"igrun-{uuid.uuid4().hex[:10]}"
+
+
+def with_arg(rows: list[dict[str, Any]], arg: str) -> list[dict[str, Any]]:
+    return [r for r in rows if arg in r["args"]]
+
+
+def test_exec_event_has_exact_fields() -> None:
+    mark = marker()
+    child: dict[str, int] = {}
+
+    def run() -> None:
+        proc = subprocess.Popen(["/bin/true", mark, "two words", ""])
+        child["pid"] = proc.pid
+        proc.wait()
+
+    before = time.time_ns()
+    rows = with_arg(trace(run), mark)
+    after = time.time_ns()
+    assert len(rows) == 1
+    event = rows[0]
+    assert event["pid"] == child["pid"]
+    assert event["tid"] == child["pid"]
+    assert event["ppid"] == os.getpid()
+    assert event["uid"] == os.getuid()
+    assert event["gid"] == os.getgid()
+    assert event["comm"] == "true"
+    assert event["retval"] == 0
+    assert event["args"] == ["/bin/true", mark, "two words", ""]
+    assert event["truncated"] is False
+    assert event["mountnsid"] == os.stat("/proc/self/ns/mnt").st_ino
+    assert event["loginuid"] == int(Path("/proc/self/loginuid").read_text())
+    assert event["sessionid"] == int(Path("/proc/self/sessionid").read_text())
+    assert before - 1_000_000_000 <= event["timestamp"] <= after
+
+
+def test_failed_exec_reports_enoent() -> None:
+    missing = f"/nonexistent/{marker()}"
+
+    def run() -> None:
+        with pytest.raises(FileNotFoundError):
+            subprocess.run([missing, "x"])
+
+    rows = [r for r in trace(run) if r["args"][:1] == [missing]]
+    assert len(rows) == 1
+    assert rows[0]["retval"] == -errno.ENOENT
+    assert rows[0]["args"] == [missing, "x"]
+
+
+def test_ignore_errors_hides_failed_exec() -> None:
+    missing, ok = f"/nonexistent/{marker()}", marker()
+
+    def run() -> None:
+        with pytest.raises(FileNotFoundError):
+            subprocess.run([missing])
+        subprocess.run(["/bin/true", ok], check=True)
+
+    rows = trace(run, {"ignore-errors": "true"})
+    assert [r for r in rows if r["args"][:1] == [missing]] == []
+    assert len(with_arg(rows, ok)) == 1
+
+
+def test_long_and_many_args_are_marked_truncated() -> None:
+    mark = marker()
+    exact = "a" * 127  # fits: 127 bytes and the NUL
+    many = [f"{mark}-{i}" for i in range(25)]
+
+    def run() -> None:
+        subprocess.run(["/bin/true", mark, exact], check=True)
+        subprocess.run(["/bin/true", mark, "b" * 300], check=True)
+        subprocess.run(["/bin/true", *many], check=True)
+
+    rows = trace(run)
+    fits, long_ = with_arg(rows, mark)
+    assert fits["args"] == ["/bin/true", mark, exact] and fits["truncated"] is False
+    assert long_["args"] == ["/bin/true", mark, "b" * 127] and long_["truncated"] is True
+    (lots,) = with_arg(rows, many[0])
+    assert lots["args"] == ["/bin/true", *many[:19]]
+    assert lots["truncated"] is True
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare")
+def test_mount_namespace_filter_excludes_other_namespaces() -> None:
+    """With only the host's mount-ns in the filter map, an exec in a fresh one is dropped."""
+    host_ns = os.stat("/proc/self/ns/mnt").st_ino
+    filter_map = Map.create(MapType.HASH, "mntns_filter", 8, 4, 1024)
+    filter_map.update(struct.pack("<Q", host_ns), struct.pack("<I", 1))
+    inside, outside = marker(), marker()
+
+    def run() -> None:
+        subprocess.run(["unshare", "-m", "/bin/true", inside], check=True)
+        subprocess.run(["/bin/true", outside], check=True)
+
+    try:
+        rows = trace(run, extra={"mntns_filter_map": filter_map})
+    finally:
+        filter_map.close()
+    # unshare itself execs in the host namespace (and is traced); /bin/true then runs in the
+    # fresh one (and is not).
+    launched = with_arg(rows, inside)
+    assert [r["comm"] for r in launched if r["retval"] == 0] == ["unshare"]
+    assert [r for r in launched if r["args"][0] == "/bin/true"] == []
+    (event,) = with_arg(rows, outside)
+    assert event["mountnsid"] == host_ns
