@@ -63,8 +63,12 @@ class MapType(enum.IntEnum):
     RINGBUF = 27
 
 
-_PERCPU = {MapType.PERCPU_HASH, MapType.PERCPU_ARRAY, MapType.LRU_PERCPU_HASH,
-           MapType.PERCPU_CGROUP_STORAGE}
+_PERCPU = {
+    MapType.PERCPU_HASH,
+    MapType.PERCPU_ARRAY,
+    MapType.LRU_PERCPU_HASH,
+    MapType.PERCPU_CGROUP_STORAGE,
+}
 
 
 def _raise(what: str, err: int, log: list[str] | None = None) -> None:
@@ -333,22 +337,33 @@ class Program:
     def attach(self) -> Link:
         """Attach by section: tracepoint, raw_tp, tp_btf, iter, and uprobes with a target."""
         err = ffi.new("int *")
-        link = lib.igr_attach_iter(self._ptr, err) if self.is_iterator else lib.igr_attach(
-            self._ptr, err
+        link = (
+            lib.igr_attach_iter(self._ptr, err)
+            if self.is_iterator
+            else lib.igr_attach(self._ptr, err)
         )
         if link == ffi.NULL:
             _raise(f"cannot attach {self.name} ({self.section})", err[0])
         return Link(link, self.name)
 
     def attach_uprobe(
-        self, binary: str, func: str | None = None, offset: int = 0, pid: int = -1,
+        self,
+        binary: str,
+        func: str | None = None,
+        offset: int = 0,
+        pid: int = -1,
         retprobe: bool = False,
     ) -> Link:
         """Attach to a function of ``binary`` (by name, or an offset) for ``pid`` (-1: all)."""
         err = ffi.new("int *")
         link = lib.igr_attach_uprobe(
-            self._ptr, retprobe, pid, binary.encode(), func.encode() if func else ffi.NULL,
-            offset, err,
+            self._ptr,
+            retprobe,
+            pid,
+            binary.encode(),
+            func.encode() if func else ffi.NULL,
+            offset,
+            err,
         )
         if link == ffi.NULL:
             _raise(f"cannot attach uprobe {self.name} to {binary}:{func or hex(offset)}", err[0])
@@ -427,7 +442,9 @@ class BpfObject:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -612,8 +629,9 @@ class Reader:
         self._lock = threading.Lock()
 
     @classmethod
-    def ring(cls, buffer: Map, record_size: int, max_records: int = 65536,
-             lost_map: Map | None = None) -> Reader:
+    def ring(
+        cls, buffer: Map, record_size: int, max_records: int = 65536, lost_map: Map | None = None
+    ) -> Reader:
         err = ffi.new("int *")
         ptr = lib.igr_ring_new(buffer.fd, record_size, max_records, err)
         if ptr == ffi.NULL:
@@ -621,8 +639,14 @@ class Reader:
         return cls(ptr, record_size, lost_map)
 
     @classmethod
-    def perf(cls, buffer: Map, record_size: int, pages: int = 64, wakeup_events: int = 1,
-             max_records: int = 65536) -> Reader:
+    def perf(
+        cls,
+        buffer: Map,
+        record_size: int,
+        pages: int = 64,
+        wakeup_events: int = 1,
+        max_records: int = 65536,
+    ) -> Reader:
         err = ffi.new("int *")
         ptr = lib.igr_perf_new(buffer.fd, pages, wakeup_events, record_size, max_records, err)
         if ptr == ffi.NULL:
@@ -659,4 +683,3 @@ class Reader:
             if self._ptr is not None:
                 lib.igr_reader_free(self._ptr)
                 self._ptr = None
-

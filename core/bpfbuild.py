@@ -20,9 +20,15 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from setuptools.command.build_py import build_py
+from setuptools.command.build_py import build_py  # type: ignore[import-untyped]
 
-_ARCH = {"x86_64": "x86", "aarch64": "arm64", "arm64": "arm64", "s390x": "s390", "ppc64le": "powerpc"}
+_ARCH = {
+    "x86_64": "x86",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "s390x": "s390",
+    "ppc64le": "powerpc",
+}
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 HEADER_DIR = Path(__file__).resolve().parent.parent / "plugins" / "include"
 
@@ -44,7 +50,9 @@ def ensure_vmlinux_h(out_dir: Path) -> Path:
         return target
     bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
     if not VMLINUX_BTF.exists():
-        raise RuntimeError(f"cannot build BPF objects: {VMLINUX_BTF} is missing (kernel without BTF)")
+        raise RuntimeError(
+            f"cannot build BPF objects: {VMLINUX_BTF} is missing (kernel without BTF)"
+        )
     text = subprocess.run(
         [bpftool, "btf", "dump", "file", str(VMLINUX_BTF), "format", "c"],
         check=True,
@@ -105,7 +113,7 @@ def compile_tree(root: Path, build_dir: Path | None = None) -> list[Path]:
     return built
 
 
-class BuildBpf(build_py):
+class BuildBpf(build_py):  # type: ignore[misc]
     """``build_py`` that compiles the BPF sources of every package first."""
 
     def run(self) -> None:

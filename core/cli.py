@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from igrun.core.errors import IgrunError, UsageError
 from igrun.core.gadget import Category, Gadget
-from igrun.core.params import ParamDesc, Params, TypeHint
+from igrun.core.params import ParamDesc, TypeHint
 
 if TYPE_CHECKING:
     from igrun.core.plugins import PluginRegistry

@@ -39,7 +39,8 @@ class Operator:
 
     def __init__(self, ctx: GadgetContext, params: Params) -> None:
         self.ctx = ctx
-        self.params = params
+        self.values = params
+        """This run's values of :attr:`params`."""
 
     @classmethod
     def can_operate_on(cls, gadget: type[Gadget]) -> bool:

@@ -62,7 +62,7 @@ def remove_tree(path: Path) -> None:
 
 def remove_stale(root: Path = PIN_ROOT) -> list[str]:
     """Remove run folders whose owner process is gone; return their names."""
-    removed = []
+    removed: list[str] = []
     if not root.is_dir():
         return removed
     for entry in root.iterdir():

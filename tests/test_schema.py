@@ -23,8 +23,13 @@ SCHEMA = Schema(
         Field("pid", Kind.UINT, "process id"),
         Field("ret", Kind.INT, "return value", member="retval", json="retval"),
         Field("comm", Kind.STR, "command", column=Column(width=16)),
-        Field("double", Kind.UINT, "pid times two", decode=lambda b: b["pid"] * 2,
-              column=Column(hidden=True)),
+        Field(
+            "double",
+            Kind.UINT,
+            "pid times two",
+            decode=lambda b: b["pid"] * 2,
+            column=Column(hidden=True),
+        ),
     ],
     struct="event",
 )

@@ -59,8 +59,11 @@ class Trigger:
         pass
 
 
-def trace(action: Callable[[], None], values: dict[str, str] | None = None,
-          extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def trace(
+    action: Callable[[], None],
+    values: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     Capture.rows = []
     runtime = Runtime([Capture])
     params = runtime.params_for(TraceExec, {"runtime.timeout": "20s", **(values or {})})

@@ -36,7 +36,9 @@ def _args(batch: Batch) -> Any:
     """The NUL-separated argument buffer of each event as a list of strings."""
     out = np.empty(len(batch), dtype=object)
     rows = []
-    for buf, count in zip(batch.member("args").tolist(), batch.member("args_count").tolist(), strict=True):
+    for buf, count in zip(
+        batch.member("args").tolist(), batch.member("args_count").tolist(), strict=True
+    ):
         parts = buf.split(b"\0")[:count]
         parts += [b""] * (count - len(parts))  # numpy drops trailing NULs: empty last args
         rows.append([p.decode("utf-8", "replace") for p in parts])
@@ -65,27 +67,66 @@ class TraceExec(BpfTracer):
     )
     schema = Schema(
         [
-            Field("timestamp", Kind.TIME, "when the exec started", decode=_timestamps,
-                  column=Column(hidden=True)),
-            Field("mntns", Kind.UINT, "mount namespace id", member="mntns_id", json="mountnsid",
-                  column=Column(width=12, hidden=True, align="right")),
+            Field(
+                "timestamp",
+                Kind.TIME,
+                "when the exec started",
+                decode=_timestamps,
+                column=Column(hidden=True),
+            ),
+            Field(
+                "mntns",
+                Kind.UINT,
+                "mount namespace id",
+                member="mntns_id",
+                json="mountnsid",
+                column=Column(width=12, hidden=True, align="right"),
+            ),
             Field("pid", Kind.UINT, "process id", column=_RIGHT),
-            Field("tid", Kind.UINT, "thread id that called exec",
-                  column=Column(hidden=True, align="right")),
+            Field(
+                "tid",
+                Kind.UINT,
+                "thread id that called exec",
+                column=Column(hidden=True, align="right"),
+            ),
             Field("ppid", Kind.UINT, "parent process id", column=_RIGHT),
             Field("uid", Kind.UINT, "user id", column=Column(hidden=True, align="right")),
             Field("gid", Kind.UINT, "group id", column=Column(hidden=True, align="right")),
-            Field("loginuid", Kind.UINT, "audit login user id",
-                  column=Column(width=10, hidden=True, align="right")),
-            Field("sessionid", Kind.UINT, "audit session id",
-                  column=Column(width=10, hidden=True, align="right")),
+            Field(
+                "loginuid",
+                Kind.UINT,
+                "audit login user id",
+                column=Column(width=10, hidden=True, align="right"),
+            ),
+            Field(
+                "sessionid",
+                Kind.UINT,
+                "audit session id",
+                column=Column(width=10, hidden=True, align="right"),
+            ),
             Field("comm", Kind.STR, "command name (of the new program when exec succeeded)"),
-            Field("ret", Kind.INT, "return value of exec (0 or -errno)", member="retval",
-                  json="retval", column=Column(width=4, align="right")),
-            Field("args", Kind.LIST, "path and arguments (up to 20 of up to 127 bytes)",
-                  decode=_args, column=Column(width=40)),
-            Field("truncated", Kind.BOOL, "arguments were cut (more than 20, or one too long)",
-                  member="args_truncated", column=Column(hidden=True)),
+            Field(
+                "ret",
+                Kind.INT,
+                "return value of exec (0 or -errno)",
+                member="retval",
+                json="retval",
+                column=Column(width=4, align="right"),
+            ),
+            Field(
+                "args",
+                Kind.LIST,
+                "path and arguments (up to 20 of up to 127 bytes)",
+                decode=_args,
+                column=Column(width=40),
+            ),
+            Field(
+                "truncated",
+                Kind.BOOL,
+                "arguments were cut (more than 20, or one too long)",
+                member="args_truncated",
+                column=Column(hidden=True),
+            ),
         ],
         struct="event",
     )
