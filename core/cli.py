@@ -84,6 +84,28 @@ def _fields_help(gadget: type[Gadget]) -> str:
     return "\n".join(lines)
 
 
+def _join_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``--sort -pid`` means the value ``-pid``: argparse would read a flag, so write it as
+    ``--sort=-pid`` for every option that takes a value."""
+    takes_value = {}
+    for action in parser._actions:
+        if action.option_strings and action.nargs is None:
+            long = max(action.option_strings, key=len)
+            takes_value.update({opt: long for opt in action.option_strings})
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token in takes_value and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            if argv[i + 1] not in takes_value and not argv[i + 1].startswith("--"):
+                out.append(f"{takes_value[token]}={argv[i + 1]}")
+                i += 2
+                continue
+        out.append(token)
+        i += 1
+    return out
+
+
 def _gadget_parser(
     gadget: type[Gadget], registry: PluginRegistry
 ) -> tuple[_Parser, dict[str, tuple[str, str]]]:
@@ -176,7 +198,7 @@ def run_gadget(registry: PluginRegistry, name: str, argv: list[str]) -> int:
 
     gadget = registry.gadget(name)
     parser, routes = _gadget_parser(gadget, registry)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_dash_values(parser, argv))
     if args.verbose:
         _configure_logging(True)
     runtime = Runtime(registry.operators())

@@ -186,20 +186,23 @@ class Runtime:
         ctx.pins = pins
         stack.enter_context(_stop_on_signals(ctx))
 
+        # Operators check their params against the fields they will see before anything
+        # loads, so a typo in -F costs no BPF load.
+        op_classes = self.operators_for(ctx.gadget)
+        ctx.schema = ctx.gadget.schema.extend([f for op in op_classes for f in op.fields])
+        operators: list[Operator] = []
+        for op_cls in op_classes:
+            op = op_cls.instantiate(ctx, ctx.operator_params.get(op_cls.name, Params(())))
+            if op is not None:
+                operators.append(op)
+
+        ctx.schema = None
         gadget = ctx.gadget()
         if isinstance(gadget, InitClose):
             gadget.init(ctx)
             stack.callback(gadget.close)
-        if ctx.schema is None:
-            ctx.schema = ctx.gadget.schema
-
-        operators: list[Operator] = []
-        for op_cls in self.operators_for(ctx.gadget):
-            op = op_cls.instantiate(ctx, ctx.operator_params.get(op_cls.name, Params(())))
-            if op is not None:
-                operators.append(op)
-        fields = [f for op in operators for f in op.fields]
-        ctx.schema = ctx.schema.extend(fields)
+        bound = ctx.schema if ctx.schema is not None else ctx.gadget.schema
+        ctx.schema = bound.extend([f for op in operators for f in op.fields])
         if prepare is not None:
             prepare(ctx, operators)
         for op in operators:

@@ -1,0 +1,201 @@
+"""Finding gadgets and operators: entry points, loaded lazily, through pluggy.
+
+Gadgets come from the ``igrun.gadgets`` entry-point group (the entry point's name is the
+gadget's id, ``trace_exec``), operators from ``igrun.operators``; igrun's built-ins register
+the same way. Running one gadget imports only that gadget's module. A plugin that fails to
+import or registers something invalid is reported (distribution, version, error) and skipped:
+it never breaks ``igrun list`` or another gadget.
+
+``IGRUN_PLUGINS=dist-a,dist-b`` allows only those third-party distributions;
+``IGRUN_NO_PLUGINS=1`` blocks all of them. igrun's own built-ins always load.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+
+from igrun.core import hookspecs
+from igrun.core.errors import GadgetNotFound, PluginError
+from igrun.core.gadget import Category, Gadget
+from igrun.core.operator import Operator
+from igrun.core.schema import Schema
+
+GADGETS_GROUP = "igrun.gadgets"
+OPERATORS_GROUP = "igrun.operators"
+BUILTIN_DIST = "igrun"
+
+
+@dataclass(frozen=True)
+class PluginLoadError:
+    """A plugin that was skipped, and why."""
+
+    dist: str
+    version: str
+    entry_point: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"plugin {self.entry_point} from {self.dist} {self.version}: {self.message}"
+
+
+def _dist(ep: EntryPoint) -> tuple[str, str]:
+    dist = ep.dist
+    if dist is None:
+        return ("unknown", "")
+    return (dist.metadata["Name"] or "unknown", dist.version)
+
+
+def normalise_name(name: str) -> str:
+    """``"trace exec"``, ``"trace_exec"``, ``"trace-exec"`` -> ``"trace_exec"``."""
+    return "_".join(name.replace("-", " ").replace("_", " ", 1).split())
+
+
+class PluginRegistry:
+    """A typed facade over pluggy's PluginManager for igrun's two plugin kinds."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.errors: list[PluginLoadError] = []
+        self._gadgets: dict[str, type[Gadget]] = {}
+        self._operators: dict[str, type[Operator]] = {}
+        self._providers: dict[type[Any], str] = {}
+        self._loaded: set[tuple[str, str]] = set()
+        self._all_loaded: set[str] = set()
+
+    @property
+    def hook(self) -> Any:
+        """Lifecycle hooks: ``registry.hook.igrun_run_started(ctx=ctx)``."""
+        return self.pm.hook
+
+    # -- what callers ask for
+
+    def gadgets(self) -> dict[str, type[Gadget]]:
+        """Every installed gadget by id (imports every gadget plugin)."""
+        self._load_all(GADGETS_GROUP)
+        return dict(self._gadgets)
+
+    def gadget(self, name: str) -> type[Gadget]:
+        """The gadget called ``name`` (``trace exec`` or ``trace_exec``), importing only it."""
+        wanted = normalise_name(name)
+        if wanted not in self._gadgets:
+            for ep in self._entry_points(GADGETS_GROUP):
+                if ep.name == wanted:
+                    self._load(GADGETS_GROUP, ep)
+        if wanted not in self._gadgets:
+            self._load_all(GADGETS_GROUP)  # one entry point may register several gadgets
+        found = self._gadgets.get(wanted)
+        if found is None:
+            shown = wanted.replace("_", " ")
+            known = [g.full_name() for g in self._gadgets.values()]
+            close = difflib.get_close_matches(shown, known, n=3, cutoff=0.6)
+            hint = " (did you mean " + " or ".join(f'"{c}"' for c in close) + "?)" if close else ""
+            raise GadgetNotFound(f'unknown gadget "{shown}"{hint}')
+        return found
+
+    def operators(self) -> list[type[Operator]]:
+        """Every installed operator."""
+        self._load_all(OPERATORS_GROUP)
+        return list(self._operators.values())
+
+    def provider(self, cls: type[Any]) -> str:
+        """``"distribution version"`` of the package that registered ``cls``."""
+        return self._providers.get(cls, "unknown")
+
+    # -- loading
+
+    def _entry_points(self, group: str) -> list[EntryPoint]:
+        allowed = {d.strip() for d in os.environ.get("IGRUN_PLUGINS", "").split(",") if d.strip()}
+        blocked = os.environ.get("IGRUN_NO_PLUGINS") == "1"
+        out = []
+        seen = set()
+        for ep in entry_points(group=group):
+            dist, _ = _dist(ep)
+            if (ep.name, ep.value) in seen:
+                continue  # the same distribution found twice on sys.path
+            seen.add((ep.name, ep.value))
+            if dist != BUILTIN_DIST and (blocked or (allowed and dist not in allowed)):
+                continue
+            out.append(ep)
+        return out
+
+    def _load_all(self, group: str) -> None:
+        if group in self._all_loaded:
+            return
+        for ep in self._entry_points(group):
+            self._load(group, ep)
+        self._all_loaded.add(group)
+
+    def _load(self, group: str, ep: EntryPoint) -> None:
+        key = (group, ep.name)
+        if key in self._loaded:
+            return
+        self._loaded.add(key)
+        dist, version = _dist(ep)
+        try:
+            plugin = ep.load()
+            if not self.pm.is_registered(plugin):
+                self.pm.register(plugin, name=f"{group}:{ep.name}")
+                self.pm.check_pending()
+            provider = f"{dist} {version}".strip()
+            if group == GADGETS_GROUP:
+                self._call_one(plugin, "igrun_register_gadgets", self._add_gadget, provider)
+            else:
+                self._call_one(plugin, "igrun_register_operators", self._add_operator, provider)
+        except Exception as exc:  # a broken plugin must not break the others
+            error = PluginLoadError(dist, version, ep.name, f"{type(exc).__name__}: {exc}")
+            self.errors.append(error)
+            from igrun.core.log import get_logger
+
+            get_logger().warning(
+                "plugin_skipped", dist=dist, version=version, entry_point=ep.name, error=str(exc)
+            )
+
+    def _call_one(self, plugin: Any, hook_name: str, add: Any, provider: str) -> None:
+        """Call one plugin's registration hook (pluggy checked its signature on register);
+        calling it alone keeps each registration attributed to its own distribution."""
+        impl = getattr(plugin, hook_name, None)
+        if impl is not None:
+            impl(register=lambda cls: add(cls, provider))
+
+    # -- registration checks
+
+    def _add_gadget(self, cls: Any, provider: str) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, Gadget)):
+            raise PluginError(f"registered {cls!r}, which is not a Gadget subclass")
+        for attr, kind in (("name", str), ("category", Category), ("schema", Schema)):
+            if not isinstance(getattr(cls, attr, None), kind):
+                raise PluginError(f"gadget {cls.__name__} has no valid {attr!r}")
+        existing = self._gadgets.get(cls.id())
+        if existing is not None and existing is not cls:
+            raise PluginError(f"gadget {cls.full_name()!r} is already registered")
+        self._gadgets[cls.id()] = cls
+        self._providers[cls] = provider
+
+    def _add_operator(self, cls: Any, provider: str) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, Operator)):
+            raise PluginError(f"registered {cls!r}, which is not an Operator subclass")
+        if not isinstance(getattr(cls, "name", None), str):
+            raise PluginError(f"operator {cls.__name__} has no name")
+        existing = self._operators.get(cls.name)
+        if existing is not None and existing is not cls:
+            raise PluginError(f"operator {cls.name!r} is already registered")
+        self._operators[cls.name] = cls
+        self._providers[cls] = provider
+
+
+_default: PluginRegistry | None = None
+
+
+def registry() -> PluginRegistry:
+    """The process-wide registry."""
+    global _default
+    if _default is None:
+        _default = PluginRegistry()
+    return _default

@@ -1,0 +1,198 @@
+"""``-o``: the last operator, which writes every batch to stdout in one call.
+
+Formats are ``ig``'s: ``columns`` (UPPERCASE headers, declared widths, ``…`` on overflow,
+scaled to the terminal only on a TTY), ``columns=a,b`` (exactly these), ``columns=+x,-y``
+(the default ones plus x, minus y), ``json`` (one object per line), ``jsonpretty`` and ``yaml``.
+Values are formatted a column at a time over the whole batch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from igrun.core.errors import ParamError
+from igrun.core.gadget import GadgetContext
+from igrun.core.helpers import format_rfc3339_ns
+from igrun.core.hookspecs import hookimpl
+from igrun.core.operator import PRIORITY_OUTPUT, Operator
+from igrun.core.params import ParamDesc, Params
+from igrun.core.schema import Batch, Field, Kind, Schema
+from igrun.operators._common import resolve_column, windowed
+
+FORMATS = ("columns", "json", "jsonpretty", "yaml")
+
+
+def parse_output(spec: str, schema: Schema) -> tuple[str, list[Field]]:
+    """``"columns=+uid,-ppid"`` -> ("columns", [the fields to show, in order])."""
+    fmt, _, selection = spec.partition("=")
+    fmt = fmt.strip()
+    if fmt not in FORMATS:
+        raise ParamError(f'invalid output "{spec}": use one of {", ".join(FORMATS)}')
+    if fmt != "columns":
+        if selection:
+            raise ParamError(f'invalid output "{spec}": only columns takes a column list')
+        return fmt, list(schema.fields)
+    if not selection.strip():
+        return fmt, schema.default_columns()
+    parts = [p.strip() for p in selection.split(",") if p.strip()]
+    what = f'output "{spec}"'
+    if all(p[0] in "+-" for p in parts):
+        fields = schema.default_columns()
+        for p in parts:
+            f = resolve_column(p[1:], schema, what)
+            if p[0] == "+" and f not in fields:
+                fields.append(f)
+            elif p[0] == "-" and f in fields:
+                fields.remove(f)
+        return fmt, fields
+    if any(p[0] in "+-" for p in parts):
+        raise ParamError(f"invalid {what}: either name the columns or add/remove with +/-")
+    return fmt, [resolve_column(p, schema, what) for p in parts]
+
+
+def _format_values(batch: Batch, f: Field) -> list[str]:
+    """A column of a batch as text, the way columns output shows it."""
+    values = batch.values(f.name)
+    if f.kind is Kind.TIME:
+        return [format_rfc3339_ns(v) for v in values]
+    if f.kind is Kind.LIST:
+        return [" ".join(v) for v in values]
+    if f.kind is Kind.BOOL:
+        return ["true" if v else "false" for v in values]
+    if f.kind is Kind.BYTES:
+        return [bytes(v).hex() for v in values]
+    return [str(v) for v in values]
+
+
+def _fit(text: str, width: int, f: Field) -> str:
+    if len(text) > width and f.column.ellipsis != "none" and width > 1:
+        if f.column.ellipsis == "start":
+            text = "…" + text[-(width - 1) :]
+        elif f.column.ellipsis == "middle":
+            head = (width - 1) // 2
+            text = text[:head] + "…" + text[-(width - 1 - head) :]
+        else:
+            text = text[: width - 1] + "…"
+    elif len(text) > width:
+        text = text[:width]
+    return text.rjust(width) if f.column.align == "right" else text.ljust(width)
+
+
+def scale_widths(fields: list[Field], available: int) -> list[int]:
+    """Declared widths, shrunk in proportion (never below min_width) to fit ``available``."""
+    widths = [f.width for f in fields]
+    total = sum(widths) + len(widths) - 1
+    if total <= available:
+        return widths
+    flexible = [i for i, f in enumerate(fields) if not f.column.fixed]
+    spare = sum(widths[i] for i in flexible)
+    excess = total - available
+    for i in flexible:
+        floor = max(fields[i].column.min_width, 1)
+        cut = round(excess * widths[i] / spare) if spare else 0
+        widths[i] = max(floor, widths[i] - cut)
+    return widths
+
+
+class OutputOperator(Operator):
+    name = "output"
+    description = "print events"
+    priority = PRIORITY_OUTPUT
+    params = (
+        ParamDesc(
+            "output",
+            alias="o",
+            default="columns",
+            description="columns, json, jsonpretty, yaml, columns=a,b (these columns) or "
+            "columns=+x,-y (the default ones plus x, minus y)",
+        ),
+    )
+
+    def __init__(self, ctx: GadgetContext, params: Params, stream: TextIO | None = None):
+        super().__init__(ctx, params)
+        self.stream: TextIO = stream or sys.stdout
+        self.format = "columns"
+        self.columns: list[Field] = []
+        self.widths: list[int] = []
+        self.windowed = windowed(ctx)
+        self._header_due = True
+        self._started = False
+
+    @classmethod
+    def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
+        self = cls(ctx, params)
+        if ctx.schema is not None:
+            parse_output(params.raw("output"), ctx.schema)
+        return self
+
+    def pre_run(self, schema: Schema) -> None:
+        self.format, self.columns = parse_output(self.values.raw("output"), schema)
+        self.widths = [f.width for f in self.columns]
+        if self.format == "columns" and self.stream.isatty():
+            self.widths = scale_widths(self.columns, shutil.get_terminal_size().columns)
+
+    def _header(self) -> str:
+        names = [f.name.upper() for f in self.columns]
+        cells = [_fit(n, w, f) for n, w, f in zip(names, self.widths, self.columns, strict=True)]
+        cells[-1] = names[-1] if self.columns[-1].column.align == "left" else cells[-1]
+        prefix = "\n" if self._started else ""
+        return prefix + " ".join(cells).rstrip() + "\n"
+
+    def _columns(self, batch: Batch) -> str:
+        cols = []
+        last = len(self.columns) - 1
+        for i, (f, width) in enumerate(zip(self.columns, self.widths, strict=True)):
+            texts = _format_values(batch, f)
+            if i == last and f.column.align == "left":
+                cols.append(texts)  # the last column is never cut
+            else:
+                cols.append([_fit(t, width, f) for t in texts])
+        lines = [" ".join(row).rstrip() for row in zip(*cols, strict=True)]
+        out = "\n".join(lines) + "\n"
+        if self._header_due:
+            out = self._header() + out
+            self._header_due = False
+        return out
+
+    def _records(self, records: list[dict[str, Any]]) -> str:
+        if self.format == "json":
+            return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+        if self.format == "jsonpretty":
+            return "".join(json.dumps(r, indent=2) + "\n" for r in records)
+        import yaml
+
+        return "".join("---\n" + yaml.safe_dump(r, sort_keys=False) for r in records)
+
+    def write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+        self._started = True
+
+    def process(self, batch: Batch) -> Batch:
+        if self.format == "columns":
+            self.write(self._columns(batch))
+        else:
+            self.write(self._records(batch.to_dicts(self.columns)))
+        return batch
+
+    def flush(self) -> Batch | None:
+        if self.windowed:
+            self._header_due = True
+        return None
+
+    def warn(self, message: str) -> None:
+        if self.format != "columns":
+            self.write(self._records([{"type": "warn", "message": message}]))
+
+    def post_run(self) -> None:
+        if self.format == "columns" and not self._started and self._header_due:
+            self.write(self._header())  # an empty run still says what it would have shown
+
+
+@hookimpl
+def igrun_register_operators(register: Callable[[type[Operator]], None]) -> None:
+    register(OutputOperator)
