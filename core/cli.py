@@ -96,11 +96,12 @@ def _join_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[
     i = 0
     while i < len(argv):
         token = argv[i]
-        if token in takes_value and i + 1 < len(argv) and argv[i + 1].startswith("-"):
-            if argv[i + 1] not in takes_value and not argv[i + 1].startswith("--"):
-                out.append(f"{takes_value[token]}={argv[i + 1]}")
-                i += 2
-                continue
+        value = argv[i + 1] if i + 1 < len(argv) else ""
+        dash_value = value.startswith("-") and not value.startswith("--")
+        if token in takes_value and dash_value and value not in takes_value:
+            out.append(f"{takes_value[token]}={value}")
+            i += 2
+            continue
         out.append(token)
         i += 1
     return out
