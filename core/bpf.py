@@ -78,6 +78,7 @@ def _raise(what: str, err: int, log: list[str] | None = None) -> None:
 # ---- libbpf's own messages go to structlog -----------------------------------------------
 
 _LEVELS = {0: "warning", 1: "info", 2: "debug"}
+_quiet = threading.local()
 
 
 @ffi.def_extern()  # type: ignore[untyped-decorator]
@@ -85,7 +86,9 @@ def igr_py_log(level: int, msg: Any) -> None:
     from igrun.core.log import get_logger
 
     text = ffi.string(msg).decode("utf-8", "replace")
-    getattr(get_logger(), _LEVELS.get(level, "debug"))("libbpf", message=text)
+    # While a load runs, libbpf's warnings repeat what the BpfError raised after it says.
+    name = "debug" if getattr(_quiet, "on", False) else _LEVELS.get(level, "debug")
+    getattr(get_logger(), name)("libbpf", message=text)
 
 
 def route_libbpf_logs(verbose: bool = False) -> None:
@@ -557,7 +560,11 @@ class BpfObject:
 
     def load(self) -> None:
         """Load every program and create the maps; a rejection shows the verifier's reasons."""
-        err = lib.bpf_object__load(self._ptr)
+        _quiet.on = True
+        try:
+            err = lib.bpf_object__load(self._ptr)
+        finally:
+            _quiet.on = False
         if err:
             log = ffi.string(self._log_buf).decode("utf-8", "replace")
             _raise(f"{self.source}: the kernel refused to load it", err, relevant_log_lines(log))

@@ -9,6 +9,16 @@ from typing import Any
 _configured = False
 
 
+class _Stderr:
+    """Whatever ``sys.stderr`` is at the time of writing (tests and tools swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(verbose: bool = False) -> None:
     """Send every log line to stderr; ``verbose`` adds debug lines (libbpf's too)."""
     global _configured
@@ -22,7 +32,7 @@ def configure(verbose: bool = False) -> None:
             structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0, pad_level=False),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     _configured = True

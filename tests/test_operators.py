@@ -1,0 +1,285 @@
+"""The built-in operators on synthetic batches: exact rows in, exact rows (or text) out."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import structlog
+import yaml
+
+from igrun.core import Category, Column, Field, Gadget, GadgetContext, GadgetType, Kind, Schema
+from igrun.core.errors import ParamError
+from igrun.core.operator import Chain, Operator
+from igrun.core.params import Params
+from igrun.core.runtime import RUNTIME_PARAMS
+from igrun.core.schema import Batch
+from igrun.operators.filter import FilterOperator, parse_filter, split_filters
+from igrun.operators.limit import LimitOperator
+from igrun.operators.output import OutputOperator, parse_output, scale_widths
+from igrun.operators.sort import SortOperator, parse_sort, sort_batch
+
+LAYOUT = np.dtype([("pid", "<u4"), ("ret", "<i4"), ("comm", "S16"), ("ts", "<u8")])
+SCHEMA = Schema(
+    [
+        Field("pid", Kind.UINT, column=Column(align="right")),
+        Field("ret", Kind.INT, json="retval", column=Column(width=4, align="right")),
+        Field("comm", Kind.STR, column=Column(width=8)),
+        Field("ts", Kind.TIME, column=Column(hidden=True)),
+        Field("args", Kind.LIST, decode=lambda b: _args(b), column=Column(width=10)),
+    ],
+    struct="event",
+).bind(LAYOUT)
+
+
+def _args(batch: Batch) -> Any:
+    out = np.empty(len(batch), dtype=object)
+    out[:] = [[c.decode(), "-x"] for c in batch.member("comm").tolist()]
+    return out
+
+
+def batch(*rows: tuple[int, int, str]) -> Batch:
+    raw = np.array([(p, r, c.encode(), 1_700_000_000_123_456_789) for p, r, c in rows], LAYOUT)
+    return Batch(SCHEMA, raw)
+
+
+ROWS = batch((10, 0, "bash"), (20, -2, "ls"), (30, 0, "git"), (40, -13, "bash"))
+
+
+class Tracer(Gadget):
+    name = "t"
+    category = Category.TRACE
+    schema = SCHEMA
+
+
+class Top(Tracer):
+    name = "top"
+    category = Category.TOP
+    type = GadgetType.TRACE_INTERVALS
+
+
+def context(gadget: type[Gadget] = Tracer, interval: str = "0") -> GadgetContext:
+    runtime = Params(RUNTIME_PARAMS, {"interval": interval})
+    ctx = GadgetContext("t", gadget, Params(()), runtime, {}, structlog.get_logger())
+    ctx.schema = SCHEMA
+    return ctx
+
+
+def make(cls: type[Operator], ctx: GadgetContext, **values: str) -> Any:
+    op = cls.instantiate(ctx, Params(cls.params, values))
+    if op is not None:
+        op.pre_run(SCHEMA)
+    return op
+
+
+def pids(b: Batch) -> list[int]:
+    return b["pid"].tolist()  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("pid:20", [20]),
+        ("pid:!20", [10, 30, 40]),
+        ("pid:>20", [30, 40]),
+        ("pid:>=20", [20, 30, 40]),
+        ("pid:<20", [10]),
+        ("pid:<=20", [10, 20]),
+        ("ret:-2", [20]),
+        ("ret:<0", [20, 40]),
+        ("comm:bash", [10, 40]),
+        ("comm:!bash", [20, 30]),
+        ("comm:>c", [20, 30]),
+        ("comm:~^g", [30]),
+        ("comm:!~sh$", [20, 30]),
+        ("args:git -x", [30]),
+        ("args:~l. -x", [20]),
+        ("retval:0", [10, 30]),
+        ("PID:10", [10]),
+    ],
+)
+def test_filter_expressions(expr: str, expected: list[int]) -> None:
+    op = make(FilterOperator, context(), filter=expr)
+    assert pids(op.process(ROWS)) == expected
+
+
+def test_filters_are_anded_and_split_only_between_filters() -> None:
+    assert split_filters("comm:bash,ret:<0") == ["comm:bash", "ret:<0"]
+    assert split_filters("comm:~a,b,pid:1") == ["comm:~a,b", "pid:1"]
+    op = make(FilterOperator, context(), filter="comm:bash,ret:<0")
+    assert pids(op.process(ROWS)) == [40]
+
+
+def test_no_filter_costs_nothing() -> None:
+    assert make(FilterOperator, context()) is None
+
+
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("pidd:1", 'invalid filter "pidd:1": no column "pidd" (did you mean "pid"?)'),
+        ("pid:abc", 'invalid filter "pid:abc": pid is a number, not "abc"'),
+        ("comm:~(", 'invalid filter "comm:~(": bad regular expression'),
+        ("comm", 'invalid filter "comm": expected column:value'),
+        (":x", 'invalid filter ":x": expected column:value'),
+    ],
+)
+def test_bad_filters_say_what_is_wrong(expr: str, message: str) -> None:
+    with pytest.raises(ParamError) as info:
+        parse_filter(expr, SCHEMA)
+    assert str(info.value).startswith(message)
+
+
+def test_sort_keys_directions_and_stability() -> None:
+    assert pids(sort_batch(ROWS, parse_sort("-pid", SCHEMA))) == [40, 30, 20, 10]
+    assert pids(sort_batch(ROWS, parse_sort("comm", SCHEMA))) == [10, 40, 30, 20]
+    assert pids(sort_batch(ROWS, parse_sort("comm,-pid", SCHEMA))) == [40, 10, 30, 20]
+    assert pids(sort_batch(ROWS, parse_sort("-ret", SCHEMA))) == [10, 30, 20, 40]
+    with pytest.raises(ParamError, match='invalid sort "-pdi": no column "pdi"'):
+        parse_sort("-pdi", SCHEMA)
+
+
+def test_sort_streams_per_batch_and_holds_windows() -> None:
+    stream = make(SortOperator, context(), sort="-pid")
+    assert pids(stream.process(ROWS)) == [40, 30, 20, 10]
+    window = make(SortOperator, context(interval="1s"), sort="-pid")
+    assert len(window.process(ROWS.take(np.array([0, 1])))) == 0
+    assert len(window.process(ROWS.take(np.array([2, 3])))) == 0
+    assert pids(window.flush()) == [40, 30, 20, 10]
+    assert window.flush() is None
+    assert make(SortOperator, context()) is None
+
+
+def test_sortable_gadget_uses_its_default_sort() -> None:
+    class Sorted(Top):
+        @classmethod
+        def sort_by_default(cls) -> list[str]:
+            return ["comm", "-pid"]
+
+    op = make(SortOperator, context(Sorted))
+    op.process(ROWS)
+    assert pids(op.flush()) == [40, 10, 30, 20]
+
+
+class Sink(Operator):
+    name = "sink"
+    priority = 2000
+
+    def __init__(self) -> None:
+        self.seen: list[list[int]] = []
+
+    def process(self, b: Batch) -> Batch:
+        self.seen.append(pids(b))
+        return b
+
+
+def test_limit_ends_a_stream() -> None:
+    ctx = context()
+    op = make(LimitOperator, ctx, **{"max-rows": "3"})
+    assert pids(op.process(ROWS.take(np.array([0, 1])))) == [10, 20]
+    assert not ctx.done
+    assert pids(op.process(ROWS.take(np.array([2, 3])))) == [30]
+    assert ctx.done
+    assert len(op.process(ROWS)) == 0
+    assert make(LimitOperator, ctx) is None
+
+
+def test_sort_then_limit_per_window_through_the_chain() -> None:
+    ctx = context(interval="1s")
+    sink = Sink()
+    chain = Chain(
+        [make(SortOperator, ctx, sort="-pid"), make(LimitOperator, ctx, **{"max-rows": "2"}), sink]
+    )
+    chain.process(ROWS)
+    assert sink.seen == []
+    chain.flush()
+    chain.process(ROWS.take(np.array([0, 1, 2])))
+    chain.flush()
+    assert sink.seen == [[40, 30], [30, 20]]
+    assert not ctx.done
+
+
+def output(fmt: str, *batches: Batch, ctx: GadgetContext | None = None) -> str:
+    stream = io.StringIO()
+    op = OutputOperator(ctx or context(), Params(OutputOperator.params, {"output": fmt}), stream)
+    op.pre_run(SCHEMA)
+    for b in batches:
+        op.process(b)
+        op.flush()
+    op.warn("lost 3 events")
+    op.post_run()
+    return stream.getvalue()
+
+
+def test_columns_output_is_exact() -> None:
+    text = output("columns", ROWS.take(np.array([0, 1])))
+    assert text == (
+        "    PID  RET COMM     ARGS\n     10    0 bash     bash -x\n     20   -2 ls       ls -x\n"
+    )
+
+
+def test_columns_selection_cut_and_time() -> None:
+    long = batch((1, 0, "averyveryverylong"))
+    assert output("columns=comm,pid", long) == "COMM         PID\naveryve…       1\n"
+    text = output("columns=+ts,-args,-ret", long)
+    header, row = text.splitlines()
+    assert header.split() == ["PID", "COMM", "TS"]
+    assert row.split()[2].startswith("2023-11-14T") and ".123456789" in row
+    with pytest.raises(ParamError, match='invalid output "columns=pid,nope": no column "nope"'):
+        parse_output("columns=pid,nope", SCHEMA)
+    with pytest.raises(ParamError, match="use one of columns, json, jsonpretty, yaml"):
+        parse_output("xml", SCHEMA)
+
+
+def test_columns_header_repeats_per_window() -> None:
+    text = output(
+        "columns=pid",
+        ROWS.take(np.array([0])),
+        ROWS.take(np.array([1])),
+        ctx=context(interval="1s"),
+    )
+    assert text == "    PID\n     10\n\n    PID\n     20\n"
+
+
+def test_json_lines_and_warn_record() -> None:
+    lines = output("json", ROWS.take(np.array([1]))).splitlines()
+    assert json.loads(lines[0]) == {
+        "pid": 20,
+        "retval": -2,
+        "comm": "ls",
+        "ts": 1_700_000_000_123_456_789,
+        "args": ["ls", "-x"],
+    }
+    assert json.loads(lines[1]) == {"type": "warn", "message": "lost 3 events"}
+
+
+def test_jsonpretty_and_yaml() -> None:
+    pretty = output("jsonpretty", ROWS.take(np.array([0])))
+    assert json.loads(pretty.split("\n}\n")[0] + "}")["comm"] == "bash"
+    docs = list(yaml.safe_load_all(output("yaml", ROWS.take(np.array([0])))))
+    assert docs[0]["pid"] == 10 and docs[0]["args"] == ["bash", "-x"]
+    assert docs[1] == {"type": "warn", "message": "lost 3 events"}
+
+
+def test_broken_pipe_propagates() -> None:
+    class Closed(io.StringIO):
+        def write(self, s: str) -> int:
+            raise BrokenPipeError
+
+    op = OutputOperator(context(), Params(OutputOperator.params), Closed())
+    op.pre_run(SCHEMA)
+    with pytest.raises(BrokenPipeError):
+        op.process(ROWS)
+
+
+def test_widths_shrink_to_the_terminal() -> None:
+    fields = [
+        Field("a", Kind.STR, column=Column(width=20, min_width=5)),
+        Field("b", Kind.STR, column=Column(width=20, fixed=True)),
+    ]
+    assert scale_widths(fields, 100) == [20, 20]
+    assert scale_widths(fields, 31) == [10, 20]
+    assert scale_widths(fields, 10) == [5, 20]

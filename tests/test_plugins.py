@@ -1,0 +1,184 @@
+"""Plugin discovery: entry points, lazy loading, broken plugins, allow-lists, pip installs."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+from igrun.core.errors import GadgetNotFound
+from igrun.core.plugins import PluginRegistry, normalise_name
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+GADGET_MODULE = """
+from igrun.core import Category, Field, Gadget, Kind, Schema, hookimpl
+
+class {cls}(Gadget):
+    name = "{name}"
+    category = Category.TRACE
+    description = "fake"
+    schema = Schema([Field("pid", Kind.UINT)])
+
+@hookimpl
+def igrun_register_gadgets(register):
+    register({cls})
+"""
+
+
+def make_dist(root: Path, dist: str, version: str, modules: dict[str, str], eps: str) -> None:
+    """A distribution as pip leaves it: a dist-info folder and modules on sys.path."""
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(eps))
+    for name, source in modules.items():
+        (root / f"{name}.py").write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    make_dist(
+        tmp_path,
+        "igrun-gadget-fake",
+        "1.0",
+        {
+            "igrun_fake_one": GADGET_MODULE.format(cls="One", name="fakeone"),
+            "igrun_fake_two": GADGET_MODULE.format(cls="Two", name="faketwo"),
+        },
+        """
+        [igrun.gadgets]
+        trace_fakeone = igrun_fake_one
+        trace_faketwo = igrun_fake_two
+        """,
+    )
+    make_dist(
+        tmp_path,
+        "igrun-gadget-broken",
+        "2.3",
+        {
+            "igrun_broken_import": "raise ImportError('needs libfoo')\n",
+            "igrun_broken_register": """
+                from igrun.core import hookimpl
+
+                @hookimpl
+                def igrun_register_gadgets(register):
+                    register(object)
+            """,
+        },
+        """
+        [igrun.gadgets]
+        trace_brokenimport = igrun_broken_import
+        trace_brokenregister = igrun_broken_register
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    for mod in ("igrun_fake_one", "igrun_fake_two"):
+        sys.modules.pop(mod, None)
+    return tmp_path
+
+
+def test_names_normalise() -> None:
+    assert normalise_name("trace exec") == "trace_exec"
+    assert normalise_name("trace_exec") == "trace_exec"
+    assert normalise_name("trace-exec") == "trace_exec"
+
+
+def test_one_gadget_loads_only_its_module(site: Path) -> None:
+    reg = PluginRegistry()
+    gadget = reg.gadget("trace fakeone")
+    assert gadget.id() == "trace_fakeone"
+    assert reg.gadget("trace_fakeone") is gadget
+    assert reg.provider(gadget) == "igrun-gadget-fake 1.0"
+    assert "igrun_fake_one" in sys.modules
+    assert "igrun_fake_two" not in sys.modules  # lazy: nothing else was imported
+    assert reg.errors == []
+
+
+def test_unknown_gadget_suggests_close_names(site: Path) -> None:
+    with pytest.raises(
+        GadgetNotFound,
+        match='unknown gadget "trace fakeon" '
+        r'\(did you mean "trace fakeone"',
+    ):
+        PluginRegistry().gadget("trace fakeon")
+
+
+def test_broken_plugins_are_reported_and_skipped(site: Path) -> None:
+    reg = PluginRegistry()
+    gadgets = reg.gadgets()
+    assert {"trace_fakeone", "trace_faketwo", "trace_exec"} <= set(gadgets)
+    errors = {e.entry_point: e for e in reg.errors}
+    assert set(errors) == {"trace_brokenimport", "trace_brokenregister"}
+    assert errors["trace_brokenimport"].dist == "igrun-gadget-broken"
+    assert errors["trace_brokenimport"].version == "2.3"
+    assert "needs libfoo" in errors["trace_brokenimport"].message
+    assert "not a Gadget subclass" in errors["trace_brokenregister"].message
+
+
+def test_allow_list_and_block_switch(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IGRUN_PLUGINS", "igrun-gadget-fake")
+    reg = PluginRegistry()
+    assert {"trace_fakeone", "trace_faketwo", "trace_exec"} == set(reg.gadgets())
+    assert reg.errors == []  # the broken distribution was never imported
+    monkeypatch.delenv("IGRUN_PLUGINS")
+    monkeypatch.setenv("IGRUN_NO_PLUGINS", "1")
+    assert set(PluginRegistry().gadgets()) == {"trace_exec"}  # built-ins always load
+
+
+def test_builtins_register_through_entry_points() -> None:
+    ops = {ep.name for ep in entry_points(group="igrun.operators")}
+    assert {"filter", "sort", "limit", "output"} <= ops
+    reg = PluginRegistry()
+    assert {op.name for op in reg.operators()} >= {"filter", "sort", "limit", "output"}
+    assert reg.provider(reg.gadget("trace exec")).startswith("igrun ")
+
+
+def test_pip_installed_package_is_discovered(tmp_path: Path) -> None:
+    """A real `pip install` of a gadget package into a fresh venv that sees igrun."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    parent = sysconfig.get_paths()["purelib"]
+    Path(purelib, "_parent.pth").write_text(f"import site; site.addsitedir({parent!r})\n")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "-q",
+            "--no-build-isolation",
+            "--no-deps",
+            str(FIXTURES / "igrun-gadget-example"),
+        ],
+        check=True,
+    )
+    probe = (
+        "from igrun.core.plugins import PluginRegistry\n"
+        "r = PluginRegistry(); g = r.gadget('trace example')\n"
+        "print(g.__module__, r.provider(g), g.description)\n"
+    )
+    out = subprocess.run([python, "-c", probe], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == (
+        "igrun_gadget_example igrun-gadget-example 0.1.0 An example third-party gadget"
+    )
+    listed = subprocess.run(
+        [python, "-m", "igrun.core.cli", "list"], check=True, capture_output=True, text=True
+    ).stdout
+    assert any(line.split()[:2] == ["trace", "example"] for line in listed.splitlines())
