@@ -9,6 +9,7 @@ rejection carries the log lines that explain it.
 from __future__ import annotations
 
 import enum
+import errno
 import os
 import socket
 import struct
@@ -593,7 +594,12 @@ class BpfObject:
         for prog in self.programs.values():
             if not prog.autoload or prog.is_iterator or prog.is_socket_filter:
                 continue
-            links.append(self.attach(prog.name))
+            try:
+                links.append(self.attach(prog.name))
+            except BpfError as exc:
+                if exc.errno != errno.EOPNOTSUPP:
+                    raise
+                # A section with no target (a bare "uprobe"): attached by its gadget instead.
         return links
 
     def keep(self, attachment: Link | SocketAttachment) -> None:
@@ -653,12 +659,15 @@ class Reader:
         pages: int = 64,
         wakeup_events: int = 1,
         max_records: int = 65536,
+        lost_map: Map | None = None,
     ) -> Reader:
+        """A perf buffer reader; with ``lost_map`` (the BPF side counts failed outputs, see
+        ``gadget_perf_output``) losses come from there instead of perf's lost records."""
         err = ffi.new("int *")
         ptr = lib.igr_perf_new(buffer.fd, pages, wakeup_events, record_size, max_records, err)
         if ptr == ffi.NULL:
             _raise(f"cannot read perf buffer {buffer.name}", err[0])
-        return cls(ptr, record_size, None)
+        return cls(ptr, record_size, lost_map)
 
     def poll(self, timeout_ms: int = 100) -> memoryview | None:
         """Wait up to ``timeout_ms`` for records; return them as one buffer (None if none)."""
@@ -676,12 +685,13 @@ class Reader:
         return np.frombuffer(buf, dtype=np.uint32).copy()
 
     def lost(self) -> int:
-        """Events lost since the last call: perf's lost records, or the ring buffer's drop
-        counter that the BPF side bumps when a reserve fails."""
-        total = int(lib.igr_reader_lost(self._ptr))
+        """Events lost since the last call: the drop counter the BPF side bumps when an output
+        fails (``gadget_lost_events``), or else perf's lost records."""
         if self._lost_map is not None:
             values = self._lost_map.lookup_per_cpu(struct.pack("<I", 0)) or []
-            total += sum(struct.unpack("<Q", v[:8])[0] for v in values)
+            total = sum(struct.unpack("<Q", v[:8])[0] for v in values)
+        else:
+            total = int(lib.igr_reader_lost(self._ptr))
         new, self._reported = total - self._reported, total
         return new
 

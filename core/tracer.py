@@ -93,7 +93,7 @@ class BpfTracer(Gadget):
         lost_map = obj.map(LOST_EVENTS_MAP) if obj.has_map(LOST_EVENTS_MAP) else None
         size = schema.dtype.itemsize if schema.dtype is not None else 1
         if events.type == MapType.PERF_EVENT_ARRAY:
-            self.reader = Reader.perf(events, size, pages=PERF_BUFFER_PAGES)
+            self.reader = Reader.perf(events, size, pages=PERF_BUFFER_PAGES, lost_map=lost_map)
         else:
             self.reader = Reader.ring(events, size, lost_map=lost_map)
         while not ctx.done:

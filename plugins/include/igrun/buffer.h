@@ -52,4 +52,15 @@ static __always_inline long gadget_output_buf(void *map, void *data, __u64 size)
 	return err;
 }
 
+/* Send `size` bytes through a perf event array, counting a failure as a lost event. User
+ * space then reads this counter instead of perf's lost records (which would count twice). */
+static __always_inline long gadget_perf_output(void *ctx, void *map, void *data, __u64 size)
+{
+	long err = bpf_perf_event_output(ctx, map, BPF_F_CURRENT_CPU, data, size);
+
+	if (err)
+		gadget_count_lost();
+	return err;
+}
+
 #endif

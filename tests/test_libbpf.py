@@ -1,0 +1,355 @@
+"""The libbpf layer against the real kernel: every attach type, map operation and reader.
+
+The test program (tests/bpf/testprog.bpf.c) only reacts to this test process (``target_pid``),
+so every count below is exact.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from igrun.core.bpf import (
+    BpfObject,
+    Map,
+    MapType,
+    Reader,
+    has_ktime_get_boot_ns,
+    possible_cpus,
+)
+from igrun.core.bpfbuild import compile_bpf
+from igrun.core.errors import BpfError
+
+pytestmark = pytest.mark.bpf
+
+SOURCE = Path(__file__).parent / "bpf" / "testprog.bpf.c"
+RAW_TP, TP_BTF, TRACEPOINT, SOCKET, UPROBE = range(5)
+U32 = struct.Struct("<I")
+U64 = struct.Struct("<Q")
+libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+@pytest.fixture(scope="session")
+def object_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bpf")
+    return compile_bpf(SOURCE, out / "testprog.bpf.o", build_dir=out / "build")
+
+
+def open_test(path: Path, burst: int = 1, ring_size: int | None = None) -> BpfObject:
+    obj = BpfObject.open(path)
+    obj.set_global("target_pid", os.getpid())
+    obj.set_global("burst", burst)
+    if ring_size:
+        obj.set_max_entries("events", ring_size)
+    return obj
+
+
+@pytest.fixture
+def loaded(object_path: Path) -> Iterator[BpfObject]:
+    with open_test(object_path) as obj:
+        obj.load()
+        yield obj
+
+
+def count(obj: BpfObject, slot: int) -> int:
+    value = obj.map("counts").lookup(U32.pack(slot))
+    assert value is not None
+    return int(U64.unpack(value)[0])
+
+
+def drain(reader: Reader, dtype: np.dtype, want: int) -> tuple[np.ndarray, int]:
+    """Poll until ``want`` records came (or nothing more does); return them and the polls."""
+    parts, polls = [], 0
+    got = 0
+    for _ in range(200):
+        view = reader.poll(50)
+        if view is None:
+            if got >= want:
+                break
+            continue
+        polls += 1
+        parts.append(np.frombuffer(view, dtype=dtype).copy())
+        got += len(parts[-1])
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype)), polls
+
+
+def test_open_set_globals_and_layout(object_path: Path) -> None:
+    with BpfObject.open(object_path) as obj:
+        assert obj.has_global("target_pid") and not obj.has_global("nope")
+        obj.set_global("enabled", False)
+        with pytest.raises(BpfError, match="no global variable 'nope' \\(has: .*target_pid"):
+            obj.set_global("nope", 1)
+        dtype = obj.struct_dtype("event")
+        assert dtype.names == ("seq", "pid", "cpu", "tag")
+        assert [dtype.fields[n][1] for n in dtype.names] == [0, 8, 12, 16]
+        assert dtype.itemsize == 24 and dtype["tag"] == np.dtype("S8")
+        assert {"events", "perf_events", "counts", "gadget_lost_events"} <= set(obj.map_names())
+        assert obj.map_type("events") == MapType.RINGBUF
+    with BpfObject.from_bytes(object_path.read_bytes(), "frommem") as obj:
+        assert "on_getppid" in obj.programs
+        assert obj.programs["dump_task"].is_iterator
+
+
+def test_disabled_flag_silences_everything(object_path: Path) -> None:
+    with open_test(object_path) as obj:
+        obj.set_global("enabled", False)
+        obj.load()
+        obj.attach("on_getppid")
+        os.getppid()
+        assert count(obj, TRACEPOINT) == 0
+
+
+def test_tracepoint_raw_tp_and_tp_btf_counts(loaded: BpfObject) -> None:
+    for name in ("on_getppid", "on_raw_sys_enter", "on_fork"):
+        loaded.attach(name)
+    for _ in range(7):
+        os.getppid()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert count(loaded, TRACEPOINT) == 7
+    assert count(loaded, RAW_TP) == 7
+    assert count(loaded, TP_BTF) == 1
+    per_cpu = loaded.map("percpu_counts").lookup_per_cpu(U32.pack(0))
+    assert per_cpu is not None and len(per_cpu) == possible_cpus()
+    assert sum(U64.unpack(v)[0] for v in per_cpu) == 7
+
+
+def test_ring_buffer_arrives_in_order_in_batches(object_path: Path) -> None:
+    with open_test(object_path, burst=100) as obj:
+        obj.load()
+        dtype = obj.struct_dtype("event")
+        reader = Reader.ring(
+            obj.map("events"), dtype.itemsize, lost_map=obj.map("gadget_lost_events")
+        )
+        obj.attach("on_getppid")
+        for _ in range(10):
+            os.getppid()
+        events, polls = drain(reader, dtype, 1000)
+        lost = reader.lost()
+        reader.close()
+    assert lost == 0
+    assert events["seq"].tolist() == list(range(1000))
+    assert set(events["pid"].tolist()) == {os.getpid()}
+    assert set(events["tag"].tolist()) == {b"ring"}
+    assert polls <= 20  # one Python call per batch, never one per event
+
+
+def test_short_records_are_zero_padded(loaded: BpfObject) -> None:
+    dtype = loaded.struct_dtype("event")
+    reader = Reader.ring(loaded.map("events"), dtype.itemsize)
+    loaded.attach("on_getsid")
+    os.getsid(0)
+    view = reader.poll(1000)
+    assert view is not None
+    event = np.frombuffer(view, dtype=dtype)
+    assert len(event) == 1
+    assert event["seq"][0] == 7 and event["pid"][0] == os.getpid()
+    assert event["cpu"][0] == 0 and event["tag"][0] == b""
+    assert reader.sizes(1).tolist() == [12]
+    reader.close()
+
+
+def test_ring_buffer_drops_are_counted_exactly(object_path: Path) -> None:
+    with open_test(object_path, burst=1000, ring_size=4096) as obj:
+        obj.load()
+        dtype = obj.struct_dtype("event")
+        reader = Reader.ring(
+            obj.map("events"), dtype.itemsize, lost_map=obj.map("gadget_lost_events")
+        )
+        obj.attach("on_getppid")
+        os.getppid()  # 1000 events into a buffer that holds about a hundred
+        events, _ = drain(reader, dtype, 1)
+        lost = reader.lost()
+        reader.close()
+    assert 0 < len(events) < 1000
+    assert len(events) + lost == 1000
+    assert events["seq"].tolist() == list(range(len(events)))
+
+
+@pytest.fixture
+def one_cpu() -> Iterator[None]:
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    yield
+    os.sched_setaffinity(0, before)
+
+
+def getpgid() -> None:
+    libc.getpgid(0)
+
+
+@pytest.mark.parametrize("wakeup_events", [1, 64])
+def test_perf_buffer_delivers_everything(
+    object_path: Path, one_cpu: None, wakeup_events: int
+) -> None:
+    with open_test(object_path, burst=500) as obj:
+        obj.load()
+        dtype = obj.struct_dtype("event")
+        reader = Reader.perf(
+            obj.map("perf_events"), dtype.itemsize, pages=64, wakeup_events=wakeup_events
+        )
+        obj.attach("on_getpgid")
+        for _ in range(3):
+            getpgid()
+        events, polls = drain(reader, dtype, 1500)
+        lost = reader.lost()
+        reader.close()
+    assert events["seq"].tolist() == list(range(1500))
+    assert set(events["tag"].tolist()) == {b"perf"}
+    assert lost == 0 and polls <= 20
+
+
+def test_perf_buffer_drops_counted_by_the_bpf_side(object_path: Path, one_cpu: None) -> None:
+    with open_test(object_path, burst=2000) as obj:
+        obj.set_global("counted", True)
+        obj.load()
+        dtype = obj.struct_dtype("event")
+        reader = Reader.perf(
+            obj.map("perf_events"), dtype.itemsize, pages=1, lost_map=obj.map("gadget_lost_events")
+        )
+        obj.attach("on_getpgid")
+        getpgid()
+        events, _ = drain(reader, dtype, 1)
+        lost = reader.lost()
+        reader.close()
+    assert 0 < len(events) < 2000
+    assert len(events) + lost == 2000
+
+
+def test_perf_buffer_lost_records(object_path: Path, one_cpu: None) -> None:
+    """Without a BPF-side counter, perf's own lost records are counted; the kernel writes
+    one when the buffer next has room, so a second burst brings the first one's count."""
+    with open_test(object_path, burst=2000) as obj:
+        obj.load()
+        dtype = obj.struct_dtype("event")
+        reader = Reader.perf(obj.map("perf_events"), dtype.itemsize, pages=1)
+        obj.attach("on_getpgid")
+        getpgid()
+        first, _ = drain(reader, dtype, 1)
+        getpgid()
+        drain(reader, dtype, 1)
+        lost = reader.lost()
+        reader.close()
+    assert len(first) < 2000
+    assert lost >= 2000 - len(first)
+
+
+def test_hash_map_operations_and_batch_lookup() -> None:
+    m = Map.create(MapType.HASH, "test_hash", 4, 8, 10000)
+    try:
+        for i in range(5000):
+            m.update(U32.pack(i), U64.pack(i * 3))
+        assert m.lookup(U32.pack(42)) == U64.pack(126)
+        assert m.lookup(U32.pack(99999)) is None
+        assert m.delete(U32.pack(42)) and not m.delete(U32.pack(42))
+        items = dict(m.items())
+        assert len(items) == 4999 and items[U32.pack(7)] == U64.pack(21)
+        assert sorted(U32.unpack(k)[0] for k in m.keys()) == sorted(set(range(5000)) - {42})
+        m.clear()
+        assert list(m.keys()) == []
+        assert (m.type, m.key_size, m.value_size, m.max_entries) == (1, 4, 8, 10000)
+    finally:
+        m.close()
+
+
+@pytest.fixture
+def pin_dir() -> Iterator[Path]:
+    path = Path(f"/sys/fs/bpf/igrun-test-{os.getpid()}")
+    path.mkdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_pin_and_reuse_maps(object_path: Path, loaded: BpfObject, pin_dir: Path) -> None:
+    counts = loaded.map("counts")
+    counts.update(U32.pack(6), U64.pack(0xABCD))
+    counts.pin(pin_dir / "counts")
+    pinned = Map.from_pin(pin_dir / "counts")
+    assert pinned.lookup(U32.pack(6)) == U64.pack(0xABCD)
+    pinned.close()
+    for source in (counts, counts.fd, pin_dir / "counts"):
+        with open_test(object_path) as other:
+            other.reuse_map("counts", source)  # type: ignore[arg-type]
+            other.load()
+            assert other.map("counts").lookup(U32.pack(6)) == U64.pack(0xABCD)
+    loaded.programs["on_getppid"].pin(pin_dir / "prog")
+    assert (pin_dir / "prog").exists()
+
+
+def test_iterator_reads_the_target_task(loaded: BpfObject) -> None:
+    link = loaded.attach("dump_task")
+    comm = Path("/proc/self/comm").read_text().strip()
+    assert link.read() == f"{os.getpid()} {comm}\n".encode()
+
+
+def test_socket_filter_counts_then_detaches(loaded: BpfObject) -> None:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(1)
+    try:
+        attached = loaded.programs["count_packets"].attach_socket(rx)
+        for i in range(5):
+            tx.sendto(b"x%d" % i, rx.getsockname())
+            assert rx.recv(16) == b"x%d" % i
+        assert count(loaded, SOCKET) == 5
+        attached.destroy()
+        dropper = loaded.programs["drop_packets"].attach_socket(rx)
+        tx.sendto(b"dropped", rx.getsockname())
+        with pytest.raises(TimeoutError):
+            rx.recv(16)
+        dropper.destroy()
+        tx.sendto(b"after", rx.getsockname())
+        assert rx.recv(16) == b"after"
+        assert count(loaded, SOCKET) == 5
+    finally:
+        rx.close()
+        tx.close()
+
+
+def test_uprobe_on_libc_function(loaded: BpfObject) -> None:
+    libc_path = next(
+        line.split()[-1]
+        for line in Path("/proc/self/maps").read_text().splitlines()
+        if "/libc.so" in line or "/libc-" in line
+    )
+    link = loaded.programs["on_uprobe"].attach_uprobe(libc_path, "getpid", pid=os.getpid())
+    loaded.keep(link)
+    for _ in range(9):
+        os.getpid()
+    assert count(loaded, UPROBE) == 9
+
+
+def test_close_detaches_and_unloads(object_path: Path) -> None:
+    obj = open_test(object_path)
+    obj.load()
+    obj.attach_all()
+    names = {p["name"] for p in bpftool_progs()}
+    assert "on_getppid" in names
+    obj.close()
+    assert "on_getppid" not in {p["name"] for p in bpftool_progs()}
+
+
+def bpftool_progs() -> list[dict[str, object]]:
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], check=True, capture_output=True)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def test_features() -> None:
+    assert has_ktime_get_boot_ns() is True
+    possible = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    last = int(possible.split("-")[-1])
+    assert possible_cpus() == last + 1
