@@ -689,7 +689,7 @@ class Reader:
         fails (``gadget_lost_events``), or else perf's lost records."""
         if self._lost_map is not None:
             values = self._lost_map.lookup_per_cpu(struct.pack("<I", 0)) or []
-            total = sum(struct.unpack("<Q", v[:8])[0] for v in values)
+            total = sum(int.from_bytes(v[:8], "little") for v in values)
         else:
             total = int(lib.igr_reader_lost(self._ptr))
         new, self._reported = total - self._reported, total
