@@ -124,3 +124,14 @@ def test_stale_pin_folder_of_a_dead_run_is_removed() -> None:
     subprocess.run([*IGRUN, "trace", "exec", "-t", "100ms"], check=True, capture_output=True)
     assert pin_dirs_of(proc.pid) == []  # ...but the next run does it
     assert PROGRAMS & loaded_programs() == set()
+
+
+def test_max_rows_ends_the_run_by_itself() -> None:
+    marker = f"igrun-{uuid.uuid4().hex[:8]}"
+    proc = start("trace", "exec", "-o", "json", "-m", "1", "-F", f"args:~{marker}")
+    subprocess.run(["/bin/echo", marker], check=True, capture_output=True)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    (event,) = events(out)
+    assert event["args"] == ["/bin/echo", marker]
+    assert_nothing_left(proc)
