@@ -89,63 +89,22 @@ struct bpf_object *igr_open_mem(const void *data, size_t size, const char *name,
     return igr_check_open(bpf_object__open_mem(data, size, &opts), err);
 }
 
-/* Find global variable `name` in the object's .rodata/.data/.bss and overwrite its initial
- * value. Must run between open and load. With data NULL, return the variable's size. */
-int igr_set_global(struct bpf_object *obj, const char *name, const void *data, size_t size)
+/* Call fn for every global variable of the object's .rodata/.data/.bss until it returns
+ * non-zero; returns that value, or 0. */
+typedef int (*igr_global_fn)(struct bpf_map *map, const struct btf_var_secinfo *vsi,
+                             const char *var_name, void *ctx);
+
+static int igr_for_each_global(struct bpf_object *obj, igr_global_fn fn, void *ctx)
 {
     struct btf *btf = bpf_object__btf(obj);
     struct bpf_map *map;
-
-    if (!btf)
-        return -ENOENT;
-    bpf_object__for_each_map(map, obj) {
-        const struct btf_type *sec;
-        const struct btf_var_secinfo *vsi;
-        __u32 type_id;
-        size_t map_size;
-        char *initial;
-        int i;
-
-        if (!bpf_map__is_internal(map))
-            continue;
-        type_id = bpf_map__btf_value_type_id(map);
-        sec = btf__type_by_id(btf, type_id);
-        if (!sec || !btf_is_datasec(sec))
-            continue;
-        vsi = btf_var_secinfos(sec);
-        for (i = 0; i < btf_vlen(sec); i++, vsi++) {
-            const struct btf_type *var = btf__type_by_id(btf, vsi->type);
-            const char *var_name = btf__name_by_offset(btf, var->name_off);
-
-            if (!var_name || strcmp(var_name, name) != 0)
-                continue;
-            if (!data)
-                return (int)vsi->size;
-            if (vsi->size != size)
-                return -E2BIG;
-            initial = (char *)bpf_map__initial_value(map, &map_size);
-            if (!initial || vsi->offset + size > map_size)
-                return -EINVAL;
-            memcpy(initial + vsi->offset, data, size);
-            return 0;
-        }
-    }
-    return -ENOENT;
-}
-
-/* Names of all global variables, NUL-separated, for error messages ("did you mean"). */
-int igr_global_names(struct bpf_object *obj, char *out, size_t out_size)
-{
-    struct btf *btf = bpf_object__btf(obj);
-    struct bpf_map *map;
-    size_t used = 0;
 
     if (!btf)
         return 0;
     bpf_object__for_each_map(map, obj) {
         const struct btf_type *sec;
         const struct btf_var_secinfo *vsi;
-        int i;
+        int i, ret;
 
         if (!bpf_map__is_internal(map))
             continue;
@@ -156,15 +115,79 @@ int igr_global_names(struct bpf_object *obj, char *out, size_t out_size)
         for (i = 0; i < btf_vlen(sec); i++, vsi++) {
             const struct btf_type *var = btf__type_by_id(btf, vsi->type);
             const char *var_name = btf__name_by_offset(btf, var->name_off);
-            size_t len = var_name ? strlen(var_name) + 1 : 0;
 
-            if (!len || used + len > out_size)
-                continue;
-            memcpy(out + used, var_name, len);
-            used += len;
+            if (var_name && (ret = fn(map, vsi, var_name, ctx)))
+                return ret;
         }
     }
-    return (int)used;
+    return 0;
+}
+
+struct igr_set_ctx {
+    const char *name;
+    const void *data;
+    size_t size;
+};
+
+static int igr_set_one(struct bpf_map *map, const struct btf_var_secinfo *vsi,
+                       const char *var_name, void *ctx)
+{
+    struct igr_set_ctx *c = ctx;
+    size_t map_size;
+    char *initial;
+
+    if (strcmp(var_name, c->name) != 0)
+        return 0;
+    if (!c->data)
+        return (int)vsi->size;
+    if (vsi->size != c->size)
+        return -E2BIG;
+    initial = (char *)bpf_map__initial_value(map, &map_size);
+    if (!initial || vsi->offset + c->size > map_size)
+        return -EINVAL;
+    memcpy(initial + vsi->offset, c->data, c->size);
+    return 1;
+}
+
+/* Overwrite the initial value of global variable `name` (between open and load). With data
+ * NULL, return the variable's size instead. */
+int igr_set_global(struct bpf_object *obj, const char *name, const void *data, size_t size)
+{
+    struct igr_set_ctx c = { .name = name, .data = data, .size = size };
+    int ret = igr_for_each_global(obj, igr_set_one, &c);
+
+    if (ret == 0)
+        return -ENOENT;
+    return data && ret == 1 ? 0 : ret;
+}
+
+struct igr_names_ctx {
+    char *out;
+    size_t size, used;
+};
+
+static int igr_add_name(struct bpf_map *map, const struct btf_var_secinfo *vsi,
+                        const char *var_name, void *ctx)
+{
+    struct igr_names_ctx *c = ctx;
+    size_t len = strlen(var_name) + 1;
+
+    (void)map;
+    (void)vsi;
+    if (c->used + len <= c->size) {
+        memcpy(c->out + c->used, var_name, len);
+        c->used += len;
+    }
+    return 0;
+}
+
+/* Names of all global variables, NUL-separated, for error messages. */
+int igr_global_names(struct bpf_object *obj, char *out, size_t out_size)
+{
+    struct igr_names_ctx c = { .out = out, .size = out_size, .used = 0 };
+
+    igr_for_each_global(obj, igr_add_name, &c);
+    return (int)c.used;
 }
 
 /* Skip typedefs and const/volatile/restrict; remember the first declared name. */
