@@ -26,8 +26,15 @@ mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
 
 python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev]' --config-settings editable_mode=strict
+log=$(mktemp)
+if ! { .venv/bin/python -m pip install --upgrade pip setuptools wheel &&
+       .venv/bin/python -m pip install -e '.[dev]' --config-settings editable_mode=strict; } \
+       >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "install.sh: building igrun failed (output above)" >&2
+    exit 1
+fi
+rm -f "$log"
 echo "installed: $(.venv/bin/igrun --version) in .venv (run .venv/bin/igrun, or activate .venv)"
 
 if [ "$demo" = 1 ]; then
