@@ -33,6 +33,8 @@ class BpfTracer(Gadget):
     buffer_map: ClassVar[str] = "events"
     """The ring buffer (or perf event array) the events arrive through."""
     ring_buffer_size: ClassVar[int] = 256 * 1024
+    perf_buffer_pages: ClassVar[int] = PERF_BUFFER_PAGES
+    """Pages per CPU when the buffer is a perf event array (Inspektor Gadget's default)."""
 
     def __init__(self) -> None:
         self.obj: BpfObject | None = None
@@ -93,7 +95,7 @@ class BpfTracer(Gadget):
         lost_map = obj.map(LOST_EVENTS_MAP) if obj.has_map(LOST_EVENTS_MAP) else None
         size = schema.dtype.itemsize if schema.dtype is not None else 1
         if events.type == MapType.PERF_EVENT_ARRAY:
-            self.reader = Reader.perf(events, size, pages=PERF_BUFFER_PAGES, lost_map=lost_map)
+            self.reader = Reader.perf(events, size, pages=self.perf_buffer_pages, lost_map=lost_map)
         else:
             self.reader = Reader.ring(events, size, lost_map=lost_map)
         while not ctx.done:

@@ -138,3 +138,19 @@ def test_verifier_rejection_shows_the_reason(
     assert "invalid mem access 'map_value_or_null'" in err
     assert "Traceback" not in err
     assert not list(Path("/sys/fs/bpf/gadget").glob(f"{__import__('os').getpid()}-*"))
+
+
+def test_no_btf_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from igrun.core import runtime
+
+    monkeypatch.setattr(runtime, "VMLINUX_BTF", tmp_path / "vmlinux")
+    if __import__("os").geteuid() != 0:
+        pytest.skip("the root check comes first")
+    code, out, err = run(capsys, "trace", "exec", "-t", "1s")
+    assert code == 1 and out == ""
+    assert err == (
+        f"igrun: error: this kernel has no BTF ({tmp_path / 'vmlinux'} is missing): "
+        "CO-RE gadgets cannot load\n"
+    )

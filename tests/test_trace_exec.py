@@ -179,3 +179,26 @@ def test_mount_namespace_filter_excludes_other_namespaces() -> None:
     assert [r for r in launched if r["args"][0] == "/bin/true"] == []
     (event,) = with_arg(rows, outside)
     assert event["mountnsid"] == host_ns
+
+
+def test_execveat_is_traced() -> None:
+    """os.execve on a file descriptor is fexecve, which glibc makes an execveat syscall."""
+    mark = marker()
+    child: dict[str, int] = {}
+
+    def run() -> None:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                fd = os.open("/bin/true", os.O_RDONLY)
+                os.execve(fd, ["true", mark], {})
+            finally:
+                os._exit(127)
+        child["pid"] = pid
+        os.waitpid(pid, 0)
+
+    (event,) = with_arg(trace(run), mark)
+    assert event["pid"] == child["pid"]
+    assert event["args"] == ["", mark]  # execveat(fd, "", AT_EMPTY_PATH): the path is empty
+    assert event["retval"] == 0
+    assert event["comm"] == "true"

@@ -70,8 +70,11 @@ static __always_inline int enter_exec(const char *filename, const char *const *a
 
 	/* args[0] is the path as given to exec (as Inspektor Gadget does), then argv[1..]. */
 	ret = bpf_probe_read_user_str(event->args, ARGSIZE, filename);
-	if (ret < 0)
-		return 0;
+	if (ret < 0) {
+		/* Unreadable (a user page not faulted in yet): keep the arguments anyway. */
+		event->args[0] = '\0';
+		ret = 1;
+	}
 	if (ret == ARGSIZE && !bpf_probe_read_user(&last, 1, filename + ARGSIZE - 1) && last)
 		event->args_truncated = 1;
 	event->args_size = ret;
