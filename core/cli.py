@@ -176,6 +176,60 @@ def cmd_list(registry: PluginRegistry, out: Any) -> int:
     return 0
 
 
+def cmd_list_containers(argv: list[str], out: Any) -> int:
+    """``igrun list-containers [-w] [-o columns|json] [-r runtimes]``."""
+    import json
+    import time
+
+    from igrun.core.containers import Container, ContainerCollection
+    from igrun.core.discovery import Discovery, select_clients
+
+    parser = _Parser(prog=f"{PROG} list-containers", description="the containers of this host")
+    parser.add_argument("-w", "--watch", action="store_true", help="then show them come and go")
+    parser.add_argument("-o", "--output", choices=("columns", "json"), default="columns")
+    parser.add_argument("-r", "--runtimes", default="", help="runtimes to ask (comma list)")
+    parser.add_argument("--containerd-namespace", default="k8s.io")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    clients = select_clients(args.runtimes.split(","), args.containerd_namespace.split(","))
+    collection = ContainerCollection()
+    discovery = Discovery(collection, clients)
+    widths = (10, 24, 13, 8, 11, 0)
+
+    def line(event: str, c: Container) -> str:
+        if args.output == "json":
+            record = c.as_dict() if not args.watch else {"event": event, "container": c.as_dict()}
+            return json.dumps(record, separators=(",", ":")) + "\n"
+        cells = (c.runtime, c.name, c.short_id, str(c.pid), str(c.mntns), c.image_name)
+        text = " ".join(v.ljust(w) for v, w in zip(cells, widths, strict=True)).rstrip()
+        return (f"{event.upper():<8} " if args.watch else "") + text + "\n"
+
+    if args.output == "columns":
+        header = " ".join(
+            h.ljust(w)
+            for h, w in zip(("RUNTIME", "NAME", "ID", "PID", "MNTNS", "IMAGE"), widths, strict=True)
+        ).rstrip()
+        out.write(("EVENT    " if args.watch else "") + header + "\n")
+    discovery.refresh()
+    for c in collection.containers():
+        out.write(line("running", c))
+    out.flush()
+    if not args.watch:
+        return 0
+
+    def show(event: str, c: Container) -> None:
+        out.write(line(event, c))
+        out.flush()
+
+    collection.subscribe(show, replay=False)
+    discovery.start()
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        discovery.stop()
+
+
 def _top_help(registry: PluginRegistry) -> str:
     lines = [
         f"usage: {PROG} [-v] list | {PROG} [-v] <category> <gadget> [flags]",
@@ -184,6 +238,7 @@ def _top_help(registry: PluginRegistry) -> str:
         "",
         "commands:",
         "  list                   the installed gadgets",
+        "  list-containers [-w]   the containers igrun sees (-w: then watch them come and go)",
         "  <category> <gadget>    run a gadget; '<category> <gadget> --help' lists its flags",
         "",
         "gadgets:",
@@ -247,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args[0] == "list":
             return cmd_list(reg, sys.stdout)
+        if args[0] == "list-containers":
+            return cmd_list_containers(args[1:], sys.stdout)
         name, rest = _split_gadget_name(args)
         return run_gadget(reg, name, rest)
     except SystemExit as exc:  # argparse's --help

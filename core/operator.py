@@ -67,7 +67,8 @@ class Operator:
         """A warning for the user that belongs in the data stream (e.g. lost events)."""
 
     def post_run(self) -> None:
-        """Called once after the gadget stopped, also after a failure."""
+        """Called once after the gadget stopped, also after a failure (even one before
+        :meth:`pre_run`): release what :meth:`instantiate` started."""
 
 
 class Chain:

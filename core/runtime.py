@@ -195,6 +195,7 @@ class Runtime:
             op = op_cls.instantiate(ctx, ctx.operator_params.get(op_cls.name, Params(())))
             if op is not None:
                 operators.append(op)
+                stack.callback(op.post_run)
 
         ctx.schema = None
         gadget = ctx.gadget()
@@ -207,7 +208,6 @@ class Runtime:
             prepare(ctx, operators)
         for op in operators:
             op.pre_run(ctx.schema)
-            stack.callback(op.post_run)
 
         run = Run(ctx, Chain(operators), ctx.runtime_params.get("interval") or 0.0)
         ctx.emit = run.emit

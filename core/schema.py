@@ -92,6 +92,9 @@ class Field:
     """JSON key; defaults to ``name``."""
     column: Column = field(default_factory=Column)
     decode: Decoder | None = None
+    tags: tuple[str, ...] = ()
+    """What the field means to operators: ``mntns`` / ``netns`` (namespace ids containers are
+    found by), ``boot_time`` (its member holds ``bpf_ktime_get_boot_ns``)."""
 
     @property
     def json_key(self) -> str:
@@ -150,6 +153,10 @@ class Schema:
         """This schema plus fields that operators add (enrichers); existing names win."""
         new = [f for f in fields if f.name not in self._by_name]
         return Schema([*self.fields, *new], self.struct, self.dtype)
+
+    def tagged(self, tag: str) -> Field | None:
+        """The first field carrying ``tag``, if any."""
+        return next((f for f in self.fields if tag in f.tags), None)
 
     def default_columns(self) -> list[Field]:
         visible = [f for f in self.fields if not f.column.hidden]
@@ -261,10 +268,20 @@ class Batch:
             yield Event(self, i)
 
     def to_dicts(self, fields: Sequence[Field] | None = None) -> list[dict[str, Any]]:
-        """Rows as dicts keyed by JSON name."""
+        """Rows as dicts keyed by JSON name; dotted names nest (``runtime.containerName`` is
+        ``{"runtime": {"containerName": …}}``, as ``ig`` prints it)."""
         fields = list(fields or self.schema.fields)
-        cols = [(f.json_key, self.values(f.name)) for f in fields]
-        return [{key: vals[i] for key, vals in cols} for i in range(len(self))]
+        flat = [(f.json_key, self.values(f.name)) for f in fields if "." not in f.json_key]
+        nested: dict[str, list[tuple[str, list[Any]]]] = {}
+        for f in fields:
+            if "." in f.json_key:
+                outer, _, inner = f.json_key.partition(".")
+                nested.setdefault(outer, []).append((inner, self.values(f.name)))
+        rows = [{key: vals[i] for key, vals in flat} for i in range(len(self))]
+        for outer, cols in nested.items():
+            for i, row in enumerate(rows):
+                row[outer] = {key: vals[i] for key, vals in cols}
+        return rows
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,7 @@ class OutputOperator(Operator):
             self.write(self._records([{"type": "warn", "message": message}]))
 
     def post_run(self) -> None:
-        if self.format == "columns" and not self._started and self._header_due:
+        if self.columns and self.format == "columns" and not self._started and self._header_due:
             self.write(self._header())  # an empty run still says what it would have shown
 
 

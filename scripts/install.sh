@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything igrun needs on Debian 12 (as root), build it into .venv, and show it
-# working: `igrun trace exec` printing the programs this script starts.
+# working: `igrun trace exec --host` printing the programs this script starts.
 #   scripts/install.sh            install, then the demo
 #   scripts/install.sh --no-demo  install only (CI)
 set -euo pipefail
@@ -19,7 +19,8 @@ apt_get() { apt-get -o DPkg::Lock::Timeout=600 -q "$@"; }
 apt_get update >/dev/null
 apt_get install -y --no-install-recommends \
     python3 python3-venv python3-dev gcc make pkg-config \
-    clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev >/dev/null
+    clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev \
+    podman runc busybox-static >/dev/null  # real containers for the container tests
 
 # The kernel file systems gadgets need.
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
@@ -38,8 +39,8 @@ rm -f "$log"
 echo "installed: $(.venv/bin/igrun --version) in .venv (run .venv/bin/igrun, or activate .venv)"
 
 if [ "$demo" = 1 ]; then
-    echo "demo: .venv/bin/igrun trace exec --timeout 3s (while this script starts a few programs)"
+    echo "demo: .venv/bin/igrun trace exec --host --timeout 3s (while this script starts a few programs)"
     ( sleep 1.5; /bin/echo "hello from igrun" >/dev/null; ls / >/dev/null; uname -r >/dev/null ) &
-    .venv/bin/igrun trace exec --timeout 3s
+    .venv/bin/igrun trace exec --host --timeout 3s
     wait
 fi

@@ -36,3 +36,70 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if os.environ.get("IGRUN_REQUIRE_BPF") == "1":
         pytest.fail(f"BPF is required (IGRUN_REQUIRE_BPF=1) but {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+# ---- running the real igrun command ------------------------------------------------------
+
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+IGRUN = [sys.executable, "-m", "igrun.core.cli"]
+PIN_ROOT = Path("/sys/fs/bpf/gadget")
+
+
+@dataclass
+class IgrunCli:
+    """Starts ``igrun`` as users do and reads what it prints."""
+
+    command: tuple[str, ...] = tuple(IGRUN)
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """Start igrun with -v and return once its programs are attached."""
+        proc = subprocess.Popen(
+            [*self.command, *args, "-v"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert proc.stderr is not None
+        deadline = time.monotonic() + 20
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "gadget_started" in line:
+                return proc
+            if time.monotonic() > deadline:
+                break
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"igrun did not start: {out}\n{''.join(seen)}{err}")
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.command, *args], capture_output=True, text=True, timeout=timeout
+        )
+
+    @staticmethod
+    def events(stdout: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+    @staticmethod
+    def pin_dirs_of(pid: int) -> list[Path]:
+        if not PIN_ROOT.is_dir():
+            return []
+        return [d for d in PIN_ROOT.iterdir() if d.name.startswith(f"{pid}-")]
+
+    @staticmethod
+    def loaded_programs() -> set[str]:
+        out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, check=True)
+        return {p.get("name", "") for p in json.loads(out.stdout)}
+
+
+@pytest.fixture
+def igrun_cli() -> IgrunCli:
+    return IgrunCli()

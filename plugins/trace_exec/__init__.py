@@ -72,6 +72,7 @@ class TraceExec(BpfTracer):
                 Kind.TIME,
                 "when the exec started",
                 decode=_timestamps,
+                tags=("boot_time",),
                 column=Column(hidden=True),
             ),
             Field(
@@ -80,6 +81,7 @@ class TraceExec(BpfTracer):
                 "mount namespace id",
                 member="mntns_id",
                 json="mountnsid",
+                tags=("mntns",),
                 column=Column(width=12, hidden=True, align="right"),
             ),
             Field("pid", Kind.UINT, "process id", column=_RIGHT),

@@ -1,0 +1,166 @@
+"""Keeping the container collection current, without kprobes.
+
+Discovery asks each selected runtime client for its running containers at start, then again
+whenever one of the runtimes' state folders changes (inotify: runc writes a container's
+state at ``create``, before its first process runs, so a new container is usually in the
+filter map before it does anything) and, as a fallback, every half second. Each rescan syncs
+the collection. Nothing a runtime does can crash a running gadget: every failure becomes one
+warning, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+
+from inotify_simple import INotify, flags  # type: ignore[import-untyped]
+
+from igrun.core.containers import Container, ContainerCollection
+from igrun.core.errors import EnvironmentProblem, ParamError
+from igrun.core.log import get_logger
+from igrun.core.runtimes import RUNTIME_NAMES, RuntimeClient, RuntimeUnavailable, all_clients
+
+POLL_SECONDS = 0.5
+SETTLE_MS = 10  # let a burst of state writes arrive before rescanning
+WATCHED = flags.CREATE | flags.DELETE | flags.MOVED_TO | flags.CLOSE_WRITE | flags.ONLYDIR
+
+
+def select_clients(
+    runtimes: Iterable[str] = (), containerd_namespaces: Iterable[str] = ("k8s.io",)
+) -> list[RuntimeClient]:
+    """The clients for ``runtimes`` (all present ones when empty), checking names and
+    presence: an absent runtime that was asked for is a warning, or an error when it was the
+    only one asked for."""
+    wanted = [r.strip().lower() for r in runtimes if r.strip()]
+    unknown = [r for r in wanted if r not in RUNTIME_NAMES]
+    if unknown:
+        raise ParamError(
+            f"--runtimes: unknown runtime {unknown[0]!r} (one of: {', '.join(RUNTIME_NAMES)})"
+        )
+    clients = all_clients(containerd_namespaces)
+    if not wanted:
+        return [c for c in clients if c.available()]
+    chosen = [c for c in clients if c.name in wanted]
+    missing = [c.name for c in chosen if not c.available()]
+    if missing and len(wanted) == 1:
+        raise EnvironmentProblem(f"container runtime {missing[0]} is not available on this host")
+    for name in missing:
+        get_logger().warning("runtime_unavailable", runtime=name)
+    return [c for c in chosen if c.available()]
+
+
+class Discovery:
+    """Polls runtime clients and keeps a :class:`ContainerCollection` in sync."""
+
+    def __init__(
+        self,
+        collection: ContainerCollection,
+        clients: list[RuntimeClient],
+        interval: float = POLL_SECONDS,
+    ) -> None:
+        self.collection = collection
+        self.clients = clients
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned: set[str] = set()
+
+    def scan(self) -> list[Container]:
+        """Every running container, each claimed by the first client that knows it."""
+        found: dict[str, Container] = {}
+        for client in self.clients:
+            try:
+                containers = client.containers()
+            except RuntimeUnavailable as exc:
+                self._warn(client.name, str(exc))
+                continue
+            except Exception as exc:  # a runtime's surprise must not end a run
+                self._warn(client.name, f"{type(exc).__name__}: {exc}")
+                continue
+            for problem in client.problems:
+                self._warn(client.name, problem)
+            client.problems.clear()
+            for c in containers:
+                found.setdefault(c.id, c)
+        return list(found.values())
+
+    def _warn(self, runtime: str, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            get_logger().warning("container_discovery", runtime=runtime, problem=message)
+
+    def refresh(self) -> None:
+        self.collection.sync(self.scan())
+
+    def start(self) -> None:
+        """A first full scan now, then updates in the background until :meth:`stop`."""
+        watcher = StateWatcher([d for c in self.clients for d in c.state_dirs()])
+        self.refresh()
+        self._thread = threading.Thread(
+            target=self._loop, args=(watcher,), name="igrun-discovery", daemon=True
+        )
+        self._thread.start()
+
+    def _loop(self, watcher: StateWatcher) -> None:
+        try:
+            while not self._stop.is_set():
+                watcher.wait(self.interval)
+                if self._stop.is_set():
+                    break
+                try:
+                    self.refresh()
+                except Exception as exc:  # pragma: no cover - belt and braces
+                    self._warn("all", f"{type(exc).__name__}: {exc}")
+        finally:
+            watcher.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+
+
+class StateWatcher:
+    """Wakes discovery when a runtime state folder, or a container folder in it, changes.
+
+    Each root is watched, and each container folder inside it (state files are written
+    there, often by rename). Roots that do not exist yet are retried on every wait.
+    """
+
+    def __init__(self, roots: Iterable[Path]) -> None:
+        self._inotify = INotify()
+        self._roots = list(dict.fromkeys(roots))
+        self._watched: dict[int, Path] = {}
+        self._watch_all()
+
+    def _add(self, path: Path) -> None:
+        if path in self._watched.values():
+            return
+        with contextlib.suppress(OSError):  # absent, or gone already: a rescan tells
+            self._watched[self._inotify.add_watch(path, WATCHED)] = path
+
+    def _watch_all(self) -> None:
+        for root in self._roots:
+            if root in self._watched.values() or not root.is_dir():
+                continue
+            self._add(root)
+            for child in root.iterdir():
+                if child.is_dir():
+                    self._add(child)
+
+    def wait(self, timeout: float) -> None:
+        """Return after a change (and its burst) or after ``timeout`` seconds."""
+        self._watch_all()
+        for event in self._inotify.read(timeout=int(timeout * 1000), read_delay=SETTLE_MS):
+            if event.mask & flags.IGNORED:
+                self._watched.pop(event.wd, None)
+            elif event.mask & flags.ISDIR and event.mask & (flags.CREATE | flags.MOVED_TO):
+                parent = self._watched.get(event.wd)
+                if parent is not None and parent in self._roots:
+                    self._add(parent / event.name)
+
+    def close(self) -> None:
+        self._inotify.close()

@@ -1,0 +1,35 @@
+"""The one interface every runtime reader implements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from igrun.core.containers import Container
+
+
+class RuntimeUnavailable(Exception):
+    """The runtime is not on this host, or refused to answer."""
+
+
+class RuntimeClient:
+    """Lists the running containers of one runtime."""
+
+    name: str = ""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        """Things worth a warning (e.g. a malformed state file), collected for the caller."""
+
+    def available(self) -> bool:
+        """Whether this runtime is present on the host at all."""
+        raise NotImplementedError
+
+    def containers(self) -> list[Container]:
+        """The running containers; raises :class:`RuntimeUnavailable` when it cannot say."""
+        raise NotImplementedError
+
+    def state_dirs(self) -> tuple[Path, ...]:
+        """Folders that change when one of its containers is created or removed (one folder
+        per container inside them). Discovery watches them to rescan at once, so a container
+        is usually known before its first process runs; polling remains the fallback."""
+        return ()

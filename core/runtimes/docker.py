@@ -1,0 +1,83 @@
+"""Docker, through its API socket (HTTP over a Unix socket, no client library needed)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from igrun.core.containers import Container, from_process
+from igrun.core.runtimes.base import RuntimeClient, RuntimeUnavailable
+
+SOCKET = Path("/run/docker.sock")
+STATE = Path("/run/docker/runtime-runc/moby")
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(str(self.path))
+        self.sock = sock
+
+
+class DockerClient(RuntimeClient):
+    name = "docker"
+
+    def __init__(self, path: Path = SOCKET, timeout: float = 2.0) -> None:
+        super().__init__()
+        self.path = path
+        self.timeout = timeout
+        self._seen: dict[str, Container] = {}
+
+    def available(self) -> bool:
+        return self.path.exists()
+
+    def state_dirs(self) -> tuple[Path, ...]:
+        return (STATE,)
+
+    def _get(self, url: str) -> Any:
+        conn = _UnixConnection(self.path, self.timeout)
+        try:
+            conn.request("GET", url)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise RuntimeUnavailable(f"docker answered {response.status} for {url}")
+            return json.loads(body)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise RuntimeUnavailable(f"docker at {self.path}: {exc}") from None
+        finally:
+            conn.close()
+
+    def containers(self) -> list[Container]:
+        if not self.path.exists():
+            raise RuntimeUnavailable(f"no docker socket at {self.path}")
+        seen: dict[str, Container] = {}
+        for entry in self._get("/containers/json"):
+            id = str(entry["Id"])
+            if id in self._seen:  # inspect each container once
+                seen[id] = self._seen[id]
+                continue
+            detail = self._get(f"/containers/{id}/json")
+            labels = {str(k): str(v) for k, v in (entry.get("Labels") or {}).items()}
+            names = entry.get("Names") or [""]
+            c = from_process(
+                id,
+                str(names[0]).lstrip("/"),
+                self.name,
+                int((detail.get("State") or {}).get("Pid") or 0),
+                image_name=str(entry.get("Image", "")),
+                image_digest=str(entry.get("ImageID", "")),
+                labels=labels,
+            )
+            if c is not None:
+                seen[id] = c
+        self._seen = seen
+        return list(seen.values())

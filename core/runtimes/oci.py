@@ -1,0 +1,127 @@
+"""runc and crun: the low-level runtimes, read from their state folders.
+
+Containers that a manager (podman, containerd, CRI-O, Docker) started also have runc state;
+those are claimed by the manager's client first, and only the rest appear as runc's own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from igrun.core.containers import Container, from_process
+from igrun.core.runtimes.base import RuntimeClient
+
+RUNC_ROOTS = (Path("/run/runc"),)
+
+
+def bundle_annotations(bundle: str) -> dict[str, str]:
+    """The annotations of an OCI bundle's config.json (empty if unreadable)."""
+    try:
+        spec = json.loads((Path(bundle) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    annotations = spec.get("annotations") or {}
+    return {str(k): str(v) for k, v in annotations.items()}
+
+
+def _labels(state: dict[str, Any]) -> dict[str, str]:
+    out = {}
+    for item in (state.get("config") or {}).get("labels") or []:
+        key, _, value = str(item).partition("=")
+        out[key] = value
+    return out
+
+
+def container_name(id: str, annotations: dict[str, str]) -> str:
+    """The name people use: a CRI container name, a ``name`` annotation, else the id."""
+    for key in (
+        "io.kubernetes.cri.container-name",
+        "io.kubernetes.container.name",
+        "name",
+        "io.container.name",
+    ):
+        if annotations.get(key):
+            return annotations[key]
+    return id
+
+
+class RuncClient(RuntimeClient):
+    name = "runc"
+
+    def __init__(self, roots: tuple[Path, ...] | None = None) -> None:
+        super().__init__()
+        self.roots = roots if roots is not None else RUNC_ROOTS
+
+    def available(self) -> bool:
+        return any(root.is_dir() for root in self.roots)
+
+    def state_dirs(self) -> tuple[Path, ...]:
+        return self.roots
+
+    def containers(self) -> list[Container]:
+        out = []
+        for root in self.roots:
+            if not root.is_dir():
+                continue
+            for entry in root.iterdir():
+                c = self._read(entry / "state.json")
+                if c is not None:
+                    out.append(c)
+        return out
+
+    def _read(self, path: Path) -> Container | None:
+        try:
+            state = json.loads(path.read_text())
+        except OSError:
+            return None  # gone since the folder was listed
+        except ValueError as exc:
+            self.problems.append(f"skipping malformed state file {path}: {exc}")
+            return None
+        labels = _labels(state)
+        annotations = bundle_annotations(labels.get("bundle", ""))
+        id = str(state.get("id", path.parent.name))
+        return from_process(
+            id,
+            container_name(id, annotations),
+            self.name,
+            int(state.get("init_process_pid") or 0),
+            annotations=annotations,
+            labels=labels,
+        )
+
+
+class CrunClient(RuntimeClient):
+    name = "crun"
+    root = Path("/run/crun")
+
+    def available(self) -> bool:
+        return self.root.is_dir()
+
+    def state_dirs(self) -> tuple[Path, ...]:
+        return (self.root,)
+
+    def containers(self) -> list[Container]:
+        out: list[Container] = []
+        if not self.root.is_dir():
+            return out
+        for entry in self.root.iterdir():
+            try:
+                status = json.loads((entry / "status").read_text())
+            except OSError:
+                continue
+            except ValueError as exc:
+                self.problems.append(f"skipping malformed state file {entry / 'status'}: {exc}")
+                continue
+            annotations = bundle_annotations(str(status.get("bundle", "")))
+            c = from_process(
+                entry.name,
+                container_name(entry.name, annotations),
+                self.name,
+                int(status.get("pid") or 0),
+                annotations=annotations,
+            )
+            if c is not None:
+                out.append(c)
+        return out

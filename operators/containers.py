@@ -1,0 +1,243 @@
+"""Containers: select them inside the kernel, and name them on every event.
+
+The counterpart of Inspektor Gadget's local manager. It starts container discovery, keeps one
+mount-namespace filter map for the run (pinned in the run's folder, handed to every gadget
+that follows the ``gadget_filter_by_mntns`` convention) in sync with the selected containers,
+and adds the container's name, id, runtime and image, and Kubernetes names, to every event
+that carries a mount-namespace id — a whole batch at a time, grouped by id.
+
+Defaults are ``ig``'s: no flag traces every container and no host process; ``--host`` adds
+host processes; ``-c/--containername`` selects containers by name or id.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+import numpy as np
+
+from igrun.core.bpf import Map, MapType
+from igrun.core.containers import Container, ContainerCollection, Selector
+from igrun.core.discovery import Discovery, select_clients
+from igrun.core.gadget import Gadget, GadgetContext
+from igrun.core.hookspecs import hookimpl
+from igrun.core.log import get_logger
+from igrun.core.operator import PRIORITY_ENRICH, Operator
+from igrun.core.params import ParamDesc, Params, TypeHint, ValueHint
+from igrun.core.schema import Array, Batch, Column, Field, Kind, Schema
+from igrun.core.tracer import MNTNS_FILTER_MAP
+
+FILTER_MAP_SIZE = 1024
+_KEY = struct.Struct("<Q")
+_PRESENT = struct.pack("<I", 1)
+
+ENRICHED: tuple[tuple[Field, Callable[[Container], str]], ...] = (
+    (
+        Field(
+            "runtime.containerName",
+            Kind.STR,
+            "container name",
+            column=Column(width=30, min_width=16, order=-100),
+        ),
+        lambda c: c.name,
+    ),
+    (
+        Field(
+            "runtime.containerId", Kind.STR, "container id", column=Column(width=13, hidden=True)
+        ),
+        lambda c: c.id,
+    ),
+    (
+        Field(
+            "runtime.runtimeName",
+            Kind.STR,
+            "container runtime",
+            column=Column(width=10, hidden=True),
+        ),
+        lambda c: c.runtime,
+    ),
+    (
+        Field(
+            "runtime.containerImageName",
+            Kind.STR,
+            "container image",
+            column=Column(width=30, hidden=True),
+        ),
+        lambda c: c.image_name,
+    ),
+    (
+        Field("k8s.namespace", Kind.STR, "Kubernetes namespace", column=Column(hidden=True)),
+        lambda c: c.k8s_namespace,
+    ),
+    (Field("k8s.pod", Kind.STR, "Kubernetes pod", column=Column(hidden=True)), lambda c: c.k8s_pod),
+    (
+        Field("k8s.container", Kind.STR, "Kubernetes container", column=Column(hidden=True)),
+        lambda c: c.k8s_container,
+    ),
+)
+
+
+def attribute(
+    collection: ContainerCollection, mntns: Array, boot_times: Array | None
+) -> tuple[list[Container], Array]:
+    """The container of each event, decided once per distinct mount-ns id.
+
+    Returns the containers involved and, per event, an index into them (-1: no container).
+    A removed container (kept briefly) only claims events older than its removal, and a
+    container only claims events from after its start: a reused mount-ns id never names the
+    wrong container. Without timestamps only running containers are used.
+    """
+    unique, inverse = np.unique(mntns, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    owners = np.full(len(mntns), -1, dtype=np.int64)
+    pool: list[Container] = []
+    for i, ns in enumerate(unique.tolist()):
+        candidates = collection.candidates(int(ns))
+        if not candidates:
+            continue
+        live = [c for c in candidates if c.removed_ns is None]
+        if boot_times is None or (len(candidates) == 1 and live):
+            if live:
+                owners[inverse == i] = len(pool)
+                pool.append(live[-1])
+            continue
+        rows = np.flatnonzero(inverse == i)
+        ts = boot_times[rows]
+        for c in candidates:  # oldest first: a later start overrides
+            end = c.removed_ns if c.removed_ns is not None else np.iinfo(np.uint64).max
+            hit = rows[(ts >= c.started_ns) & (ts <= end)]
+            if len(hit):
+                owners[hit] = len(pool)
+                pool.append(c)
+    return pool, owners
+
+
+class ContainersOperator(Operator):
+    name = "containers"
+    description = "container selection (in the kernel) and enrichment"
+    priority = PRIORITY_ENRICH
+    params = (
+        ParamDesc(
+            "containername",
+            alias="c",
+            repeatable=True,
+            type_hint=TypeHint.STRING_LIST,
+            value_hint=ValueHint.LOCAL_CONTAINER,
+            description="trace only these containers (names or ids; repeat or comma-separate)",
+        ),
+        ParamDesc(
+            "host",
+            type_hint=TypeHint.BOOL,
+            default="false",
+            description="also show events of processes that are in no container",
+        ),
+        ParamDesc(
+            "runtimes",
+            alias="r",
+            type_hint=TypeHint.STRING_LIST,
+            description="container runtimes to ask (docker, containerd, cri-o, podman, runc, "
+            "crun); default: those present",
+        ),
+        ParamDesc(
+            "containerd-namespace",
+            type_hint=TypeHint.STRING_LIST,
+            default="k8s.io",
+            description="containerd namespaces to look in",
+        ),
+    )
+    fields = tuple(f for f, _ in ENRICHED)
+
+    def __init__(self, ctx: GadgetContext, params: Params) -> None:
+        super().__init__(ctx, params)
+        self.selector = Selector(tuple(params.get("containername")))
+        self.host = bool(params.get("host"))
+        self.collection: ContainerCollection = ctx.extra.setdefault(
+            "containers", ContainerCollection()
+        )
+        self.discovery: Discovery | None = None
+        self.filter_map: Map | None = None
+        self.mntns_field: Field | None = None
+        self.boot_field: Field | None = None
+
+    @classmethod
+    def can_operate_on(cls, gadget: type[Gadget]) -> bool:
+        return gadget.schema.tagged("mntns") is not None
+
+    @classmethod
+    def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
+        self = cls(ctx, params)
+        clients = select_clients(params.get("runtimes"), params.get("containerd-namespace"))
+        try:
+            if self.kernel_filter:
+                self._make_filter_map()
+            self.discovery = Discovery(self.collection, clients)
+            self.discovery.start()
+        except BaseException:
+            self.post_run()
+            raise
+        return self
+
+    @property
+    def kernel_filter(self) -> bool:
+        """Filter in the kernel unless host processes are wanted too."""
+        return not self.host
+
+    def _make_filter_map(self) -> None:
+        self.filter_map = Map.create(MapType.HASH, "mntns_filter", 8, 4, FILTER_MAP_SIZE)
+        if self.ctx.pins is not None:
+            self.filter_map.pin(self.ctx.pins.path / MNTNS_FILTER_MAP)
+        self.ctx.extra["mntns_filter_map"] = self.filter_map
+        self.collection.subscribe(self._sync_filter)
+
+    def _sync_filter(self, kind: str, c: Container) -> None:
+        if self.filter_map is None or not self.selector.matches(c):
+            return
+        key = _KEY.pack(c.mntns)
+        if kind == "added":
+            self.filter_map.update(key, _PRESENT)
+        elif not any(
+            o.mntns == c.mntns and self.selector.matches(o) for o in self.collection.containers()
+        ):
+            self.filter_map.delete(key)
+
+    def _notice(self) -> None:
+        log = get_logger()
+        running = self.collection.containers()
+        names = self.selector.names
+        unmatched = [n for n in names if not any(Selector((n,)).matches(c) for c in running)]
+        for name in unmatched:
+            log.info("container_not_found_yet", name=name, note="it is traced as soon as it starts")
+        if not running and not self.host and not names:
+            log.info("no_containers", note="no container runs now: --host shows host processes")
+
+    def pre_run(self, schema: Schema) -> None:
+        self._notice()
+        self.mntns_field = schema.tagged("mntns")
+        self.boot_field = schema.tagged("boot_time")
+
+    def process(self, batch: Batch) -> Batch:
+        assert self.mntns_field is not None
+        boot = batch.member(self.boot_field.source) if self.boot_field else None
+        pool, owners = attribute(self.collection, batch[self.mntns_field.name], boot)
+        for f, value in ENRICHED:  # one small table per field; the last row is "no container"
+            table = np.array([value(c) for c in pool] + [""], dtype=object)
+            batch.set_column(f.name, table[owners])
+        if self.host and self.selector.names:
+            selected = np.array([self.selector.matches(c) for c in pool] + [True], dtype=bool)
+            return batch.take(selected[owners])
+        return batch
+
+    def post_run(self) -> None:
+        if self.discovery is not None:
+            self.discovery.stop()
+            self.discovery = None
+        if self.filter_map is not None:
+            self.filter_map.close()
+            self.filter_map = None
+            self.ctx.extra.pop("mntns_filter_map", None)
+
+
+@hookimpl
+def igrun_register_operators(register: Callable[[type[Operator]], None]) -> None:
+    register(ContainersOperator)

@@ -1,0 +1,386 @@
+"""Containers for real: podman (with runc) and plain runc bundles, traced and filtered in the
+kernel, named on every event."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from igrun.core.bpf import Map
+from igrun.core.containers import ContainerCollection, from_process
+from igrun.core.discovery import Discovery, select_clients
+from igrun.core.errors import EnvironmentProblem, ParamError
+from igrun.core.runtimes.oci import RuncClient
+
+if TYPE_CHECKING:
+    from conftest import IgrunCli
+
+pytestmark = pytest.mark.bpf
+
+IMAGE = "localhost/igrun-test-busybox:latest"
+BUSYBOX = Path("/bin/busybox")
+
+
+def needs(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing and os.environ.get("IGRUN_REQUIRE_BPF") != "1":
+        pytest.skip(f"needs {', '.join(missing)}")
+    assert not missing, f"{missing} must be installed (scripts/install.sh does it)"
+
+
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A busybox root file system: enough for sh, sleep, echo."""
+    root = tmp_path_factory.mktemp("rootfs")
+    for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "root", "run"):
+        (root / d).mkdir()
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (root / "bin" / applet).symlink_to("busybox")
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def podman_env(rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """podman set up for this kind of host: runc, and limits root may set."""
+    needs("podman", "runc")
+    conf = tmp_path_factory.mktemp("podman") / "containers.conf"
+    conf.write_text(
+        '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n'
+        '[engine]\nruntime = "runc"\n'
+    )
+    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+    archive = conf.parent / "rootfs.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(rootfs, arcname=".")
+    subprocess.run(
+        ["podman", "import", "--change", 'CMD ["/bin/sh"]', str(archive), IMAGE],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return env
+
+
+@dataclass
+class Running:
+    name: str
+    id: str
+    pid: int
+    runtime: str
+
+    @property
+    def mntns(self) -> int:
+        return os.stat(f"/proc/{self.pid}/ns/mnt").st_ino
+
+
+class Podman:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.names: list[str] = []
+
+    def __call__(self, *args: str, check: bool = True) -> str:
+        return subprocess.run(
+            ["podman", *args], env=self.env, check=check, capture_output=True, text=True
+        ).stdout.strip()
+
+    def run(self, name: str) -> Running:
+        self.names.append(name)
+        id = self(
+            "run",
+            "-d",
+            "--pull=never",
+            "--network",
+            "none",
+            "--name",
+            name,
+            IMAGE,
+            "sh",
+            "-c",
+            "while true; do sleep 1; done",
+        )
+        pid = int(self("inspect", "-f", "{{.State.Pid}}", name))
+        return Running(name, id, pid, "podman")
+
+    def stop(self, name: str) -> None:
+        self("rm", "-f", "-t", "0", name, check=False)
+
+
+@pytest.fixture
+def podman(podman_env: dict[str, str]) -> Iterator[Podman]:
+    p = Podman(podman_env)
+    yield p
+    for name in p.names:
+        p.stop(name)
+
+
+@pytest.fixture
+def runc_container(rootfs: Path, tmp_path: Path) -> Iterator[Running]:
+    """A plain runc container from an OCI bundle (no manager above it)."""
+    needs("runc")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "rootfs").symlink_to(rootfs)
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    spec = json.loads((bundle / "config.json").read_text())
+    id = f"igrun-test-{uuid.uuid4().hex[:8]}"
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = ["sh", "-c", "while true; do sleep 1; done"]
+    spec["root"] = {"path": str(rootfs), "readonly": True}
+    spec["linux"]["cgroupsPath"] = f"/igrun-test/{id}"
+    spec["annotations"] = {
+        "io.kubernetes.pod.namespace": "prod",
+        "io.kubernetes.pod.name": "web-1",
+        "io.kubernetes.container.name": "web",
+    }
+    (bundle / "config.json").write_text(json.dumps(spec))
+    # The container inherits runc's stdio: a captured pipe would never reach EOF.
+    subprocess.run(
+        ["runc", "run", "-d", "--bundle", str(bundle), id],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=30,
+    )
+    state = json.loads(
+        subprocess.run(["runc", "state", id], check=True, capture_output=True, text=True).stdout
+    )
+    try:
+        yield Running(id, id, int(state["pid"]), "runc")
+    finally:
+        subprocess.run(["runc", "delete", "-f", id], capture_output=True)
+        for cgroup in Path("/sys/fs/cgroup").glob("*/igrun-test"):
+            for child in cgroup.iterdir():
+                if child.is_dir():
+                    child.rmdir()
+            cgroup.rmdir()
+        for cgroup in Path("/sys/fs/cgroup").glob("igrun-test"):
+            shutil.rmtree(cgroup, ignore_errors=True)
+
+
+def marker() -> str:
+    return f"igrun-{uuid.uuid4().hex[:8]}"
+
+
+def stop_and_read(cli: IgrunCli, proc: subprocess.Popen[str]) -> list[dict]:
+    time.sleep(0.5)
+    proc.send_signal(2)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    return cli.events(out)
+
+
+def with_arg(events: list[dict], arg: str) -> list[dict]:
+    """The echo of ``arg`` itself (not the podman command that asked for it)."""
+    return [e for e in events if e["args"] == ["/bin/echo", arg]]
+
+
+def test_exec_in_a_container_names_it(igrun_cli: IgrunCli, podman: Podman) -> None:
+    a = podman.run(f"igrun-a-{uuid.uuid4().hex[:6]}")
+    mark = marker()
+    proc = igrun_cli.start("trace", "exec", "-o", "json")
+    podman("exec", a.name, "/bin/echo", mark)
+    host = marker()
+    subprocess.run(["/bin/echo", host], check=True, capture_output=True)
+    events = stop_and_read(igrun_cli, proc)
+    (event,) = with_arg(events, mark)
+    assert event["runtime"] == {
+        "containerName": a.name,
+        "containerId": a.id,
+        "runtimeName": "podman",
+        "containerImageName": IMAGE,
+    }
+    assert event["mountnsid"] == a.mntns
+    assert event["args"] == ["/bin/echo", mark]
+    assert with_arg(events, host) == []  # no --host: no host processes
+
+
+def test_containername_selects_in_the_kernel(igrun_cli: IgrunCli, podman: Podman) -> None:
+    a = podman.run(f"igrun-a-{uuid.uuid4().hex[:6]}")
+    b = podman.run(f"igrun-b-{uuid.uuid4().hex[:6]}")
+    in_a, in_b, on_host = marker(), marker(), marker()
+    proc = igrun_cli.start("trace", "exec", "-o", "json", "-c", a.name)
+    (pins,) = igrun_cli.pin_dirs_of(proc.pid)
+    filter_map = Map.from_pin(pins / "gadget_mntns_filter_map")
+    keys = {struct.unpack("<Q", k)[0] for k in filter_map.keys()}  # noqa: SIM118
+    filter_map.close()
+    assert keys == {a.mntns}
+    podman("exec", a.name, "/bin/echo", in_a)
+    podman("exec", b.name, "/bin/echo", in_b)
+    subprocess.run(["/bin/echo", on_host], check=True, capture_output=True)
+    events = stop_and_read(igrun_cli, proc)
+    assert [e["runtime"]["containerName"] for e in with_arg(events, in_a)] == [a.name]
+    assert with_arg(events, in_b) == []
+    assert with_arg(events, on_host) == []
+    assert {e["runtime"]["containerName"] for e in events} == {a.name}
+
+
+def test_late_container_is_traced_and_forgotten(igrun_cli: IgrunCli, podman: Podman) -> None:
+    name = f"igrun-late-{uuid.uuid4().hex[:6]}"
+    proc = igrun_cli.start("trace", "exec", "-o", "json", "-c", name)
+    (pins,) = igrun_cli.pin_dirs_of(proc.pid)
+    late = podman.run(name)
+    time.sleep(1.0)  # known within 1 s of its start
+    mark = marker()
+    podman("exec", name, "/bin/echo", mark)
+    filter_map = Map.from_pin(pins / "gadget_mntns_filter_map")
+    try:
+        keys = {struct.unpack("<Q", k)[0] for k in filter_map.keys()}  # noqa: SIM118
+        assert keys == {late.mntns}
+        podman.stop(name)
+        deadline = time.monotonic() + 1.0
+        while list(filter_map.keys()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(filter_map.keys()) == []  # its mount-ns id left the filter
+    finally:
+        filter_map.close()
+    events = stop_and_read(igrun_cli, proc)
+    (event,) = with_arg(events, mark)
+    assert event["runtime"]["containerName"] == name
+
+
+def test_first_process_of_a_new_container_is_traced(igrun_cli: IgrunCli, podman: Podman) -> None:
+    """runc writes its state at create: the container is in the filter before it starts."""
+    name = f"igrun-first-{uuid.uuid4().hex[:6]}"
+    mark = marker()
+    proc = igrun_cli.start("trace", "exec", "-o", "json", "-c", name)
+    podman.names.append(name)
+    podman("run", "--pull=never", "--network", "none", "--name", name, IMAGE, "/bin/echo", mark)
+    events = stop_and_read(igrun_cli, proc)
+    (event,) = with_arg(events, mark)
+    assert event["runtime"]["containerName"] == name
+
+
+def test_host_flag_adds_host_processes(igrun_cli: IgrunCli, podman: Podman) -> None:
+    a = podman.run(f"igrun-a-{uuid.uuid4().hex[:6]}")
+    in_a, on_host = marker(), marker()
+    proc = igrun_cli.start("trace", "exec", "-o", "json", "--host")
+    podman("exec", a.name, "/bin/echo", in_a)
+    subprocess.run(["/bin/echo", on_host], check=True, capture_output=True)
+    events = stop_and_read(igrun_cli, proc)
+    (host,) = with_arg(events, on_host)
+    assert host["runtime"] == {
+        "containerName": "",
+        "containerId": "",
+        "runtimeName": "",
+        "containerImageName": "",
+    }
+    assert host["k8s"] == {"namespace": "", "pod": "", "container": ""}
+    (inside,) = with_arg(events, in_a)
+    assert inside["runtime"]["containerName"] == a.name
+
+
+def test_plain_runc_container_with_kubernetes_names(
+    igrun_cli: IgrunCli, runc_container: Running
+) -> None:
+    mark = marker()
+    proc = igrun_cli.start("trace", "exec", "-o", "json", "-r", "runc")
+    subprocess.run(
+        ["runc", "exec", runc_container.id, "/bin/echo", mark], check=True, capture_output=True
+    )
+    events = stop_and_read(igrun_cli, proc)
+    (event,) = with_arg(events, mark)
+    assert event["runtime"]["containerName"] == "web"  # the CRI container name
+    assert event["runtime"]["containerId"] == runc_container.id
+    assert event["runtime"]["runtimeName"] == "runc"
+    assert event["k8s"] == {"namespace": "prod", "pod": "web-1", "container": "web"}
+
+
+def test_list_containers_agrees_with_podman_ps(igrun_cli: IgrunCli, podman: Podman) -> None:
+    a = podman.run(f"igrun-a-{uuid.uuid4().hex[:6]}")
+    b = podman.run(f"igrun-b-{uuid.uuid4().hex[:6]}")
+    listed = igrun_cli.run("list-containers", "-o", "json", "-r", "podman")
+    assert listed.returncode == 0, listed.stderr
+    ours = {c["id"]: c for c in map(json.loads, listed.stdout.splitlines())}
+    ps = json.loads(podman("ps", "--format", "json"))
+    assert {c["Id"] for c in ps} == set(ours)
+    for c in ps:
+        assert ours[c["Id"]]["name"] == c["Names"][0]
+        assert ours[c["Id"]]["pid"] == c["Pid"]
+        assert ours[c["Id"]]["imageName"] == c["Image"]
+    for running in (a, b):
+        assert ours[running.id]["mntns"] == running.mntns
+        assert ours[running.id]["cgroupPath"] == f"/libpod_parent/libpod-{running.id}"
+
+
+def test_watch_shows_containers_come_and_go(podman: Podman, igrun_cli: IgrunCli) -> None:
+    first = podman.run(f"igrun-w-{uuid.uuid4().hex[:6]}")
+    watch = subprocess.Popen(
+        [*igrun_cli.command, "list-containers", "-w", "-o", "json", "-r", "podman"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watch.stdout is not None
+        seen = json.loads(watch.stdout.readline())  # the watch is up once it lists what runs
+        assert seen["event"] == "running"
+        c = podman.run(f"igrun-w-{uuid.uuid4().hex[:6]}")
+        podman.stop(c.name)
+        time.sleep(1)
+    finally:
+        watch.terminate()
+        out, _ = watch.communicate(timeout=10)
+    mine = [json.loads(line) for line in out.splitlines()]
+    mine = [(m["event"], m["container"]["id"]) for m in mine if m["container"]["id"] == c.id]
+    assert mine == [("added", c.id), ("removed", c.id)]
+    assert first.id != c.id
+
+
+def test_reused_mount_namespace_is_never_misattributed() -> None:
+    """A removed container only claims events from before its removal."""
+    import numpy as np
+
+    from igrun.operators.containers import attribute
+
+    pid = os.getpid()
+    me = from_process("old", "old", "runc", pid)
+    assert me is not None
+    collection = ContainerCollection()
+    collection.sync([me])
+    collection.sync([])  # gone: kept as a tombstone
+    (gone,) = collection.candidates(me.mntns)
+    assert gone.removed_ns is not None
+    before, after = gone.removed_ns - 1, gone.removed_ns + 1
+    pool, owners = attribute(
+        collection,
+        np.array([me.mntns, me.mntns], dtype=np.uint64),
+        np.array([before, after], dtype=np.uint64),
+    )
+    assert [pool[i].name if i >= 0 else None for i in owners] == ["old", None]
+    pool, owners = attribute(collection, np.array([me.mntns], dtype=np.uint64), None)
+    assert (pool, owners.tolist()) == ([], [-1])
+
+
+def test_runtime_selection_errors_and_malformed_state(tmp_path: Path) -> None:
+    with pytest.raises(ParamError, match="--runtimes: unknown runtime 'nope'"):
+        select_clients(["nope"])
+    with pytest.raises(EnvironmentProblem, match="container runtime docker is not available"):
+        select_clients(["docker"])
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "state.json").write_text("{not json")
+    discovery = Discovery(ContainerCollection(), [RuncClient((tmp_path,))])
+    assert discovery.scan() == []
+    assert any("malformed state file" in w for w in discovery._warned)
+
+
+def test_bad_runtime_flag_is_one_line(igrun_cli: IgrunCli) -> None:
+    result = igrun_cli.run("trace", "exec", "-r", "docker", "-t", "1s")
+    assert result.returncode == 1
+    assert result.stderr == "igrun: error: container runtime docker is not available on this host\n"
