@@ -48,7 +48,13 @@ def select_clients(
         raise EnvironmentProblem(f"container runtime {missing[0]} is not available on this host")
     for name in missing:
         get_logger().warning("runtime_unavailable", runtime=name)
-    return [c for c in chosen if c.available()]
+    chosen = [c for c in chosen if c.available()]
+    if len(wanted) == 1:  # the only one asked for must answer, not just exist
+        try:
+            chosen[0].containers()
+        except RuntimeUnavailable as exc:
+            raise EnvironmentProblem(f"container runtime {chosen[0].name}: {exc}") from None
+    return chosen
 
 
 class Discovery:

@@ -6,8 +6,16 @@ a green run always means the gadgets really ran in the kernel.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,13 +47,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 # ---- running the real igrun command ------------------------------------------------------
-
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any  # noqa: E402
 
 IGRUN = [sys.executable, "-m", "igrun.core.cli"]
 PIN_ROOT = Path("/sys/fs/bpf/gadget")
@@ -103,3 +104,33 @@ class IgrunCli:
 @pytest.fixture
 def igrun_cli() -> IgrunCli:
     return IgrunCli()
+
+
+# ---- real containers -----------------------------------------------------------------------
+
+BUSYBOX = Path("/bin/busybox")
+
+
+@pytest.fixture(scope="session")
+def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A busybox root file system: enough for sh, sleep, echo."""
+    root = tmp_path_factory.mktemp("rootfs")
+    for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "root", "run"):
+        (root / d).mkdir()
+    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
+    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (root / "bin" / applet).symlink_to("busybox")
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def rootfs_tar(rootfs: Path) -> Path:
+    """The busybox root file system as a tar archive, for ``podman import``/``docker import``."""
+    archive = rootfs.parent / "rootfs.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(rootfs, arcname=".")
+    return archive

@@ -8,15 +8,14 @@ import os
 import shutil
 import struct
 import subprocess
-import tarfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from containerlab import IMAGE, Running, marker, needs, stop_and_read, with_arg
 
 from igrun.core.bpf import Map
 from igrun.core.containers import ContainerCollection, from_process
@@ -29,35 +28,9 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.bpf
 
-IMAGE = "localhost/igrun-test-busybox:latest"
-BUSYBOX = Path("/bin/busybox")
-
-
-def needs(*tools: str) -> None:
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing and os.environ.get("IGRUN_REQUIRE_BPF") != "1":
-        pytest.skip(f"needs {', '.join(missing)}")
-    assert not missing, f"{missing} must be installed (scripts/install.sh does it)"
-
 
 @pytest.fixture(scope="session")
-def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A busybox root file system: enough for sh, sleep, echo."""
-    root = tmp_path_factory.mktemp("rootfs")
-    for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "root", "run"):
-        (root / d).mkdir()
-    shutil.copy2(BUSYBOX, root / "bin" / "busybox")
-    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True).stdout.split()
-    for applet in applets:
-        if applet != "busybox":
-            (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (root / "etc" / "group").write_text("root:x:0:\n")
-    return root
-
-
-@pytest.fixture(scope="session")
-def podman_env(rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def podman_env(rootfs_tar: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """podman set up for this kind of host: runc, and limits root may set."""
     needs("podman", "runc")
     conf = tmp_path_factory.mktemp("podman") / "containers.conf"
@@ -66,28 +39,13 @@ def podman_env(rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         '[engine]\nruntime = "runc"\n'
     )
     env = {**os.environ, "CONTAINERS_CONF": str(conf)}
-    archive = conf.parent / "rootfs.tar"
-    with tarfile.open(archive, "w") as tar:
-        tar.add(rootfs, arcname=".")
     subprocess.run(
-        ["podman", "import", "--change", 'CMD ["/bin/sh"]', str(archive), IMAGE],
+        ["podman", "import", "--change", 'CMD ["/bin/sh"]', str(rootfs_tar), IMAGE],
         env=env,
         check=True,
         capture_output=True,
     )
     return env
-
-
-@dataclass
-class Running:
-    name: str
-    id: str
-    pid: int
-    runtime: str
-
-    @property
-    def mntns(self) -> int:
-        return os.stat(f"/proc/{self.pid}/ns/mnt").st_ino
 
 
 class Podman:
@@ -173,23 +131,6 @@ def runc_container(rootfs: Path, tmp_path: Path) -> Iterator[Running]:
             cgroup.rmdir()
         for cgroup in Path("/sys/fs/cgroup").glob("igrun-test"):
             shutil.rmtree(cgroup, ignore_errors=True)
-
-
-def marker() -> str:
-    return f"igrun-{uuid.uuid4().hex[:8]}"
-
-
-def stop_and_read(cli: IgrunCli, proc: subprocess.Popen[str]) -> list[dict]:
-    time.sleep(0.5)
-    proc.send_signal(2)
-    out, err = proc.communicate(timeout=15)
-    assert proc.returncode == 0, err
-    return cli.events(out)
-
-
-def with_arg(events: list[dict], arg: str) -> list[dict]:
-    """The echo of ``arg`` itself (not the podman command that asked for it)."""
-    return [e for e in events if e["args"] == ["/bin/echo", arg]]
 
 
 def test_exec_in_a_container_names_it(igrun_cli: IgrunCli, podman: Podman) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,18 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+def socket_path() -> Path:
+    """``DOCKER_HOST`` when it names a Unix socket (as for the docker CLI), else the default."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return Path(host.removeprefix("unix://")) if host.startswith("unix://") else SOCKET
+
+
 class DockerClient(RuntimeClient):
     name = "docker"
 
-    def __init__(self, path: Path = SOCKET, timeout: float = 2.0) -> None:
+    def __init__(self, path: Path | None = None, timeout: float = 2.0) -> None:
         super().__init__()
-        self.path = path
+        self.path = path or socket_path()
         self.timeout = timeout
         self._seen: dict[str, Container] = {}
 

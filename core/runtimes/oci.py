@@ -14,6 +14,9 @@ from igrun.core.containers import Container, from_process
 from igrun.core.runtimes.base import RuntimeClient
 
 RUNC_ROOTS = (Path("/run/runc"),)
+"""runc's default root (podman's too)."""
+OTHER_RUNC_ROOTS = (Path("/run/docker/runtime-runc"), Path("/run/containerd/runc"))
+"""Where Docker and containerd keep runc state: one root per namespace inside each."""
 
 
 def bundle_annotations(bundle: str) -> dict[str, str]:
@@ -52,7 +55,16 @@ class RuncClient(RuntimeClient):
 
     def __init__(self, roots: tuple[Path, ...] | None = None) -> None:
         super().__init__()
-        self.roots = roots if roots is not None else RUNC_ROOTS
+        self._roots = roots
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """The given roots, else runc's own and those of Docker's and containerd's namespaces
+        (looked up each time: a namespace may appear while igrun runs)."""
+        if self._roots is not None:
+            return self._roots
+        nested = [ns for base in OTHER_RUNC_ROOTS if base.is_dir() for ns in base.iterdir()]
+        return (*RUNC_ROOTS, *(ns for ns in nested if ns.is_dir()))
 
     def available(self) -> bool:
         return any(root.is_dir() for root in self.roots)
