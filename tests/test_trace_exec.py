@@ -7,56 +7,19 @@ import os
 import shutil
 import struct
 import subprocess
-import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
+import gadgetlab
 import pytest
+from gadgetlab import marker
 
-from igrun.core import PRIORITY_OUTPUT, Batch, GadgetContext, Operator
 from igrun.core.bpf import Map, MapType
-from igrun.core.runtime import Runtime
 from igrun.plugins.trace_exec import TraceExec
 
 pytestmark = pytest.mark.bpf
-
-
-class Capture(Operator):
-    """Keeps every row that reaches the end of the chain."""
-
-    name = "capture"
-    priority = PRIORITY_OUTPUT
-    rows: ClassVar[list[dict[str, Any]]] = []
-
-    def process(self, batch: Batch) -> Batch:
-        Capture.rows.extend(batch.to_dicts())
-        return batch
-
-
-class Trigger:
-    """Runs ``action`` once the gadget is attached, then ends the run."""
-
-    def __init__(self, action: Callable[[], None]) -> None:
-        self.action = action
-        self.error: BaseException | None = None
-
-    def igrun_run_started(self, ctx: GadgetContext) -> None:
-        def work() -> None:
-            try:
-                self.action()
-            except BaseException as exc:
-                self.error = exc
-            finally:
-                time.sleep(0.3)
-                ctx.cancel()
-
-        threading.Thread(target=work, daemon=True).start()
-
-    def igrun_run_finished(self, ctx: GadgetContext, error: BaseException | None) -> None:
-        pass
 
 
 def trace(
@@ -64,18 +27,7 @@ def trace(
     values: dict[str, str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    Capture.rows = []
-    runtime = Runtime([Capture])
-    params = runtime.params_for(TraceExec, {"runtime.timeout": "20s", **(values or {})})
-    trigger = Trigger(action)
-    runtime.run(TraceExec, *params, hooks=trigger, extra=extra)
-    if trigger.error:
-        raise trigger.error
-    return Capture.rows
-
-
-def marker() -> str:
-    return f"igrun-{uuid.uuid4().hex[:10]}"
+    return gadgetlab.trace(TraceExec, action, values, extra)
 
 
 def with_arg(rows: list[dict[str, Any]], arg: str) -> list[dict[str, Any]]:
