@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s typecheck``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``."""
 
 import nox
 
@@ -25,3 +25,11 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on core/ (configured in pyproject.toml)."""
     session.install("-e", ".[dev]", "--config-settings", "editable_mode=strict")
     session.run("mypy", "core")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Regenerate docs/gadgets.md from the gadgets (a test fails when it is stale)."""
+    session.install("-e", ".", "--config-settings", "editable_mode=strict")
+    with open("docs/gadgets.md", "w") as out:
+        session.run("python", "-m", "igrun.core.reference", stdout=out)

@@ -373,6 +373,23 @@ class Program:
             _raise(f"cannot attach uprobe {self.name} to {binary}:{func or hex(offset)}", err[0])
         return Link(link, self.name)
 
+    def attach_cgroup(self, cgroup: str | os.PathLike[str]) -> Link:
+        """Attach to a cgroup (v2) folder with a link: programs others attached there stay,
+        and destroying the link detaches only this one."""
+        err = ffi.new("int *")
+        fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            link = lib.igr_attach_cgroup(self._ptr, fd, err)
+        finally:
+            os.close(fd)
+        if link == ffi.NULL:
+            _raise(f"cannot attach {self.name} ({self.section}) to cgroup {cgroup}", err[0])
+        return Link(link, self.name)
+
+    @property
+    def is_cgroup(self) -> bool:
+        return self.section.startswith(("cgroup/", "cgroup_skb/", "sockops"))
+
     def attach_socket(self, sock: socket.socket) -> SocketAttachment:
         """Attach a socket filter to ``sock``."""
         try:
@@ -588,11 +605,11 @@ class BpfObject:
         return link
 
     def attach_all(self) -> list[Link]:
-        """Attach every loaded program whose section says where (iterators and socket filters
-        excluded: they need a reader or a socket)."""
+        """Attach every loaded program whose section says where (iterators, socket filters and
+        cgroup programs excluded: they need a reader, a socket or a cgroup)."""
         links = []
         for prog in self.programs.values():
-            if not prog.autoload or prog.is_iterator or prog.is_socket_filter:
+            if not prog.autoload or prog.is_iterator or prog.is_socket_filter or prog.is_cgroup:
                 continue
             try:
                 links.append(self.attach(prog.name))

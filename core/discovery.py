@@ -43,6 +43,8 @@ def select_clients(
     if not wanted:
         return [c for c in clients if c.available()]
     chosen = [c for c in clients if c.name in wanted]
+    for c in chosen:
+        c.requested = True
     missing = [c.name for c in chosen if not c.available()]
     if missing and len(wanted) == 1:
         raise EnvironmentProblem(f"container runtime {missing[0]} is not available on this host")
@@ -80,7 +82,7 @@ class Discovery:
             try:
                 containers = client.containers()
             except RuntimeUnavailable as exc:
-                self._warn(client.name, str(exc))
+                self._warn(client.name, str(exc), quiet=not client.requested)
                 continue
             except Exception as exc:  # a runtime's surprise must not end a run
                 self._warn(client.name, f"{type(exc).__name__}: {exc}")
@@ -92,10 +94,11 @@ class Discovery:
                 found.setdefault(c.id, c)
         return list(found.values())
 
-    def _warn(self, runtime: str, message: str) -> None:
+    def _warn(self, runtime: str, message: str, quiet: bool = False) -> None:
         if message not in self._warned:
             self._warned.add(message)
-            get_logger().warning("container_discovery", runtime=runtime, problem=message)
+            log = get_logger().debug if quiet else get_logger().warning
+            log("container_discovery", runtime=runtime, problem=message)
 
     def refresh(self) -> None:
         self.collection.sync(self.scan())

@@ -131,10 +131,14 @@ def ipv4_strings(addrs: npt.NDArray[Any]) -> npt.NDArray[Any]:
 
 
 def ip_strings(addrs: npt.NDArray[Any], versions: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """16-byte address buffers (an ``(n, 16)`` uint8 array or ``S16``/``V16`` records) as text."""
+    """16-byte address buffers (an ``(n, 16)`` uint8 array or ``S16``/``V16`` records) as text.
+
+    IPv4 addresses sit in the first 4 bytes. A batch holds few distinct addresses, so each
+    distinct (address, version) pair is formatted once.
+    """
     raw = np.ascontiguousarray(addrs).view(np.uint8).reshape(-1, 16)
-    out = np.empty(len(raw), dtype=object)
-    out[:] = [
-        ip_string_from_bytes(row.tobytes(), int(v)) for row, v in zip(raw, versions, strict=True)
-    ]
-    return out
+    keys = np.concatenate([raw, np.asarray(versions, dtype=np.uint8).reshape(-1, 1)], axis=1)
+    unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+    texts = np.empty(len(unique), dtype=object)
+    texts[:] = [ip_string_from_bytes(bytes(row[:16]), int(row[16])) for row in unique.tolist()]
+    return texts[inverse.reshape(-1)] if len(raw) else np.empty(0, dtype=object)

@@ -93,8 +93,7 @@ class PluginRegistry:
         found = self._gadgets.get(wanted)
         if found is None:
             shown = wanted.replace("_", " ")
-            known = [g.full_name() for g in self._gadgets.values()]
-            close = difflib.get_close_matches(shown, known, n=3, cutoff=0.6)
+            close = _close_names(shown, [g.full_name() for g in self._gadgets.values()])
             hint = " (did you mean " + " or ".join(f'"{c}"' for c in close) + "?)" if close else ""
             raise GadgetNotFound(f'unknown gadget "{shown}"{hint}')
         return found
@@ -199,3 +198,13 @@ def registry() -> PluginRegistry:
     if _default is None:
         _default = PluginRegistry()
     return _default
+
+
+def _close_names(shown: str, known: list[str]) -> list[str]:
+    """Names the user may have meant: the gadget's own name compared within its category
+    (``trace exce`` suggests ``trace exec``, not every ``trace …``), else the whole name."""
+    category, _, name = shown.partition(" ")
+    same = {k.partition(" ")[2]: k for k in known if k.partition(" ")[0] == category}
+    if same and name:
+        return [same[n] for n in difflib.get_close_matches(name, list(same), n=3, cutoff=0.6)]
+    return difflib.get_close_matches(shown, known, n=3, cutoff=0.6)

@@ -89,7 +89,8 @@ class Field:
     description: str = ""
     member: str | None = None
     json: str | None = None
-    """JSON key; defaults to ``name``."""
+    """JSON key; defaults to ``name``; ``"-"`` keeps the field out of JSON (a column made
+    for reading, like ``src`` = ``addr:port`` next to the structured ``src.addr``)."""
     column: Column = field(default_factory=Column)
     decode: Decoder | None = None
     tags: tuple[str, ...] = ()
@@ -99,6 +100,10 @@ class Field:
     @property
     def json_key(self) -> str:
         return self.json or self.name
+
+    @property
+    def in_json(self) -> bool:
+        return self.json != "-"
 
     @property
     def source(self) -> str:
@@ -270,7 +275,7 @@ class Batch:
     def to_dicts(self, fields: Sequence[Field] | None = None) -> list[dict[str, Any]]:
         """Rows as dicts keyed by JSON name; dotted names nest (``runtime.containerName`` is
         ``{"runtime": {"containerName": …}}``, as ``ig`` prints it)."""
-        fields = list(fields or self.schema.fields)
+        fields = [f for f in (fields or self.schema.fields) if f.in_json]
         flat = [(f.json_key, self.values(f.name)) for f in fields if "." not in f.json_key]
         nested: dict[str, list[tuple[str, list[Any]]]] = {}
         for f in fields:
@@ -296,7 +301,7 @@ class Event:
         return value.item() if isinstance(value, np.generic) else value
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.json_key: self[f.name] for f in self.batch.schema.fields}
+        return {f.json_key: self[f.name] for f in self.batch.schema.fields if f.in_json}
 
 
 def decode_cstrings(values: Array) -> Array:

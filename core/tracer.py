@@ -21,6 +21,9 @@ from igrun.core.schema import Batch
 FILTER_BY_MNTNS = "gadget_filter_by_mntns"
 MNTNS_FILTER_MAP = "gadget_mntns_filter_map"
 LOST_EVENTS_MAP = "gadget_lost_events"
+SHARED_MAPS = "shared_maps"
+"""Key of ``ctx.extra``: maps that operators share with gadgets, by the map name a gadget's
+object declares (e.g. ``gadget_sockets``); a gadget's object uses them instead of its own."""
 POLL_TIMEOUT_MS = 100
 PERF_BUFFER_PAGES = 64
 
@@ -35,6 +38,9 @@ class BpfTracer(Gadget):
     ring_buffer_size: ClassVar[int] = 256 * 1024
     perf_buffer_pages: ClassVar[int] = PERF_BUFFER_PAGES
     """Pages per CPU when the buffer is a perf event array (Inspektor Gadget's default)."""
+    socket_owners: ClassVar[bool] = False
+    """The object looks socket owners up in ``gadget_sockets`` (``igrun/sockets.h``): the
+    run starts the socket enricher for it."""
 
     def __init__(self) -> None:
         self.obj: BpfObject | None = None
@@ -76,6 +82,9 @@ class BpfTracer(Gadget):
         if shared is not None and obj.has_global(FILTER_BY_MNTNS):
             obj.set_global(FILTER_BY_MNTNS, True)
             obj.reuse_map(MNTNS_FILTER_MAP, shared)
+        for name, shared_map in ctx.extra.get(SHARED_MAPS, {}).items():
+            if obj.has_map(name):
+                obj.reuse_map(name, shared_map)
         if self.schema.struct:
             ctx.schema = self.schema.bind(obj.struct_dtype(self.schema.struct))
         if obj.map_type(self.buffer_map) == MapType.RINGBUF:

@@ -334,6 +334,11 @@ struct bpf_link *igr_attach_iter(struct bpf_program *prog, int *err)
     return igr_check_link(bpf_program__attach_iter(prog, NULL), err);
 }
 
+struct bpf_link *igr_attach_cgroup(struct bpf_program *prog, int cgroup_fd, int *err)
+{
+    return igr_check_link(bpf_program__attach_cgroup(prog, cgroup_fd), err);
+}
+
 /* Run an iterator once and return all it wrote, in a buffer the caller frees with igr_free. */
 int igr_iter_read(struct bpf_link *link, char **out, size_t *out_len)
 {

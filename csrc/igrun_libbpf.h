@@ -82,6 +82,7 @@ struct bpf_link *igr_attach(struct bpf_program *prog, int *err);
 struct bpf_link *igr_attach_uprobe(struct bpf_program *prog, _Bool retprobe, int pid,
                                    const char *binary, const char *func, size_t offset, int *err);
 struct bpf_link *igr_attach_iter(struct bpf_program *prog, int *err);
+struct bpf_link *igr_attach_cgroup(struct bpf_program *prog, int cgroup_fd, int *err);
 int igr_iter_read(struct bpf_link *link, char **out, size_t *out_len);
 int bpf_link__destroy(struct bpf_link *link);
 int bpf_link__fd(const struct bpf_link *link);

@@ -134,3 +134,47 @@ def rootfs_tar(rootfs: Path) -> Path:
     with tarfile.open(archive, "w") as tar:
         tar.add(rootfs, arcname=".")
     return archive
+
+
+# ---- network namespaces ----------------------------------------------------------------------
+
+
+@dataclass
+class NetnsPair:
+    """Two network namespaces joined by a veth pair: ``a`` at 10.231.0.1, ``b`` at .2."""
+
+    a: str
+    b: str
+    addr_a: str = "10.231.0.1"
+    addr_b: str = "10.231.0.2"
+
+    def run(self, ns: str, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", ns, *argv]
+
+
+@pytest.fixture
+def netns_pair() -> Any:
+    suffix = f"{os.getpid() % 100000}"
+    a, b = f"igrun-a{suffix}", f"igrun-b{suffix}"
+    va, vb = f"igva{suffix}", f"igvb{suffix}"
+    pair = NetnsPair(a, b)
+    commands = [
+        ["ip", "netns", "add", a],
+        ["ip", "netns", "add", b],
+        ["ip", "link", "add", va, "type", "veth", "peer", "name", vb],
+        ["ip", "link", "set", va, "netns", a],
+        ["ip", "link", "set", vb, "netns", b],
+        ["ip", "-n", a, "addr", "add", f"{pair.addr_a}/24", "dev", va],
+        ["ip", "-n", b, "addr", "add", f"{pair.addr_b}/24", "dev", vb],
+        ["ip", "-n", a, "link", "set", "lo", "up"],
+        ["ip", "-n", b, "link", "set", "lo", "up"],
+        ["ip", "-n", a, "link", "set", va, "up"],
+        ["ip", "-n", b, "link", "set", vb, "up"],
+    ]
+    try:
+        for cmd in commands:
+            subprocess.run(cmd, check=True, capture_output=True)
+        yield pair
+    finally:
+        for ns in (a, b):  # the veth pair goes with them
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)

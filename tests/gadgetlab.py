@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from igrun.core import PRIORITY_OUTPUT, Batch, Gadget, GadgetContext, Operator
 from igrun.core.runtime import Runtime
+from igrun.operators.sockets import SocketsOperator
 
 
 class Capture(Operator):
@@ -63,7 +64,7 @@ def trace(
     """The events ``gadget`` saw while ``action`` ran; ``values`` are flat params
     (``{"ignore-errors": "true"}``, ``{"runtime.timeout": "5s"}``)."""
     Capture.rows = []
-    runtime = Runtime([Capture])
+    runtime = Runtime([SocketsOperator, Capture])  # sockets: only for gadgets that ask
     params = runtime.params_for(gadget, {"runtime.timeout": "20s", **(values or {})})
     trigger = Trigger(action, settle)
     runtime.run(gadget, *params, hooks=trigger, extra=extra)

@@ -309,7 +309,10 @@ def test_reused_mount_namespace_is_never_misattributed() -> None:
     assert (pool, owners.tolist()) == ([], [-1])
 
 
-def test_runtime_selection_errors_and_malformed_state(tmp_path: Path) -> None:
+def test_runtime_selection_errors_and_malformed_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'no-docker.sock'}")
     with pytest.raises(ParamError, match="--runtimes: unknown runtime 'nope'"):
         select_clients(["nope"])
     with pytest.raises(EnvironmentProblem, match="container runtime docker is not available"):
@@ -321,7 +324,10 @@ def test_runtime_selection_errors_and_malformed_state(tmp_path: Path) -> None:
     assert any("malformed state file" in w for w in discovery._warned)
 
 
-def test_bad_runtime_flag_is_one_line(igrun_cli: IgrunCli) -> None:
+def test_bad_runtime_flag_is_one_line(
+    igrun_cli: IgrunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'no-docker.sock'}")
     result = igrun_cli.run("trace", "exec", "-r", "docker", "-t", "1s")
     assert result.returncode == 1
     assert result.stderr == "igrun: error: container runtime docker is not available on this host\n"

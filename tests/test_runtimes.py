@@ -7,9 +7,11 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +31,7 @@ pytestmark = pytest.mark.bpf
 
 LOOP = ["sh", "-c", "while true; do sleep 1; done"]
 CTR_NAMESPACE = "igrun-test"
+CONTAINERD_SOCKET = Path("/run/containerd/containerd.sock")
 
 
 def wait_for(check: list[str], what: str, daemon: subprocess.Popen[bytes], log: Path) -> None:
@@ -62,16 +65,22 @@ class Docker:
 
 
 @pytest.fixture(scope="session")
-def docker(rootfs_tar: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docker]:
-    """The host's Docker, or a dockerd of our own (no iptables, no bridge) for the session."""
+def docker(ctr: Ctr, rootfs_tar: Path) -> Iterator[Docker]:
+    """The host's Docker, or a dockerd of our own for the session: on the containerd of
+    :func:`ctr`, with its own socket (``DOCKER_HOST``), folders, no iptables and no bridge, so
+    whatever a stopped Docker left on the host is not in the way."""
     needs("dockerd", "docker")
     own = None
+    saved_host = os.environ.get("DOCKER_HOST")
     if subprocess.run(["docker", "version"], capture_output=True).returncode != 0:
-        work = tmp_path_factory.mktemp("docker")
+        work = Path(tempfile.mkdtemp(prefix="igrun-docker-"))
+        os.environ["DOCKER_HOST"] = f"unix://{work / 'docker.sock'}"
         log = work / "dockerd.log"
         own = subprocess.Popen(
             ["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
-             "--data-root", str(work / "root"), "--pidfile", str(work / "dockerd.pid")],
+             "--host", os.environ["DOCKER_HOST"], "--containerd", str(CONTAINERD_SOCKET),
+             "--data-root", str(work / "root"), "--exec-root", str(work / "exec"),
+             "--pidfile", str(work / "dockerd.pid")],
             stdout=log.open("wb"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         wait_for(["docker", "version"], "dockerd", own, log)
@@ -85,6 +94,11 @@ def docker(rootfs_tar: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             own.terminate()
             own.wait(timeout=30)
             remove_cgroups("docker")
+            shutil.rmtree(work, ignore_errors=True)
+            if saved_host is None:
+                del os.environ["DOCKER_HOST"]
+            else:
+                os.environ["DOCKER_HOST"] = saved_host
 
 
 @pytest.fixture
@@ -201,6 +215,7 @@ def ctr(rootfs_tar: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     own = None
     work = tmp_path_factory.mktemp("containerd")
     if subprocess.run(["ctr", "version"], capture_output=True).returncode != 0:
+        CONTAINERD_SOCKET.unlink(missing_ok=True)  # left by a containerd that is gone
         config = work / "config.toml"
         config.write_text(
             f'version = 2\nroot = "{work / "root"}"\n'
@@ -302,3 +317,16 @@ def test_discovery_survives_a_runtime_that_breaks() -> None:
     assert discovery._thread is not None and discovery._thread.is_alive()
     discovery.stop()
     assert discovery._warned == {"KeyError: 'surprise'"}  # once, however often it fails
+
+
+def test_a_refusing_socket_found_by_looking_is_quiet(
+    igrun_cli: IgrunCli, refusing_socket: Path
+) -> None:
+    """A stopped daemon leaves its socket behind: routine, unless the runtime was asked for."""
+    env = {**os.environ, "DOCKER_HOST": f"unix://{refusing_socket}"}
+    command = [*igrun_cli.command, "trace", "exec", "--host", "-t", "1s", "-o", "json"]
+    quiet = subprocess.run(command, capture_output=True, text=True, env=env, timeout=30)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Connection refused" not in quiet.stderr
+    verbose = subprocess.run([*command, "-v"], capture_output=True, text=True, env=env, timeout=30)
+    assert "Connection refused" in verbose.stderr

@@ -91,3 +91,24 @@ def test_default_columns_skip_hidden_and_follow_order() -> None:
 def test_decode_cstrings_handles_invalid_utf8() -> None:
     out = decode_cstrings(np.array([b"ok", b"\xff\xfe"], dtype="S4"))
     assert list(out) == ["ok", "\ufffd\ufffd"]
+
+
+def test_l4_endpoints_look_like_igs() -> None:
+    from igrun.core.endpoints import l4_endpoint
+    from igrun.core.helpers import ip_string_to_bytes
+
+    layout = np.dtype([("daddr", "V16"), ("dport", "<u2"), ("ipversion", "u1")])
+    schema = Schema(
+        l4_endpoint("dst", "daddr", "dport", "ipversion", "destination"), struct="e"
+    ).bind(layout)
+    raw = np.zeros(3, dtype=layout)
+    raw["daddr"] = [
+        ip_string_to_bytes("10.1.2.3").ljust(16, b"\0"),
+        ip_string_to_bytes("::1"),
+        ip_string_to_bytes("10.1.2.3").ljust(16, b"\0"),
+    ]
+    raw["dport"] = [443, 8080, 53]
+    raw["ipversion"] = [4, 6, 4]
+    batch = Batch(schema, raw)
+    assert batch["dst"].tolist() == ["10.1.2.3:443", "[::1]:8080", "10.1.2.3:53"]
+    assert batch.to_dicts()[1] == {"dst": {"addr": "::1", "version": 6, "port": 8080}}

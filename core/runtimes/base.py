@@ -19,6 +19,10 @@ class RuntimeClient:
     def __init__(self) -> None:
         self.problems: list[str] = []
         """Things worth a warning (e.g. a malformed state file), collected for the caller."""
+        self.requested = False
+        """Asked for by name (``--runtimes``). A runtime found by looking around that does not
+        answer is routine (a stopped daemon leaves its socket behind): only a requested one
+        is worth a warning."""
 
     def available(self) -> bool:
         """Whether this runtime is present on the host at all."""

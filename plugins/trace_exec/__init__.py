@@ -20,16 +20,12 @@ from igrun.core import (
     ParamDesc,
     Schema,
     TypeHint,
+    fields,
     hookimpl,
 )
-from igrun.core.helpers import wall_times_from_boot_times
 from igrun.core.tracer import BpfTracer
 
 _RIGHT = Column(align="right")
-
-
-def _timestamps(batch: Batch) -> Any:
-    return wall_times_from_boot_times(batch.member("timestamp"))
 
 
 def _args(batch: Batch) -> Any:
@@ -67,23 +63,8 @@ class TraceExec(BpfTracer):
     )
     schema = Schema(
         [
-            Field(
-                "timestamp",
-                Kind.TIME,
-                "when the exec started",
-                decode=_timestamps,
-                tags=("boot_time",),
-                column=Column(hidden=True),
-            ),
-            Field(
-                "mntns",
-                Kind.UINT,
-                "mount namespace id",
-                member="mntns_id",
-                json="mountnsid",
-                tags=("mntns",),
-                column=Column(width=12, hidden=True, align="right"),
-            ),
+            fields.timestamp("when the exec started"),
+            fields.mntns("mount namespace id"),
             Field("pid", Kind.UINT, "process id", column=_RIGHT),
             Field(
                 "tid",

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Which process owns a socket, for events the kernel raises outside the owner (a retransmit
+ * from a timer, a drop in softirq). igrun's socket enricher fills gadget_sockets, keyed by
+ * socket cookie, from cgroup sock hooks that run in the owner's own context (socket creation,
+ * connect, bind, sendmsg) and, at start, from an iterator over every task's open sockets. A
+ * gadget that declares this map gets the enricher's at load time; gadget_socket_owner() then
+ * answers for any struct sock, or returns NULL when the owner is not known.
+ */
+#ifndef IGRUN_SOCKETS_H
+#define IGRUN_SOCKETS_H
+
+#include <vmlinux.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+
+#define GADGET_MAX_SOCKETS 65536
+
+struct gadget_socket_owner {
+	__u64 mntns_id;
+	__u32 pid;
+	__u32 tid;
+	__u32 uid;
+	__u32 gid;
+	char comm[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GADGET_MAX_SOCKETS);
+	__type(key, __u64); /* socket cookie */
+	__type(value, struct gadget_socket_owner);
+} gadget_sockets SEC(".maps");
+
+/* The cookie the kernel gave the socket; 0 when nobody asked for one yet (then unknown). */
+static __always_inline __u64 gadget_socket_cookie(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+}
+
+static __always_inline const struct gadget_socket_owner *gadget_socket_owner(const struct sock *sk)
+{
+	__u64 cookie;
+
+	if (!sk)
+		return NULL;
+	cookie = gadget_socket_cookie(sk);
+	return cookie ? bpf_map_lookup_elem(&gadget_sockets, &cookie) : NULL;
+}
+
+#endif

@@ -1,0 +1,51 @@
+"""The socket enricher: which process owns each socket, kept in the kernel without kprobes.
+
+Gadgets whose events fire outside the owning process (retransmits from timers, drops in
+softirq) look the owner up by socket cookie in the ``gadget_sockets`` map that this object
+fills (see ``igrun/sockets.h``). Its cgroup programs are attached with links at the cgroup v2
+root, so they see every socket on the host and leave other programs attached there alone;
+an iterator pass at start records the sockets that are already open.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+
+from igrun.core.bpf import BpfObject, Link, Map
+from igrun.core.containers import cgroup2_root
+from igrun.core.errors import EnvironmentProblem
+
+SOCKETS_MAP = "gadget_sockets"
+
+
+class SocketEnricher:
+    """Loads and attaches the enricher; :attr:`sockets` is the map to hand to gadgets."""
+
+    def __init__(self) -> None:
+        root = cgroup2_root()
+        if root is None:
+            raise EnvironmentProblem("no cgroup v2 hierarchy is mounted")
+        resource = importlib.resources.files(__name__) / "sockets.bpf.o"
+        with importlib.resources.as_file(resource) as path:
+            self.obj = BpfObject.open(path)
+        try:
+            self.obj.load()
+            for prog in self.obj.programs.values():
+                if prog.is_cgroup:
+                    self.obj.keep(prog.attach_cgroup(root))
+            self._scan_existing()
+        except BaseException:
+            self.obj.close()
+            raise
+        self.sockets: Map = self.obj.map(SOCKETS_MAP)
+
+    def _scan_existing(self) -> None:
+        """Run the task_file iterator once: it records every socket already open."""
+        link: Link = self.obj.programs["ig_existing_sockets"].attach()
+        try:
+            link.read()
+        finally:
+            link.destroy()
+
+    def close(self) -> None:
+        self.obj.close()

@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The socket enricher: keeps gadget_sockets (socket cookie -> owning process) without
+ * kprobes. cgroup sock hooks attached at the cgroup2 root run in the owner's context for
+ * every socket created, connected, bound or sent from afterwards; an iterator over every
+ * task's files records the sockets that already exist when it starts; sock_release forgets.
+ */
+#include <vmlinux.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+
+#include <igrun/mntns_filter.h>
+#include <igrun/sockets.h>
+
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+static __always_inline void record(__u64 cookie)
+{
+	struct gadget_socket_owner owner = {};
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	if (!cookie)
+		return;
+	owner.mntns_id = gadget_get_mntns_id();
+	owner.pid = id >> 32;
+	owner.tid = (__u32)id;
+	owner.uid = (__u32)uid_gid;
+	owner.gid = uid_gid >> 32;
+	bpf_get_current_comm(&owner.comm, sizeof(owner.comm));
+	bpf_map_update_elem(&gadget_sockets, &cookie, &owner, BPF_ANY);
+}
+
+SEC("cgroup/sock_create")
+int ig_sock_create(struct bpf_sock *ctx)
+{
+	record(bpf_get_socket_cookie(ctx));
+	return 1;
+}
+
+SEC("cgroup/sock_release")
+int ig_sock_release(struct bpf_sock *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	bpf_map_delete_elem(&gadget_sockets, &cookie);
+	return 1;
+}
+
+/* The last task to connect, bind or send on a socket owns it (it may have been passed on). */
+SEC("cgroup/connect4")
+int ig_connect4(struct bpf_sock_addr *ctx)
+{
+	record(bpf_get_socket_cookie(ctx));
+	return 1;
+}
+
+SEC("cgroup/connect6")
+int ig_connect6(struct bpf_sock_addr *ctx)
+{
+	record(bpf_get_socket_cookie(ctx));
+	return 1;
+}
+
+SEC("cgroup/post_bind4")
+int ig_post_bind4(struct bpf_sock *ctx)
+{
+	record(bpf_get_socket_cookie(ctx));
+	return 1;
+}
+
+SEC("cgroup/post_bind6")
+int ig_post_bind6(struct bpf_sock *ctx)
+{
+	record(bpf_get_socket_cookie(ctx));
+	return 1;
+}
+
+SEC("cgroup/sendmsg4")
+int ig_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	record(bpf_get_socket_cookie(ctx));
+	return 1;
+}
+
+SEC("cgroup/sendmsg6")
+int ig_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	record(bpf_get_socket_cookie(ctx));
+	return 1;
+}
+
+/* At start: every socket some task holds open. */
+SEC("iter/task_file")
+int ig_existing_sockets(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct gadget_socket_owner owner = {};
+	struct socket *sock;
+	struct sock *sk;
+	__u64 cookie;
+
+	if (!task || !file)
+		return 0;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	sk = sock->sk;
+	if (!sk)
+		return 0;
+	cookie = bpf_get_socket_cookie(sk);
+	if (!cookie || bpf_map_lookup_elem(&gadget_sockets, &cookie))
+		return 0; /* first holder found wins: usually the process that made it */
+	owner.mntns_id = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	owner.pid = task->tgid;
+	owner.tid = task->pid;
+	owner.uid = BPF_CORE_READ(task, cred, uid.val);
+	owner.gid = BPF_CORE_READ(task, cred, gid.val);
+	__builtin_memcpy(owner.comm, task->comm, sizeof(owner.comm));
+	bpf_map_update_elem(&gadget_sockets, &cookie, &owner, BPF_NOEXIST);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,181 @@
+"""``trace fsslower``: file reads, writes, opens and fsyncs slower than a threshold.
+
+Inspektor Gadget times the file system's own functions with kprobes; this gadget needs none.
+It times the syscalls instead (``read``, ``readv``, ``pread64``, ``preadv``, ``preadv2``,
+their ``write`` counterparts, ``openat``, ``openat2``, ``fsync`` and ``fdatasync``) through
+their ``syscalls`` tracepoints, and keeps only the files whose inode is on the chosen file
+system type (``--filesystem``), looked up in the kernel from the fd. The latency is therefore
+the whole syscall's, and an open counts the path lookup too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+import numpy as np
+
+from igrun.core import (
+    Batch,
+    Category,
+    Column,
+    Field,
+    GadgetContext,
+    Kind,
+    ParamDesc,
+    Schema,
+    TypeHint,
+    fields,
+    hookimpl,
+)
+from igrun.core.errors import ParamError
+from igrun.core.tracer import BpfTracer
+
+FS_NAME_LEN = 32
+"""Size of the BPF side's file system name buffers (``fsslower.h``), NUL included."""
+MIN_LATENCY_DEFAULT_MS = 10
+"""Inspektor Gadget's default ``--min``."""
+_U64_MAX = 2**64 - 1
+_FS_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+# Inspektor Gadget's op letters, indexed by the BPF side's enum fs_file_op.
+_OPS = np.array(["R", "W", "O", "F"], dtype=object)
+
+# A choice that covers two kernel type names: Inspektor Gadget's "nfs" hooks the NFS client's
+# functions, which serve NFSv4 mounts (type "nfs4") as well; its "fuse" serves "fuseblk" too.
+_ALSO = {"nfs": "nfs4", "fuse": "fuseblk"}
+
+
+def _ops(batch: Batch) -> Any:
+    """The op letter of every event at once (an unknown value shows as ``?``)."""
+    codes = batch.member("op").astype(np.intp)
+    out = np.full(len(codes), "?", dtype=object)
+    known = codes < len(_OPS)
+    out[known] = _OPS[codes[known]]
+    return out
+
+
+def _errors(batch: Batch) -> Any:
+    """The errno name of a failed read, write or fsync; empty when it succeeded (an open that
+    failed is never reported, as it leaves no file to tell the file system by)."""
+    failed = np.minimum(batch.member("ret").astype(np.int64), 0)  # -errno, or 0
+    return fields.per_distinct(failed, fields.errno_name)
+
+
+def fs_name_constant(name: str) -> bytes:
+    """``name`` as the BPF side's NUL-padded ``char[FS_NAME_LEN]``, checked: the kernel's
+    type names are short words (ext4, btrfs, tmpfs …), and one that does not fit would
+    silently match its own prefix."""
+    raw = name.encode()
+    if not _FS_NAME.match(name) or len(raw) >= FS_NAME_LEN:
+        raise ParamError(
+            f"--filesystem: {name!r} is not a file system type name "
+            f"(as in /proc/filesystems, at most {FS_NAME_LEN - 1} characters)"
+        )
+    return raw.ljust(FS_NAME_LEN, b"\0")
+
+
+class TraceFsslower(BpfTracer):
+    name = "fsslower"
+    category = Category.TRACE
+    description = "Trace open, read, write and fsync operations slower than a threshold"
+    bpf_object = "fsslower.bpf.o"
+    ring_buffer_size: ClassVar[int] = 1024 * 1024
+    """Four times the default: with a low --min, every file read and write of the host is an
+    event, and a busy host fills 256 KiB between two polls."""
+    params = (
+        ParamDesc(
+            "min",
+            type_hint=TypeHint.UINT,
+            default=str(MIN_LATENCY_DEFAULT_MS),
+            description="Min latency to trace, in ms",
+        ),
+        ParamDesc(
+            "filesystem",
+            alias="f",
+            default="ext4",
+            description="Filesystem to trace: a type of /proc/filesystems (btrfs, ext4, nfs, "
+            "xfs, tmpfs …); overlay files count as the file system below",
+        ),
+    )
+    examples: ClassVar[tuple[str, ...]] = (
+        "igrun trace fsslower",
+        "igrun trace fsslower --filesystem xfs --min 50",
+        "igrun trace fsslower -f tmpfs --min 0 -o json --timeout 10s",
+        "igrun trace fsslower -F T:F -o columns=+timestamp,+error",
+    )
+    schema = Schema(
+        [
+            fields.timestamp("when the operation ended"),
+            fields.mntns("mount namespace id"),
+            Field("pid", Kind.UINT, "process id", column=Column(min_width=7, align="right")),
+            Field(
+                "tid",
+                Kind.UINT,
+                "thread id that made the call",
+                column=Column(hidden=True, align="right"),
+            ),
+            Field("comm", Kind.STR, "command name", column=Column(max_width=16)),
+            Field(
+                "T",
+                Kind.STR,
+                "operation: R read, W write, O open, F fsync or fdatasync",
+                decode=_ops,
+                json="op",
+                column=Column(width=1, fixed=True),
+            ),
+            Field(
+                "bytes",
+                Kind.UINT,
+                "bytes read or written; 0 for open or a failed call; fsync: the range "
+                "synced, as ig: 2^63-1 (all)",
+                member="size",
+                column=Column(width=10, align="right"),
+            ),
+            Field(
+                "offset",
+                Kind.INT,
+                "where the read or write started (file position, or pread/pwrite offset)",
+                column=Column(width=10, align="right"),
+            ),
+            Field(
+                "lat",
+                Kind.UINT,
+                "latency of the syscall, in microseconds",
+                member="delta_us",
+                json="latency",
+                column=Column(width=10, align="right"),
+            ),
+            Field(
+                "file",
+                Kind.STR,
+                "file name (last part of the path, up to 31 bytes)",
+                column=Column(width=24, max_width=32),
+            ),
+            Field(
+                "error",
+                Kind.STR,
+                "errno name of a failed read, write or fsync",
+                decode=_errors,
+                column=Column(width=12, hidden=True),
+            ),
+        ],
+        struct="event",
+    )
+
+    def constants(self, ctx: GadgetContext) -> dict[str, int | bool | bytes]:
+        """The params as the object's globals: the latency in ns (capped, so a huge --min
+        means "nothing" rather than an overflow) and the file system names, compared in the
+        kernel so that only matching files ever take a map entry."""
+        p = ctx.gadget_params
+        fs = str(p.get("filesystem"))
+        return {
+            "min_lat_ns": min(int(p.get("min")) * 1_000_000, _U64_MAX),
+            "target_fs": fs_name_constant(fs),
+            "target_fs_alt": fs_name_constant(_ALSO[fs]) if fs in _ALSO else bytes(FS_NAME_LEN),
+        }
+
+
+@hookimpl
+def igrun_register_gadgets(register: Any) -> None:
+    register(TraceFsslower)

@@ -1,0 +1,307 @@
+"""``trace open``: every file opened on the host (or in the selected containers).
+
+Hooks the ``syscalls`` tracepoints of ``open``, ``openat`` and ``openat2`` (enter keeps the
+arguments per thread, exit adds the result); a stable ABI, so it loads on any kernel with BTF,
+kprobes or not.
+
+``--full-path`` is resolved in BPF, not from ``/proc/<pid>/cwd``: a short-lived process is gone
+before user space could look, and another thread may ``chdir`` meanwhile. Without kprobes or
+``bpf_d_path`` the program names the directory a relative path is relative to (the working
+directory, or openat's dirfd) by walking its dentries up to the task's root, crossing mounts,
+in a bounded ``bpf_loop`` (as many steps as components fit in PATH_MAX); ``..`` and symbolic
+links stay as written. A path that is absolute already is its own full path.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+
+from igrun.core import (
+    Batch,
+    Category,
+    Column,
+    Field,
+    GadgetContext,
+    Kind,
+    ParamDesc,
+    ParamError,
+    Schema,
+    TypeHint,
+    fields,
+    hookimpl,
+)
+from igrun.core.schema import field_like
+from igrun.core.tracer import BpfTracer
+
+PARAM_FULL_PATH = "full-path"
+PARAM_PREFIXES = "prefixes"
+PARAM_FAILED = "failed"
+
+PREFIX_MAX = 255
+"""Bytes of a prefix the kernel compares (``open.h``): the most an LPM trie key holds."""
+MAX_PREFIXES = 64
+PREFIXES_MAP = "prefixes"
+
+_ACCESS_MODES = ("O_RDONLY", "O_WRONLY", "O_RDWR")
+# Bits 6 and up of the O_* flags (asm-generic/fcntl.h), in ig's order; ig stops at O_CLOEXEC,
+# the last three are kernel bit names it leaves out (O_SYNC is __O_SYNC|O_DSYNC, O_TMPFILE is
+# __O_TMPFILE|O_DIRECTORY).
+_FLAG_NAMES = (
+    "O_CREAT",
+    "O_EXCL",
+    "O_NOCTTY",
+    "O_TRUNC",
+    "O_APPEND",
+    "O_NONBLOCK",
+    "O_DSYNC",
+    "O_FASYNC",
+    "O_DIRECT",
+    "O_LARGEFILE",
+    "O_DIRECTORY",
+    "O_NOFOLLOW",
+    "O_NOATIME",
+    "O_CLOEXEC",
+    "__O_SYNC",
+    "O_PATH",
+    "__O_TMPFILE",
+)
+_FLAGS_SHIFT = 6
+
+_RIGHT = Column(align="right")
+_FULL_PATH_HIDDEN = Column(min_width=24, width=32, hidden=True)
+_FULL_PATH_COLUMN = Column(min_width=24, width=32)
+
+
+def decode_flags(flags: int) -> list[str]:
+    """The names of open flags, as ig's ``DecodeFlags``: the access mode, then each flag bit."""
+    names = [_ACCESS_MODES[flags & 0b11]] if flags & 0b11 != 0b11 else []
+    bits = (flags & 0xFFFFFFFF) >> _FLAGS_SHIFT
+    names += [name for i, name in enumerate(_FLAG_NAMES) if bits & (1 << i)]
+    return names
+
+
+def format_mode(mode: int) -> str:
+    """Permission bits as Go's ``fs.FileMode.String`` prints them (ig's ``mode``): ``-rw-r--r--``;
+    a raw 04000 is no Go setuid bit, so setuid, setgid and sticky do not show, as in ig."""
+    return "-" + "".join(c if mode & (1 << (8 - i)) else "-" for i, c in enumerate("rwxrwxrwx"))
+
+
+def _per_distinct(values: Any, decode: Callable[[int], Any]) -> Any:
+    """``decode`` applied once per distinct value of a column, spread back over every row: a
+    busy host opens thousands of files with a handful of flag and mode combinations."""
+    distinct, index = np.unique(values, return_inverse=True)
+    decoded = np.empty(len(distinct), dtype=object)
+    for i, value in enumerate(distinct.tolist()):
+        decoded[i] = decode(value)
+    return decoded[index.reshape(-1)]
+
+
+def _strings(batch: Batch, which: int) -> Any:
+    """String ``which`` (0: the path as passed, 1: the full path) of the packed strings."""
+    out = np.empty(len(batch), dtype=object)
+    rows = [buf.split(b"\0", 2) for buf in batch.member("strings").tolist()]
+    # numpy drops trailing NULs: a missing full path is an empty one.
+    out[:] = [p[which].decode("utf-8", "replace") if len(p) > which else "" for p in rows]
+    return out
+
+
+def _path(batch: Batch) -> Any:
+    return _strings(batch, 0)
+
+
+def _full_path(batch: Batch) -> Any:
+    return _strings(batch, 1)
+
+
+def _flag_lists(batch: Batch) -> Any:
+    return _per_distinct(batch.member("flags"), decode_flags)
+
+
+def _flags_text(batch: Batch) -> Any:
+    return _per_distinct(batch.member("flags"), lambda v: "|".join(decode_flags(v)))
+
+
+def _modes(batch: Batch) -> Any:
+    return _per_distinct(batch.member("mode"), format_mode)
+
+
+def prefix_key(prefix: str) -> bytes:
+    """An LPM trie key (``struct prefix_key``): the prefix length in bits, then its bytes."""
+    data = prefix.encode()
+    return struct.pack("<I", len(data) * 8) + data.ljust(PREFIX_MAX + 1, b"\0")
+
+
+class TraceOpen(BpfTracer):
+    name = "open"
+    category = Category.TRACE
+    description = "Trace open system calls"
+    bpf_object = "open.bpf.o"
+    params = (
+        ParamDesc(
+            PARAM_FULL_PATH,
+            type_hint=TypeHint.BOOL,
+            default="false",
+            description="show the full path of the opened file (a relative path joined to its "
+            "directory)",
+        ),
+        ParamDesc(
+            PARAM_PREFIXES,
+            type_hint=TypeHint.STRING_LIST,
+            description=f"show only files whose path starts with one of these prefixes "
+            f"(comma list, up to {MAX_PREFIXES}; the full path with --full-path)",
+        ),
+        ParamDesc(
+            PARAM_FAILED,
+            type_hint=TypeHint.BOOL,
+            default="false",
+            description="show only failed opens",
+        ),
+    )
+    examples: ClassVar[tuple[str, ...]] = (
+        "igrun trace open",
+        "igrun trace open --full-path -o json --timeout 10s",
+        "igrun trace open --prefixes /etc,/var/run --full-path",
+        "igrun trace open --failed -F comm:bash",
+        "igrun trace open -o columns=+flags,+mode,+uid",
+    )
+    schema = Schema(
+        [
+            fields.timestamp("when the open returned"),
+            fields.mntns("mount namespace id"),
+            Field("pid", Kind.UINT, "process id", column=Column(min_width=7, align="right")),
+            Field(
+                "tid",
+                Kind.UINT,
+                "thread id that called open",
+                column=Column(min_width=7, align="right"),
+            ),
+            Field(
+                "uid",
+                Kind.UINT,
+                "user id",
+                column=Column(min_width=10, hidden=True, align="right"),
+            ),
+            Field("gid", Kind.UINT, "group id", column=Column(hidden=True, align="right")),
+            Field("comm", Kind.STR, "command name", column=Column(max_width=16)),
+            Field(
+                "fd",
+                Kind.UINT,
+                "the new file descriptor (0 when the open failed)",
+                column=Column(min_width=2, width=3, align="right"),
+            ),
+            Field(
+                "err",
+                Kind.INT,
+                "errno of a failed open (positive), else 0",
+                column=Column(width=3, fixed=True, align="right"),
+            ),
+            Field(
+                "flags",
+                Kind.STR,
+                "flag names, joined by '|'",
+                json="-",
+                decode=_flags_text,
+                column=Column(width=24, hidden=True),
+            ),
+            Field(
+                "flagnames",
+                Kind.LIST,
+                "flag names: the access mode, then O_* flags",
+                json="flags",
+                decode=_flag_lists,
+                column=Column(width=24, hidden=True),
+            ),
+            Field(
+                "flagsRaw",
+                Kind.INT,
+                "flags as passed",
+                member="flags",
+                column=Column(width=10, hidden=True, align="right"),
+            ),
+            Field(
+                "mode",
+                Kind.STR,
+                "permissions of a created file (none without O_CREAT or O_TMPFILE)",
+                decode=_modes,
+                column=Column(width=10, hidden=True),
+            ),
+            Field(
+                "modeRaw",
+                Kind.UINT,
+                "mode as a number",
+                member="mode",
+                column=Column(width=7, hidden=True, align="right"),
+            ),
+            Field(
+                "path",
+                Kind.STR,
+                "path as passed to open (up to 4095 bytes)",
+                decode=_path,
+                column=Column(min_width=24, width=32),
+            ),
+            Field(
+                "fullPath",
+                Kind.STR,
+                "with --full-path: the path joined to the directory it is relative to (a "
+                "column by default then)",
+                decode=_full_path,
+                column=_FULL_PATH_HIDDEN,
+            ),
+        ],
+        struct="event",
+    )
+
+    def constants(self, ctx: GadgetContext) -> dict[str, int | bool | bytes]:
+        prefixes = self._prefixes(ctx)
+        return {
+            "targ_failed": bool(ctx.gadget_params.get(PARAM_FAILED)),
+            "get_full_path": bool(ctx.gadget_params.get(PARAM_FULL_PATH)),
+            "prefixes_nr": len(prefixes),
+        }
+
+    @staticmethod
+    def _prefixes(ctx: GadgetContext) -> list[str]:
+        """The --prefixes, checked against what the kernel side can hold."""
+        prefixes: list[str] = list(dict.fromkeys(ctx.gadget_params.get(PARAM_PREFIXES) or []))
+        if len(prefixes) > MAX_PREFIXES:
+            raise ParamError(
+                f"--{PARAM_PREFIXES}: {MAX_PREFIXES} prefixes at most, got {len(prefixes)}"
+            )
+        for prefix in prefixes:
+            if len(prefix.encode()) > PREFIX_MAX:
+                raise ParamError(
+                    f"--{PARAM_PREFIXES}: {prefix[:20]!r}… is longer than {PREFIX_MAX} bytes"
+                )
+        return prefixes
+
+    def init(self, ctx: GadgetContext) -> None:
+        super().init(ctx)
+        assert self.obj is not None
+        # The trie is filled once the programs are attached: until then prefixes_nr > 0 with
+        # an empty trie drops every event, so none slips through unfiltered.
+        trie = self.obj.map(PREFIXES_MAP)
+        try:
+            for prefix in self._prefixes(ctx):
+                trie.update(prefix_key(prefix), b"\1")
+        except BaseException:
+            self.close()
+            raise
+        if ctx.gadget_params.get(PARAM_FULL_PATH) and ctx.schema is not None:
+            # --full-path decides whether the column is shown by default, as ig's column tag.
+            ctx.schema = Schema(
+                [
+                    field_like(f, column=_FULL_PATH_COLUMN) if f.name == "fullPath" else f
+                    for f in ctx.schema
+                ],
+                ctx.schema.struct,
+                ctx.schema.dtype,
+            )
+
+
+@hookimpl
+def igrun_register_gadgets(register: Any) -> None:
+    register(TraceOpen)

@@ -1,0 +1,138 @@
+"""``trace tcp``: TCP connect, accept and close, with the process that owns each socket.
+
+Built on the ``sock/inet_sock_set_state`` tracepoint and the ``accept``/``accept4`` syscall
+exits, no kprobes. The owner is recorded where it runs itself (inside ``connect()``, at the
+return of ``accept()``) and kept by socket, so events that the kernel raises elsewhere (the
+handshake completing in softirq, a reset) still name the right process. Sockets opened before
+the gadget started have no recorded owner: their close is not reported.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from igrun.core import (
+    Batch,
+    Category,
+    Column,
+    Field,
+    GadgetContext,
+    Kind,
+    ParamDesc,
+    Schema,
+    TypeHint,
+    fields,
+    hookimpl,
+)
+from igrun.core.endpoints import l4_endpoint
+from igrun.core.tracer import BpfTracer
+
+OPERATIONS = np.array(["unknown", "connect", "accept", "close"], dtype=object)
+LETTERS = np.array(["U", "C", "A", "X"], dtype=object)
+
+
+def _operation(table: Any) -> Any:
+    def decode(batch: Batch) -> Any:
+        ops = batch.member("operation").astype(np.intp)
+        return table[np.where(ops < len(table), ops, 0)]
+
+    return decode
+
+
+def _errors(batch: Batch) -> Any:
+    """errno numbers as names (``ECONNREFUSED``); empty when the operation succeeded."""
+    return fields.per_distinct(batch.member("error"), fields.errno_name)
+
+
+_RIGHT = Column(align="right")
+
+
+class TraceTcp(BpfTracer):
+    name = "tcp"
+    category = Category.TRACE
+    description = "Trace TCP connect, accept and close"
+    bpf_object = "tcp.bpf.o"
+    params = (
+        ParamDesc(
+            "accept-only",
+            type_hint=TypeHint.BOOL,
+            default="false",
+            description="show only accept events",
+        ),
+        ParamDesc(
+            "connect-only",
+            type_hint=TypeHint.BOOL,
+            default="false",
+            description="show only connect events",
+        ),
+        ParamDesc(
+            "failure-only",
+            type_hint=TypeHint.BOOL,
+            default="false",
+            description="show only failed connects",
+        ),
+    )
+    examples: ClassVar[tuple[str, ...]] = (
+        "igrun trace tcp",
+        "igrun trace tcp --connect-only -F dst.port:443",
+        "igrun trace tcp --failure-only -o columns=+error",
+    )
+    schema = Schema(
+        [
+            fields.timestamp("when it happened"),
+            fields.mntns("mount namespace id of the owner"),
+            Field(
+                "t",
+                Kind.STR,
+                "operation: C (connect), A (accept), X (close)",
+                json="-",
+                decode=_operation(LETTERS),
+                column=Column(width=1),
+            ),
+            Field(
+                "operation",
+                Kind.STR,
+                "connect, accept or close",
+                decode=_operation(OPERATIONS),
+                column=Column(width=7, hidden=True),
+            ),
+            Field("pid", Kind.UINT, "process id of the owner", column=_RIGHT),
+            Field("tid", Kind.UINT, "thread id", column=Column(hidden=True, align="right")),
+            Field("uid", Kind.UINT, "user id", column=Column(hidden=True, align="right")),
+            Field("gid", Kind.UINT, "group id", column=Column(hidden=True, align="right")),
+            Field("comm", Kind.STR, "command name of the owner"),
+            Field(
+                "ip",
+                Kind.UINT,
+                "IP version",
+                member="ipversion",
+                json="ipversion",
+                column=Column(width=2, align="right"),
+            ),
+            *l4_endpoint("src", "saddr", "sport", "ipversion", "local endpoint"),
+            *l4_endpoint("dst", "daddr", "dport", "ipversion", "remote endpoint"),
+            Field(
+                "error",
+                Kind.STR,
+                "why a connect failed (errno name)",
+                decode=_errors,
+                column=Column(width=12, hidden=True),
+            ),
+        ],
+        struct="event",
+    )
+
+    def constants(self, ctx: GadgetContext) -> dict[str, int | bool | bytes]:
+        p = ctx.gadget_params
+        return {
+            "accept_only": bool(p.get("accept-only")),
+            "connect_only": bool(p.get("connect-only")),
+            "failure_only": bool(p.get("failure-only")),
+        }
+
+
+@hookimpl
+def igrun_register_gadgets(register: Any) -> None:
+    register(TraceTcp)

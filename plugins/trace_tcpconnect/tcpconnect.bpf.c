@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * trace tcpconnect: one event per outgoing TCP connection that got established, with the
+ * process that called connect() and the time the handshake took.
+ *
+ * Only the sock/inet_sock_set_state tracepoint is used, no kprobes. Its CLOSE -> SYN_SENT
+ * transition runs inside connect(), in the caller's own context: that is where the process is
+ * recorded, by socket address. SYN_SENT -> ESTABLISHED usually runs in softirq, where the
+ * current task is whoever was interrupted: the event takes the recorded process instead, and
+ * the latency is the time between the two transitions. SYN_SENT -> CLOSE is a failed connect
+ * (refused, timed out, aborted): the record is dropped and nothing is reported.
+ */
+#include <vmlinux.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+
+#include <igrun/buffer.h>
+#include <igrun/macros.h>
+#include <igrun/mntns_filter.h>
+
+#include "tcpconnect.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+
+/* Report only connections whose handshake took at least this long (0: all). */
+const volatile __u64 targ_min_latency_ns = 0;
+
+/* LRU: a socket freed while in SYN_SENT without a CLOSE transition cannot leak an entry
+ * forever, and a burst of connects never makes new ones fail. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64); /* struct sock * */
+	__type(value, struct connect_start);
+} starts SEC(".maps");
+
+GADGET_RINGBUF(events);
+GADGET_TRACER(tcpconnect, events, event);
+
+/* Inside connect(): the current task is the caller. */
+static __always_inline void record_start(__u64 skaddr)
+{
+	__u64 mntns_id = gadget_get_mntns_id();
+	__u64 id = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	struct connect_start start = {};
+
+	if (gadget_should_discard_mntns_id(mntns_id))
+		return;
+	start.start_ns = bpf_ktime_get_boot_ns();
+	start.mntns_id = mntns_id;
+	start.pid = id >> 32;
+	start.tid = (__u32)id;
+	start.uid = (__u32)uid_gid;
+	start.gid = uid_gid >> 32;
+	bpf_get_current_comm(&start.comm, sizeof(start.comm));
+	bpf_map_update_elem(&starts, &skaddr, &start, BPF_ANY);
+}
+
+/* The handshake completed: report it with the recorded process, never the current one. */
+static __always_inline void emit_established(struct trace_event_raw_inet_sock_set_state *ctx,
+					     const struct connect_start *start)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+	__u64 latency = now > start->start_ns ? now - start->start_ns : 0;
+	struct event *e;
+
+	if (targ_min_latency_ns && latency < targ_min_latency_ns)
+		return;
+	e = gadget_reserve_buf(&events, sizeof(*e));
+	if (!e)
+		return;
+	__builtin_memset(e, 0, sizeof(*e));
+	/* The tracepoint carries the endpoints (ports already in host order); its arrays are
+	 * read, not dereferenced: the verifier allows only fixed-size loads from the context. */
+	if (ctx->family == AF_INET) {
+		e->ipversion = 4;
+		bpf_probe_read_kernel(e->saddr, 4, ctx->saddr);
+		bpf_probe_read_kernel(e->daddr, 4, ctx->daddr);
+	} else {
+		e->ipversion = 6;
+		bpf_probe_read_kernel(e->saddr, 16, ctx->saddr_v6);
+		bpf_probe_read_kernel(e->daddr, 16, ctx->daddr_v6);
+	}
+	e->sport = ctx->sport;
+	e->dport = ctx->dport;
+	e->timestamp = now;
+	e->latency = latency;
+	e->mntns_id = start->mntns_id;
+	e->pid = start->pid;
+	e->tid = start->tid;
+	e->uid = start->uid;
+	e->gid = start->gid;
+	__builtin_memcpy(e->comm, start->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, 0);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int ig_tcpconnect_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	__u64 skaddr = (__u64)ctx->skaddr;
+	int oldstate = ctx->oldstate, newstate = ctx->newstate;
+	const struct connect_start *start;
+
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+	if (ctx->family != AF_INET && ctx->family != AF_INET6)
+		return 0;
+
+	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
+		record_start(skaddr);
+		return 0;
+	}
+	if (oldstate != TCP_SYN_SENT)
+		return 0;
+
+	/* SYN_SENT -> ESTABLISHED: report; -> CLOSE (or anything else): a failed connect. */
+	start = bpf_map_lookup_elem(&starts, &skaddr);
+	if (!start)
+		return 0;
+	if (newstate == TCP_ESTABLISHED)
+		emit_established(ctx, start);
+	bpf_map_delete_elem(&starts, &skaddr);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,55 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * trace tcpretrans: every TCP retransmission, from tcp/tcp_retransmit_skb. The tracepoint
+ * fires from the retransmit timer as often as from the owner, so the process comes from the
+ * socket enricher, by the socket's cookie.
+ */
+#include <vmlinux.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+
+#include <igrun/buffer.h>
+#include <igrun/macros.h>
+#include <igrun/tcp_event.h>
+
+#define AF_INET 2
+#define AF_INET6 10
+
+GADGET_RINGBUF(events);
+GADGET_TRACER(tcpretrans, events, tcp_event);
+
+SEC("tracepoint/tcp/tcp_retransmit_skb")
+int ig_tcpretrans(struct trace_event_raw_tcp_retransmit_skb *ctx)
+{
+	const struct sock *sk = ctx->skaddr;
+	struct tcp_event *e;
+
+	if (ctx->family != AF_INET && ctx->family != AF_INET6)
+		return 0;
+	e = gadget_reserve_buf(&events, sizeof(*e));
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, sizeof(*e));
+	if (!tcp_event_owner(e, sk)) {
+		bpf_ringbuf_discard(e, 0);
+		return 0;
+	}
+	e->timestamp = bpf_ktime_get_boot_ns();
+	if (ctx->family == AF_INET) {
+		e->ipversion = 4;
+		bpf_probe_read_kernel(e->saddr, 4, ctx->saddr);
+		bpf_probe_read_kernel(e->daddr, 4, ctx->daddr);
+	} else {
+		e->ipversion = 6;
+		bpf_probe_read_kernel(e->saddr, 16, ctx->saddr_v6);
+		bpf_probe_read_kernel(e->daddr, 16, ctx->daddr_v6);
+	}
+	e->sport = ctx->sport;
+	e->dport = ctx->dport;
+	e->state = ctx->state;
+	e->tcpflags = tcp_skb_flags(ctx->skbaddr);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,64 @@
+"""The socket enricher in the real kernel: owners recorded by the cgroup hooks and by the
+start-up iterator, forgotten at release, and nothing left attached after close."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+
+import pytest
+
+from igrun.core.containers import cgroup2_root
+from igrun.plugins.socket_enricher import SocketEnricher
+
+pytestmark = pytest.mark.bpf
+
+SO_COOKIE = 57
+OWNER = struct.Struct("<QIIII16s")
+
+
+def cookie(sock: socket.socket) -> bytes:
+    return sock.getsockopt(socket.SOL_SOCKET, SO_COOKIE, 8)
+
+
+def owner(enricher: SocketEnricher, sock: socket.socket) -> tuple[int, int, str] | None:
+    value = enricher.sockets.lookup(cookie(sock))
+    if value is None:
+        return None
+    mntns, pid, _tid, _uid, _gid, comm = OWNER.unpack(value[: OWNER.size])
+    return pid, mntns, comm.split(b"\0")[0].decode()
+
+
+def attached_to_root() -> set[str]:
+    out = subprocess.run(
+        ["bpftool", "-j", "cgroup", "show", str(cgroup2_root())],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return {p.get("name", "") for p in json.loads(out.stdout.strip() or "[]")}
+
+
+def test_owners_of_new_and_existing_sockets() -> None:
+    mntns = os.stat("/proc/self/ns/mnt").st_ino
+    existing = socket.socket()
+    before = attached_to_root()
+    enricher = SocketEnricher()
+    try:
+        assert {"ig_sock_create", "ig_connect4", "ig_sock_release"} <= attached_to_root()
+        assert owner(enricher, existing) == (os.getpid(), mntns, owner_comm())  # iterator
+        fresh = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        key = cookie(fresh)
+        assert owner(enricher, fresh) == (os.getpid(), mntns, owner_comm())  # sock_create
+        fresh.close()
+        assert enricher.sockets.lookup(key) is None  # sock_release forgot it
+    finally:
+        enricher.close()
+        existing.close()
+    assert attached_to_root() == before
+
+
+def owner_comm() -> str:
+    with open(f"/proc/{os.getpid()}/task/{os.getpid()}/comm") as f:
+        return f.read().strip()

@@ -1,0 +1,207 @@
+"""trace tcp in the real kernel: connects, accepts and closes on loopback and across a veth
+pair, each naming the process that owns the socket."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gadgetlab
+import pytest
+
+from igrun.plugins.trace_tcp import TraceTcp
+
+if TYPE_CHECKING:
+    from conftest import NetnsPair
+
+pytestmark = pytest.mark.bpf
+
+COMM = Path(sys.executable).name[:15]
+
+
+def free_port(family: int = socket.AF_INET, host: str = "127.0.0.1") -> int:
+    with socket.socket(family) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def child(code: str, *prefix: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*prefix, sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def connect_code(host: str, port: int, from_port: int, family: str = "AF_INET") -> str:
+    return f"""
+        import socket
+        s = socket.socket(socket.{family})
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(({host!r}, {from_port}))
+        try:
+            s.connect(({host!r}, {port}))
+        except OSError as e:
+            print(e.errno)
+        s.close()
+    """
+
+
+def trace(action: Any, values: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    return gadgetlab.trace(TraceTcp, action, values)
+
+
+def mine(rows: list[dict[str, Any]], pid: int) -> list[tuple[str, dict[str, Any]]]:
+    return [(r["operation"], r) for r in rows if r["pid"] == pid]
+
+
+@pytest.mark.parametrize(
+    ("family", "host", "version"),
+    [(socket.AF_INET, "127.0.0.1", 4), (socket.AF_INET6, "::1", 6)],
+)
+def test_connect_and_close_name_the_client(family: int, host: str, version: int) -> None:
+    listener = socket.socket(family)
+    listener.bind((host, 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    from_port = free_port(family, host)
+    pids: list[int] = []
+
+    def run() -> None:
+        proc = child(connect_code(host, port, from_port, family.name))
+        pids.append(proc.pid)
+        conn, _ = listener.accept()
+        proc.wait(timeout=10)
+        conn.close()
+
+    try:
+        rows = trace(run)
+    finally:
+        listener.close()
+    events = mine(rows, pids[0])
+    assert [op for op, _ in events] == ["connect", "close"]
+    connect = events[0][1]
+    assert connect["comm"] == COMM
+    assert connect["tid"] == pids[0]
+    assert connect["ipversion"] == version
+    assert connect["src"] == {"addr": host, "version": version, "port": from_port}
+    assert connect["dst"] == {"addr": host, "version": version, "port": port}
+    assert connect["error"] == ""
+    assert events[1][1]["src"] == connect["src"]
+
+
+def test_accept_names_the_server() -> None:
+    port = free_port()
+    code = f"""
+        import socket
+        l = socket.socket()
+        l.bind(("127.0.0.1", {port}))
+        l.listen()
+        print("ready", flush=True)
+        c, _ = l.accept()
+        c.close()
+    """
+    pids: list[int] = []
+    peer: list[int] = []
+
+    def run() -> None:
+        proc = child(code)
+        pids.append(proc.pid)
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            peer.append(s.getsockname()[1])
+            s.recv(1)  # the server closes
+        proc.wait(timeout=10)
+
+    events = mine(trace(run), pids[0])
+    assert [op for op, _ in events] == ["accept", "close"]
+    accept = events[0][1]
+    assert accept["comm"] == COMM
+    assert accept["src"] == {"addr": "127.0.0.1", "version": 4, "port": port}
+    assert accept["dst"] == {"addr": "127.0.0.1", "version": 4, "port": peer[0]}
+
+
+def test_refused_connect_carries_the_errno() -> None:
+    port, from_port = free_port(), free_port()
+    pids: list[int] = []
+
+    def run() -> None:
+        proc = child(connect_code("127.0.0.1", port, from_port))
+        pids.append(proc.pid)
+        out, _ = proc.communicate(timeout=10)
+        assert out.strip() == "111"  # ECONNREFUSED, as the client saw it
+
+    rows = trace(run, {"failure-only": "true"})
+    ((op, event),) = mine(rows, pids[0])
+    assert op == "connect"
+    assert event["error"] == "ECONNREFUSED"
+    assert event["dst"]["port"] == port
+    assert event["src"]["port"] == from_port
+    assert all(r["error"] for r in rows)  # --failure-only: nothing that succeeded
+
+
+def test_only_flags_select_operations() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def run() -> None:
+        def serve() -> None:
+            conn, _ = listener.accept()
+            conn.close()
+
+        server = threading.Thread(target=serve)
+        server.start()
+        proc = child(connect_code("127.0.0.1", port, free_port()))
+        proc.wait(timeout=10)
+        server.join(timeout=10)
+
+    try:
+        connects = trace(run, {"connect-only": "true"})
+        accepts = trace(run, {"accept-only": "true"})
+    finally:
+        listener.close()
+    assert {r["operation"] for r in connects} == {"connect"}
+    assert {r["operation"] for r in accepts} == {"accept"}
+    assert [r["dst"]["port"] for r in connects if r["dst"]["port"] == port] == [port]
+    assert [r["src"]["port"] for r in accepts if r["src"]["port"] == port] == [port]
+
+
+def test_connect_across_a_veth_pair(netns_pair: NetnsPair) -> None:
+    port = 8080
+    server = f"""
+        import socket
+        l = socket.socket()
+        l.bind(("{netns_pair.addr_b}", {port}))
+        l.listen()
+        print("ready", flush=True)
+        c, _ = l.accept()
+        c.close()
+    """
+    client = connect_code(netns_pair.addr_b, port, 0).replace(
+        f"s.bind(({netns_pair.addr_b!r}, 0))", ""
+    )
+    pids: dict[str, int] = {}
+
+    def run() -> None:
+        srv = child(server, *netns_pair.run(netns_pair.b))
+        assert srv.stdout is not None and srv.stdout.readline() == "ready\n"
+        cli = child(client, *netns_pair.run(netns_pair.a))
+        pids["server"], pids["client"] = srv.pid, cli.pid
+        cli.wait(timeout=10)
+        srv.wait(timeout=10)
+
+    rows = trace(run)
+    (connect,) = [r for op, r in mine(rows, pids["client"]) if op == "connect"]
+    (accept,) = [r for op, r in mine(rows, pids["server"]) if op == "accept"]
+    assert connect["src"]["addr"] == netns_pair.addr_a
+    assert connect["dst"] == {"addr": netns_pair.addr_b, "version": 4, "port": port}
+    assert accept["src"] == connect["dst"]
+    assert accept["dst"] == connect["src"]
