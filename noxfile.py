@@ -1,4 +1,4 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``."""
 
 import nox
 
@@ -33,3 +33,12 @@ def docs(session: nox.Session) -> None:
     session.install("-e", ".", "--config-settings", "editable_mode=strict")
     with open("docs/gadgets.md", "w") as out:
         session.run("python", "-m", "igrun.core.reference", stdout=out)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The throughput benchmark (root): writes bench/results/<time>.json and .md.
+
+    ``nox -s bench -- --rates 1000000 --only ring`` narrows the matrix; see bench/run.py."""
+    session.install("-e", ".", "--config-settings", "editable_mode=strict")
+    session.run("python", "bench/run.py", *session.posargs)

@@ -674,17 +674,23 @@ class Reader:
         buffer: Map,
         record_size: int,
         pages: int = 64,
-        wakeup_events: int = 1,
+        wakeup_bytes: int = 0,
         max_records: int = 65536,
         lost_map: Map | None = None,
     ) -> Reader:
-        """A perf buffer reader; with ``lost_map`` (the BPF side counts failed outputs, see
+        """A perf buffer reader, woken once ``wakeup_bytes`` wait in a CPU's buffer (0: at
+        every record). With ``lost_map`` (the BPF side counts failed outputs, see
         ``gadget_perf_output``) losses come from there instead of perf's lost records."""
         err = ffi.new("int *")
-        ptr = lib.igr_perf_new(buffer.fd, pages, wakeup_events, record_size, max_records, err)
+        ptr = lib.igr_perf_new(buffer.fd, pages, wakeup_bytes, record_size, max_records, err)
         if ptr == ffi.NULL:
             _raise(f"cannot read perf buffer {buffer.name}", err[0])
         return cls(ptr, record_size, lost_map)
+
+    def batch(self, min_records: int, linger_ms: float) -> None:
+        """Let a batch of fewer than ``min_records`` wait ``linger_ms`` for more (see
+        ``igr_reader_poll``): fewer, bigger batches at low rates, for a bounded delay."""
+        lib.igr_reader_set_batching(self._ptr, min_records, int(linger_ms * 1000))
 
     def poll(self, timeout_ms: int = 100) -> memoryview | None:
         """Wait up to ``timeout_ms`` for records; return them as one buffer (None if none)."""

@@ -28,6 +28,8 @@ class TypeHint(enum.StrEnum):
     UINT = "uint"
     FLOAT = "float"
     DURATION = "duration"
+    BYTES = "bytes"
+    """A size: 65536, 64K, 16M, 1G (powers of 1024)."""
     STRING_LIST = "[]string"
     INT_LIST = "[]int"
     UINT_LIST = "[]uint"
@@ -82,6 +84,7 @@ def _split(value: str) -> list[str]:
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)?$")
+_BYTES = re.compile(r"^(\d+)\s*([kmg]?)(?:i?b)?$", re.IGNORECASE)
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -111,6 +114,11 @@ def _parse(kind: TypeHint, value: str) -> Any:
         if not match:
             raise ValueError(f"{value!r} is not a duration (e.g. 500ms, 10s, 2m)")
         return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if kind is TypeHint.BYTES:
+        size = _BYTES.match(value.strip())
+        if not size:
+            raise ValueError(f"{value!r} is not a size (e.g. 65536, 256K, 16M)")
+        return int(size.group(1)) * 1024 ** " kmg".index(size.group(2).lower() or " ")
     if kind is TypeHint.BOOL:
         lowered = value.strip().lower()
         if lowered in ("", "false", "0", "no"):

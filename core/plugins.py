@@ -144,9 +144,9 @@ class PluginRegistry:
                 self.pm.check_pending()
             provider = f"{dist} {version}".strip()
             if group == GADGETS_GROUP:
-                self._call_one(plugin, "igrun_register_gadgets", self._add_gadget, provider)
+                self._call_one(plugin, "igrun_register_gadgets", self.add_gadget, provider)
             else:
-                self._call_one(plugin, "igrun_register_operators", self._add_operator, provider)
+                self._call_one(plugin, "igrun_register_operators", self.add_operator, provider)
         except Exception as exc:  # a broken plugin must not break the others
             error = PluginLoadError(dist, version, ep.name, f"{type(exc).__name__}: {exc}")
             self.errors.append(error)
@@ -165,7 +165,8 @@ class PluginRegistry:
 
     # -- registration checks
 
-    def _add_gadget(self, cls: Any, provider: str) -> None:
+    def add_gadget(self, cls: Any, provider: str) -> None:
+        """Register a gadget class (entry points do this; so can a program embedding igrun)."""
         if not (isinstance(cls, type) and issubclass(cls, Gadget)):
             raise PluginError(f"registered {cls!r}, which is not a Gadget subclass")
         for attr, kind in (("name", str), ("category", Category), ("schema", Schema)):
@@ -177,7 +178,8 @@ class PluginRegistry:
         self._gadgets[cls.id()] = cls
         self._providers[cls] = provider
 
-    def _add_operator(self, cls: Any, provider: str) -> None:
+    def add_operator(self, cls: Any, provider: str) -> None:
+        """Register an operator class, checked like one from an entry point."""
         if not (isinstance(cls, type) and issubclass(cls, Operator)):
             raise PluginError(f"registered {cls!r}, which is not an Operator subclass")
         if not isinstance(getattr(cls, "name", None), str):

@@ -43,6 +43,13 @@ RUNTIME_PARAMS: tuple[ParamDesc, ...] = (
         default="0",
         description="gather events for this long, then sort and print them together",
     ),
+    ParamDesc(
+        "buffer-size",
+        type_hint=TypeHint.BYTES,
+        default="0",
+        description="the events buffer of BPF gadgets: ring buffer bytes, or perf buffer bytes "
+        "per CPU (e.g. 4M); 0 keeps the gadget's own size",
+    ),
 )
 
 

@@ -183,7 +183,10 @@ class Batch:
     """Many events of one schema: raw C records plus columns added by operators.
 
     Columns are decoded lazily and cached; :meth:`select` keeps rows (filters, limits) and
-    :meth:`take` reorders them (sort), applying the same index to everything at once.
+    :meth:`take` reorders them (sort), applying the same index to everything at once. An
+    enricher's column is often a few distinct values (one per container): it can be set
+    *coded* (:meth:`set_coded`), a small table plus one index per row, which writers use as
+    it is and which becomes a plain column only when something asks for one.
     """
 
     def __init__(
@@ -191,10 +194,12 @@ class Batch:
         schema: Schema,
         raw: Array,
         columns: Mapping[str, Array] | None = None,
+        coded: Mapping[str, tuple[Array, Array]] | None = None,
     ) -> None:
         self.schema = schema
         self.raw = raw
         self._columns: dict[str, Array] = dict(columns or {})
+        self._coded: dict[str, tuple[Array, Array]] = dict(coded or {})
 
     def __len__(self) -> int:
         return len(self.raw)
@@ -207,7 +212,10 @@ class Batch:
         f = self.schema[name]
         if f.name in self._columns:
             return self._columns[f.name]
-        if f.decode is not None:
+        if f.name in self._coded:
+            table, codes = self._coded[f.name]
+            col = table[codes]
+        elif f.decode is not None:
             col = f.decode(self)
         elif f.kind is Kind.STR:
             col = decode_cstrings(self.raw[f.source])
@@ -215,6 +223,18 @@ class Batch:
             col = self.raw[f.source]
         self._columns[f.name] = col
         return col
+
+    def raw_values(self, name: str) -> Array | None:
+        """The raw struct member behind field ``name`` when its values are exactly that
+        member (no decoder, not replaced by an operator): writers can read it in place."""
+        f = self.schema[name]
+        if f.decode is not None or f.name in self._columns or f.name in self._coded:
+            return None
+        if self.raw.dtype.names is None:
+            return None
+        if f.source not in self.raw.dtype.names:
+            return None
+        return self.raw[f.source]
 
     def member(self, name: str) -> Array:
         """A raw C struct member, for decoders that combine several of them."""
@@ -227,9 +247,23 @@ class Batch:
         if len(values) != len(self):
             raise ValueError(f"column {name!r} has {len(values)} values for {len(self)} events")
         self._columns[name] = values
+        self._coded.pop(name, None)
+
+    def set_coded(self, name: str, table: Array, codes: Array) -> None:
+        """Add or replace a column given as ``table[codes]``, without building it."""
+        if name not in self.schema:
+            raise KeyError(f"{name!r} is not a field of this batch's schema")
+        if len(codes) != len(self):
+            raise ValueError(f"column {name!r} has {len(codes)} codes for {len(self)} events")
+        self._coded[name] = (table, codes)
+        self._columns.pop(name, None)
+
+    def coded(self, name: str) -> tuple[Array, Array] | None:
+        """``(table, codes)`` when field ``name`` was set coded and not replaced since."""
+        return self._coded.get(self.schema[name].name)
 
     def with_schema(self, schema: Schema) -> Batch:
-        return Batch(schema, self.raw, self._columns)
+        return Batch(schema, self.raw, self._columns, self._coded)
 
     def take(self, index: Array) -> Batch:
         """The events at ``index`` (a boolean mask or integer positions), in that order."""
@@ -237,6 +271,7 @@ class Batch:
             self.schema,
             self.raw[index],
             {k: v[index] for k, v in self._columns.items()},
+            {k: (table, codes[index]) for k, (table, codes) in self._coded.items()},
         )
 
     select = take
@@ -250,6 +285,9 @@ class Batch:
         if len(batches) == 1:
             return batches[0]
         first = batches[0]
+        for b in batches:  # tables differ from batch to batch: build the columns
+            for name in list(b._coded):
+                b[name]
         keys = set.intersection(*(set(b._columns) for b in batches))
         return Batch(
             first.schema,

@@ -26,6 +26,14 @@ SHARED_MAPS = "shared_maps"
 object declares (e.g. ``gadget_sockets``); a gadget's object uses them instead of its own."""
 POLL_TIMEOUT_MS = 100
 PERF_BUFFER_PAGES = 64
+PAGE_SIZE = 4096
+BATCH_RECORDS = 4096
+"""A batch smaller than this lingers up to ``BATCH_LINGER_MS`` for more (see ``Reader.batch``)."""
+BATCH_LINGER_MS = 5.0
+
+
+def _power_of_two(n: int) -> int:
+    return 1 << max(n - 1, 1).bit_length()
 
 
 class BpfTracer(Gadget):
@@ -46,6 +54,7 @@ class BpfTracer(Gadget):
         self.obj: BpfObject | None = None
         self.reader: Reader | None = None
         self.buffer_size = self.ring_buffer_size
+        self.perf_pages = self.perf_buffer_pages
 
     # -- what subclasses override
 
@@ -63,6 +72,10 @@ class BpfTracer(Gadget):
         return importlib.resources.files(type(self).__module__) / self.bpf_object
 
     def init(self, ctx: GadgetContext) -> None:
+        wanted = ctx.runtime_params.get("buffer-size") if "buffer-size" in ctx.runtime_params else 0
+        if wanted:  # sizes the kernel takes: a power of two, in whole pages
+            self.buffer_size = _power_of_two(max(wanted, PAGE_SIZE))
+            self.perf_pages = self.buffer_size // PAGE_SIZE
         with importlib.resources.as_file(self.object_path()) as path:
             obj = BpfObject.open(path)
         self.obj = obj
@@ -70,6 +83,9 @@ class BpfTracer(Gadget):
             self._configure(ctx, obj)
             obj.load()
             self._pin(ctx, obj)
+            # The reader comes before the programs: a perf event array without its reader's
+            # perf events would drop every event emitted until then.
+            self.reader = self._open_reader(ctx, obj)
             obj.attach_all()
         except BaseException:
             self.close()
@@ -97,16 +113,27 @@ class BpfTracer(Gadget):
         for name in obj.map_names():
             obj.map(name).pin(folder / name)
 
-    def run(self, ctx: GadgetContext) -> None:
-        assert self.obj is not None and ctx.schema is not None
-        obj, schema = self.obj, ctx.schema
+    def _open_reader(self, ctx: GadgetContext, obj: BpfObject) -> Reader:
+        assert ctx.schema is not None
         events = obj.map(self.buffer_map)
         lost_map = obj.map(LOST_EVENTS_MAP) if obj.has_map(LOST_EVENTS_MAP) else None
-        size = schema.dtype.itemsize if schema.dtype is not None else 1
+        size = ctx.schema.dtype.itemsize if ctx.schema.dtype is not None else 1
         if events.type == MapType.PERF_EVENT_ARRAY:
-            self.reader = Reader.perf(events, size, pages=self.perf_buffer_pages, lost_map=lost_map)
+            reader = Reader.perf(
+                events,
+                size,
+                pages=self.perf_pages,
+                wakeup_bytes=self.perf_pages * PAGE_SIZE // 4,
+                lost_map=lost_map,
+            )
         else:
-            self.reader = Reader.ring(events, size, lost_map=lost_map)
+            reader = Reader.ring(events, size, lost_map=lost_map)
+        reader.batch(BATCH_RECORDS, BATCH_LINGER_MS)
+        return reader
+
+    def run(self, ctx: GadgetContext) -> None:
+        assert self.obj is not None and self.reader is not None
+        obj = self.obj
         while not ctx.done:
             self._drain(ctx, POLL_TIMEOUT_MS)
         # Detach first, then take what is already in the buffer: nothing emitted is dropped.

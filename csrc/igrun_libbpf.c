@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -441,6 +442,8 @@ struct igr_reader {
     size_t count;
     unsigned long long lost;
     bool oom;
+    size_t min_records;     /* a smaller batch waits up to linger_us for more */
+    unsigned int linger_us;
 };
 
 static int igr_reserve(struct igr_reader *r)
@@ -551,7 +554,7 @@ struct igr_reader *igr_ring_new(int map_fd, size_t slot_size, size_t max_records
     return r;
 }
 
-struct igr_reader *igr_perf_new(int map_fd, size_t page_cnt, unsigned int wakeup_events,
+struct igr_reader *igr_perf_new(int map_fd, size_t page_cnt, unsigned int wakeup_bytes,
                                 size_t slot_size, size_t max_records, int *err)
 {
     struct igr_reader *r = igr_reader_alloc(slot_size, max_records);
@@ -561,14 +564,20 @@ struct igr_reader *igr_perf_new(int map_fd, size_t page_cnt, unsigned int wakeup
         *err = -ENOMEM;
         return NULL;
     }
-    /* The raw API lets the kernel wake the reader once per `wakeup_events` samples instead of
-     * once per sample; the poll timeout bounds the latency of the rest. */
+    /* The raw API lets the kernel wake the reader once `wakeup_bytes` are waiting instead of
+     * once per sample (on this kind of machine per-sample wakeups cap a reader near 150k
+     * events/s); the poll timeout bounds the latency of the rest. */
     memset(&attr, 0, sizeof(attr));
     attr.config = PERF_COUNT_SW_BPF_OUTPUT;
     attr.type = PERF_TYPE_SOFTWARE;
     attr.sample_type = PERF_SAMPLE_RAW;
     attr.sample_period = 1;
-    attr.wakeup_events = wakeup_events ? wakeup_events : 1;
+    if (wakeup_bytes) {
+        attr.watermark = 1;
+        attr.wakeup_watermark = wakeup_bytes;
+    } else {
+        attr.wakeup_events = 1;
+    }
     r->perf = perf_buffer__new_raw(map_fd, page_cnt, &attr, igr_perf_event, r, NULL);
     if (!r->perf) {
         *err = -errno;
@@ -579,25 +588,52 @@ struct igr_reader *igr_perf_new(int map_fd, size_t page_cnt, unsigned int wakeup
     return r;
 }
 
+void igr_reader_set_batching(struct igr_reader *r, size_t min_records, unsigned int linger_us)
+{
+    r->min_records = min_records;
+    r->linger_us = linger_us;
+}
+
+static int igr_consume(struct igr_reader *r)
+{
+    return r->ring ? ring_buffer__consume(r->ring) : perf_buffer__consume(r->perf);
+}
+
+/* Add to a small batch for up to linger_us, taking what arrived every millisecond at most:
+ * asleep, nothing wakes the reader per record, and the buffer never holds more than a
+ * millisecond's worth of records on our account. */
+static int igr_linger(struct igr_reader *r)
+{
+    unsigned int slept = 0, step = r->linger_us < 1000 ? r->linger_us : 1000;
+    int err = 0;
+
+    while (slept < r->linger_us && r->count < r->min_records && err >= 0) {
+        struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)step * 1000 };
+
+        nanosleep(&ts, NULL);
+        slept += step;
+        err = igr_consume(r);
+    }
+    return err;
+}
+
 /*
- * Drain what is there; if nothing is, wait up to timeout_ms for it. Returns the number of
- * records now in the batch (the previous batch is dropped first) or a negative errno.
- * cffi releases the GIL around this call.
+ * Drain what is there; if nothing is, wait up to timeout_ms for it. A batch smaller than
+ * min_records then lingers (see igr_linger): at low rates this turns one wakeup and one
+ * Python call per record into one per batch, for a bounded delay. Returns the number of records now in the batch (the previous
+ * batch is dropped first) or a negative errno. cffi releases the GIL around this call.
  */
 int igr_reader_poll(struct igr_reader *r, int timeout_ms)
 {
     int err;
 
     r->count = 0;
-    if (r->ring) {
-        err = ring_buffer__consume(r->ring);
-        if (err == 0 || (err > 0 && r->count == 0))
-            err = ring_buffer__poll(r->ring, timeout_ms);
-    } else {
-        err = perf_buffer__consume(r->perf);
-        if (err >= 0 && r->count == 0)
-            err = perf_buffer__poll(r->perf, timeout_ms);
-    }
+    err = igr_consume(r);
+    if (err >= 0 && r->count == 0)
+        err = r->ring ? ring_buffer__poll(r->ring, timeout_ms)
+                      : perf_buffer__poll(r->perf, timeout_ms);
+    if (err >= 0 && r->count > 0 && r->count < r->min_records)
+        err = igr_linger(r);
     if (err == -IGR_BATCH_FULL)
         err = 0;
     if (err < 0 && err != -EINTR)

@@ -222,7 +222,7 @@ class ContainersOperator(Operator):
         pool, owners = attribute(self.collection, batch[self.mntns_field.name], boot)
         for f, value in ENRICHED:  # one small table per field; the last row is "no container"
             table = np.array([value(c) for c in pool] + [""], dtype=object)
-            batch.set_column(f.name, table[owners])
+            batch.set_coded(f.name, table, owners)
         if self.host and self.selector.names:
             selected = np.array([self.selector.matches(c) for c in pool] + [True], dtype=bool)
             return batch.take(selected[owners])

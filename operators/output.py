@@ -3,7 +3,8 @@
 Formats are ``ig``'s: ``columns`` (UPPERCASE headers, declared widths, ``…`` on overflow,
 scaled to the terminal only on a TTY), ``columns=a,b`` (exactly these), ``columns=+x,-y``
 (the default ones plus x, minus y), ``json`` (one object per line), ``jsonpretty`` and ``yaml``.
-Values are formatted a column at a time over the whole batch.
+Values are formatted a column at a time over the whole batch; ``json`` lines are written by C
+for the whole batch at once (:mod:`igrun.core.jsonlines`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from igrun.core.errors import ParamError
 from igrun.core.gadget import GadgetContext
 from igrun.core.helpers import format_rfc3339_ns
 from igrun.core.hookspecs import hookimpl
+from igrun.core.jsonlines import JsonLines, dumps
 from igrun.core.operator import PRIORITY_OUTPUT, Operator
 from igrun.core.params import ParamDesc, Params
 from igrun.core.schema import Batch, Field, Kind, Schema
@@ -121,6 +123,7 @@ class OutputOperator(Operator):
         self.windowed = windowed(ctx)
         self._header_due = True
         self._started = False
+        self._json: JsonLines | None = None
 
     @classmethod
     def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
@@ -132,6 +135,8 @@ class OutputOperator(Operator):
     def pre_run(self, schema: Schema) -> None:
         self.format, self.columns = parse_output(self.values.raw("output"), schema)
         self.widths = [f.width for f in self.columns]
+        if self.format == "json":
+            self._json = JsonLines(self.columns)
         if self.format == "columns" and self.stream.isatty():
             self.widths = scale_widths(self.columns, shutil.get_terminal_size().columns)
 
@@ -160,7 +165,7 @@ class OutputOperator(Operator):
 
     def _records(self, records: list[dict[str, Any]]) -> str:
         if self.format == "json":
-            return "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+            return "".join(dumps(r) + "\n" for r in records)
         if self.format == "jsonpretty":
             return "".join(json.dumps(r, indent=2) + "\n" for r in records)
         import yaml
@@ -172,9 +177,22 @@ class OutputOperator(Operator):
         self.stream.flush()
         self._started = True
 
+    def write_bytes(self, data: bytes) -> None:
+        """UTF-8 text straight to the stream's bytes, skipping a decode and re-encode."""
+        binary = getattr(self.stream, "buffer", None)
+        if binary is None:
+            self.write(data.decode())
+            return
+        self.stream.flush()
+        binary.write(data)
+        binary.flush()
+        self._started = True
+
     def process(self, batch: Batch) -> Batch:
         if self.format == "columns":
             self.write(self._columns(batch))
+        elif self._json is not None:
+            self.write_bytes(self._json.encode(batch))
         else:
             self.write(self._records(batch.to_dicts(self.columns)))
         return batch

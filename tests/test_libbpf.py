@@ -14,6 +14,8 @@ import shutil
 import socket
 import struct
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,6 +149,26 @@ def test_ring_buffer_arrives_in_order_in_batches(object_path: Path) -> None:
     assert polls <= 20  # one Python call per batch, never one per event
 
 
+def test_a_trickle_of_records_lingers_into_few_batches(loaded: BpfObject) -> None:
+    dtype = loaded.struct_dtype("event")
+    reader = Reader.ring(loaded.map("events"), dtype.itemsize)
+    reader.batch(1000, 100)
+    loaded.attach("on_getsid")
+
+    def trickle() -> None:
+        for _ in range(50):
+            os.getsid(0)
+            time.sleep(0.0002)
+
+    thread = threading.Thread(target=trickle)
+    thread.start()
+    events, polls = drain(reader, dtype, 50)
+    thread.join()
+    reader.close()
+    assert len(events) == 50
+    assert polls <= 10  # without lingering, about one batch per record
+
+
 def test_short_records_are_zero_padded(loaded: BpfObject) -> None:
     dtype = loaded.struct_dtype("event")
     reader = Reader.ring(loaded.map("events"), dtype.itemsize)
@@ -191,15 +213,15 @@ def getpgid() -> None:
     libc.getpgid(0)
 
 
-@pytest.mark.parametrize("wakeup_events", [1, 64])
+@pytest.mark.parametrize("wakeup_bytes", [0, 16384])
 def test_perf_buffer_delivers_everything(
-    object_path: Path, one_cpu: None, wakeup_events: int
+    object_path: Path, one_cpu: None, wakeup_bytes: int
 ) -> None:
     with open_test(object_path, burst=500) as obj:
         obj.load()
         dtype = obj.struct_dtype("event")
         reader = Reader.perf(
-            obj.map("perf_events"), dtype.itemsize, pages=64, wakeup_events=wakeup_events
+            obj.map("perf_events"), dtype.itemsize, pages=64, wakeup_bytes=wakeup_bytes
         )
         obj.attach("on_getpgid")
         for _ in range(3):

@@ -38,6 +38,7 @@ def test_typed_values_and_defaults() -> None:
         (ParamDesc("count", type_hint=TypeHint.INT), "ten", "--count: 'ten'"),
         (ParamDesc("flag", type_hint=TypeHint.BOOL), "maybe", "not a boolean"),
         (ParamDesc("wait", type_hint=TypeHint.DURATION), "soon", "not a duration"),
+        (ParamDesc("size", type_hint=TypeHint.BYTES), "4X", "not a size"),
         (ParamDesc("mode", possible_values=("a", "b")), "c", "'c' is not one of a, b"),
         (ParamDesc("name", mandatory=True), "", "--name is required"),
     ],
@@ -45,6 +46,14 @@ def test_typed_values_and_defaults() -> None:
 def test_invalid_values_name_the_param(desc: ParamDesc, value: str, message: str) -> None:
     with pytest.raises(ParamError, match=message.replace("(", r"\(")):
         desc.validate(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "size"),
+    [("65536", 65536), ("64K", 65536), ("16M", 16 << 20), ("1g", 1 << 30), ("2MiB", 2 << 20)],
+)
+def test_sizes(value: str, size: int) -> None:
+    assert ParamDesc("size", type_hint=TypeHint.BYTES).validate(value) == size
 
 
 def test_unknown_key_is_rejected() -> None:

@@ -110,3 +110,24 @@ def test_max_rows_ends_the_run_by_itself(igrun_cli: IgrunCli) -> None:
     (event,) = igrun_cli.events(out)
     assert event["args"] == ["/bin/echo", marker]
     assert_nothing_left(igrun_cli, proc)
+
+
+def test_buffer_size_flag_sizes_the_ring_buffer(igrun_cli: IgrunCli) -> None:
+    proc = igrun_cli.start("trace", "exec", "--host", "--buffer-size", "3M")
+    try:
+        deadline = time.monotonic() + 10
+        while not igrun_cli.pin_dirs_of(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (folder,) = igrun_cli.pin_dirs_of(proc.pid)
+        events = folder / "trace_exec" / "events"
+        while not events.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        shown = subprocess.run(
+            ["bpftool", "-j", "map", "show", "pinned", str(events)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert json.loads(shown.stdout)["max_entries"] == 4 << 20  # rounded up to a power of two
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=15)
+    assert proc.returncode == 0

@@ -75,7 +75,7 @@ def test_retransmits_name_the_socket_owner(netns_pair: NetnsPair, opened: str) -
         assert client[0].stdin is not None
         client[0].stdin.write("send\n")
         client[0].stdin.flush()
-        time.sleep(1.0)  # the first retransmits come after ~200 ms, then back off
+        time.sleep(1.5)  # retransmits after ~0.2, 0.6 and 1.4 s (the timer backs off)
 
     if opened == "before":
         connect()

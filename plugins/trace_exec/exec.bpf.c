@@ -47,8 +47,11 @@ static __always_inline int enter_exec(const char *filename, const char *const *a
 		return 0;
 	if (targ_uid != INVALID_UID && targ_uid != (__u32)uid_gid)
 		return 0;
-	if (bpf_map_update_elem(&execs, &pid, &empty_event, BPF_NOEXIST))
+	/* A full table (or a second exec in flight in the same process) loses this exec: say so. */
+	if (bpf_map_update_elem(&execs, &pid, &empty_event, BPF_NOEXIST)) {
+		gadget_count_lost();
 		return 0;
+	}
 	event = bpf_map_lookup_elem(&execs, &pid);
 	if (!event)
 		return 0;

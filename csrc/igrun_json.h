@@ -1,0 +1,35 @@
+/*
+ * JSON lines for a whole batch at once: Python describes each column once (where its values
+ * are, how they are stored), C writes every row. Read by the C compiler and by cffi's cdef: no
+ * macros, no includes here.
+ */
+
+/* How one column's values are stored. */
+enum igr_json_kind {
+    IGR_JSON_INT = 0,   /* signed integer of `size` bytes */
+    IGR_JSON_UINT = 1,  /* unsigned integer of `size` bytes */
+    IGR_JSON_BOOL = 2,  /* integer of `size` bytes: true when non-zero */
+    IGR_JSON_CSTR = 3,  /* char[size], NUL-terminated or full: a JSON string */
+    IGR_JSON_TEXT = 4   /* int32 index per row into `texts`: ready-made JSON values */
+};
+
+struct igr_json_col {
+    const char *prefix;        /* written before the value: `{"pid":`, `,"comm":`, ... */
+    unsigned int prefix_len;
+    unsigned int kind;         /* enum igr_json_kind */
+    const char *values;        /* the first row's value */
+    unsigned int stride;       /* bytes from one row's value to the next */
+    unsigned int size;         /* bytes of one value (INT, UINT, BOOL, CSTR); TEXT: how many texts */
+    const char *texts;         /* TEXT: the distinct values, back to back */
+    const unsigned long long *offsets; /* TEXT: where each distinct value starts, and the end */
+};
+
+/* The most bytes igr_json_lines can write for `nrows` rows (TEXT values at their longest). */
+unsigned long long igr_json_bound(const struct igr_json_col *cols, unsigned int ncols,
+                                  unsigned int suffix_len, unsigned long long nrows);
+
+/* Write `nrows` rows, each the columns in order then `suffix` (e.g. "}\n"), into `out`.
+ * Returns the bytes written, or -1 when `cap` is too small or a TEXT index is out of range. */
+long long igr_json_lines(const struct igr_json_col *cols, unsigned int ncols, const char *suffix,
+                         unsigned int suffix_len, unsigned long long nrows, char *out,
+                         unsigned long long cap);

@@ -1,0 +1,94 @@
+"""The C JSON lines writer gives exactly what json.dumps gives, row for row."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from igrun.core.jsonlines import JsonLines
+from igrun.core.schema import Batch, Field, Kind, Schema
+
+DTYPE = np.dtype(
+    [("pid", "<u4"), ("ret", "<i4"), ("comm", "S16"), ("ok", "u1"), ("ts", "<u8"), ("s8", "i1")]
+)
+FIELDS = [
+    Field("pid", Kind.UINT),
+    Field("ret", Kind.INT),
+    Field("comm", Kind.STR),
+    Field("ok", Kind.BOOL),
+    Field("ts", Kind.TIME),
+    Field("s8", Kind.INT),
+    Field("runtime.containerName", Kind.STR),
+    Field("runtime.args", Kind.LIST),
+    Field("k8s.pod", Kind.STR),
+    Field("ratio", Kind.FLOAT),
+    Field("shown", Kind.STR, json="-"),
+]
+
+
+def reference(batch: Batch, fields: list[Field]) -> str:
+    rows = batch.to_dicts(fields)
+    return "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in rows)
+
+
+@pytest.fixture
+def batch() -> Batch:
+    raw = np.zeros(5, DTYPE)
+    raw["pid"] = [1, 2, 3, 4294967295, 0]
+    raw["ret"] = [-1, 0, 5, -2147483648, 2147483647]
+    raw["comm"] = [
+        b"bash",
+        b'qu"o\\te\n\t\x01\x7f',
+        b"\xe2\x82caf\xc3\xa9\xed\xa0\x80\xf0\x9f\x98\x80",  # cut, valid, surrogate, emoji
+        b"0123456789abcdef",  # full width, no NUL
+        b"\xff\xfe\xc0\xaf\xf4\x90\x80",  # never valid
+    ]
+    raw["ok"] = [0, 1, 2, 0, 255]
+    raw["ts"] = [0, 1, 2**64 - 1, 5, 10**18]
+    raw["s8"] = [-128, 127, 0, -1, 1]
+    b = Batch(Schema(FIELDS, "event", DTYPE), raw)
+    b.set_column("runtime.containerName", np.array(["web", "", "wéb", "web", '"'], dtype=object))
+    args = np.empty(5, dtype=object)
+    args[:] = [["a"], [], ["b", "c"], ["\x01"], ["é"]]
+    b.set_column("runtime.args", args)
+    b.set_column("k8s.pod", np.array(["p"] * 5, dtype=object))
+    b.set_column("ratio", np.array([1.5, 0.1, 1e300, -0.0, 3.0]))
+    b.set_column("shown", np.array(["h"] * 5, dtype=object))
+    return b
+
+
+def test_every_kind_matches_json_dumps(batch: Batch) -> None:
+    got = JsonLines(FIELDS).encode(batch).decode()
+    assert got == reference(batch, FIELDS)
+    assert json.loads(got.splitlines()[2])["comm"] == "\ufffdcafé\ufffd\ufffd\ufffd😀"
+
+
+def test_rows_taken_and_reordered(batch: Batch) -> None:
+    taken = batch.take(np.array([4, 0, 2]))
+    assert JsonLines(FIELDS).encode(taken).decode() == reference(taken, FIELDS)
+
+
+def test_a_column_selection_and_an_operator_replacing_a_member(batch: Batch) -> None:
+    batch.set_column("comm", np.array(["x", "y", "z", "w", "v"], dtype=object))
+    fields = [FIELDS[2], FIELDS[0]]
+    assert JsonLines(fields).encode(batch).decode() == reference(batch, fields)
+    assert JsonLines(fields).encode(batch.take(np.zeros(5, bool))) == b""
+
+
+def test_no_fields_gives_empty_objects(batch: Batch) -> None:
+    assert JsonLines([]).encode(batch) == b"{}\n" * 5
+
+
+def test_coded_columns_are_written_without_being_built(batch: Batch) -> None:
+    table = np.array(["web", "db", ""], dtype=object)
+    batch.set_coded("runtime.containerName", table, np.array([0, 1, -1, 0, 2]))
+    got = JsonLines(FIELDS).encode(batch.take(np.array([4, 2, 1]))).decode()
+    assert "runtime.containerName" not in batch._columns
+    assert got == reference(batch.take(np.array([4, 2, 1])), FIELDS)
+    assert [json.loads(line)["runtime"]["containerName"] for line in got.splitlines()] == [
+        "",
+        "",
+        "db",
+    ]
