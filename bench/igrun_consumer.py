@@ -86,6 +86,7 @@ class Counter(Operator):
         self.max_seq = -1
         self.batches = 0
         self.started: resource.struct_rusage | None = None
+        self.drained: resource.struct_rusage | None = None
 
     @classmethod
     def can_operate_on(cls, gadget: type) -> bool:
@@ -103,10 +104,15 @@ class Counter(Operator):
         self.max_seq = max(self.max_seq, int(np.max(batch.member("seq"))))
         return batch.head(0) if self.discard else batch
 
+    def flush(self) -> None:
+        # The end of the run's final drain: what follows (unloading) is not draining, and the
+        # C reference stops its clock at the same point.
+        self.drained = resource.getrusage(resource.RUSAGE_SELF)
+
     def post_run(self) -> None:
         if self.started is None:
             return
-        end = resource.getrusage(resource.RUSAGE_SELF)
+        end = self.drained or resource.getrusage(resource.RUSAGE_SELF)
         cpu = (end.ru_utime - self.started.ru_utime) + (end.ru_stime - self.started.ru_stime)
         run = self.ctx.extra.get("run")
         result = {

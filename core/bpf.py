@@ -687,10 +687,11 @@ class Reader:
             _raise(f"cannot read perf buffer {buffer.name}", err[0])
         return cls(ptr, record_size, lost_map)
 
-    def batch(self, min_records: int, linger_ms: float) -> None:
-        """Let a batch of fewer than ``min_records`` wait ``linger_ms`` for more (see
-        ``igr_reader_poll``): fewer, bigger batches at low rates, for a bounded delay."""
-        lib.igr_reader_set_batching(self._ptr, min_records, int(linger_ms * 1000))
+    def batch(self, min_records: int, linger_ms: float, buffer_bytes: int) -> None:
+        """Let a batch of fewer than ``min_records`` wait up to ``linger_ms`` for more (see
+        ``igr_linger``): fewer, bigger batches at low rates, for a bounded delay. The
+        ``buffer_bytes`` of the kernel buffer (per CPU for perf) bound how long it naps."""
+        lib.igr_reader_set_batching(self._ptr, min_records, int(linger_ms * 1000), buffer_bytes)
 
     def poll(self, timeout_ms: int = 100) -> memoryview | None:
         """Wait up to ``timeout_ms`` for records; return them as one buffer (None if none)."""

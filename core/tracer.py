@@ -28,8 +28,10 @@ POLL_TIMEOUT_MS = 100
 PERF_BUFFER_PAGES = 64
 PAGE_SIZE = 4096
 BATCH_RECORDS = 4096
-"""A batch smaller than this lingers up to ``BATCH_LINGER_MS`` for more (see ``Reader.batch``)."""
-BATCH_LINGER_MS = 5.0
+"""A batch smaller than this lingers up to ``BATCH_LINGER_MS`` for more (see ``Reader.batch``):
+events are at most that late, and a slow stream costs a few wakeups per batch, not one per
+event."""
+BATCH_LINGER_MS = 50.0
 
 
 def _power_of_two(n: int) -> int:
@@ -119,16 +121,14 @@ class BpfTracer(Gadget):
         lost_map = obj.map(LOST_EVENTS_MAP) if obj.has_map(LOST_EVENTS_MAP) else None
         size = ctx.schema.dtype.itemsize if ctx.schema.dtype is not None else 1
         if events.type == MapType.PERF_EVENT_ARRAY:
+            buffer_bytes = self.perf_pages * PAGE_SIZE
             reader = Reader.perf(
-                events,
-                size,
-                pages=self.perf_pages,
-                wakeup_bytes=self.perf_pages * PAGE_SIZE // 4,
-                lost_map=lost_map,
+                events, size, self.perf_pages, wakeup_bytes=buffer_bytes // 4, lost_map=lost_map
             )
         else:
+            buffer_bytes = self.buffer_size
             reader = Reader.ring(events, size, lost_map=lost_map)
-        reader.batch(BATCH_RECORDS, BATCH_LINGER_MS)
+        reader.batch(BATCH_RECORDS, BATCH_LINGER_MS, buffer_bytes)
         return reader
 
     def run(self, ctx: GadgetContext) -> None:

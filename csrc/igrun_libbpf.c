@@ -444,6 +444,8 @@ struct igr_reader {
     bool oom;
     size_t min_records;     /* a smaller batch waits up to linger_us for more */
     unsigned int linger_us;
+    size_t buffer_bytes;    /* how much the kernel buffer holds (per CPU for perf) */
+    unsigned long long last_return_us; /* when the previous batch went to Python */
 };
 
 static int igr_reserve(struct igr_reader *r)
@@ -588,10 +590,12 @@ struct igr_reader *igr_perf_new(int map_fd, size_t page_cnt, unsigned int wakeup
     return r;
 }
 
-void igr_reader_set_batching(struct igr_reader *r, size_t min_records, unsigned int linger_us)
+void igr_reader_set_batching(struct igr_reader *r, size_t min_records, unsigned int linger_us,
+                             size_t buffer_bytes)
 {
     r->min_records = min_records;
     r->linger_us = linger_us;
+    r->buffer_bytes = buffer_bytes;
 }
 
 static int igr_consume(struct igr_reader *r)
@@ -599,20 +603,43 @@ static int igr_consume(struct igr_reader *r)
     return r->ring ? ring_buffer__consume(r->ring) : perf_buffer__consume(r->perf);
 }
 
-/* Add to a small batch for up to linger_us, taking what arrived every millisecond at most:
- * asleep, nothing wakes the reader per record, and the buffer never holds more than a
- * millisecond's worth of records on our account. */
+static unsigned long long igr_now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000;
+}
+
+/* Add to a small batch for up to linger_us, asleep: nothing wakes the reader per record. Each
+ * nap is as long as the rate seen so far needs to complete the batch, but never so long that,
+ * at that rate, more than an eighth of the buffer would fill: a slow stream costs one or two
+ * wakeups per batch, and a stream that speeds up cannot overflow the buffer on our account. */
 static int igr_linger(struct igr_reader *r)
 {
-    unsigned int slept = 0, step = r->linger_us < 1000 ? r->linger_us : 1000;
+    unsigned long long since = r->last_return_us ? igr_now_us() - r->last_return_us : 0;
+    double rate = since ? (double)r->count / (double)since : 0; /* records per microsecond */
+    unsigned int slept = 0;
     int err = 0;
 
     while (slept < r->linger_us && r->count < r->min_records && err >= 0) {
-        struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)step * 1000 };
+        double nap = rate > 0 ? (double)(r->min_records - r->count) / rate : 1000;
+        double safe = rate > 0 ? (double)r->buffer_bytes / 8 / (rate * (double)r->slot_size) : 1000;
+        unsigned int us;
+        size_t before = r->count;
+        struct timespec ts;
 
+        if (nap > safe)
+            nap = safe;
+        if (nap > r->linger_us - slept)
+            nap = r->linger_us - slept;
+        us = nap < 100 ? 100 : (unsigned int)nap;
+        ts.tv_sec = us / 1000000;
+        ts.tv_nsec = (long)(us % 1000000) * 1000;
         nanosleep(&ts, NULL);
-        slept += step;
+        slept += us;
         err = igr_consume(r);
+        rate = (double)(r->count - before + 1) / us;
     }
     return err;
 }
@@ -634,6 +661,8 @@ int igr_reader_poll(struct igr_reader *r, int timeout_ms)
                       : perf_buffer__poll(r->perf, timeout_ms);
     if (err >= 0 && r->count > 0 && r->count < r->min_records)
         err = igr_linger(r);
+    if (r->count > 0)
+        r->last_return_us = igr_now_us();
     if (err == -IGR_BATCH_FULL)
         err = 0;
     if (err < 0 && err != -EINTR)

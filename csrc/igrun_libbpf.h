@@ -113,7 +113,8 @@ int igr_has_ktime_get_boot_ns(void);
 struct igr_reader *igr_ring_new(int map_fd, size_t slot_size, size_t max_records, int *err);
 struct igr_reader *igr_perf_new(int map_fd, size_t page_cnt, unsigned int wakeup_bytes,
                                 size_t slot_size, size_t max_records, int *err);
-void igr_reader_set_batching(struct igr_reader *r, size_t min_records, unsigned int linger_us);
+void igr_reader_set_batching(struct igr_reader *r, size_t min_records, unsigned int linger_us,
+                             size_t buffer_bytes);
 int igr_reader_poll(struct igr_reader *r, int timeout_ms);
 void *igr_reader_data(struct igr_reader *r);
 unsigned int *igr_reader_sizes(struct igr_reader *r);

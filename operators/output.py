@@ -177,11 +177,11 @@ class OutputOperator(Operator):
         self.stream.flush()
         self._started = True
 
-    def write_bytes(self, data: bytes) -> None:
+    def write_bytes(self, data: memoryview) -> None:
         """UTF-8 text straight to the stream's bytes, skipping a decode and re-encode."""
         binary = getattr(self.stream, "buffer", None)
         if binary is None:
-            self.write(data.decode())
+            self.write(bytes(data).decode())
             return
         self.stream.flush()
         binary.write(data)

@@ -60,31 +60,31 @@ def batch() -> Batch:
 
 
 def test_every_kind_matches_json_dumps(batch: Batch) -> None:
-    got = JsonLines(FIELDS).encode(batch).decode()
+    got = bytes(JsonLines(FIELDS).encode(batch)).decode()
     assert got == reference(batch, FIELDS)
     assert json.loads(got.splitlines()[2])["comm"] == "\ufffdcafé\ufffd\ufffd\ufffd😀"
 
 
 def test_rows_taken_and_reordered(batch: Batch) -> None:
     taken = batch.take(np.array([4, 0, 2]))
-    assert JsonLines(FIELDS).encode(taken).decode() == reference(taken, FIELDS)
+    assert bytes(JsonLines(FIELDS).encode(taken)).decode() == reference(taken, FIELDS)
 
 
 def test_a_column_selection_and_an_operator_replacing_a_member(batch: Batch) -> None:
     batch.set_column("comm", np.array(["x", "y", "z", "w", "v"], dtype=object))
     fields = [FIELDS[2], FIELDS[0]]
-    assert JsonLines(fields).encode(batch).decode() == reference(batch, fields)
-    assert JsonLines(fields).encode(batch.take(np.zeros(5, bool))) == b""
+    assert bytes(JsonLines(fields).encode(batch)).decode() == reference(batch, fields)
+    assert bytes(JsonLines(fields).encode(batch.take(np.zeros(5, bool)))) == b""
 
 
 def test_no_fields_gives_empty_objects(batch: Batch) -> None:
-    assert JsonLines([]).encode(batch) == b"{}\n" * 5
+    assert bytes(JsonLines([]).encode(batch)) == b"{}\n" * 5
 
 
 def test_coded_columns_are_written_without_being_built(batch: Batch) -> None:
     table = np.array(["web", "db", ""], dtype=object)
     batch.set_coded("runtime.containerName", table, np.array([0, 1, -1, 0, 2]))
-    got = JsonLines(FIELDS).encode(batch.take(np.array([4, 2, 1]))).decode()
+    got = bytes(JsonLines(FIELDS).encode(batch.take(np.array([4, 2, 1])))).decode()
     assert "runtime.containerName" not in batch._columns
     assert got == reference(batch.take(np.array([4, 2, 1])), FIELDS)
     assert [json.loads(line)["runtime"]["containerName"] for line in got.splitlines()] == [

@@ -152,7 +152,7 @@ def test_ring_buffer_arrives_in_order_in_batches(object_path: Path) -> None:
 def test_a_trickle_of_records_lingers_into_few_batches(loaded: BpfObject) -> None:
     dtype = loaded.struct_dtype("event")
     reader = Reader.ring(loaded.map("events"), dtype.itemsize)
-    reader.batch(1000, 100)
+    reader.batch(1000, 100, 256 * 1024)
     loaded.attach("on_getsid")
 
     def trickle() -> None:
