@@ -71,6 +71,12 @@ class JsonLines:
         self._prefixes = [ffi.new("char[]", p.encode()) for p, _ in self.pieces]
         self._suffix = suffix.encode()
         self._out = np.empty(0, dtype=np.uint8)
+        self._cols = ffi.new("struct igr_json_col[]", max(len(self.pieces), 1))
+        for i, (text, _) in enumerate(self.pieces):
+            self._cols[i].prefix = self._prefixes[i]
+            self._cols[i].prefix_len = len(text.encode())
+        self._tables: dict[tuple[Any, ...], tuple[Any, Any, int]] = {}
+        """Encoded tables of distinct values by content: a stream's enrichment tables repeat."""
 
     def encode(self, batch: Batch) -> memoryview:
         """The batch's lines, in a buffer reused by the next call: write them out first.
@@ -79,11 +85,9 @@ class JsonLines:
         n = len(batch)
         if n == 0:
             return memoryview(b"")
-        cols = ffi.new("struct igr_json_col[]", max(len(self.pieces), 1))
+        cols = self._cols
         keep: list[Any] = []  # arrays the C structs point into, alive until the call returns
-        for i, (text, f) in enumerate(self.pieces):
-            cols[i].prefix = self._prefixes[i]
-            cols[i].prefix_len = len(text.encode())
+        for i, (_, f) in enumerate(self.pieces):
             self._describe(cols[i], batch, f, keep)
         ncols = len(self.pieces)
         cap = lib.igr_json_bound(cols, ncols, len(self._suffix), n)
@@ -100,7 +104,7 @@ class JsonLines:
         coded = batch.coded(f.name)
         if coded is not None:
             table, codes = coded
-            self._table(col, [dumps(v).encode() for v in table], codes, keep)
+            self._table(col, tuple((type(v), v) for v in table.tolist()), codes, keep)
             return
         values = batch.raw_values(f.name)
         if values is not None and values.dtype.kind == "S" and f.kind is Kind.STR:
@@ -128,29 +132,44 @@ class JsonLines:
         col.stride = values.strides[0]
         col.values = ffi.cast("const char *", values.ctypes.data)
 
-    @staticmethod
-    def _texts(col: Any, values: list[Any], keep: list[Any]) -> None:
+    def _texts(self, col: Any, values: list[Any], keep: list[Any]) -> None:
         """Each distinct value encoded once; rows point at their text."""
         distinct: dict[Any, int] = {}
         try:
-            index = [distinct.setdefault(v, len(distinct)) for v in values]
-            texts = [dumps(v).encode() for v in distinct]
+            index = [distinct.setdefault((type(v), v), len(distinct)) for v in values]
+            self._table(col, tuple(distinct), index, keep)
         except TypeError:  # unhashable values (lists): one text per row
             texts = [dumps(v).encode() for v in values]
-            index = list(range(len(values)))
-        JsonLines._table(col, texts, index, keep)
+            self._point_texts(col, self._encode_table(texts), range(len(values)), keep)
+
+    def _table(
+        self, col: Any, table: tuple[tuple[type, Any], ...], index: Any, keep: list[Any]
+    ) -> None:
+        """Rows given as positions in ``table``: a few distinct values, each with its type
+        (``True`` and ``1`` are equal keys, not equal JSON)."""
+        encoded = self._tables.get(table)
+        if encoded is None:
+            if len(self._tables) > 256:
+                self._tables.clear()
+            texts = [dumps(v).encode() for _, v in table]
+            encoded = self._tables[table] = self._encode_table(texts)
+        self._point_texts(col, encoded, index, keep)
 
     @staticmethod
-    def _table(col: Any, texts: list[bytes], index: Any, keep: list[Any]) -> None:
-        """Rows given as positions in a table of ready-made JSON texts."""
+    def _encode_table(texts: list[bytes]) -> tuple[Any, Any, int]:
         offsets = np.zeros(len(texts) + 1, dtype=np.uint64)
         np.cumsum([len(t) for t in texts], out=offsets[1:])
+        return ffi.from_buffer(b"".join(texts)), offsets, len(texts)
+
+    @staticmethod
+    def _point_texts(col: Any, encoded: tuple[Any, Any, int], index: Any, keep: list[Any]) -> None:
+        blob_ptr, offsets, count = encoded
         rows = np.ascontiguousarray(index, dtype=np.int32)
-        rows = np.where(rows < 0, rows + len(texts), rows)  # numpy's negative positions
-        blob_ptr = ffi.from_buffer(b"".join(texts))
+        if len(rows) and rows.min() < 0:
+            rows = np.where(rows < 0, rows + count, rows)  # numpy's negative positions
         keep += [blob_ptr, offsets, rows]
         col.kind = TEXT
-        col.size = len(texts)
+        col.size = count
         col.stride = 4
         col.values = ffi.cast("const char *", rows.ctypes.data)
         col.texts = blob_ptr

@@ -92,3 +92,12 @@ def test_coded_columns_are_written_without_being_built(batch: Batch) -> None:
         "",
         "db",
     ]
+
+
+def test_equal_values_of_other_types_stay_apart(batch: Batch) -> None:
+    mixed = np.empty(5, dtype=object)
+    mixed[:] = [True, 1, 1.0, False, 0]
+    batch.set_column("k8s.pod", mixed)
+    got = bytes(JsonLines(FIELDS).encode(batch)).decode()
+    assert [json.loads(line)["k8s"]["pod"] for line in got.splitlines()] == [True, 1, 1.0, False, 0]
+    assert got == reference(batch, FIELDS)
