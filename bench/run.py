@@ -37,6 +37,7 @@ from build import build  # noqa: E402
 
 RATES = (10_000, 100_000, 300_000, 1_000_000, 3_000_000)
 PER_TRIGGER = 50
+MIN_EVENTS = 100_000  # per cell
 PERF_PAGES = 1024  # per CPU, for C and igrun alike (igrun_consumer.Burst.perf_buffer_pages)
 START_TIMEOUT = 30.0
 LOADGEN_CPU, CONSUMER_CPU = 1, 0
@@ -230,7 +231,8 @@ def markdown(report: dict[str, object]) -> str:
     m = report["machine"]
     lines = [
         f"Machine: {m['cpu']}, {m['cpus']} CPUs, Linux {m['kernel']}, Python {m['python']}; "  # type: ignore[index]
-        f"{report['duration']} s per cell, {PER_TRIGGER} events per trigger, 56-byte events.",
+        f"{report['duration']} s per cell (at least {MIN_EVENTS:,} events), "
+        f"{PER_TRIGGER} events per trigger, 56-byte events.",
         "",
         "| consumer | offered ev/s | achieved ev/s | received | lost | consumer CPU s "
         "| events per CPU-s | vs C |",
@@ -289,7 +291,10 @@ def main() -> int:
         for consumer in CONSUMERS:
             if args.only and args.only not in consumer.name:
                 continue
-            cell = run_cell(consumer, paths[consumer.variant], rate, args.duration)
+            # Long enough for 100k events: CPU time is counted in ticks, and a low rate's
+            # few milliseconds need many of them to be measured well.
+            duration = max(args.duration, MIN_EVENTS / rate)
+            cell = run_cell(consumer, paths[consumer.variant], rate, duration)
             print(json.dumps(cell), flush=True)
             cells.append(cell)
     ratios(cells)

@@ -3,6 +3,7 @@
 Everything a plugin needs is importable from here; the submodules hold the details.
 """
 
+from igrun.core import fields
 from igrun.core.errors import (
     BpfError,
     EnvironmentProblem,
@@ -70,5 +71,6 @@ __all__ = [
     "TypeHint",
     "UsageError",
     "ValueHint",
+    "fields",
     "hookimpl",
 ]

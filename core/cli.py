@@ -13,13 +13,15 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from igrun.core.errors import IgrunError, UsageError
+from igrun.core.errors import GadgetNotFound, IgrunError, UsageError
 from igrun.core.gadget import Category, Gadget
 from igrun.core.params import ParamDesc, TypeHint
 
 if TYPE_CHECKING:
+    from igrun.core.config import RunSpec
     from igrun.core.plugins import PluginRegistry
 
 PROG = "igrun"
@@ -239,6 +241,9 @@ def _top_help(registry: PluginRegistry) -> str:
         "commands:",
         "  list                   the installed gadgets",
         "  list-containers [-w]   the containers igrun sees (-w: then watch them come and go)",
+        "  run FILE.bpf.o         run a compiled CO-RE object: no Python needed (--help: flags)",
+        "  --config FILE          start the runs of a config file (with a gadget: its defaults)",
+        "  config default|view    a complete config to start from | what igrun makes of yours",
         "  <category> <gadget>    run a gadget; '<category> <gadget> --help' lists its flags",
         "",
         "gadgets:",
@@ -249,20 +254,136 @@ def _top_help(registry: PluginRegistry) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_gadget(registry: PluginRegistry, name: str, argv: list[str]) -> int:
-    from igrun.core.runtime import Runtime
+def run_gadget(
+    registry: PluginRegistry, name: str, argv: list[str], config: Path | None = None
+) -> int:
+    """One gadget: values from its flags, then ``IGRUN_<KEY>``, then the config file's run of
+    this gadget (``--config``, else the user's default file), then the defaults."""
+    return run_gadget_class(registry, registry.gadget(name), argv, config)
 
-    gadget = registry.gadget(name)
+
+def run_gadget_class(
+    registry: PluginRegistry,
+    gadget: type[Gadget],
+    argv: list[str],
+    config: Path | None = None,
+    prog: str | None = None,
+) -> int:
+    """Parse ``argv`` against ``gadget``'s flags and run it (``prog`` names the command in
+    help and errors, e.g. ``igrun run x.bpf.o``)."""
+    from igrun.core import config as cfg
+    from igrun.core.runtime import RUNTIME_PARAMS, Runtime
+
     parser, routes = _gadget_parser(gadget, registry)
+    if prog is not None:
+        parser.prog = prog
     args = parser.parse_args(_join_dash_values(parser, argv))
     if args.verbose:
         _configure_logging(True)
-    runtime = Runtime(registry.operators())
-    gadget_params, runtime_params, operator_params = runtime.params_for(
-        gadget, _values(args, routes)
-    )
+    spec = _spec_from_file(registry, gadget, config)
+    runtime = Runtime(registry.operators(), chain=spec.chain)
+    environment = cfg.from_environment(gadget, runtime.operators_for(gadget), RUNTIME_PARAMS)
+    values = {**spec.values, **environment, **_values(args, routes)}
+    gadget_params, runtime_params, operator_params = runtime.params_for(gadget, values)
     runtime.run(gadget, gadget_params, runtime_params, operator_params, hooks=registry.hook)
     return 0
+
+
+def _specs(registry: PluginRegistry, path: Path) -> list[RunSpec]:
+    """Every run of a config file, checked against the gadgets and operators it names."""
+    from igrun.core import config as cfg
+    from igrun.core.runtime import RUNTIME_PARAMS
+
+    specs = []
+    for i, entry in enumerate(cfg.load(path).run):
+        try:
+            gadget = registry.gadget(entry.gadget)
+        except GadgetNotFound as exc:
+            raise UsageError(f"config {path}: run[{i}].gadget: {exc}") from None
+        try:
+            spec = cfg.resolve(entry, f"run[{i}]", gadget, registry.operators(), RUNTIME_PARAMS)
+        except UsageError as exc:
+            raise UsageError(f"config {path}: {exc}") from None
+        specs.append(spec)
+    return specs
+
+
+def _spec_from_file(registry: PluginRegistry, gadget: type[Gadget], path: Path | None) -> RunSpec:
+    from igrun.core import config as cfg
+
+    if path is None:
+        path = cfg.default_path()
+        if not cfg.readable(path):
+            return cfg.RunSpec(gadget)
+    mine = [s for s in _specs(registry, path) if s.gadget is gadget]
+    return mine[0] if mine else cfg.RunSpec(gadget)
+
+
+def run_config(registry: PluginRegistry, path: Path) -> int:
+    """``igrun --config FILE``: every run of the file at once."""
+    from igrun.core import config as cfg
+    from igrun.core.multirun import run_all
+    from igrun.core.runtime import RUNTIME_PARAMS, Runtime
+
+    specs = _specs(registry, path)
+    if not specs:
+        raise UsageError(f"config {path}: no [[run]] to start")
+    for spec in specs:
+        ops = Runtime(registry.operators(), chain=spec.chain).operators_for(spec.gadget)
+        spec.values.update(cfg.from_environment(spec.gadget, ops, RUNTIME_PARAMS))
+    if len(specs) == 1:
+        spec = specs[0]
+        runtime = Runtime(registry.operators(), chain=spec.chain)
+        params = runtime.params_for(spec.gadget, spec.values)
+        runtime.run(spec.gadget, *params, hooks=registry.hook)
+        return 0
+
+    def report(spec: RunSpec, exc: BaseException) -> None:
+        what = exc if isinstance(exc, IgrunError) else f"{type(exc).__name__}: {exc}"
+        sys.stderr.write(f"{PROG}: error: {spec.gadget.full_name()}: {what}\n")
+
+    errors = run_all(specs, registry.operators(), hooks=registry.hook, on_error=report)
+    return 1 if errors else 0
+
+
+def cmd_config(registry: PluginRegistry, argv: list[str], path: Path | None, out: Any) -> int:
+    """``igrun config default [GADGET]``: a complete config to start from;
+    ``igrun config view [GADGET]``: what the file and the environment make of it."""
+    from igrun.core import config as cfg
+    from igrun.core.runtime import RUNTIME_PARAMS, Runtime
+
+    if not argv or argv[0] not in ("default", "view"):
+        raise UsageError(f"{PROG} config: use 'config default [GADGET]' or 'config view [GADGET]'")
+    action, name = argv[0], " ".join(argv[1:])
+    if action == "default":
+        gadget = registry.gadget(name or "trace exec")
+        specs = [cfg.RunSpec(gadget)]
+    else:
+        file = path or cfg.default_path()
+        specs = _specs(registry, file) if cfg.readable(file) else []
+        if name:
+            gadget = registry.gadget(name)
+            specs = [s for s in specs if s.gadget is gadget][:1] or [cfg.RunSpec(gadget)]
+        elif not specs:
+            raise UsageError(f"no config file at {file} (see '{PROG} config default')")
+    for spec in specs:
+        ops = Runtime(registry.operators(), chain=spec.chain).operators_for(spec.gadget)
+        if action == "view":
+            spec.values.update(cfg.from_environment(spec.gadget, ops, RUNTIME_PARAMS))
+        out.write(cfg.to_toml(spec, ops, RUNTIME_PARAMS))
+    return 0
+
+
+def _take_config(args: list[str]) -> tuple[Path | None, list[str]]:
+    """``--config FILE`` (or ``--config=FILE``) from anywhere in the arguments."""
+    for i, arg in enumerate(args):
+        if arg == "--config":
+            if i + 1 >= len(args):
+                raise UsageError(f"{PROG}: --config needs a file")
+            return Path(args[i + 1]), args[:i] + args[i + 2 :]
+        if arg.startswith("--config="):
+            return Path(arg.removeprefix("--config=")), args[:i] + args[i + 1 :]
+    return None, args
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -294,6 +415,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from igrun.core.plugins import registry
 
         reg = registry()
+        config, args = _take_config(args)
+        if config is not None and all(a in ("-v", "--verbose") for a in args):
+            return run_config(reg, config)
         if not args or args[0] in ("-h", "--help", "help"):
             sys.stdout.write(_top_help(reg))
             return 0
@@ -304,8 +428,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_list(reg, sys.stdout)
         if args[0] == "list-containers":
             return cmd_list_containers(args[1:], sys.stdout)
+        if args[0] == "run":
+            from igrun.core.objectrun import cmd_run
+
+            return cmd_run(args[1:])
+        if args[0] == "config":
+            return cmd_config(reg, args[1:], config, sys.stdout)
         name, rest = _split_gadget_name(args)
-        return run_gadget(reg, name, rest)
+        return run_gadget(reg, name, rest, config)
     except SystemExit as exc:  # argparse's --help
         return int(exc.code or 0)
     except BrokenPipeError:

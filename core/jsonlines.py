@@ -36,11 +36,12 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def layout(fields: Sequence[Field]) -> tuple[list[tuple[str, Field]], str]:
+def layout(fields: Sequence[Field], lead: str = "") -> tuple[list[tuple[str, Field]], str]:
     """The text before each field's value, and after the last one.
 
     Keys come in :meth:`Batch.to_dicts` order: flat keys first, then one object per dotted
-    prefix (``runtime.containerName`` goes into ``"runtime":{…}``).
+    prefix (``runtime.containerName`` goes into ``"runtime":{…}``). ``lead`` is written first
+    in every object (``"gadget":"trace exec"`` when several gadgets share the output).
     """
     flat = [(f.json_key, f) for f in fields if "." not in f.json_key]
     groups: dict[str, list[tuple[str, Field]]] = {}
@@ -49,7 +50,7 @@ def layout(fields: Sequence[Field]) -> tuple[list[tuple[str, Field]], str]:
             outer, _, inner = f.json_key.partition(".")
             groups.setdefault(outer, []).append((inner, f))
     pieces: list[tuple[str, Field]] = []
-    opening = "{"
+    opening = "{" + (lead + "," if lead else "")
     for key, f in flat:
         pieces.append((f"{opening}{dumps(key)}:", f))
         opening = ","
@@ -59,15 +60,16 @@ def layout(fields: Sequence[Field]) -> tuple[list[tuple[str, Field]], str]:
             pieces.append((f"{inner_opening}{dumps(key)}:", f))
             inner_opening = ","
         opening = "},"
-    suffix = ("}}" if groups else "}") if pieces else "{}"
+    suffix = ("}}" if groups else "}") if pieces else "{" + lead + "}"
     return pieces, suffix + "\n"
 
 
 class JsonLines:
     """Encodes batches of one schema's ``fields`` as JSON lines (UTF-8 bytes)."""
 
-    def __init__(self, fields: Sequence[Field]) -> None:
-        self.pieces, suffix = layout([f for f in fields if f.in_json])
+    def __init__(self, fields: Sequence[Field], tag: str | None = None) -> None:
+        lead = f'"gadget":{dumps(tag)}' if tag else ""
+        self.pieces, suffix = layout([f for f in fields if f.in_json], lead)
         self._prefixes = [ffi.new("char[]", p.encode()) for p, _ in self.pieces]
         self._suffix = suffix.encode()
         self._out = np.empty(0, dtype=np.uint8)

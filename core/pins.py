@@ -79,15 +79,16 @@ class PinDir:
         self.path = path
 
     @classmethod
-    def create(cls, root: Path = PIN_ROOT) -> PinDir:
-        """Check bpffs, clean up after dead runs and make this run's folder."""
+    def create(cls, root: Path = PIN_ROOT, name: str | None = None) -> PinDir:
+        """Check bpffs, clean up after dead runs and make this run's folder (``name``
+        defaults to the process's run id; several runs of one process name theirs)."""
         if fs_type(BPFFS) != "bpf" and root.is_relative_to(BPFFS):
             raise EnvironmentProblem(
                 f"bpffs is not mounted at {BPFFS}: mount it with 'mount -t bpf bpf {BPFFS}'"
             )
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         remove_stale(root)
-        path = root / run_id()
+        path = root / (name or run_id())
         remove_tree(path)
         path.mkdir(mode=0o700)
         return cls(path)

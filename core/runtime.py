@@ -12,7 +12,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
@@ -21,7 +21,7 @@ from typing import Any
 from igrun.core.errors import EnvironmentProblem
 from igrun.core.gadget import Gadget, GadgetContext, InitClose, ResultRunner, Runner
 from igrun.core.log import get_logger
-from igrun.core.operator import Chain, Operator, order
+from igrun.core.operator import PRIORITY_OUTPUT, Chain, Operator, order
 from igrun.core.params import ParamDesc, Params, TypeHint
 from igrun.core.pins import PIN_ROOT, PinDir
 from igrun.core.schema import Batch
@@ -122,14 +122,33 @@ class Run:
 
 
 class Runtime:
-    """Runs gadgets on the local host."""
+    """Runs gadgets on the local host.
 
-    def __init__(self, operators: list[type[Operator]], pin_root: Path = PIN_ROOT) -> None:
+    ``chain`` (operator names, from a config file) fixes which operators run and in what
+    order; operators with the output priority still come last. Without it, every operator that
+    applies runs, ordered by dependencies and priority.
+    """
+
+    def __init__(
+        self,
+        operators: list[type[Operator]],
+        pin_root: Path = PIN_ROOT,
+        chain: Sequence[str] | None = None,
+        pin_name: str | None = None,
+    ) -> None:
         self.operators = operators
         self.pin_root = pin_root
+        self.chain = chain
+        self.pin_name = pin_name
 
     def operators_for(self, gadget: type[Gadget]) -> list[type[Operator]]:
-        return order([op for op in self.operators if op.can_operate_on(gadget)])
+        applicable = [op for op in self.operators if op.can_operate_on(gadget)]
+        if self.chain is None:
+            return order(applicable)
+        by_name = {op.name: op for op in applicable}
+        chosen = [by_name[name] for name in self.chain if name in by_name]
+        outputs = [op for op in order(applicable) if op.priority >= PRIORITY_OUTPUT]
+        return [op for op in chosen if op not in outputs] + outputs
 
     def params_for(
         self, gadget: type[Gadget], values: Mapping[str, str] | None = None
@@ -153,12 +172,15 @@ class Runtime:
         hooks: Any = None,
         prepare: Any = None,
         extra: Mapping[str, Any] | None = None,
+        on_context: Any = None,
     ) -> GadgetContext:
         """Run ``gadget_cls`` until it ends; return its context (e.g. for ``lost_total``).
 
         ``prepare(ctx, operators)`` may adjust operator instances before they start (tests use
         it to capture output); ``extra`` seeds :attr:`GadgetContext.extra` (e.g. a shared
-        mount-ns filter map under ``"mntns_filter_map"``).
+        mount-ns filter map under ``"mntns_filter_map"``). ``on_context(ctx)``, when given,
+        replaces the SIGINT/SIGTERM handling (only the main thread may install it): a caller
+        running several gadgets in threads gets each context to cancel them itself.
         """
         for params in (gadget_params, runtime_params, *operator_params.values()):
             params.validate()
@@ -175,9 +197,11 @@ class Runtime:
             extra=dict(extra or {}),
         )
         error: BaseException | None = None
+        if on_context is not None:
+            on_context(ctx)
         with ExitStack() as stack:
             try:
-                self._run(ctx, stack, hooks, prepare)
+                self._run(ctx, stack, hooks, prepare, signals=on_context is None)
             except BaseException as exc:
                 error = exc
                 raise
@@ -187,11 +211,14 @@ class Runtime:
                     hooks.igrun_run_finished(ctx=ctx, error=error)
         return ctx
 
-    def _run(self, ctx: GadgetContext, stack: ExitStack, hooks: Any, prepare: Any) -> None:
-        pins = PinDir.create(self.pin_root)
+    def _run(
+        self, ctx: GadgetContext, stack: ExitStack, hooks: Any, prepare: Any, signals: bool
+    ) -> None:
+        pins = PinDir.create(self.pin_root, self.pin_name)
         stack.callback(pins.cleanup)
         ctx.pins = pins
-        stack.enter_context(_stop_on_signals(ctx))
+        if signals:
+            stack.enter_context(_stop_on_signals(ctx))
 
         # Operators check their params against the fields they will see before anything
         # loads, so a typo in -F costs no BPF load.

@@ -8,12 +8,18 @@ that carries a mount-namespace id — a whole batch at a time, grouped by id.
 
 Defaults are ``ig``'s: no flag traces every container and no host process; ``--host`` adds
 host processes; ``-c/--containername`` selects containers by name or id.
+
+Several runs of one process (a config file with several gadgets) share one collection, one
+discovery and one filter map per selection, through a :class:`SharedContainers` in their
+``ctx.extra``; the last run to stop releases them.
 """
 
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -113,6 +119,22 @@ def attribute(
     return pool, owners
 
 
+@dataclass
+class SharedContainers:
+    """What the runs of one process share: the collection, its discovery, and one filter
+    map per container selection (with the operator that keeps it in sync)."""
+
+    collection: ContainerCollection = field(default_factory=ContainerCollection)
+    discovery: Discovery | None = None
+    users: int = 0
+    filters: dict[tuple[str, ...], ContainersOperator] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+SHARED = "shared_containers"
+"""Key of ``ctx.extra`` holding a :class:`SharedContainers`."""
+
+
 class ContainersOperator(Operator):
     name = "containers"
     description = "container selection (in the kernel) and enrichment"
@@ -152,8 +174,11 @@ class ContainersOperator(Operator):
         super().__init__(ctx, params)
         self.selector = Selector(tuple(params.get("containername")))
         self.host = bool(params.get("host"))
-        self.collection: ContainerCollection = ctx.extra.setdefault(
-            "containers", ContainerCollection()
+        self.shared: SharedContainers | None = ctx.extra.get(SHARED)
+        self.collection: ContainerCollection = (
+            self.shared.collection
+            if self.shared is not None
+            else ctx.extra.setdefault("containers", ContainerCollection())
         )
         self.discovery: Discovery | None = None
         self.filter_map: Map | None = None
@@ -168,6 +193,19 @@ class ContainersOperator(Operator):
     def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
         self = cls(ctx, params)
         clients = select_clients(params.get("runtimes"), params.get("containerd-namespace"))
+        if self.shared is not None:
+            with self.shared.lock:
+                self.shared.users += 1
+                try:
+                    if self.kernel_filter:
+                        self._share_filter_map(self.shared)
+                    if self.shared.discovery is None:
+                        self.shared.discovery = Discovery(self.collection, clients)
+                        self.shared.discovery.start()
+                except BaseException:
+                    self.shared.users -= 1
+                    raise
+            return self
         try:
             if self.kernel_filter:
                 self._make_filter_map()
@@ -177,6 +215,15 @@ class ContainersOperator(Operator):
             self.post_run()
             raise
         return self
+
+    def _share_filter_map(self, shared: SharedContainers) -> None:
+        key = tuple(sorted(self.selector.names))
+        keeper = shared.filters.get(key)
+        if keeper is None:
+            self._make_filter_map()
+            shared.filters[key] = self
+        else:
+            self.ctx.extra["mntns_filter_map"] = keeper.filter_map
 
     @property
     def kernel_filter(self) -> bool:
@@ -229,6 +276,18 @@ class ContainersOperator(Operator):
         return batch
 
     def post_run(self) -> None:
+        shared, self.shared = self.shared, None
+        if shared is not None:
+            with shared.lock:
+                shared.users -= 1
+                if shared.users > 0:
+                    return  # the last run to stop releases what the runs share
+                keepers = list(shared.filters.values())
+                shared.filters.clear()
+                self.discovery, shared.discovery = shared.discovery, None
+            for keeper in keepers:
+                if keeper is not self:
+                    keeper.post_run()
         if self.discovery is not None:
             self.discovery.stop()
             self.discovery = None

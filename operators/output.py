@@ -9,6 +9,7 @@ for the whole batch at once (:mod:`igrun.core.jsonlines`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -124,6 +125,9 @@ class OutputOperator(Operator):
         self._header_due = True
         self._started = False
         self._json: JsonLines | None = None
+        self.tag: str | None = ctx.extra.get("tag")
+        """Set when several gadgets share stdout: every record and line says whose it is."""
+        self._lock: Any = ctx.extra.get("output_lock")
 
     @classmethod
     def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
@@ -136,7 +140,7 @@ class OutputOperator(Operator):
         self.format, self.columns = parse_output(self.values.raw("output"), schema)
         self.widths = [f.width for f in self.columns]
         if self.format == "json":
-            self._json = JsonLines(self.columns)
+            self._json = JsonLines(self.columns, self.tag)
         if self.format == "columns" and self.stream.isatty():
             self.widths = scale_widths(self.columns, shutil.get_terminal_size().columns)
 
@@ -145,7 +149,8 @@ class OutputOperator(Operator):
         cells = [_fit(n, w, f) for n, w, f in zip(names, self.widths, self.columns, strict=True)]
         cells[-1] = names[-1] if self.columns[-1].column.align == "left" else cells[-1]
         prefix = "\n" if self._started else ""
-        return prefix + " ".join(cells).rstrip() + "\n"
+        tag = f"{'GADGET':<22} " if self.tag else ""
+        return prefix + tag + " ".join(cells).rstrip() + "\n"
 
     def _columns(self, batch: Batch) -> str:
         cols = []
@@ -157,6 +162,8 @@ class OutputOperator(Operator):
             else:
                 cols.append([_fit(t, width, f) for t in texts])
         lines = [" ".join(row).rstrip() for row in zip(*cols, strict=True)]
+        if self.tag:
+            lines = [f"{self.tag:<22} {line}" for line in lines]
         out = "\n".join(lines) + "\n"
         if self._header_due:
             out = self._header() + out
@@ -173,8 +180,9 @@ class OutputOperator(Operator):
         return "".join("---\n" + yaml.safe_dump(r, sort_keys=False) for r in records)
 
     def write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
+        with self._lock or contextlib.nullcontext():
+            self.stream.write(text)
+            self.stream.flush()
         self._started = True
 
     def write_bytes(self, data: memoryview) -> None:
@@ -183,9 +191,10 @@ class OutputOperator(Operator):
         if binary is None:
             self.write(bytes(data).decode())
             return
-        self.stream.flush()
-        binary.write(data)
-        binary.flush()
+        with self._lock or contextlib.nullcontext():
+            self.stream.flush()
+            binary.write(data)
+            binary.flush()
         self._started = True
 
     def process(self, batch: Batch) -> Batch:
@@ -204,7 +213,8 @@ class OutputOperator(Operator):
 
     def warn(self, message: str) -> None:
         if self.format != "columns":
-            self.write(self._records([{"type": "warn", "message": message}]))
+            record = {"gadget": self.tag} if self.tag else {}
+            self.write(self._records([{**record, "type": "warn", "message": message}]))
 
     def post_run(self) -> None:
         if self.columns and self.format == "columns" and not self._started and self._header_due:

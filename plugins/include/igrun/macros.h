@@ -12,4 +12,20 @@
 		__attribute__((unused));                                                      \
 	const struct event_type *__gadget_tracer_type_##name __attribute__((unused))
 
+/*
+ * GADGET_SNAPSHOTTER(name, struct, program) declares that the iterator `program` writes
+ * records of `struct` with bpf_seq_write(): `igrun run` reads the iterator once and shows
+ * every record. Like GADGET_TRACER it keeps the struct in the object's BTF.
+ */
+#define GADGET_SNAPSHOTTER(name, event_type, program)                                      \
+	const void *gadget_snapshotter_##name##___##event_type##___##program                  \
+		__attribute__((unused));                                                      \
+	const struct event_type *__gadget_snapshotter_type_##name __attribute__((unused))
+
+/*
+ * GADGET_PARAM(var) makes the global `var` (a `const volatile` integer, bool or char array)
+ * a flag of `igrun run`: --var, typed after the variable, its initial value the default.
+ */
+#define GADGET_PARAM(var) const void *gadget_param_##var __attribute__((unused))
+
 #endif

@@ -1,0 +1,96 @@
+"""Several gadgets at once, from one config file.
+
+Each run gets a thread of its own and its own pin folder inside the process's one, and they
+share what containers cost: one collection, one discovery, and one mount-ns filter map per
+selection (see ``operators/containers.py``). Their output goes to the same stdout, one whole
+batch at a time, each record or line tagged with its gadget. One Ctrl-C (or SIGTERM) ends them
+all; each still ends on its own timeout. Params are all checked before anything loads; a run
+that fails later (its BPF object does not load, say) is reported in one line and the others
+go on.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from igrun.core.config import RunSpec
+from igrun.core.gadget import GadgetContext
+from igrun.core.operator import Operator
+from igrun.core.pins import PIN_ROOT, PinDir
+from igrun.core.runtime import Runtime, check_host
+
+JOIN_SECONDS = 0.2  # how often the main thread looks up from waiting, to take signals
+
+
+def run_all(
+    specs: Sequence[RunSpec],
+    operators: list[type[Operator]],
+    hooks: Any = None,
+    on_error: Callable[[RunSpec, BaseException], None] | None = None,
+) -> list[BaseException]:
+    """Run every spec until each ends; return the failures (``on_error`` hears of each as
+    it happens). Ctrl-C during the run is not a failure."""
+    from igrun.operators.containers import SHARED, SharedContainers
+
+    check_host()
+    params = [Runtime(operators, chain=s.chain).params_for(s.gadget, s.values) for s in specs]
+    for gadget_params, runtime_params, operator_params in params:
+        for p in (gadget_params, runtime_params, *operator_params.values()):
+            p.validate()
+
+    top = PinDir.create(PIN_ROOT)
+    runtimes = [
+        Runtime(operators, pin_root=top.path, chain=spec.chain, pin_name=f"run{i}")
+        for i, spec in enumerate(specs)
+    ]
+    shared: dict[str, Any] = {SHARED: SharedContainers(), "output_lock": threading.Lock()}
+    contexts: list[GadgetContext] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def started(ctx: GadgetContext) -> None:
+        with lock:
+            contexts.append(ctx)
+
+    def cancel_all() -> None:
+        with lock:
+            for ctx in contexts:
+                ctx.cancel()
+
+    def work(rt: Runtime, spec: RunSpec, p: tuple[Any, Any, Any]) -> None:
+        try:
+            rt.run(
+                spec.gadget,
+                *p,
+                hooks=hooks,
+                extra={**shared, "tag": spec.gadget.full_name()},
+                on_context=started,
+            )
+        except BaseException as exc:  # the other runs go on
+            with lock:
+                errors.append(exc)
+            if on_error is not None:
+                on_error(spec, exc)
+
+    threads = [
+        threading.Thread(target=work, args=(rt, spec, p), name=f"igrun-{spec.gadget.id()}")
+        for rt, spec, p in zip(runtimes, specs, params, strict=True)
+    ]
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: cancel_all())
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(JOIN_SECONDS)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        top.cleanup()
+    return errors

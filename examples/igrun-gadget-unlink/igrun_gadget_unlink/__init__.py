@@ -1,0 +1,126 @@
+"""``trace unlink``: files and directories removed, by whom, and whether it worked.
+
+A third-party igrun gadget: a BPF program (``unlink.bpf.c``, compiled when the package is
+built) plus the class below, which names the fields of its event once. It uses igrun's
+public API only: ``igrun.core``, ``igrun.core.tracer`` and ``igrun.core.fields``.
+
+Hooks the ``syscalls`` tracepoints of ``unlinkat``, ``unlink`` and ``rmdir``, a stable ABI:
+no kprobe is needed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from igrun.core import (
+    Batch,
+    Category,
+    Column,
+    Field,
+    GadgetContext,
+    Kind,
+    ParamDesc,
+    Schema,
+    TypeHint,
+    fields,
+    hookimpl,
+)
+from igrun.core.tracer import BpfTracer
+
+AT_REMOVEDIR = 0x200
+
+
+def flag_names(flags: int) -> str:
+    """unlinkat's flags as text: ``AT_REMOVEDIR``, empty for none, hex for unknown bits."""
+    names = ["AT_REMOVEDIR"] if flags & AT_REMOVEDIR else []
+    rest = flags & ~AT_REMOVEDIR
+    if rest:
+        names.append(hex(rest))
+    return "|".join(names)
+
+
+def _flags(batch: Batch) -> Any:
+    # Decoded once per distinct value: a batch holds thousands of removals, few flag values.
+    return fields.per_distinct(batch.member("flags"), flag_names)
+
+
+def _errors(batch: Batch) -> Any:
+    failed = np.minimum(batch.member("ret").astype(np.int64), 0)  # -errno, or 0
+    return fields.per_distinct(failed, fields.errno_name)
+
+
+_RIGHT = Column(min_width=7, align="right")
+
+
+class TraceUnlink(BpfTracer):
+    name = "unlink"
+    category = Category.TRACE
+    description = "Trace files and directories removed"
+    bpf_object = "unlink.bpf.o"
+    params = (
+        ParamDesc(
+            "failed",
+            type_hint=TypeHint.BOOL,
+            default="false",
+            description="show only removals that failed",
+        ),
+    )
+    examples: ClassVar[tuple[str, ...]] = (
+        "igrun trace unlink",
+        "igrun trace unlink --host -o json",
+        "igrun trace unlink --failed -o columns=+error",
+    )
+    schema = Schema(
+        [
+            fields.timestamp("when the call returned"),
+            fields.mntns("mount namespace id"),
+            Field("pid", Kind.UINT, "process id", column=_RIGHT),
+            Field("tid", Kind.UINT, "thread id that called it", column=_RIGHT),
+            Field("uid", Kind.UINT, "user id", column=Column(hidden=True, align="right")),
+            Field("comm", Kind.STR, "command name", column=Column(max_width=16)),
+            Field(
+                "dirfd",
+                Kind.INT,
+                "directory a relative path is relative to (-100: the working directory)",
+                column=Column(width=5, hidden=True, align="right"),
+            ),
+            Field(
+                "path",
+                Kind.STR,
+                "path as passed (up to 4095 bytes)",
+                column=Column(min_width=24, width=32),
+            ),
+            Field(
+                "flags",
+                Kind.STR,
+                "unlinkat's flags (AT_REMOVEDIR: a directory, as rmdir)",
+                decode=_flags,
+                column=Column(width=12, hidden=True),
+            ),
+            Field(
+                "ret",
+                Kind.INT,
+                "what the call returned: 0, or -errno",
+                column=Column(width=4, fixed=True, align="right"),
+            ),
+            Field(
+                "error",
+                Kind.STR,
+                "why it failed (errno name), empty when it worked",
+                decode=_errors,
+                column=Column(width=12, hidden=True),
+            ),
+        ],
+        struct="event",
+    )
+
+    def constants(self, ctx: GadgetContext) -> dict[str, int | bool | bytes]:
+        """The params as the ``const volatile`` globals of ``unlink.bpf.c``."""
+        return {"failed_only": bool(ctx.gadget_params.get("failed"))}
+
+
+@hookimpl
+def igrun_register_gadgets(register: Any) -> None:
+    register(TraceUnlink)

@@ -1,0 +1,654 @@
+"""``--metrics-config FILE``: export counters, gauges and histograms of the events to Prometheus.
+
+Inspektor Gadget has a prometheus gadget driven by a metrics file; here the same file drives an
+operator, so the events of any gadget can feed it. The TOML file declares the metrics::
+
+    [[counters]]
+    name = "igrun_execs_total"
+    labels = ["comm", "runtime.containerName"]
+
+    [[histograms]]
+    name = "igrun_fsslower_latency"
+    labels = ["op"]
+    field = "latency"
+    buckets = [10, 100, 1000, 10000]
+
+It is checked with pydantic against the gadget's fields before anything loads, so a typo is
+one line naming the key (``metrics config: counters[0].labels: no column "nope"``).
+
+The work is per batch, never per event: rows are grouped by their label values once (the codes
+of a coded column, or ``np.unique``), counted and summed with ``np.bincount``, and bucketed
+with ``np.searchsorted``; then each label set costs one dict update per batch. The state lives
+in a custom collector on a private registry: prometheus_client's own ``Histogram`` only has
+``observe()``, one call per value, while bucket counts added per batch are exact and cheap.
+
+The operator sits after the filters (it counts what ``-F`` keeps) and before sort and limit,
+and passes every batch on unchanged.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import math
+import re
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any, ClassVar, get_args
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+import numpy as np
+
+from igrun.core.errors import IgrunError, ParamError
+from igrun.core.gadget import GadgetContext
+from igrun.core.hookspecs import hookimpl
+from igrun.core.operator import PRIORITY_FILTER, Operator
+from igrun.core.params import ParamDesc, Params
+from igrun.core.schema import Array, Batch, Field, Kind, Schema, decode_cstrings
+from igrun.operators._common import resolve_column
+from igrun.operators.filter import Filter, parse_filter
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric as MetricFamily
+
+PRIORITY_METRICS = PRIORITY_FILTER + 50
+"""After the filters (count what ``-F`` keeps), before sort and limit."""
+
+_METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_NOT_IN_LABEL = re.compile(r"[^a-zA-Z0-9_]")
+
+LabelKey = tuple[str, ...]
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class MetricKind(enum.StrEnum):
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+
+
+_SECTIONS = {
+    "counters": MetricKind.COUNTER,
+    "gauges": MetricKind.GAUGE,
+    "histograms": MetricKind.HISTOGRAM,
+}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One declared metric, its names resolved to the gadget's fields."""
+
+    kind: MetricKind
+    name: str
+    help: str
+    labels: tuple[Field, ...]
+    label_names: tuple[str, ...]
+    """The Prometheus label names: the fields' JSON keys with ``.`` made ``_``."""
+    field: Field | None = None
+    buckets: tuple[float, ...] = ()
+    filters: tuple[Filter, ...] = ()
+
+    def series(self) -> set[str]:
+        """The sample names this metric exposes, to find clashes between metrics."""
+        if self.kind is MetricKind.COUNTER:
+            base = self.name.removesuffix("_total")
+            return {base, f"{base}_total", f"{base}_created"}
+        if self.kind is MetricKind.HISTOGRAM:
+            return {self.name, *(f"{self.name}_{s}" for s in ("bucket", "sum", "count"))}
+        return {self.name}
+
+
+# ---- the config file -------------------------------------------------------------------------
+
+
+def label_name(f: Field) -> str:
+    """``runtime.containerName`` -> ``runtime_containerName``: a valid Prometheus label."""
+    key = f.json_key if f.in_json else f.name
+    name = _NOT_IN_LABEL.sub("_", key)
+    return f"_{name}" if name[:1].isdigit() else name
+
+
+def _resolve(name: str, schema: Schema) -> Field:
+    """The field called ``name`` (its name or JSON key), or ``ValueError`` saying why not."""
+    try:
+        return resolve_column(name, schema, "field")
+    except ParamError as exc:
+        raise ValueError(str(exc).removeprefix("invalid field: ")) from None
+
+
+@cache
+def _config_model() -> Any:
+    """The pydantic models of the config file, built on first use (pydantic costs ~70 ms)."""
+    from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
+    from pydantic_core import PydanticCustomError
+
+    def problem(message: str) -> PydanticCustomError:
+        return PydanticCustomError("metrics_config", message)
+
+    def schema_of(info: ValidationInfo) -> Schema:
+        return (info.context or {})["schema"]  # type: ignore[no-any-return]
+
+    class MetricConfig(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        reserved: ClassVar[frozenset[str]] = frozenset()
+        name: str
+        help: str = ""
+        labels: list[str] = []
+        field: str = ""
+        filter: list[str] = []
+
+        @field_validator("name")
+        @classmethod
+        def _name(cls, value: str) -> str:
+            if not _METRIC_NAME.match(value):
+                raise problem(
+                    f'"{value}" is not a Prometheus metric name '
+                    "(letters, digits, _ and :, not starting with a digit)"
+                )
+            return value
+
+        @field_validator("labels")
+        @classmethod
+        def _labels(cls, value: list[str], info: ValidationInfo) -> list[str]:
+            names: dict[str, str] = {}
+            for label in value:
+                try:
+                    f = _resolve(label, schema_of(info))
+                except ValueError as exc:
+                    raise problem(str(exc)) from None
+                name = label_name(f)
+                if name in names:
+                    raise problem(f'"{label}" and "{names[name]}" are the same label {name}')
+                if name.startswith("__") or name in cls.reserved:
+                    raise problem(f'"{label}": the label name {name} is reserved')
+                names[name] = label
+            return value
+
+        @field_validator("field")
+        @classmethod
+        def _field(cls, value: str, info: ValidationInfo) -> str:
+            if not value:
+                return value
+            try:
+                f = _resolve(value, schema_of(info))
+            except ValueError as exc:
+                raise problem(str(exc)) from None
+            if not f.kind.numeric:
+                raise problem(f'"{value}" is a {f.kind.value}, not a number')
+            return value
+
+        @field_validator("filter")
+        @classmethod
+        def _filter(cls, value: list[str], info: ValidationInfo) -> list[str]:
+            for expr in value:
+                try:
+                    parse_filter(expr, schema_of(info))
+                except ParamError as exc:
+                    raise problem(str(exc)) from None
+            return value
+
+    class HistogramConfig(MetricConfig):
+        reserved: ClassVar[frozenset[str]] = frozenset({"le"})  # the bucket label
+        field: str
+        buckets: list[float]
+
+        @field_validator("field")
+        @classmethod
+        def _needs_field(cls, value: str) -> str:
+            if not value:
+                raise problem("a histogram needs the numeric field it buckets")
+            return value
+
+        @field_validator("buckets")
+        @classmethod
+        def _buckets(cls, value: list[float]) -> list[float]:
+            if not value:
+                raise problem("give at least one upper bound (+Inf is added)")
+            if not all(math.isfinite(b) for b in value):
+                raise problem("bounds must be finite numbers (+Inf is added)")
+            if any(b >= c for b, c in itertools.pairwise(value)):
+                raise problem("bounds must be strictly increasing")
+            return value
+
+    class MetricsConfig(BaseModel):
+        model_config = ConfigDict(extra="forbid", frozen=True)
+        counters: list[MetricConfig] = []
+        gauges: list[MetricConfig] = []
+        histograms: list[HistogramConfig] = []
+
+        @model_validator(mode="after")
+        def _some(self) -> MetricsConfig:
+            if not (self.counters or self.gauges or self.histograms):
+                raise problem(
+                    "declares no metrics (add [[counters]], [[gauges]] or [[histograms]])"
+                )
+            return self
+
+    return MetricsConfig
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """``("counters", 0, "labels")`` -> ``counters[0].labels``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> str:
+    """The keys allowed where an unknown one was found: the top level, or one metric."""
+    model = _config_model()
+    if len(loc) > 1 and loc[0] in model.model_fields:
+        (model,) = get_args(model.model_fields[loc[0]].annotation)  # list[XConfig]
+    return ", ".join(model.model_fields)
+
+
+def parse_config(text: str, schema: Schema) -> list[Metric]:
+    """The metrics a TOML config declares, checked against ``schema``, or a :class:`ParamError`
+    that names the key."""
+    import tomllib
+
+    from pydantic import ValidationError
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ParamError(f"metrics config: not valid TOML: {exc}") from None
+    try:
+        config = _config_model().model_validate(data, context={"schema": schema})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = _where(tuple(first["loc"]))
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = f"unknown key (known: {_known_keys(tuple(first['loc']))})"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        prefix = f"metrics config: {where}: " if where else "metrics config: "
+        raise ParamError(prefix + message + more) from None
+
+    metrics: list[Metric] = []
+    seen: dict[str, str] = {}
+    for section, kind in _SECTIONS.items():
+        for i, m in enumerate(getattr(config, section)):
+            labels = tuple(_resolve(name, schema) for name in m.labels)
+            metric = Metric(
+                kind=kind,
+                name=m.name,
+                help=m.help,
+                labels=labels,
+                label_names=tuple(label_name(f) for f in labels),
+                field=_resolve(m.field, schema) if m.field else None,
+                buckets=tuple(getattr(m, "buckets", ())),
+                filters=tuple(parse_filter(expr, schema) for expr in m.filter),
+            )
+            where = f"{section}[{i}].name"
+            for series in metric.series():
+                if series in seen:
+                    raise ParamError(
+                        f'metrics config: {where}: "{m.name}" clashes with {seen[series]}'
+                    )
+            seen.update(dict.fromkeys(metric.series(), f"{where} ({m.name})"))
+            metrics.append(metric)
+    return metrics
+
+
+def load_config(path: str, schema: Schema) -> list[Metric]:
+    """:func:`parse_config` of the file at ``path``."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise ParamError(f"metrics config: cannot read {path}: {reason}") from None
+    return parse_config(text, schema)
+
+
+# ---- aggregation, one batch at a time ----------------------------------------------------------
+
+
+def _texts(values: Array, kind: Kind) -> Array:
+    """Label texts for distinct values (a table, not every row): few Python calls."""
+    if kind is Kind.BOOL:
+        out = ["true" if v else "false" for v in values.tolist()]
+    elif kind is Kind.LIST:
+        out = [" ".join(v) if isinstance(v, list | tuple) else str(v) for v in values.tolist()]
+    else:
+        out = [str(v) for v in values.tolist()]
+    return np.array(out, dtype=object)
+
+
+LabelColumn = tuple[Array, Array]
+"""The distinct label texts of one column, and per row the position of its text."""
+
+
+def label_column(batch: Batch, f: Field) -> LabelColumn:
+    """One label column of ``batch`` as distinct texts and codes; Python sees only the distinct
+    values (an enricher's table, or the result of ``np.unique``)."""
+    coded = batch.coded(f.name)
+    raw = batch.raw_values(f.name)
+    if coded is not None:  # an enricher's table: never build the column
+        table, codes = coded
+    elif f.kind is Kind.STR and raw is not None and raw.dtype.kind == "S":
+        distinct, codes = np.unique(raw, return_inverse=True)  # on the bytes: no decoding
+        table = decode_cstrings(distinct)
+    else:
+        col = batch[f.name]
+        if f.kind is Kind.LIST:
+            col = np.array([" ".join(v) for v in col], dtype=object)
+        table, codes = np.unique(col, return_inverse=True)
+    texts, remap = np.unique(_texts(table, f.kind), return_inverse=True)  # equal texts merge
+    return texts, remap.reshape(-1)[codes.reshape(-1)]  # a code of -1 is the table's last row
+
+
+class LabelColumns:
+    """The label columns of one batch, each made once however many metrics use it."""
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+        self._made: dict[str, LabelColumn] = {}
+
+    def __getitem__(self, f: Field) -> LabelColumn:
+        if f.name not in self._made:
+            self._made[f.name] = label_column(self.batch, f)
+        return self._made[f.name]
+
+
+def group_rows(columns: list[LabelColumn], rows: int) -> tuple[Array, list[LabelKey]]:
+    """Each row's group and each group's label values, from the codes of the label columns."""
+    if not columns:
+        return np.zeros(rows, dtype=np.intp), [()]
+    combined = columns[0][1]
+    for texts, codes in columns[1:]:  # compact after each step: the key never overflows
+        combined = np.unique(combined * len(texts) + codes, return_inverse=True)[1].reshape(-1)
+    _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    per_column = [texts[codes[first]].tolist() for texts, codes in columns]
+    return inverse.reshape(-1), list(zip(*per_column, strict=True))
+
+
+@dataclass
+class Aggregate:
+    """What one batch adds to one metric: per label set a value (count, sum, last value), or
+    for histograms a row of per-bucket counts (+Inf last) and a sum."""
+
+    keys: list[LabelKey]
+    values: Array
+    sums: Array | None = None
+
+
+def aggregate(metric: Metric, batch: Batch, labels: LabelColumns) -> Aggregate | None:
+    """The batch's contribution to ``metric``, computed on whole columns."""
+    keep: Array | None = None
+    if metric.filters:
+        keep = metric.filters[0].mask(batch)
+        for f in metric.filters[1:]:
+            keep &= f.mask(batch)
+        if keep.all():
+            keep = None
+    rows = len(batch) if keep is None else int(np.count_nonzero(keep))
+    if rows == 0:
+        return None
+    columns = [labels[f] for f in metric.labels]
+    if keep is not None:
+        columns = [(texts, codes[keep]) for texts, codes in columns]
+    inverse, keys = group_rows(columns, rows)
+    groups = len(keys)
+    values = None
+    if metric.field is not None:
+        values = np.asarray(batch[metric.field.name], dtype=np.float64)
+        if keep is not None:
+            values = values[keep]
+    if metric.kind is MetricKind.COUNTER:
+        return Aggregate(keys, np.bincount(inverse, weights=values, minlength=groups))
+    if metric.kind is MetricKind.GAUGE:
+        if values is None:
+            return Aggregate(keys, np.bincount(inverse, minlength=groups).astype(np.float64))
+        _, first_from_end = np.unique(inverse[::-1], return_index=True)
+        return Aggregate(keys, values[len(inverse) - 1 - first_from_end])
+    assert values is not None
+    width = len(metric.buckets) + 1
+    bucket = np.searchsorted(np.asarray(metric.buckets), values, side="left")  # v <= le
+    counts = np.bincount(inverse * width + bucket, minlength=groups * width)
+    sums = np.bincount(inverse, weights=values, minlength=groups)
+    return Aggregate(keys, counts.reshape(groups, width), sums)
+
+
+@dataclass
+class MetricState:
+    """The exported values of one metric, by label set."""
+
+    metric: Metric
+    values: dict[LabelKey, float] = field(default_factory=dict)
+    buckets: dict[LabelKey, Array] = field(default_factory=dict)
+    sums: dict[LabelKey, float] = field(default_factory=dict)
+
+    def apply(self, agg: Aggregate) -> None:
+        """One dict update per label set of the batch."""
+        kind = self.metric.kind
+        if kind is MetricKind.COUNTER:
+            for key, value in zip(agg.keys, agg.values.tolist(), strict=True):
+                self.values[key] = self.values.get(key, 0.0) + value
+        elif kind is MetricKind.GAUGE:
+            self.values.update(zip(agg.keys, agg.values.tolist(), strict=True))
+        else:
+            assert agg.sums is not None
+            for key, row, total in zip(agg.keys, agg.values, agg.sums.tolist(), strict=True):
+                if key in self.buckets:
+                    self.buckets[key] += row
+                else:
+                    self.buckets[key] = row.astype(np.int64)
+                self.sums[key] = self.sums.get(key, 0.0) + total
+
+    def family(self, with_samples: bool = True) -> MetricFamily:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+        from prometheus_client.utils import floatToGoString
+
+        m = self.metric
+        labels = list(m.label_names)
+        if m.kind is MetricKind.COUNTER:
+            counter = CounterMetricFamily(m.name, m.help, labels=labels)
+            for key, value in self.values.items() if with_samples else ():
+                counter.add_metric(list(key), value)
+            return counter
+        if m.kind is MetricKind.GAUGE:
+            gauge = GaugeMetricFamily(m.name, m.help, labels=labels)
+            for key, value in self.values.items() if with_samples else ():
+                gauge.add_metric(list(key), value)
+            return gauge
+        histogram = HistogramMetricFamily(m.name, m.help, labels=labels)
+        go_float: Callable[[float], str] = floatToGoString  # Prometheus' spelling of bounds
+        bounds = [go_float(b) for b in m.buckets] + ["+Inf"]
+        for key, counts in self.buckets.items() if with_samples else ():
+            cumulative = np.cumsum(counts).tolist()
+            histogram.add_metric(
+                list(key), list(zip(bounds, cumulative, strict=True)), self.sums[key]
+            )
+        return histogram
+
+
+class MetricsCollector:
+    """A prometheus_client collector over numpy-aggregated state.
+
+    A batch is aggregated outside the lock and applied under it, so a scrape (on the server's
+    thread) sees every metric after the same batch.
+    """
+
+    def __init__(self, metrics: list[Metric]) -> None:
+        self.states = [MetricState(m) for m in metrics]
+        self.lock = threading.Lock()
+
+    def add(self, batch: Batch) -> None:
+        labels = LabelColumns(batch)
+        updates = [(s, aggregate(s.metric, batch, labels)) for s in self.states]
+        with self.lock:
+            for state, agg in updates:
+                if agg is not None:
+                    state.apply(agg)
+
+    def collect(self) -> Iterator[MetricFamily]:
+        with self.lock:
+            families = [s.family() for s in self.states]
+        yield from families
+
+    def describe(self) -> Iterator[MetricFamily]:
+        return iter([s.family(with_samples=False) for s in self.states])
+
+
+# ---- the HTTP endpoint ---------------------------------------------------------------------
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not news: no line per request."""
+
+
+def parse_listen_address(text: str) -> tuple[str, int]:
+    """``127.0.0.1:2223``, ``[::1]:2223`` or ``:2223`` (every interface) -> host, port."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ParamError(
+            f'--metrics-listen-address: "{text}" is not host:port (e.g. 127.0.0.1:2223)'
+        )
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def routed(path: str, app: WsgiApp) -> WsgiApp:
+    """``app`` at ``path`` only; anything else is a 404 that says where the metrics are."""
+    wanted = path.rstrip("/") or "/"
+
+    def route(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if (environ.get("PATH_INFO", "").rstrip("/") or "/") == wanted:
+            return app(environ, start_response)
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [f"not found: the metrics are at {path}\n".encode()]
+
+    return route
+
+
+class MetricsServer:
+    """An HTTP server bound at once (a port in use fails before any BPF loads) that answers
+    only from :meth:`start` on: once it answers, the gadget is attached."""
+
+    def __init__(self, address: str, app: WsgiApp) -> None:
+        host, port = parse_listen_address(address)
+        try:
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        except OSError as exc:
+            raise ParamError(f"--metrics-listen-address {address}: {exc.strerror}") from None
+        server_class = _Server6 if family == socket.AF_INET6 else _Server
+        self.server = server_class((host, port), _QuietHandler, bind_and_activate=False)
+        try:
+            self.server.server_bind()
+        except OSError as exc:
+            self.server.server_close()
+            raise IgrunError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
+        self.server.set_app(app)
+        self.thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> None:
+        self.server.server_activate()
+        self.thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="igrun-metrics",
+            daemon=True,
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        if self.thread is not None:
+            self.server.shutdown()
+            self.thread.join()
+            self.thread = None
+        self.server.server_close()
+
+
+# ---- the operator ----------------------------------------------------------------------------
+
+
+class PrometheusOperator(Operator):
+    name = "prometheus"
+    description = "export counters, gauges and histograms of the events over HTTP for Prometheus"
+    priority = PRIORITY_METRICS
+    params = (
+        ParamDesc(
+            "metrics-config",
+            description="TOML file declaring the metrics ([[counters]], [[gauges]], "
+            "[[histograms]]); without it nothing is exported",
+        ),
+        ParamDesc(
+            "metrics-listen-address",
+            default="127.0.0.1:2223",
+            description="host:port to serve the metrics on",
+        ),
+        ParamDesc("metrics-path", default="/metrics", description="URL path of the metrics"),
+    )
+
+    def __init__(
+        self,
+        ctx: GadgetContext,
+        params: Params,
+        collector: MetricsCollector,
+        server: MetricsServer,
+    ) -> None:
+        super().__init__(ctx, params)
+        self.collector = collector
+        self.server = server
+        self.path = str(params.get("metrics-path"))
+
+    @classmethod
+    def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
+        config = params.raw("metrics-config").strip()
+        if not config:
+            return None
+        path = str(params.get("metrics-path"))
+        if not path.startswith("/"):
+            raise ParamError(f'--metrics-path: "{path}" must start with /')
+        schema = ctx.schema if ctx.schema is not None else ctx.gadget.schema
+        collector = MetricsCollector(load_config(config, schema))
+
+        from prometheus_client import CollectorRegistry, make_wsgi_app
+
+        registry = CollectorRegistry()
+        registry.register(collector)
+        server = MetricsServer(
+            str(params.get("metrics-listen-address")), routed(path, make_wsgi_app(registry))
+        )
+        return cls(ctx, params, collector, server)
+
+    def pre_run(self, schema: Schema) -> None:
+        self.server.start()
+        host = str(self.server.server.server_address[0])
+        host = f"[{host}]" if ":" in host else host
+        self.ctx.logger.info("metrics_serving", url=f"http://{host}:{self.server.port}{self.path}")
+
+    def process(self, batch: Batch) -> Batch:
+        self.collector.add(batch)
+        return batch
+
+    def post_run(self) -> None:
+        self.server.stop()
+
+
+@hookimpl
+def igrun_register_operators(register: Callable[[type[Operator]], None]) -> None:
+    register(PrometheusOperator)

@@ -1,0 +1,350 @@
+"""``igrun run FILE.bpf.o``: bare CO-RE objects run with no Python of their own.
+
+The objects are compiled from tests/bpf/run_*.bpf.c. The tracer reacts only to the getppid()
+calls of one child process (``--target_pid``), so every event is known in advance: its pid,
+comm, mount namespace, count and endpoint. The snapshot lists every process, this one
+included. Each run must leave nothing behind: no pin folder, no program loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from igrun.core.bpfbuild import compile_bpf
+
+if TYPE_CHECKING:
+    from conftest import IgrunCli
+
+pytestmark = pytest.mark.bpf
+
+SOURCES = Path(__file__).parent / "bpf"
+OBJECTS = (
+    "run_tracer",
+    "run_layouts",
+    "run_snapshot",
+    "run_undeclared",
+    "run_bitfield",
+    "rejected",
+)
+PROGRAM_PREFIX = "igrt_"
+"""Every program of the run_* objects is named so: none may stay loaded after a run."""
+CHILD_COMM = "igrt-child"
+
+CHILD = f"""
+import os, sys
+with open("/proc/self/comm", "w") as f:
+    f.write({CHILD_COMM!r})
+print(os.getpid(), flush=True)
+calls = int(sys.stdin.readline())
+for _ in range(calls):
+    os.getppid()
+"""
+
+
+@pytest.fixture(scope="session")
+def objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("objectrun")
+    return {
+        name: compile_bpf(SOURCES / f"{name}.bpf.c", out / f"{name}.bpf.o", build_dir=out / "b")
+        for name in OBJECTS
+    }
+
+
+@dataclass
+class Child:
+    """A process that calls getppid() when told to, with a known comm and mount namespace."""
+
+    proc: subprocess.Popen[str]
+    pid: int
+    mntns: int
+
+    def call_getppid(self, times: int) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{times}\n")
+        self.proc.stdin.close()
+        assert self.proc.wait(timeout=10) == 0
+
+
+@pytest.fixture
+def child() -> Iterator[Child]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    pid = int(proc.stdout.readline())
+    mntns = os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    yield Child(proc, pid, mntns)
+    proc.kill()
+    proc.wait()
+
+
+def assert_nothing_left(cli: IgrunCli, pid: int) -> None:
+    """No pin folder of run ``pid``, and none of our programs loaded (the kernel frees a
+    program a moment after its last fd closes: allow it a second)."""
+    assert cli.pin_dirs_of(pid) == []
+    deadline = time.monotonic() + 1
+    while True:
+        ours = [p for p in cli.loaded_programs() if p.startswith(PROGRAM_PREFIX)]
+        if not ours or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert ours == []
+
+
+@dataclass
+class Done:
+    pid: int
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run(cli: IgrunCli, *args: str) -> Done:
+    """Run igrun to its end, keeping its pid to look for what it may have left."""
+    proc = subprocess.Popen(
+        [*cli.command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    out, err = proc.communicate(timeout=30)
+    return Done(proc.pid, proc.returncode, out, err)
+
+
+def endpoint(count: int, port_base: int) -> dict[str, object]:
+    """What run_tracer.bpf.c puts in the endpoint of its ``count``-th event."""
+    addr, version = ("127.0.0.1", 4) if count % 2 else ("::1", 6)
+    return {"addr": addr, "version": version, "port": port_base + count, "proto": "TCP"}
+
+
+# ---- the tracer ------------------------------------------------------------------------------
+
+
+def test_tracer_shows_the_childs_calls_exactly(
+    igrun_cli: IgrunCli, objects: dict[str, Path], child: Child
+) -> None:
+    proc = igrun_cli.start(
+        "run", str(objects["run_tracer"]), "-o", "json", "--host", "-m", "3",
+        "--target_pid", str(child.pid), "--port_base", "5000",
+    )  # fmt: skip
+    before = time.time_ns()
+    child.call_getppid(3)
+    after = time.time_ns()
+    out, err = proc.communicate(timeout=15)  # -m 3 ends the run by itself
+    assert proc.returncode == 0, err
+    events = igrun_cli.events(out)
+    assert [e["count"] for e in events] == [1, 2, 3]
+    for n, e in enumerate(events, start=1):
+        assert e["pid"] == child.pid
+        assert e["comm"] == CHILD_COMM
+        assert e["mountnsid"] == child.mntns
+        assert e["delta"] == -n
+        assert e["odd"] is (n % 2 == 1)
+        assert e["endpoint"] == endpoint(n, 5000)
+        assert before - 50_000_000 <= e["timestamp"] <= after + 50_000_000
+        assert e["runtime"]["containerName"] == ""  # a host process
+    assert "Traceback" not in err
+    assert_nothing_left(igrun_cli, proc.pid)
+
+
+def test_tracer_columns_and_a_bool_flag(
+    igrun_cli: IgrunCli, objects: dict[str, Path], child: Child
+) -> None:
+    """``--odd_only`` (a bool global) drops even counts in the kernel; -o columns shows the
+    endpoint as address:port, and -F filters on a generated field."""
+    proc = igrun_cli.start(
+        "run", str(objects["run_tracer"]), "--host", "--odd_only", "--target_pid",
+        str(child.pid), "-o", "columns=pid,count,comm,endpoint", "-F", "count:>1",
+    )  # fmt: skip
+    child.call_getppid(4)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert out.splitlines() == [
+        "    PID   COUNT COMM             ENDPOINT",
+        f"{child.pid:>7} {3:>7} {CHILD_COMM:<16} 127.0.0.1:4003",
+    ]
+    assert_nothing_left(igrun_cli, proc.pid)
+
+
+def test_tracer_without_host_drops_host_processes_in_the_kernel(
+    igrun_cli: IgrunCli, objects: dict[str, Path], child: Child
+) -> None:
+    proc = igrun_cli.start(
+        "run", str(objects["run_tracer"]), "-o", "json", "--target_pid", str(child.pid)
+    )
+    child.call_getppid(3)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert igrun_cli.events(out) == []
+    assert_nothing_left(igrun_cli, proc.pid)
+
+
+def test_help_lists_the_objects_flags_and_fields(
+    igrun_cli: IgrunCli, objects: dict[str, Path]
+) -> None:
+    done = run(igrun_cli, "run", str(objects["run_tracer"]), "--help")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "--target_pid TARGET_PID" in text
+    assert "sets __s32 port_base in the object [default: 4000]" in text
+    assert "--odd_only [BOOL]" in text
+    assert "--host" in text and "-F FILTER" in text  # the operators' flags
+    rows = [line[4:].split()[:2] for line in text.split("fields (")[1].splitlines()[1:]]
+    fields = {name: kind for name, kind in rows}
+    assert fields == {
+        "timestamp": "time", "mntns": "uint", "pid": "uint", "delta": "int", "count": "uint",
+        "odd": "bool", "comm": "str", "endpoint.addr": "str", "endpoint.version": "uint",
+        "endpoint.port": "uint", "endpoint": "str", "endpoint.proto": "str",
+    }  # fmt: skip
+
+
+def test_nested_members_are_flattened_and_the_rest_named(
+    igrun_cli: IgrunCli, objects: dict[str, Path], child: Child
+) -> None:
+    """A nested struct is shown as outer.inner, an L3 endpoint as its address, an enum by
+    name; a string flag sets a char array. What no column fits is named in --help."""
+    proc = igrun_cli.start(
+        "run", str(objects["run_layouts"]), "-o", "json", "-m", "1",
+        "--target_pid", str(child.pid), "--label", "xyz",
+    )  # fmt: skip
+    child.call_getppid(1)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert igrun_cli.events(out) == [
+        {
+            "pid": child.pid,
+            "shade": "SHADE_DARK",
+            "ptr": 0x1234,
+            "label": "xyz",
+            "in": {"a": 513, "b": -7, "name": "nested"},
+            "peer": {"addr": "10.0.1.2", "version": 4},
+        }
+    ]
+    assert_nothing_left(igrun_cli, proc.pid)
+    help_text = run(igrun_cli, "run", str(objects["run_layouts"]), "--help").stdout
+    assert (
+        "(not shown: an anonymous member at byte 64, either (union (anonymous)), "
+        "values (__u32[3]: only char arrays are shown))"
+    ) in help_text
+    assert "--label LABEL         sets char[8] label in the object [default: abc]" in help_text
+
+
+# ---- the snapshot ------------------------------------------------------------------------------
+
+
+def test_snapshot_lists_this_process(igrun_cli: IgrunCli, objects: dict[str, Path]) -> None:
+    me = os.getpid()
+    done = run(igrun_cli, "run", str(objects["run_snapshot"]), "--host", "-o", "json",
+                         "-F", f"pid:{me}")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (row,) = igrun_cli.events(done.stdout)
+    assert row["pid"] == me
+    assert row["ppid"] == os.getppid()
+    assert row["comm"] == Path("/proc/self/comm").read_text().strip()
+    assert row["mountnsid"] == os.stat("/proc/self/ns/mnt").st_ino
+    assert "Traceback" not in done.stderr
+    assert_nothing_left(igrun_cli, done.pid)
+
+
+def test_snapshot_sorts_and_selects_in_user_space(
+    igrun_cli: IgrunCli, objects: dict[str, Path]
+) -> None:
+    """The snapshot object has no kernel container filter: without --host, igrun drops the
+    host's processes itself; with it, every process comes, sorted as asked."""
+    me = os.getpid()
+    hidden = run(igrun_cli, "run", str(objects["run_snapshot"]), "-o", "json")
+    assert hidden.returncode == 0, hidden.stderr
+    assert me not in [e["pid"] for e in igrun_cli.events(hidden.stdout)]
+    shown = run(igrun_cli, "run", str(objects["run_snapshot"]), "--host", "-o", "json",
+                          "--sort", "-pid")  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    pids = [e["pid"] for e in igrun_cli.events(shown.stdout)]
+    assert me in pids and os.getppid() in pids
+    assert pids == sorted(pids, reverse=True)
+    assert_nothing_left(igrun_cli, hidden.pid)
+    assert_nothing_left(igrun_cli, shown.pid)
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "code", "message"),
+    [
+        ("missing", 2, "{path}: no such file"),
+        ("folder", 2, "{path}: is a folder, not a BPF object"),
+        ("text", 2, "{path}: not an ELF file: expected a compiled BPF object"),
+        ("native", 2, "{path}: an ELF file for another machine, not a BPF object"),
+        ("run_undeclared", 2, "{path}: declares no GADGET_TRACER nor GADGET_SNAPSHOTTER"),
+        ("run_bitfield", 2, "{path}: struct packed_event cannot be decoded: bitfields have no "
+                            "numpy layout (kind, flags)"),
+    ],
+)  # fmt: skip
+def test_bad_objects_get_one_line(
+    igrun_cli: IgrunCli,
+    objects: dict[str, Path],
+    tmp_path: Path,
+    target: str,
+    code: int,
+    message: str,
+) -> None:
+    paths = {
+        "missing": tmp_path / "missing.bpf.o",
+        "folder": tmp_path,
+        "text": Path(__file__),
+        "native": Path(sys.executable).resolve(),
+        **objects,
+    }
+    path = paths[target]
+    done = run(igrun_cli, "run", str(path), "-o", "json")
+    assert done.returncode == code
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("igrun: error: " + message.format(path=path))
+    assert_nothing_left(igrun_cli, done.pid)
+
+
+def test_no_object_named(igrun_cli: IgrunCli) -> None:
+    done = run(igrun_cli, "run", "--host")
+    assert done.returncode == 2
+    assert done.stderr == (
+        "igrun: error: igrun run: name the object first: igrun run FILE.bpf.o [flags]  "
+        "(igrun run FILE.bpf.o --help lists them)\n"
+    )
+
+
+def test_bad_flag_values(igrun_cli: IgrunCli, objects: dict[str, Path]) -> None:
+    tracer = str(objects["run_tracer"])
+    too_big = run(igrun_cli, "run", tracer, "--host", "--target_pid", str(1 << 32))
+    assert too_big.returncode == 2
+    assert too_big.stderr == (
+        "igrun: error: --target_pid: 4294967296 is out of range (0 to 4294967295)\n"
+    )
+    unknown = run(igrun_cli, "run", tracer, "--nope", "1")
+    assert unknown.returncode == 2
+    assert "unrecognized arguments: --nope 1" in unknown.stderr
+    assert_nothing_left(igrun_cli, too_big.pid)
+
+
+def test_verifier_rejection_shows_why(igrun_cli: IgrunCli, objects: dict[str, Path]) -> None:
+    path = objects["rejected"]
+    done = run(igrun_cli, "run", str(path), "-t", "1s")
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert lines[0] == (
+        f"igrun: error: {path}: the kernel refused to load it: Permission denied (errno 13)"
+    )
+    assert lines[-1] == "  R0 invalid mem access 'map_value_or_null'"
+    assert "Traceback" not in done.stderr
+    assert_nothing_left(igrun_cli, done.pid)

@@ -1,0 +1,453 @@
+"""The prometheus operator: exact counts, sums and buckets, scraped over HTTP.
+
+The first tests feed synthetic batches to the operator and scrape its real HTTP endpoint; the
+``bpf`` ones run ``igrun trace exec --metrics-config`` as users do, run a uniquely named program
+a known number of times, and compare what Prometheus would scrape with the JSON events.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
+from igrun.core import Category, Field, Gadget, GadgetContext, Kind, Schema
+from igrun.core.errors import ParamError
+from igrun.core.params import Params
+from igrun.core.runtime import RUNTIME_PARAMS
+from igrun.core.schema import Batch
+from igrun.operators.prometheus import PrometheusOperator, parse_config
+
+if TYPE_CHECKING:
+    from conftest import IgrunCli
+
+LAYOUT = np.dtype([("pid", "<u4"), ("ret", "<i4"), ("comm", "S16")])
+SCHEMA = (
+    Schema(
+        [
+            Field("pid", Kind.UINT),
+            Field("ret", Kind.INT, json="retval"),
+            Field("comm", Kind.STR),
+        ],
+        struct="event",
+    )
+    .bind(LAYOUT)
+    .extend([Field("runtime.containerName", Kind.STR)])
+)  # as the enricher adds it
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+class Tracer(Gadget):
+    name = "t"
+    category = Category.TRACE
+    schema = SCHEMA
+
+
+def batch(*rows: tuple[int, int, str]) -> Batch:
+    raw = np.array([(p, r, c.encode()) for p, r, c in rows], LAYOUT)
+    return Batch(SCHEMA, raw)
+
+
+def scrape(url: str) -> Samples:
+    """Every sample at ``url``, keyed by sample name and labels."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def labels(**kv: str) -> frozenset[tuple[str, str]]:
+    return frozenset(kv.items())
+
+
+def buckets(got: Samples, name: str, **kv: str) -> dict[float, float]:
+    """A histogram's cumulative buckets, by upper bound (``inf`` for ``+Inf``)."""
+    out = {}
+    for (sample, labelset), value in got.items():
+        rest = {k: v for k, v in labelset if k != "le"}
+        if sample == f"{name}_bucket" and rest == kv:
+            out[float(dict(labelset)["le"])] = value
+    return out
+
+
+@pytest.fixture
+def operator(tmp_path: Path) -> Iterator[Any]:
+    """Makes a serving operator from a TOML text (on a free loopback port); stops them all."""
+    made: list[PrometheusOperator] = []
+
+    def make(config: str, path: str = "/metrics") -> tuple[PrometheusOperator, str]:
+        file = tmp_path / f"metrics{len(made)}.toml"
+        file.write_text(config)
+        runtime = Params(RUNTIME_PARAMS)
+        ctx = GadgetContext("t", Tracer, Params(()), runtime, {}, structlog.get_logger())
+        ctx.schema = SCHEMA
+        values = {
+            "metrics-config": str(file),
+            "metrics-listen-address": "127.0.0.1:0",
+            "metrics-path": path,
+        }
+        op = PrometheusOperator.instantiate(ctx, Params(PrometheusOperator.params, values))
+        assert isinstance(op, PrometheusOperator)
+        made.append(op)
+        op.pre_run(SCHEMA)
+        return op, f"http://127.0.0.1:{op.server.port}{path}"
+
+    yield make
+    for op in made:
+        op.post_run()
+
+
+def test_counts_sums_and_buckets_per_label_set(operator: Any) -> None:
+    op, url = operator(
+        """
+        [[counters]]
+        name = "t_events_total"
+        labels = ["comm"]
+        [[counters]]
+        name = "t_pids_total"
+        labels = ["comm"]
+        field = "pid"
+        [[histograms]]
+        name = "t_pid"
+        labels = ["comm"]
+        field = "pid"
+        buckets = [10, 20, 30]
+        """
+    )
+    first = batch((10, 0, "bash"), (25, -2, "ls"), (40, 0, "bash"))
+    assert op.process(first) is first  # passed on unchanged
+    op.process(batch((20, 0, "bash"), (31, 0, "ls")))
+    got = scrape(url)
+    assert got[("t_events_total", labels(comm="bash"))] == 3.0
+    assert got[("t_events_total", labels(comm="ls"))] == 2.0
+    assert got[("t_pids_total", labels(comm="bash"))] == 70.0
+    assert got[("t_pids_total", labels(comm="ls"))] == 56.0
+    # Cumulative; a value equal to a bound is counted in that bound's bucket.
+    inf = float("inf")
+    assert buckets(got, "t_pid", comm="bash") == {10.0: 1.0, 20.0: 2.0, 30.0: 2.0, inf: 3.0}
+    assert buckets(got, "t_pid", comm="ls") == {10.0: 0.0, 20.0: 0.0, 30.0: 1.0, inf: 2.0}
+    assert got[("t_pid_count", labels(comm="ls"))] == 2.0
+    assert got[("t_pid_sum", labels(comm="ls"))] == 56.0
+
+
+def test_coded_columns_group_by_their_text(operator: Any) -> None:
+    """An enricher's coded column (a table with a repeated name, and -1 for "none")."""
+    op, url = operator(
+        """
+        [[counters]]
+        name = "t_events_total"
+        labels = ["runtime.containerName", "retval"]
+        """
+    )
+    b = batch((1, 0, "a"), (2, 0, "b"), (3, 0, "c"), (4, 0, "d"), (5, -1, "e"), (6, 0, "f"))
+    table = np.array(["web", "db", "web", ""], dtype=object)
+    b.set_coded("runtime.containerName", table, np.array([0, 1, 2, -1, -1, 2]))
+    op.process(b)
+    got = scrape(url)
+    series = {k: v for k, v in got.items() if k[0] == "t_events_total"}
+    assert series == {
+        ("t_events_total", labels(runtime_containerName="web", retval="0")): 3.0,
+        ("t_events_total", labels(runtime_containerName="db", retval="0")): 1.0,
+        ("t_events_total", labels(runtime_containerName="", retval="0")): 1.0,
+        ("t_events_total", labels(runtime_containerName="", retval="-1")): 1.0,
+    }
+
+
+def test_gauges_keep_the_last_value_of_each_label_set(operator: Any) -> None:
+    op, url = operator(
+        """
+        [[gauges]]
+        name = "t_last_pid"
+        labels = ["comm"]
+        field = "pid"
+        [[gauges]]
+        name = "t_batch_events"
+        labels = ["comm"]
+        """
+    )
+    op.process(batch((7, 0, "bash"), (3, 0, "ls"), (5, 0, "bash"), (9, 0, "bash")))
+    op.process(batch((2, 0, "ls")))
+    got = scrape(url)
+    assert got[("t_last_pid", labels(comm="bash"))] == 9.0
+    assert got[("t_last_pid", labels(comm="ls"))] == 2.0
+    assert got[("t_batch_events", labels(comm="bash"))] == 3.0  # not in the latest batch
+    assert got[("t_batch_events", labels(comm="ls"))] == 1.0
+
+
+def test_each_metric_has_its_own_filter(operator: Any) -> None:
+    op, url = operator(
+        """
+        [[counters]]
+        name = "t_failed_bash_total"
+        filter = ["comm:bash", "ret:!0"]
+        [[counters]]
+        name = "t_all_total"
+        """
+    )
+    op.process(batch((1, 0, "bash"), (2, -2, "bash"), (3, -13, "bash"), (4, -2, "ls")))
+    got = scrape(url)
+    assert got[("t_failed_bash_total", labels())] == 2.0
+    assert got[("t_all_total", labels())] == 4.0
+
+
+def test_metrics_path_is_the_only_one_served(operator: Any) -> None:
+    op, url = operator('[[counters]]\nname = "t_total"\n', path="/igrun/m")
+    op.process(batch((1, 0, "a")))
+    assert scrape(url)[("t_total", labels())] == 1.0
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(url.replace("/igrun/m", "/metrics"), timeout=5)
+    assert err.value.code == 404
+
+
+def test_no_config_no_operator() -> None:
+    ctx = GadgetContext("t", Tracer, Params(()), Params(RUNTIME_PARAMS), {}, structlog.get_logger())
+    assert PrometheusOperator.instantiate(ctx, Params(PrometheusOperator.params)) is None
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            '[[counters]]\nname = "a"\nlabels = ["comm", "nope"]',
+            'metrics config: counters[0].labels: no column "nope"',
+        ),
+        (
+            '[[counters]]\nname = "a"\nlabels = ["comm", "pidd"]',
+            'metrics config: counters[0].labels: no column "pidd" (did you mean "pid"?)',
+        ),
+        (
+            '[[gauges]]\nname = "a"\nlables = ["comm"]',
+            "metrics config: gauges[0].lables: unknown key "
+            "(known: name, help, labels, field, filter)",
+        ),
+        (
+            '[[countres]]\nname = "a"',
+            "metrics config: countres: unknown key (known: counters, gauges, histograms)",
+        ),
+        (
+            '[[counters]]\nname = "a"\nfield = "comm"',
+            'metrics config: counters[0].field: "comm" is a str, not a number',
+        ),
+        (
+            '[[histograms]]\nname = "a"\nfield = "pid"\nbuckets = [10, 5]',
+            "metrics config: histograms[0].buckets: bounds must be strictly increasing",
+        ),
+        (
+            '[[histograms]]\nname = "a"\nfield = "pid"',
+            "metrics config: histograms[0].buckets: Field required",
+        ),
+        (
+            '[[counters]]\nname = "a"\nfilter = ["ret:x"]',
+            'metrics config: counters[0].filter: invalid filter "ret:x": '
+            'ret is a number, not "x"',
+        ),
+        (
+            '[[counters]]\nname = "a-b"',
+            'metrics config: counters[0].name: "a-b" is not a Prometheus metric name '
+            "(letters, digits, _ and :, not starting with a digit)",
+        ),
+        (
+            '[[counters]]\nname = "a_total"\n[[gauges]]\nname = "a"',
+            'metrics config: gauges[0].name: "a" clashes with counters[0].name (a_total)',
+        ),
+        (
+            '[[gauges]]\nname = "a"\nlabels = ["ret", "retval"]',
+            'metrics config: gauges[0].labels: "retval" and "ret" are the same label retval',
+        ),
+        ("", "metrics config: declares no metrics "
+         "(add [[counters]], [[gauges]] or [[histograms]])"),
+        ("[[counters]\n", "metrics config: not valid TOML: Expected ']]' at the end of an array "
+         "declaration (at line 1, column 11)"),
+    ],
+)  # fmt: skip
+def test_config_mistakes_name_the_key(config: str, message: str) -> None:
+    with pytest.raises(ParamError) as err:
+        parse_config(config, SCHEMA)
+    assert str(err.value) == message
+
+
+# ---- the real command ------------------------------------------------------------------------
+
+RUNS = 7
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now (as igrun itself would, SO_REUSEADDR)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            s.listen()
+        except OSError:
+            return False
+        return True
+
+
+def wait_for_endpoint(proc: subprocess.Popen[str], url: str) -> None:
+    """The endpoint answers once the gadget is attached."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.communicate()[1]
+            pytest.fail(f"igrun ended early ({proc.returncode}): {err}")
+        try:
+            scrape(url)
+            return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"metrics endpoint {url} never answered: {proc.communicate()[1]}")
+
+
+@pytest.mark.bpf
+def test_exec_metrics_are_exact(igrun_cli: IgrunCli, tmp_path: Path) -> None:
+    comm = f"igt{uuid.uuid4().hex[:10]}"  # < 16 bytes: the whole name is the comm
+    program = tmp_path / comm
+    shutil.copy2("/bin/true", program)
+    hidden = tmp_path / f"igh{uuid.uuid4().hex[:10]}"  # dropped by -F: never counted
+    shutil.copy2("/bin/true", hidden)
+    config = tmp_path / "metrics.toml"
+    config.write_text(
+        f"""
+        [[counters]]
+        name = "igrun_test_execs_total"
+        labels = ["comm", "runtime.containerName"]
+        [[counters]]
+        name = "igrun_test_pids_total"
+        labels = ["comm"]
+        field = "pid"
+        [[counters]]
+        name = "igrun_test_mine_total"
+        filter = ["comm:{comm}", "ret:0"]
+        [[gauges]]
+        name = "igrun_test_last_pid"
+        labels = ["comm"]
+        field = "pid"
+        [[histograms]]
+        name = "igrun_test_pid"
+        labels = ["comm"]
+        field = "pid"
+        buckets = [1000, 10000, 100000, 1000000]
+        [[histograms]]
+        name = "igrun_test_retval"
+        labels = ["comm"]
+        field = "retval"
+        buckets = [0, 1]
+        """
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    proc = subprocess.Popen(
+        [*igrun_cli.command, "trace", "exec", "--host", "-o", "json", "-F", f"comm:!{hidden.name}",
+         "--metrics-config", str(config), "--metrics-listen-address", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for_endpoint(proc, url)
+        pids = []
+        for _ in range(RUNS):
+            child = subprocess.Popen([str(program)])
+            assert child.wait() == 0
+            pids.append(child.pid)
+            subprocess.run([str(hidden)], check=True)
+        me = labels(comm=comm)
+        deadline = time.monotonic() + 10
+        while scrape(url).get(("igrun_test_mine_total", labels()), 0) < RUNS:
+            assert time.monotonic() < deadline, "the execs never reached the metrics"
+            time.sleep(0.05)
+        time.sleep(0.3)  # nothing more may come
+        got = scrape(url)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+
+    mine = [e for e in igrun_cli.events(out) if e["comm"] == comm]
+    assert not [e for e in igrun_cli.events(out) if e["comm"] == hidden.name]
+    assert not [k for k in got if ("comm", hidden.name) in k[1]]  # metrics see what -F keeps
+    assert [e["pid"] for e in mine] == pids  # the JSON output saw exactly our execs
+    assert got[("igrun_test_execs_total", labels(comm=comm, runtime_containerName=""))] == 7.0
+    assert got[("igrun_test_mine_total", labels())] == 7.0
+    assert got[("igrun_test_pids_total", me)] == float(sum(e["pid"] for e in mine))
+    assert got[("igrun_test_last_pid", me)] == float(pids[-1])
+    bounds = (1000.0, 10000.0, 100000.0, 1000000.0, float("inf"))
+    expected = {le: float(sum(1 for pid in pids if pid <= le)) for le in bounds}
+    assert buckets(got, "igrun_test_pid", comm=comm) == expected
+    assert got[("igrun_test_pid_count", me)] == 7.0
+    assert got[("igrun_test_pid_sum", me)] == float(sum(pids))
+    assert buckets(got, "igrun_test_retval", comm=comm) == {0.0: 7.0, 1.0: 7.0, float("inf"): 7.0}
+    assert got[("igrun_test_retval_count", me)] == 7.0
+    assert got[("igrun_test_retval_sum", me)] == 0.0
+
+    assert port_is_free(port)
+    assert igrun_cli.pin_dirs_of(proc.pid) == []
+
+
+@pytest.mark.bpf
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            '[[counters]]\nname = "a_total"\nlabels = ["comm", "nope"]\n',
+            'igrun: error: metrics config: counters[0].labels: no column "nope"\n',
+        ),
+        (
+            '[[counters]]\nname = "a_total"\nlabel = ["comm"]\n',
+            "igrun: error: metrics config: counters[0].label: unknown key "
+            "(known: name, help, labels, field, filter)\n",
+        ),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_code_2(
+    igrun_cli: IgrunCli, tmp_path: Path, config: str, message: str
+) -> None:
+    file = tmp_path / "metrics.toml"
+    file.write_text(config)
+    result = igrun_cli.run("trace", "exec", "--host", "-t", "5s", "--metrics-config", str(file))
+    assert result.returncode == 2
+    assert result.stderr == message
+    assert result.stdout == ""
+
+
+@pytest.mark.bpf
+def test_port_in_use_fails_before_bpf_loads(igrun_cli: IgrunCli, tmp_path: Path) -> None:
+    config = tmp_path / "metrics.toml"
+    config.write_text('[[counters]]\nname = "a_total"\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        argv = ("trace", "exec", "--host", "-t", "5s", "--metrics-config", str(config),
+                "--metrics-listen-address", address)  # fmt: skip
+        result = igrun_cli.run(*argv)
+        verbose = igrun_cli.run(*argv, "-v")
+    assert result.returncode == 1
+    assert result.stderr == f"igrun: error: cannot serve metrics on {address}: " + (
+        "Address already in use\n"
+    )
+    assert verbose.returncode == 1
+    assert "libbpf: loading object" not in verbose.stderr  # it failed before any BPF loaded
