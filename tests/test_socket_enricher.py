@@ -43,6 +43,7 @@ def attached_to_root() -> set[str]:
 def test_owners_of_new_and_existing_sockets() -> None:
     mntns = os.stat("/proc/self/ns/mnt").st_ino
     existing = socket.socket()
+    cookie(existing)  # asked for before the start: the iterator records it by cookie
     before = attached_to_root()
     enricher = SocketEnricher()
     try:
@@ -57,6 +58,33 @@ def test_owners_of_new_and_existing_sockets() -> None:
         enricher.close()
         existing.close()
     assert attached_to_root() == before
+
+
+def test_sockets_without_a_cookie_are_keyed_by_address() -> None:
+    """Sockets nobody asked a cookie of are recorded under their address, and releasing
+    them deletes that key too, so a reused address never finds a stale owner."""
+    mine = [socket.socket() for _ in range(3)]
+    enricher = SocketEnricher()
+    try:
+        held = by_address(enricher)
+        assert len(held) >= 3
+        for sock in mine:
+            sock.close()
+        assert len(held) - len(by_address(enricher)) == 3
+    finally:
+        enricher.close()
+        for sock in mine:
+            sock.close()
+
+
+def by_address(enricher: SocketEnricher) -> list[bytes]:
+    """Keys above every cookie (kernel addresses) whose owner is this process."""
+    keys = []
+    for key, value in enricher.sockets.items():
+        (number,) = struct.unpack("<Q", key)
+        if number >= 1 << 63 and OWNER.unpack(value[: OWNER.size])[1] == os.getpid():
+            keys.append(key)
+    return keys
 
 
 def owner_comm() -> str:

@@ -14,6 +14,8 @@
 
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
+#define AF_INET 2
+#define AF_INET6 10
 
 static __always_inline void record(__u64 cookie)
 {
@@ -39,12 +41,15 @@ int ig_sock_create(struct bpf_sock *ctx)
 	return 1;
 }
 
+/* Forget both keys a socket may have (see igrun/sockets.h); ctx is the struct sock itself. */
 SEC("cgroup/sock_release")
 int ig_sock_release(struct bpf_sock *ctx)
 {
-	__u64 cookie = bpf_get_socket_cookie(ctx);
+	__u64 key = bpf_get_socket_cookie(ctx);
 
-	bpf_map_delete_elem(&gadget_sockets, &cookie);
+	bpf_map_delete_elem(&gadget_sockets, &key);
+	key = (__u64)ctx;
+	bpf_map_delete_elem(&gadget_sockets, &key);
 	return 1;
 }
 
@@ -91,7 +96,11 @@ int ig_sendmsg6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-/* At start: every socket some task holds open. */
+/*
+ * At start: every IPv4/IPv6 socket some task holds open, keyed by its cookie or, when it has
+ * none yet, by its address (a tracing program may not ask for a cookie here: the socket it
+ * reaches from the file is not a trusted pointer).
+ */
 SEC("iter/task_file")
 int ig_existing_sockets(struct bpf_iter__task_file *ctx)
 {
@@ -100,7 +109,8 @@ int ig_existing_sockets(struct bpf_iter__task_file *ctx)
 	struct gadget_socket_owner owner = {};
 	struct socket *sock;
 	struct sock *sk;
-	__u64 cookie;
+	__u16 family;
+	__u64 key;
 
 	if (!task || !file)
 		return 0;
@@ -109,11 +119,16 @@ int ig_existing_sockets(struct bpf_iter__task_file *ctx)
 	sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
-	sk = sock->sk;
+	sk = BPF_CORE_READ(sock, sk);
 	if (!sk)
 		return 0;
-	cookie = bpf_get_socket_cookie(sk);
-	if (!cookie || bpf_map_lookup_elem(&gadget_sockets, &cookie))
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	key = gadget_socket_cookie(sk);
+	if (!key)
+		key = (__u64)sk;
+	if (bpf_map_lookup_elem(&gadget_sockets, &key))
 		return 0; /* first holder found wins: usually the process that made it */
 	owner.mntns_id = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
 	owner.pid = task->tgid;
@@ -121,7 +136,7 @@ int ig_existing_sockets(struct bpf_iter__task_file *ctx)
 	owner.uid = BPF_CORE_READ(task, cred, uid.val);
 	owner.gid = BPF_CORE_READ(task, cred, gid.val);
 	__builtin_memcpy(owner.comm, task->comm, sizeof(owner.comm));
-	bpf_map_update_elem(&gadget_sockets, &cookie, &owner, BPF_NOEXIST);
+	bpf_map_update_elem(&gadget_sockets, &key, &owner, BPF_NOEXIST);
 	return 0;
 }
 

@@ -32,7 +32,7 @@ struct {
 	__type(value, struct gadget_socket_owner);
 } gadget_sockets SEC(".maps");
 
-/* The cookie the kernel gave the socket; 0 when nobody asked for one yet (then unknown). */
+/* The cookie the kernel gave the socket; 0 when nobody asked for one yet. */
 static __always_inline __u64 gadget_socket_cookie(const struct sock *sk)
 {
 	return BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
@@ -40,12 +40,14 @@ static __always_inline __u64 gadget_socket_cookie(const struct sock *sk)
 
 static __always_inline const struct gadget_socket_owner *gadget_socket_owner(const struct sock *sk)
 {
-	__u64 cookie;
+	__u64 key;
 
 	if (!sk)
 		return NULL;
-	cookie = gadget_socket_cookie(sk);
-	return cookie ? bpf_map_lookup_elem(&gadget_sockets, &cookie) : NULL;
+	key = gadget_socket_cookie(sk);
+	if (!key)
+		key = (__u64)sk;
+	return bpf_map_lookup_elem(&gadget_sockets, &key);
 }
 
 #endif
