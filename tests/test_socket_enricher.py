@@ -1,5 +1,5 @@
 """The socket enricher in the real kernel: owners recorded by the cgroup hooks and by the
-start-up iterator, forgotten at release, and nothing left attached after close."""
+start-up iterators, forgotten at release, and nothing left attached after close."""
 
 from __future__ import annotations
 
@@ -60,9 +60,29 @@ def test_owners_of_new_and_existing_sockets() -> None:
     assert attached_to_root() == before
 
 
+def test_tcp_and_udp_sockets_get_cookies_at_start() -> None:
+    """A listening TCP socket and a bound UDP socket that nobody asked a cookie of are given
+    one by the TCP and UDP iterators, so the owner is keyed by that cookie."""
+    mntns = os.stat("/proc/self/ns/mnt").st_ino
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    datagram = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    datagram.bind(("::1", 0))
+    enricher = SocketEnricher()
+    try:
+        for sock in (listener, datagram):
+            assert owner(enricher, sock) == (os.getpid(), mntns, owner_comm())
+    finally:
+        enricher.close()
+        listener.close()
+        datagram.close()
+
+
 def test_sockets_without_a_cookie_are_keyed_by_address() -> None:
-    """Sockets nobody asked a cookie of are recorded under their address, and releasing
-    them deletes that key too, so a reused address never finds a stale owner."""
+    """Sockets no iterator can give a cookie (here: not bound, so in no table) are recorded
+    under their address, and releasing them deletes that key too, so a reused address never
+    finds a stale owner."""
     mine = [socket.socket() for _ in range(3)]
     enricher = SocketEnricher()
     try:

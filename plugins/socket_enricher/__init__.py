@@ -4,7 +4,7 @@ Gadgets whose events fire outside the owning process (retransmits from timers, d
 softirq) look the owner up by socket cookie in the ``gadget_sockets`` map that this object
 fills (see ``igrun/sockets.h``). Its cgroup programs are attached with links at the cgroup v2
 root, so they see every socket on the host and leave other programs attached there alone;
-an iterator pass at start records the sockets that are already open.
+iterator passes at start record the owners of the sockets that are already open.
 """
 
 from __future__ import annotations
@@ -40,12 +40,14 @@ class SocketEnricher:
         self.sockets: Map = self.obj.map(SOCKETS_MAP)
 
     def _scan_existing(self) -> None:
-        """Run the task_file iterator once: it records every socket already open."""
-        link: Link = self.obj.programs["ig_existing_sockets"].attach()
-        try:
-            link.read()
-        finally:
-            link.destroy()
+        """Run the start-up iterators in order: the TCP and UDP ones give sockets cookies, so
+        the task_file one, which records owners, can key most of them by cookie."""
+        for name in ("ig_cookie_tcp", "ig_cookie_udp", "ig_existing_sockets"):
+            link: Link = self.obj.programs[name].attach()
+            try:
+                link.read()
+            finally:
+                link.destroy()
 
     def close(self) -> None:
         self.obj.close()

@@ -2,8 +2,9 @@
 /*
  * The socket enricher: keeps gadget_sockets (socket cookie -> owning process) without
  * kprobes. cgroup sock hooks attached at the cgroup2 root run in the owner's context for
- * every socket created, connected, bound or sent from afterwards; an iterator over every
- * task's files records the sockets that already exist when it starts; sock_release forgets.
+ * every socket created, connected, bound or sent from afterwards; at start, iterators give the
+ * TCP and UDP sockets a cookie and then, over every task's files, record the owners of the
+ * sockets that already exist; sock_release forgets.
  */
 #include <vmlinux.h>
 #include <bpf/bpf_core_read.h>
@@ -97,9 +98,30 @@ int ig_sendmsg6(struct bpf_sock_addr *ctx)
 }
 
 /*
- * At start: every IPv4/IPv6 socket some task holds open, keyed by its cookie or, when it has
- * none yet, by its address (a tracing program may not ask for a cookie here: the socket it
- * reaches from the file is not a trusted pointer).
+ * At start, first: give every TCP and UDP socket in igrun's network namespace a cookie. These
+ * iterators hold trusted pointers, so the kernel lets them ask; they cannot tell the owner.
+ */
+SEC("iter/tcp")
+int ig_cookie_tcp(struct bpf_iter__tcp *ctx)
+{
+	if (ctx->sk_common)
+		bpf_get_socket_cookie(ctx->sk_common);
+	return 0;
+}
+
+SEC("iter/udp")
+int ig_cookie_udp(struct bpf_iter__udp *ctx)
+{
+	if (ctx->udp_sk)
+		bpf_get_socket_cookie(ctx->udp_sk);
+	return 0;
+}
+
+/*
+ * Then: every IPv4/IPv6 socket some task holds open, with the task as its owner, keyed by its
+ * cookie or, when it has none (a socket in another network namespace that nobody asked a
+ * cookie of), by its address: this program may not ask for a cookie, since the socket it
+ * reaches from the file is not a trusted pointer.
  */
 SEC("iter/task_file")
 int ig_existing_sockets(struct bpf_iter__task_file *ctx)

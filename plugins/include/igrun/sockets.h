@@ -3,9 +3,18 @@
  * Which process owns a socket, for events the kernel raises outside the owner (a retransmit
  * from a timer, a drop in softirq). igrun's socket enricher fills gadget_sockets, keyed by
  * socket cookie, from cgroup sock hooks that run in the owner's own context (socket creation,
- * connect, bind, sendmsg) and, at start, from an iterator over every task's open sockets. A
+ * connect, bind, sendmsg) and, at start, from iterators over every task's open sockets. A
  * gadget that declares this map gets the enricher's at load time; gadget_socket_owner() then
  * answers for any struct sock, or returns NULL when the owner is not known.
+ *
+ * The map has two kinds of key. Most entries are keyed by socket cookie. The kernel gives a
+ * socket its cookie lazily and a tracing program may not ask for one on a socket it reached
+ * by walking kernel memory, so an IPv4/IPv6 socket opened before the enricher started that
+ * still has no cookie (the start-up TCP and UDP iterators give one to the sockets in igrun's
+ * network namespace) is keyed by its struct sock address instead. Cookies count up from 1 and
+ * never reach kernel addresses, so the two never meet. An address is looked up only for a
+ * socket without a cookie; every socket a task creates afterwards gets one at creation, and
+ * releasing a socket deletes both keys, so a reused address finds no stale owner.
  */
 #ifndef IGRUN_SOCKETS_H
 #define IGRUN_SOCKETS_H
