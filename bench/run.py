@@ -162,6 +162,7 @@ def run_cell(consumer: Consumer, obj: Path, rate: int, duration: float) -> dict[
         "perf_lost": result.get("perf_lost", 0),
         "cpu_seconds": cpu,
         "events_per_cpu_second": received / cpu if cpu > 0 else None,
+        "batches": result.get("batches"),
         "output_bytes": output_bytes,
     }
 

@@ -22,6 +22,9 @@ from igrun.core.schema import Array, Batch, Field, Kind
 ffi: Any = _libbpf.ffi
 lib: Any = _libbpf.lib
 
+Encoded = tuple[Any, Array, Any, int]
+"""A table of JSON texts for C: the text blob, its offsets (array and pointer), the count."""
+
 INT, UINT, BOOL, CSTR, TEXT = (
     lib.IGR_JSON_INT,
     lib.IGR_JSON_UINT,
@@ -77,8 +80,9 @@ class JsonLines:
         for i, (text, _) in enumerate(self.pieces):
             self._cols[i].prefix = self._prefixes[i]
             self._cols[i].prefix_len = len(text.encode())
-        self._tables: dict[tuple[Any, ...], tuple[Any, Any, int]] = {}
+        self._tables: dict[tuple[Any, ...], Encoded] = {}
         """Encoded tables of distinct values by content: a stream's enrichment tables repeat."""
+        self._plans_by_dtype: dict[np.dtype[Any], list[tuple[int, int, int] | None]] = {}
 
     def encode(self, batch: Batch) -> memoryview:
         """The batch's lines, in a buffer reused by the next call: write them out first.
@@ -88,9 +92,20 @@ class JsonLines:
         if n == 0:
             return memoryview(b"")
         cols = self._cols
-        keep: list[Any] = []  # arrays the C structs point into, alive until the call returns
+        raw = batch.raw
+        keep: list[Any] = [raw]  # arrays the C structs point into, alive until the call returns
+        plans = self._plans(raw.dtype) if raw.flags.c_contiguous else [None] * len(self.pieces)
+        base: Any = ffi.cast("const char *", ffi.from_buffer(raw)) if raw.flags.c_contiguous else 0
+        rows: dict[tuple[int, int], Any] = {}
         for i, (_, f) in enumerate(self.pieces):
-            self._describe(cols[i], batch, f, keep)
+            plan = plans[i]
+            if plan is not None and not batch.overlaid(f.name):
+                col = cols[i]
+                col.kind, col.size, offset = plan
+                col.stride = raw.itemsize
+                col.values = base + offset
+            else:
+                self._describe(cols[i], batch, f, keep, rows)
         ncols = len(self.pieces)
         cap = lib.igr_json_bound(cols, ncols, len(self._suffix), n)
         if len(self._out) < cap:
@@ -102,11 +117,40 @@ class JsonLines:
             raise RuntimeError("JSON lines: a column description is inconsistent")
         return self._out.data[:written]
 
-    def _describe(self, col: Any, batch: Batch, f: Field, keep: list[Any]) -> None:
+    def _plans(self, dtype: np.dtype[Any]) -> list[tuple[int, int, int] | None]:
+        """Per piece, how C reads the field straight from a record of ``dtype`` — (kind,
+        size, offset) — or None when it cannot (a decoder, a derived field). Worked out once
+        per record layout: it is what every batch of a stream shares."""
+        plans = self._plans_by_dtype.get(dtype)
+        if plans is None:
+            plans = [self._plan(dtype, f) for _, f in self.pieces]
+            self._plans_by_dtype[dtype] = plans
+        return plans
+
+    @staticmethod
+    def _plan(dtype: np.dtype[Any], f: Field) -> tuple[int, int, int] | None:
+        if f.decode is not None or dtype.names is None or f.source not in dtype.names:
+            return None
+        member, offset = dtype.fields[f.source][:2]  # type: ignore[index]
+        if member.shape:
+            return None
+        if member.kind == "S":
+            return (CSTR, member.itemsize, offset) if f.kind is Kind.STR else None
+        if member.kind not in "iub" or member.itemsize not in (1, 2, 4, 8):
+            return None
+        if f.kind is Kind.BOOL or member.kind == "b":
+            return BOOL, member.itemsize, offset
+        if f.kind in (Kind.INT, Kind.UINT, Kind.TIME):
+            return INT if member.kind == "i" else UINT, member.itemsize, offset
+        return None
+
+    def _describe(
+        self, col: Any, batch: Batch, f: Field, keep: list[Any], rows: dict[tuple[int, int], Any]
+    ) -> None:
         coded = batch.coded(f.name)
         if coded is not None:
             table, codes = coded
-            self._table(col, tuple((type(v), v) for v in table.tolist()), codes, keep)
+            self._table(col, tuple((type(v), v) for v in table.tolist()), codes, keep, rows)
             return
         values = batch.raw_values(f.name)
         if values is not None and values.dtype.kind == "S" and f.kind is Kind.STR:
@@ -121,9 +165,9 @@ class JsonLines:
             elif f.kind in (Kind.INT, Kind.UINT, Kind.TIME):
                 self._point(col, INT if kind == "i" else UINT, values, values.dtype.itemsize, keep)
             else:
-                self._texts(col, batch.values(f.name), keep)
+                self._texts(col, batch.values(f.name), keep, rows)
             return
-        self._texts(col, batch.values(f.name), keep)
+        self._texts(col, batch.values(f.name), keep, rows)
 
     @staticmethod
     def _point(col: Any, kind: int, values: Array, size: int, keep: list[Any]) -> None:
@@ -134,18 +178,25 @@ class JsonLines:
         col.stride = values.strides[0]
         col.values = ffi.cast("const char *", values.ctypes.data)
 
-    def _texts(self, col: Any, values: list[Any], keep: list[Any]) -> None:
+    def _texts(
+        self, col: Any, values: list[Any], keep: list[Any], rows: dict[tuple[int, int], Any]
+    ) -> None:
         """Each distinct value encoded once; rows point at their text."""
         distinct: dict[Any, int] = {}
         try:
             index = [distinct.setdefault((type(v), v), len(distinct)) for v in values]
-            self._table(col, tuple(distinct), index, keep)
+            self._table(col, tuple(distinct), np.array(index), keep, rows)
         except TypeError:  # unhashable values (lists): one text per row
             texts = [dumps(v).encode() for v in values]
-            self._point_texts(col, self._encode_table(texts), range(len(values)), keep)
+            self._point_texts(col, self._encode_table(texts), np.arange(len(values)), keep, rows)
 
     def _table(
-        self, col: Any, table: tuple[tuple[type, Any], ...], index: Any, keep: list[Any]
+        self,
+        col: Any,
+        table: tuple[tuple[type, Any], ...],
+        index: Array,
+        keep: list[Any],
+        rows: dict[tuple[int, int], Any],
     ) -> None:
         """Rows given as positions in ``table``: a few distinct values, each with its type
         (``True`` and ``1`` are equal keys, not equal JSON)."""
@@ -155,24 +206,34 @@ class JsonLines:
                 self._tables.clear()
             texts = [dumps(v).encode() for _, v in table]
             encoded = self._tables[table] = self._encode_table(texts)
-        self._point_texts(col, encoded, index, keep)
+        self._point_texts(col, encoded, index, keep, rows)
 
     @staticmethod
-    def _encode_table(texts: list[bytes]) -> tuple[Any, Any, int]:
+    def _encode_table(texts: list[bytes]) -> Encoded:
         offsets = np.zeros(len(texts) + 1, dtype=np.uint64)
         np.cumsum([len(t) for t in texts], out=offsets[1:])
-        return ffi.from_buffer(b"".join(texts)), offsets, len(texts)
+        offsets_ptr = ffi.cast("const unsigned long long *", ffi.from_buffer(offsets))
+        return ffi.from_buffer(b"".join(texts)), offsets, offsets_ptr, len(texts)
 
     @staticmethod
-    def _point_texts(col: Any, encoded: tuple[Any, Any, int], index: Any, keep: list[Any]) -> None:
-        blob_ptr, offsets, count = encoded
-        rows = np.ascontiguousarray(index, dtype=np.int32)
-        if len(rows) and rows.min() < 0:
-            rows = np.where(rows < 0, rows + count, rows)  # numpy's negative positions
-        keep += [blob_ptr, offsets, rows]
+    def _point_texts(
+        col: Any, encoded: Encoded, index: Array, keep: list[Any], rows: dict[tuple[int, int], Any]
+    ) -> None:
+        """Rows as int32 positions into the encoded table. Enrichers give many columns the
+        same codes (one container per row): those are converted once per batch."""
+        blob_ptr, offsets, offsets_ptr, count = encoded
+        converted = rows.get((id(index), count))
+        if converted is None:
+            positions = np.ascontiguousarray(index, dtype=np.int32)
+            if len(positions) and positions.min() < 0:
+                positions = np.where(positions < 0, positions + count, positions)  # numpy's
+            pointer = ffi.cast("const char *", ffi.from_buffer(positions))
+            converted = rows[(id(index), count)] = (positions, pointer)
+            keep.append(index)  # its id stays its own until the call returns
+        keep += [blob_ptr, offsets, converted[0]]
         col.kind = TEXT
         col.size = count
         col.stride = 4
-        col.values = ffi.cast("const char *", rows.ctypes.data)
+        col.values = converted[1]
         col.texts = blob_ptr
-        col.offsets = ffi.cast("const unsigned long long *", offsets.ctypes.data)
+        col.offsets = offsets_ptr

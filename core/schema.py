@@ -228,13 +228,18 @@ class Batch:
         """The raw struct member behind field ``name`` when its values are exactly that
         member (no decoder, not replaced by an operator): writers can read it in place."""
         f = self.schema[name]
-        if f.decode is not None or f.name in self._columns or f.name in self._coded:
+        if f.decode is not None or self.overlaid(f.name):
             return None
         if self.raw.dtype.names is None:
             return None
         if f.source not in self.raw.dtype.names:
             return None
         return self.raw[f.source]
+
+    def overlaid(self, name: str) -> bool:
+        """Whether field ``name`` (its canonical name) has values beside the raw records: an
+        operator's column, a coded column, or a decoded copy. Cheap: writers ask per batch."""
+        return name in self._columns or name in self._coded
 
     def member(self, name: str) -> Array:
         """A raw C struct member, for decoders that combine several of them."""

@@ -10,6 +10,7 @@ starts), and drains its ring buffer in batches until the run ends.
 from __future__ import annotations
 
 import importlib.resources
+import time
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,7 +32,9 @@ BATCH_RECORDS = 4096
 """A batch smaller than this lingers up to ``BATCH_LINGER_MS`` for more (see ``Reader.batch``):
 events are at most that late, and a slow stream costs a few wakeups per batch, not one per
 event."""
-BATCH_LINGER_MS = 50.0
+BATCH_LINGER_MS = 90.0
+LOST_CHECK_S = 0.1
+"""How often the drop counter is read while running (and always at the final drain)."""
 
 
 def _power_of_two(n: int) -> int:
@@ -55,6 +58,7 @@ class BpfTracer(Gadget):
     def __init__(self) -> None:
         self.obj: BpfObject | None = None
         self.reader: Reader | None = None
+        self._lost_due = 0.0
         self.buffer_size = self.ring_buffer_size
         self.perf_pages = self.perf_buffer_pages
 
@@ -149,9 +153,12 @@ class BpfTracer(Gadget):
         if view is not None:
             raw = np.frombuffer(view, dtype=ctx.schema.dtype).copy()
             ctx.emit(self.transform(Batch(ctx.schema, raw)))
-        lost = self.reader.lost()
-        if lost:
-            ctx.report_lost(lost)
+        now = time.monotonic()
+        if not timeout_ms or now >= self._lost_due:  # a syscall: not for every small batch
+            self._lost_due = now + LOST_CHECK_S
+            lost = self.reader.lost()
+            if lost:
+                ctx.report_lost(lost)
         ctx.heartbeat()
 
     def close(self) -> None:

@@ -184,6 +184,7 @@ class ContainersOperator(Operator):
         self.filter_map: Map | None = None
         self.mntns_field: Field | None = None
         self.boot_field: Field | None = None
+        self._table_cache: dict[tuple[int, ...], tuple[list[Container], list[Array]]] = {}
 
     @classmethod
     def can_operate_on(cls, gadget: type[Gadget]) -> bool:
@@ -267,13 +268,26 @@ class ContainersOperator(Operator):
         assert self.mntns_field is not None
         boot = batch.member(self.boot_field.source) if self.boot_field else None
         pool, owners = attribute(self.collection, batch[self.mntns_field.name], boot)
-        for f, value in ENRICHED:  # one small table per field; the last row is "no container"
-            table = np.array([value(c) for c in pool] + [""], dtype=object)
+        for (f, _), table in zip(ENRICHED, self._tables(pool), strict=True):
             batch.set_coded(f.name, table, owners)
         if self.host and self.selector.names:
             selected = np.array([self.selector.matches(c) for c in pool] + [True], dtype=bool)
             return batch.take(selected[owners])
         return batch
+
+    def _tables(self, pool: list[Container]) -> list[Array]:
+        """One small table per enriched field, the last row being "no container". Batches
+        of a stream mostly involve the same containers: their tables are built once (and
+        stay the same objects, which writers recognise)."""
+        key = tuple(id(c) for c in pool)
+        hit = self._table_cache.get(key)
+        if hit is not None:
+            return hit[1]
+        if len(self._table_cache) >= 64:
+            self._table_cache.clear()
+        tables = [np.array([value(c) for c in pool] + [""], dtype=object) for _, value in ENRICHED]
+        self._table_cache[key] = (pool, tables)  # the pool keeps its ids from being reused
+        return tables
 
     def post_run(self) -> None:
         shared, self.shared = self.shared, None

@@ -101,3 +101,18 @@ def test_equal_values_of_other_types_stay_apart(batch: Batch) -> None:
     got = bytes(JsonLines(FIELDS).encode(batch)).decode()
     assert [json.loads(line)["k8s"]["pod"] for line in got.splitlines()] == [True, 1, 1.0, False, 0]
     assert got == reference(batch, FIELDS)
+
+
+def test_columns_sharing_codes_and_a_strided_batch(batch: Batch) -> None:
+    """Enrichers give several columns the same codes (converted once); records that are a
+    strided view, not one block, are read member by member; one writer serves both."""
+    codes = np.array([1, -1, 0, 1, -1])
+    batch.set_coded("runtime.containerName", np.array(["web", "db", ""], dtype=object), codes)
+    batch.set_coded("k8s.pod", np.array(["p-web", "p-db", ""], dtype=object), codes)
+    writer = JsonLines(FIELDS)
+    assert bytes(writer.encode(batch)).decode() == reference(batch, FIELDS)
+    strided = Batch(batch.schema, batch.raw[::2])
+    assert not strided.raw.flags.c_contiguous
+    members = JsonLines(FIELDS[:6])
+    assert bytes(members.encode(strided)).decode() == reference(strided, FIELDS[:6])
+    assert bytes(members.encode(batch)).decode() == reference(batch, FIELDS[:6])
