@@ -291,17 +291,19 @@ def run_gadget_class(
 
 def _specs(registry: PluginRegistry, path: Path) -> list[RunSpec]:
     """Every run of a config file, checked against the gadgets and operators it names."""
-    from igrun.core import config as cfg
+    from igrun.core import configfile
     from igrun.core.runtime import RUNTIME_PARAMS
 
     specs = []
-    for i, entry in enumerate(cfg.load(path).run):
+    for i, entry in enumerate(configfile.load(path).run):
         try:
             gadget = registry.gadget(entry.gadget)
         except GadgetNotFound as exc:
             raise UsageError(f"config {path}: run[{i}].gadget: {exc}") from None
         try:
-            spec = cfg.resolve(entry, f"run[{i}]", gadget, registry.operators(), RUNTIME_PARAMS)
+            spec = configfile.resolve(
+                entry, f"run[{i}]", gadget, registry.operators(), RUNTIME_PARAMS
+            )
         except UsageError as exc:
             raise UsageError(f"config {path}: {exc}") from None
         specs.append(spec)

@@ -22,51 +22,28 @@ gives defaults to the gadget named on the command line. A value comes from, in t
 the command line, the environment (``IGRUN_<KEY>``, e.g. ``IGRUN_OUTPUT=json``), the file,
 the param's default.
 
-The file is checked with pydantic before anything loads, against the params of the gadget and
-operators it names, and an error names the key: ``run[0].operators[1].with.limit: Extra
-inputs are not permitted``.
+The file is checked with pydantic before anything loads (``core/configfile.py``, imported
+only when there is a file: a plain run does not pay for pydantic), against the params of the
+gadget and operators it names, and an error names the key: ``run[0].operators[1].with.limit:
+Extra inputs are not permitted``.
 """
 
 from __future__ import annotations
 
 import os
-import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from igrun.core.errors import ParamError, UsageError
 from igrun.core.gadget import Gadget
 from igrun.core.operator import Operator
 from igrun.core.params import ParamDesc
 
 Value = str | int | float | bool | list[str] | list[int]
 ENV_PREFIX = "IGRUN_"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
-class OperatorEntry(_Strict):
-    name: str
-    with_: dict[str, Value] = Field(default_factory=dict, alias="with")
-
-
-class RunEntry(_Strict):
-    gadget: str
-    params: dict[str, Value] = Field(default_factory=dict)
-    runtime: dict[str, Value] = Field(default_factory=dict)
-    operators: list[OperatorEntry] | None = None
-    """The chain in order; absent: every operator that applies, in the usual order."""
-
-
-class ConfigFile(_Strict):
-    run: list[RunEntry] = Field(default_factory=list)
 
 
 @dataclass
@@ -92,92 +69,13 @@ def readable(path: Path) -> bool:
         return False
 
 
-def _location(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + ("with" if part == "with_" else str(part))
-    return out
-
-
-def _first_error(exc: ValidationError, prefix: str = "") -> str:
-    error = exc.errors()[0]
-    where = _location([*([prefix] if prefix else []), *error["loc"]])
-    return f"{where}: {error['msg']}"
-
-
-def load(path: Path) -> ConfigFile:
-    """Read and check the file's shape; params are checked by :func:`resolve`."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"config {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"config {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"config {path}: not TOML: {exc}") from None
-    try:
-        return ConfigFile.model_validate(data)
-    except ValidationError as exc:
-        raise UsageError(f"config {path}: {_first_error(exc)}") from None
-
-
-def _as_text(value: Value) -> str:
+def as_text(value: Value) -> str:
+    """A file's value as the text a flag would give (lists comma-separated)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
     return str(value)
-
-
-def _check(values: Mapping[str, Value], descs: Sequence[ParamDesc], where: str) -> None:
-    """The keys must be params of this gadget/operator, with values of the right type."""
-    model = create_model(  # type: ignore[call-overload]
-        "Params", __config__=ConfigDict(extra="forbid"), **{d.key: (Value, None) for d in descs}
-    )
-    try:
-        model.model_validate(dict(values))
-    except ValidationError as exc:
-        raise UsageError(_first_error(exc, where)) from None
-    by_key = {d.key: d for d in descs}
-    for key, value in values.items():
-        try:
-            by_key[key].validate(_as_text(value))
-        except ParamError as exc:
-            raise UsageError(f"{where}.{key}: {exc}") from None
-
-
-def resolve(
-    entry: RunEntry,
-    where: str,
-    gadget: type[Gadget],
-    operators: Sequence[type[Operator]],
-    runtime_params: Sequence[ParamDesc],
-) -> RunSpec:
-    """A file's run as a :class:`RunSpec`, every key and value checked."""
-    spec = RunSpec(gadget)
-    _check(entry.params, gadget.params, f"{where}.params")
-    spec.values.update({k: _as_text(v) for k, v in entry.params.items()})
-    _check(entry.runtime, runtime_params, f"{where}.runtime")
-    spec.values.update({f"runtime.{k}": _as_text(v) for k, v in entry.runtime.items()})
-    by_name = {op.name: op for op in operators}
-    if entry.operators is not None:
-        spec.chain = []
-        for i, op_entry in enumerate(entry.operators):
-            at = f"{where}.operators[{i}]"
-            op = by_name.get(op_entry.name)
-            if op is None:
-                known = ", ".join(sorted(by_name))
-                raise UsageError(f"{at}.name: no operator {op_entry.name!r} (known: {known})")
-            if not op.can_operate_on(gadget):
-                raise UsageError(f"{at}.name: {op.name} does not apply to {gadget.full_name()}")
-            _check(op_entry.with_, op.params, f"{at}.with")
-            spec.chain.append(op.name)
-            prefix = f"operator.{op.name}."
-            spec.values.update({prefix + k: _as_text(v) for k, v in op_entry.with_.items()})
-    return spec
 
 
 def from_environment(

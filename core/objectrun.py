@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from igrun.core.bpf import BpfObject, Map, MapType
 from igrun.core.endpoints import l4_endpoint
 from igrun.core.errors import BpfError, IgrunError, ParamError, UsageError
 from igrun.core.fields import mntns, per_distinct, timestamp
-from igrun.core.gadget import Category, Gadget, GadgetContext, GadgetType
+from igrun.core.gadget import PARAM_INTERVAL, Category, Gadget, GadgetContext, GadgetType
 from igrun.core.helpers import ip_strings, proto_string, wall_times_from_boot_times
 from igrun.core.params import ParamDesc, TypeHint
 from igrun.core.schema import Batch, Column, Field, Kind, Schema, field_like
@@ -666,6 +667,23 @@ class ObjectSnapshot(ObjectGadget, Gadget):
             raise
 
     def run(self, ctx: GadgetContext) -> None:
+        """One snapshot; with ``--interval``, one per interval until the run ends. The next
+        snapshot is due an interval after the last one was taken, so the runtime's interval
+        tick (which ends a window: sort, output, gauges) always falls between two of them."""
+        interval = float(ctx.runtime_params.get(PARAM_INTERVAL) or 0.0)
+        while True:
+            ctx.heartbeat()
+            due = time.monotonic() + interval
+            self._snapshot(ctx)
+            if not interval:
+                return
+            while not ctx.done and time.monotonic() < due:
+                time.sleep(ctx.remaining(min(0.1, max(0.0, due - time.monotonic()))))
+                ctx.heartbeat()
+            if ctx.done:
+                return
+
+    def _snapshot(self, ctx: GadgetContext) -> None:
         assert self.obj is not None and ctx.schema is not None
         data = self.obj.attach(self.program).read()
         size = self.layout.itemsize

@@ -65,7 +65,7 @@ class PluginRegistry:
         self.errors: list[PluginLoadError] = []
         self._gadgets: dict[str, type[Gadget]] = {}
         self._operators: dict[str, type[Operator]] = {}
-        self._providers: dict[type[Any], str] = {}
+        self._providers: dict[type[Any], str | EntryPoint] = {}
         self._loaded: set[tuple[str, str]] = set()
         self._all_loaded: set[str] = set()
 
@@ -104,8 +104,12 @@ class PluginRegistry:
         return list(self._operators.values())
 
     def provider(self, cls: type[Any]) -> str:
-        """``"distribution version"`` of the package that registered ``cls``."""
-        return self._providers.get(cls, "unknown")
+        """``"distribution version"`` of the package that registered ``cls`` (read from its
+        metadata when first asked: running a gadget never needs it)."""
+        found = self._providers.get(cls, "unknown")
+        if isinstance(found, EntryPoint):
+            found = self._providers[cls] = " ".join(_dist(found)).strip()
+        return found
 
     # -- loading
 
@@ -115,12 +119,13 @@ class PluginRegistry:
         out = []
         seen = set()
         for ep in entry_points(group=group):
-            dist, _ = _dist(ep)
             if (ep.name, ep.value) in seen:
                 continue  # the same distribution found twice on sys.path
             seen.add((ep.name, ep.value))
-            if dist != BUILTIN_DIST and (blocked or (allowed and dist not in allowed)):
-                continue
+            if blocked or allowed:  # reading a distribution's metadata is slow: only if asked
+                dist, _ = _dist(ep)
+                if dist != BUILTIN_DIST and (blocked or dist not in allowed):
+                    continue
             out.append(ep)
         return out
 
@@ -136,18 +141,17 @@ class PluginRegistry:
         if key in self._loaded:
             return
         self._loaded.add(key)
-        dist, version = _dist(ep)
         try:
             plugin = ep.load()
             if not self.pm.is_registered(plugin):
                 self.pm.register(plugin, name=f"{group}:{ep.name}")
                 self.pm.check_pending()
-            provider = f"{dist} {version}".strip()
             if group == GADGETS_GROUP:
-                self._call_one(plugin, "igrun_register_gadgets", self.add_gadget, provider)
+                self._call_one(plugin, "igrun_register_gadgets", self.add_gadget, ep)
             else:
-                self._call_one(plugin, "igrun_register_operators", self.add_operator, provider)
+                self._call_one(plugin, "igrun_register_operators", self.add_operator, ep)
         except Exception as exc:  # a broken plugin must not break the others
+            dist, version = _dist(ep)
             error = PluginLoadError(dist, version, ep.name, f"{type(exc).__name__}: {exc}")
             self.errors.append(error)
             from igrun.core.log import get_logger
@@ -156,7 +160,7 @@ class PluginRegistry:
                 "plugin_skipped", dist=dist, version=version, entry_point=ep.name, error=str(exc)
             )
 
-    def _call_one(self, plugin: Any, hook_name: str, add: Any, provider: str) -> None:
+    def _call_one(self, plugin: Any, hook_name: str, add: Any, provider: EntryPoint) -> None:
         """Call one plugin's registration hook (pluggy checked its signature on register);
         calling it alone keeps each registration attributed to its own distribution."""
         impl = getattr(plugin, hook_name, None)
@@ -165,8 +169,9 @@ class PluginRegistry:
 
     # -- registration checks
 
-    def add_gadget(self, cls: Any, provider: str) -> None:
-        """Register a gadget class (entry points do this; so can a program embedding igrun)."""
+    def add_gadget(self, cls: Any, provider: str | EntryPoint) -> None:
+        """Register a gadget class (entry points do this; so can a program embedding igrun).
+        ``provider`` is ``"distribution version"``, or the entry point the class came from."""
         if not (isinstance(cls, type) and issubclass(cls, Gadget)):
             raise PluginError(f"registered {cls!r}, which is not a Gadget subclass")
         for attr, kind in (("name", str), ("category", Category), ("schema", Schema)):
@@ -178,7 +183,7 @@ class PluginRegistry:
         self._gadgets[cls.id()] = cls
         self._providers[cls] = provider
 
-    def add_operator(self, cls: Any, provider: str) -> None:
+    def add_operator(self, cls: Any, provider: str | EntryPoint) -> None:
         """Register an operator class, checked like one from an entry point."""
         if not (isinstance(cls, type) and issubclass(cls, Operator)):
             raise PluginError(f"registered {cls!r}, which is not an Operator subclass")

@@ -49,7 +49,7 @@ from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_FILTER, Operator
 from igrun.core.params import ParamDesc, Params
 from igrun.core.schema import Array, Batch, Field, Kind, Schema, decode_cstrings
-from igrun.operators._common import resolve_column
+from igrun.operators._common import resolve_column, windowed
 from igrun.operators.filter import Filter, parse_filter
 
 if TYPE_CHECKING:
@@ -424,6 +424,9 @@ class MetricState:
     values: dict[LabelKey, float] = field(default_factory=dict)
     buckets: dict[LabelKey, Array] = field(default_factory=dict)
     sums: dict[LabelKey, float] = field(default_factory=dict)
+    window: dict[LabelKey, float] | None = None
+    """A gauge of a windowed run (snapshots, ``--interval``): the window being filled, which
+    replaces :attr:`values` whole when it ends, so a label set gone from it is gone."""
 
     def apply(self, agg: Aggregate) -> None:
         """One dict update per label set of the batch."""
@@ -431,6 +434,12 @@ class MetricState:
         if kind is MetricKind.COUNTER:
             for key, value in zip(agg.keys, agg.values.tolist(), strict=True):
                 self.values[key] = self.values.get(key, 0.0) + value
+        elif kind is MetricKind.GAUGE and self.window is not None:
+            if self.metric.field is None:  # events per label set in the whole window
+                for key, value in zip(agg.keys, agg.values.tolist(), strict=True):
+                    self.window[key] = self.window.get(key, 0.0) + value
+            else:
+                self.window.update(zip(agg.keys, agg.values.tolist(), strict=True))
         elif kind is MetricKind.GAUGE:
             self.values.update(zip(agg.keys, agg.values.tolist(), strict=True))
         else:
@@ -480,9 +489,20 @@ class MetricsCollector:
     thread) sees every metric after the same batch.
     """
 
-    def __init__(self, metrics: list[Metric]) -> None:
+    def __init__(self, metrics: list[Metric], windowed: bool = False) -> None:
         self.states = [MetricState(m) for m in metrics]
+        if windowed:
+            for state in self.states:
+                if state.metric.kind is MetricKind.GAUGE:
+                    state.window = {}
         self.lock = threading.Lock()
+
+    def end_window(self) -> None:
+        """A window (a snapshot, an interval) is complete: gauges now show it, and only it."""
+        with self.lock:
+            for state in self.states:
+                if state.window is not None:
+                    state.values, state.window = state.window, {}
 
     def add(self, batch: Batch) -> None:
         labels = LabelColumns(batch)
@@ -624,7 +644,7 @@ class PrometheusOperator(Operator):
         if not path.startswith("/"):
             raise ParamError(f'--metrics-path: "{path}" must start with /')
         schema = ctx.schema if ctx.schema is not None else ctx.gadget.schema
-        collector = MetricsCollector(load_config(config, schema))
+        collector = MetricsCollector(load_config(config, schema), windowed=windowed(ctx))
 
         from prometheus_client import CollectorRegistry, make_wsgi_app
 
@@ -644,6 +664,10 @@ class PrometheusOperator(Operator):
     def process(self, batch: Batch) -> Batch:
         self.collector.add(batch)
         return batch
+
+    def flush(self) -> Batch | None:
+        self.collector.end_window()
+        return None
 
     def post_run(self) -> None:
         self.server.stop()

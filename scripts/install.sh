@@ -38,6 +38,13 @@ if ! { .venv/bin/python -m pip install --upgrade pip setuptools wheel &&
     exit 1
 fi
 rm -f "$log"
+# Byte-compile igrun as a wheel install would (an editable one does not): starts stay fast even
+# where PYTHONDONTWRITEBYTECODE is set.
+.venv/bin/python - <<'PY'
+import compileall, igrun
+for folder in igrun.__path__:
+    compileall.compile_dir(folder, quiet=1)
+PY
 echo "installed: $(.venv/bin/igrun --version) in .venv (run .venv/bin/igrun, or activate .venv)"
 
 if [ "$demo" = 1 ]; then

@@ -25,6 +25,7 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from igrun.core import Category, Field, Gadget, GadgetContext, Kind, Schema
+from igrun.core.bpfbuild import compile_bpf
 from igrun.core.errors import ParamError
 from igrun.core.params import Params
 from igrun.core.runtime import RUNTIME_PARAMS
@@ -92,10 +93,12 @@ def operator(tmp_path: Path) -> Iterator[Any]:
     """Makes a serving operator from a TOML text (on a free loopback port); stops them all."""
     made: list[PrometheusOperator] = []
 
-    def make(config: str, path: str = "/metrics") -> tuple[PrometheusOperator, str]:
+    def make(
+        config: str, path: str = "/metrics", interval: str = ""
+    ) -> tuple[PrometheusOperator, str]:
         file = tmp_path / f"metrics{len(made)}.toml"
         file.write_text(config)
-        runtime = Params(RUNTIME_PARAMS)
+        runtime = Params(RUNTIME_PARAMS, {"interval": interval} if interval else {})
         ctx = GadgetContext("t", Tracer, Params(()), runtime, {}, structlog.get_logger())
         ctx.schema = SCHEMA
         values = {
@@ -189,6 +192,42 @@ def test_gauges_keep_the_last_value_of_each_label_set(operator: Any) -> None:
     assert got[("t_last_pid", labels(comm="ls"))] == 2.0
     assert got[("t_batch_events", labels(comm="bash"))] == 3.0  # not in the latest batch
     assert got[("t_batch_events", labels(comm="ls"))] == 1.0
+
+
+def test_gauges_of_a_windowed_run_show_the_last_whole_window(operator: Any) -> None:
+    """With --interval (or a snapshot), a gauge shows the last complete window and only it:
+    a label set that is not in it any more is gone, and counts add up over the window."""
+    op, url = operator(
+        """
+        [[gauges]]
+        name = "t_processes"
+        labels = ["comm"]
+        [[gauges]]
+        name = "t_last_pid"
+        labels = ["comm"]
+        field = "pid"
+        [[counters]]
+        name = "t_rows_total"
+        """,
+        interval="1s",
+    )
+    op.process(batch((7, 0, "bash"), (3, 0, "ls")))
+    op.process(batch((5, 0, "bash")))
+    assert ("t_processes", labels(comm="bash")) not in scrape(url)  # the window is open
+    assert op.flush() is None
+    got = scrape(url)
+    assert got[("t_processes", labels(comm="bash"))] == 2.0
+    assert got[("t_processes", labels(comm="ls"))] == 1.0
+    assert got[("t_last_pid", labels(comm="bash"))] == 5.0
+    op.process(batch((9, 0, "bash")))
+    op.flush()
+    got = scrape(url)
+    assert got[("t_processes", labels(comm="bash"))] == 1.0
+    assert ("t_processes", labels(comm="ls")) not in got
+    assert ("t_last_pid", labels(comm="ls")) not in got
+    assert got[("t_rows_total", labels())] == 4.0  # counters keep counting across windows
+    op.flush()
+    assert not [k for k in scrape(url) if k[0] in ("t_processes", "t_last_pid")]
 
 
 def test_each_metric_has_its_own_filter(operator: Any) -> None:
@@ -451,3 +490,67 @@ def test_port_in_use_fails_before_bpf_loads(igrun_cli: IgrunCli, tmp_path: Path)
     )
     assert verbose.returncode == 1
     assert "libbpf: loading object" not in verbose.stderr  # it failed before any BPF loaded
+
+
+@pytest.mark.bpf
+def test_snapshot_gauges_follow_each_snapshot(igrun_cli: IgrunCli, tmp_path: Path) -> None:
+    """``igrun run`` repeats a snapshot every --interval; a gauge counting its rows per comm
+    follows the processes as they come and go."""
+    source = Path(__file__).parent / "bpf" / "run_snapshot.bpf.c"
+    snapshot = compile_bpf(source, tmp_path / "snapshot.bpf.o", build_dir=tmp_path / "build")
+    comm = f"igs{uuid.uuid4().hex[:10]}"
+    program = tmp_path / comm
+    shutil.copy2("/bin/sleep", program)
+    sleepers = [subprocess.Popen([str(program), "60"]) for _ in range(3)]
+    config = tmp_path / "metrics.toml"
+    config.write_text(
+        f"""
+        [[gauges]]
+        name = "igrun_test_processes"
+        labels = ["comm"]
+        filter = ["comm:{comm}"]
+        """
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    proc = subprocess.Popen(
+        [*igrun_cli.command, "run", str(snapshot), "--host", "-o", "json", "-F", f"comm:{comm}",
+         "--interval", "300ms", "--metrics-config", str(config),
+         "--metrics-listen-address", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen: list[float | None] = []
+
+    def wait_for(count: float | None) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            value = scrape(url).get(("igrun_test_processes", labels(comm=comm)))
+            if not seen or seen[-1] != value:
+                seen.append(value)
+            if value == count:
+                return
+            assert time.monotonic() < deadline, f"gauge went {seen}, never to {count}"
+            time.sleep(0.05)
+
+    try:
+        wait_for_endpoint(proc, url)
+        wait_for(3.0)
+        sleepers[0].kill()
+        sleepers[0].wait()
+        wait_for(2.0)
+        for sleeper in sleepers[1:]:
+            sleeper.kill()
+            sleeper.wait()
+        wait_for(None)  # no process of that name: the label set is gone
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert seen[-3:] == [3.0, 2.0, None]  # whole snapshots only: never a partial count
+    pids = {e["pid"] for e in igrun_cli.events(out)}
+    assert pids == {s.pid for s in sleepers}  # every snapshot listed them, and nothing else
+    assert igrun_cli.pin_dirs_of(proc.pid) == []
