@@ -32,18 +32,15 @@ import enum
 import itertools
 import math
 import re
-import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
-from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, ClassVar, get_args
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import numpy as np
 
-from igrun.core.errors import IgrunError, ParamError
+from igrun.core.errors import ParamError
 from igrun.core.gadget import GadgetContext
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_FILTER, Operator
@@ -55,6 +52,8 @@ from igrun.operators.filter import Filter, parse_filter
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric as MetricFamily
 
+    from igrun.operators import metrics_http
+
 PRIORITY_METRICS = PRIORITY_FILTER + 50
 """After the filters (count what ``-F`` keeps), before sort and limit."""
 
@@ -62,7 +61,6 @@ _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _NOT_IN_LABEL = re.compile(r"[^a-zA-Z0-9_]")
 
 LabelKey = tuple[str, ...]
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class MetricKind(enum.StrEnum):
@@ -521,87 +519,6 @@ class MetricsCollector:
         return iter([s.family(with_samples=False) for s in self.states])
 
 
-# ---- the HTTP endpoint ---------------------------------------------------------------------
-
-
-class _Server(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Scrapes are not news: no line per request."""
-
-
-def parse_listen_address(text: str) -> tuple[str, int]:
-    """``127.0.0.1:2223``, ``[::1]:2223`` or ``:2223`` (every interface) -> host, port."""
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ParamError(
-            f'--metrics-listen-address: "{text}" is not host:port (e.g. 127.0.0.1:2223)'
-        )
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def routed(path: str, app: WsgiApp) -> WsgiApp:
-    """``app`` at ``path`` only; anything else is a 404 that says where the metrics are."""
-    wanted = path.rstrip("/") or "/"
-
-    def route(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if (environ.get("PATH_INFO", "").rstrip("/") or "/") == wanted:
-            return app(environ, start_response)
-        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-        return [f"not found: the metrics are at {path}\n".encode()]
-
-    return route
-
-
-class MetricsServer:
-    """An HTTP server bound at once (a port in use fails before any BPF loads) that answers
-    only from :meth:`start` on: once it answers, the gadget is attached."""
-
-    def __init__(self, address: str, app: WsgiApp) -> None:
-        host, port = parse_listen_address(address)
-        try:
-            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        except OSError as exc:
-            raise ParamError(f"--metrics-listen-address {address}: {exc.strerror}") from None
-        server_class = _Server6 if family == socket.AF_INET6 else _Server
-        self.server = server_class((host, port), _QuietHandler, bind_and_activate=False)
-        try:
-            self.server.server_bind()
-        except OSError as exc:
-            self.server.server_close()
-            raise IgrunError(f"cannot serve metrics on {address}: {exc.strerror or exc}") from None
-        self.server.set_app(app)
-        self.thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self.server.server_address[1])
-
-    def start(self) -> None:
-        self.server.server_activate()
-        self.thread = threading.Thread(
-            target=self.server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="igrun-metrics",
-            daemon=True,
-        )
-        self.thread.start()
-
-    def stop(self) -> None:
-        if self.thread is not None:
-            self.server.shutdown()
-            self.thread.join()
-            self.thread = None
-        self.server.server_close()
-
-
 # ---- the operator ----------------------------------------------------------------------------
 
 
@@ -628,7 +545,7 @@ class PrometheusOperator(Operator):
         ctx: GadgetContext,
         params: Params,
         collector: MetricsCollector,
-        server: MetricsServer,
+        server: metrics_http.MetricsServer,
     ) -> None:
         super().__init__(ctx, params)
         self.collector = collector
@@ -648,10 +565,13 @@ class PrometheusOperator(Operator):
 
         from prometheus_client import CollectorRegistry, make_wsgi_app
 
+        from igrun.operators import metrics_http
+
         registry = CollectorRegistry()
         registry.register(collector)
-        server = MetricsServer(
-            str(params.get("metrics-listen-address")), routed(path, make_wsgi_app(registry))
+        server = metrics_http.MetricsServer(
+            str(params.get("metrics-listen-address")),
+            metrics_http.routed(path, make_wsgi_app(registry)),
         )
         return cls(ctx, params, collector, server)
 
