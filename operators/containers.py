@@ -94,8 +94,11 @@ def attribute(
     container only claims events from after its start: a reused mount-ns id never names the
     wrong container. Without timestamps only running containers are used.
     """
-    unique, inverse = np.unique(mntns, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    if len(mntns) and bool((mntns == mntns[0]).all()):  # one mount namespace: most batches
+        unique, inverse = mntns[:1], np.zeros(len(mntns), dtype=np.intp)
+    else:
+        unique, inverse = np.unique(mntns, return_inverse=True)
+        inverse = inverse.reshape(-1)
     owners = np.full(len(mntns), -1, dtype=np.int64)
     pool: list[Container] = []
     for i, ns in enumerate(unique.tolist()):

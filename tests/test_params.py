@@ -81,3 +81,31 @@ def test_flat_map_round_trip() -> None:
     assert runtime.get("timeout") == 5.0
     with pytest.raises(ParamError, match="unknown operator 'nope'"):
         params_from_map({"operator.nope.x": "1"}, gadget, runtime, operators)
+
+
+SCALARS = ["0", "007", "4294967296", "12345678901234567890123", "-5", " 3", "x"]
+LISTS = ["1,2,3", "007", "", "1,-2", "a,b"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [(k, v) for k in (TypeHint.INT, TypeHint.UINT, TypeHint.STRING) for v in SCALARS]
+    + [
+        (k, v) for k in (TypeHint.UINT_LIST, TypeHint.INT_LIST, TypeHint.STRING_LIST) for v in LISTS
+    ],
+)
+def test_plain_values_parse_as_pydantic_parses_them(kind: TypeHint, value: str) -> None:
+    """Plain text and decimal digits skip the validator: they must come out as it would
+    give them, and anything else still goes through it."""
+    from pydantic_core import ValidationError
+
+    from igrun.core.params import _parse, _split, _validator
+
+    raw = _split(value) if kind.value.startswith("[]") else value
+    try:
+        expected = _validator(kind).validate_python(raw, strict=False)
+    except ValidationError:
+        with pytest.raises(ValueError):
+            _parse(kind, value)
+        return
+    assert _parse(kind, value) == expected
