@@ -147,9 +147,7 @@ int ig_existing_sockets(struct bpf_iter__task_file *ctx)
 	family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	key = gadget_socket_cookie(sk);
-	if (!key)
-		key = (__u64)sk;
+	key = gadget_socket_key(sk);
 	if (bpf_map_lookup_elem(&gadget_sockets, &key))
 		return 0; /* first holder found wins: usually the process that made it */
 	owner.mntns_id = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);

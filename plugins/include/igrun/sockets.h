@@ -47,15 +47,21 @@ static __always_inline __u64 gadget_socket_cookie(const struct sock *sk)
 	return BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
 }
 
+/* The socket's key in gadget_sockets: its cookie, or its address while it has none. */
+static __always_inline __u64 gadget_socket_key(const struct sock *sk)
+{
+	__u64 cookie = gadget_socket_cookie(sk);
+
+	return cookie ? cookie : (__u64)sk;
+}
+
 static __always_inline const struct gadget_socket_owner *gadget_socket_owner(const struct sock *sk)
 {
 	__u64 key;
 
 	if (!sk)
 		return NULL;
-	key = gadget_socket_cookie(sk);
-	if (!key)
-		key = (__u64)sk;
+	key = gadget_socket_key(sk);
 	return bpf_map_lookup_elem(&gadget_sockets, &key);
 }
 
