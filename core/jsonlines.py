@@ -67,6 +67,22 @@ def layout(fields: Sequence[Field], lead: str = "") -> tuple[list[tuple[str, Fie
     return pieces, suffix + "\n"
 
 
+def _c_kind(dtype: np.dtype[Any], f: Field) -> tuple[int, int] | None:
+    """How C writes values of ``dtype`` as field ``f`` — (kind, size) — or None when they
+    go as ready-made JSON texts instead."""
+    if dtype.shape:
+        return None
+    if dtype.kind == "S":
+        return (CSTR, dtype.itemsize) if f.kind is Kind.STR else None
+    if dtype.kind not in "iub" or dtype.itemsize not in (1, 2, 4, 8):
+        return None
+    if f.kind is Kind.BOOL or dtype.kind == "b":
+        return BOOL, dtype.itemsize
+    if f.kind in (Kind.INT, Kind.UINT, Kind.TIME):
+        return INT if dtype.kind == "i" else UINT, dtype.itemsize
+    return None
+
+
 class JsonLines:
     """Encodes batches of one schema's ``fields`` as JSON lines (UTF-8 bytes)."""
 
@@ -94,16 +110,16 @@ class JsonLines:
         cols = self._cols
         raw = batch.raw
         keep: list[Any] = [raw]  # arrays the C structs point into, alive until the call returns
-        plans = self._plans(raw.dtype) if raw.flags.c_contiguous else [None] * len(self.pieces)
-        base: Any = ffi.cast("const char *", ffi.from_buffer(raw)) if raw.flags.c_contiguous else 0
+        plans = self._plans(raw.dtype)
+        base = raw.ctypes.data  # records may be a strided view: each member is read by stride
         rows: dict[tuple[int, int], Any] = {}
         for i, (_, f) in enumerate(self.pieces):
             plan = plans[i]
             if plan is not None and not batch.overlaid(f.name):
                 col = cols[i]
                 col.kind, col.size, offset = plan
-                col.stride = raw.itemsize
-                col.values = base + offset
+                col.stride = raw.strides[0]
+                col.values = ffi.cast("const char *", base + offset)
             else:
                 self._describe(cols[i], batch, f, keep, rows)
         ncols = len(self.pieces)
@@ -132,17 +148,8 @@ class JsonLines:
         if f.decode is not None or dtype.names is None or f.source not in dtype.names:
             return None
         member, offset = dtype.fields[f.source][:2]  # type: ignore[index]
-        if member.shape:
-            return None
-        if member.kind == "S":
-            return (CSTR, member.itemsize, offset) if f.kind is Kind.STR else None
-        if member.kind not in "iub" or member.itemsize not in (1, 2, 4, 8):
-            return None
-        if f.kind is Kind.BOOL or member.kind == "b":
-            return BOOL, member.itemsize, offset
-        if f.kind in (Kind.INT, Kind.UINT, Kind.TIME):
-            return INT if member.kind == "i" else UINT, member.itemsize, offset
-        return None
+        how = _c_kind(member, f)
+        return None if how is None else (*how, offset)
 
     def _describe(
         self, col: Any, batch: Batch, f: Field, keep: list[Any], rows: dict[tuple[int, int], Any]
@@ -152,25 +159,15 @@ class JsonLines:
             table, codes = coded
             self._table(col, tuple((type(v), v) for v in table.tolist()), codes, keep, rows)
             return
-        values = batch.raw_values(f.name)
-        if values is not None and values.dtype.kind == "S" and f.kind is Kind.STR:
-            self._point(col, CSTR, values, values.dtype.itemsize, keep)
-            return
-        if values is None:
-            values = batch[f.name]
-        kind = values.dtype.kind
-        if kind in "iub" and values.ndim == 1 and values.dtype.itemsize in (1, 2, 4, 8):
-            if f.kind is Kind.BOOL or kind == "b":
-                self._point(col, BOOL, values, values.dtype.itemsize, keep)
-            elif f.kind in (Kind.INT, Kind.UINT, Kind.TIME):
-                self._point(col, INT if kind == "i" else UINT, values, values.dtype.itemsize, keep)
-            else:
-                self._texts(col, batch.values(f.name), keep, rows)
-            return
-        self._texts(col, batch.values(f.name), keep, rows)
+        values = batch[f.name]
+        how = _c_kind(values.dtype, f) if values.ndim == 1 else None
+        if how is None:
+            self._texts(col, batch.values(f.name), keep, rows)
+        else:
+            self._point(col, *how, values, keep)
 
     @staticmethod
-    def _point(col: Any, kind: int, values: Array, size: int, keep: list[Any]) -> None:
+    def _point(col: Any, kind: int, size: int, values: Array, keep: list[Any]) -> None:
         """Let C read ``values`` where they are (a strided view is fine)."""
         keep.append(values)
         col.kind = kind
