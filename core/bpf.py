@@ -12,7 +12,6 @@ import enum
 import errno
 import os
 import socket
-import struct
 import threading
 from collections.abc import Iterator
 from types import TracebackType
@@ -654,9 +653,14 @@ class Reader:
     def __init__(self, ptr: Any, record_size: int, lost_map: Map | None) -> None:
         self._ptr = ptr
         self.record_size = record_size
-        self._lost_map = lost_map
+        self._lost_map = lost_map  # kept open as long as C reads it
         self._reported = 0
         self._lock = threading.Lock()
+        if lost_map is not None:
+            err = lib.igr_reader_count_lost_in(ptr, lost_map.fd)
+            if err:
+                lib.igr_reader_free(ptr)
+                _raise(f"cannot read drop counter {lost_map.name}", err)
 
     @classmethod
     def ring(
@@ -711,11 +715,7 @@ class Reader:
     def lost(self) -> int:
         """Events lost since the last call: the drop counter the BPF side bumps when an output
         fails (``gadget_lost_events``), or else perf's lost records."""
-        if self._lost_map is not None:
-            values = self._lost_map.lookup_per_cpu(struct.pack("<I", 0)) or []
-            total = sum(int.from_bytes(v[:8], "little") for v in values)
-        else:
-            total = int(lib.igr_reader_lost(self._ptr))
+        total = int(lib.igr_reader_lost(self._ptr))
         new, self._reported = total - self._reported, total
         return new
 

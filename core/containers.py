@@ -214,6 +214,9 @@ class ContainerCollection:
         self._removed: list[Container] = []
         self._listeners: list[Listener] = []
         self.tombstone_ns = int(tombstone_seconds * 1e9)
+        self.generation = 0
+        """Bumped by every change, live or removed: an answer worked out from the collection
+        stays right while this is unchanged."""
 
     def subscribe(self, listener: Listener, replay: bool = True) -> None:
         """Tell ``listener`` about every change; with ``replay``, about every current one."""
@@ -249,9 +252,10 @@ class ContainerCollection:
                 if id not in self._live:
                     self._live[id] = c
                     events.append(("added", c))
-            self._removed = [
-                c for c in self._removed if now - (c.removed_ns or 0) < self.tombstone_ns
-            ]
+            kept = [c for c in self._removed if now - (c.removed_ns or 0) < self.tombstone_ns]
+            if events or len(kept) != len(self._removed):
+                self.generation += 1
+            self._removed = kept
             listeners = list(self._listeners)
         for kind, c in events:
             for listener in listeners:

@@ -3,17 +3,21 @@
 Discovery asks each selected runtime client for its running containers at start, then again
 whenever one of the runtimes' state folders changes (inotify: runc writes a container's
 state at ``create``, before its first process runs, so a new container is usually in the
-filter map before it does anything) and, as a fallback, every half second. Each rescan syncs
-the collection. Nothing a runtime does can crash a running gadget: every failure becomes one
-warning, once.
+filter map before it does anything) and, as a fallback, every two seconds. A state folder that
+does not exist yet is looked for every half second, and its appearance is a change. Each
+rescan syncs the collection (a few hundred microseconds of Python: the fallback is rare so
+that an idle run costs next to nothing). Nothing a runtime does can crash a running gadget:
+every failure becomes one warning, once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from inotify_simple import INotify, flags  # type: ignore[import-untyped]
 
@@ -22,7 +26,8 @@ from igrun.core.errors import EnvironmentProblem, ParamError
 from igrun.core.log import get_logger
 from igrun.core.runtimes import RUNTIME_NAMES, RuntimeClient, RuntimeUnavailable, all_clients
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 2.0
+ROOT_CHECK_SECONDS = 0.5  # how often a missing state folder is looked for
 SETTLE_MS = 10  # let a burst of state writes arrive before rescanning
 WATCHED = flags.CREATE | flags.DELETE | flags.MOVED_TO | flags.CLOSE_WRITE | flags.ONLYDIR
 
@@ -136,7 +141,7 @@ class StateWatcher:
     """Wakes discovery when a runtime state folder, or a container folder in it, changes.
 
     Each root is watched, and each container folder inside it (state files are written
-    there, often by rename). Roots that do not exist yet are retried on every wait.
+    there, often by rename). Roots that do not exist yet are looked for every half second.
     """
 
     def __init__(self, roots: Iterable[Path]) -> None:
@@ -151,19 +156,39 @@ class StateWatcher:
         with contextlib.suppress(OSError):  # absent, or gone already: a rescan tells
             self._watched[self._inotify.add_watch(path, WATCHED)] = path
 
-    def _watch_all(self) -> None:
+    def _watch_all(self) -> bool:
+        """Watch every root that exists (and its container folders); True when one is new."""
+        added = False
         for root in self._roots:
             if root in self._watched.values() or not root.is_dir():
                 continue
             self._add(root)
+            added = True
             for child in root.iterdir():
                 if child.is_dir():
                     self._add(child)
+        return added
 
     def wait(self, timeout: float) -> None:
-        """Return after a change (and its burst) or after ``timeout`` seconds."""
-        self._watch_all()
-        for event in self._inotify.read(timeout=int(timeout * 1000), read_delay=SETTLE_MS):
+        """Return after a change (and its burst), when a missing root appears, or after
+        ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._watch_all():
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            watched = set(self._watched.values())
+            if any(root not in watched for root in self._roots):
+                left = min(left, ROOT_CHECK_SECONDS)
+            events = self._inotify.read(timeout=int(left * 1000), read_delay=SETTLE_MS)
+            if events:
+                self._handle(events)
+                return
+
+    def _handle(self, events: list[Any]) -> None:
+        for event in events:
             if event.mask & flags.IGNORED:
                 self._watched.pop(event.wd, None)
             elif event.mask & flags.ISDIR and event.mask & (flags.CREATE | flags.MOVED_TO):

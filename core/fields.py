@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,17 +18,25 @@ from igrun.core.helpers import wall_times_from_boot_times
 from igrun.core.schema import Array, Batch, Column, Field, Kind
 
 
-def _wall_times(batch: Batch) -> Any:
-    return wall_times_from_boot_times(batch.member("timestamp"))
+@dataclass(frozen=True)
+class WallTime:
+    """Decoder: wall time from a boot-time member (``bpf_ktime_get_boot_ns``; 0 means now).
+    A writer that recognises it reads the member in place and does the same sum itself."""
+
+    member: str = "timestamp"
+
+    def __call__(self, batch: Batch) -> Array:
+        return wall_times_from_boot_times(batch.member(self.member))
 
 
-def timestamp(description: str = "when it happened") -> Field:
-    """Wall time of the event, from the boot-time ``timestamp`` member."""
+def timestamp(description: str = "when it happened", member: str = "timestamp") -> Field:
+    """Wall time of the event, from a boot-time member (``timestamp`` by default)."""
     return Field(
         "timestamp",
         Kind.TIME,
         description,
-        decode=_wall_times,
+        member=None if member == "timestamp" else member,
+        decode=WallTime(member),
         tags=("boot_time",),
         column=Column(hidden=True),
     )

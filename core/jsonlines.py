@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from igrun.core import _libbpf  # type: ignore[attr-defined]
+from igrun.core.fields import WallTime
 from igrun.core.schema import Array, Batch, Field, Kind
 
 ffi: Any = _libbpf.ffi
@@ -25,12 +27,13 @@ lib: Any = _libbpf.lib
 Encoded = tuple[Any, Array, Any, int]
 """A table of JSON texts for C: the text blob, its offsets (array and pointer), the count."""
 
-INT, UINT, BOOL, CSTR, TEXT = (
+INT, UINT, BOOL, CSTR, TEXT, WALL_TIME = (
     lib.IGR_JSON_INT,
     lib.IGR_JSON_UINT,
     lib.IGR_JSON_BOOL,
     lib.IGR_JSON_CSTR,
     lib.IGR_JSON_TEXT,
+    lib.IGR_JSON_WALL_TIME,
 )
 
 
@@ -83,22 +86,42 @@ def _c_kind(dtype: np.dtype[Any], f: Field) -> tuple[int, int] | None:
     return None
 
 
+_RAW, _COLUMN = -2, -1
+"""Marks of a piece in a batch's shape besides coded columns' group numbers: read from the
+records, or an operator's column."""
+
+
+@dataclass
+class _Layout:
+    """The C column descriptions for batches of one shape. Record members are described
+    once here; what changes per batch (coded and operator columns) is listed to fill in."""
+
+    cols: Any
+    ncols: int
+    coded: list[tuple[int, list[int]]]
+    """(column, pieces): consecutive coded pieces sharing codes, written as one text."""
+    other: list[tuple[int, Field]]
+    """(column, field): operator columns, described per batch."""
+    prefixes: list[Any]
+    """Keeps the prefixes the columns point to alive."""
+
+
 class JsonLines:
     """Encodes batches of one schema's ``fields`` as JSON lines (UTF-8 bytes)."""
 
     def __init__(self, fields: Sequence[Field], tag: str | None = None) -> None:
         lead = f'"gadget":{dumps(tag)}' if tag else ""
         self.pieces, suffix = layout([f for f in fields if f.in_json], lead)
-        self._prefixes = [ffi.new("char[]", p.encode()) for p, _ in self.pieces]
+        self._names = [f.name for _, f in self.pieces]
+        self._prefixes = [p.encode() for p, _ in self.pieces]
         self._suffix = suffix.encode()
         self._out = np.empty(0, dtype=np.uint8)
-        self._cols = ffi.new("struct igr_json_col[]", max(len(self.pieces), 1))
-        for i, (text, _) in enumerate(self.pieces):
-            self._cols[i].prefix = self._prefixes[i]
-            self._cols[i].prefix_len = len(text.encode())
+        self._layouts: dict[tuple[Any, ...], _Layout] = {}
         self._tables: dict[tuple[Any, ...], Encoded] = {}
-        """Encoded tables of distinct values by content: a stream's enrichment tables repeat."""
-        self._plans_by_dtype: dict[np.dtype[Any], list[tuple[int, int, int] | None]] = {}
+        """Encoded tables by content: a stream's enrichment tables repeat."""
+        self._by_identity: dict[tuple[int, ...], tuple[tuple[Array, ...], Encoded]] = {}
+        """Encoded coded groups by their tables' identities (the tables are kept alive with
+        them): an enricher hands the same table objects to batch after batch."""
 
     def encode(self, batch: Batch) -> memoryview:
         """The batch's lines, in a buffer reused by the next call: write them out first.
@@ -107,58 +130,126 @@ class JsonLines:
         n = len(batch)
         if n == 0:
             return memoryview(b"")
-        cols = self._cols
         raw = batch.raw
-        keep: list[Any] = [raw]  # arrays the C structs point into, alive until the call returns
-        plans = self._plans(raw.dtype)
-        base = raw.ctypes.data  # records may be a strided view: each member is read by stride
-        rows: dict[tuple[int, int], Any] = {}
-        for i, (_, f) in enumerate(self.pieces):
-            plan = plans[i]
-            if plan is not None and not batch.overlaid(f.name):
-                col = cols[i]
-                col.kind, col.size, offset = plan
-                col.stride = raw.strides[0]
-                col.values = ffi.cast("const char *", base + offset)
+        coded = [batch.coded(name) for name in self._names]
+        shape: list[Any] = [raw.dtype]
+        groups: dict[tuple[int, int], int] = {}
+        for name, c in zip(self._names, coded, strict=True):
+            if c is not None:  # same codes, same table length: one group
+                shape.append(groups.setdefault((id(c[1]), len(c[0])), len(groups)))
             else:
-                self._describe(cols[i], batch, f, keep, rows)
-        ncols = len(self.pieces)
-        cap = lib.igr_json_bound(cols, ncols, len(self._suffix), n)
+                shape.append(_COLUMN if batch.overlaid(name) else _RAW)
+        key = tuple(shape)
+        lay = self._layouts.get(key) or self._layout(key)
+        keep: list[Any] = [raw]  # arrays the C structs point into, alive until the call returns
+        rows: dict[tuple[int, int], Any] = {}
+        for col, members in lay.coded:
+            first = coded[members[0]]
+            assert first is not None
+            tables = tuple(coded[i][0] for i in members)  # type: ignore[index]
+            self._point_texts(lay.cols[col], self._group(members, tables), first[1], keep, rows)
+        for col, f in lay.other:
+            self._describe(lay.cols[col], batch, f, keep, rows)
+        cap = lib.igr_json_bound(lay.cols, lay.ncols, len(self._suffix), n)
         if len(self._out) < cap:
             self._out = np.empty(max(cap, 2 * len(self._out)), dtype=np.uint8)
+        records = ffi.cast("const char *", raw.ctypes.data)
         written = lib.igr_json_lines(
-            cols, ncols, self._suffix, len(self._suffix), n, ffi.from_buffer(self._out), cap
-        )
+            lay.cols, lay.ncols, records, raw.strides[0], self._suffix, len(self._suffix), n,
+            ffi.from_buffer(self._out), cap,
+        )  # fmt: skip
         if written < 0:
             raise RuntimeError("JSON lines: a column description is inconsistent")
         return self._out.data[:written]
 
-    def _plans(self, dtype: np.dtype[Any]) -> list[tuple[int, int, int] | None]:
-        """Per piece, how C reads the field straight from a record of ``dtype`` — (kind,
-        size, offset) — or None when it cannot (a decoder, a derived field). Worked out once
-        per record layout: it is what every batch of a stream shares."""
-        plans = self._plans_by_dtype.get(dtype)
-        if plans is None:
-            plans = [self._plan(dtype, f) for _, f in self.pieces]
-            self._plans_by_dtype[dtype] = plans
-        return plans
+    def _layout(self, key: tuple[Any, ...]) -> _Layout:
+        """Describe the columns of one batch shape: the record's dtype, then per piece its
+        mark (read from the record, an operator's column, or a coded group's number)."""
+        dtype, marks = key[0], key[1:]
+        entries: list[tuple[int, Any]] = []  # (first piece, what the column is)
+        i = 0
+        while i < len(marks):
+            mark, f = marks[i], self.pieces[i][1]
+            if mark >= 0:
+                j = i + 1
+                while j < len(marks) and marks[j] == mark:
+                    j += 1
+                entries.append((i, list(range(i, j))))
+                i = j
+                continue
+            plan = self._plan(dtype, f) if mark == _RAW else None
+            entries.append((i, plan if plan is not None else f))
+            i += 1
+        cols = ffi.new("struct igr_json_col[]", max(len(entries), 1))
+        lay = _Layout(cols, len(entries), [], [], [])
+        for n, (piece, what) in enumerate(entries):
+            prefix = ffi.new("char[]", self._prefixes[piece])
+            lay.prefixes.append(prefix)
+            cols[n].prefix = prefix
+            cols[n].prefix_len = len(self._prefixes[piece])
+            if isinstance(what, list):
+                lay.coded.append((n, what))
+            elif isinstance(what, Field):
+                lay.other.append((n, what))
+            else:  # read in place from every record
+                cols[n].kind, cols[n].size, cols[n].offset = what
+                cols[n].values = ffi.NULL
+        if len(self._layouts) >= 64:
+            self._layouts.clear()
+        self._layouts[key] = lay
+        return lay
 
     @staticmethod
     def _plan(dtype: np.dtype[Any], f: Field) -> tuple[int, int, int] | None:
-        if f.decode is not None or dtype.names is None or f.source not in dtype.names:
+        """How C reads the field straight from a record of ``dtype`` — (kind, size, offset)
+        — or None when it cannot (a decoder other than wall time, a derived field)."""
+        source = f.decode.member if isinstance(f.decode, WallTime) else f.source
+        if dtype.names is None or source not in dtype.names:
             return None
-        member, offset = dtype.fields[f.source][:2]  # type: ignore[index]
-        how = _c_kind(member, f)
+        member, offset = dtype.fields[source][:2]  # type: ignore[index]
+        if isinstance(f.decode, WallTime):
+            wall = member.kind in "iu" and member.itemsize == 8 and not member.shape
+            return (WALL_TIME, 8, offset) if wall else None
+        how = _c_kind(member, f) if f.decode is None else None
         return None if how is None else (*how, offset)
+
+    def _group(self, members: list[int], tables: tuple[Array, ...]) -> Encoded:
+        """One text per code for coded pieces that share codes: each one's value, with the
+        prefixes between them (``"web","containerId":"0f3a…"``), so C copies one text."""
+        key = (*members, *map(id, tables))
+        hit = self._by_identity.get(key)
+        if hit is not None:
+            return hit[1]
+        rows = zip(*(t.tolist() for t in tables), strict=True)
+        typed = tuple(tuple((type(v), v) for v in row) for row in rows)
+        encoded = self._encoded((*members, typed), [self._joined(members, row) for row in typed])
+        if len(self._by_identity) >= 256:
+            self._by_identity.clear()
+        self._by_identity[key] = (tables, encoded)
+        return encoded
+
+    def _joined(self, members: list[int], row: tuple[tuple[type, Any], ...]) -> bytes:
+        parts = [dumps(row[0][1]).encode()]
+        for piece, (_, value) in zip(members[1:], row[1:], strict=True):
+            parts += [self._prefixes[piece], dumps(value).encode()]
+        return b"".join(parts)
+
+    def _encoded(self, content: tuple[Any, ...], texts: list[bytes]) -> Encoded:
+        """The table of ``texts`` for C, shared by every batch whose ``content`` (its values
+        with their types: ``True`` and ``1`` are equal keys, not equal JSON) is the same."""
+        try:
+            encoded = self._tables.get(content)
+        except TypeError:  # unhashable values (lists): not kept
+            return self._encode_table(texts)
+        if encoded is None:
+            if len(self._tables) >= 256:
+                self._tables.clear()
+            encoded = self._tables[content] = self._encode_table(texts)
+        return encoded
 
     def _describe(
         self, col: Any, batch: Batch, f: Field, keep: list[Any], rows: dict[tuple[int, int], Any]
     ) -> None:
-        coded = batch.coded(f.name)
-        if coded is not None:
-            table, codes = coded
-            self._table(col, tuple((type(v), v) for v in table.tolist()), codes, keep, rows)
-            return
         values = batch[f.name]
         how = _c_kind(values.dtype, f) if values.ndim == 1 else None
         if how is None:
@@ -182,28 +273,13 @@ class JsonLines:
         distinct: dict[Any, int] = {}
         try:
             index = [distinct.setdefault((type(v), v), len(distinct)) for v in values]
-            self._table(col, tuple(distinct), np.array(index), keep, rows)
         except TypeError:  # unhashable values (lists): one text per row
             texts = [dumps(v).encode() for v in values]
             self._point_texts(col, self._encode_table(texts), np.arange(len(values)), keep, rows)
-
-    def _table(
-        self,
-        col: Any,
-        table: tuple[tuple[type, Any], ...],
-        index: Array,
-        keep: list[Any],
-        rows: dict[tuple[int, int], Any],
-    ) -> None:
-        """Rows given as positions in ``table``: a few distinct values, each with its type
-        (``True`` and ``1`` are equal keys, not equal JSON)."""
-        encoded = self._tables.get(table)
-        if encoded is None:
-            if len(self._tables) > 256:
-                self._tables.clear()
-            texts = [dumps(v).encode() for _, v in table]
-            encoded = self._tables[table] = self._encode_table(texts)
-        self._point_texts(col, encoded, index, keep, rows)
+            return
+        table = tuple(distinct)
+        encoded = self._encoded(table, [dumps(v).encode() for _, v in table])
+        self._point_texts(col, encoded, np.array(index), keep, rows)
 
     @staticmethod
     def _encode_table(texts: list[bytes]) -> Encoded:

@@ -38,7 +38,7 @@ from igrun.core.endpoints import l4_endpoint
 from igrun.core.errors import BpfError, IgrunError, ParamError, UsageError
 from igrun.core.fields import mntns, per_distinct, timestamp
 from igrun.core.gadget import PARAM_INTERVAL, Category, Gadget, GadgetContext, GadgetType
-from igrun.core.helpers import ip_strings, proto_string, wall_times_from_boot_times
+from igrun.core.helpers import ip_strings, proto_string
 from igrun.core.params import ParamDesc, TypeHint
 from igrun.core.schema import Batch, Column, Field, Kind, Schema, field_like
 from igrun.core.tracer import FILTER_BY_MNTNS, MNTNS_FILTER_MAP, SHARED_MAPS, BpfTracer
@@ -393,7 +393,7 @@ class Layout:
             return field_like(mntns(), member=path, description=description)
         is_time = declared == TIMESTAMP_TYPE or path == "timestamp"
         if size == 8 and is_time and not self.taken("timestamp"):
-            return field_like(timestamp(), member=path, decode=_boot_times(path))
+            return timestamp(member=path)
         if _is_bool(t, declared):
             return Field(path, Kind.BOOL, description)
         if t.enumerators:
@@ -428,13 +428,6 @@ class Layout:
         else:
             self.fields += _l3_endpoint(path)
         return True
-
-
-def _boot_times(member: str) -> Callable[[Batch], Any]:
-    def decode(batch: Batch) -> Any:
-        return wall_times_from_boot_times(batch.member(member))
-
-    return decode
 
 
 def _enum_names(member: str, t: BtfType, size: int) -> Callable[[Batch], Any]:

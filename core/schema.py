@@ -256,12 +256,18 @@ class Batch:
 
     def set_coded(self, name: str, table: Array, codes: Array) -> None:
         """Add or replace a column given as ``table[codes]``, without building it."""
-        if name not in self.schema:
-            raise KeyError(f"{name!r} is not a field of this batch's schema")
+        self.set_coded_group({name: table}, codes)
+
+    def set_coded_group(self, tables: Mapping[str, Array], codes: Array) -> None:
+        """Several coded columns with the same ``codes``: an enricher's fields for one entity
+        per row (a container's name, id, image...). Writers see that they share codes."""
         if len(codes) != len(self):
-            raise ValueError(f"column {name!r} has {len(codes)} codes for {len(self)} events")
-        self._coded[name] = (table, codes)
-        self._columns.pop(name, None)
+            raise ValueError(f"{len(codes)} codes for {len(self)} events")
+        for name, table in tables.items():
+            if name not in self.schema:
+                raise KeyError(f"{name!r} is not a field of this batch's schema")
+            self._coded[name] = (table, codes)
+            self._columns.pop(name, None)
 
     def coded(self, name: str) -> tuple[Array, Array] | None:
         """``(table, codes)`` when field ``name`` was set coded and not replaced since."""

@@ -32,7 +32,7 @@ BATCH_RECORDS = 4096
 """A batch smaller than this lingers up to ``BATCH_LINGER_MS`` for more (see ``Reader.batch``):
 events are at most that late, and a slow stream costs a few wakeups per batch, not one per
 event."""
-BATCH_LINGER_MS = 90.0
+BATCH_LINGER_MS = 95.0
 LOST_CHECK_S = 0.1
 """How often the drop counter is read while running (and always at the final drain)."""
 

@@ -10,15 +10,17 @@ enum igr_json_kind {
     IGR_JSON_UINT = 1,  /* unsigned integer of `size` bytes */
     IGR_JSON_BOOL = 2,  /* integer of `size` bytes: true when non-zero */
     IGR_JSON_CSTR = 3,  /* char[size], NUL-terminated or full: a JSON string */
-    IGR_JSON_TEXT = 4   /* int32 index per row into `texts`: ready-made JSON values */
+    IGR_JSON_TEXT = 4,  /* int32 index per row into `texts`: ready-made JSON values */
+    IGR_JSON_WALL_TIME = 5 /* __u64 bpf_ktime_get_boot_ns, written as wall-clock ns (0: now) */
 };
 
 struct igr_json_col {
     const char *prefix;        /* written before the value: `{"pid":`, `,"comm":`, ... */
     unsigned int prefix_len;
     unsigned int kind;         /* enum igr_json_kind */
-    const char *values;        /* the first row's value */
-    unsigned int stride;       /* bytes from one row's value to the next */
+    const char *values;        /* the first row's value, or NULL: `offset` bytes into each record */
+    unsigned long long offset; /* with values NULL: where the value sits in a record */
+    long long stride;          /* bytes from one row's value to the next (not for in-record) */
     unsigned int size;         /* bytes of one value (INT, UINT, BOOL, CSTR); TEXT: how many texts */
     const char *texts;         /* TEXT: the distinct values, back to back */
     const unsigned long long *offsets; /* TEXT: where each distinct value starts, and the end */
@@ -29,7 +31,10 @@ unsigned long long igr_json_bound(const struct igr_json_col *cols, unsigned int 
                                   unsigned int suffix_len, unsigned long long nrows);
 
 /* Write `nrows` rows, each the columns in order then `suffix` (e.g. "}\n"), into `out`.
- * Returns the bytes written, or -1 when `cap` is too small or a TEXT index is out of range. */
-long long igr_json_lines(const struct igr_json_col *cols, unsigned int ncols, const char *suffix,
+ * In-record columns read row r at `records + r * record_stride + offset`. Returns the bytes
+ * written, or -1 when `cap` is too small, a TEXT index is out of range, or an in-record column
+ * has no records. */
+long long igr_json_lines(const struct igr_json_col *cols, unsigned int ncols, const char *records,
+                         long long record_stride, const char *suffix,
                          unsigned int suffix_len, unsigned long long nrows, char *out,
                          unsigned long long cap);

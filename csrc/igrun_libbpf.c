@@ -446,6 +446,10 @@ struct igr_reader {
     unsigned int linger_us;
     size_t buffer_bytes;    /* how much the kernel buffer holds (per CPU for perf) */
     unsigned long long last_return_us; /* when the previous batch went to Python */
+    double slow_rate;       /* records per microsecond when the previous batch was small */
+    int lost_fd;            /* the BPF side's per-CPU drop counter, or -1: perf's lost records */
+    __u64 *lost_values;     /* one per possible CPU */
+    int ncpus;
 };
 
 static int igr_reserve(struct igr_reader *r)
@@ -530,6 +534,7 @@ static struct igr_reader *igr_reader_alloc(size_t slot_size, size_t max_records)
     if (!r)
         return NULL;
     r->slot_size = slot_size ? slot_size : 1;
+    r->lost_fd = -1;
     r->max_records = max_records ? max_records : 65536;
     if (igr_reserve(r)) {
         igr_reader_free(r);
@@ -611,32 +616,35 @@ static unsigned long long igr_now_us(void)
     return (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000;
 }
 
-/* Add to a small batch for up to linger_us, asleep: nothing wakes the reader per record. Each
- * nap is as long as the rate seen so far needs to complete the batch, but never so long that,
- * at that rate, more than an eighth of the buffer would fill: a slow stream costs one or two
- * wakeups per batch, and a stream that speeds up cannot overflow the buffer on our account. */
-static int igr_linger(struct igr_reader *r)
+static void igr_sleep_us(unsigned int us)
 {
-    unsigned long long since = r->last_return_us ? igr_now_us() - r->last_return_us : 0;
-    double rate = since ? (double)r->count / (double)since : 0; /* records per microsecond */
+    struct timespec ts = { .tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000 };
+
+    nanosleep(&ts, NULL);
+}
+
+/* Add to a small batch for up to budget_us, asleep: nothing wakes the reader per record. Each
+ * nap is as long as the rate seen so far (records per microsecond) needs to complete the
+ * batch, but never so long that, at that rate, more than an eighth of the buffer would fill:
+ * a slow stream costs one or two wakeups per batch, and a stream that speeds up cannot
+ * overflow the buffer on our account. */
+static int igr_linger(struct igr_reader *r, double rate, unsigned int budget_us)
+{
     unsigned int slept = 0;
     int err = 0;
 
-    while (slept < r->linger_us && r->count < r->min_records && err >= 0) {
+    while (slept < budget_us && r->count < r->min_records && err >= 0) {
         double nap = rate > 0 ? (double)(r->min_records - r->count) / rate : 1000;
         double safe = rate > 0 ? (double)r->buffer_bytes / 8 / (rate * (double)r->slot_size) : 1000;
         unsigned int us;
         size_t before = r->count;
-        struct timespec ts;
 
         if (nap > safe)
             nap = safe;
-        if (nap > r->linger_us - slept)
-            nap = r->linger_us - slept;
+        if (nap > budget_us - slept)
+            nap = budget_us - slept;
         us = nap < 100 ? 100 : (unsigned int)nap;
-        ts.tv_sec = us / 1000000;
-        ts.tv_nsec = (long)(us % 1000000) * 1000;
-        nanosleep(&ts, NULL);
+        igr_sleep_us(us);
         slept += us;
         err = igr_consume(r);
         rate = (double)(r->count - before + 1) / us;
@@ -646,23 +654,44 @@ static int igr_linger(struct igr_reader *r)
 
 /*
  * Drain what is there; if nothing is, wait up to timeout_ms for it. A batch smaller than
- * min_records then lingers (see igr_linger): at low rates this turns one wakeup and one
- * Python call per record into one per batch, for a bounded delay. Returns the number of records now in the batch (the previous
- * batch is dropped first) or a negative errno. cffi releases the GIL around this call.
+ * min_records then lingers (see igr_linger), within the timeout: at low rates this turns one
+ * wakeup and one Python call per record into one per batch, for a bounded delay. A stream that
+ * was slow at the previous batch is not waited for but slept on, as a linger from the start:
+ * one wakeup per batch instead of one for its first record and more for the rest. Returns the
+ * number of records now in the batch (the previous batch is dropped first) or a negative errno.
+ * cffi releases the GIL around this call.
  */
 int igr_reader_poll(struct igr_reader *r, int timeout_ms)
 {
+    unsigned int budget = timeout_ms > 0 ? (unsigned int)timeout_ms * 1000 : 0;
+    unsigned long long now;
+    bool lingered = false;
     int err;
 
+    if (budget > r->linger_us)
+        budget = r->linger_us;
     r->count = 0;
     err = igr_consume(r);
-    if (err >= 0 && r->count == 0)
+    if (err >= 0 && r->count == 0 && r->slow_rate > 0 && budget) {
+        err = igr_linger(r, r->slow_rate, budget);
+        lingered = true;
+    }
+    if (err >= 0 && r->count == 0 && !lingered)
         err = r->ring ? ring_buffer__poll(r->ring, timeout_ms)
                       : perf_buffer__poll(r->perf, timeout_ms);
-    if (err >= 0 && r->count > 0 && r->count < r->min_records)
-        err = igr_linger(r);
+    now = igr_now_us();
+    if (err >= 0 && r->count > 0 && r->count < r->min_records && !lingered && budget) {
+        double since = r->last_return_us ? (double)(now - r->last_return_us) : 0;
+
+        err = igr_linger(r, since > 0 ? (double)r->count / since : 0, budget);
+        now = igr_now_us();
+    }
+    /* The rate over the whole cycle, Python's part included, is what the next sleep needs. */
+    r->slow_rate = r->count > 0 && r->count < r->min_records && r->last_return_us
+                       ? (double)r->count / (double)(now - r->last_return_us + 1)
+                       : 0;
     if (r->count > 0)
-        r->last_return_us = igr_now_us();
+        r->last_return_us = now;
     if (err == -IGR_BATCH_FULL)
         err = 0;
     if (err < 0 && err != -EINTR)
@@ -678,7 +707,36 @@ void *igr_reader_data(struct igr_reader *r) { return r->data; }
 
 unsigned int *igr_reader_sizes(struct igr_reader *r) { return r->sizes; }
 
-unsigned long long igr_reader_lost(struct igr_reader *r) { return r->lost; }
+int igr_reader_count_lost_in(struct igr_reader *r, int map_fd)
+{
+    int n = libbpf_num_possible_cpus();
+
+    if (n <= 0)
+        return n ? n : -EINVAL;
+    free(r->lost_values);
+    r->lost_values = calloc((size_t)n, sizeof(*r->lost_values));
+    if (!r->lost_values)
+        return -ENOMEM;
+    r->ncpus = n;
+    r->lost_fd = map_fd;
+    return 0;
+}
+
+unsigned long long igr_reader_lost(struct igr_reader *r)
+{
+    unsigned long long total = 0;
+    __u32 zero = 0;
+    int i;
+
+    if (r->lost_fd < 0)
+        return r->lost;
+    if (bpf_map_lookup_elem(r->lost_fd, &zero, r->lost_values))
+        return r->lost; /* unreadable now: what was counted so far */
+    for (i = 0; i < r->ncpus; i++)
+        total += r->lost_values[i];
+    r->lost = total;
+    return total;
+}
 
 void igr_reader_free(struct igr_reader *r)
 {
@@ -688,5 +746,6 @@ void igr_reader_free(struct igr_reader *r)
     perf_buffer__free(r->perf);
     free(r->data);
     free(r->sizes);
+    free(r->lost_values);
     free(r);
 }

@@ -118,5 +118,9 @@ void igr_reader_set_batching(struct igr_reader *r, size_t min_records, unsigned 
 int igr_reader_poll(struct igr_reader *r, int timeout_ms);
 void *igr_reader_data(struct igr_reader *r);
 unsigned int *igr_reader_sizes(struct igr_reader *r);
+/* Count losses in the BPF side's per-CPU counter (an array of one __u64 per CPU) instead of
+ * perf's lost records; the map must outlive the reader. */
+int igr_reader_count_lost_in(struct igr_reader *r, int map_fd);
+/* Events lost so far, in total. */
 unsigned long long igr_reader_lost(struct igr_reader *r);
 void igr_reader_free(struct igr_reader *r);

@@ -35,6 +35,7 @@ from igrun.core.schema import Array, Batch, Column, Field, Kind, Schema
 from igrun.core.tracer import MNTNS_FILTER_MAP
 
 FILTER_MAP_SIZE = 1024
+BATCH_HINT = 4096  # codes are kept for batches this big at least
 _KEY = struct.Struct("<Q")
 _PRESENT = struct.pack("<I", 1)
 
@@ -82,6 +83,8 @@ ENRICHED: tuple[tuple[Field, Callable[[Container], str]], ...] = (
         lambda c: c.k8s_container,
     ),
 )
+
+ENRICHED_NAMES = tuple(f.name for f, _ in ENRICHED)
 
 
 def attribute(
@@ -188,6 +191,9 @@ class ContainersOperator(Operator):
         self.mntns_field: Field | None = None
         self.boot_field: Field | None = None
         self._table_cache: dict[tuple[int, ...], tuple[list[Container], list[Array]]] = {}
+        self._known: tuple[int, int, list[Container]] | None = None
+        """(collection generation, mount-ns id, pool) of the last one-namespace batch."""
+        self._codes: Array = np.zeros(0, dtype=np.int32)
 
     @classmethod
     def can_operate_on(cls, gadget: type[Gadget]) -> bool:
@@ -269,10 +275,42 @@ class ContainersOperator(Operator):
 
     def process(self, batch: Batch) -> Batch:
         assert self.mntns_field is not None
+        mntns = batch[self.mntns_field.name]
+        known = self._known
+        # The last batch was one mount namespace with a settled owner (none, or one live
+        # container): if this one is too and nothing changed, the answer stands.
+        if (
+            known is not None
+            and known[0] == self.collection.generation
+            and len(mntns)
+            and mntns[0] == known[1]
+            and bool((mntns == known[1]).all())
+        ):
+            return self._enrich(batch, known[2], self._zeros(len(mntns)))
+        generation = self.collection.generation
         boot = batch.member(self.boot_field.source) if self.boot_field else None
-        pool, owners = attribute(self.collection, batch[self.mntns_field.name], boot)
-        for (f, _), table in zip(ENRICHED, self._tables(pool), strict=True):
-            batch.set_coded(f.name, table, owners)
+        pool, owners = attribute(self.collection, mntns, boot)
+        self._known = None
+        one_ns = len(mntns) and bool((mntns == mntns[0]).all())
+        if one_ns and self._settled(int(mntns[0])):  # its container or none: every code is 0
+            self._known = (generation, int(mntns[0]), pool)
+        return self._enrich(batch, pool, owners)
+
+    def _settled(self, ns: int) -> bool:
+        """Whether every event of ``ns`` has the same owner whatever its time: no candidate,
+        or one that still runs."""
+        candidates = self.collection.candidates(ns)
+        return not candidates or (len(candidates) == 1 and candidates[0].removed_ns is None)
+
+    def _zeros(self, n: int) -> Array:
+        """``n`` codes 0, as a read-only view of one array kept for the stream."""
+        if len(self._codes) < n:
+            self._codes = np.zeros(max(n, BATCH_HINT), dtype=np.int32)
+            self._codes.flags.writeable = False
+        return self._codes[:n]
+
+    def _enrich(self, batch: Batch, pool: list[Container], owners: Array) -> Batch:
+        batch.set_coded_group(dict(zip(ENRICHED_NAMES, self._tables(pool), strict=True)), owners)
         if self.host and self.selector.names:
             selected = np.array([self.selector.matches(c) for c in pool] + [True], dtype=bool)
             return batch.take(selected[owners])

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
 
+from igrun.core.fields import timestamp
 from igrun.core.jsonlines import JsonLines
 from igrun.core.schema import Batch, Field, Kind, Schema
 
@@ -116,3 +118,41 @@ def test_columns_sharing_codes_and_a_strided_batch(batch: Batch) -> None:
     members = JsonLines(FIELDS[:6])
     assert bytes(members.encode(strided)).decode() == reference(strided, FIELDS[:6])
     assert bytes(members.encode(batch)).decode() == reference(batch, FIELDS[:6])
+
+
+def test_wall_time_from_a_boot_time_member_is_written_by_c() -> None:
+    """A boot timestamp shows as wall time; C adds the offset (0 means now), as the decoder
+    does: both take the clocks at their own moment, so they agree to well within a
+    millisecond, not to the nanosecond."""
+    dtype = np.dtype([("timestamp", "<u8"), ("pid", "<u4")])
+    raw = np.zeros(3, dtype)
+    boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    raw["timestamp"] = [boot - 5_000_000_000, 0, boot]
+    raw["pid"] = [1, 2, 3]
+    fields = [timestamp(), Field("pid", Kind.UINT)]
+    batch = Batch(Schema(fields, "event", dtype), raw)
+    writer = JsonLines(fields)
+    got = [json.loads(line) for line in bytes(writer.encode(batch)).decode().splitlines()]
+    want = batch.to_dicts(fields)
+    assert [g["pid"] for g in got] == [1, 2, 3]
+    for g, w in zip(got, want, strict=True):
+        assert abs(g["timestamp"] - w["timestamp"]) < 1_000_000
+    assert got[2]["timestamp"] - got[0]["timestamp"] == 5_000_000_000
+    assert writer._layouts  # read in place, not through the decoder
+    (layout,) = writer._layouts.values()
+    assert layout.other == []
+
+
+def test_integers_at_every_digit_count() -> None:
+    """Integers are written in blocks of digits: each length, and each block edge."""
+    unsigned = sorted({v for k in range(20) for v in (10**k - 1, 10**k, 10**k + 1)} | {2**64 - 1})
+    unsigned = [v for v in unsigned if v < 2**64]
+    signed = [v for v in (-x for x in unsigned) if v >= -(2**63)] + [-(2**63), 2**63 - 1]
+    n = max(len(unsigned), len(signed))
+    dtype = np.dtype([("u", "<u8"), ("i", "<i8")])
+    raw = np.zeros(n, dtype)
+    raw["u"][: len(unsigned)] = unsigned
+    raw["i"][: len(signed)] = signed
+    fields = [Field("u", Kind.UINT), Field("i", Kind.INT)]
+    batch = Batch(Schema(fields, "event", dtype), raw)
+    assert bytes(JsonLines(fields).encode(batch)).decode() == reference(batch, fields)
