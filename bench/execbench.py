@@ -11,6 +11,7 @@ Run as root: ``python bench/execbench.py`` prints one JSON object with every fig
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -37,6 +38,8 @@ ATTACH_TIMEOUT = 60.0  # loading and attaching takes well under this even on a b
 STOP_TIMEOUT = 15.0
 SETTLE = 1.0  # after a storm: time for the tracer to drain its buffer before it is stopped
 IGRUN_LOST = re.compile(r"lost (\d+) events")
+EXEC_LINKS = 4  # trace exec attaches execve and execveat, each at enter and exit
+LINK_POLL = 0.001
 EXECSNOOP_LOST = re.compile(r"Lost (\d+) events on CPU")
 EXECSNOOP_HEADER = "PCOMM"
 
@@ -76,7 +79,12 @@ class Tracer:
     """
 
     def __init__(
-        self, argv: list[str], stdout: IO[bytes], lost: re.Pattern[str], ready: str | None = None
+        self,
+        argv: list[str],
+        stdout: IO[bytes],
+        lost: re.Pattern[str],
+        ready: str | None = None,
+        ready_links: int = 0,
     ) -> None:
         self.argv = argv
         self.lost = 0
@@ -94,6 +102,17 @@ class Tracer:
         )
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
+        if ready_links:
+            threading.Thread(target=self._watch_links, args=(ready_links,), daemon=True).start()
+
+    def _watch_links(self, count: int) -> None:
+        """Ready once the process holds ``count`` BPF links: its programs are attached."""
+        while not self.ready.is_set() and self.proc.poll() is None:
+            if bpf_links(self.proc.pid) >= count:
+                self.ready_at = time.monotonic()
+                self.ready.set()
+                return
+            time.sleep(LINK_POLL)
 
     def _drain(self) -> None:
         assert self.proc.stderr is not None
@@ -146,10 +165,20 @@ class Tracer:
 
 
 def start_igrun(stdout: IO[bytes]) -> Tracer:
-    """``igrun trace exec --host -o json -v``: -v only adds the load-time lines, among them
-    ``gadget_started``, logged once every program is attached."""
-    argv = [*igrun_command(), "trace", "exec", "--host", "-o", "json", "-v"]
-    return Tracer(argv, stdout, IGRUN_LOST, ready="gadget_started")
+    """``igrun trace exec --host -o json``, as a user runs it; attached once the process
+    holds a BPF link for each of its programs."""
+    argv = [*igrun_command(), "trace", "exec", "--host", "-o", "json"]
+    return Tracer(argv, stdout, IGRUN_LOST, ready_links=EXEC_LINKS)
+
+
+def bpf_links(pid: int) -> int:
+    """How many BPF links process ``pid`` holds open."""
+    count = 0
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                count += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:bpf_link"
+    return count
 
 
 def igrun_pins_left(pid: int) -> list[str]:

@@ -19,8 +19,7 @@ from igrun.core.params import ParamDesc, Params
 from igrun.core.schema import Batch, Schema
 
 if TYPE_CHECKING:
-    from structlog.typing import FilteringBoundLogger
-
+    from igrun.core.log import Logger
     from igrun.core.pins import PinDir
 
 
@@ -163,7 +162,8 @@ class GadgetContext:
     gadget_params: Params
     runtime_params: Params
     operator_params: dict[str, Params]
-    logger: FilteringBoundLogger
+    logger: Logger
+    """structlog's methods (``debug``, ``info``, ``warning``…), bound to the gadget's name."""
     args: list[str] = field(default_factory=list)
     timeout: float | None = None
     """Seconds after :meth:`start` when the run ends by itself; ``None`` runs until stopped."""

@@ -1,4 +1,10 @@
-"""structlog, configured once: human-readable lines on stderr (stdout is for data)."""
+"""structlog, configured once: human-readable lines on stderr (stdout is for data).
+
+Importing structlog costs tens of milliseconds (it brings asyncio along), and most runs write
+no log line before their gadget is tracing, or at all. So :func:`get_logger` hands out a
+:class:`Logger` that checks the level first and loads structlog with the first line that is
+actually written.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,16 @@ import logging
 import sys
 from typing import Any
 
+_level = logging.INFO
 _configured = False
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 
 
 class _Stderr:
@@ -21,27 +36,72 @@ class _Stderr:
 
 def configure(verbose: bool = False) -> None:
     """Send every log line to stderr; ``verbose`` adds debug lines (libbpf's too)."""
+    global _level, _configured
+    _level = logging.DEBUG if verbose else logging.INFO
+    _configured = False  # structlog itself is set up with the first line written
+
+
+def _structlog() -> Any:
     global _configured
     import structlog
 
-    level = logging.DEBUG if verbose else logging.INFO
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
-            structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0, pad_level=False),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
-        cache_logger_on_first_use=False,
-    )
-    _configured = True
-
-
-def get_logger(**context: Any) -> Any:
-    """A bound logger; configures defaults on first use."""
-    import structlog
-
     if not _configured:
-        configure()
-    return structlog.get_logger("igrun").bind(**context)
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
+                structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0, pad_level=False),
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(_level),
+            logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
+            cache_logger_on_first_use=False,
+        )
+        _configured = True
+    return structlog
+
+
+class Logger:
+    """A structlog bound logger that loads structlog only to write a line at or above the
+    configured level. Methods it does not define are structlog's."""
+
+    def __init__(self, context: dict[str, Any]) -> None:
+        self._context = context
+
+    def bind(self, **more: Any) -> Logger:
+        return Logger({**self._context, **more})
+
+    def _real(self) -> Any:
+        return _structlog().get_logger("igrun").bind(**self._context)
+
+    def _write(self, method: str, event: str | None, *args: Any, **kw: Any) -> Any:
+        if _LEVELS[method] < _level:
+            return None
+        return getattr(self._real(), method)(event, *args, **kw)
+
+    def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        return self._write("debug", event, *args, **kw)
+
+    def info(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        return self._write("info", event, *args, **kw)
+
+    def warning(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        return self._write("warning", event, *args, **kw)
+
+    warn = warning
+
+    def error(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        return self._write("error", event, *args, **kw)
+
+    def exception(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        return self._write("exception", event, *args, **kw)
+
+    def critical(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        return self._write("critical", event, *args, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
+
+
+def get_logger(**context: Any) -> Logger:
+    """A logger bound to ``context``; structlog loads with its first line written."""
+    return Logger(context)

@@ -1,0 +1,46 @@
+"""Logging: structlog lines on stderr, and no structlog at all until a line is written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def run(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=True
+    )
+
+
+def test_structlog_loads_with_the_first_line_written() -> None:
+    done = run(
+        """
+        import sys
+        from igrun.core.log import configure, get_logger
+        configure(verbose=False)
+        log = get_logger(gadget="trace exec").bind(run=1)
+        log.debug("below the level")
+        print("structlog" in sys.modules)
+        log.warning("lost_events", count=3)
+        print("structlog" in sys.modules)
+        """
+    )
+    assert done.stdout.split() == ["False", "True"]
+    (line,) = done.stderr.splitlines()
+    assert line.endswith("[warning] lost_events count=3 gadget='trace exec' run=1")
+
+
+def test_verbose_writes_debug_lines_and_structlog_methods_still_work() -> None:
+    done = run(
+        """
+        from igrun.core.log import configure, get_logger
+        configure(verbose=True)
+        log = get_logger(gadget="g")
+        log.debug("loading", step=1)
+        log.new(other=2).info("fresh")  # a structlog method the wrapper does not define
+        """
+    )
+    lines = done.stderr.splitlines()
+    assert lines[0].endswith("[debug] loading gadget=g step=1")
+    assert lines[1].endswith("[info] fresh other=2")
