@@ -131,14 +131,15 @@ class JsonLines:
         if n == 0:
             return memoryview(b"")
         raw = batch.raw
-        coded = [batch.coded(name) for name in self._names]
+        columns, coded_columns = batch.layers()
+        coded = [coded_columns.get(name) for name in self._names]
         shape: list[Any] = [raw.dtype]
         groups: dict[tuple[int, int], int] = {}
         for name, c in zip(self._names, coded, strict=True):
             if c is not None:  # same codes, same table length: one group
                 shape.append(groups.setdefault((id(c[1]), len(c[0])), len(groups)))
             else:
-                shape.append(_COLUMN if batch.overlaid(name) else _RAW)
+                shape.append(_COLUMN if name in columns else _RAW)
         key = tuple(shape)
         lay = self._layouts.get(key) or self._layout(key)
         keep: list[Any] = [raw]  # arrays the C structs point into, alive until the call returns

@@ -220,7 +220,7 @@ class Batch:
         elif f.kind is Kind.STR:
             col = decode_cstrings(self.raw[f.source])
         else:
-            col = self.raw[f.source]
+            return self.raw[f.source]  # a view of the records: nothing to keep beside them
         self._columns[f.name] = col
         return col
 
@@ -235,6 +235,12 @@ class Batch:
         if f.source not in self.raw.dtype.names:
             return None
         return self.raw[f.source]
+
+    def layers(self) -> tuple[Mapping[str, Array], Mapping[str, tuple[Array, Array]]]:
+        """What lies beside the records, by field name: plain columns (an operator's, or a
+        decoded copy) and coded ones. For writers, which look at every field of every batch;
+        not to be changed through."""
+        return self._columns, self._coded
 
     def overlaid(self, name: str) -> bool:
         """Whether field ``name`` (its canonical name) has values beside the raw records: an

@@ -150,16 +150,17 @@ class BpfTracer(Gadget):
         assert self.reader is not None and ctx.schema is not None
         timeout = int(ctx.remaining(timeout_ms / 1000) * 1000) if timeout_ms else 0
         view = self.reader.poll(timeout)
-        if view is not None:
-            raw = np.frombuffer(view, dtype=ctx.schema.dtype).copy()
-            ctx.emit(self.transform(Batch(ctx.schema, raw)))
         now = time.monotonic()
         if not timeout_ms or now >= self._lost_due:  # a syscall: not for every small batch
             self._lost_due = now + LOST_CHECK_S
             lost = self.reader.lost()
             if lost:
                 ctx.report_lost(lost)
-        ctx.heartbeat()
+        if view is None:
+            ctx.heartbeat()
+            return
+        raw = np.frombuffer(view, dtype=ctx.schema.dtype).copy()
+        ctx.emit(self.transform(Batch(ctx.schema, raw)))  # the heartbeat comes with it
 
     def close(self) -> None:
         if self.reader is not None:
