@@ -3,7 +3,7 @@
 Discovery asks each selected runtime client for its running containers at start, then again
 whenever one of the runtimes' state folders changes (inotify: runc writes a container's
 state at ``create``, before its first process runs, so a new container is usually in the
-filter map before it does anything) and, as a fallback, every two seconds. A state folder that
+filter map before it does anything) and, as a fallback, every five seconds. A state folder that
 does not exist yet is looked for every half second, and its appearance is a change. Each
 rescan syncs the collection (a few hundred microseconds of Python: the fallback is rare so
 that an idle run costs next to nothing). Nothing a runtime does can crash a running gadget:
@@ -26,7 +26,7 @@ from igrun.core.errors import EnvironmentProblem, ParamError
 from igrun.core.log import get_logger
 from igrun.core.runtimes import RUNTIME_NAMES, RuntimeClient, RuntimeUnavailable, all_clients
 
-POLL_SECONDS = 2.0
+POLL_SECONDS = 5.0
 ROOT_CHECK_SECONDS = 0.5  # how often a missing state folder is looked for
 SETTLE_MS = 10  # let a burst of state writes arrive before rescanning
 WATCHED = flags.CREATE | flags.DELETE | flags.MOVED_TO | flags.CLOSE_WRITE | flags.ONLYDIR

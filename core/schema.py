@@ -269,11 +269,13 @@ class Batch:
         per row (a container's name, id, image...). Writers see that they share codes."""
         if len(codes) != len(self):
             raise ValueError(f"{len(codes)} codes for {len(self)} events")
-        for name, table in tables.items():
-            if name not in self.schema:
-                raise KeyError(f"{name!r} is not a field of this batch's schema")
-            self._coded[name] = (table, codes)
-            self._columns.pop(name, None)
+        unknown = tables.keys() - self.schema._by_name.keys()
+        if unknown:
+            raise KeyError(f"{min(unknown)!r} is not a field of this batch's schema")
+        self._coded.update((name, (table, codes)) for name, table in tables.items())
+        if self._columns:
+            for name in tables:
+                self._columns.pop(name, None)
 
     def coded(self, name: str) -> tuple[Array, Array] | None:
         """``(table, codes)`` when field ``name`` was set coded and not replaced since."""

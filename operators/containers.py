@@ -191,8 +191,9 @@ class ContainersOperator(Operator):
         self.mntns_field: Field | None = None
         self.boot_field: Field | None = None
         self._table_cache: dict[tuple[int, ...], tuple[list[Container], list[Array]]] = {}
-        self._known: tuple[int, int, list[Container]] | None = None
-        """(collection generation, mount-ns id, pool) of the last one-namespace batch."""
+        self._known: tuple[int, int, list[Container], dict[str, Array]] | None = None
+        """(collection generation, mount-ns id, pool, tables) of the last one-namespace
+        batch."""
         self._codes: Array = np.zeros(0, dtype=np.int32)
 
     @classmethod
@@ -286,15 +287,16 @@ class ContainersOperator(Operator):
             and mntns[0] == known[1]
             and bool((mntns == known[1]).all())
         ):
-            return self._enrich(batch, known[2], self._zeros(len(mntns)))
+            return self._enrich(batch, known[2], known[3], self._zeros(len(mntns)))
         generation = self.collection.generation
         boot = batch.member(self.boot_field.source) if self.boot_field else None
         pool, owners = attribute(self.collection, mntns, boot)
+        tables = dict(zip(ENRICHED_NAMES, self._tables(pool), strict=True))
         self._known = None
         one_ns = len(mntns) and bool((mntns == mntns[0]).all())
         if one_ns and self._settled(int(mntns[0])):  # its container or none: every code is 0
-            self._known = (generation, int(mntns[0]), pool)
-        return self._enrich(batch, pool, owners)
+            self._known = (generation, int(mntns[0]), pool, tables)
+        return self._enrich(batch, pool, tables, owners)
 
     def _settled(self, ns: int) -> bool:
         """Whether every event of ``ns`` has the same owner whatever its time: no candidate,
@@ -309,8 +311,10 @@ class ContainersOperator(Operator):
             self._codes.flags.writeable = False
         return self._codes[:n]
 
-    def _enrich(self, batch: Batch, pool: list[Container], owners: Array) -> Batch:
-        batch.set_coded_group(dict(zip(ENRICHED_NAMES, self._tables(pool), strict=True)), owners)
+    def _enrich(
+        self, batch: Batch, pool: list[Container], tables: dict[str, Array], owners: Array
+    ) -> Batch:
+        batch.set_coded_group(tables, owners)
         if self.host and self.selector.names:
             selected = np.array([self.selector.matches(c) for c in pool] + [True], dtype=bool)
             return batch.take(selected[owners])
