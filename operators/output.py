@@ -3,8 +3,8 @@
 Formats are ``ig``'s: ``columns`` (UPPERCASE headers, declared widths, ``…`` on overflow,
 scaled to the terminal only on a TTY), ``columns=a,b`` (exactly these), ``columns=+x,-y``
 (the default ones plus x, minus y), ``json`` (one object per line), ``jsonpretty`` and ``yaml``.
-Values are formatted a column at a time over the whole batch; ``json`` lines are written by C
-for the whole batch at once (:mod:`igrun.core.jsonlines`).
+``columns`` and ``json`` lines are written by C for the whole batch at once
+(:mod:`igrun.core.columnlines`, :mod:`igrun.core.jsonlines`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from igrun.core.columnlines import ColumnLines, fit
 from igrun.core.errors import ParamError
 from igrun.core.gadget import GadgetContext
-from igrun.core.helpers import format_rfc3339_ns
 from igrun.core.hookspecs import hookimpl
 from igrun.core.jsonlines import JsonLines, dumps
 from igrun.core.operator import PRIORITY_OUTPUT, Operator
 from igrun.core.params import ParamDesc, Params
-from igrun.core.schema import Batch, Field, Kind, Schema
+from igrun.core.schema import Batch, Field, Schema
 from igrun.operators._common import resolve_column, windowed
 
 FORMATS = ("columns", "json", "jsonpretty", "yaml")
@@ -55,34 +55,6 @@ def parse_output(spec: str, schema: Schema) -> tuple[str, list[Field]]:
     if any(p[0] in "+-" for p in parts):
         raise ParamError(f"invalid {what}: either name the columns or add/remove with +/-")
     return fmt, [resolve_column(p, schema, what) for p in parts]
-
-
-def _format_values(batch: Batch, f: Field) -> list[str]:
-    """A column of a batch as text, the way columns output shows it."""
-    values = batch.values(f.name)
-    if f.kind is Kind.TIME:
-        return [format_rfc3339_ns(v) for v in values]
-    if f.kind is Kind.LIST:
-        return [" ".join(v) for v in values]
-    if f.kind is Kind.BOOL:
-        return ["true" if v else "false" for v in values]
-    if f.kind is Kind.BYTES:
-        return [bytes(v).hex() for v in values]
-    return [str(v) for v in values]
-
-
-def _fit(text: str, width: int, f: Field) -> str:
-    if len(text) > width and f.column.ellipsis != "none" and width > 1:
-        if f.column.ellipsis == "start":
-            text = "…" + text[-(width - 1) :]
-        elif f.column.ellipsis == "middle":
-            head = (width - 1) // 2
-            text = text[:head] + "…" + text[-(width - 1 - head) :]
-        else:
-            text = text[: width - 1] + "…"
-    elif len(text) > width:
-        text = text[:width]
-    return text.rjust(width) if f.column.align == "right" else text.ljust(width)
 
 
 def scale_widths(fields: list[Field], available: int) -> list[int]:
@@ -125,6 +97,7 @@ class OutputOperator(Operator):
         self._header_due = True
         self._started = False
         self._json: JsonLines | None = None
+        self._lines: ColumnLines | None = None
         self.tag: str | None = ctx.extra.get("tag")
         """Set when several gadgets share stdout: every record and line says whose it is."""
         self._lock: Any = ctx.extra.get("output_lock")
@@ -143,32 +116,23 @@ class OutputOperator(Operator):
             self._json = JsonLines(self.columns, self.tag)
         if self.format == "columns" and self.stream.isatty():
             self.widths = scale_widths(self.columns, shutil.get_terminal_size().columns)
+        if self.format == "columns":
+            self._lines = ColumnLines(self.columns, self.widths, self.tag)
 
     def _header(self) -> str:
         names = [f.name.upper() for f in self.columns]
-        cells = [_fit(n, w, f) for n, w, f in zip(names, self.widths, self.columns, strict=True)]
+        cells = [fit(n, w, f) for n, w, f in zip(names, self.widths, self.columns, strict=True)]
         cells[-1] = names[-1] if self.columns[-1].column.align == "left" else cells[-1]
         prefix = "\n" if self._started else ""
         tag = f"{'GADGET':<22} " if self.tag else ""
         return prefix + tag + " ".join(cells).rstrip() + "\n"
 
-    def _columns(self, batch: Batch) -> str:
-        cols = []
-        last = len(self.columns) - 1
-        for i, (f, width) in enumerate(zip(self.columns, self.widths, strict=True)):
-            texts = _format_values(batch, f)
-            if i == last and f.column.align == "left":
-                cols.append(texts)  # the last column is never cut
-            else:
-                cols.append([_fit(t, width, f) for t in texts])
-        lines = [" ".join(row).rstrip() for row in zip(*cols, strict=True)]
-        if self.tag:
-            lines = [f"{self.tag:<22} {line}" for line in lines]
-        out = "\n".join(lines) + "\n"
+    def _columns(self, batch: Batch) -> None:
+        assert self._lines is not None
         if self._header_due:
-            out = self._header() + out
+            self.write(self._header())
             self._header_due = False
-        return out
+        self.write_bytes(self._lines.encode(batch))
 
     def _records(self, records: list[dict[str, Any]]) -> str:
         if self.format == "json":
@@ -199,7 +163,7 @@ class OutputOperator(Operator):
 
     def process(self, batch: Batch) -> Batch:
         if self.format == "columns":
-            self.write(self._columns(batch))
+            self._columns(batch)
         elif self._json is not None:
             self.write_bytes(self._json.encode(batch))
         else:

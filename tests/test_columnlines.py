@@ -1,0 +1,103 @@
+"""The C columns writer gives what formatting each row in Python gives, byte for byte."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from igrun.core.columnlines import ColumnLines, fit, format_value
+from igrun.core.schema import Batch, Column, Field, Kind, Schema
+
+DTYPE = np.dtype(
+    [("pid", "<u4"), ("ret", "<i4"), ("comm", "S16"), ("ok", "u1"), ("big", "<u8"), ("s8", "i1")]
+)
+
+
+def reference(batch: Batch, fields: list[Field], widths: list[int], tag: str | None) -> str:
+    """The row-at-a-time formatting the C writer replaces."""
+    last = len(fields) - 1
+    cols = []
+    for i, (f, width) in enumerate(zip(fields, widths, strict=True)):
+        texts = [format_value(f.kind, v) for v in batch.values(f.name)]
+        as_is = i == last and f.column.align == "left"
+        cols.append(texts if as_is else [fit(t, width, f) for t in texts])
+    lines = [" ".join(row).rstrip() for row in zip(*cols, strict=True)]
+    if tag:
+        lines = [f"{tag:<22} {line}" for line in lines]
+    return "".join(line + "\n" for line in lines)
+
+
+def field(name: str, kind: Kind, width: int = 0, **column: object) -> Field:
+    return Field(name, kind, column=Column(width=width, **column))  # type: ignore[arg-type]
+
+
+FIELDS = [
+    field("pid", Kind.UINT, 7, align="right"),
+    field("ret", Kind.INT, 4, align="right", ellipsis="start"),
+    field("comm", Kind.STR, 6, ellipsis="middle"),
+    field("ok", Kind.BOOL, 4),
+    field("big", Kind.UINT, 12, ellipsis="none"),
+    field("s8", Kind.INT, 3),
+    field("runtime.containerName", Kind.STR, 8),
+    field("args", Kind.LIST, 10),
+    field("ratio", Kind.FLOAT, 5, align="right"),
+    field("tail", Kind.STR, 5),
+]
+
+
+@pytest.fixture
+def batch() -> Batch:
+    raw = np.zeros(6, DTYPE)
+    raw["pid"] = [1, 22, 333, 4294967295, 0, 1234567]
+    raw["ret"] = [-1, 0, 12345, -2147483648, 2147483647, -22]
+    raw["comm"] = [b"bash", b"a-long-command!", b"caf\xc3\xa9", b"\xff\xfe", b"", b"x y "]
+    raw["ok"] = [0, 1, 2, 0, 255, 1]
+    raw["big"] = [0, 10**12 - 1, 10**12, 2**64 - 1, 5, 10**17]
+    raw["s8"] = [-128, 127, 0, -1, 1, -10]
+    b = Batch(Schema(FIELDS, "event", DTYPE), raw)
+    names = ["web", "", "wéb", "a-very-long-name", "db", "web"]
+    b.set_column("runtime.containerName", np.array(names, dtype=object))
+    args = np.empty(6, dtype=object)
+    args[:] = [["ls", "-l"], [], ["b"], ["\x01"], ["é", "ü"], ["x"]]
+    b.set_column("args", args)
+    b.set_column("ratio", np.array([1.5, 0.1, 1e300, -0.0, 3.0, 2.25]))
+    # trailing blanks of every kind Python's rstrip removes, and a blank last cell
+    tails = ["end", "nbsp\u00a0", "ideo\u3000", " ", "", "t\t"]
+    b.set_column("tail", np.array(tails, dtype=object))
+    return b
+
+
+@pytest.mark.parametrize("tag", [None, "trace exec"])
+def test_every_kind_fits_as_python_does(batch: Batch, tag: str | None) -> None:
+    widths = [f.width for f in FIELDS]
+    got = bytes(ColumnLines(FIELDS, widths, tag).encode(batch)).decode()
+    assert got == reference(batch, FIELDS, widths, tag)
+    assert "…" in got  # cuts happened
+
+
+def test_narrow_columns_cut_numbers_every_way(batch: Batch) -> None:
+    fields = [
+        field("pid", Kind.UINT, 3, align="right"),
+        field("ret", Kind.INT, 3, ellipsis="start"),
+        field("big", Kind.UINT, 5, ellipsis="middle"),
+        field("s8", Kind.INT, 1),
+        field("ok", Kind.BOOL, 3, align="right"),
+        field("comm", Kind.STR, 1),
+    ]
+    widths = [3, 3, 5, 1, 3, 4]
+    got = bytes(ColumnLines(fields, widths).encode(batch)).decode()
+    assert got == reference(batch, fields, widths, None)
+
+
+def test_coded_reordered_strided_and_empty(batch: Batch) -> None:
+    codes = np.array([1, -1, 0, 1, -1, 0])
+    batch.set_coded("runtime.containerName", np.array(["web", "db", ""], dtype=object), codes)
+    widths = [f.width for f in FIELDS]
+    writer = ColumnLines(FIELDS, widths)
+    taken = batch.take(np.array([5, 3, 0]))
+    assert bytes(writer.encode(taken)).decode() == reference(taken, FIELDS, widths, None)
+    strided = Batch(batch.schema, batch.raw[::2])
+    members = FIELDS[:6]
+    plain = ColumnLines(members, widths[:6])
+    assert bytes(plain.encode(strided)).decode() == reference(strided, members, widths[:6], None)
+    assert bytes(writer.encode(batch.take(np.zeros(6, bool)))) == b""
