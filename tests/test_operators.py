@@ -106,6 +106,35 @@ def test_filter_expressions(expr: str, expected: list[int]) -> None:
     assert pids(op.process(ROWS)) == expected
 
 
+def test_string_filters_decide_once_per_distinct_value() -> None:
+    """C strings are made distinct in numpy and decoded as every other reader decodes them
+    (cut at the first NUL, invalid UTF-8 replaced); coded columns are tested on their table."""
+    raw = np.zeros(5, LAYOUT)
+    raw["pid"] = [1, 2, 3, 4, 5]
+    raw["comm"] = [b"bash\0junk", b"bash", b"caf\xc3\xa9", b"\xff", b"bash"]
+    b = Batch(SCHEMA.extend([Field("runtime.containerName", Kind.STR)]), raw)
+    b.set_coded(
+        "runtime.containerName",
+        np.array(["web", "db", ""], dtype=object),
+        np.array([0, 1, -1, 0, 2]),
+    )
+    for expr, expected in [
+        ("comm:bash", [1, 2, 5]),
+        ("comm:café", [3]),
+        ("comm:\ufffd", [4]),
+        ("comm:~^b", [1, 2, 5]),
+        ("runtime.containerName:web", [1, 4]),
+        ("runtime.containerName:!web", [2, 3, 5]),
+        ("runtime.containerName:~^$", [3, 5]),
+    ]:
+        ctx = context()
+        ctx.schema = b.schema
+        op = FilterOperator.instantiate(ctx, Params(FilterOperator.params, {"filter": expr}))
+        assert op is not None
+        op.pre_run(b.schema)
+        assert pids(op.process(b)) == expected, expr
+
+
 def test_filters_are_anded_and_split_only_between_filters() -> None:
     assert split_filters("comm:bash,ret:<0") == ["comm:bash", "ret:<0"]
     assert split_filters("comm:~a,b,pid:1") == ["comm:~a,b", "pid:1"]
