@@ -447,6 +447,7 @@ struct igr_reader {
     size_t buffer_bytes;    /* how much the kernel buffer holds (per CPU for perf) */
     unsigned long long last_return_us; /* when the previous batch went to Python */
     double slow_rate;       /* records per microsecond when the previous batch was small */
+    double peak_rate;       /* the highest rate seen lately: it bounds every nap */
     int lost_fd;            /* the BPF side's per-CPU drop counter, or -1: perf's lost records */
     __u64 *lost_values;     /* one per possible CPU */
     int ncpus;
@@ -625,17 +626,18 @@ static void igr_sleep_us(unsigned int us)
 
 /* Add to a small batch for up to budget_us, asleep: nothing wakes the reader per record. Each
  * nap is as long as the rate seen so far (records per microsecond) needs to complete the
- * batch, but never so long that, at that rate, more than an eighth of the buffer would fill:
- * a slow stream costs one or two wakeups per batch, and a stream that speeds up cannot
- * overflow the buffer on our account. */
+ * batch, but never so long that more than an eighth of the buffer would fill at the highest
+ * rate seen lately (`peak_rate`): a slow stream costs one wakeup per batch, and a stream that
+ * pauses and comes back at full speed cannot overflow the buffer on our account. */
 static int igr_linger(struct igr_reader *r, double rate, unsigned int budget_us)
 {
     unsigned int slept = 0;
     int err = 0;
 
     while (slept < budget_us && r->count < r->min_records && err >= 0) {
+        double peak = rate > r->peak_rate ? rate : r->peak_rate;
         double nap = rate > 0 ? (double)(r->min_records - r->count) / rate : 1000;
-        double safe = rate > 0 ? (double)r->buffer_bytes / 8 / (rate * (double)r->slot_size) : 1000;
+        double safe = peak > 0 ? (double)r->buffer_bytes / 8 / (peak * (double)r->slot_size) : 1000;
         unsigned int us;
         size_t before = r->count;
 
@@ -648,6 +650,8 @@ static int igr_linger(struct igr_reader *r, double rate, unsigned int budget_us)
         slept += us;
         err = igr_consume(r);
         rate = (double)(r->count - before + 1) / us;
+        if (rate > r->peak_rate)
+            r->peak_rate = rate;
     }
     return err;
 }
@@ -665,6 +669,7 @@ int igr_reader_poll(struct igr_reader *r, int timeout_ms)
 {
     unsigned int budget = timeout_ms > 0 ? (unsigned int)timeout_ms * 1000 : 0;
     unsigned long long now;
+    double cycle_rate;
     bool lingered = false;
     int err;
 
@@ -686,10 +691,12 @@ int igr_reader_poll(struct igr_reader *r, int timeout_ms)
         err = igr_linger(r, since > 0 ? (double)r->count / since : 0, budget);
         now = igr_now_us();
     }
-    /* The rate over the whole cycle, Python's part included, is what the next sleep needs. */
-    r->slow_rate = r->count > 0 && r->count < r->min_records && r->last_return_us
-                       ? (double)r->count / (double)(now - r->last_return_us + 1)
-                       : 0;
+    /* The rate over the whole cycle, Python's part included, is what the next sleep needs;
+     * the peak forgets half of itself per cycle, so a stream that really slowed down is
+     * slept on longer again within a few batches. */
+    cycle_rate = r->last_return_us ? (double)r->count / (double)(now - r->last_return_us + 1) : 0;
+    r->peak_rate = cycle_rate > r->peak_rate / 2 ? cycle_rate : r->peak_rate / 2;
+    r->slow_rate = r->count > 0 && r->count < r->min_records ? cycle_rate : 0;
     if (r->count > 0)
         r->last_return_us = now;
     if (err == -IGR_BATCH_FULL)
