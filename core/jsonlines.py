@@ -147,7 +147,7 @@ class JsonLines:
         for col, members in lay.coded:
             first = coded[members[0]]
             assert first is not None
-            tables = tuple(coded[i][0] for i in members)  # type: ignore[index]
+            tables = tuple([coded[i][0] for i in members])  # type: ignore[index]
             self._point_texts(lay.cols[col], self._group(members, tables), first[1], keep, rows)
         for col, f in lay.other:
             self._describe(lay.cols[col], batch, f, keep, rows)

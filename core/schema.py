@@ -272,7 +272,7 @@ class Batch:
         unknown = tables.keys() - self.schema._by_name.keys()
         if unknown:
             raise KeyError(f"{min(unknown)!r} is not a field of this batch's schema")
-        self._coded.update((name, (table, codes)) for name, table in tables.items())
+        self._coded.update({name: (table, codes) for name, table in tables.items()})
         if self._columns:
             for name in tables:
                 self._columns.pop(name, None)
