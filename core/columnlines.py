@@ -17,6 +17,7 @@ import numpy as np
 
 from igrun.core import _libbpf  # type: ignore[attr-defined]
 from igrun.core.helpers import format_rfc3339_ns
+from igrun.core.jsonlines import address
 from igrun.core.schema import Array, Batch, Field, Kind, decode_cstrings
 
 ffi: Any = _libbpf.ffi
@@ -119,7 +120,7 @@ class ColumnLines:
         cap = lib.igr_column_bound(self._cols, len(self.fields), len(self._lead), n)
         if len(self._out) < cap:
             self._out = np.empty(max(cap, 2 * len(self._out)), dtype=np.uint8)
-        records = ffi.cast("const char *", raw.ctypes.data)
+        records = address(raw)
         written = lib.igr_column_lines(
             self._cols, len(self.fields), records, raw.strides[0], self._lead, len(self._lead),
             n, ffi.from_buffer(self._out), cap,
@@ -152,7 +153,7 @@ class ColumnLines:
             col = self._cols[i]
             col.kind, col.size = how
             col.stride = values.strides[0]
-            col.values = ffi.cast("const char *", values.ctypes.data)
+            col.values = address(values)
             return
         distinct: dict[Any, int] = {}
         try:

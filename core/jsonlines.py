@@ -42,6 +42,14 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def address(values: Array) -> Any:
+    """Where the first element of ``values`` is, as a C pointer (a strided view too). The
+    caller keeps ``values`` alive while C reads it."""
+    if values.flags.c_contiguous:  # the buffer protocol: no Python-level numpy machinery
+        return ffi.cast("const char *", ffi.from_buffer(values))
+    return ffi.cast("const char *", values.ctypes.data)
+
+
 def layout(fields: Sequence[Field], lead: str = "") -> tuple[list[tuple[str, Field]], str]:
     """The text before each field's value, and after the last one.
 
@@ -154,7 +162,7 @@ class JsonLines:
         cap = lib.igr_json_bound(lay.cols, lay.ncols, len(self._suffix), n)
         if len(self._out) < cap:
             self._out = np.empty(max(cap, 2 * len(self._out)), dtype=np.uint8)
-        records = ffi.cast("const char *", raw.ctypes.data)
+        records = address(raw)
         written = lib.igr_json_lines(
             lay.cols, lay.ncols, records, raw.strides[0], self._suffix, len(self._suffix), n,
             ffi.from_buffer(self._out), cap,
@@ -265,7 +273,7 @@ class JsonLines:
         col.kind = kind
         col.size = size
         col.stride = values.strides[0]
-        col.values = ffi.cast("const char *", values.ctypes.data)
+        col.values = address(values)
 
     def _texts(
         self, col: Any, values: list[Any], keep: list[Any], rows: dict[tuple[int, int], Any]

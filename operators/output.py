@@ -9,10 +9,10 @@ scaled to the terminal only on a TTY), ``columns=a,b`` (exactly these), ``column
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -100,7 +100,8 @@ class OutputOperator(Operator):
         self._lines: ColumnLines | None = None
         self.tag: str | None = ctx.extra.get("tag")
         """Set when several gadgets share stdout: every record and line says whose it is."""
-        self._lock: Any = ctx.extra.get("output_lock")
+        self._lock: Any = ctx.extra.get("output_lock") or threading.Lock()
+        """Shared when several gadgets write to one stdout (whole batches, never mixed)."""
 
     @classmethod
     def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
@@ -144,7 +145,7 @@ class OutputOperator(Operator):
         return "".join("---\n" + yaml.safe_dump(r, sort_keys=False) for r in records)
 
     def write(self, text: str) -> None:
-        with self._lock or contextlib.nullcontext():
+        with self._lock:
             self.stream.write(text)
             self.stream.flush()
         self._started = True
@@ -155,7 +156,7 @@ class OutputOperator(Operator):
         if binary is None:
             self.write(bytes(data).decode())
             return
-        with self._lock or contextlib.nullcontext():
+        with self._lock:
             self.stream.flush()
             binary.write(data)
             binary.flush()
