@@ -15,13 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from igrun.core import _libbpf  # type: ignore[attr-defined]
+from igrun.core.bpf import ffi, lib
 from igrun.core.helpers import format_rfc3339_ns
 from igrun.core.jsonlines import address
 from igrun.core.schema import Array, Batch, Field, Kind, decode_cstrings
-
-ffi: Any = _libbpf.ffi
-lib: Any = _libbpf.lib
 
 ELLIPSIS = "…"
 CACHED_TABLE = 64

@@ -17,12 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from igrun.core import _libbpf  # type: ignore[attr-defined]
+from igrun.core.bpf import ffi, lib
 from igrun.core.fields import WallTime
 from igrun.core.schema import Array, Batch, Field, Kind
-
-ffi: Any = _libbpf.ffi
-lib: Any = _libbpf.lib
 
 Encoded = tuple[Any, Array, Any, int]
 """A table of JSON texts for C: the text blob, its offsets (array and pointer), the count."""
