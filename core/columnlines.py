@@ -5,7 +5,8 @@ fitted to its column the way ``ig`` does it (declared width, ``…`` where text 
 alignment for numbers), and each line loses its trailing blanks. :class:`ColumnLines`
 describes a batch's columns once: integers and booleans are read where they are and fitted by
 ``igr_column_lines``; any other column is formatted and fitted in Python once per *distinct*
-value (a batch has few distinct commands, containers or paths), and rows point at their cell.
+value (``Batch.distinct``: a batch has few distinct commands or containers), and rows point at
+their cell.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from igrun.core.bpf import ffi, lib
+from igrun.core.cbuffers import Texts, address, distinct, positions, texts_table
 from igrun.core.helpers import format_rfc3339_ns
-from igrun.core.jsonlines import address
-from igrun.core.schema import Array, Batch, Field, Kind, decode_cstrings
+from igrun.core.schema import Array, Batch, Field, Kind
 
 ELLIPSIS = "…"
 CACHED_TABLE = 64
@@ -92,8 +93,9 @@ class ColumnLines:
             else:
                 col.fit = lib.IGR_FIT_RIGHT if f.column.align == "right" else lib.IGR_FIT_LEFT
         self._out = np.empty(0, dtype=np.uint8)
-        self._cells: dict[tuple[Any, ...], tuple[Any, Array, Any, int]] = {}
+        self._cells: dict[tuple[Any, ...], Texts] = {}
         """Fitted cell tables by column and content: a stream's tables repeat."""
+        self._by_dtype: dict[np.dtype[Any], list[tuple[int, int, int] | None]] = {}
 
     def encode(self, batch: Batch) -> memoryview:
         """The batch's lines, in a buffer reused by the next call: write them out first."""
@@ -102,33 +104,41 @@ class ColumnLines:
             return memoryview(b"")
         raw = batch.raw
         columns, coded = batch.layers()
+        members = self._members(raw.dtype)
         keep: list[Any] = [raw]  # what the C structs point into, alive until the call returns
-        for i, f in enumerate(self.fields):
+        for i, (f, member) in enumerate(zip(self.fields, members, strict=True)):
             col = self._cols[i]
-            member = self._member(raw.dtype, f) if f.name not in columns else None
-            if member is not None and f.name not in coded:
+            if member is not None and f.name not in columns and f.name not in coded:
                 col.kind, col.size, col.offset = member
                 col.values = ffi.NULL
-            elif f.name in coded:
-                table, codes = coded[f.name]
+                continue
+            found = batch.distinct(f.name)
+            if found is not None:
+                table, codes = found
                 self._point_cells(i, [format_value(f.kind, v) for v in table.tolist()], codes, keep)
             else:
                 self._describe(i, batch, f, keep)
         cap = lib.igr_column_bound(self._cols, len(self.fields), len(self._lead), n)
         if len(self._out) < cap:
             self._out = np.empty(max(cap, 2 * len(self._out)), dtype=np.uint8)
-        records = address(raw)
         written = lib.igr_column_lines(
-            self._cols, len(self.fields), records, raw.strides[0], self._lead, len(self._lead),
-            n, ffi.from_buffer(self._out), cap,
+            self._cols, len(self.fields), address(raw), raw.strides[0], self._lead,
+            len(self._lead), n, ffi.from_buffer(self._out), cap,
         )  # fmt: skip
         if written < 0:
             raise RuntimeError("columns: a column description is inconsistent")
         return self._out.data[:written]
 
+    def _members(self, dtype: np.dtype[Any]) -> list[tuple[int, int, int] | None]:
+        """Per column, (kind, size, offset) when it is a number member C reads in place;
+        worked out once per record layout."""
+        found = self._by_dtype.get(dtype)
+        if found is None:
+            found = self._by_dtype[dtype] = [self._member(dtype, f) for f in self.fields]
+        return found
+
     @staticmethod
     def _member(dtype: np.dtype[Any], f: Field) -> tuple[int, int, int] | None:
-        """(kind, size, offset) when the field is a number member C reads in place."""
         if f.decode is not None or dtype.names is None or f.source not in dtype.names:
             return None
         member, offset = dtype.fields[f.source][:2]  # type: ignore[index]
@@ -136,13 +146,8 @@ class ColumnLines:
         return None if how is None else (*how, offset)
 
     def _describe(self, i: int, batch: Batch, f: Field, keep: list[Any]) -> None:
-        values = batch.raw_values(f.name)
-        if values is not None and values.dtype.kind == "S" and f.kind is Kind.STR:
-            # A C string member: distinct values in C, each decoded once.
-            unique, inverse = np.unique(values, return_inverse=True)
-            texts = decode_cstrings(unique).tolist()
-            self._point_cells(i, texts, inverse.reshape(-1), keep)
-            return
+        """A column beside the records: numbers read where they are, anything else as one
+        cell per distinct value."""
         values = batch[f.name]
         how = _number_kind(values.dtype, f) if values.ndim == 1 else None
         if how is not None:
@@ -152,41 +157,34 @@ class ColumnLines:
             col.stride = values.strides[0]
             col.values = address(values)
             return
-        distinct: dict[Any, int] = {}
-        try:
-            index = [distinct.setdefault((type(v), v), len(distinct)) for v in batch.values(f.name)]
-            texts = [format_value(f.kind, v) for _, v in distinct]
-        except TypeError:  # unhashable values (lists): one cell per row
-            texts = [format_value(f.kind, v) for v in batch.values(f.name)]
-            index = list(range(len(texts)))
-        self._point_cells(i, texts, np.array(index, dtype=np.int32), keep)
+        python = batch.values(f.name)
+        found = distinct(python)
+        if found is None:  # unhashable values (lists): one cell per row
+            texts = [format_value(f.kind, v) for v in python]
+            self._point_cells(i, texts, np.arange(len(texts)), keep)
+            return
+        table, index = found
+        self._point_cells(i, [format_value(f.kind, v) for v in table], index, keep)
 
     def _point_cells(self, i: int, texts: list[str], codes: Array, keep: list[Any]) -> None:
         """Rows as positions into ``texts``, each fitted to column ``i`` once."""
-        f, width = self.fields[i], self.widths[i]
         key = (i, *texts) if len(texts) <= CACHED_TABLE else None
         table = self._cells.get(key) if key is not None else None
         if table is None:
+            f, width = self.fields[i], self.widths[i]
             cells = [t if self._as_is[i] else fit(t, width, f) for t in texts]
-            encoded = [c.encode() for c in cells]
-            offsets = np.zeros(len(encoded) + 1, dtype=np.uint64)
-            np.cumsum([len(e) for e in encoded], out=offsets[1:])
-            blob = ffi.from_buffer(b"".join(encoded))
-            pointer = ffi.cast("const unsigned long long *", ffi.from_buffer(offsets))
-            table = (blob, offsets, pointer, len(texts))
+            table = texts_table([c.encode() for c in cells])
             if key is not None:
                 if len(self._cells) >= 256:
                     self._cells.clear()
                 self._cells[key] = table
         blob, offsets, pointer, count = table
-        positions = np.ascontiguousarray(codes, dtype=np.int32)
-        if len(positions) and positions.min() < 0:
-            positions = np.where(positions < 0, positions + count, positions)  # numpy's
-        keep += [blob, offsets, positions]
+        rows, rows_pointer = positions(codes, count)
+        keep += [blob, offsets, rows]
         col = self._cols[i]
         col.kind = lib.IGR_JSON_TEXT
         col.size = count
         col.stride = 4
-        col.values = ffi.cast("const char *", ffi.from_buffer(positions))
+        col.values = rows_pointer
         col.texts = blob
         col.offsets = pointer

@@ -18,11 +18,9 @@ from typing import Any
 import numpy as np
 
 from igrun.core.bpf import ffi, lib
+from igrun.core.cbuffers import Texts, address, distinct, positions, texts_table
 from igrun.core.fields import WallTime
 from igrun.core.schema import Array, Batch, Field, Kind
-
-Encoded = tuple[Any, Array, Any, int]
-"""A table of JSON texts for C: the text blob, its offsets (array and pointer), the count."""
 
 INT, UINT, BOOL, CSTR, TEXT, WALL_TIME = (
     lib.IGR_JSON_INT,
@@ -37,14 +35,6 @@ INT, UINT, BOOL, CSTR, TEXT, WALL_TIME = (
 def dumps(value: Any) -> str:
     """One value as JSON, the way a whole line is written."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def address(values: Array) -> Any:
-    """Where the first element of ``values`` is, as a C pointer (a strided view too). The
-    caller keeps ``values`` alive while C reads it."""
-    if values.flags.c_contiguous:  # the buffer protocol: no Python-level numpy machinery
-        return ffi.cast("const char *", ffi.from_buffer(values))
-    return ffi.cast("const char *", values.ctypes.data)
 
 
 def layout(fields: Sequence[Field], lead: str = "") -> tuple[list[tuple[str, Field]], str]:
@@ -122,10 +112,10 @@ class JsonLines:
         self._suffix = suffix.encode()
         self._out = np.empty(0, dtype=np.uint8)
         self._layouts: dict[tuple[Any, ...], _Layout] = {}
-        self._tables: dict[tuple[Any, ...], Encoded] = {}
-        """Encoded tables by content: a stream's enrichment tables repeat."""
-        self._by_identity: dict[tuple[int, ...], tuple[tuple[Array, ...], Encoded]] = {}
-        """Encoded coded groups by their tables' identities (the tables are kept alive with
+        self._tables: dict[tuple[Any, ...], Texts] = {}
+        """Texts tables by content: a stream's enrichment tables repeat."""
+        self._by_identity: dict[tuple[int, ...], tuple[tuple[Array, ...], Texts]] = {}
+        """Texts coded groups by their tables' identities (the tables are kept alive with
         them): an enricher hands the same table objects to batch after batch."""
 
     def encode(self, batch: Batch) -> memoryview:
@@ -219,7 +209,7 @@ class JsonLines:
         how = _c_kind(member, f) if f.decode is None else None
         return None if how is None else (*how, offset)
 
-    def _group(self, members: list[int], tables: tuple[Array, ...]) -> Encoded:
+    def _group(self, members: list[int], tables: tuple[Array, ...]) -> Texts:
         """One text per code for coded pieces that share codes: each one's value, with the
         prefixes between them (``"web","containerId":"0f3a…"``), so C copies one text."""
         key = (*members, *map(id, tables))
@@ -240,17 +230,17 @@ class JsonLines:
             parts += [self._prefixes[piece], dumps(value).encode()]
         return b"".join(parts)
 
-    def _encoded(self, content: tuple[Any, ...], texts: list[bytes]) -> Encoded:
+    def _encoded(self, content: tuple[Any, ...], texts: list[bytes]) -> Texts:
         """The table of ``texts`` for C, shared by every batch whose ``content`` (its values
         with their types: ``True`` and ``1`` are equal keys, not equal JSON) is the same."""
         try:
             encoded = self._tables.get(content)
         except TypeError:  # unhashable values (lists): not kept
-            return self._encode_table(texts)
+            return texts_table(texts)
         if encoded is None:
             if len(self._tables) >= 256:
                 self._tables.clear()
-            encoded = self._tables[content] = self._encode_table(texts)
+            encoded = self._tables[content] = texts_table(texts)
         return encoded
 
     def _describe(
@@ -276,38 +266,27 @@ class JsonLines:
         self, col: Any, values: list[Any], keep: list[Any], rows: dict[tuple[int, int], Any]
     ) -> None:
         """Each distinct value encoded once; rows point at their text."""
-        distinct: dict[Any, int] = {}
-        try:
-            index = [distinct.setdefault((type(v), v), len(distinct)) for v in values]
-        except TypeError:  # unhashable values (lists): one text per row
+        found = distinct(values)
+        if found is None:  # unhashable values (lists): one text per row
             texts = [dumps(v).encode() for v in values]
-            self._point_texts(col, self._encode_table(texts), np.arange(len(values)), keep, rows)
+            self._point_texts(col, texts_table(texts), np.arange(len(values)), keep, rows)
             return
-        table = tuple(distinct)
-        encoded = self._encoded(table, [dumps(v).encode() for _, v in table])
-        self._point_texts(col, encoded, np.array(index), keep, rows)
-
-    @staticmethod
-    def _encode_table(texts: list[bytes]) -> Encoded:
-        offsets = np.zeros(len(texts) + 1, dtype=np.uint64)
-        np.cumsum([len(t) for t in texts], out=offsets[1:])
-        offsets_ptr = ffi.cast("const unsigned long long *", ffi.from_buffer(offsets))
-        return ffi.from_buffer(b"".join(texts)), offsets, offsets_ptr, len(texts)
+        table, index = found
+        typed = tuple((type(v), v) for v in table)
+        self._point_texts(
+            col, self._encoded(typed, [dumps(v).encode() for v in table]), index, keep, rows
+        )
 
     @staticmethod
     def _point_texts(
-        col: Any, encoded: Encoded, index: Array, keep: list[Any], rows: dict[tuple[int, int], Any]
+        col: Any, encoded: Texts, index: Array, keep: list[Any], rows: dict[tuple[int, int], Any]
     ) -> None:
         """Rows as int32 positions into the encoded table. Enrichers give many columns the
         same codes (one container per row): those are converted once per batch."""
         blob_ptr, offsets, offsets_ptr, count = encoded
         converted = rows.get((id(index), count))
         if converted is None:
-            positions = np.ascontiguousarray(index, dtype=np.int32)
-            if len(positions) and positions.min() < 0:
-                positions = np.where(positions < 0, positions + count, positions)  # numpy's
-            pointer = ffi.cast("const char *", ffi.from_buffer(positions))
-            converted = rows[(id(index), count)] = (positions, pointer)
+            converted = rows[(id(index), count)] = positions(index, count)
             keep.append(index)  # its id stays its own until the call returns
         keep += [blob_ptr, offsets, converted[0]]
         col.kind = TEXT

@@ -236,6 +236,20 @@ class Batch:
             return None
         return self.raw[f.source]
 
+    def distinct(self, name: str) -> tuple[Array, Array] | None:
+        """Field ``name`` as a table of values and each row's position in it, where the batch
+        has that cheaply: a coded column as it is, or a C string member made distinct by
+        ``np.unique`` (each value then decoded once). Readers that test or format values do
+        it per table row, not per event. None otherwise."""
+        coded = self.coded(name)
+        if coded is not None:
+            return coded
+        raw = self.raw_values(name)
+        if raw is None or raw.dtype.kind != "S" or self.schema[name].kind is not Kind.STR:
+            return None
+        unique, inverse = np.unique(raw, return_inverse=True)
+        return decode_cstrings(unique), inverse.reshape(-1)
+
     def layers(self) -> tuple[Mapping[str, Array], Mapping[str, tuple[Array, Array]]]:
         """What lies beside the records, by field name: plain columns (an operator's, or a
         decoded copy) and coded ones. For writers, which look at every field of every batch;

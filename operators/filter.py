@@ -24,7 +24,7 @@ from igrun.core.gadget import GadgetContext
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_FILTER, Operator
 from igrun.core.params import ParamDesc, Params
-from igrun.core.schema import Array, Batch, Field, Kind, Schema, decode_cstrings
+from igrun.core.schema import Array, Batch, Field, Kind, Schema
 from igrun.operators._common import resolve_column
 
 _COMPARISONS: list[tuple[str, Callable[[Any, Any], Any]]] = [
@@ -55,25 +55,11 @@ class Filter:
     negate: bool = False
 
     def mask(self, batch: Batch) -> Array:
-        distinct = self._distinct(batch)
+        distinct = batch.distinct(self.field.name)
         if distinct is not None:  # decided once per distinct value
             values, index = distinct
             return self._test(values)[index]
         return self._test(batch[self.field.name])
-
-    def _distinct(self, batch: Batch) -> tuple[Array, Array] | None:
-        """A string field as its distinct values and each row's position among them, where
-        the batch has that cheaply: a coded column, or a C string member (``np.unique``)."""
-        if self.field.kind is not Kind.STR:
-            return None
-        coded = batch.coded(self.field.name)
-        if coded is not None:
-            return coded
-        raw = batch.raw_values(self.field.name)
-        if raw is None or raw.dtype.kind != "S":
-            return None
-        unique, inverse = np.unique(raw, return_inverse=True)
-        return decode_cstrings(unique), inverse.reshape(-1)
 
     def _test(self, col: Array) -> Array:
         if self.field.kind is Kind.LIST:
