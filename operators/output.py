@@ -130,10 +130,9 @@ class OutputOperator(Operator):
 
     def _columns(self, batch: Batch) -> None:
         assert self._lines is not None
-        if self._header_due:
-            self.write(self._header())
-            self._header_due = False
-        self.write_bytes(self._lines.encode(batch))
+        header = self._header() if self._header_due else ""
+        self._header_due = False
+        self.write_bytes(self._lines.encode(batch), header)
 
     def _records(self, records: list[dict[str, Any]]) -> str:
         if self.format == "json":
@@ -150,13 +149,16 @@ class OutputOperator(Operator):
             self.stream.flush()
         self._started = True
 
-    def write_bytes(self, data: memoryview) -> None:
-        """UTF-8 text straight to the stream's bytes, skipping a decode and re-encode."""
+    def write_bytes(self, data: memoryview, header: str = "") -> None:
+        """UTF-8 text straight to the stream's bytes, skipping a decode and re-encode;
+        ``header`` goes first, in the same write (no other gadget's lines between)."""
         binary = getattr(self.stream, "buffer", None)
         if binary is None:
-            self.write(bytes(data).decode())
+            self.write(header + bytes(data).decode())
             return
         with self._lock:
+            if header:
+                self.stream.write(header)
             self.stream.flush()
             binary.write(data)
             binary.flush()
