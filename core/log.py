@@ -18,6 +18,7 @@ _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warning": logging.WARNING,
+    "warn": logging.WARNING,
     "error": logging.ERROR,
     "exception": logging.ERROR,
     "critical": logging.CRITICAL,
@@ -62,7 +63,7 @@ def _structlog() -> Any:
 
 class Logger:
     """A structlog bound logger that loads structlog only to write a line at or above the
-    configured level. Methods it does not define are structlog's."""
+    configured level."""
 
     def __init__(self, context: dict[str, Any]) -> None:
         self._context = context
@@ -73,33 +74,17 @@ class Logger:
     def _real(self) -> Any:
         return _structlog().get_logger("igrun").bind(**self._context)
 
-    def _write(self, method: str, event: str | None, *args: Any, **kw: Any) -> Any:
-        if _LEVELS[method] < _level:
-            return None
-        return getattr(self._real(), method)(event, *args, **kw)
-
-    def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
-        return self._write("debug", event, *args, **kw)
-
-    def info(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
-        return self._write("info", event, *args, **kw)
-
-    def warning(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
-        return self._write("warning", event, *args, **kw)
-
-    warn = warning
-
-    def error(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
-        return self._write("error", event, *args, **kw)
-
-    def exception(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
-        return self._write("exception", event, *args, **kw)
-
-    def critical(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
-        return self._write("critical", event, *args, **kw)
-
     def __getattr__(self, name: str) -> Any:
+        """structlog's methods; a level method below the configured level does nothing, so
+        structlog stays unloaded."""
+        level = _LEVELS.get(name)
+        if level is not None and level < _level:
+            return _ignore
         return getattr(self._real(), name)
+
+
+def _ignore(*args: Any, **kw: Any) -> None:
+    return None
 
 
 def get_logger(**context: Any) -> Logger:
