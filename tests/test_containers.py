@@ -331,3 +331,46 @@ def test_bad_runtime_flag_is_one_line(
     result = igrun_cli.run("trace", "exec", "-r", "docker", "-t", "1s")
     assert result.returncode == 1
     assert result.stderr == "igrun: error: container runtime docker is not available on this host\n"
+
+
+def test_a_settled_answer_is_reused_only_while_nothing_changes() -> None:
+    """Batch after batch from one mount namespace reuse the last answer; a container that
+    appears or goes (the collection's generation) makes the next batch look again."""
+    import numpy as np
+
+    from igrun.core import fields
+    from igrun.core.gadget import Category, Gadget, GadgetContext
+    from igrun.core.log import get_logger
+    from igrun.core.params import Params
+    from igrun.core.runtime import RUNTIME_PARAMS
+    from igrun.core.schema import Batch, Schema
+    from igrun.operators.containers import ContainersOperator
+
+    layout = np.dtype([("mntns_id", "<u8"), ("timestamp", "<u8")])
+    schema = Schema([fields.mntns(), fields.timestamp()], "event").bind(layout)
+
+    class Tracer(Gadget):
+        name = "t"
+        category = Category.TRACE
+
+    Tracer.schema = schema
+    me = from_process("c1", "web", "runc", os.getpid())
+    assert me is not None
+    collection = ContainerCollection()
+    ctx = GadgetContext("t", Tracer, Params(()), Params(RUNTIME_PARAMS), {}, get_logger())
+    ctx.extra["containers"] = collection
+    op = ContainersOperator(ctx, Params(ContainersOperator.params, {"host": "true"}))
+    op.pre_run(schema.extend(list(ContainersOperator.fields)))
+
+    def names() -> list[str]:
+        raw = np.zeros(3, layout)
+        raw["mntns_id"] = me.mntns
+        raw["timestamp"] = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        batch = op.process(Batch(schema.extend(list(ContainersOperator.fields)), raw))
+        return batch["runtime.containerName"].tolist()  # type: ignore[no-any-return]
+
+    assert names() == names() == ["", "", ""]  # nobody's, twice (the second one reused)
+    collection.sync([me])
+    assert names() == names() == ["web", "web", "web"]
+    collection.sync([])  # removed: events from now on are nobody's again
+    assert names() == ["", "", ""]
