@@ -4,9 +4,10 @@ Discovery asks each selected runtime client for its running containers at start,
 whenever one of the runtimes' state folders changes (inotify: runc writes a container's
 state at ``create``, before its first process runs, so a new container is usually in the
 filter map before it does anything) and, as a fallback, every five seconds. A state folder that
-does not exist yet is looked for every half second, and its appearance is a change. Each
-rescan syncs the collection (a few hundred microseconds of Python: the fallback is rare so
-that an idle run costs next to nothing). Nothing a runtime does can crash a running gadget:
+does not exist yet is waited for through inotify on its nearest existing parent (a runtime
+started after igrun), and its appearance is a change. Each rescan syncs the collection (a few
+hundred microseconds of Python: the fallback is rare, and nothing polls, so that an idle run
+costs next to nothing). Nothing a runtime does can crash a running gadget:
 every failure becomes one warning, once.
 """
 
@@ -27,9 +28,11 @@ from igrun.core.log import get_logger
 from igrun.core.runtimes import RUNTIME_NAMES, RuntimeClient, RuntimeUnavailable, all_clients
 
 POLL_SECONDS = 5.0
-ROOT_CHECK_SECONDS = 0.5  # how often a missing state folder is looked for
 SETTLE_MS = 10  # let a burst of state writes arrive before rescanning
 WATCHED = flags.CREATE | flags.DELETE | flags.MOVED_TO | flags.CLOSE_WRITE | flags.ONLYDIR
+APPEARING = flags.CREATE | flags.MOVED_TO | flags.ONLYDIR
+"""What a missing state folder's nearest existing parent is watched for: something new in it,
+which may be the folder or a step towards it."""
 
 
 def select_clients(
@@ -141,23 +144,29 @@ class StateWatcher:
     """Wakes discovery when a runtime state folder, or a container folder in it, changes.
 
     Each root is watched, and each container folder inside it (state files are written
-    there, often by rename). Roots that do not exist yet are looked for every half second.
+    there, often by rename). A root that does not exist yet has its nearest existing parent
+    watched instead, for what is created in it; the watch moves down as the path appears.
     """
 
     def __init__(self, roots: Iterable[Path]) -> None:
         self._inotify = INotify()
         self._roots = list(dict.fromkeys(roots))
         self._watched: dict[int, Path] = {}
+        self._parents: dict[int, Path] = {}
+        """Watches on missing roots' nearest existing parents, by descriptor."""
         self._watch_all()
 
     def _add(self, path: Path) -> None:
         if path in self._watched.values():
             return
         with contextlib.suppress(OSError):  # absent, or gone already: a rescan tells
-            self._watched[self._inotify.add_watch(path, WATCHED)] = path
+            wd = self._inotify.add_watch(path, WATCHED)
+            self._parents.pop(wd, None)  # a parent that is now watched in full
+            self._watched[wd] = path
 
     def _watch_all(self) -> bool:
-        """Watch every root that exists (and its container folders); True when one is new."""
+        """Watch every root that exists (and its container folders), and the nearest
+        existing parent of every other one; True when a root is newly watched."""
         added = False
         for root in self._roots:
             if root in self._watched.values() or not root.is_dir():
@@ -167,7 +176,20 @@ class StateWatcher:
             for child in root.iterdir():
                 if child.is_dir():
                     self._add(child)
+        self._watch_parents()
         return added
+
+    def _watch_parents(self) -> None:
+        watched = set(self._watched.values())
+        wanted = {_nearest_existing(r) for r in self._roots if r not in watched}
+        for wd, path in list(self._parents.items()):
+            if path not in wanted:
+                del self._parents[wd]
+                with contextlib.suppress(OSError):  # gone already
+                    self._inotify.rm_watch(wd)
+        for path in wanted - watched - set(self._parents.values()):
+            with contextlib.suppress(OSError):  # gone meanwhile: the next event tells
+                self._parents[self._inotify.add_watch(path, APPEARING)] = path
 
     def wait(self, timeout: float) -> None:
         """Return after a change (and its burst), when a missing root appears, or after
@@ -179,22 +201,37 @@ class StateWatcher:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            watched = set(self._watched.values())
-            if any(root not in watched for root in self._roots):
-                left = min(left, ROOT_CHECK_SECONDS)
             events = self._inotify.read(timeout=int(left * 1000), read_delay=SETTLE_MS)
-            if events:
-                self._handle(events)
+            if not events:
+                return
+            if self._handle(events):
                 return
 
-    def _handle(self, events: list[Any]) -> None:
+    def _handle(self, events: list[Any]) -> bool:
+        """Follow new container folders; True when an event concerns a watched folder (not
+        only a missing root's parent)."""
+        changed = False
         for event in events:
-            if event.mask & flags.IGNORED:
-                self._watched.pop(event.wd, None)
-            elif event.mask & flags.ISDIR and event.mask & (flags.CREATE | flags.MOVED_TO):
+            if event.mask & flags.IGNORED:  # a folder gone, or a parent's watch removed
+                self._parents.pop(event.wd, None)
+                changed |= self._watched.pop(event.wd, None) is not None
+                continue
+            if event.wd in self._parents:
+                continue
+            changed = True
+            if event.mask & flags.ISDIR and event.mask & (flags.CREATE | flags.MOVED_TO):
                 parent = self._watched.get(event.wd)
                 if parent is not None and parent in self._roots:
                     self._add(parent / event.name)
+        return changed
 
     def close(self) -> None:
         self._inotify.close()
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` itself or the closest of its parents that is a folder."""
+    for candidate in (path, *path.parents):
+        if candidate.is_dir():
+            return candidate
+    return Path(path.anchor or "/")

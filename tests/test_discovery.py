@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from igrun.core.discovery import ROOT_CHECK_SECONDS, StateWatcher
+from igrun.core.discovery import StateWatcher
 
 
 def waited(watcher: StateWatcher, timeout: float, change: object = None) -> float:
@@ -35,8 +35,33 @@ def test_a_state_folder_that_appears_later_is_a_change(tmp_path: Path) -> None:
     present.mkdir()
     watcher = StateWatcher([present, later])
     try:
-        took = waited(watcher, 10.0, later.mkdir)
-        assert took < 0.1 + ROOT_CHECK_SECONDS + 0.5  # looked for every half second
+        assert waited(watcher, 10.0, later.mkdir) < 0.4  # its parent is watched, not polled
         assert waited(watcher, 5.0, lambda: (later / "c2").mkdir()) < 1.0  # now watched
+    finally:
+        watcher.close()
+
+
+def test_a_deep_state_folder_is_followed_down_as_its_path_appears(tmp_path: Path) -> None:
+    root = tmp_path / "containerd" / "tasks" / "k8s.io"
+    watcher = StateWatcher([root])
+    try:
+        # Steps towards the root, and what else appears beside it, are not changes.
+        assert waited(watcher, 0.5, (tmp_path / "containerd").mkdir) >= 0.45
+        assert waited(watcher, 0.5, (tmp_path / "unrelated").mkdir) >= 0.45
+        assert waited(watcher, 0.5, (tmp_path / "containerd" / "tasks").mkdir) >= 0.45
+        assert waited(watcher, 10.0, root.mkdir) < 0.4
+        assert waited(watcher, 5.0, lambda: (root / "c3").mkdir()) < 1.0
+    finally:
+        watcher.close()
+
+
+def test_a_state_folder_removed_and_made_again_is_watched_again(tmp_path: Path) -> None:
+    root = tmp_path / "runc"
+    root.mkdir()
+    watcher = StateWatcher([root])
+    try:
+        assert waited(watcher, 5.0, root.rmdir) < 1.0
+        assert waited(watcher, 10.0, root.mkdir) < 0.4
+        assert waited(watcher, 5.0, lambda: (root / "c4").mkdir()) < 1.0
     finally:
         watcher.close()
