@@ -16,6 +16,7 @@ import struct
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,6 +168,35 @@ def test_a_trickle_of_records_lingers_into_few_batches(loaded: BpfObject) -> Non
     reader.close()
     assert len(events) == 50
     assert polls <= 10  # without lingering, about one batch per record
+
+
+def test_records_are_the_callers_and_reuse_memory_nobody_holds(object_path: Path) -> None:
+    """A batch that is kept is never written over; once dropped (with every view of it), its
+    memory takes the next batch instead of a fresh allocation."""
+    with open_test(object_path, burst=10) as obj:
+        obj.load()
+        dtype = obj.struct_dtype("event")
+        reader = Reader.ring(obj.map("events"), dtype.itemsize)
+        obj.attach("on_getppid")
+
+        def batch() -> np.ndarray:
+            os.getppid()
+            got = reader.records(1000, dtype)
+            assert got is not None and len(got) == 10
+            return got
+
+        first = batch()
+        memory = weakref.ref(first.base)
+        seq = first["seq"]  # a view keeps the batch's memory held too
+        del first
+        second = batch()
+        assert seq.tolist() == list(range(10)) and second["seq"].tolist() == list(range(10, 20))
+        assert not np.shares_memory(seq, second)
+        del second, seq
+        third = batch()
+        assert third.base is memory()  # the first batch's memory again, not a fresh one
+        assert third["seq"].tolist() == list(range(20, 30))
+        reader.close()
 
 
 def test_short_records_are_zero_padded(loaded: BpfObject) -> None:
