@@ -20,11 +20,31 @@ Texts = tuple[Any, Array, Any, int]
 """A table of texts for C: the blob, its offsets (array and pointer), how many texts."""
 
 
+class OutputBuffer:
+    """Where a C writer puts a batch's text: one buffer reused from batch to batch and grown
+    as needed (a fresh allocation per batch would page-fault on every batch)."""
+
+    def __init__(self) -> None:
+        self._array = np.empty(0, dtype=np.uint8)
+        self._pointer = ffi.from_buffer(self._array)
+
+    def reserve(self, size: int) -> Any:
+        """A C pointer to at least ``size`` bytes, valid until the next call."""
+        if len(self._array) < size:
+            self._array = np.empty(max(size, 2 * len(self._array)), dtype=np.uint8)
+            self._pointer = ffi.from_buffer(self._array)
+        return self._pointer
+
+    def written(self, size: int) -> memoryview:
+        """The first ``size`` bytes: what the writer wrote. Valid until the next reserve."""
+        return self._array.data[:size]
+
+
 def address(values: Array) -> Any:
     """Where the first element of ``values`` is, as a C pointer (a strided view too). The
     caller keeps ``values`` alive while C reads it."""
     if values.flags.c_contiguous:  # the buffer protocol: no Python-level numpy machinery
-        return ffi.cast("const char *", ffi.from_buffer(values))
+        return ffi.from_buffer(values)  # an array: C takes it as a pointer
     return ffi.cast("const char *", values.ctypes.data)
 
 
@@ -36,13 +56,19 @@ def texts_table(texts: list[bytes]) -> Texts:
     return ffi.from_buffer(b"".join(texts)), offsets, pointer, len(texts)
 
 
-def positions(codes: Array, count: int) -> tuple[Array, Any]:
-    """Rows' positions in a table of ``count`` texts as contiguous int32 (a negative code
-    counts from the end, as numpy indexing does), and a C pointer to them."""
+_ONLY_ROW = np.zeros(1, dtype=np.int32)
+_ONLY_ROW_POINTER = ffi.cast("const char *", ffi.from_buffer(_ONLY_ROW))
+
+
+def positions(codes: Array, count: int) -> tuple[Array, Any, int]:
+    """Rows' positions in a table of ``count`` texts as contiguous int32 codes: the array, a
+    C pointer to it, and the stride to read it with. C reads a negative code from the end of
+    the table, as numpy indexing does. A table of one text is every row's: one code, read
+    with stride 0 (an enricher's column when nothing is enriched)."""
+    if count == 1:
+        return _ONLY_ROW, _ONLY_ROW_POINTER, 0
     rows = np.ascontiguousarray(codes, dtype=np.int32)
-    if len(rows) and rows.min() < 0:
-        rows = np.where(rows < 0, rows + count, rows)
-    return rows, ffi.cast("const char *", ffi.from_buffer(rows))
+    return rows, ffi.cast("const char *", ffi.from_buffer(rows)), 4
 
 
 def distinct(values: Iterable[Any]) -> tuple[list[Any], Array] | None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from igrun.core.bpf import ffi, lib
-from igrun.core.cbuffers import Texts, address, distinct, positions, texts_table
+from igrun.core.cbuffers import OutputBuffer, Texts, address, distinct, positions, texts_table
 from igrun.core.helpers import format_rfc3339_ns
 from igrun.core.schema import Array, Batch, Field, Kind
 
@@ -92,7 +92,7 @@ class ColumnLines:
                 col.fit = lib.IGR_FIT_NONE
             else:
                 col.fit = lib.IGR_FIT_RIGHT if f.column.align == "right" else lib.IGR_FIT_LEFT
-        self._out = np.empty(0, dtype=np.uint8)
+        self._out = OutputBuffer()
         self._cells: dict[tuple[Any, ...], Texts] = {}
         """Fitted cell tables by column and content: a stream's tables repeat."""
         self._by_dtype: dict[np.dtype[Any], list[tuple[int, int, int] | None]] = {}
@@ -119,15 +119,13 @@ class ColumnLines:
             else:
                 self._describe(i, batch, f, keep)
         cap = lib.igr_column_bound(self._cols, len(self.fields), len(self._lead), n)
-        if len(self._out) < cap:
-            self._out = np.empty(max(cap, 2 * len(self._out)), dtype=np.uint8)
         written = lib.igr_column_lines(
             self._cols, len(self.fields), address(raw), raw.strides[0], self._lead,
-            len(self._lead), n, ffi.from_buffer(self._out), cap,
+            len(self._lead), n, self._out.reserve(cap), cap,
         )  # fmt: skip
         if written < 0:
             raise RuntimeError("columns: a column description is inconsistent")
-        return self._out.data[:written]
+        return self._out.written(written)
 
     def _members(self, dtype: np.dtype[Any]) -> list[tuple[int, int, int] | None]:
         """Per column, (kind, size, offset) when it is a number member C reads in place;
@@ -179,12 +177,12 @@ class ColumnLines:
                     self._cells.clear()
                 self._cells[key] = table
         blob, offsets, pointer, count = table
-        rows, rows_pointer = positions(codes, count)
+        rows, rows_pointer, stride = positions(codes, count)
         keep += [blob, offsets, rows]
         col = self._cols[i]
         col.kind = lib.IGR_JSON_TEXT
         col.size = count
-        col.stride = 4
+        col.stride = stride
         col.values = rows_pointer
         col.texts = blob
         col.offsets = pointer

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from igrun.core.bpf import ffi, lib
-from igrun.core.cbuffers import Texts, address, distinct, positions, texts_table
+from igrun.core.cbuffers import OutputBuffer, Texts, address, distinct, positions, texts_table
 from igrun.core.fields import WallTime
 from igrun.core.schema import Array, Batch, Field, Kind
 
@@ -81,6 +81,10 @@ def _c_kind(dtype: np.dtype[Any], f: Field) -> tuple[int, int] | None:
     return None
 
 
+_Rows = dict[tuple[int, bool], Any]
+"""Codes converted to int32 positions this batch, by the codes' identity (and whether the
+table has one text): enrichers share one codes array between many columns."""
+
 _RAW, _COLUMN = -2, -1
 """Marks of a piece in a batch's shape besides coded columns' group numbers: read from the
 records, or an operator's column."""
@@ -110,7 +114,7 @@ class JsonLines:
         self._names = [f.name for _, f in self.pieces]
         self._prefixes = [p.encode() for p, _ in self.pieces]
         self._suffix = suffix.encode()
-        self._out = np.empty(0, dtype=np.uint8)
+        self._out = OutputBuffer()
         self._layouts: dict[tuple[Any, ...], _Layout] = {}
         self._tables: dict[tuple[Any, ...], Texts] = {}
         """Texts tables by content: a stream's enrichment tables repeat."""
@@ -119,9 +123,7 @@ class JsonLines:
         them): an enricher hands the same table objects to batch after batch."""
 
     def encode(self, batch: Batch) -> memoryview:
-        """The batch's lines, in a buffer reused by the next call: write them out first.
-        (One buffer, grown as needed, spares a fresh allocation and its page faults per
-        batch.)"""
+        """The batch's lines, in a buffer reused by the next call: write them out first."""
         n = len(batch)
         if n == 0:
             return memoryview(b"")
@@ -138,7 +140,7 @@ class JsonLines:
         key = tuple(shape)
         lay = self._layouts.get(key) or self._layout(key)
         keep: list[Any] = [raw]  # arrays the C structs point into, alive until the call returns
-        rows: dict[tuple[int, int], Any] = {}
+        rows: _Rows = {}
         for col, members in lay.coded:
             first = coded[members[0]]
             assert first is not None
@@ -147,16 +149,14 @@ class JsonLines:
         for col, f in lay.other:
             self._describe(lay.cols[col], batch, f, keep, rows)
         cap = lib.igr_json_bound(lay.cols, lay.ncols, len(self._suffix), n)
-        if len(self._out) < cap:
-            self._out = np.empty(max(cap, 2 * len(self._out)), dtype=np.uint8)
         records = address(raw)
         written = lib.igr_json_lines(
             lay.cols, lay.ncols, records, raw.strides[0], self._suffix, len(self._suffix), n,
-            ffi.from_buffer(self._out), cap,
+            self._out.reserve(cap), cap,
         )  # fmt: skip
         if written < 0:
             raise RuntimeError("JSON lines: a column description is inconsistent")
-        return self._out.data[:written]
+        return self._out.written(written)
 
     def _layout(self, key: tuple[Any, ...]) -> _Layout:
         """Describe the columns of one batch shape: the record's dtype, then per piece its
@@ -243,9 +243,7 @@ class JsonLines:
             encoded = self._tables[content] = texts_table(texts)
         return encoded
 
-    def _describe(
-        self, col: Any, batch: Batch, f: Field, keep: list[Any], rows: dict[tuple[int, int], Any]
-    ) -> None:
+    def _describe(self, col: Any, batch: Batch, f: Field, keep: list[Any], rows: _Rows) -> None:
         values = batch[f.name]
         how = _c_kind(values.dtype, f) if values.ndim == 1 else None
         if how is None:
@@ -262,9 +260,7 @@ class JsonLines:
         col.stride = values.strides[0]
         col.values = address(values)
 
-    def _texts(
-        self, col: Any, values: list[Any], keep: list[Any], rows: dict[tuple[int, int], Any]
-    ) -> None:
+    def _texts(self, col: Any, values: list[Any], keep: list[Any], rows: _Rows) -> None:
         """Each distinct value encoded once; rows point at their text."""
         found = distinct(values)
         if found is None:  # unhashable values (lists): one text per row
@@ -278,20 +274,17 @@ class JsonLines:
         )
 
     @staticmethod
-    def _point_texts(
-        col: Any, encoded: Texts, index: Array, keep: list[Any], rows: dict[tuple[int, int], Any]
-    ) -> None:
+    def _point_texts(col: Any, encoded: Texts, index: Array, keep: list[Any], rows: _Rows) -> None:
         """Rows as int32 positions into the encoded table. Enrichers give many columns the
         same codes (one container per row): those are converted once per batch."""
         blob_ptr, offsets, offsets_ptr, count = encoded
-        converted = rows.get((id(index), count))
+        converted = rows.get((id(index), count == 1))
         if converted is None:
-            converted = rows[(id(index), count)] = positions(index, count)
+            converted = rows[(id(index), count == 1)] = positions(index, count)
             keep.append(index)  # its id stays its own until the call returns
         keep += [blob_ptr, offsets, converted[0]]
         col.kind = TEXT
         col.size = count
-        col.stride = 4
-        col.values = converted[1]
+        col.values, col.stride = converted[1:]
         col.texts = blob_ptr
         col.offsets = offsets_ptr

@@ -156,10 +156,9 @@ long long igr_column_lines(const struct igr_cell_col *cols, unsigned int ncols,
                     p = igr_fit(p, "false", 5, c);
                 break;
             default: {
-                int32_t k;
+                long long k = igr_text_index(v, c->size);
 
-                memcpy(&k, v, 4);
-                if (k < 0 || (unsigned int)k >= c->size)
+                if (k < 0)
                     return -1;
                 p = igr_put_bytes(p, c->texts + c->offsets[k],
                                   c->offsets[k + 1] - c->offsets[k]);

@@ -130,6 +130,18 @@ static inline int64_t igr_load_i(const char *v, unsigned int size)
     }
 }
 
+/* A row's position in a table of `count` texts, from its int32 code: a negative code counts
+ * from the end, as numpy indexing does. -1 when out of range. */
+static inline long long igr_text_index(const char *v, unsigned int count)
+{
+    int32_t k;
+
+    memcpy(&k, v, 4);
+    if (k < 0)
+        k += (int32_t)count;
+    return k < 0 || (unsigned int)k >= count ? -1 : k;
+}
+
 /* Where a column's first value is and how far apart its values are: where `values` points,
  * or `offset` bytes into each record (values NULL). Non-zero when there are no records. */
 static inline int igr_locate(const char *values, unsigned long long offset, long long stride,

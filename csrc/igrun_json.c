@@ -189,11 +189,10 @@ long long igr_json_lines(const struct igr_json_col *cols, unsigned int ncols, co
                 p = igr_put_cstr(p, (const unsigned char *)v, c->size);
                 break;
             default: {
-                int32_t k;
+                long long k = igr_text_index(v, c->size);
                 unsigned long long start, end;
 
-                memcpy(&k, v, 4);
-                if (k < 0 || (unsigned int)k >= c->size)
+                if (k < 0)
                     return -1;
                 start = c->offsets[k];
                 end = c->offsets[k + 1];

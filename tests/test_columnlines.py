@@ -101,3 +101,8 @@ def test_coded_reordered_strided_and_empty(batch: Batch) -> None:
     plain = ColumnLines(members, widths[:6])
     assert bytes(plain.encode(strided)).decode() == reference(strided, members, widths[:6], None)
     assert bytes(writer.encode(batch.take(np.zeros(6, bool)))) == b""
+    # A table of one text is every row's, whatever its code (0, or -1 from the end).
+    batch.set_coded(
+        "runtime.containerName", np.array([""], dtype=object), np.where(codes < 0, -1, 0)
+    )
+    assert bytes(writer.encode(batch)).decode() == reference(batch, FIELDS, widths, None)

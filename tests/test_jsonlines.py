@@ -118,6 +118,14 @@ def test_columns_sharing_codes_and_a_strided_batch(batch: Batch) -> None:
     members = JsonLines(FIELDS[:6])
     assert bytes(members.encode(strided)).decode() == reference(strided, FIELDS[:6])
     assert bytes(members.encode(batch)).decode() == reference(batch, FIELDS[:6])
+    # A table of one text is every row's, whatever its code (0, or -1 from the end).
+    one = np.array([0, -1, 0, -1, 0])
+    batch.set_coded("runtime.containerName", np.array(["solo"], dtype=object), one)
+    got = bytes(writer.encode(batch)).decode()
+    assert got == reference(batch, FIELDS)
+    assert [json.loads(line)["runtime"]["containerName"] for line in got.splitlines()] == [
+        "solo"
+    ] * 5
 
 
 def test_wall_time_from_a_boot_time_member_is_written_by_c() -> None:
