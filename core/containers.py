@@ -231,6 +231,11 @@ class ContainerCollection:
         with self._lock:
             return sorted(self._live.values(), key=lambda c: (c.runtime, c.name))
 
+    def empty(self) -> bool:
+        """Whether no container, running or recently removed, could own an event."""
+        with self._lock:
+            return not self._live and not self._removed
+
     def get(self, id: str) -> Container | None:
         with self._lock:
             return self._live.get(id)

@@ -190,10 +190,13 @@ class ContainersOperator(Operator):
         self.filter_map: Map | None = None
         self.mntns_field: Field | None = None
         self.boot_field: Field | None = None
-        self._table_cache: dict[tuple[int, ...], tuple[list[Container], list[Array]]] = {}
-        self._known: tuple[int, int, list[Container], dict[str, Array]] | None = None
-        """(collection generation, mount-ns id, pool, tables) of the last one-namespace
-        batch."""
+        self._table_cache: dict[tuple[int, ...], tuple[list[Container], dict[str, Array]]] = {}
+        self._generation = -1
+        """The collection's generation the answers below were worked out at."""
+        self._nobody = False
+        """The collection has no container, running or recently removed."""
+        self._known: tuple[int, list[Container], dict[str, Array]] | None = None
+        """(mount-ns id, pool, tables) of the last one-namespace batch."""
         self._codes: Array = np.zeros(0, dtype=np.int32)
 
     @classmethod
@@ -276,26 +279,26 @@ class ContainersOperator(Operator):
 
     def process(self, batch: Batch) -> Batch:
         assert self.mntns_field is not None
+        generation = self.collection.generation
+        if generation != self._generation:  # earlier answers may no longer stand
+            self._generation = generation
+            self._known = None
+            self._nobody = self.collection.empty()
+        if self._nobody:  # no container at all: no event has one
+            pool: list[Container] = []
+            return self._enrich(batch, pool, self._tables(pool), self._zeros(len(batch)))
         mntns = batch[self.mntns_field.name]
         known = self._known
         # The last batch was one mount namespace with a settled owner (none, or one live
-        # container): if this one is too and nothing changed, the answer stands.
-        if (
-            known is not None
-            and known[0] == self.collection.generation
-            and len(mntns)
-            and mntns[0] == known[1]
-            and bool((mntns == known[1]).all())
-        ):
-            return self._enrich(batch, known[2], known[3], self._zeros(len(mntns)))
-        generation = self.collection.generation
+        # container): if this one is too, the answer stands.
+        if known is not None and len(mntns) and bool((mntns == known[0]).all()):
+            return self._enrich(batch, known[1], known[2], self._zeros(len(mntns)))
         boot = batch.member(self.boot_field.source) if self.boot_field else None
         pool, owners = attribute(self.collection, mntns, boot)
-        tables = dict(zip(ENRICHED_NAMES, self._tables(pool), strict=True))
-        self._known = None
+        tables = self._tables(pool)
         one_ns = len(mntns) and bool((mntns == mntns[0]).all())
         if one_ns and self._settled(int(mntns[0])):  # its container or none: every code is 0
-            self._known = (generation, int(mntns[0]), pool, tables)
+            self._known = (int(mntns[0]), pool, tables)
         return self._enrich(batch, pool, tables, owners)
 
     def _settled(self, ns: int) -> bool:
@@ -320,7 +323,7 @@ class ContainersOperator(Operator):
             return batch.take(selected[owners])
         return batch
 
-    def _tables(self, pool: list[Container]) -> list[Array]:
+    def _tables(self, pool: list[Container]) -> dict[str, Array]:
         """One small table per enriched field, the last row being "no container". Batches
         of a stream mostly involve the same containers: their tables are built once (and
         stay the same objects, which writers recognise)."""
@@ -330,7 +333,10 @@ class ContainersOperator(Operator):
             return hit[1]
         if len(self._table_cache) >= 64:
             self._table_cache.clear()
-        tables = [np.array([value(c) for c in pool] + [""], dtype=object) for _, value in ENRICHED]
+        tables = {
+            name: np.array([value(c) for c in pool] + [""], dtype=object)
+            for name, (_, value) in zip(ENRICHED_NAMES, ENRICHED, strict=True)
+        }
         self._table_cache[key] = (pool, tables)  # the pool keeps its ids from being reused
         return tables
 
