@@ -286,9 +286,9 @@ class Batch:
         unknown = tables.keys() - self.schema._by_name.keys()
         if unknown:
             raise KeyError(f"{min(unknown)!r} is not a field of this batch's schema")
-        self._coded.update({name: (table, codes) for name, table in tables.items()})
-        if self._columns:
-            for name in tables:
+        for name, table in tables.items():
+            self._coded[name] = (table, codes)
+            if self._columns:
                 self._columns.pop(name, None)
 
     def coded(self, name: str) -> tuple[Array, Array] | None:

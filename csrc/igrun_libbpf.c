@@ -660,8 +660,10 @@ static int igr_linger(struct igr_reader *r, double rate, unsigned int budget_us)
  * Drain what is there; if nothing is, wait up to timeout_ms for it. A batch smaller than
  * min_records then lingers (see igr_linger), within the timeout: at low rates this turns one
  * wakeup and one Python call per record into one per batch, for a bounded delay. A stream that
- * was slow at the previous batch is not waited for but slept on, as a linger from the start:
- * one wakeup per batch instead of one for its first record and more for the rest. Returns the
+ * was slow at the previous batch is not waited for but slept on, as a linger from the start at
+ * the last cycle's rate (also when a few records came meanwhile: a burst's rate would cut the
+ * first nap short and cost a second wakeup): one wakeup per batch instead of one for its first
+ * record and more for the rest. Returns the
  * number of records now in the batch (the previous batch is dropped first) or a negative errno.
  * cffi releases the GIL around this call.
  */
@@ -677,7 +679,15 @@ int igr_reader_poll(struct igr_reader *r, int timeout_ms)
         budget = r->linger_us;
     r->count = 0;
     err = igr_consume(r);
-    if (err >= 0 && r->count == 0 && r->slow_rate > 0 && budget) {
+    if (err >= 0 && r->count < r->min_records && r->slow_rate > 0 && budget) {
+        if (r->count > 0 && r->last_return_us) {
+            /* Records came while Python had the last batch: their rate may be a burst's, so
+             * it does not set the naps' length, but it bounds them like any peak. */
+            double seen = (double)r->count / (double)(igr_now_us() - r->last_return_us + 1);
+
+            if (seen > r->peak_rate)
+                r->peak_rate = seen;
+        }
         err = igr_linger(r, r->slow_rate, budget);
         lingered = true;
     }
