@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +12,6 @@ from igrun.core.runtimes.base import RuntimeClient, RuntimeUnavailable
 
 SOCKET = Path("/run/docker.sock")
 STATE = Path("/run/docker/runtime-runc/moby")
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(str(self.path))
-        self.sock = sock
 
 
 def socket_path() -> Path:
@@ -50,7 +36,9 @@ class DockerClient(RuntimeClient):
         return (STATE,)
 
     def _get(self, url: str) -> Any:
-        conn = _UnixConnection(self.path, self.timeout)
+        from igrun.core.runtimes.unixhttp import HTTPException, UnixConnection
+
+        conn = UnixConnection(self.path, self.timeout)
         try:
             conn.request("GET", url)
             response = conn.getresponse()
@@ -58,7 +46,7 @@ class DockerClient(RuntimeClient):
             if response.status != 200:
                 raise RuntimeUnavailable(f"docker answered {response.status} for {url}")
             return json.loads(body)
-        except (OSError, ValueError, http.client.HTTPException) as exc:
+        except (OSError, ValueError, HTTPException) as exc:
             raise RuntimeUnavailable(f"docker at {self.path}: {exc}") from None
         finally:
             conn.close()
