@@ -14,6 +14,8 @@ every failure becomes one warning, once.
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 import threading
 import time
 from collections.abc import Iterable
@@ -81,6 +83,7 @@ class Discovery:
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watcher: StateWatcher | None = None
         self._warned: set[str] = set()
 
     def scan(self) -> list[Container]:
@@ -113,7 +116,7 @@ class Discovery:
 
     def start(self) -> None:
         """A first full scan now, then updates in the background until :meth:`stop`."""
-        watcher = StateWatcher([d for c in self.clients for d in c.state_dirs()])
+        watcher = self._watcher = StateWatcher([d for c in self.clients for d in c.state_dirs()])
         self.refresh()
         self._thread = threading.Thread(
             target=self._loop, args=(watcher,), name="igrun-discovery", daemon=True
@@ -121,23 +124,29 @@ class Discovery:
         self._thread.start()
 
     def _loop(self, watcher: StateWatcher) -> None:
-        try:
-            while not self._stop.is_set():
-                watcher.wait(self.interval)
-                if self._stop.is_set():
-                    break
-                try:
-                    self.refresh()
-                except Exception as exc:  # pragma: no cover - belt and braces
-                    self._warn("all", f"{type(exc).__name__}: {exc}")
-        finally:
-            watcher.close()
+        while not self._stop.is_set():
+            watcher.wait(self.interval)
+            if self._stop.is_set():
+                break
+            try:
+                self.refresh()
+            except Exception as exc:  # pragma: no cover - belt and braces
+                self._warn("all", f"{type(exc).__name__}: {exc}")
 
     def stop(self) -> None:
+        """End the background updates; returns at once (the watcher is woken, not waited
+        out)."""
         self._stop.set()
+        if self._watcher is not None:
+            self._watcher.interrupt()
         if self._thread is not None:
             self._thread.join(timeout=2)
+            if self._thread.is_alive():  # stuck in a runtime's answer: it ends with us
+                return
             self._thread = None
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
 
 
 class StateWatcher:
@@ -150,6 +159,10 @@ class StateWatcher:
 
     def __init__(self, roots: Iterable[Path]) -> None:
         self._inotify = INotify()
+        self._interrupt_r, self._interrupt_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._poller = select.poll()
+        self._poller.register(self._inotify.fileno(), select.POLLIN)
+        self._poller.register(self._interrupt_r, select.POLLIN)
         self._roots = list(dict.fromkeys(roots))
         self._watched: dict[int, Path] = {}
         self._parents: dict[int, Path] = {}
@@ -201,11 +214,18 @@ class StateWatcher:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            events = self._inotify.read(timeout=int(left * 1000), read_delay=SETTLE_MS)
-            if not events:
+            ready = {fd for fd, _ in self._poller.poll(left * 1000)}
+            if not ready or self._interrupt_r in ready:
                 return
-            if self._handle(events):
+            time.sleep(SETTLE_MS / 1000)
+            if self._handle(self._inotify.read(timeout=0)):
                 return
+
+    def interrupt(self) -> None:
+        """Make :meth:`wait` return now, and every later wait too (from another thread:
+        discovery is stopping)."""
+        with contextlib.suppress(BlockingIOError):  # interrupted already
+            os.write(self._interrupt_w, b"!")
 
     def _handle(self, events: list[Any]) -> bool:
         """Follow new container folders; True when an event concerns a watched folder (not
@@ -227,6 +247,8 @@ class StateWatcher:
 
     def close(self) -> None:
         self._inotify.close()
+        os.close(self._interrupt_r)
+        os.close(self._interrupt_w)
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -6,7 +6,9 @@ import threading
 import time
 from pathlib import Path
 
-from igrun.core.discovery import StateWatcher
+from igrun.core.containers import ContainerCollection
+from igrun.core.discovery import Discovery, StateWatcher
+from igrun.core.runtimes.oci import RuncClient
 
 
 def waited(watcher: StateWatcher, timeout: float, change: object = None) -> float:
@@ -65,3 +67,13 @@ def test_a_state_folder_removed_and_made_again_is_watched_again(tmp_path: Path) 
         assert waited(watcher, 5.0, lambda: (root / "c4").mkdir()) < 1.0
     finally:
         watcher.close()
+
+
+def test_stopping_discovery_does_not_wait_out_its_watcher(tmp_path: Path) -> None:
+    """A run that ends (Ctrl-C, --timeout) is not held up by the watcher's long wait."""
+    discovery = Discovery(ContainerCollection(), [RuncClient((tmp_path,))], interval=30.0)
+    discovery.start()
+    time.sleep(0.2)  # the watcher waits now
+    start = time.monotonic()
+    discovery.stop()
+    assert time.monotonic() - start < 0.5
