@@ -4,11 +4,11 @@ Discovery asks each selected runtime client for its running containers at start,
 whenever one of the runtimes' state folders changes (inotify: runc writes a container's
 state at ``create``, before its first process runs, so a new container is usually in the
 filter map before it does anything) and, as a fallback, every five seconds. A state folder that
-does not exist yet is waited for through inotify on its nearest existing parent (a runtime
-started after igrun), and its appearance is a change. Each rescan syncs the collection (a few
-hundred microseconds of Python: the fallback is rare, and nothing polls, so that an idle run
-costs next to nothing). Nothing a runtime does can crash a running gadget:
-every failure becomes one warning, once.
+does not exist yet (a runtime started after igrun) is waited for through inotify on its
+nearest existing parent, and its appearance is a change. Each rescan syncs the collection (a
+few hundred microseconds of Python: the fallback is rare, and nothing is looked for on a
+shorter timer, so that an idle run costs next to nothing). Nothing a runtime does can crash a
+running gadget: every failure becomes one warning, once.
 """
 
 from __future__ import annotations
