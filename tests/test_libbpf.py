@@ -14,6 +14,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -197,6 +198,50 @@ def test_records_are_the_callers_and_reuse_memory_nobody_holds(object_path: Path
         assert third.base is memory()  # the first batch's memory again, not a fresh one
         assert third["seq"].tolist() == list(range(20, 30))
         reader.close()
+
+
+def test_a_slow_stream_costs_the_reader_one_wakeup_per_batch(object_path: Path) -> None:
+    """Once a stream is known to be slow, the reader sleeps a whole batch at once instead of
+    waking for the first record and again for the rest (the reader's voluntary context
+    switches, per batch, say how often it slept)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys, time\nsys.stdin.readline()\n"
+         "for _ in range(400):\n    os.getsid(0)\n    time.sleep(0.002)\n"],
+        stdin=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        obj = BpfObject.open(object_path)
+        obj.set_global("target_pid", child.pid)
+        obj.load()
+        dtype = obj.struct_dtype("event")
+        reader = Reader.ring(obj.map("events"), dtype.itemsize)
+        reader.batch(4096, 50, 256 * 1024)
+        obj.attach("on_getsid")
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        wakeups, got = [], 0
+        while got < 400:
+            before = _voluntary_switches()
+            batch = reader.records(100, dtype)
+            if batch is not None:
+                got += len(batch)
+                wakeups.append(_voluntary_switches() - before)
+        reader.close()
+        obj.close()
+    finally:
+        child.kill()
+        child.wait()
+    steady = sorted(wakeups[2:])  # the first batches find the rate
+    assert len(steady) >= 5 and steady[len(steady) // 2] == 1, wakeups
+
+
+def _voluntary_switches() -> int:
+    """How often this thread has slept so far."""
+    for line in Path("/proc/thread-self/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches in /proc/thread-self/status")
 
 
 def test_short_records_are_zero_padded(loaded: BpfObject) -> None:
