@@ -72,11 +72,6 @@ _PERCPU = {
 }
 
 
-def _address(array: np.ndarray[Any, Any]) -> int:
-    """Where ``array``'s memory starts, as a number (which holds no reference to it)."""
-    return int(ffi.cast("uintptr_t", ffi.from_buffer(array)))
-
-
 def _raise(what: str, err: int, log: list[str] | None = None) -> None:
     raise BpfError(what, abs(err), log)
 
@@ -661,8 +656,7 @@ class Reader:
         self.record_size = record_size
         self._lost_map = lost_map  # kept open as long as C reads it
         self._spare = np.empty(0, dtype=np.uint8)
-        self._spare_at = 0
-        """Where the spare's memory is, as a number: a cdata pointer would hold a reference."""
+        """The last batch's memory; nothing else may hold a reference to it (see records)."""
         self._reported = 0
         self._lock = threading.Lock()
         if lost_map is not None:
@@ -733,17 +727,14 @@ class Reader:
             if n == 0:
                 return None
             size = n * self.record_size
-            data = lib.igr_reader_data(self._ptr)
             # Free means two references: the attribute and getrefcount's argument.
             if sys.getrefcount(self._spare) > 2:  # held on to: this batch gets its own memory
                 memory = np.empty(size, dtype=np.uint8)
-                ffi.memmove(memory, data, size)
             else:
                 if len(self._spare) < size:
                     self._spare = np.empty(max(size, 2 * len(self._spare)), dtype=np.uint8)
-                    self._spare_at = _address(self._spare)
                 memory = self._spare
-                ffi.memmove(ffi.cast("char *", self._spare_at), data, size)
+            ffi.memmove(memory, lib.igr_reader_data(self._ptr), size)
         return np.ndarray((n,), dtype, memory)
 
     def sizes(self, count: int) -> np.ndarray[Any, np.dtype[np.uint32]]:

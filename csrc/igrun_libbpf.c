@@ -663,9 +663,8 @@ static int igr_linger(struct igr_reader *r, double rate, unsigned int budget_us)
  * was slow at the previous batch is not waited for but slept on, as a linger from the start at
  * the last cycle's rate (also when a few records came meanwhile: a burst's rate would cut the
  * first nap short and cost a second wakeup): one wakeup per batch instead of one for its first
- * record and more for the rest. Returns the
- * number of records now in the batch (the previous batch is dropped first) or a negative errno.
- * cffi releases the GIL around this call.
+ * record and more for the rest. Returns the number of records now in the batch (the previous
+ * batch is dropped first) or a negative errno. cffi releases the GIL around this call.
  */
 int igr_reader_poll(struct igr_reader *r, int timeout_ms)
 {
