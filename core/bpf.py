@@ -330,6 +330,7 @@ class Map:
 
 
 LOST_COUNTER_LAYOUT = "a per-CPU array of 1 entry, u32 key, u64 value"
+_MAP_KINDS = {MapType.PERCPU_ARRAY: "per-CPU array", MapType.PERCPU_HASH: "per-CPU hash"}
 
 
 def check_lost_counter(lost: Map) -> None:
@@ -343,13 +344,13 @@ def check_lost_counter(lost: Map) -> None:
         or lost.value_size != 8
     ):
         try:
-            kind = MapType(lost.type).name.lower().replace("_", "-")
+            kind = _MAP_KINDS.get(lost.type) or MapType(lost.type).name.lower().replace("_", " ")
         except ValueError:
             kind = f"type {lost.type}"
+        entries = f"{lost.max_entries} entr{'y' if lost.max_entries == 1 else 'ies'}"
         raise BpfError(
             f"map {lost.name} must be {LOST_COUNTER_LAYOUT} (igrun/buffer.h); it is a {kind} "
-            f"of {lost.max_entries} entries, {lost.key_size}-byte key, "
-            f"{lost.value_size}-byte value"
+            f"of {entries}, {lost.key_size}-byte key, {lost.value_size}-byte value"
         )
 
 
