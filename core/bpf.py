@@ -330,7 +330,10 @@ class Map:
 
 
 LOST_COUNTER_LAYOUT = "a per-CPU array of 1 entry, u32 key, u64 value"
-_MAP_KINDS = {MapType.PERCPU_ARRAY: "per-CPU array", MapType.PERCPU_HASH: "per-CPU hash"}
+_MAP_KINDS: dict[int, str] = {
+    MapType.PERCPU_ARRAY: "per-CPU array",
+    MapType.PERCPU_HASH: "per-CPU hash",
+}
 
 
 def check_lost_counter(lost: Map) -> None:
