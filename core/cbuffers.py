@@ -29,6 +29,14 @@ class DescriptionError(ValueError):
     """A batch's description for a C writer does not match what the writer will read."""
 
 
+def check_table(what: str, table: Texts) -> None:
+    """C reads offsets[0..count] and the texts between them (it checks each row's position
+    against count, and that the offsets never go backwards): the rest is proven here."""
+    blob, offsets, _, count = table
+    if len(offsets) != count + 1 or int(offsets[0]) != 0 or int(offsets[-1]) != len(blob):
+        raise DescriptionError(f"{what}: a table of {count} texts is inconsistent")
+
+
 def check_rows(what: str, values: Any, nrows: int) -> None:
     """C reads ``nrows`` rows of ``values``: refuse fewer (it would read past them)."""
     if len(values) < nrows:

@@ -23,6 +23,7 @@ from igrun.core.cbuffers import (
     Texts,
     address,
     check_rows,
+    check_table,
     distinct,
     positions,
     texts_table,
@@ -187,6 +188,7 @@ class ColumnLines:
                 if len(self._cells) >= 256:
                     self._cells.clear()
                 self._cells[key] = table
+        check_table(self.fields[i].name, table)
         blob, offsets, pointer, count = table
         rows, rows_pointer, stride = positions(codes, count)
         keep += [blob, offsets, rows]

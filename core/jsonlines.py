@@ -24,6 +24,7 @@ from igrun.core.cbuffers import (
     Texts,
     address,
     check_rows,
+    check_table,
     distinct,
     positions,
     texts_table,
@@ -292,6 +293,7 @@ class JsonLines:
     def _point_texts(col: Any, encoded: Texts, index: Array, keep: list[Any], rows: _Rows) -> None:
         """Rows as int32 positions into the encoded table. Enrichers give many columns the
         same codes (one container per row): those are converted once per batch."""
+        check_table("JSON lines", encoded)
         blob_ptr, offsets, offsets_ptr, count = encoded
         converted = rows.get((id(index), count == 1))
         if converted is None:

@@ -28,10 +28,11 @@ from igrun.core.bpf import (
     possible_cpus,
 )
 from igrun.core.bpfbuild import compile_bpf
-from igrun.core.cbuffers import TOO_BIG, DescriptionError, texts_table
+from igrun.core.cbuffers import TOO_BIG, DescriptionError, check_table, texts_table
 from igrun.core.columnlines import ColumnLines
 from igrun.core.errors import BpfError
 from igrun.core.jsonlines import JsonLines
+from igrun.core.objectrun import Btf
 from igrun.core.schema import Batch, Field, Kind, Schema
 
 U32 = struct.Struct("<I")
@@ -372,3 +373,35 @@ def test_the_output_buffer_refuses_an_impossible_size() -> None:
     buf.reserve(16)
     with pytest.raises(DescriptionError):
         buf.written(1 << 20)
+
+
+def test_a_table_of_texts_must_match_its_blob() -> None:
+    table = texts_table([b"ab", b"cde"])
+    check_table("t", table)
+    blob, offsets, pointer, count = table
+    with pytest.raises(DescriptionError, match="t: a table of 2 texts is inconsistent"):
+        check_table("t", (blob, offsets[:2], pointer, count))
+    longer = offsets.copy()
+    longer[-1] = 99  # past the end of the 5 bytes of texts
+    with pytest.raises(DescriptionError):
+        check_table("t", (blob, longer, pointer, count))
+
+
+# ---- BTF read in Python (igrun run) --------------------------------------------------------
+
+
+def _btf(types: bytes, strings: bytes) -> bytes:
+    header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
+    return header + types + strings
+
+
+def test_cyclic_btf_is_an_error_not_an_endless_loop() -> None:
+    """A typedef that names itself (or arrays of themselves) looped forever before load."""
+    typedef, array = 8, 3
+    loop = struct.pack("<III", 1, typedef << 24, 1)  # type 1: typedef loop -> 1
+    arrays = struct.pack("<III", 0, array << 24, 0) + struct.pack("<III", 2, 2, 4)  # 2: [4] of 2
+    btf = Btf(_btf(loop + arrays, b"\0loop\0"), "<")
+    with pytest.raises(ValueError, match="a cycle of typedefs"):
+        btf.resolve(1)
+    with pytest.raises(ValueError, match="arrays nested too deep"):
+        btf.size(2)
