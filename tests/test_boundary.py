@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import errno
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -405,3 +407,23 @@ def test_cyclic_btf_is_an_error_not_an_endless_loop() -> None:
         btf.resolve(1)
     with pytest.raises(ValueError, match="arrays nested too deep"):
         btf.size(2)
+
+
+def test_a_long_libbpf_message_is_logged_whole(tmp_path: Path) -> None:
+    """libbpf's messages were formatted into 1 KiB and cut there."""
+    missing = tmp_path.joinpath(*["d" * 100] * 15, "x.bpf.o")
+    code = (
+        "import sys\n"
+        "from igrun.core.bpf import BpfObject\n"
+        "from igrun.core.errors import BpfError\n"
+        "try:\n"
+        "    BpfObject.open(sys.argv[1])\n"
+        "except BpfError:\n"
+        "    pass\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(missing)], capture_output=True, text=True, timeout=30
+    )
+    (line,) = [x for x in done.stderr.splitlines() if "libbpf: elf: failed to open" in x]
+    assert len(line) > 1500
+    assert f"failed to open {missing}: " in line
