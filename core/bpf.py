@@ -76,6 +76,44 @@ def _raise(what: str, err: int, log: list[str] | None = None) -> None:
     raise BpfError(what, abs(err), log)
 
 
+class SizeError(BpfError, ValueError):
+    """What Python was about to hand to C does not fit what C (or the kernel) will touch: a
+    key or value of the wrong length, a name too long or with a NUL in it, a number out of
+    the C type's range. Raised before the call, so nothing is read or written out of bounds.
+    A :class:`BpfError` (one line for a user) and a :class:`ValueError` (a caller's mistake)."""
+
+
+U32_MAX = (1 << 32) - 1
+U64_MAX = (1 << 64) - 1
+BPF_OBJ_NAME_LEN = 16
+"""The kernel's map and program name buffer, NUL included."""
+
+
+def _exact(what: str, data: bytes, size: int) -> bytes:
+    """``data`` when it is exactly ``size`` bytes long (C reads or writes that many)."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise SizeError(f"{what}: expected bytes, got {type(data).__name__}")
+    length = memoryview(data).nbytes
+    if length != size:
+        raise SizeError(f"{what}: {length} bytes given, the map takes {size}")
+    return bytes(data)
+
+
+def _c_name(what: str, name: str | bytes) -> bytes:
+    """``name`` for a C string argument: a NUL inside would silently cut it short."""
+    raw = os.fsencode(name) if isinstance(name, str) else bytes(name)
+    if b"\0" in raw:
+        raise SizeError(f"{what}: {name!r} has a NUL byte in it")
+    return raw
+
+
+def _in_range(what: str, value: int, low: int, high: int) -> int:
+    """``value`` when the C parameter's type can hold it (cffi would raise OverflowError)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SizeError(f"{what}: {value!r} is out of range ({low} to {high})")
+    return value
+
+
 # ---- libbpf's own messages go to structlog -----------------------------------------------
 
 _LEVELS = {0: "warning", 1: "info", 2: "debug"}
@@ -122,8 +160,8 @@ class Map:
         self.fd = fd
         self._owned = owned
         t, i, k, v, m = (ffi.new("unsigned int *") for _ in range(5))
-        buf = ffi.new("char[]", 64)
-        err = lib.igr_map_info(fd, t, i, k, v, m, buf, 64)
+        buf = ffi.new("char[]", BPF_OBJ_NAME_LEN)
+        err = lib.igr_map_info(fd, t, i, k, v, m, buf, BPF_OBJ_NAME_LEN)
         if err:
             _raise("cannot read map info", err)
         self.type = int(t[0])
@@ -131,7 +169,7 @@ class Map:
         self.key_size = int(k[0])
         self.value_size = int(v[0])
         self.max_entries = int(m[0])
-        self.name = name or ffi.string(buf).decode()
+        self.name = name or ffi.string(buf).decode("utf-8", "replace")
         self._value_len = self.value_size
         if self.type in _PERCPU:
             self._value_len = ((self.value_size + 7) // 8) * 8 * possible_cpus()
@@ -140,8 +178,18 @@ class Map:
     def create(
         cls, type: MapType | int, name: str, key_size: int, value_size: int, max_entries: int
     ) -> Map:
-        """A new map not tied to any object (e.g. a filter map shared by several gadgets)."""
-        fd = lib.igr_map_create(int(type), name.encode()[:15], key_size, value_size, max_entries)
+        """A new map not tied to any object (e.g. a filter map shared by several gadgets).
+        ``name`` must fit the kernel's 15 characters: it is not cut."""
+        raw = _c_name("map name", name)
+        if len(raw) >= BPF_OBJ_NAME_LEN:
+            raise SizeError(f"map name {name!r}: at most {BPF_OBJ_NAME_LEN - 1} bytes")
+        fd = lib.igr_map_create(
+            _in_range(f"map {name}: type", int(type), 0, U32_MAX),
+            raw,
+            _in_range(f"map {name}: key size", key_size, 0, U32_MAX),
+            _in_range(f"map {name}: value size", value_size, 0, U32_MAX),
+            _in_range(f"map {name}: max entries", max_entries, 0, U32_MAX),
+        )
         if fd < 0:
             _raise(f"cannot create map {name}", fd)
         return cls(int(fd), owned=True)
@@ -149,7 +197,7 @@ class Map:
     @classmethod
     def from_pin(cls, path: str | os.PathLike[str]) -> Map:
         """Open a pinned map; the returned object owns (and closes) its fd."""
-        fd = lib.bpf_obj_get(os.fsencode(path))
+        fd = lib.bpf_obj_get(_c_name("pinned map path", os.fspath(path)))
         if fd < 0:
             _raise(f"cannot open pinned map {path}", fd)
         return cls(int(fd), owned=True)
@@ -158,9 +206,19 @@ class Map:
     def per_cpu(self) -> bool:
         return self.type in _PERCPU
 
+    @property
+    def value_len(self) -> int:
+        """The bytes of one value as user space sees it: a per-CPU value is the value
+        rounded up to 8 bytes, once per possible CPU."""
+        return self._value_len
+
+    def _key(self, key: bytes) -> bytes:
+        return _exact(f"map {self.name}: key", key, self.key_size)
+
     def lookup(self, key: bytes) -> bytes | None:
         """The value at ``key`` (all CPUs' values concatenated for per-CPU maps), or None."""
-        value = ffi.new("char[]", self._value_len)
+        key = self._key(key)
+        value = ffi.new("char[]", max(self._value_len, 1))
         err = lib.bpf_map_lookup_elem(self.fd, key, value)
         if err == -2:  # ENOENT
             return None
@@ -177,12 +235,18 @@ class Map:
         return [raw[i : i + self.value_size] for i in range(0, len(raw), step)]
 
     def update(self, key: bytes, value: bytes, flags: int = 0) -> None:
+        """Set ``key`` to ``value`` (for a per-CPU map: every CPU's value, each rounded up
+        to 8 bytes, see :attr:`value_len`)."""
+        key = self._key(key)
+        value = _exact(f"map {self.name}: value", value, self._value_len)
+        flags = _in_range(f"map {self.name}: update flags", flags, 0, U64_MAX)
         err = lib.bpf_map_update_elem(self.fd, key, value, flags)
         if err:
             _raise(f"map {self.name}: update failed", err)
 
     def delete(self, key: bytes) -> bool:
         """Remove ``key``; False if it was not there."""
+        key = self._key(key)
         err = lib.bpf_map_delete_elem(self.fd, key)
         if err == -2:
             return False
@@ -192,7 +256,7 @@ class Map:
 
     def keys(self) -> Iterator[bytes]:
         key = ffi.NULL
-        nxt = ffi.new("char[]", self.key_size)
+        nxt = ffi.new("char[]", max(self.key_size, 1))
         while True:
             err = lib.bpf_map_get_next_key(self.fd, key, nxt)
             if err == -2:
@@ -218,19 +282,25 @@ class Map:
 
     def _lookup_batch(self) -> list[tuple[bytes, bytes]]:
         chunk = max(1, min(self.max_entries, 4096))
-        keys = ffi.new("char[]", chunk * self.key_size)
-        values = ffi.new("char[]", chunk * self._value_len)
-        token_in, token_out = ffi.new("char[]", 8), ffi.new("char[]", 8)
+        keys_size, values_size = chunk * self.key_size, chunk * self._value_len
+        keys = ffi.new("char[]", max(keys_size, 1))
+        values = ffi.new("char[]", max(values_size, 1))
+        # The batch token: a hash map's is 4 bytes, an array's is one key.
+        token = max(8, self.key_size)
+        token_in, token_out = ffi.new("char[]", token), ffi.new("char[]", token)
         count = ffi.new("unsigned int *")
         out: list[tuple[bytes, bytes]] = []
         first = True
         while True:
             count[0] = chunk
             err = lib.igr_map_lookup_batch(
-                self.fd, ffi.NULL if first else token_in, token_out, keys, values, count
-            )
+                self.fd, ffi.NULL if first else token_in, token_out, token,
+                keys, keys_size, values, values_size, count,
+            )  # fmt: skip
             if err and err != -2:
                 _raise(f"map {self.name}: batch lookup failed", err)
+            if count[0] > chunk:  # never, by the kernel's contract: do not read past the buffers
+                raise BpfError(f"map {self.name}: batch lookup returned {count[0]} of {chunk}")
             kb, vb = ffi.buffer(keys), ffi.buffer(values)
             for i in range(count[0]):
                 out.append(
@@ -241,7 +311,7 @@ class Map:
                 )
             if err == -2:
                 return out
-            ffi.memmove(token_in, token_out, 8)
+            ffi.memmove(token_in, token_out, token)
             first = False
 
     def clear(self) -> None:
@@ -249,7 +319,7 @@ class Map:
             self.delete(key)
 
     def pin(self, path: str | os.PathLike[str]) -> None:
-        err = lib.bpf_obj_pin(self.fd, os.fsencode(path))
+        err = lib.bpf_obj_pin(self.fd, _c_name("pin path", os.fspath(path)))
         if err:
             _raise(f"cannot pin map {self.name} at {path}", err)
 
@@ -257,6 +327,34 @@ class Map:
         if self._owned and self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+LOST_COUNTER_LAYOUT = "a per-CPU array of 1 entry, u32 key, u64 value"
+_MAP_KINDS: dict[int, str] = {
+    MapType.PERCPU_ARRAY: "per-CPU array",
+    MapType.PERCPU_HASH: "per-CPU hash",
+}
+
+
+def check_lost_counter(lost: Map) -> None:
+    """Refuse a drop counter the reader cannot read safely: C reads one u64 per possible CPU
+    at key 0, so anything else (an object that declares its own ``gadget_lost_events`` with
+    another value size, say) would have the kernel write past the reader's buffer."""
+    if (
+        lost.type != MapType.PERCPU_ARRAY
+        or lost.max_entries != 1
+        or lost.key_size != 4
+        or lost.value_size != 8
+    ):
+        try:
+            kind = _MAP_KINDS.get(lost.type) or MapType(lost.type).name.lower().replace("_", " ")
+        except ValueError:
+            kind = f"type {lost.type}"
+        entries = f"{lost.max_entries} entr{'y' if lost.max_entries == 1 else 'ies'}"
+        raise BpfError(
+            f"map {lost.name} must be {LOST_COUNTER_LAYOUT} (igrun/buffer.h); it is a {kind} "
+            f"of {entries}, {lost.key_size}-byte key, {lost.value_size}-byte value"
+        )
 
 
 # ---- programs and links ------------------------------------------------------------------
@@ -269,14 +367,19 @@ class Link:
         self._ptr = ptr
         self.what = what
 
+    def _live(self) -> Any:
+        if self._ptr is None:
+            raise BpfError(f"link {self.what} was destroyed")
+        return self._ptr
+
     @property
     def fd(self) -> int:
-        return int(lib.bpf_link__fd(self._ptr))
+        return int(lib.bpf_link__fd(self._live()))
 
     def read(self) -> bytes:
         """Run an iterator link once and return everything it wrote."""
         out, size = ffi.new("char **"), ffi.new("size_t *")
-        err = lib.igr_iter_read(self._ptr, out, size)
+        err = lib.igr_iter_read(self._live(), out, size)
         if err:
             _raise(f"cannot read iterator {self.what}", err)
         try:
@@ -285,7 +388,7 @@ class Link:
             lib.igr_free(out[0])
 
     def pin(self, path: str | os.PathLike[str]) -> None:
-        err = lib.bpf_link__pin(self._ptr, os.fsencode(path))
+        err = lib.bpf_link__pin(self._live(), _c_name("pin path", os.fspath(path)))
         if err:
             _raise(f"cannot pin link {self.what} at {path}", err)
 
@@ -311,22 +414,27 @@ class SocketAttachment:
 class Program:
     """A program of a BPF object."""
 
-    def __init__(self, ptr: Any) -> None:
+    def __init__(self, ptr: Any, owner: BpfObject) -> None:
         self._ptr = ptr
+        self._owner = owner  # the program lives in its object: not usable once that is closed
         self.name: str = ffi.string(lib.bpf_program__name(ptr)).decode()
         self.section: str = ffi.string(lib.bpf_program__section_name(ptr)).decode()
 
+    def _live(self) -> Any:
+        self._owner._obj()  # raises once the object is closed
+        return self._ptr
+
     @property
     def fd(self) -> int:
-        return int(lib.bpf_program__fd(self._ptr))
+        return int(lib.bpf_program__fd(self._live()))
 
     @property
     def autoload(self) -> bool:
-        return bool(lib.bpf_program__autoload(self._ptr))
+        return bool(lib.bpf_program__autoload(self._live()))
 
     @autoload.setter
     def autoload(self, value: bool) -> None:
-        err = lib.bpf_program__set_autoload(self._ptr, value)
+        err = lib.bpf_program__set_autoload(self._live(), bool(value))
         if err:
             _raise(f"program {self.name}: cannot change autoload", err)
 
@@ -342,9 +450,9 @@ class Program:
         """Attach by section: tracepoint, raw_tp, tp_btf, iter, and uprobes with a target."""
         err = ffi.new("int *")
         link = (
-            lib.igr_attach_iter(self._ptr, err)
+            lib.igr_attach_iter(self._live(), err)
             if self.is_iterator
-            else lib.igr_attach(self._ptr, err)
+            else lib.igr_attach(self._live(), err)
         )
         if link == ffi.NULL:
             _raise(f"cannot attach {self.name} ({self.section})", err[0])
@@ -361,12 +469,12 @@ class Program:
         """Attach to a function of ``binary`` (by name, or an offset) for ``pid`` (-1: all)."""
         err = ffi.new("int *")
         link = lib.igr_attach_uprobe(
-            self._ptr,
-            retprobe,
-            pid,
-            binary.encode(),
-            func.encode() if func else ffi.NULL,
-            offset,
+            self._live(),
+            bool(retprobe),
+            _in_range("uprobe pid", pid, -1, (1 << 31) - 1),
+            _c_name("uprobe binary", binary),
+            _c_name("uprobe function", func) if func else ffi.NULL,
+            _in_range("uprobe offset", offset, 0, U64_MAX),
             err,
         )
         if link == ffi.NULL:
@@ -379,7 +487,7 @@ class Program:
         err = ffi.new("int *")
         fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            link = lib.igr_attach_cgroup(self._ptr, fd, err)
+            link = lib.igr_attach_cgroup(self._live(), fd, err)
         finally:
             os.close(fd)
         if link == ffi.NULL:
@@ -398,7 +506,7 @@ class Program:
             raise BpfError(f"cannot attach socket filter {self.name}", exc.errno or 0) from None
 
     def pin(self, path: str | os.PathLike[str]) -> None:
-        err = lib.bpf_program__pin(self._ptr, os.fsencode(path))
+        err = lib.bpf_program__pin(self._live(), _c_name("pin path", os.fspath(path)))
         if err:
             _raise(f"cannot pin program {self.name} at {path}", err)
 
@@ -444,7 +552,8 @@ class BpfObject:
     def open(cls, path: str | os.PathLike[str]) -> BpfObject:
         log_buf = ffi.new("char[]", VERIFIER_LOG_SIZE)
         err = ffi.new("int *")
-        ptr = lib.igr_open_file(os.fsencode(path), log_buf, VERIFIER_LOG_SIZE, err)
+        raw = _c_name("BPF object path", os.fspath(path))
+        ptr = lib.igr_open_file(raw, log_buf, VERIFIER_LOG_SIZE, err)
         if ptr == ffi.NULL:
             _raise(f"cannot open BPF object {path}", err[0])
         return cls(ptr, log_buf, str(path))
@@ -454,7 +563,8 @@ class BpfObject:
         log_buf = ffi.new("char[]", VERIFIER_LOG_SIZE)
         err = ffi.new("int *")
         keep = ffi.from_buffer(data)
-        ptr = lib.igr_open_mem(keep, len(data), name.encode(), log_buf, VERIFIER_LOG_SIZE, err)
+        raw = _c_name("BPF object name", name)
+        ptr = lib.igr_open_mem(keep, len(keep), raw, log_buf, VERIFIER_LOG_SIZE, err)
         if ptr == ffi.NULL:
             _raise(f"cannot open BPF object {name}", err[0])
         return cls(ptr, log_buf, name)
@@ -470,43 +580,80 @@ class BpfObject:
     ) -> None:
         self.close()
 
+    def _obj(self) -> Any:
+        """The libbpf object, or a clear error once closed (libbpf would be handed NULL)."""
+        if self._ptr is None:
+            raise BpfError(f"{self.source}: the BPF object is closed")
+        return self._ptr
+
     @property
     def name(self) -> str:
-        return str(ffi.string(lib.bpf_object__name(self._ptr)).decode())
+        return str(ffi.string(lib.bpf_object__name(self._obj())).decode())
 
     # -- before load
 
     def global_names(self) -> list[str]:
-        buf = ffi.new("char[]", 1 << 14)
-        n = lib.igr_global_names(self._ptr, buf, 1 << 14)
-        return [s.decode() for s in bytes(ffi.buffer(buf, n)).split(b"\0") if s]
+        """Every global variable's name, whole: C says how much room they need and is asked
+        again with that much when the first buffer was too small."""
+        size = 1 << 12
+        while True:
+            buf = ffi.new("char[]", size)
+            n = lib.igr_global_names(self._obj(), buf, size)
+            if n < 0:
+                _raise(f"{self.source}: cannot list global variables", n)
+            if n <= size:
+                raw = bytes(ffi.buffer(buf, n))
+                return [s.decode("utf-8", "replace") for s in raw.split(b"\0") if s]
+            size = n
+
+    def global_size(self, name: str) -> int | None:
+        """The size in bytes of global variable ``name`` (its BTF's), or None."""
+        size = lib.igr_set_global(self._obj(), _c_name("global name", name), ffi.NULL, 0)
+        if size == -errno.ENOENT:
+            return None
+        if size < 0:
+            _raise(f"{self.source}: global variable {name!r} cannot be set", size)
+        return int(size)
 
     def set_global(self, name: str, value: bytes | int | bool) -> None:
-        """Set a ``.rodata``/``.data``/``.bss`` variable before load (e.g. a target pid)."""
-        size = lib.igr_set_global(self._ptr, name.encode(), ffi.NULL, 0)
-        if size < 0:
+        """Set a ``.rodata``/``.data``/``.bss`` variable before load (e.g. a target pid).
+        Bytes must be exactly the variable's size and a number must fit it: nothing is cut
+        or padded silently."""
+        size = self.global_size(name)
+        if size is None:
             known = ", ".join(self.global_names()) or "none"
             raise BpfError(f"{self.source}: no global variable {name!r} (has: {known})")
         if isinstance(value, bool | int):
             signed = isinstance(value, int) and value < 0
-            data = int(value).to_bytes(size, "little", signed=signed)
+            try:
+                data = int(value).to_bytes(size, "little", signed=signed)
+            except OverflowError:
+                raise SizeError(
+                    f"{self.source}: {value} does not fit global {name} ({size} bytes)"
+                ) from None
+        elif isinstance(value, bytes | bytearray | memoryview):
+            data = bytes(value)
+            if len(data) != size:
+                raise SizeError(f"{self.source}: global {name} is {size} bytes, {len(data)} given")
         else:
-            data = value
-        err = lib.igr_set_global(self._ptr, name.encode(), data, len(data))
+            raise SizeError(f"{self.source}: global {name}: {type(value).__name__} given")
+        err = lib.igr_set_global(self._obj(), _c_name("global name", name), data, len(data))
         if err:
             _raise(f"{self.source}: cannot set {name} ({len(data)} bytes, has {size})", err)
 
     def has_global(self, name: str) -> bool:
-        return bool(lib.igr_set_global(self._ptr, name.encode(), ffi.NULL, 0) >= 0)
+        found = lib.igr_set_global(self._obj(), _c_name("global name", name), ffi.NULL, 0)
+        return bool(found != -errno.ENOENT)
 
     def _map_ptr(self, name: str) -> Any:
-        ptr = lib.bpf_object__find_map_by_name(self._ptr, name.encode())
+        ptr = lib.bpf_object__find_map_by_name(self._obj(), _c_name("map name", name))
         if ptr == ffi.NULL:
             raise BpfError(f"{self.source}: no map {name!r}")
         return ptr
 
     def has_map(self, name: str) -> bool:
-        return bool(lib.bpf_object__find_map_by_name(self._ptr, name.encode()) != ffi.NULL)
+        ptr = lib.bpf_object__find_map_by_name(self._obj(), _c_name("map name", name))
+        return bool(ptr != ffi.NULL)
 
     def reuse_map(self, name: str, source: Map | int | str | os.PathLike[str]) -> None:
         """Use an existing map (a Map, an fd or a pinned path) in place of the object's own."""
@@ -531,21 +678,26 @@ class BpfObject:
         return int(lib.igr_map_type(self._map_ptr(name)))
 
     def set_max_entries(self, name: str, n: int) -> None:
+        n = _in_range(f"{self.source}: map {name}: max entries", n, 0, U32_MAX)
         err = lib.bpf_map__set_max_entries(self._map_ptr(name), n)
         if err:
             _raise(f"{self.source}: cannot size map {name}", err)
 
     def struct_dtype(self, name: str) -> np.dtype[Any]:
         """A numpy dtype with the layout of ``struct name`` as the object's BTF describes it."""
-        members = ffi.new("struct igr_member[]", 256)
+        raw = _c_name("struct name", name)
         size = ffi.new("unsigned int *")
-        n = lib.igr_struct_members(self._ptr, name.encode(), members, 256, size)
+        count = lib.igr_struct_members(self._obj(), raw, ffi.NULL, 0, size)
+        if count < 0:
+            _raise(f"{self.source}: no usable BTF for struct {name}", count)
+        members = ffi.new("struct igr_member[]", max(count, 1))
+        n = lib.igr_struct_members(self._obj(), raw, members, count, size)
         if n < 0:
             _raise(f"{self.source}: no usable BTF for struct {name}", n)
         names, formats, offsets = [], [], []
         for i in range(n):
             m = members[i]
-            member_name = ffi.string(m.name).decode()
+            member_name = ffi.string(m.name).decode("utf-8", "replace")
             if not member_name:
                 continue  # anonymous unions: exposed through their named siblings only
             names.append(member_name)
@@ -558,20 +710,22 @@ class BpfObject:
     @property
     def programs(self) -> dict[str, Program]:
         out: dict[str, Program] = {}
-        ptr = lib.bpf_object__next_program(self._ptr, ffi.NULL)
+        obj = self._obj()
+        ptr = lib.bpf_object__next_program(obj, ffi.NULL)
         while ptr != ffi.NULL:
-            prog = Program(ptr)
+            prog = Program(ptr, self)
             out[prog.name] = prog
-            ptr = lib.bpf_object__next_program(self._ptr, ptr)
+            ptr = lib.bpf_object__next_program(obj, ptr)
         return out
 
     def map_names(self, include_internal: bool = False) -> list[str]:
         out = []
-        ptr = lib.bpf_object__next_map(self._ptr, ffi.NULL)
+        obj = self._obj()
+        ptr = lib.bpf_object__next_map(obj, ffi.NULL)
         while ptr != ffi.NULL:
             if include_internal or not lib.bpf_map__is_internal(ptr):
                 out.append(ffi.string(lib.bpf_map__name(ptr)).decode())
-            ptr = lib.bpf_object__next_map(self._ptr, ptr)
+            ptr = lib.bpf_object__next_map(obj, ptr)
         return out
 
     # -- load
@@ -580,7 +734,7 @@ class BpfObject:
         """Load every program and create the maps; a rejection shows the verifier's reasons."""
         _quiet.on = True
         try:
-            err = lib.bpf_object__load(self._ptr)
+            err = lib.bpf_object__load(self._obj())
         finally:
             _quiet.on = False
         if err:
@@ -669,6 +823,8 @@ class Reader:
     def ring(
         cls, buffer: Map, record_size: int, max_records: int = 65536, lost_map: Map | None = None
     ) -> Reader:
+        if lost_map is not None:
+            check_lost_counter(lost_map)
         err = ffi.new("int *")
         ptr = lib.igr_ring_new(buffer.fd, record_size, max_records, err)
         if ptr == ffi.NULL:
@@ -688,6 +844,8 @@ class Reader:
         """A perf buffer reader, woken once ``wakeup_bytes`` wait in a CPU's buffer (0: at
         every record). With ``lost_map`` (the BPF side counts failed outputs, see
         ``gadget_perf_output``) losses come from there instead of perf's lost records."""
+        if lost_map is not None:
+            check_lost_counter(lost_map)
         err = ffi.new("int *")
         ptr = lib.igr_perf_new(buffer.fd, pages, wakeup_bytes, record_size, max_records, err)
         if ptr == ffi.NULL:

@@ -19,6 +19,29 @@ from igrun.core.schema import Array
 Texts = tuple[Any, Array, Any, int]
 """A table of texts for C: the blob, its offsets (array and pointer), how many texts."""
 
+TOO_BIG = (1 << 64) - 1
+"""What the writers' size functions return for a description they cannot write (an unknown
+kind, an integer size other than 1, 2, 4, 8, a table whose offsets go backwards) or a size that
+overflows 64 bits."""
+
+
+class DescriptionError(ValueError):
+    """A batch's description for a C writer does not match what the writer will read."""
+
+
+def check_table(what: str, table: Texts) -> None:
+    """C reads offsets[0..count] and the texts between them (it checks each row's position
+    against count, and that the offsets never go backwards): the rest is proven here."""
+    blob, offsets, _, count = table
+    if len(offsets) != count + 1 or int(offsets[0]) != 0 or int(offsets[-1]) != len(blob):
+        raise DescriptionError(f"{what}: a table of {count} texts is inconsistent")
+
+
+def check_rows(what: str, values: Any, nrows: int) -> None:
+    """C reads ``nrows`` rows of ``values``: refuse fewer (it would read past them)."""
+    if len(values) < nrows:
+        raise DescriptionError(f"{what}: {len(values)} values for {nrows} rows")
+
 
 class OutputBuffer:
     """Where a C writer puts a batch's text: one buffer reused from batch to batch and grown
@@ -29,7 +52,10 @@ class OutputBuffer:
         self._pointer = ffi.from_buffer(self._array)
 
     def reserve(self, size: int) -> Any:
-        """A C pointer to at least ``size`` bytes, valid until the next call."""
+        """A C pointer to at least ``size`` bytes, valid until the next call. ``size`` comes
+        from a writer's bound: :data:`TOO_BIG` means the description is inconsistent."""
+        if size < 0 or size >= TOO_BIG:
+            raise DescriptionError("a column description is inconsistent or the batch too big")
         if len(self._array) < size:
             self._array = np.empty(max(size, 2 * len(self._array)), dtype=np.uint8)
             self._pointer = ffi.from_buffer(self._array)
@@ -37,6 +63,8 @@ class OutputBuffer:
 
     def written(self, size: int) -> memoryview:
         """The first ``size`` bytes: what the writer wrote. Valid until the next reserve."""
+        if not 0 <= size <= len(self._array):
+            raise DescriptionError(f"a writer reports {size} bytes in {len(self._array)}")
         return self._array.data[:size]
 
 

@@ -17,7 +17,17 @@ from typing import Any
 import numpy as np
 
 from igrun.core.bpf import ffi, lib
-from igrun.core.cbuffers import OutputBuffer, Texts, address, distinct, positions, texts_table
+from igrun.core.cbuffers import (
+    DescriptionError,
+    OutputBuffer,
+    Texts,
+    address,
+    check_rows,
+    check_table,
+    distinct,
+    positions,
+    texts_table,
+)
 from igrun.core.helpers import format_rfc3339_ns
 from igrun.core.schema import Array, Batch, Field, Kind
 
@@ -115,6 +125,7 @@ class ColumnLines:
             found = batch.distinct(f.name)
             if found is not None:
                 table, codes = found
+                check_rows(f.name, codes, n)
                 self._point_cells(i, [format_value(f.kind, v) for v in table.tolist()], codes, keep)
             else:
                 self._describe(i, batch, f, keep)
@@ -124,7 +135,7 @@ class ColumnLines:
             len(self._lead), n, self._out.reserve(cap), cap,
         )  # fmt: skip
         if written < 0:
-            raise RuntimeError("columns: a column description is inconsistent")
+            raise DescriptionError("columns: a column description is inconsistent")
         return self._out.written(written)
 
     def _members(self, dtype: np.dtype[Any]) -> list[tuple[int, int, int] | None]:
@@ -147,6 +158,7 @@ class ColumnLines:
         """A column beside the records: numbers read where they are, anything else as one
         cell per distinct value."""
         values = batch[f.name]
+        check_rows(f.name, values, len(batch))
         how = _number_kind(values.dtype, f) if values.ndim == 1 else None
         if how is not None:
             keep.append(values)
@@ -176,6 +188,7 @@ class ColumnLines:
                 if len(self._cells) >= 256:
                     self._cells.clear()
                 self._cells[key] = table
+        check_table(self.fields[i].name, table)
         blob, offsets, pointer, count = table
         rows, rows_pointer, stride = positions(codes, count)
         keep += [blob, offsets, rows]

@@ -18,7 +18,17 @@ from typing import Any
 import numpy as np
 
 from igrun.core.bpf import ffi, lib
-from igrun.core.cbuffers import OutputBuffer, Texts, address, distinct, positions, texts_table
+from igrun.core.cbuffers import (
+    DescriptionError,
+    OutputBuffer,
+    Texts,
+    address,
+    check_rows,
+    check_table,
+    distinct,
+    positions,
+    texts_table,
+)
 from igrun.core.fields import WallTime
 from igrun.core.schema import Array, Batch, Field, Kind
 
@@ -145,9 +155,12 @@ class JsonLines:
             first = coded[members[0]]
             assert first is not None
             tables = tuple([coded[i][0] for i in members])  # type: ignore[index]
+            check_rows(self._names[members[0]], first[1], n)
             self._point_texts(lay.cols[col], self._group(members, tables), first[1], keep, rows)
         for col, f in lay.other:
             self._describe(lay.cols[col], batch, f, keep, rows)
+        if lay.ncols > len(lay.cols):
+            raise DescriptionError(f"JSON lines: {lay.ncols} columns in {len(lay.cols)}")
         cap = lib.igr_json_bound(lay.cols, lay.ncols, len(self._suffix), n)
         records = address(raw)
         written = lib.igr_json_lines(
@@ -155,7 +168,7 @@ class JsonLines:
             self._out.reserve(cap), cap,
         )  # fmt: skip
         if written < 0:
-            raise RuntimeError("JSON lines: a column description is inconsistent")
+            raise DescriptionError("JSON lines: a column description is inconsistent")
         return self._out.written(written)
 
     def _layout(self, key: tuple[Any, ...]) -> _Layout:
@@ -247,8 +260,11 @@ class JsonLines:
         values = batch[f.name]
         how = _c_kind(values.dtype, f) if values.ndim == 1 else None
         if how is None:
-            self._texts(col, batch.values(f.name), keep, rows)
+            python = batch.values(f.name)
+            check_rows(f.name, python, len(batch))
+            self._texts(col, python, keep, rows)
         else:
+            check_rows(f.name, values, len(batch))
             self._point(col, *how, values, keep)
 
     @staticmethod
@@ -277,6 +293,7 @@ class JsonLines:
     def _point_texts(col: Any, encoded: Texts, index: Array, keep: list[Any], rows: _Rows) -> None:
         """Rows as int32 positions into the encoded table. Enrichers give many columns the
         same codes (one container per row): those are converted once per batch."""
+        check_table("JSON lines", encoded)
         blob_ptr, offsets, offsets_ptr, count = encoded
         converted = rows.get((id(index), count == 1))
         if converted is None:

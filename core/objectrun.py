@@ -148,6 +148,9 @@ _QUALIFIERS = {TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG}
 _EXTRA = {INT: 4, ARRAY: 12, VAR: 4, DECL_TAG: 4}
 _PER_ITEM = {STRUCT: 12, UNION: 12, ENUM: 8, FUNC_PROTO: 8, DATASEC: 12, ENUM64: 12}
 INT_SIGNED, INT_CHAR, INT_BOOL = 1, 2, 4
+MAX_RESOLVE_DEPTH = 32
+"""Typedefs, qualifiers and array dimensions followed before BTF counts as cyclic (libbpf's
+limit): a damaged or hostile object must not loop forever."""
 
 
 @dataclass(frozen=True)
@@ -231,20 +234,26 @@ class Btf:
     def find(self, kind: int, name: str) -> int | None:
         return self._named.get((kind, name))
 
-    def resolve(self, type_id: int) -> tuple[BtfType, str]:
+    def resolve(self, type_id: int, depth: int = 0) -> tuple[BtfType, str]:
         """The type behind typedefs and qualifiers, and the name it was declared with
         (``__u32`` for a member declared ``const volatile __u32``)."""
+        if depth > MAX_RESOLVE_DEPTH:
+            raise ValueError(f"BTF type {type_id}: arrays nested too deep")
         declared = ""
         t = self.types[type_id]
+        hops = 0
         while t.kind in _QUALIFIERS:
             if t.kind == TYPEDEF and not declared:
                 declared = t.name
+            hops += 1
+            if hops > MAX_RESOLVE_DEPTH:
+                raise ValueError(f"BTF type {type_id}: a cycle of typedefs or qualifiers")
             t = self.types[t.size_or_type]
         if not declared:
-            declared = self.type_name(t)
+            declared = self.type_name(t, depth)
         return t, declared
 
-    def type_name(self, t: BtfType) -> str:
+    def type_name(self, t: BtfType, depth: int = 0) -> str:
         if t.kind == STRUCT:
             return f"struct {t.name or '(anonymous)'}"
         if t.kind == UNION:
@@ -254,13 +263,13 @@ class Btf:
         if t.kind == PTR:
             return "pointer"
         if t.kind == ARRAY:
-            return f"{self.resolve(t.elem)[1]}[{t.nelems}]"
+            return f"{self.resolve(t.elem, depth + 1)[1]}[{t.nelems}]"
         return t.name
 
-    def size(self, type_id: int) -> int:
-        t, _ = self.resolve(type_id)
+    def size(self, type_id: int, depth: int = 0) -> int:
+        t, _ = self.resolve(type_id, depth)
         if t.kind == ARRAY:
-            return t.nelems * self.size(t.elem)
+            return t.nelems * self.size(t.elem, depth + 1)
         if t.kind == PTR:
             return 8
         return t.size_or_type if t.kind in (INT, STRUCT, UNION, ENUM, ENUM64, FLOAT) else 0
@@ -723,8 +732,12 @@ def gadget_from_object(path: Path) -> type[Gadget]:
             raise UsageError(f"{path}: declares several gadgets ({names}); igrun runs one")
         (decl,) = found
         _check_source(obj, decl)
-        layout = event_layout(obj, btf, decl.struct)
-    params = object_params(elf, btf, globals_, path)
+        try:
+            layout = event_layout(obj, btf, decl.struct)
+            params = object_params(elf, btf, globals_, path)
+        except (ValueError, IndexError, RecursionError) as exc:
+            # The kernel rejects such BTF at load; this is before load, so say it here.
+            raise UsageError(f"{path}: its BTF cannot be read ({exc})") from None
     description = f"{path.name}: {decl.kind} {decl.name}, events of struct {decl.struct}"
     if layout.not_shown:
         description += f" (not shown: {', '.join(layout.not_shown)})"

@@ -5,6 +5,7 @@
  * operators/output.py's reference formatting gives, byte for byte.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "igrun_format.h"
@@ -88,28 +89,30 @@ static size_t igr_trailing_space(const char *start, const char *end)
     return (size_t)(end - p);
 }
 
-static unsigned long long igr_cell_bound(const struct igr_cell_col *c)
+/* IGR_TOO_BIG for a description the writer cannot follow (see igr_value_bound in
+ * igrun_json.c). */
+static uint64_t igr_cell_bound(const struct igr_cell_col *c)
 {
-    unsigned long long longest = 0, w = c->width + 2; /* "…" is 3 bytes for 1 character */
-    unsigned int i;
+    uint64_t w = (uint64_t)c->width + 2; /* "…" is 3 bytes for 1 character */
 
-    if (c->kind != IGR_JSON_TEXT)
-        return (w > 21 ? w : 21) + 8; /* 8: room for a fixed-size copy's overlap */
-    for (i = 0; i < c->size; i++)
-        if (c->offsets[i + 1] - c->offsets[i] > longest)
-            longest = c->offsets[i + 1] - c->offsets[i];
-    return longest;
+    if (c->kind == IGR_JSON_TEXT)
+        return igr_longest_text(c->texts, c->offsets, c->size);
+    if (c->kind > IGR_JSON_BOOL || !igr_int_size_ok(c->size))
+        return IGR_TOO_BIG;
+    return (w > 21 ? w : 21) + 8; /* 8: room for a fixed-size copy's overlap */
 }
 
 unsigned long long igr_column_bound(const struct igr_cell_col *cols, unsigned int ncols,
                                     unsigned int lead_len, unsigned long long nrows)
 {
-    unsigned long long row = lead_len + 1;
+    uint64_t row = (uint64_t)lead_len + 1;
     unsigned int i;
 
+    if (!cols && ncols)
+        return IGR_TOO_BIG;
     for (i = 0; i < ncols; i++)
-        row += igr_cell_bound(&cols[i]) + 1;
-    return row * nrows;
+        row = igr_add(row, igr_add(igr_cell_bound(&cols[i]), 1));
+    return igr_mul(row, nrows);
 }
 
 long long igr_column_lines(const struct igr_cell_col *cols, unsigned int ncols,
@@ -117,19 +120,23 @@ long long igr_column_lines(const struct igr_cell_col *cols, unsigned int ncols,
                            unsigned int lead_len, unsigned long long nrows, char *out,
                            unsigned long long cap)
 {
-    const char *first[ncols ? ncols : 1];
-    long long stride[ncols ? ncols : 1];
+    const char **first;
+    long long *stride;
     char *p = out, *cells;
     char text[24];
-    unsigned long long r;
+    unsigned long long r, bound = igr_column_bound(cols, ncols, lead_len, nrows);
     unsigned int i;
 
-    if (igr_column_bound(cols, ncols, lead_len, nrows) > cap)
+    if (bound == IGR_TOO_BIG || bound > cap || (!out && bound) || (!lead && lead_len))
         return -1;
+    first = calloc(ncols ? ncols : 1, sizeof(*first)); /* calloc checks the product */
+    stride = calloc(ncols ? ncols : 1, sizeof(*stride));
+    if (!first || !stride)
+        goto fail;
     for (i = 0; i < ncols; i++)
         if (igr_locate(cols[i].values, cols[i].offset, cols[i].stride, records, record_stride,
                        &first[i], &stride[i]))
-            return -1;
+            goto fail;
     for (r = 0; r < nrows; r++) {
         p = igr_put_bytes(p, lead, lead_len);
         cells = p;
@@ -159,7 +166,7 @@ long long igr_column_lines(const struct igr_cell_col *cols, unsigned int ncols,
                 long long k = igr_text_index(v, c->size);
 
                 if (k < 0)
-                    return -1;
+                    goto fail;
                 p = igr_put_bytes(p, c->texts + c->offsets[k],
                                   c->offsets[k + 1] - c->offsets[k]);
             }
@@ -168,5 +175,11 @@ long long igr_column_lines(const struct igr_cell_col *cols, unsigned int ncols,
         p -= igr_trailing_space(cells, p);
         *p++ = '\n';
     }
+    free(first);
+    free(stride);
     return (long long)(p - out);
+fail:
+    free(first);
+    free(stride);
+    return -1;
 }

@@ -33,14 +33,14 @@ struct igr_cell_col {
     unsigned int cut;          /* enum igr_cut */
 };
 
-/* The most bytes igr_column_lines can write for `nrows` rows. */
+/* The most bytes igr_column_lines can write for `nrows` rows, or 2^64 - 1 as igr_json_bound. */
 unsigned long long igr_column_bound(const struct igr_cell_col *cols, unsigned int ncols,
                                     unsigned int lead_len, unsigned long long nrows);
 
 /* Write `nrows` lines: `lead` (e.g. a gadget tag), then the cells joined by one space with the
  * line's trailing whitespace dropped (never the lead's), then "\n". Returns the bytes written,
- * or -1 when `cap` is too small, a TEXT index is out of range, or an in-record column has no
- * records. */
+ * or -1 when `cap` is too small, a column cannot be written, a TEXT index is out of range, or
+ * an in-record column has no records; the caller guarantees what igr_json_lines says. */
 long long igr_column_lines(const struct igr_cell_col *cols, unsigned int ncols,
                            const char *records, long long record_stride, const char *lead,
                            unsigned int lead_len, unsigned long long nrows, char *out,

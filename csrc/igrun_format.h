@@ -130,6 +130,53 @@ static inline int64_t igr_load_i(const char *v, unsigned int size)
     }
 }
 
+/* What a writer's size computation gives when the description is inconsistent or the size
+ * does not fit in 64 bits: no buffer is that big, so the write that follows refuses. */
+#define IGR_TOO_BIG UINT64_MAX
+
+/* The longest of `count` texts whose bounds are offsets[0..count] (count + 1 of them, as the
+ * caller promises), or IGR_TOO_BIG when there is no table or its offsets go backwards (a
+ * length would wrap around). */
+static inline uint64_t igr_longest_text(const char *texts, const unsigned long long *offsets,
+                                        unsigned int count)
+{
+    uint64_t longest = 0;
+    unsigned int i;
+
+    if (!offsets || (!texts && count && offsets[count] != offsets[0]))
+        return IGR_TOO_BIG;
+    for (i = 0; i < count; i++) {
+        if (offsets[i + 1] < offsets[i])
+            return IGR_TOO_BIG;
+        if (offsets[i + 1] - offsets[i] > longest)
+            longest = offsets[i + 1] - offsets[i];
+    }
+    return longest;
+}
+
+/* Whether an integer of `size` bytes is one igr_load_u and igr_load_i read whole. */
+static inline int igr_int_size_ok(unsigned int size)
+{
+    return size == 1 || size == 2 || size == 4 || size == 8;
+}
+
+/* a + b and a * b, or IGR_TOO_BIG when either is already that or the result overflows. */
+static inline uint64_t igr_add(uint64_t a, uint64_t b)
+{
+    uint64_t r;
+
+    return a == IGR_TOO_BIG || b == IGR_TOO_BIG || __builtin_add_overflow(a, b, &r) ? IGR_TOO_BIG
+                                                                                    : r;
+}
+
+static inline uint64_t igr_mul(uint64_t a, uint64_t b)
+{
+    uint64_t r;
+
+    return a == IGR_TOO_BIG || b == IGR_TOO_BIG || __builtin_mul_overflow(a, b, &r) ? IGR_TOO_BIG
+                                                                                    : r;
+}
+
 /* A row's position in a table of `count` texts, from its int32 code: a negative code counts
  * from the end, as numpy indexing does. -1 when out of range. */
 static inline long long igr_text_index(const char *v, unsigned int count)

@@ -7,6 +7,7 @@
  * subsequence, exactly like Python's bytes.decode("utf-8", "replace").
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -97,38 +98,40 @@ static char *igr_put_cstr(char *p, const unsigned char *s, size_t max)
     return p;
 }
 
-/* Per value at most: 20 digits and a sign, "false", or 6 bytes per input byte plus quotes. */
-static unsigned long long igr_value_bound(const struct igr_json_col *c)
+/* Per value at most: 20 digits and a sign, "false", or 6 bytes per input byte plus quotes;
+ * IGR_TOO_BIG for a description the writer cannot follow (an unknown kind, an integer size
+ * it cannot load, no prefix, a TEXT table that is not one). */
+static uint64_t igr_value_bound(const struct igr_json_col *c)
 {
-    unsigned long long longest = 0;
-    unsigned int i;
-
+    if (!c->prefix && c->prefix_len)
+        return IGR_TOO_BIG;
     switch (c->kind) {
     case IGR_JSON_INT:
     case IGR_JSON_UINT:
-    case IGR_JSON_WALL_TIME:
-        return 21;
     case IGR_JSON_BOOL:
-        return 5;
+        return igr_int_size_ok(c->size) ? 21 : IGR_TOO_BIG;
+    case IGR_JSON_WALL_TIME:
+        return c->size == 8 ? 21 : IGR_TOO_BIG;
     case IGR_JSON_CSTR:
-        return 6ULL * c->size + 2;
-    default: /* TEXT: size is the number of distinct texts */
-        for (i = 0; i < c->size; i++)
-            if (c->offsets[i + 1] - c->offsets[i] > longest)
-                longest = c->offsets[i + 1] - c->offsets[i];
-        return longest;
+        return igr_add(igr_mul(6, c->size), 2);
+    case IGR_JSON_TEXT: /* size is the number of distinct texts */
+        return igr_longest_text(c->texts, c->offsets, c->size);
+    default:
+        return IGR_TOO_BIG;
     }
 }
 
 unsigned long long igr_json_bound(const struct igr_json_col *cols, unsigned int ncols,
                                   unsigned int suffix_len, unsigned long long nrows)
 {
-    unsigned long long row = suffix_len;
+    uint64_t row = suffix_len;
     unsigned int i;
 
+    if (!cols && ncols)
+        return IGR_TOO_BIG;
     for (i = 0; i < ncols; i++)
-        row += cols[i].prefix_len + igr_value_bound(&cols[i]);
-    return row * nrows;
+        row = igr_add(row, igr_add(cols[i].prefix_len, igr_value_bound(&cols[i])));
+    return igr_mul(row, nrows);
 }
 
 long long igr_json_lines(const struct igr_json_col *cols, unsigned int ncols, const char *records,
@@ -138,20 +141,24 @@ long long igr_json_lines(const struct igr_json_col *cols, unsigned int ncols, co
 {
     /* Where each column's first value is and how far apart they are: in-record columns
      * are resolved here, so a caller describes them once and passes each batch's records. */
-    const char *first[ncols ? ncols : 1];
-    long long stride[ncols ? ncols : 1];
+    const char **first;
+    long long *stride;
     struct timespec wall, boot;
     int64_t now, boot_to_wall;
     char *p = out;
-    unsigned long long r;
+    unsigned long long r, bound = igr_json_bound(cols, ncols, suffix_len, nrows);
     unsigned int i;
 
-    if (igr_json_bound(cols, ncols, suffix_len, nrows) > cap)
+    if (bound == IGR_TOO_BIG || bound > cap || (!out && bound) || (!suffix && suffix_len))
         return -1;
+    first = calloc(ncols ? ncols : 1, sizeof(*first)); /* calloc checks the product */
+    stride = calloc(ncols ? ncols : 1, sizeof(*stride));
+    if (!first || !stride)
+        goto fail;
     for (i = 0; i < ncols; i++)
         if (igr_locate(cols[i].values, cols[i].offset, cols[i].stride, records, record_stride,
                        &first[i], &stride[i]))
-            return -1;
+            goto fail;
     /* One offset for the whole batch, as wall_times_from_boot_times takes it. */
     clock_gettime(CLOCK_REALTIME, &wall);
     clock_gettime(CLOCK_BOOTTIME, &boot);
@@ -193,7 +200,7 @@ long long igr_json_lines(const struct igr_json_col *cols, unsigned int ncols, co
                 unsigned long long start, end;
 
                 if (k < 0)
-                    return -1;
+                    goto fail;
                 start = c->offsets[k];
                 end = c->offsets[k + 1];
                 p = igr_put_bytes(p, c->texts + start, end - start);
@@ -202,5 +209,11 @@ long long igr_json_lines(const struct igr_json_col *cols, unsigned int ncols, co
         }
         p = igr_put_bytes(p, suffix, suffix_len);
     }
+    free(first);
+    free(stride);
     return (long long)(p - out);
+fail:
+    free(first);
+    free(stride);
+    return -1;
 }

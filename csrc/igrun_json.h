@@ -26,14 +26,18 @@ struct igr_json_col {
     const unsigned long long *offsets; /* TEXT: where each distinct value starts, and the end */
 };
 
-/* The most bytes igr_json_lines can write for `nrows` rows (TEXT values at their longest). */
+/* The most bytes igr_json_lines can write for `nrows` rows (TEXT values at their longest), or
+ * 2^64 - 1 when that overflows or a column cannot be written (unknown kind, an integer size
+ * other than 1, 2, 4, 8, a TEXT table whose offsets go backwards). */
 unsigned long long igr_json_bound(const struct igr_json_col *cols, unsigned int ncols,
                                   unsigned int suffix_len, unsigned long long nrows);
 
 /* Write `nrows` rows, each the columns in order then `suffix` (e.g. "}\n"), into `out`.
  * In-record columns read row r at `records + r * record_stride + offset`. Returns the bytes
- * written, or -1 when `cap` is too small, a TEXT index is out of range, or an in-record column
- * has no records. */
+ * written, or -1 when `cap` is too small, a column cannot be written (see igr_json_bound), a
+ * TEXT index is out of range, or an in-record column has no records. The caller guarantees
+ * what C cannot see: every column's values hold `nrows` rows, each TEXT table has `size` + 1
+ * offsets within its texts. */
 long long igr_json_lines(const struct igr_json_col *cols, unsigned int ncols, const char *records,
                          long long record_stride, const char *suffix,
                          unsigned int suffix_len, unsigned long long nrows, char *out,

@@ -7,6 +7,7 @@
  *   buffer; Python is called once per batch, never once per event.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -34,18 +35,36 @@ static int igr_max_level = LIBBPF_INFO;
 
 static int igr_print(enum libbpf_print_level level, const char *fmt, va_list args)
 {
-    char buf[1024];
+    char small[1024], *buf = small;
+    va_list again;
     int n;
 
     if ((int)level > igr_max_level)
         return 0;
-    n = vsnprintf(buf, sizeof(buf), fmt, args);
-    if (n < 0)
+    va_copy(again, args);
+    n = vsnprintf(small, sizeof(small), fmt, args);
+    if (n >= (int)sizeof(small)) {
+        /* A long message (a BTF dump, a long path) is formatted whole, not cut. */
+        buf = malloc((size_t)n + 1);
+        if (buf)
+            n = vsnprintf(buf, (size_t)n + 1, fmt, again);
+        else
+            buf = small; /* out of memory: the first part is better than nothing */
+    }
+    va_end(again);
+    if (n < 0) {
+        if (buf != small)
+            free(buf);
         return n;
+    }
+    if (buf == small && (size_t)n >= sizeof(small))
+        n = (int)sizeof(small) - 1;
     /* libbpf lines end with a newline; the structured logger adds its own. */
-    while (n > 0 && (size_t)n < sizeof(buf) && buf[n - 1] == '\n')
+    while (n > 0 && buf[n - 1] == '\n')
         buf[--n] = '\0';
     igr_py_log((int)level, buf);
+    if (buf != small)
+        free(buf);
     return n;
 }
 
@@ -115,7 +134,7 @@ static int igr_for_each_global(struct bpf_object *obj, igr_global_fn fn, void *c
         vsi = btf_var_secinfos(sec);
         for (i = 0; i < btf_vlen(sec); i++, vsi++) {
             const struct btf_type *var = btf__type_by_id(btf, vsi->type);
-            const char *var_name = btf__name_by_offset(btf, var->name_off);
+            const char *var_name = var ? btf__name_by_offset(btf, var->name_off) : NULL;
 
             if (var_name && (ret = fn(map, vsi, var_name, ctx)))
                 return ret;
@@ -134,17 +153,19 @@ static int igr_set_one(struct bpf_map *map, const struct btf_var_secinfo *vsi,
                        const char *var_name, void *ctx)
 {
     struct igr_set_ctx *c = ctx;
-    size_t map_size;
+    size_t map_size, end;
     char *initial;
 
     if (strcmp(var_name, c->name) != 0)
         return 0;
+    if (vsi->size == 0 || vsi->size > INT_MAX)
+        return -E2BIG; /* a size the return value cannot carry (0 means "not found") */
     if (!c->data)
         return (int)vsi->size;
     if (vsi->size != c->size)
         return -E2BIG;
     initial = (char *)bpf_map__initial_value(map, &map_size);
-    if (!initial || vsi->offset + c->size > map_size)
+    if (!initial || __builtin_add_overflow((size_t)vsi->offset, c->size, &end) || end > map_size)
         return -EINVAL;
     memcpy(initial + vsi->offset, c->data, c->size);
     return 1;
@@ -164,7 +185,7 @@ int igr_set_global(struct bpf_object *obj, const char *name, const void *data, s
 
 struct igr_names_ctx {
     char *out;
-    size_t size, used;
+    size_t size, used, needed;
 };
 
 static int igr_add_name(struct bpf_map *map, const struct btf_var_secinfo *vsi,
@@ -175,20 +196,27 @@ static int igr_add_name(struct bpf_map *map, const struct btf_var_secinfo *vsi,
 
     (void)map;
     (void)vsi;
-    if (c->used + len <= c->size) {
+    if (__builtin_add_overflow(c->needed, len, &c->needed))
+        return -E2BIG;
+    /* Whole names only, in order: once one does not fit, none after it is written. */
+    if (c->used == c->needed - len && c->needed <= c->size) {
         memcpy(c->out + c->used, var_name, len);
         c->used += len;
     }
     return 0;
 }
 
-/* Names of all global variables, NUL-separated, for error messages. */
+/* Names of all global variables, NUL-separated. Returns the bytes all of them need: when
+ * that is more than out_size, only the names that fit whole were written and the caller
+ * asks again with a bigger buffer (nothing is cut). */
 int igr_global_names(struct bpf_object *obj, char *out, size_t out_size)
 {
-    struct igr_names_ctx c = { .out = out, .size = out_size, .used = 0 };
+    struct igr_names_ctx c = { .out = out, .size = out ? out_size : 0, .used = 0, .needed = 0 };
+    int err = igr_for_each_global(obj, igr_add_name, &c);
 
-    igr_for_each_global(obj, igr_add_name, &c);
-    return (int)c.used;
+    if (err)
+        return err;
+    return c.needed > INT_MAX ? -E2BIG : (int)c.needed;
 }
 
 /* Skip typedefs and const/volatile/restrict; remember the first declared name. */
@@ -242,7 +270,10 @@ static void igr_fill_scalar(const struct btf *btf, const struct btf_type *t, uns
 }
 
 /* Describe the members of `struct name` so Python can build a decoder from the object's own
- * BTF: the C struct stays the single description of an event's layout. */
+ * BTF: the C struct stays the single description of an event's layout. With `out` NULL,
+ * return the member count only (to size `out`); a struct with more than `max` members is
+ * -E2BIG. Names point into the object's BTF (whole, never cut): valid until it is closed. A
+ * member that does not lie within the struct is -EINVAL. */
 int igr_struct_members(struct bpf_object *obj, const char *name, struct igr_member *out, int max,
                        unsigned int *struct_size)
 {
@@ -257,8 +288,12 @@ int igr_struct_members(struct bpf_object *obj, const char *name, struct igr_memb
     if (id < 0)
         return id;
     st = btf__type_by_id(btf, id);
+    if (!st)
+        return -ENOENT;
     *struct_size = st->size;
     n = btf_vlen(st);
+    if (!out)
+        return n;
     if (n > max)
         return -E2BIG;
     m = btf_members(st);
@@ -270,15 +305,22 @@ int igr_struct_members(struct bpf_object *obj, const char *name, struct igr_memb
         __s64 sz;
 
         memset(o, 0, sizeof(*o));
-        snprintf(o->name, sizeof(o->name), "%s", mname ? mname : "");
-        if (decl && decl->name_off)
-            snprintf(o->type_name, sizeof(o->type_name), "%s",
-                     btf__name_by_offset(btf, decl->name_off));
+        o->name = mname ? mname : "";
+        o->type_name = "";
+        if (decl && decl->name_off) {
+            const char *tname = btf__name_by_offset(btf, decl->name_off);
+
+            o->type_name = tname ? tname : "";
+        }
         if (btf_member_bitfield_size(st, i))
             return -EOPNOTSUPP; /* bitfields do not map onto a numpy dtype */
         o->offset = btf_member_bit_offset(st, i) / 8;
         sz = btf__resolve_size(btf, m->type);
-        o->size = sz < 0 ? 0 : (unsigned int)sz;
+        if (sz < 0)
+            return (int)sz;
+        if ((__u64)o->offset + (__u64)sz > st->size)
+            return -EINVAL;
+        o->size = (unsigned int)sz;
         o->kind = igr_kind_of(t);
         if (o->kind == IGR_KIND_ARRAY) {
             const struct btf_array *arr = btf_array(t);
@@ -344,13 +386,15 @@ struct bpf_link *igr_attach_cgroup(struct bpf_program *prog, int cgroup_fd, int 
 int igr_iter_read(struct bpf_link *link, char **out, size_t *out_len)
 {
     size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    int fd = bpf_iter_create(bpf_link__fd(link));
+    char *buf;
+    int fd;
 
-    if (fd < 0) {
-        free(buf);
+    if (!link || !out || !out_len)
+        return -EINVAL;
+    fd = bpf_iter_create(bpf_link__fd(link));
+    if (fd < 0)
         return fd;
-    }
+    buf = malloc(cap);
     if (!buf) {
         close(fd);
         return -ENOMEM;
@@ -359,14 +403,22 @@ int igr_iter_read(struct bpf_link *link, char **out, size_t *out_len)
         ssize_t n;
 
         if (cap - len < 4096) {
-            char *grown = realloc(buf, cap * 2);
+            size_t bigger;
+            char *grown;
+
+            if (__builtin_mul_overflow(cap, 2, &bigger) || bigger > (size_t)SSIZE_MAX) {
+                free(buf);
+                close(fd);
+                return -E2BIG;
+            }
+            grown = realloc(buf, bigger);
             if (!grown) {
                 free(buf);
                 close(fd);
                 return -ENOMEM;
             }
             buf = grown;
-            cap *= 2;
+            cap = bigger;
         }
         n = read(fd, buf + len, cap - len);
         if (n < 0) {
@@ -389,15 +441,67 @@ int igr_iter_read(struct bpf_link *link, char **out, size_t *out_len)
 
 /* ---- maps ------------------------------------------------------------------------------- */
 
-int igr_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values,
-                         unsigned int *count)
+static bool igr_map_is_percpu(__u32 type)
 {
+    return type == BPF_MAP_TYPE_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_ARRAY ||
+           type == BPF_MAP_TYPE_LRU_PERCPU_HASH || type == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
+}
+
+/* The bytes one key and one value of map `fd` take in a user buffer: a per-CPU value is one
+ * value rounded up to 8 bytes for every possible CPU, as the kernel copies it. */
+int igr_map_elem_sizes(int fd, unsigned long long *key_size, unsigned long long *value_len)
+{
+    struct bpf_map_info info;
+    __u32 len = sizeof(info);
+    unsigned long long v;
+    int err, ncpus;
+
+    memset(&info, 0, sizeof(info));
+    err = bpf_obj_get_info_by_fd(fd, &info, &len);
+    if (err)
+        return err;
+    v = info.value_size;
+    if (igr_map_is_percpu(info.type)) {
+        ncpus = libbpf_num_possible_cpus();
+        if (ncpus <= 0)
+            return ncpus ? ncpus : -EINVAL;
+        v = (v + 7) / 8 * 8;
+        if (__builtin_mul_overflow(v, (unsigned long long)ncpus, &v))
+            return -E2BIG;
+    }
+    *key_size = info.key_size;
+    *value_len = v;
+    return 0;
+}
+
+/* One batch lookup, after checking that each buffer holds what the kernel may write to it:
+ * `*count` keys and values, and a batch token (a hash map's is 4 bytes, an array's a key). */
+int igr_map_lookup_batch(int fd, void *in_batch, void *out_batch, size_t token_size, void *keys,
+                         size_t keys_size, void *values, size_t values_size, unsigned int *count)
+{
+    unsigned long long key_size, value_len, need;
+    int err;
+
+    if (!count || !out_batch || !keys || !values)
+        return -EINVAL;
+    err = igr_map_elem_sizes(fd, &key_size, &value_len);
+    if (err)
+        return err;
+    if (token_size < 4 || token_size < key_size)
+        return -ENOSPC;
+    if (__builtin_mul_overflow(key_size, (unsigned long long)*count, &need) || need > keys_size)
+        return -ENOSPC;
+    if (__builtin_mul_overflow(value_len, (unsigned long long)*count, &need) ||
+        need > values_size)
+        return -ENOSPC;
     return bpf_map_lookup_batch(fd, in_batch, out_batch, keys, values, count, NULL);
 }
 
 int igr_map_create(unsigned int type, const char *name, unsigned int key_size,
                    unsigned int value_size, unsigned int max_entries)
 {
+    if (name && strnlen(name, BPF_OBJ_NAME_LEN) >= BPF_OBJ_NAME_LEN)
+        return -ENAMETOOLONG; /* the kernel would refuse it; never cut it here */
     return bpf_map_create((enum bpf_map_type)type, name, key_size, value_size, max_entries, NULL);
 }
 
@@ -417,7 +521,9 @@ int igr_map_info(int fd, unsigned int *type, unsigned int *id, unsigned int *key
     *key_size = info.key_size;
     *value_size = info.value_size;
     *max_entries = info.max_entries;
-    snprintf(name, name_size, "%s", info.name);
+    if (!name || strnlen(info.name, sizeof(info.name)) >= name_size)
+        return -ENAMETOOLONG; /* the whole name or nothing */
+    snprintf(name, name_size, "%.*s", (int)sizeof(info.name), info.name);
     return 0;
 }
 

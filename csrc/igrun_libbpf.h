@@ -12,9 +12,10 @@ struct bpf_program;
 struct bpf_link;
 struct igr_reader;
 
-/* One member of a BTF struct, types resolved through typedefs and modifiers. */
+/* One member of a BTF struct, types resolved through typedefs and modifiers. The names point
+ * into the object's BTF, whole: they are valid until the object is closed. */
 struct igr_member {
-    char name[64];
+    const char *name;
     unsigned int offset;     /* bytes from the start of the struct */
     unsigned int size;       /* bytes */
     unsigned int kind;       /* IGR_KIND_* below */
@@ -23,7 +24,7 @@ struct igr_member {
     unsigned int nelems;     /* arrays: element count */
     unsigned int elem_kind;  /* arrays: IGR_KIND_* of the element */
     unsigned int is_char;    /* integers (or array elements) declared as char */
-    char type_name[64];      /* the declared type name before resolution (typedef name) */
+    const char *type_name;   /* the declared type name before resolution (typedef name) */
 };
 
 /* cffi cannot see #defines: these are the kinds, in this order. */
@@ -94,8 +95,9 @@ int bpf_map_lookup_elem(int fd, const void *key, void *value);
 int bpf_map_update_elem(int fd, const void *key, const void *value, unsigned long long flags);
 int bpf_map_delete_elem(int fd, const void *key);
 int bpf_map_get_next_key(int fd, const void *key, void *next_key);
-int igr_map_lookup_batch(int fd, void *in_batch, void *out_batch, void *keys, void *values,
-                         unsigned int *count);
+int igr_map_elem_sizes(int fd, unsigned long long *key_size, unsigned long long *value_len);
+int igr_map_lookup_batch(int fd, void *in_batch, void *out_batch, size_t token_size, void *keys,
+                         size_t keys_size, void *values, size_t values_size, unsigned int *count);
 int igr_map_info(int fd, unsigned int *type, unsigned int *id, unsigned int *key_size,
                  unsigned int *value_size, unsigned int *max_entries, char *name, size_t name_size);
 int igr_map_create(unsigned int type, const char *name, unsigned int key_size,

@@ -34,6 +34,7 @@ OBJECTS = (
     "run_snapshot",
     "run_undeclared",
     "run_bitfield",
+    "run_badlost",
     "rejected",
 )
 PROGRAM_PREFIX = "igrt_"
@@ -347,4 +348,20 @@ def test_verifier_rejection_shows_why(igrun_cli: IgrunCli, objects: dict[str, Pa
     )
     assert lines[-1] == "  R0 invalid mem access 'map_value_or_null'"
     assert "Traceback" not in done.stderr
+    assert_nothing_left(igrun_cli, done.pid)
+
+
+def test_an_objects_own_drop_counter_of_another_layout_is_refused(
+    igrun_cli: IgrunCli, objects: dict[str, Path]
+) -> None:
+    """The reader reads gadget_lost_events as one u64 per CPU: an object that declares it with
+    a 32-byte value would have the kernel write past the reader's buffer. One line, exit 1."""
+    done = run(igrun_cli, "run", str(objects["run_badlost"]), "-o", "json", "-t", "2s")
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == (
+        "igrun: error: map gadget_lost_events must be a per-CPU array of 1 entry, u32 key, "
+        "u64 value (igrun/buffer.h); it is a per-CPU array of 1 entry, 4-byte key, "
+        "32-byte value\n"
+    )
     assert_nothing_left(igrun_cli, done.pid)
