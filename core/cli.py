@@ -185,6 +185,7 @@ def cmd_list_containers(argv: list[str], out: Any) -> int:
 
     from igrun.core.containers import Container, ContainerCollection
     from igrun.core.discovery import Discovery, select_clients
+    from igrun.core.printable import printable
 
     parser = _Parser(prog=f"{PROG} list-containers", description="the containers of this host")
     parser.add_argument("-w", "--watch", action="store_true", help="then show them come and go")
@@ -202,7 +203,8 @@ def cmd_list_containers(argv: list[str], out: Any) -> int:
         if args.output == "json":
             record = c.as_dict() if not args.watch else {"event": event, "container": c.as_dict()}
             return json.dumps(record, separators=(",", ":")) + "\n"
-        cells = (c.runtime, c.name, c.short_id, str(c.pid), str(c.mntns), c.image_name)
+        values = (c.runtime, c.name, c.short_id, str(c.pid), str(c.mntns), c.image_name)
+        cells = [printable(v) for v in values]  # runtime metadata: no terminal controls
         text = " ".join(v.ljust(w) for v, w in zip(cells, widths, strict=True)).rstrip()
         return (f"{event.upper():<8} " if args.watch else "") + text + "\n"
 
