@@ -406,6 +406,18 @@ def _quiet_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+def _interrupt_on_stop_signals() -> None:
+    """Until a run takes them over, SIGTERM and SIGHUP interrupt like Ctrl-C: igrun undoes
+    what it started and exits 0, quietly (start-up, ``list-containers -w``)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) is signal.SIG_DFL:  # not when ignored (nohup)
+                signal.signal(sig, signal.default_int_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (tests call it directly)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -415,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.pop(0)
     verbose = verbose or "-v" in args or "--verbose" in args
     _configure_logging(verbose)
+    _interrupt_on_stop_signals()
     try:
         from igrun.core.plugins import registry
 

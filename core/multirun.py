@@ -20,7 +20,7 @@ from igrun.core.config import RunSpec
 from igrun.core.gadget import GadgetContext
 from igrun.core.operator import Operator
 from igrun.core.pins import PIN_ROOT, PinDir
-from igrun.core.runtime import STOP_SIGNALS, Runtime, check_host
+from igrun.core.runtime import Runtime, check_host, on_stop_signals
 
 JOIN_SECONDS = 0.2  # how often the main thread looks up from waiting, to take signals
 
@@ -41,11 +41,6 @@ def run_all(
         for p in (gadget_params, runtime_params, *operator_params.values()):
             p.validate()
 
-    top = PinDir.create(PIN_ROOT)
-    runtimes = [
-        Runtime(operators, pin_root=top.path, chain=spec.chain, pin_name=f"run{i}")
-        for i, spec in enumerate(specs)
-    ]
     shared: dict[str, Any] = {SHARED: SharedContainers(), "output_lock": threading.Lock()}
     contexts: list[GadgetContext] = []
     errors: list[BaseException] = []
@@ -80,12 +75,18 @@ def run_all(
             if on_error is not None:
                 on_error(spec, exc)
 
-    threads = [
-        threading.Thread(target=work, args=(rt, spec, p), name=f"igrun-{spec.gadget.id()}")
-        for rt, spec, p in zip(runtimes, specs, params, strict=True)
-    ]
-    previous = {sig: signal.signal(sig, lambda signum, frame: cancel_all()) for sig in STOP_SIGNALS}
+    previous = on_stop_signals(lambda signum, frame: cancel_all())
+    top: PinDir | None = None  # made once a signal can no longer leave it behind
     try:
+        top = PinDir.create(PIN_ROOT)
+        runtimes = [
+            Runtime(operators, pin_root=top.path, chain=spec.chain, pin_name=f"run{i}")
+            for i, spec in enumerate(specs)
+        ]
+        threads = [
+            threading.Thread(target=work, args=(rt, spec, p), name=f"igrun-{spec.gadget.id()}")
+            for rt, spec, p in zip(runtimes, specs, params, strict=True)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -94,5 +95,6 @@ def run_all(
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-        top.cleanup()
+        if top is not None:
+            top.cleanup()
     return errors

@@ -68,6 +68,16 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """What ends a run cleanly, like Ctrl-C: a kill, a closed terminal or ssh session."""
 
 
+def on_stop_signals(handler: Any) -> dict[int, Any]:
+    """Install ``handler`` for each stop signal that is not ignored (``nohup igrun …`` keeps
+    running when its terminal closes); return the handlers it replaced."""
+    previous: dict[int, Any] = {}
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
 @contextmanager
 def _stop_on_signals(ctx: GadgetContext) -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP end the run cleanly; a second one interrupts at once."""
@@ -77,7 +87,7 @@ def _stop_on_signals(ctx: GadgetContext) -> Iterator[None]:
             raise KeyboardInterrupt
         ctx.cancel()
 
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    previous = on_stop_signals(handler)
     try:
         yield
     finally:

@@ -340,3 +340,31 @@ def test_a_hangup_ends_every_run_of_a_config(root: Path, tmp_path: Path) -> None
     assert folders(root) == set()
     time.sleep(0.2)
     assert [p for p in held["prog_id"] if exists("prog_id", p)] == []
+
+
+def test_nohup_keeps_a_run_going_when_its_terminal_closes(root: Path) -> None:
+    """SIGHUP ignored by whoever started igrun (nohup) stays ignored."""
+    proc = start(
+        [*IGRUN, *TRACE],
+        root,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert folders(root) == set()
+
+
+def test_a_hangup_ends_list_containers_watch_quietly() -> None:
+    proc = subprocess.Popen(
+        [*IGRUN, "list-containers", "-w"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().split()[:2] == ["EVENT", "RUNTIME"]
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=20)
+    assert (proc.returncode, err) == (0, "")
