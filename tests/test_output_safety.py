@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from containerlab import Running, needs
+from test_columnlines import unsafe
 
 from igrun.core.columnlines import fit
 from igrun.core.printable import printable
@@ -31,7 +32,7 @@ USER = 1001
 
 def controls(text: str) -> list[str]:
     """The characters of ``text`` a terminal would act on (line feeds apart)."""
-    return [c for c in text if c != "\n" and c != "\\" and printable(c) != c]
+    return unsafe(text)
 
 
 def test_unprivileged_exec_args_cannot_forge_rows(igrun_cli: IgrunCli) -> None:
