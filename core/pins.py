@@ -79,10 +79,18 @@ def check_root(root: Path) -> None:
     """Make ``root`` (root's, mode 0700) if it is missing; refuse it, with one line that says
     how to fix it, if anyone else could change what is in it."""
     root.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    uid = os.geteuid()
+    for parent in root.parents:  # whoever may rename a folder above could swap the root
+        st = os.stat(parent)
+        if st.st_uid not in (0, uid) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+            raise EnvironmentProblem(
+                f"pin folder {root} is inside {parent}, which others can change (owner uid "
+                f"{st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}): choose a pin root whose "
+                "folders are root's and closed to others, or sticky like /sys/fs/bpf"
+            )
     with contextlib.suppress(FileExistsError):
         os.mkdir(root, 0o700)  # never follows a symlink, never takes an existing folder
     st = os.lstat(root)
-    uid = os.geteuid()
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a folder"
         raise EnvironmentProblem(

@@ -135,6 +135,20 @@ def test_a_root_others_could_change_is_refused(root: Path, make: object, fix: st
         PinDir.create(root)
 
 
+def test_a_root_inside_a_folder_others_can_change_is_refused(root: Path) -> None:
+    """Whoever owns a folder above the root can rename the root away and put their own."""
+    root.parent.mkdir()
+    os.chown(root.parent, 1001, 1001)
+    with pytest.raises(EnvironmentProblem, match=r"is inside .*owner uid 1001, mode 755"):
+        PinDir.create(root)
+    os.chown(root.parent, 0, 0)
+    os.chmod(root.parent, 0o777)
+    with pytest.raises(EnvironmentProblem, match=r"is inside .*owner uid 0, mode 777"):
+        PinDir.create(root)
+    os.chmod(root.parent, 0o1777)  # sticky, like bpffs itself: only owners rename
+    PinDir.create(root).cleanup()
+
+
 def test_a_pin_in_place_of_the_root_is_refused(root: Path) -> None:
     """bpffs holds folders and pinned objects only: a map pinned at the root's path."""
     root.parent.mkdir()
