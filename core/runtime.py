@@ -69,11 +69,12 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def on_stop_signals(handler: Any) -> dict[int, Any]:
-    """Install ``handler`` for each stop signal that is not ignored (``nohup igrun …`` keeps
-    running when its terminal closes); return the handlers it replaced."""
+    """Install ``handler`` for each stop signal, SIGHUP only when it is not ignored
+    (``nohup igrun …`` keeps running when its terminal closes); return the handlers it
+    replaced."""
     previous: dict[int, Any] = {}
     for sig in STOP_SIGNALS:
-        if signal.getsignal(sig) is not signal.SIG_IGN:
+        if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN:
             previous[sig] = signal.signal(sig, handler)
     return previous
 
