@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from containerlab import Running, needs
-from test_columnlines import unsafe
+from test_columnlines import unsafe as controls
 
 from igrun.core.columnlines import fit
 from igrun.core.printable import printable
@@ -28,11 +28,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.bpf
 
 USER = 1001
-
-
-def controls(text: str) -> list[str]:
-    """The characters of ``text`` a terminal would act on (line feeds apart)."""
-    return unsafe(text)
 
 
 def test_unprivileged_exec_args_cannot_forge_rows(igrun_cli: IgrunCli) -> None:
