@@ -185,6 +185,7 @@ def cmd_list_containers(argv: list[str], out: Any) -> int:
 
     from igrun.core.containers import Container, ContainerCollection
     from igrun.core.discovery import Discovery, select_clients
+    from igrun.core.printable import printable
 
     parser = _Parser(prog=f"{PROG} list-containers", description="the containers of this host")
     parser.add_argument("-w", "--watch", action="store_true", help="then show them come and go")
@@ -202,7 +203,8 @@ def cmd_list_containers(argv: list[str], out: Any) -> int:
         if args.output == "json":
             record = c.as_dict() if not args.watch else {"event": event, "container": c.as_dict()}
             return json.dumps(record, separators=(",", ":")) + "\n"
-        cells = (c.runtime, c.name, c.short_id, str(c.pid), str(c.mntns), c.image_name)
+        values = (c.runtime, c.name, c.short_id, str(c.pid), str(c.mntns), c.image_name)
+        cells = [printable(v) for v in values]  # runtime metadata: no terminal controls
         text = " ".join(v.ljust(w) for v, w in zip(cells, widths, strict=True)).rstrip()
         return (f"{event.upper():<8} " if args.watch else "") + text + "\n"
 
@@ -404,6 +406,18 @@ def _quiet_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+def _interrupt_on_stop_signals() -> None:
+    """Until a run takes them over, SIGTERM and SIGHUP interrupt like Ctrl-C: igrun undoes
+    what it started and exits 0, quietly (start-up, ``list-containers -w``)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) is signal.SIG_DFL:  # not when ignored (nohup)
+                signal.signal(sig, signal.default_int_handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (tests call it directly)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -413,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.pop(0)
     verbose = verbose or "-v" in args or "--verbose" in args
     _configure_logging(verbose)
+    _interrupt_on_stop_signals()
     try:
         from igrun.core.plugins import registry
 

@@ -6,7 +6,8 @@ alignment for numbers), and each line loses its trailing blanks. :class:`ColumnL
 describes a batch's columns once: integers and booleans are read where they are and fitted by
 ``igr_column_lines``; any other column is formatted and fitted in Python once per *distinct*
 value (``Batch.distinct``: a batch has few distinct commands or containers), and rows point at
-their cell.
+their cell. Text from events and containers is escaped there (:mod:`igrun.core.printable`), so
+no control character or escape sequence reaches the terminal and widths count what is shown.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from igrun.core.cbuffers import (
     texts_table,
 )
 from igrun.core.helpers import format_rfc3339_ns
+from igrun.core.printable import printable
 from igrun.core.schema import Array, Batch, Field, Kind
 
 ELLIPSIS = "…"
@@ -44,16 +46,16 @@ _CUTS = {
 
 
 def format_value(kind: Kind, value: Any) -> str:
-    """One value as the columns output shows it."""
+    """One value as the columns output shows it: text with its control characters escaped."""
     if kind is Kind.TIME:
         return format_rfc3339_ns(value)
     if kind is Kind.LIST:
-        return " ".join(value)
+        return printable(" ".join(value))
     if kind is Kind.BOOL:
         return "true" if value else "false"
     if kind is Kind.BYTES:
         return bytes(value).hex()
-    return str(value)
+    return printable(str(value))
 
 
 def fit(text: str, width: int, f: Field) -> str:

@@ -4,12 +4,18 @@ Importing structlog costs tens of milliseconds (it brings asyncio along), and mo
 no log line before their gadget is tracing, or at all. So :func:`get_logger` hands out a
 :class:`Logger` that checks the level first and loads structlog with the first line that is
 actually written.
+
+Log lines carry values that come from events and containers (a container's name, a path), so
+every string in a line is escaped as the columns output escapes it
+(:mod:`igrun.core.printable`): a line never steers the terminal, and a line feed in a value
+never starts a forged line.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 _level = logging.INFO
@@ -26,10 +32,14 @@ _LEVELS = {
 
 
 class _Stderr:
-    """Whatever ``sys.stderr`` is at the time of writing (tests and tools swap it)."""
+    """Whatever ``sys.stderr`` is at the time of writing (tests and tools swap it). What
+    reaches it has its values escaped already; any control character left (in a traceback, a
+    value's repr) is escaped here, line feeds apart."""
 
     def write(self, text: str) -> int:
-        return sys.stderr.write(text)
+        from igrun.core.printable import printable_lines
+
+        return sys.stderr.write(printable_lines(text))
 
     def flush(self) -> None:
         sys.stderr.flush()
@@ -42,6 +52,24 @@ def configure(verbose: bool = False) -> None:
     _configured = False  # structlog itself is set up with the first line written
 
 
+_QUOTED = frozenset(" \t=\r\n\"'")
+"""Strings with one of these the renderer shows as their repr, which escapes them itself."""
+
+
+def _escape_values(
+    logger: Any, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A structlog processor: the event name, and every string value the renderer would
+    show as it is, escaped."""
+    from igrun.core.printable import printable
+
+    out = dict(event)
+    for key, value in event.items():
+        if isinstance(value, str) and (key == "event" or not _QUOTED.intersection(value)):
+            out[key] = printable(value)
+    return out
+
+
 def _structlog() -> Any:
     global _configured
     import structlog
@@ -50,6 +78,7 @@ def _structlog() -> Any:
         structlog.configure(
             processors=[
                 structlog.processors.add_log_level,
+                _escape_values,
                 structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
                 structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0, pad_level=False),
             ],

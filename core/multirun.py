@@ -3,10 +3,10 @@
 Each run gets a thread of its own and its own pin folder inside the process's one, and they
 share what containers cost: one collection, one discovery, and one mount-ns filter map per
 selection (see ``operators/containers.py``). Their output goes to the same stdout, one whole
-batch at a time, each record or line tagged with its gadget. One Ctrl-C (or SIGTERM) ends them
-all; each still ends on its own timeout. Params are all checked before anything loads; a run
-that fails later (its BPF object does not load, say) is reported in one line and the others
-go on.
+batch at a time, each record or line tagged with its gadget. One Ctrl-C (or SIGTERM, or SIGHUP)
+ends them all; each still ends on its own timeout. Params are all checked before anything
+loads; a run that fails later (its BPF object does not load, say) is reported in one line and
+the others go on.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from igrun.core.config import RunSpec
 from igrun.core.gadget import GadgetContext
 from igrun.core.operator import Operator
 from igrun.core.pins import PIN_ROOT, PinDir
-from igrun.core.runtime import Runtime, check_host
+from igrun.core.runtime import Runtime, check_host, on_stop_signals
 
 JOIN_SECONDS = 0.2  # how often the main thread looks up from waiting, to take signals
 
@@ -41,22 +41,22 @@ def run_all(
         for p in (gadget_params, runtime_params, *operator_params.values()):
             p.validate()
 
-    top = PinDir.create(PIN_ROOT)
-    runtimes = [
-        Runtime(operators, pin_root=top.path, chain=spec.chain, pin_name=f"run{i}")
-        for i, spec in enumerate(specs)
-    ]
     shared: dict[str, Any] = {SHARED: SharedContainers(), "output_lock": threading.Lock()}
     contexts: list[GadgetContext] = []
     errors: list[BaseException] = []
-    lock = threading.Lock()
+    lock = threading.RLock()  # the signal handler may run again while it holds it
+
+    stopping: list[bool] = []
 
     def started(ctx: GadgetContext) -> None:
         with lock:
             contexts.append(ctx)
+            if stopping:  # a signal came before this run had started
+                ctx.cancel()
 
     def cancel_all() -> None:
         with lock:
+            stopping.append(True)
             for ctx in contexts:
                 ctx.cancel()
 
@@ -75,15 +75,18 @@ def run_all(
             if on_error is not None:
                 on_error(spec, exc)
 
-    threads = [
-        threading.Thread(target=work, args=(rt, spec, p), name=f"igrun-{spec.gadget.id()}")
-        for rt, spec, p in zip(runtimes, specs, params, strict=True)
-    ]
-    previous = {
-        sig: signal.signal(sig, lambda signum, frame: cancel_all())
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+    previous = on_stop_signals(lambda signum, frame: cancel_all())
+    top: PinDir | None = None  # made once a signal can no longer leave it behind
     try:
+        top = PinDir.create(PIN_ROOT)
+        runtimes = [
+            Runtime(operators, pin_root=top.path, chain=spec.chain, pin_name=f"run{i}")
+            for i, spec in enumerate(specs)
+        ]
+        threads = [
+            threading.Thread(target=work, args=(rt, spec, p), name=f"igrun-{spec.gadget.id()}")
+            for rt, spec, p in zip(runtimes, specs, params, strict=True)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -92,5 +95,6 @@ def run_all(
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
-        top.cleanup()
+        if top is not None:
+            top.cleanup()
     return errors

@@ -3,7 +3,8 @@
 The lifecycle follows Inspektor Gadget's local runtime: check the host, instantiate the gadget,
 init it (BPF objects load here, so the event layout is known), instantiate and order the
 operators, pre-run, run, post-run, close. Every piece that started is stopped again, whatever
-ends the run: its timeout, Ctrl-C, SIGTERM, a limit reached, or an error.
+ends the run: its timeout, Ctrl-C, SIGTERM, SIGHUP (a closed terminal or ssh session), a limit
+reached, or an error.
 """
 
 from __future__ import annotations
@@ -63,16 +64,31 @@ def check_host(pin_root: Path = PIN_ROOT) -> None:
         )
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""What ends a run cleanly, like Ctrl-C: a kill, a closed terminal or ssh session."""
+
+
+def on_stop_signals(handler: Any) -> dict[int, Any]:
+    """Install ``handler`` for each stop signal, SIGHUP only when it is not ignored
+    (``nohup igrun …`` keeps running when its terminal closes); return the handlers it
+    replaced."""
+    previous: dict[int, Any] = {}
+    for sig in STOP_SIGNALS:
+        if sig != signal.SIGHUP or signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
 @contextmanager
 def _stop_on_signals(ctx: GadgetContext) -> Iterator[None]:
-    """SIGINT and SIGTERM end the run cleanly; a second one interrupts at once."""
+    """SIGINT, SIGTERM and SIGHUP end the run cleanly; a second one interrupts at once."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if ctx.done:
             raise KeyboardInterrupt
         ctx.cancel()
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = on_stop_signals(handler)
     try:
         yield
     finally:
@@ -214,11 +230,14 @@ class Runtime:
     def _run(
         self, ctx: GadgetContext, stack: ExitStack, hooks: Any, prepare: Any, signals: bool
     ) -> None:
-        pins = PinDir.create(self.pin_root, self.pin_name)
+        if signals:  # before the pin folder exists: no signal leaves it behind
+            stack.enter_context(_stop_on_signals(ctx))
+        if self.pin_name is None:
+            pins = PinDir.create(self.pin_root)
+        else:
+            pins = PinDir.inside(self.pin_root, self.pin_name)
         stack.callback(pins.cleanup)
         ctx.pins = pins
-        if signals:
-            stack.enter_context(_stop_on_signals(ctx))
 
         # Operators check their params against the fields they will see before anything
         # loads, so a typo in -F costs no BPF load.

@@ -23,6 +23,7 @@ from igrun.core.hookspecs import hookimpl
 from igrun.core.jsonlines import JsonLines, dumps
 from igrun.core.operator import PRIORITY_OUTPUT, Operator
 from igrun.core.params import ParamDesc, Params
+from igrun.core.printable import printable
 from igrun.core.schema import Batch, Field, Schema
 from igrun.operators._common import resolve_column, windowed
 
@@ -121,7 +122,7 @@ class OutputOperator(Operator):
             self._lines = ColumnLines(self.columns, self.widths, self.tag)
 
     def _header(self) -> str:
-        names = [f.name.upper() for f in self.columns]
+        names = [printable(f.name.upper()) for f in self.columns]  # a .bpf.o names its own
         cells = [fit(n, w, f) for n, w, f in zip(names, self.widths, self.columns, strict=True)]
         cells[-1] = names[-1] if self.columns[-1].column.align == "left" else cells[-1]
         prefix = "\n" if self._started else ""

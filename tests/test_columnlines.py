@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 import pytest
 
 from igrun.core.columnlines import ColumnLines, fit, format_value
+from igrun.core.printable import printable
 from igrun.core.schema import Batch, Column, Field, Kind, Schema
 
 DTYPE = np.dtype(
@@ -106,3 +109,91 @@ def test_coded_reordered_strided_and_empty(batch: Batch) -> None:
         "runtime.containerName", np.array([""], dtype=object), np.where(codes < 0, -1, 0)
     )
     assert bytes(writer.encode(batch)).decode() == reference(batch, FIELDS, widths, None)
+
+
+HOSTILE = [
+    "x\r\x1b[2K",
+    "a\nb\tc\\d",
+    "\x00\x7f\x9b2J",
+    "rtl\u202eevil\u2066",
+    "line\u2028para\u2029nel\x85",
+    "\ud800lone",
+]
+SHOWN = [
+    "x\\r\\x1b[2K",
+    "a\\nb\\tc\\\\d",
+    "\\x00\\x7f\\u009b2J",
+    "rtl\\u202eevil\\u2066",
+    "line\\u2028para\\u2029nel\\u0085",
+    "\\ud800lone",
+]
+
+
+def test_text_is_escaped_visibly_in_one_scheme() -> None:
+    assert [printable(t) for t in HOSTILE] == SHOWN
+    assert [format_value(Kind.STR, t) for t in HOSTILE] == SHOWN
+    assert format_value(Kind.LIST, ["x\r", "\x1b[2K"]) == "x\\r \\x1b[2K"
+    assert printable("plain café 東京 \u00a0") == "plain café 東京 \u00a0"
+    # widths count the escapes: what is shown is what is fitted
+    f = field("comm", Kind.STR, 6)
+    assert fit(format_value(Kind.STR, "\x1b[2J"), 6, f) == "\\x1b[…"
+
+
+BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def unsafe(text: str) -> list[str]:
+    """What a terminal acts on, by Unicode's own categories (not by the code under test):
+    controls (line feeds apart), line and paragraph separators, surrogates, bidi controls."""
+    return [
+        c
+        for c in text
+        if c != "\n" and (unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs") or c in BIDI)
+    ]
+
+
+def unsafe_bytes(data: bytes) -> list[str]:
+    return unsafe(data.decode())
+
+
+def test_every_code_point_is_shown_safely_and_as_python_does() -> None:
+    """All of the Basic Multilingual Plane and a few beyond, one per row, through the C
+    writer: equal to the reference, nothing unsafe, and only the chosen ones escaped."""
+    points = [*range(0x3000), *range(0xD7F0, 0xE010), *range(0xFFF0, 0x10000), 0x1F600]
+    texts = [chr(p) for p in points]
+    fields = [field("comm", Kind.STR, 6), field("tail", Kind.STR, 3)]
+    raw = np.zeros(len(texts), DTYPE)
+    b = Batch(Schema(fields, "event", DTYPE), raw)
+    b.set_column("comm", np.array(texts, dtype=object))
+    b.set_column("tail", np.array(texts, dtype=object))
+    got = bytes(ColumnLines(fields, [6, 3]).encode(b)).decode()
+    assert got == reference(b, fields, [6, 3], None)
+    assert unsafe(got) == []
+    escaped = {t for t in texts if printable(t) != t}
+    assert escaped == {t for t in texts if unsafe(t) or t in "\n\\"}
+
+
+@pytest.mark.parametrize("tag", [None, "trace exec"])
+def test_hostile_text_is_escaped_by_the_writer_as_by_python(batch: Batch, tag: str | None) -> None:
+    """Event text (a char array and decoded columns) with controls: the C writer's lines are
+    the reference's, and no raw control reaches them; rows stay one line each."""
+    raw = batch.raw
+    raw["comm"] = [b"x\r\x1b[2K", b"\x1b]0;t\x07", b"ok", b"\x7f\xc2\x9b", b"", b"t\n"]
+    hostile = Batch(batch.schema, raw)
+    hostile.set_column("runtime.containerName", np.array(HOSTILE, dtype=object))
+    args = np.empty(6, dtype=object)
+    args[:] = [[h] for h in HOSTILE]
+    hostile.set_column("args", args)
+    hostile.set_column("ratio", np.zeros(6))
+    hostile.set_column("tail", np.array(HOSTILE[::-1], dtype=object))
+    widths = [f.width for f in FIELDS]
+    for fields in (FIELDS, FIELDS[:7]):  # the last column cut, and as it is
+        got = bytes(ColumnLines(fields, widths[: len(fields)], tag).encode(hostile))
+        assert got.decode() == reference(hostile, fields, widths[: len(fields)], tag)
+        assert unsafe_bytes(got) == []
+        assert got.count(b"\n") == 6
+    got = bytes(ColumnLines(FIELDS, widths).encode(hostile)).decode()
+    first = got.splitlines()[0].split()
+    assert first[2:3] == ["x\\…[2K"]  # comm: its escaped text fitted to 6, cut in the middle
+    assert first[6:8] == ["x\\r\\x1b…", "x\\r\\x1b[2K"]  # name cut at 8; args whole
+    assert first[-1] == "\\ud800lone"  # the last column, whole

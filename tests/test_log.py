@@ -44,3 +44,27 @@ def test_verbose_writes_debug_lines_and_structlog_methods_still_work() -> None:
     lines = done.stderr.splitlines()
     assert lines[0].endswith("[debug] loading gadget=g step=1")
     assert lines[1].endswith("[info] fresh other=2")
+
+
+def test_values_and_tracebacks_are_escaped() -> None:
+    """Event-derived text in a log line steers nothing: plain values are escaped, quoted ones
+    are shown as their repr, and a traceback keeps its lines but not its controls."""
+    done = run(
+        r"""
+        from igrun.core.log import configure, get_logger
+        configure(verbose=False)
+        log = get_logger(gadget="trace exec")
+        log.warning("container_added\x1b[2J", name="web\x1b[2J\u202e", image="a b\r\n\x1b[H")
+        try:
+            raise ValueError("bad\x1b]0;title\x07")
+        except ValueError:
+            log.error("failed", exc_info=True)
+        """
+    )
+    first, *rest = done.stderr.splitlines()
+    assert first.endswith(
+        r"[warning] container_added\x1b[2J gadget='trace exec' image='a b\r\n\x1b[H' "
+        r"name=web\x1b[2J\u202e"
+    )
+    assert rest[-1] == r"ValueError: bad\x1b]0;title\x07"
+    assert not [c for c in done.stderr if c < " " and c != "\n"]

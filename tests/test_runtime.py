@@ -143,11 +143,12 @@ def test_failures_stop_everything_started(run_burst: Any, test_object: Path) -> 
 def test_stale_pin_folders_are_removed(tmp_path: Path) -> None:
     root = Path(f"/sys/fs/bpf/igrun-test-root-{os.getpid()}")
     try:
-        (root / "999999999-1").mkdir(parents=True)  # no such process
+        root.mkdir(0o700)
+        (root / "999999999-1").mkdir()  # no such process
         (root / f"{os.getpid()}-1").mkdir()  # our pid, another start time: also stale
-        (root / "not-ours").mkdir()
+        (root / "not-ours").mkdir()  # whatever its name, no run holds it: stale
         pins = PinDir.create(root)
-        assert sorted(p.name for p in root.iterdir()) == sorted(["not-ours", pins.path.name])
+        assert sorted(p.name for p in root.iterdir()) == [pins.path.name]
         assert oct(pins.path.stat().st_mode & 0o777) == "0o700"
         pins.cleanup()
         assert not pins.path.exists()
