@@ -28,6 +28,37 @@ from igrun.core.schema import Batch
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 LOST_REPORT_INTERVAL = 1.0
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+BUFFER_MAX = 1 << 30
+
+
+def _size_flag(n: int) -> str:
+    """A size the way ``--buffer-size`` takes it: 4K, 2M, 1G."""
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
+
+
+def check_buffer_size(size: int) -> None:
+    """The kernel takes a ring buffer of a power-of-two number of pages, and libbpf a perf
+    buffer of a power-of-two number of pages per CPU: any other size is refused here, with
+    the sizes that are allowed, instead of being rounded behind the user's back (or
+    overflowing the kernel's 32-bit size)."""
+    if size == 0:
+        return
+    low, high = _size_flag(PAGE_SIZE), _size_flag(BUFFER_MAX)
+    if not PAGE_SIZE <= size <= BUFFER_MAX:
+        raise ValueError(
+            f"{_size_flag(size)} is out of range: from {low} to {high} (or 0: the gadget's own)"
+        )
+    if size & (size - 1):
+        below = 1 << (size.bit_length() - 1)
+        raise ValueError(
+            f"{_size_flag(size)} is not a power of two (the kernel's rule for ring and perf "
+            f"buffers): use {_size_flag(below)} or {_size_flag(below * 2)}"
+        )
+
 
 RUNTIME_PARAMS: tuple[ParamDesc, ...] = (
     ParamDesc(
@@ -48,7 +79,8 @@ RUNTIME_PARAMS: tuple[ParamDesc, ...] = (
         type_hint=TypeHint.BYTES,
         default="0",
         description="the events buffer of BPF gadgets: ring buffer bytes, or perf buffer bytes "
-        "per CPU (e.g. 4M); 0 keeps the gadget's own size",
+        "per CPU; a power of two from 4K to 1G (e.g. 4M); 0 keeps the gadget's own size",
+        check=check_buffer_size,
     ),
 )
 
