@@ -64,6 +64,7 @@ def _add_params(
     for desc in descs:
         dest = f"{prefix}{desc.key}"
         kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": _help(desc)}
+        kwargs["type"] = desc.flag_value  # a flag given empty is a mistake, not the default
         if desc.type_hint is TypeHint.BOOL:
             kwargs.update(nargs="?", const="true", metavar="BOOL")
         elif desc.repeatable:

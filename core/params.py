@@ -84,6 +84,19 @@ class ParamDesc:
             raise ParamError(f"--{self.key}: {exc}") from None
         return parsed
 
+    def flag_value(self, value: str) -> str:
+        """A value given on the command line, which must say something: ``-F ''`` or
+        ``-c web,`` would otherwise mean the default (or one name fewer) in silence. A file
+        or the environment may hold an empty value (``igrun config default`` writes one for
+        every unset param); a flag given empty is a mistake."""
+        if not value.strip():
+            raise ParamError(f"--{self.key}: empty value (leave the flag out for the default)")
+        if self.type_hint.value.startswith("[]") and any(
+            not item.strip() for item in value.split(",")
+        ):
+            raise ParamError(f"--{self.key}: empty item in {value!r}")
+        return value
+
 
 def _split(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]

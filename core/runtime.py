@@ -72,7 +72,8 @@ RUNTIME_PARAMS: tuple[ParamDesc, ...] = (
         "interval",
         type_hint=TypeHint.DURATION,
         default="0",
-        description="gather events for this long, then sort and print them together",
+        description="gather events for this long, then sort and print them together; "
+        "0 prints each batch as it comes",
     ),
     ParamDesc(
         "buffer-size",

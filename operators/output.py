@@ -31,18 +31,20 @@ FORMATS = ("columns", "json", "jsonpretty", "yaml")
 
 def parse_output(spec: str, schema: Schema) -> tuple[str, list[Field]]:
     """``"columns=+uid,-ppid"`` -> ("columns", [the fields to show, in order])."""
-    fmt, _, selection = spec.partition("=")
+    fmt, equals, selection = spec.partition("=")
     fmt = fmt.strip()
     if fmt not in FORMATS:
         raise ParamError(f'invalid output "{spec}": use one of {", ".join(FORMATS)}')
     if fmt != "columns":
-        if selection:
+        if equals:
             raise ParamError(f'invalid output "{spec}": only columns takes a column list')
         return fmt, list(schema.fields)
-    if not selection.strip():
+    if not equals:
         return fmt, schema.default_columns()
-    parts = [p.strip() for p in selection.split(",") if p.strip()]
+    parts = [p.strip() for p in selection.split(",")]
     what = f'output "{spec}"'
+    if not all(parts) or not all(p.lstrip("+-") for p in parts):
+        raise ParamError(f"invalid {what}: an empty column name (e.g. columns=pid,comm)")
     if all(p[0] in "+-" for p in parts):
         fields = schema.default_columns()
         for p in parts:
