@@ -775,13 +775,11 @@ def _check_source(obj: BpfObject, decl: Declaration) -> None:
 
 def cmd_run(argv: list[str]) -> int:
     """``igrun run FILE.bpf.o [flags]``."""
-    import sys
-
-    from igrun.core.cli import run_gadget_class
+    from igrun.core.cli import STDOUT, run_gadget_class
     from igrun.core.plugins import registry
 
     if argv[:1] in (["-h"], ["--help"]):
-        sys.stdout.write(
+        STDOUT.write(
             f"usage: {USAGE}\n\nRun a compiled CO-RE object that declares its "
             "events with GADGET_TRACER or GADGET_SNAPSHOTTER (igrun/macros.h).\n"
         )

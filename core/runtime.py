@@ -18,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from igrun.core.errors import EnvironmentProblem
+from igrun.core.errors import EnvironmentProblem, output_failed
 from igrun.core.gadget import Gadget, GadgetContext, InitClose, ResultRunner, Runner
 from igrun.core.log import get_logger
 from igrun.core.operator import PRIORITY_OUTPUT, Chain, Operator, order
@@ -111,6 +111,16 @@ def _stop_on_signals(ctx: GadgetContext) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _write_result(data: bytes) -> None:
+    """A result gadget's whole output to stdout (a write may take only part of it)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(1, view) :]
+    except OSError as exc:
+        raise output_failed(exc) from None
 
 
 class Run:
@@ -289,8 +299,7 @@ class Runtime:
             if isinstance(gadget, Runner):
                 gadget.run(ctx)
             elif isinstance(gadget, ResultRunner):
-                result = gadget.run_with_result(ctx)
-                os.write(1, result)
+                _write_result(gadget.run_with_result(ctx))
         finally:
             run.flush_lost()
         run.chain.flush()

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from igrun.core.columnlines import ColumnLines, fit
-from igrun.core.errors import ParamError
+from igrun.core.errors import ParamError, output_failed
 from igrun.core.gadget import GadgetContext
 from igrun.core.hookspecs import hookimpl
 from igrun.core.jsonlines import JsonLines, dumps
@@ -104,6 +104,8 @@ class OutputOperator(Operator):
         """Set when several gadgets share stdout: every record and line says whose it is."""
         self._lock: Any = ctx.extra.get("output_lock") or threading.Lock()
         """Shared when several gadgets write to one stdout (whole batches, never mixed)."""
+        self._failed = False
+        """A write failed (reported once, by the error that ends the run): write no more."""
 
     @classmethod
     def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
@@ -146,9 +148,15 @@ class OutputOperator(Operator):
         return "".join("---\n" + yaml.safe_dump(r, sort_keys=False) for r in records)
 
     def write(self, text: str) -> None:
+        if self._failed:
+            return
         with self._lock:
-            self.stream.write(text)
-            self.stream.flush()
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except OSError as exc:
+                self._failed = True
+                raise output_failed(exc) from None
         self._started = True
 
     def write_bytes(self, data: memoryview, header: str = "") -> None:
@@ -158,12 +166,18 @@ class OutputOperator(Operator):
         if binary is None:
             self.write(header + bytes(data).decode())
             return
+        if self._failed:
+            return
         with self._lock:
-            if header:
-                self.stream.write(header)
-            self.stream.flush()
-            binary.write(data)
-            binary.flush()
+            try:
+                if header:
+                    self.stream.write(header)
+                self.stream.flush()
+                binary.write(data)
+                binary.flush()
+            except OSError as exc:
+                self._failed = True
+                raise output_failed(exc) from None
         self._started = True
 
     def process(self, batch: Batch) -> Batch:
