@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from igrun.core.errors import (
+    EnvironmentProblem,
     GadgetNotFound,
     IgrunError,
     OutputClosed,
@@ -209,6 +210,8 @@ def cmd_list_containers(argv: list[str], out: Any) -> int:
     parser.add_argument("--containerd-namespace", default="k8s.io")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    if os.geteuid() != 0:  # other users' processes and runtime state: an empty table, wrongly
+        raise EnvironmentProblem(f"{PROG} list-containers needs root to see containers (try sudo)")
     clients = select_clients(args.runtimes.split(","), args.containerd_namespace.split(","))
     collection = ContainerCollection()
     discovery = Discovery(collection, clients)
