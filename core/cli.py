@@ -231,7 +231,7 @@ def cmd_list_containers(argv: list[str], out: Any) -> int:
             for h, w in zip(("RUNTIME", "NAME", "ID", "PID", "MNTNS", "IMAGE"), widths, strict=True)
         ).rstrip()
         out.write(("EVENT    " if args.watch else "") + header + "\n")
-    discovery.refresh()
+    discovery.first_scan()
     for c in collection.containers():
         out.write(line("running", c))
     out.flush()

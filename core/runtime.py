@@ -273,6 +273,8 @@ class Runtime:
             if op is not None:
                 operators.append(op)
                 stack.callback(op.post_run)
+        if ctx.done:  # Ctrl-C while the operators started (waiting for a runtime, say)
+            return
 
         ctx.schema = None
         gadget = ctx.gadget()
