@@ -8,7 +8,9 @@ does not exist yet (a runtime started after igrun) is waited for through inotify
 nearest existing parent, and its appearance is a change. Each rescan syncs the collection (a
 few hundred microseconds of Python: the fallback is rare, and nothing is looked for on a
 shorter timer, so that an idle run costs next to nothing). Nothing a runtime does can crash a
-running gadget: every failure becomes one warning, once.
+running gadget: every failure becomes one warning, once. The first scan asks the runtimes all
+at once and waits at most two seconds for each, so a runtime that hangs (a Docker socket that
+never answers) delays a run's start by that much, and Ctrl-C during the wait ends the run.
 """
 
 from __future__ import annotations
@@ -128,23 +130,18 @@ class Discovery:
     def first_scan(self, cancelled: Callable[[], bool] = lambda: False) -> None:
         """Ask every client at once, each in a thread of its own, and sync the collection
         with the answers that came within :data:`STARTUP_SECONDS` (or before ``cancelled()``
-        said the run is over). With ``-v``, each client's answer and time are logged."""
+        said the run is over). With ``-v``, one line per client says how long it took and
+        whether it answered or was given up on (failed, too slow, or the run ended)."""
         started = time.monotonic()
-        answers: dict[int, tuple[list[Container] | None, str]] = {}
+        answers: dict[int, tuple[list[Container] | None, str, float]] = {}
         all_in = threading.Event()
         strict = len(self.clients) == 1 and self.clients[0].requested
         """The only runtime asked for by name must answer: its failure ends the run, in one
         line (not a warning as well)."""
 
         def ask(client: RuntimeClient) -> None:
-            answer = self._ask(client, quiet=strict)
-            answers[id(client)] = answer
-            get_logger().debug(
-                "runtime_answered" if answer[0] is not None else "runtime_failed",
-                runtime=client.name,
-                seconds=round(time.monotonic() - started, 3),
-                containers=len(answer[0] or ()),
-            )
+            containers, why = self._ask(client, quiet=strict)
+            answers[id(client)] = (containers, why, time.monotonic() - started)
             if len(answers) == len(self.clients):
                 all_in.set()
 
@@ -156,23 +153,23 @@ class Discovery:
             left = deadline - time.monotonic()
             if left <= 0 or all_in.wait(min(CANCEL_CHECK_S, left)):
                 break
-        late = f"no answer within {STARTUP_SECONDS:g} s" if not cancelled() else "cancelled"
-        for client in self.clients:
-            if id(client) not in answers:
-                get_logger().debug(
-                    "runtime_gave_up",
-                    runtime=client.name,
-                    seconds=round(time.monotonic() - started, 3),
-                    why=late,
-                )
+        waited = time.monotonic() - started
+        late = "cancelled" if cancelled() else f"no answer within {STARTUP_SECONDS:g} s"
         found: dict[str, Container] = {}
+        log = get_logger()
         for client in self.clients:  # in the clients' order: managers claim first
-            for c in answers.get(id(client), (None, ""))[0] or ():
+            containers, why, seconds = answers.get(id(client), (None, late, waited))
+            took = round(seconds, 3)
+            if containers is None:
+                log.debug("runtime_gave_up", runtime=client.name, seconds=took, why=why)
+                continue
+            log.debug("runtime_answered", runtime=client.name, seconds=took, found=len(containers))
+            for c in containers:
                 found.setdefault(c.id, c)
         self.collection.sync(list(found.values()))
         if strict and not cancelled():
             only = self.clients[0]
-            containers, why = answers.get(id(only), (None, late))
+            containers, why, _ = answers.get(id(only), (None, late, waited))
             if containers is None:
                 raise EnvironmentProblem(f"container runtime {only.name}: {why}")
 
