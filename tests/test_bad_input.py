@@ -149,6 +149,25 @@ def test_bad_value_is_a_usage_error(igrun_cli: IgrunCli, args: list[str], messag
     assert one_line(igrun(igrun_cli, "trace", "exec", "-t", "1s", *args), 2).startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        *[("0", True), ("4K", True), ("4096", True), ("64K", True), ("1G", True)],
+        *[("2K", False), ("1025M", False), ("2G", False), ("12K", False), ("4097", False)],
+    ],
+)
+def test_buffer_size_bounds(value: str, ok: bool) -> None:
+    from igrun.core.errors import ParamError
+    from igrun.core.params import Params
+    from igrun.core.runtime import RUNTIME_PARAMS
+
+    if ok:
+        Params(RUNTIME_PARAMS, {"buffer-size": value})
+        return
+    with pytest.raises(ParamError, match=r"^--buffer-size: "):
+        Params(RUNTIME_PARAMS, {"buffer-size": value})
+
+
 def test_buffer_size_in_a_config_is_checked_too(igrun_cli: IgrunCli, tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[[run]]\ngadget = "trace exec"\nruntime = { buffer-size = "3G" }\n')
@@ -391,8 +410,9 @@ def test_a_slow_docker_is_given_up_on_and_logged(
         igrun_cli, "trace", "exec", "--host", "-t", "1s", "-v", env=fake_docker.env, timeout=30
     )
     assert result.returncode == 0, result.stderr
-    (gave_up,) = [line for line in result.stderr.splitlines() if "runtime_gave_up" in line]
-    assert "runtime=docker" in gave_up and "no answer within 2 s" in gave_up
+    lines = result.stderr.splitlines()
+    (gave_up,) = [line for line in lines if "runtime_gave_up" in line and "runtime=docker" in line]
+    assert "no answer within 2 s" in gave_up
     seconds = float(gave_up.split("seconds=")[1].split()[0])
     assert 1.9 <= seconds < 3
     assert "Traceback" not in result.stderr
