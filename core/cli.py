@@ -16,7 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from igrun.core.errors import GadgetNotFound, IgrunError, UsageError
+from igrun.core.errors import (
+    EnvironmentProblem,
+    GadgetNotFound,
+    IgrunError,
+    OutputClosed,
+    OutputError,
+    UsageError,
+    output_failed,
+)
 from igrun.core.gadget import Category, Gadget
 from igrun.core.params import ParamDesc, TypeHint
 
@@ -32,6 +40,14 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        """``--help`` to a full disk is an error (argparse would say nothing)."""
+        if message:
+            try:
+                (file or sys.stderr).write(message)
+            except OSError as exc:
+                raise output_failed(exc) from None
 
 
 def _version() -> str:
@@ -64,6 +80,7 @@ def _add_params(
     for desc in descs:
         dest = f"{prefix}{desc.key}"
         kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": _help(desc)}
+        kwargs["type"] = desc.flag_value  # a flag given empty is a mistake, not the default
         if desc.type_hint is TypeHint.BOOL:
             kwargs.update(nargs="?", const="true", metavar="BOOL")
         elif desc.repeatable:
@@ -194,6 +211,8 @@ def cmd_list_containers(argv: list[str], out: Any) -> int:
     parser.add_argument("--containerd-namespace", default="k8s.io")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    if os.geteuid() != 0:  # other users' processes and runtime state: an empty table, wrongly
+        raise EnvironmentProblem(f"{PROG} list-containers needs root to see containers (try sudo)")
     clients = select_clients(args.runtimes.split(","), args.containerd_namespace.split(","))
     collection = ContainerCollection()
     discovery = Discovery(collection, clients)
@@ -214,7 +233,7 @@ def cmd_list_containers(argv: list[str], out: Any) -> int:
             for h, w in zip(("RUNTIME", "NAME", "ID", "PID", "MNTNS", "IMAGE"), widths, strict=True)
         ).rstrip()
         out.write(("EVENT    " if args.watch else "") + header + "\n")
-    discovery.refresh()
+    discovery.first_scan()
     for c in collection.containers():
         out.write(line("running", c))
     out.flush()
@@ -344,7 +363,8 @@ def run_config(registry: PluginRegistry, path: Path) -> int:
 
     def report(spec: RunSpec, exc: BaseException) -> None:
         what = exc if isinstance(exc, IgrunError) else f"{type(exc).__name__}: {exc}"
-        sys.stderr.write(f"{PROG}: error: {spec.gadget.full_name()}: {what}\n")
+        whose = "" if isinstance(exc, OutputError) else f"{spec.gadget.full_name()}: "  # shared
+        sys.stderr.write(f"{PROG}: error: {whose}{what}\n")
 
     errors = run_all(specs, registry.operators(), hooks=registry.hook, on_error=report)
     return 1 if errors else 0
@@ -400,6 +420,27 @@ def _configure_logging(verbose: bool) -> None:
         route_libbpf_logs(verbose=True)
 
 
+class _Stdout:
+    """``sys.stdout`` for the commands that print tables and configs: a failed write (a
+    full disk, a closed pipe) is an :class:`IgrunError`, so one line, not a traceback."""
+
+    def write(self, text: str) -> int:
+        try:
+            return sys.stdout.write(text)
+        except OSError as exc:
+            raise output_failed(exc) from None
+
+    def flush(self) -> None:
+        try:
+            sys.stdout.flush()
+        except OSError as exc:
+            raise output_failed(exc) from None
+
+
+STDOUT = _Stdout()
+"""Where commands print what is not a gadget's output (gadgets write through ``-o``)."""
+
+
 def _quiet_stdout() -> None:
     """After EPIPE, point stdout at /dev/null so the interpreter's final flush stays quiet."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -420,6 +461,18 @@ def _interrupt_on_stop_signals() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (tests call it directly)."""
+    code = _main(argv)
+    try:  # what is still buffered, while a failure can still be one line
+        sys.stdout.flush()
+    except OSError as exc:
+        _quiet_stdout()
+        if code == 0 and not isinstance(exc, BrokenPipeError):
+            sys.stderr.write(f"{PROG}: error: {output_failed(exc)}\n")
+            return 1
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = False
     while args and args[0] in ("-v", "--verbose"):
@@ -436,26 +489,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config is not None and all(a in ("-v", "--verbose") for a in args):
             return run_config(reg, config)
         if not args or args[0] in ("-h", "--help", "help"):
-            sys.stdout.write(_top_help(reg))
+            STDOUT.write(_top_help(reg))
             return 0
         if args[0] == "--version":
-            sys.stdout.write(f"{PROG} {_version()}\n")
+            STDOUT.write(f"{PROG} {_version()}\n")
             return 0
         if args[0] == "list":
-            return cmd_list(reg, sys.stdout)
+            return cmd_list(reg, STDOUT)
         if args[0] == "list-containers":
-            return cmd_list_containers(args[1:], sys.stdout)
+            return cmd_list_containers(args[1:], STDOUT)
         if args[0] == "run":
             from igrun.core.objectrun import cmd_run
 
             return cmd_run(args[1:])
         if args[0] == "config":
-            return cmd_config(reg, args[1:], config, sys.stdout)
+            return cmd_config(reg, args[1:], config, STDOUT)
         name, rest = _split_gadget_name(args)
         return run_gadget(reg, name, rest, config)
     except SystemExit as exc:  # argparse's --help
         return int(exc.code or 0)
-    except BrokenPipeError:
+    except (BrokenPipeError, OutputClosed):
         _quiet_stdout()
         return 0
     except KeyboardInterrupt:

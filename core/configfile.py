@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from igrun.core.config import RunSpec, Value, as_text
 from igrun.core.errors import ParamError, UsageError
+from igrun.core.files import FileRefused, read_text
 from igrun.core.gadget import Gadget
 from igrun.core.operator import Operator
 from igrun.core.params import ParamDesc
@@ -56,11 +57,11 @@ def _first_error(exc: ValidationError, prefix: str = "") -> str:
 
 def load(path: Path) -> ConfigFile:
     """Read and check the file's shape; params are checked by :func:`resolve`."""
+    if not path.exists():
+        raise UsageError(f"config {path}: no such file")
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"config {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(read_text(path))
+    except FileRefused as exc:
         raise UsageError(f"config {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config {path}: not TOML: {exc}") from None

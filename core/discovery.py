@@ -8,7 +8,9 @@ does not exist yet (a runtime started after igrun) is waited for through inotify
 nearest existing parent, and its appearance is a change. Each rescan syncs the collection (a
 few hundred microseconds of Python: the fallback is rare, and nothing is looked for on a
 shorter timer, so that an idle run costs next to nothing). Nothing a runtime does can crash a
-running gadget: every failure becomes one warning, once.
+running gadget: every failure becomes one warning, once. The first scan asks the runtimes all
+at once and waits at most two seconds for each, so a runtime that hangs (a Docker socket that
+never answers) delays a run's start by that much, and Ctrl-C during the wait ends the run.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import select
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,10 @@ from igrun.core.log import get_logger
 from igrun.core.runtimes import RUNTIME_NAMES, RuntimeClient, RuntimeUnavailable, all_clients
 
 POLL_SECONDS = 5.0
+STARTUP_SECONDS = 2.0
+"""How long a run's start waits for each runtime's first answer, at most."""
+CANCEL_CHECK_S = 0.05
+"""How often that wait looks whether the run was cancelled (Ctrl-C)."""
 SETTLE_MS = 10  # let a burst of state writes arrive before rescanning
 WATCHED = flags.CREATE | flags.DELETE | flags.MOVED_TO | flags.CLOSE_WRITE | flags.ONLYDIR
 APPEARING = flags.CREATE | flags.MOVED_TO | flags.ONLYDIR
@@ -60,17 +66,17 @@ def select_clients(
         raise EnvironmentProblem(f"container runtime {missing[0]} is not available on this host")
     for name in missing:
         get_logger().warning("runtime_unavailable", runtime=name)
-    chosen = [c for c in chosen if c.available()]
-    if len(wanted) == 1:  # the only one asked for must answer, not just exist
-        try:
-            chosen[0].containers()
-        except RuntimeUnavailable as exc:
-            raise EnvironmentProblem(f"container runtime {chosen[0].name}: {exc}") from None
-    return chosen
+    return [c for c in chosen if c.available()]
 
 
 class Discovery:
-    """Polls runtime clients and keeps a :class:`ContainerCollection` in sync."""
+    """Polls runtime clients and keeps a :class:`ContainerCollection` in sync.
+
+    The first scan asks every client at once and waits for each at most
+    :data:`STARTUP_SECONDS` (a runtime that does not answer by then is asked again in the
+    background), and stops waiting as soon as the run is cancelled: a slow runtime neither
+    holds a run's start nor makes Ctrl-C wait. The only runtime asked for by name must answer
+    (or the run ends with why)."""
 
     def __init__(
         self,
@@ -85,25 +91,87 @@ class Discovery:
         self._thread: threading.Thread | None = None
         self._watcher: StateWatcher | None = None
         self._warned: set[str] = set()
+        self._asking = {id(c): threading.Lock() for c in clients}
+        """Held while a client is being asked: an answer the first scan gave up waiting for
+        is not asked for a second time meanwhile (nor is any client asked twice at once)."""
 
     def scan(self) -> list[Container]:
         """Every running container, each claimed by the first client that knows it."""
         found: dict[str, Container] = {}
         for client in self.clients:
-            try:
-                containers = client.containers()
-            except RuntimeUnavailable as exc:
-                self._warn(client.name, str(exc), quiet=not client.requested)
-                continue
-            except Exception as exc:  # a runtime's surprise must not end a run
-                self._warn(client.name, f"{type(exc).__name__}: {exc}")
-                continue
-            for problem in client.problems:
-                self._warn(client.name, problem)
-            client.problems.clear()
-            for c in containers:
+            for c in self._ask(client, wait=False)[0] or ():
                 found.setdefault(c.id, c)
         return list(found.values())
+
+    def _ask(
+        self, client: RuntimeClient, wait: bool = True, quiet: bool = False
+    ) -> tuple[list[Container] | None, str]:
+        """``client``'s containers, or None and why not (warned about once, unless
+        ``quiet``); None and "" when it is still answering an earlier question (and not
+        ``wait``ing for it)."""
+        lock = self._asking[id(client)]
+        if not lock.acquire(blocking=wait):
+            return None, ""
+        try:
+            containers = client.containers()
+        except RuntimeUnavailable as exc:
+            self._warn(client.name, str(exc), quiet=quiet or not client.requested)
+            return None, str(exc)
+        except Exception as exc:  # a runtime's surprise must not end a run
+            self._warn(client.name, f"{type(exc).__name__}: {exc}", quiet=quiet)
+            return None, f"{type(exc).__name__}: {exc}"
+        finally:
+            lock.release()
+        for problem in client.problems:
+            self._warn(client.name, problem)
+        client.problems.clear()
+        return containers, ""
+
+    def first_scan(self, cancelled: Callable[[], bool] = lambda: False) -> None:
+        """Ask every client at once, each in a thread of its own, and sync the collection
+        with the answers that came within :data:`STARTUP_SECONDS` (or before ``cancelled()``
+        said the run is over). With ``-v``, one line per client says how long it took and
+        whether it answered or was given up on (failed, too slow, or the run ended)."""
+        started = time.monotonic()
+        answers: dict[int, tuple[list[Container] | None, str, float]] = {}
+        all_in = threading.Event()
+        strict = len(self.clients) == 1 and self.clients[0].requested
+        """The only runtime asked for by name must answer: its failure ends the run, in one
+        line (not a warning as well)."""
+
+        def ask(client: RuntimeClient) -> None:
+            containers, why = self._ask(client, quiet=strict)
+            answers[id(client)] = (containers, why, time.monotonic() - started)
+            if len(answers) == len(self.clients):
+                all_in.set()
+
+        for client in self.clients:
+            name = f"igrun-ask-{client.name}"
+            threading.Thread(target=ask, args=(client,), name=name, daemon=True).start()
+        deadline = started + STARTUP_SECONDS
+        while self.clients and not cancelled():
+            left = deadline - time.monotonic()
+            if left <= 0 or all_in.wait(min(CANCEL_CHECK_S, left)):
+                break
+        waited = time.monotonic() - started
+        late = "cancelled" if cancelled() else f"no answer within {STARTUP_SECONDS:g} s"
+        found: dict[str, Container] = {}
+        log = get_logger()
+        for client in self.clients:  # in the clients' order: managers claim first
+            containers, why, seconds = answers.get(id(client), (None, late, waited))
+            took = round(seconds, 3)
+            if containers is None:
+                log.debug("runtime_gave_up", runtime=client.name, seconds=took, why=why)
+                continue
+            log.debug("runtime_answered", runtime=client.name, seconds=took, found=len(containers))
+            for c in containers:
+                found.setdefault(c.id, c)
+        self.collection.sync(list(found.values()))
+        if strict and not cancelled():
+            only = self.clients[0]
+            containers, why, _ = answers.get(id(only), (None, late, waited))
+            if containers is None:
+                raise EnvironmentProblem(f"container runtime {only.name}: {why}")
 
     def _warn(self, runtime: str, message: str, quiet: bool = False) -> None:
         if message not in self._warned:
@@ -114,10 +182,16 @@ class Discovery:
     def refresh(self) -> None:
         self.collection.sync(self.scan())
 
-    def start(self) -> None:
-        """A first full scan now, then updates in the background until :meth:`stop`."""
+    def start(self, cancelled: Callable[[], bool] = lambda: False) -> None:
+        """A first full scan now (see :meth:`first_scan`), then updates in the background
+        until :meth:`stop`."""
         watcher = self._watcher = StateWatcher([d for c in self.clients for d in c.state_dirs()])
-        self.refresh()
+        try:
+            self.first_scan(cancelled)
+        except BaseException:
+            self._watcher = None
+            watcher.close()
+            raise
         self._thread = threading.Thread(
             target=self._loop, args=(watcher,), name="igrun-discovery", daemon=True
         )

@@ -35,6 +35,26 @@ class EnvironmentProblem(IgrunError):
     """The host cannot run gadgets as it is: not root, no bpffs, no BTF."""
 
 
+class OutputError(IgrunError):
+    """Writing the output failed (a full disk, an I/O error): the run ends and cleans up."""
+
+
+class OutputClosed(IgrunError):
+    """Whoever read stdout went away (``| head``): every run ends, quietly, exit code 0,
+    as a pipeline's writer does."""
+
+    exit_code = 0
+
+
+def output_failed(exc: OSError) -> OutputError | OutputClosed:
+    """What a failed write to the output means for the run (from the ``OSError``)."""
+    import errno
+
+    if exc.errno == errno.EPIPE:
+        return OutputClosed("output closed")
+    return OutputError(f"writing output: {exc.strerror or exc}")
+
+
 class BpfError(IgrunError):
     """A libbpf or kernel call failed.
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from igrun.core.config import RunSpec
+from igrun.core.errors import OutputClosed, OutputError
 from igrun.core.gadget import GadgetContext
 from igrun.core.operator import Operator
 from igrun.core.pins import PIN_ROOT, PinDir
@@ -45,20 +46,24 @@ def run_all(
     contexts: list[GadgetContext] = []
     errors: list[BaseException] = []
     lock = threading.RLock()  # the signal handler may run again while it holds it
-
-    stopping: list[bool] = []
+    ending: list[str] = []
+    """Why every run ends (a signal, or the shared stdout is closed or failed); a run that
+    registers afterwards is cancelled at once."""
 
     def started(ctx: GadgetContext) -> None:
         with lock:
             contexts.append(ctx)
-            if stopping:  # a signal came before this run had started
+            if ending:  # a signal or a closed stdout came before this run had started
                 ctx.cancel()
 
-    def cancel_all() -> None:
+    def cancel_all(why: str = "signal") -> bool:
+        """End every run; True for the first reason given."""
         with lock:
-            stopping.append(True)
+            first = not ending
+            ending.append(why)
             for ctx in contexts:
                 ctx.cancel()
+        return first
 
     def work(rt: Runtime, spec: RunSpec, p: tuple[Any, Any, Any]) -> None:
         try:
@@ -69,7 +74,11 @@ def run_all(
                 extra={**shared, "tag": spec.gadget.full_name()},
                 on_context=started,
             )
-        except BaseException as exc:  # the other runs go on
+        except OutputClosed:  # stdout is every run's: they all end, quietly
+            cancel_all("closed")
+        except BaseException as exc:  # the other runs go on, unless the output failed
+            if isinstance(exc, OutputError) and not cancel_all("output"):
+                return  # reported once, by the run that met it first
             with lock:
                 errors.append(exc)
             if on_error is not None:
@@ -97,4 +106,6 @@ def run_all(
             signal.signal(sig, old)
         if top is not None:
             top.cleanup()
+    if not errors and "closed" in ending:
+        raise OutputClosed("output closed")
     return errors

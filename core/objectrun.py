@@ -37,6 +37,7 @@ from igrun.core.bpf import BpfObject, Map, MapType
 from igrun.core.endpoints import l4_endpoint
 from igrun.core.errors import BpfError, IgrunError, ParamError, UsageError
 from igrun.core.fields import mntns, per_distinct, timestamp
+from igrun.core.files import OBJECT_LIMIT, FileRefused, read_bytes
 from igrun.core.gadget import PARAM_INTERVAL, Category, Gadget, GadgetContext, GadgetType
 from igrun.core.helpers import ip_strings, proto_string
 from igrun.core.params import ParamDesc, TypeHint
@@ -76,14 +77,14 @@ class ElfObject:
     @classmethod
     def read(cls, path: Path) -> ElfObject:
         """Read ``path``; bad input is a :class:`UsageError` that says what the file is."""
+        if path.is_dir():
+            raise UsageError(f"{path}: is a folder, not a BPF object")
+        if not path.exists():
+            raise UsageError(f"{path}: no such file")
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise UsageError(f"{path}: is a folder, not a BPF object") from None
-        except OSError as exc:
-            raise UsageError(f"{path}: cannot read it: {exc.strerror}") from None
+            data = read_bytes(path, OBJECT_LIMIT)
+        except FileRefused as exc:
+            raise UsageError(f"{path}: cannot read it: {exc}") from None
         if data[:4] != b"\x7fELF":
             raise UsageError(f"{path}: not an ELF file: expected a compiled BPF object")
         order = "<" if data[5:6] == b"\x01" else ">"
@@ -787,13 +788,11 @@ def _check_source(obj: BpfObject, decl: Declaration) -> None:
 
 def cmd_run(argv: list[str]) -> int:
     """``igrun run FILE.bpf.o [flags]``."""
-    import sys
-
-    from igrun.core.cli import run_gadget_class
+    from igrun.core.cli import STDOUT, run_gadget_class
     from igrun.core.plugins import registry
 
     if argv[:1] in (["-h"], ["--help"]):
-        sys.stdout.write(
+        STDOUT.write(
             f"usage: {USAGE}\n\nRun a compiled CO-RE object that declares its "
             "events with GADGET_TRACER or GADGET_SNAPSHOTTER (igrun/macros.h).\n"
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -62,6 +62,9 @@ class ParamDesc:
     value_hint: ValueHint = ValueHint.NONE
     repeatable: bool = False
     """A flag given several times collects its values into a comma list."""
+    check: Callable[[Any], None] | None = None
+    """Rules beyond the type (a range, a power of two): called with the parsed value, it
+    raises ``ValueError`` saying what is allowed."""
 
     def validate(self, value: str) -> Any:
         """Parse ``value`` as this parameter's type, or raise :class:`ParamError`."""
@@ -74,9 +77,25 @@ class ParamDesc:
                     allowed = ", ".join(self.possible_values)
                     raise ParamError(f"--{self.key}: {item!r} is not one of {allowed}")
         try:
-            return _parse(self.type_hint, value)
+            parsed = _parse(self.type_hint, value)
+            if self.check is not None:
+                self.check(parsed)
         except ValueError as exc:
             raise ParamError(f"--{self.key}: {exc}") from None
+        return parsed
+
+    def flag_value(self, value: str) -> str:
+        """A value given on the command line, which must say something: ``-F ''`` or
+        ``-c web,`` would otherwise mean the default (or one name fewer) in silence. A file
+        or the environment may hold an empty value (``igrun config default`` writes one for
+        every unset param); a flag given empty is a mistake."""
+        if not value.strip():
+            raise ParamError(f"--{self.key}: empty value (leave the flag out for the default)")
+        if self.type_hint.value.startswith("[]") and any(
+            not item.strip() for item in value.split(",")
+        ):
+            raise ParamError(f"--{self.key}: empty item in {value!r}")
+        return value
 
 
 def _split(value: str) -> list[str]:

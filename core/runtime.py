@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from igrun.core.errors import EnvironmentProblem
+from igrun.core.errors import EnvironmentProblem, output_failed
 from igrun.core.gadget import Gadget, GadgetContext, InitClose, ResultRunner, Runner
 from igrun.core.log import get_logger
 from igrun.core.operator import PRIORITY_OUTPUT, Chain, Operator, order
@@ -29,6 +29,37 @@ from igrun.core.schema import Batch
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 LOST_REPORT_INTERVAL = 1.0
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+BUFFER_MAX = 1 << 30
+
+
+def _size_flag(n: int) -> str:
+    """A size the way ``--buffer-size`` takes it: 4K, 2M, 1G."""
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
+
+
+def check_buffer_size(size: int) -> None:
+    """The kernel takes a ring buffer of a power-of-two number of pages, and libbpf a perf
+    buffer of a power-of-two number of pages per CPU: any other size is refused here, with
+    the sizes that are allowed, instead of being rounded behind the user's back (or
+    overflowing the kernel's 32-bit size)."""
+    if size == 0:
+        return
+    low, high = _size_flag(PAGE_SIZE), _size_flag(BUFFER_MAX)
+    if not PAGE_SIZE <= size <= BUFFER_MAX:
+        raise ValueError(
+            f"{_size_flag(size)} is out of range: from {low} to {high} (or 0: the gadget's own)"
+        )
+    if size & (size - 1):
+        below = 1 << (size.bit_length() - 1)
+        raise ValueError(
+            f"{_size_flag(size)} is not a power of two (the kernel's rule for ring and perf "
+            f"buffers): use {_size_flag(below)} or {_size_flag(below * 2)}"
+        )
+
 
 RUNTIME_PARAMS: tuple[ParamDesc, ...] = (
     ParamDesc(
@@ -42,14 +73,16 @@ RUNTIME_PARAMS: tuple[ParamDesc, ...] = (
         "interval",
         type_hint=TypeHint.DURATION,
         default="0",
-        description="gather events for this long, then sort and print them together",
+        description="gather events for this long, then sort and print them together; "
+        "0 prints each batch as it comes",
     ),
     ParamDesc(
         "buffer-size",
         type_hint=TypeHint.BYTES,
         default="0",
         description="the events buffer of BPF gadgets: ring buffer bytes, or perf buffer bytes "
-        "per CPU (e.g. 4M); 0 keeps the gadget's own size",
+        "per CPU; a power of two from 4K to 1G (e.g. 4M); 0 keeps the gadget's own size",
+        check=check_buffer_size,
     ),
 )
 
@@ -94,6 +127,16 @@ def _stop_on_signals(ctx: GadgetContext) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def _write_result(data: bytes) -> None:
+    """A result gadget's whole output to stdout (a write may take only part of it)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(1, view) :]
+    except OSError as exc:
+        raise output_failed(exc) from None
 
 
 class Run:
@@ -249,6 +292,8 @@ class Runtime:
             if op is not None:
                 operators.append(op)
                 stack.callback(op.post_run)
+        if ctx.done:  # Ctrl-C while the operators started (waiting for a runtime, say)
+            return
 
         ctx.schema = None
         gadget = ctx.gadget()
@@ -275,8 +320,7 @@ class Runtime:
             if isinstance(gadget, Runner):
                 gadget.run(ctx)
             elif isinstance(gadget, ResultRunner):
-                result = gadget.run_with_result(ctx)
-                os.write(1, result)
+                _write_result(gadget.run_with_result(ctx))
         finally:
             run.flush_lost()
         run.chain.flush()

@@ -35,10 +35,6 @@ LOST_CHECK_S = 0.25
 """How often the drop counter is read while running (and always at the final drain)."""
 
 
-def _power_of_two(n: int) -> int:
-    return 1 << max(n - 1, 1).bit_length()
-
-
 class BpfTracer(Gadget):
     """Base class of gadgets made of one BPF object that streams events of one struct."""
 
@@ -77,9 +73,9 @@ class BpfTracer(Gadget):
 
     def init(self, ctx: GadgetContext) -> None:
         wanted = ctx.runtime_params.get("buffer-size") if "buffer-size" in ctx.runtime_params else 0
-        if wanted:  # sizes the kernel takes: a power of two, in whole pages
-            self.buffer_size = _power_of_two(max(wanted, PAGE_SIZE))
-            self.perf_pages = self.buffer_size // PAGE_SIZE
+        if wanted:  # a power of two, in whole pages: checked by the param
+            self.buffer_size = wanted
+            self.perf_pages = wanted // PAGE_SIZE
         with importlib.resources.as_file(self.object_path()) as path:
             obj = BpfObject.open(path)
         self.obj = obj

@@ -214,8 +214,9 @@ class ContainersOperator(Operator):
                     if self.kernel_filter:
                         self._share_filter_map(self.shared)
                     if self.shared.discovery is None:
-                        self.shared.discovery = Discovery(self.collection, clients)
-                        self.shared.discovery.start()
+                        discovery = Discovery(self.collection, clients)
+                        discovery.start(cancelled=lambda: ctx.done)
+                        self.shared.discovery = discovery
                 except BaseException:
                     self.shared.users -= 1
                     raise
@@ -224,7 +225,7 @@ class ContainersOperator(Operator):
             if self.kernel_filter:
                 self._make_filter_map()
             self.discovery = Discovery(self.collection, clients)
-            self.discovery.start()
+            self.discovery.start(cancelled=lambda: ctx.done)
         except BaseException:
             self.post_run()
             raise

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from igrun.core.columnlines import ColumnLines, fit
-from igrun.core.errors import ParamError
+from igrun.core.errors import ParamError, output_failed
 from igrun.core.gadget import GadgetContext
 from igrun.core.hookspecs import hookimpl
 from igrun.core.jsonlines import JsonLines, dumps
@@ -32,18 +32,20 @@ FORMATS = ("columns", "json", "jsonpretty", "yaml")
 
 def parse_output(spec: str, schema: Schema) -> tuple[str, list[Field]]:
     """``"columns=+uid,-ppid"`` -> ("columns", [the fields to show, in order])."""
-    fmt, _, selection = spec.partition("=")
+    fmt, equals, selection = spec.partition("=")
     fmt = fmt.strip()
     if fmt not in FORMATS:
         raise ParamError(f'invalid output "{spec}": use one of {", ".join(FORMATS)}')
     if fmt != "columns":
-        if selection:
+        if equals:
             raise ParamError(f'invalid output "{spec}": only columns takes a column list')
         return fmt, list(schema.fields)
-    if not selection.strip():
+    if not equals:
         return fmt, schema.default_columns()
-    parts = [p.strip() for p in selection.split(",") if p.strip()]
+    parts = [p.strip() for p in selection.split(",")]
     what = f'output "{spec}"'
+    if not all(parts) or not all(p.lstrip("+-") for p in parts):
+        raise ParamError(f"invalid {what}: an empty column name (e.g. columns=pid,comm)")
     if all(p[0] in "+-" for p in parts):
         fields = schema.default_columns()
         for p in parts:
@@ -103,6 +105,8 @@ class OutputOperator(Operator):
         """Set when several gadgets share stdout: every record and line says whose it is."""
         self._lock: Any = ctx.extra.get("output_lock") or threading.Lock()
         """Shared when several gadgets write to one stdout (whole batches, never mixed)."""
+        self._failed = False
+        """A write failed (reported once, by the error that ends the run): write no more."""
 
     @classmethod
     def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
@@ -145,9 +149,15 @@ class OutputOperator(Operator):
         return "".join("---\n" + yaml.safe_dump(r, sort_keys=False) for r in records)
 
     def write(self, text: str) -> None:
+        if self._failed:
+            return
         with self._lock:
-            self.stream.write(text)
-            self.stream.flush()
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except OSError as exc:
+                self._failed = True
+                raise output_failed(exc) from None
         self._started = True
 
     def write_bytes(self, data: memoryview, header: str = "") -> None:
@@ -157,12 +167,18 @@ class OutputOperator(Operator):
         if binary is None:
             self.write(header + bytes(data).decode())
             return
+        if self._failed:
+            return
         with self._lock:
-            if header:
-                self.stream.write(header)
-            self.stream.flush()
-            binary.write(data)
-            binary.flush()
+            try:
+                if header:
+                    self.stream.write(header)
+                self.stream.flush()
+                binary.write(data)
+                binary.flush()
+            except OSError as exc:
+                self._failed = True
+                raise output_failed(exc) from None
         self._started = True
 
     def process(self, batch: Batch) -> Batch:

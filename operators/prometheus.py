@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, get_args
 import numpy as np
 
 from igrun.core.errors import ParamError
+from igrun.core.files import FileRefused, read_text
 from igrun.core.gadget import GadgetContext
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_FILTER, Operator
@@ -297,11 +298,9 @@ def parse_config(text: str, schema: Schema) -> list[Metric]:
 def load_config(path: str, schema: Schema) -> list[Metric]:
     """:func:`parse_config` of the file at ``path``."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-        raise ParamError(f"metrics config: cannot read {path}: {reason}") from None
+        text = read_text(path)
+    except FileRefused as exc:
+        raise ParamError(f"metrics config: cannot read {path}: {exc}") from None
     return parse_config(text, schema)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 from typing import Any
@@ -12,7 +13,7 @@ import structlog
 import yaml
 
 from igrun.core import Category, Column, Field, Gadget, GadgetContext, GadgetType, Kind, Schema
-from igrun.core.errors import ParamError
+from igrun.core.errors import OutputClosed, OutputError, ParamError
 from igrun.core.operator import Chain, Operator
 from igrun.core.params import Params
 from igrun.core.runtime import RUNTIME_PARAMS
@@ -293,15 +294,29 @@ def test_jsonpretty_and_yaml() -> None:
     assert docs[1] == {"type": "warn", "message": "lost 3 events"}
 
 
-def test_broken_pipe_propagates() -> None:
+def test_broken_pipe_ends_the_run_quietly() -> None:
     class Closed(io.StringIO):
         def write(self, s: str) -> int:
-            raise BrokenPipeError
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
 
     op = OutputOperator(context(), Params(OutputOperator.params), Closed())
     op.pre_run(SCHEMA)
-    with pytest.raises(BrokenPipeError):
+    with pytest.raises(OutputClosed):
         op.process(ROWS)
+    op.post_run()  # nothing more is written (it would fail again)
+
+
+def test_a_full_disk_is_an_output_error() -> None:
+    class Full(io.StringIO):
+        def write(self, s: str) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    op = OutputOperator(context(), Params(OutputOperator.params), Full())
+    op.pre_run(SCHEMA)
+    with pytest.raises(OutputError, match=r"^writing output: No space left on device$"):
+        op.process(ROWS)
+    op.warn("lost 1 events")  # the run ends with one error, not one per write
+    op.post_run()
 
 
 def test_widths_shrink_to_the_terminal() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from igrun.core.runtimes.base import RuntimeClient, RuntimeUnavailable
 
 SOCKET = Path("/run/docker.sock")
 STATE = Path("/run/docker/runtime-runc/moby")
+TIMEOUT = 2.0
+"""Seconds one listing may take in all."""
 
 
 def socket_path() -> Path:
@@ -23,7 +26,7 @@ def socket_path() -> Path:
 class DockerClient(RuntimeClient):
     name = "docker"
 
-    def __init__(self, path: Path | None = None, timeout: float = 2.0) -> None:
+    def __init__(self, path: Path | None = None, timeout: float = TIMEOUT) -> None:
         super().__init__()
         self.path = path or socket_path()
         self.timeout = timeout
@@ -35,10 +38,10 @@ class DockerClient(RuntimeClient):
     def state_dirs(self) -> tuple[Path, ...]:
         return (STATE,)
 
-    def _get(self, url: str) -> Any:
+    def _get(self, url: str, deadline: float) -> Any:
         from igrun.core.runtimes.unixhttp import HTTPException, UnixConnection
 
-        conn = UnixConnection(self.path, self.timeout)
+        conn = UnixConnection(self.path, deadline)
         try:
             conn.request("GET", url)
             response = conn.getresponse()
@@ -46,21 +49,28 @@ class DockerClient(RuntimeClient):
             if response.status != 200:
                 raise RuntimeUnavailable(f"docker answered {response.status} for {url}")
             return json.loads(body)
+        except TimeoutError:
+            raise RuntimeUnavailable(
+                f"docker at {self.path}: no answer within {self.timeout:g} s"
+            ) from None
         except (OSError, ValueError, HTTPException) as exc:
             raise RuntimeUnavailable(f"docker at {self.path}: {exc}") from None
         finally:
             conn.close()
 
     def containers(self) -> list[Container]:
+        """The running containers, all asked for within ``timeout`` seconds in all (the list,
+        then each new container's details): a slow daemon costs discovery that much, once."""
         if not self.path.exists():
             raise RuntimeUnavailable(f"no docker socket at {self.path}")
+        deadline = time.monotonic() + self.timeout
         seen: dict[str, Container] = {}
-        for entry in self._get("/containers/json"):
+        for entry in self._get("/containers/json", deadline):
             id = str(entry["Id"])
             if id in self._seen:  # inspect each container once
                 seen[id] = self._seen[id]
                 continue
-            detail = self._get(f"/containers/{id}/json")
+            detail = self._get(f"/containers/{id}/json", deadline)
             labels = {str(k): str(v) for k, v in (entry.get("Labels") or {}).items()}
             names = entry.get("Names") or [""]
             c = from_process(
