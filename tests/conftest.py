@@ -87,7 +87,7 @@ class IgrunCli:
 
     @staticmethod
     def events(stdout: str) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+        return [json.loads(line) for line in stdout.split("\n") if line.startswith("{")]
 
     @staticmethod
     def pin_dirs_of(pid: int) -> list[Path]:
