@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import gadgetlab
 import pytest
+from tcplab import blackhole_netns
 
 from igrun.plugins.trace_tcp import TraceTcp
 
@@ -145,6 +146,46 @@ def test_refused_connect_carries_the_errno() -> None:
     assert event["dst"]["port"] == port
     assert event["src"]["port"] == from_port
     assert all(r["error"] for r in rows)  # --failure-only: nothing that succeeded
+
+
+def test_timed_out_and_aborted_connects_carry_their_errno() -> None:
+    """SYNs dropped by a firewall: a blocking connect fails with ETIMEDOUT after the SYN
+    retries; a non-blocking one closed before any answer leaves no errno on the socket and is
+    reported as ECONNABORTED, never as success."""
+    with blackhole_netns() as blackhole:
+        timed_port, aborted_port = 41000 + os.getpid() % 10000, 42000 + os.getpid() % 10000
+        aborted = f"""
+            import errno, socket
+            s = socket.socket()
+            s.bind(({blackhole.addr!r}, {aborted_port}))
+            s.setblocking(False)
+            assert s.connect_ex(({blackhole.addr!r}, {blackhole.port})) == errno.EINPROGRESS
+            s.close()
+        """
+        pids: dict[str, int] = {}
+
+        def run() -> None:
+            procs = {
+                "timed": child(
+                    connect_code(blackhole.addr, blackhole.port, timed_port), *blackhole.run()
+                ),
+                "aborted": child(aborted, *blackhole.run()),
+            }
+            for name, proc in procs.items():
+                pids[name] = proc.pid
+                out, err = proc.communicate(timeout=20)
+                assert proc.returncode == 0, err
+                assert out.strip() == ("110" if name == "timed" else "")  # ETIMEDOUT
+
+        rows = trace(run, {"failure-only": "true"})
+        for name, port, error in (
+            ("timed", timed_port, "ETIMEDOUT"),
+            ("aborted", aborted_port, "ECONNABORTED"),
+        ):
+            ((op, event),) = mine(rows, pids[name])
+            assert (op, event["error"], event["comm"]) == ("connect", error, COMM)
+            assert event["src"] == {"addr": blackhole.addr, "version": 4, "port": port}
+            assert event["dst"] == {"addr": blackhole.addr, "version": 4, "port": blackhole.port}
 
 
 def test_only_flags_select_operations() -> None:

@@ -21,6 +21,7 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define ECONNABORTED 103
 
 const volatile bool connect_only = false;
 const volatile bool accept_only = false;
@@ -161,10 +162,11 @@ int ig_tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
 			if (!accept_only && !failure_only && o)
 				emit(ctx, sk, o, TCP_OP_CONNECT, 0);
 		} else if (newstate == TCP_CLOSE) {
-			/* The handshake failed: the reset or timeout left its errno in sk_err. */
+			/* The handshake failed: the reset or timeout left its errno in sk_err; a
+			 * socket its caller closed before any answer has none. */
 			error = BPF_CORE_READ(sk, sk_err);
 			if (!accept_only && o)
-				emit(ctx, sk, o, TCP_OP_CONNECT, error ? error : 1);
+				emit(ctx, sk, o, TCP_OP_CONNECT, error ? error : ECONNABORTED);
 			bpf_map_delete_elem(&owners, &skaddr);
 		}
 		return 0;
