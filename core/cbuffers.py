@@ -8,6 +8,7 @@ positions here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -73,10 +74,24 @@ def positions(codes: Array, count: int) -> tuple[Array, Any, int]:
 
 def distinct(values: Iterable[Any]) -> tuple[list[Any], Array] | None:
     """The distinct values (told apart by type too: ``True`` and ``1`` are equal keys, not
-    equal output) and each row's position among them; None for unhashable values (lists)."""
+    equal output; so are ``0.0`` and ``-0.0``) and each row's position among them; None for
+    unhashable values (lists)."""
+    values = values if isinstance(values, list) else list(values)
     seen: dict[Any, int] = {}
     try:
         index = [seen.setdefault((type(v), v), len(seen)) for v in values]
     except TypeError:
         return None
+    if any(isinstance(v, float) and v == 0.0 for _, v in seen):
+        # A zero stood for both signs: key the floats by their sign as well (rare: only
+        # batches with a float zero pay for it).
+        signed: dict[Any, int] = {}
+        index = [
+            signed.setdefault(
+                (type(v), v, math.copysign(1.0, v) if isinstance(v, float) else 0.0),
+                len(signed),
+            )
+            for v in values
+        ]
+        return [key[1] for key in signed], np.array(index, dtype=np.int32)
     return [v for _, v in seen], np.array(index, dtype=np.int32)
