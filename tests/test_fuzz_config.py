@@ -15,19 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-from hypothesis import HealthCheck, example, given, settings
+from fuzzlab import fuzz_settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from igrun.core.cli import main
 from igrun.core.plugins import registry
 from igrun.core.runtime import RUNTIME_PARAMS
 
-FUZZ = settings(
-    max_examples=150,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+FUZZ = fuzz_settings(150)
 
 REGISTRY = registry()
 GADGETS = {g.full_name(): g for g in REGISTRY.gadgets().values()}

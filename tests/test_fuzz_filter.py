@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from fuzzlab import fuzz_settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from igrun.core.errors import ParamError
@@ -19,12 +20,7 @@ from igrun.plugins.trace_exec import TraceExec
 from igrun.plugins.trace_open import TraceOpen
 from igrun.plugins.trace_tcp import TraceTcp
 
-FUZZ = settings(
-    max_examples=300,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+FUZZ = fuzz_settings(300)
 
 DTYPE = np.dtype(
     [("i", "<i8"), ("u", "<u4"), ("b", "u1"), ("t", "<u8"), ("f", "<f8"), ("s", "S8"), ("y", "V4")]

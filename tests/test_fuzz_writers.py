@@ -14,19 +14,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, example, given, settings
+from fuzzlab import fuzz_settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from igrun.core.columnlines import ColumnLines, fit, format_value
 from igrun.core.jsonlines import JsonLines
 from igrun.core.schema import Batch, Column, Field, Kind, Schema
 
-FUZZ = settings(
-    max_examples=200,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+FUZZ = fuzz_settings(200)
 
 INTS = ["u1", "u2", "u4", "u8", "i1", "i2", "i4", "i8"]
 GROUPS = ["runtime", "k8s"]
