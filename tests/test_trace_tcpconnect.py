@@ -484,7 +484,7 @@ def test_cli_latency_column_only_with_latency(igrun_cli: IgrunCli) -> None:
 def test_cli_help_lists_params_and_fields(igrun_cli: IgrunCli) -> None:
     proc = igrun_cli.run("trace", "tcpconnect", "--help")
     assert proc.returncode == 0, proc.stderr
-    for word in ("--latency", "--min", "src.addr", "dst.port", "latency", "comm", "ip"):
+    for word in ("--latency", "--min", "src.addr", "dst.port", "latency", "error", "comm", "ip"):
         assert word in proc.stdout
 
 
