@@ -3,7 +3,8 @@
 Inside it, SYNs to ``Blackhole.addr:Blackhole.port`` are dropped by an nftables rule on the
 input hook (the sender sees nothing, as behind a firewall that drops), and
 ``net.ipv4.tcp_syn_retries`` is 1, so a blocking connect gives up with ``ETIMEDOUT`` after about
-two seconds instead of two minutes.
+two seconds instead of two minutes. SYNs to ``Blackhole.unreachable`` are answered with an ICMP
+host-unreachable instead: connect fails at once with ``EHOSTUNREACH``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Blackhole:
     ns: str
     addr: str = "127.0.0.1"
     port: int = 9
+    unreachable: int = 10
 
     def run(self, *argv: str) -> list[str]:
         """``argv`` run inside the namespace (same pid: ``ip netns exec`` execs it)."""
@@ -31,6 +33,7 @@ table inet blackhole {{
     chain input {{
         type filter hook input priority 0; policy accept;
         ip daddr {addr} tcp dport {port} drop
+        ip daddr {addr} tcp dport {unreachable} reject with icmp type host-unreachable
     }}
 }}
 """
@@ -48,7 +51,7 @@ def blackhole_netns() -> Iterator[Blackhole]:
             subprocess.run(hole.run(*argv), check=True, capture_output=True)
         subprocess.run(
             hole.run("nft", "-f", "-"),
-            input=RULES.format(addr=hole.addr, port=hole.port),
+            input=RULES.format(addr=hole.addr, port=hole.port, unreachable=hole.unreachable),
             check=True,
             capture_output=True,
             text=True,

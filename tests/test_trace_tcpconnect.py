@@ -282,6 +282,26 @@ def test_timed_out_connect_is_reported_with_etimedout() -> None:
         assert 1_000_000_000 <= event["latency"] <= seen["child"]["took"]
 
 
+def test_connect_answered_by_icmp_unreachable_is_ehostunreach() -> None:
+    """An ICMP error to the SYN fails the connect at once; the event has that errno."""
+    with blackhole_netns() as blackhole:
+        from_port = 43000 + os.getpid() % 10000
+        seen: dict[str, Any] = {}
+
+        def run() -> None:
+            prefix = tuple(blackhole.run())
+            proc = client(blackhole.addr, blackhole.unreachable, from_port, prefix=prefix)
+            seen["pid"] = proc.pid
+            seen["child"] = finish(proc)
+
+        rows = trace(run)
+        assert seen["child"]["errno"] == errno.EHOSTUNREACH
+        (event,) = of_pid(rows, seen["pid"])
+        assert (event["error"], event["comm"]) == ("EHOSTUNREACH", COMM)
+        assert event["src"] == {"addr": blackhole.addr, "version": 4, "port": from_port}
+        assert event["dst"] == {"addr": blackhole.addr, "version": 4, "port": blackhole.unreachable}
+
+
 def test_connect_closed_before_any_answer_is_econnaborted() -> None:
     """A non-blocking connect whose socket is closed while its SYN is unanswered: the kernel
     leaves no errno on the socket; the event says ECONNABORTED, never success."""
