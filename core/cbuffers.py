@@ -8,7 +8,6 @@ positions here.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -74,24 +73,33 @@ def positions(codes: Array, count: int) -> tuple[Array, Any, int]:
 
 def distinct(values: Iterable[Any]) -> tuple[list[Any], Array] | None:
     """The distinct values (told apart by type too: ``True`` and ``1`` are equal keys, not
-    equal output; so are ``0.0`` and ``-0.0``) and each row's position among them; None for
-    unhashable values (lists)."""
-    values = values if isinstance(values, list) else list(values)
+    equal output) and each row's position among them; None for unhashable values (lists)."""
     seen: dict[Any, int] = {}
     try:
-        index = [seen.setdefault((type(v), v), len(seen)) for v in values]
+        index = _zeros_apart(
+            values, seen, [seen.setdefault((type(v), v), len(seen)) for v in values]
+        )
     except TypeError:
         return None
-    if any(isinstance(v, float) and v == 0.0 for _, v in seen):
-        # A zero stood for both signs: key the floats by their sign as well (rare: only
-        # batches with a float zero pay for it).
-        signed: dict[Any, int] = {}
-        index = [
-            signed.setdefault(
-                (type(v), v, math.copysign(1.0, v) if isinstance(v, float) else 0.0),
-                len(signed),
-            )
-            for v in values
-        ]
-        return [key[1] for key in signed], np.array(index, dtype=np.int32)
     return [v for _, v in seen], np.array(index, dtype=np.int32)
+
+
+class _NegativeZero:
+    """The key type of ``-0.0`` in :func:`distinct`: equal to ``0.0`` as a float, printed
+    apart (``-0.0``), so it must not share its text."""
+
+
+def _zeros_apart(values: Iterable[Any], seen: dict[Any, int], index: list[int]) -> list[int]:
+    """``index`` as it is, unless a float zero is among the keys: it stood for both signs
+    then, and ``values`` are keyed again, in ``seen``, with ``-0.0`` apart. Batches without a
+    float zero pay one lookup."""
+    if (float, 0.0) not in seen:
+        return index
+    seen.clear()
+    return [
+        seen.setdefault(
+            (_NegativeZero if type(v) is float and not v and np.signbit(v) else type(v), v),
+            len(seen),
+        )
+        for v in values
+    ]
