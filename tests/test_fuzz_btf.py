@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 import pytest
 from fuzzlab import fuzz_settings
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from igrun.core.bpf import BpfError, BpfObject
+from igrun.core.errors import UsageError
+from igrun.core.objectrun import Btf, ElfObject, event_layout
 from igrun.core.schema import Field, Kind, Schema
 
 FUZZ = fuzz_settings(40)
@@ -271,3 +273,65 @@ def decoded_integers_match(layout: Layout, dtype: np.dtype[Any], data: st.DataOb
             for i in range(count)
         ]
         assert batch[m.name].tolist() == want, m.decl
+
+
+@FUZZ
+@given(layout=layouts(), data=st.data())
+def test_igrun_run_flattens_to_the_layout_clang_made(layout: Layout, data: st.DataObject) -> None:
+    """``igrun run`` reads the event struct from the object's BTF itself and flattens nested
+    structs (``m3.f1``): every member it shows is where clang put it, with its size and sign,
+    and decodes to its bytes there; what it cannot show is one clear UsageError line."""
+    with tempfile.TemporaryDirectory() as tmp:
+        obj = Path(tmp) / "ev.bpf.o"
+        built = compile_to(layout.source(), obj)
+        assert built.returncode == 0, built.stderr + layout.source()
+        elf = ElfObject.read(obj)
+        btf = Btf(elf.sections[".BTF"] or b"", elf.order)
+        with BpfObject.open(obj) as bpf:
+            try:
+                flat = event_layout(bpf, btf, "ev")
+            except UsageError as exc:
+                event("refused")
+                assert "\n" not in str(exc)
+                assert any(m.bitfield for m in layout.members) or "cannot be decoded" in str(exc), (
+                    exc
+                )
+                return
+        assert not any(m.bitfield for m in layout.members)
+        dtype = flat.dtype()
+        event(f"nested members shown: {any('.' in n for n in dtype.names or ())}")
+        checks = []
+        for name in dtype.names or ():
+            member, offset = dtype.fields[name][:2]  # type: ignore[index]
+            ref = f"((struct ev *)0)->{name}"
+            checks.append(f'_Static_assert(__builtin_offsetof(struct ev, {name}) == {offset}, "");')
+            if member.itemsize:  # not a flexible array
+                checks.append(f'_Static_assert(sizeof({ref}) == {member.itemsize}, "");')
+        ints = [
+            f for f in flat.fields
+            if f.kind in (Kind.INT, Kind.UINT) and f.decode is None
+            and not f.description.endswith("(pointer)")
+        ]  # fmt: skip
+        for f in ints:
+            signed = int(f.kind is Kind.INT)
+            ref = f"((struct ev *)0)->{f.source}"
+            checks.append(f'_Static_assert(((__typeof__({ref}))-1 < 0) == {signed}, "");')
+        source = layout.source() + "\n".join(checks) + "\n"
+        checked = compile_to(source, Path(tmp) / "check.o", "-fsyntax-only")
+        assert checked.returncode == 0, checked.stderr
+    if not ints or dtype.itemsize == 0:
+        return
+    count = data.draw(st.integers(1, 3))
+    blob = data.draw(st.binary(min_size=count * dtype.itemsize, max_size=count * dtype.itemsize))
+    batch = Schema(flat.fields).bind(dtype).decode(blob)
+    for f in ints:
+        member, offset = dtype.fields[f.source][:2]  # type: ignore[index]
+        want = [
+            int.from_bytes(
+                blob[i * dtype.itemsize + offset : i * dtype.itemsize + offset + member.itemsize],
+                "little",
+                signed=f.kind is Kind.INT,
+            )
+            for i in range(count)
+        ]
+        assert batch[f.name].tolist() == want, f.name
