@@ -27,7 +27,7 @@ from igrun.core.errors import UsageError
 from igrun.core.objectrun import Btf, ElfObject, event_layout
 from igrun.core.schema import Field, Kind, Schema
 
-FUZZ = fuzz_settings(40)
+FUZZ = fuzz_settings(30)
 CLANG = os.environ.get("IGRUN_CLANG", "clang")
 
 PRELUDE = """

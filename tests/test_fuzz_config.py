@@ -23,7 +23,7 @@ from igrun.core.cli import main
 from igrun.core.plugins import registry
 from igrun.core.runtime import RUNTIME_PARAMS
 
-FUZZ = fuzz_settings(150)
+FUZZ = fuzz_settings(100)
 
 REGISTRY = registry()
 GADGETS = {g.full_name(): g for g in REGISTRY.gadgets().values()}

@@ -22,7 +22,7 @@ from igrun.core.columnlines import ColumnLines, fit, format_value
 from igrun.core.jsonlines import JsonLines
 from igrun.core.schema import Batch, Column, Field, Kind, Schema
 
-FUZZ = fuzz_settings(200)
+FUZZ = fuzz_settings(120)
 
 INTS = ["u1", "u2", "u4", "u8", "i1", "i2", "i4", "i8"]
 GROUPS = ["runtime", "k8s"]
