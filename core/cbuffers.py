@@ -104,7 +104,30 @@ def distinct(values: Iterable[Any]) -> tuple[list[Any], Array] | None:
     equal output) and each row's position among them; None for unhashable values (lists)."""
     seen: dict[Any, int] = {}
     try:
-        index = [seen.setdefault((type(v), v), len(seen)) for v in values]
+        index = _zeros_apart(
+            values, seen, [seen.setdefault((type(v), v), len(seen)) for v in values]
+        )
     except TypeError:
         return None
     return [v for _, v in seen], np.array(index, dtype=np.int32)
+
+
+class _NegativeZero:
+    """The key type of ``-0.0`` in :func:`distinct`: equal to ``0.0`` as a float, printed
+    apart (``-0.0``), so it must not share its text."""
+
+
+def _zeros_apart(values: Iterable[Any], seen: dict[Any, int], index: list[int]) -> list[int]:
+    """``index`` as it is, unless a float zero is among the keys: it stood for both signs
+    then, and ``values`` are keyed again, in ``seen``, with ``-0.0`` apart. Batches without a
+    float zero pay one lookup."""
+    if (float, 0.0) not in seen:
+        return index
+    seen.clear()
+    return [
+        seen.setdefault(
+            (_NegativeZero if type(v) is float and not v and np.signbit(v) else type(v), v),
+            len(seen),
+        )
+        for v in values
+    ]

@@ -4,6 +4,8 @@ key: ``run[0].operators[1].with.limit: Extra inputs are not permitted``."""
 
 from __future__ import annotations
 
+import json
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,19 +41,29 @@ class ConfigFile(_Strict):
     run: list[RunEntry] = Field(default_factory=list)
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _location(loc: Sequence[int | str]) -> str:
+    """``run[0].params.limit``; a key that is not a bare TOML key is quoted as TOML would
+    write it (``params."a\\nb"``), so the message stays one line whatever the file's keys."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + ("with" if part == "with_" else str(part))
+            key = "with" if part == "with_" else str(part)
+            if not _BARE_KEY.fullmatch(key):
+                key = json.dumps(key)
+            out += ("." if out else "") + key
     return out
 
 
 def _first_error(exc: ValidationError, prefix: str = "") -> str:
     error = exc.errors()[0]
-    where = _location([*([prefix] if prefix else []), *error["loc"]])
+    where = _location(error["loc"])
+    if prefix:  # already a location (``run[0].params``): joined, not quoted
+        where = prefix + ("." if where and not where.startswith("[") else "") + where
     return f"{where}: {error['msg']}"
 
 
@@ -65,6 +77,8 @@ def load(path: Path) -> ConfigFile:
         raise UsageError(f"config {path}: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config {path}: not TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise UsageError(f"config {path}: not TOML: arrays or tables nested too deeply") from None
     try:
         return ConfigFile.model_validate(data)
     except ValidationError as exc:

@@ -11,6 +11,7 @@ ensure_ascii=False, separators=(",", ":"))`` give, byte for byte, at a fraction 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,9 +43,21 @@ INT, UINT, BOOL, CSTR, TEXT, WALL_TIME = (
 )
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def dumps(value: Any) -> str:
-    """One value as JSON, the way a whole line is written."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """One value as JSON, the way a whole line is written. A lone surrogate (text from JSON
+    that declared one, such as a container's annotation) cannot be written as UTF-8: it is
+    written as its escape (``\\ud800``), which JSON readers take back as that code point."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if _SURROGATE.search(text) is not None:  # only inside strings: the escape stays valid JSON
+        text = _SURROGATE.sub(_escape_surrogate, text)
+    return text
 
 
 def layout(fields: Sequence[Field], lead: str = "") -> tuple[list[tuple[str, Field]], str]:

@@ -3,7 +3,7 @@
 The syntax is ``ig``'s: ``col:value`` (equal), ``col:!value`` (not equal), ``col:>value``,
 ``col:>=value``, ``col:<value``, ``col:<=value``, ``col:~regex`` and ``col:!~regex``. Several
 filters must all match. Values are typed by the field: numbers compare as numbers, strings as
-strings, and a list (exec's args) as its space-joined text.
+strings, a list (exec's args) as its space-joined text and bytes as their hex text.
 
 Repeated ``-F`` flags reach the operator as one comma-separated value. It is split only where
 what follows a comma looks like another filter (``name:``), so ``-F 'args:~a,b'`` works.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import operator as op
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,8 @@ class Filter:
     def _test(self, col: Array) -> Array:
         if self.field.kind is Kind.LIST:
             col = np.array([" ".join(v) for v in col], dtype=object)
+        elif self.field.kind is Kind.BYTES:  # as the columns show them: hex
+            col = np.array([bytes(v).hex() for v in col], dtype=object)
         if self.regex is not None:
             search = self.regex.search
             hits = np.fromiter((search(str(v)) is not None for v in col), bool, len(col))
@@ -102,8 +105,12 @@ def parse_filter(expr: str, schema: Schema) -> Filter:
     for prefix, negate in (("!~", True), ("~", False)):
         if rest.startswith(prefix):
             try:
-                pattern = re.compile(rest[len(prefix) :])
-            except re.error as exc:
+                with warnings.catch_warnings():  # "possible nested set": a line of noise
+                    warnings.simplefilter("ignore", FutureWarning)
+                    pattern = re.compile(rest[len(prefix) :])
+            except (re.error, OverflowError, RecursionError) as exc:
+                # re says "too large" (a{99999999999}) and "too deep" (nested groups) with
+                # other exceptions than re.error: all are the user's pattern.
                 raise ParamError(
                     f'invalid filter "{expr}": bad regular expression: {exc}'
                 ) from None

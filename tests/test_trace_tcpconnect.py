@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import gadgetlab
 import pytest
+from tcplab import blackhole_netns
 
 from igrun.core.bpf import Map, MapType
 from igrun.core.params import Params
@@ -143,6 +144,7 @@ def test_connect_event_has_exact_fields(
     assert event["src"] == {"addr": host, "version": version, "port": from_port}
     assert event["dst"] == {"addr": host, "version": version, "port": port}
     assert event["mountnsid"] == os.stat("/proc/self/ns/mnt").st_ino
+    assert event["error"] == ""
     # Measured in the kernel from SYN sent to ESTABLISHED: within the child's connect() call.
     assert 0 < event["latency"] <= seen["child"]["took"]
     assert before <= event["timestamp"] <= after
@@ -219,9 +221,14 @@ def test_unprivileged_client_uid_and_gid() -> None:
 
 
 @pytest.mark.parametrize(
-    ("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
+    ("family", "host", "version"),
+    [(socket.AF_INET, "127.0.0.1", 4), (socket.AF_INET6, "::1", 6)],
 )
-def test_refused_connect_is_not_reported(family: socket.AddressFamily, host: str) -> None:
+def test_refused_connect_is_reported_with_its_errno(
+    family: socket.AddressFamily, host: str, version: int
+) -> None:
+    """As ``ig`` does, a connect answered by a reset is reported; here with ECONNREFUSED,
+    the errno the caller got, and the caller, not the softirq that handled the reset."""
     closed_port, from_port = free_port(family, host), free_port(family, host)
     server = listener(family, host)
     port = server.getsockname()[1]
@@ -230,7 +237,7 @@ def test_refused_connect_is_not_reported(family: socket.AddressFamily, host: str
     def run() -> None:
         refused = client(host, closed_port, from_port, family.name)
         seen["refused"] = (refused.pid, finish(refused))
-        ok = client(host, port, free_port(family, host), family.name)  # proof the run traced
+        ok = client(host, port, free_port(family, host), family.name)
         seen["ok"] = (ok.pid, finish(ok))
         server.accept()[0].close()
 
@@ -240,11 +247,91 @@ def test_refused_connect_is_not_reported(family: socket.AddressFamily, host: str
         server.close()
     refused_pid, refused = seen["refused"]
     assert refused["errno"] == errno.ECONNREFUSED
-    assert of_pid(rows, refused_pid) == []
-    assert [r for r in rows if r["dst"]["port"] == closed_port] == []
+    (event,) = of_pid(rows, refused_pid)
+    assert event["error"] == "ECONNREFUSED"
+    assert (event["tid"], event["comm"], event["uid"]) == (refused["tid"], COMM, os.getuid())
+    assert event["src"] == {"addr": host, "version": version, "port": from_port}
+    assert event["dst"] == {"addr": host, "version": version, "port": closed_port}
+    assert 0 < event["latency"] <= refused["took"]  # SYN sent to reset received
     ok_pid, ok = seen["ok"]
     assert ok["errno"] == 0
-    assert [r["dst"]["port"] for r in of_pid(rows, ok_pid)] == [port]
+    (connected,) = of_pid(rows, ok_pid)
+    assert (connected["dst"]["port"], connected["error"]) == (port, "")
+
+
+def test_timed_out_connect_is_reported_with_etimedout() -> None:
+    """SYNs dropped by a firewall: connect() gives up after the SYN retries (1 here) with
+    ETIMEDOUT, and so does the event, with the latency of the whole wait."""
+    with blackhole_netns() as blackhole:
+        from_port = 41000 + os.getpid() % 10000
+        seen: dict[str, Any] = {}
+
+        def run() -> None:
+            proc = client(blackhole.addr, blackhole.port, from_port, prefix=tuple(blackhole.run()))
+            seen["pid"] = proc.pid
+            seen["child"] = finish(proc)
+
+        rows = trace(run)
+        assert seen["child"]["errno"] == errno.ETIMEDOUT
+        (event,) = of_pid(rows, seen["pid"])
+        assert event["error"] == "ETIMEDOUT"
+        assert (event["tid"], event["comm"]) == (seen["pid"], COMM)
+        assert event["src"] == {"addr": blackhole.addr, "version": 4, "port": from_port}
+        assert event["dst"] == {"addr": blackhole.addr, "version": 4, "port": blackhole.port}
+        # At least the one retransmission (1 s) before giving up; no later than connect() returned.
+        assert 1_000_000_000 <= event["latency"] <= seen["child"]["took"]
+
+
+def test_connect_answered_by_icmp_unreachable_is_ehostunreach() -> None:
+    """An ICMP error to the SYN fails the connect at once; the event has that errno."""
+    with blackhole_netns() as blackhole:
+        from_port = 43000 + os.getpid() % 10000
+        seen: dict[str, Any] = {}
+
+        def run() -> None:
+            prefix = tuple(blackhole.run())
+            proc = client(blackhole.addr, blackhole.unreachable, from_port, prefix=prefix)
+            seen["pid"] = proc.pid
+            seen["child"] = finish(proc)
+
+        rows = trace(run)
+        assert seen["child"]["errno"] == errno.EHOSTUNREACH
+        (event,) = of_pid(rows, seen["pid"])
+        assert (event["error"], event["comm"]) == ("EHOSTUNREACH", COMM)
+        assert event["src"] == {"addr": blackhole.addr, "version": 4, "port": from_port}
+        assert event["dst"] == {"addr": blackhole.addr, "version": 4, "port": blackhole.unreachable}
+
+
+def test_connect_closed_before_any_answer_is_econnaborted() -> None:
+    """A non-blocking connect whose socket is closed while its SYN is unanswered: the kernel
+    leaves no errno on the socket; the event says ECONNABORTED, never success."""
+    with blackhole_netns() as blackhole:
+        from_port = 42000 + os.getpid() % 10000
+        seen: dict[str, Any] = {}
+        code = f"""
+            import errno, socket
+            s = socket.socket()
+            s.bind(({blackhole.addr!r}, {from_port}))
+            s.setblocking(False)
+            assert s.connect_ex(({blackhole.addr!r}, {blackhole.port})) == errno.EINPROGRESS
+            s.close()
+        """
+
+        def run() -> None:
+            proc = subprocess.Popen(
+                [*blackhole.run(), sys.executable, "-c", textwrap.dedent(code)],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            seen["pid"] = proc.pid
+            _, err = proc.communicate(timeout=20)
+            assert proc.returncode == 0, err
+
+        rows = trace(run)
+        (event,) = of_pid(rows, seen["pid"])
+        assert event["error"] == "ECONNABORTED"
+        assert event["src"]["port"] == from_port
+        assert event["dst"]["port"] == blackhole.port
 
 
 def fast_and_slow(values: dict[str, str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -417,5 +504,33 @@ def test_cli_latency_column_only_with_latency(igrun_cli: IgrunCli) -> None:
 def test_cli_help_lists_params_and_fields(igrun_cli: IgrunCli) -> None:
     proc = igrun_cli.run("trace", "tcpconnect", "--help")
     assert proc.returncode == 0, proc.stderr
-    for word in ("--latency", "--min", "src.addr", "dst.port", "latency", "comm", "ip"):
+    for word in ("--latency", "--min", "src.addr", "dst.port", "latency", "error", "comm", "ip"):
         assert word in proc.stdout
+
+
+def test_cli_error_column_names_the_refused_connect(igrun_cli: IgrunCli) -> None:
+    closed_port, from_port = free_port(), free_port()
+    proc = igrun_cli.start("trace", "tcpconnect", "--host", "-o", "columns=+error")
+    try:
+        refused = client("127.0.0.1", closed_port, from_port)
+        assert finish(refused)["errno"] == errno.ECONNREFUSED
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "RUNTIME.CONTAINERNAME", "PID", "COMM", "IP", "SRC", "DST", "ERROR"
+    ]  # fmt: skip
+    (row,) = [line.split() for line in lines[1:] if line.split()[:1] == [str(refused.pid)]]
+    assert row == [
+        str(refused.pid),
+        COMM,
+        "4",
+        f"127.0.0.1:{from_port}",
+        f"127.0.0.1:{closed_port}",
+        "ECONNREFUSED",
+    ]

@@ -116,7 +116,8 @@ class TraceTcp(BpfTracer):
             Field(
                 "error",
                 Kind.STR,
-                "why a connect failed (errno name)",
+                "why a connect failed (errno name: ECONNREFUSED, ETIMEDOUT, an ICMP error, "
+                "ECONNABORTED when the caller closed the socket first)",
                 decode=_errors,
                 column=Column(width=12, hidden=True),
             ),

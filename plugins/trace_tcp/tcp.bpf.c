@@ -21,6 +21,7 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define ECONNABORTED 103
 
 const volatile bool connect_only = false;
 const volatile bool accept_only = false;
@@ -57,7 +58,9 @@ static __always_inline void current_owner(struct owner *o, __u64 mntns_id)
 	bpf_get_current_comm(&o->comm, sizeof(o->comm));
 }
 
-/* Addresses and ports straight from the socket (host-order local port, network-order peer). */
+/* Addresses and ports straight from the socket (host-order local port, network-order peer).
+ * BPF_CORE_READ_INTO reads sizeof(*dst) bytes: its destination is a pointer to the whole
+ * array (16 bytes), never the array itself, which decays to a pointer to its first byte. */
 static __always_inline bool fill_from_sock(struct event *e, struct sock *sk)
 {
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -67,9 +70,10 @@ static __always_inline bool fill_from_sock(struct event *e, struct sock *sk)
 		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
 		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
 	} else if (family == AF_INET6) {
+		_Static_assert(sizeof(e->saddr) == sizeof(struct in6_addr), "a whole IPv6 address");
 		e->ipversion = 6;
-		BPF_CORE_READ_INTO(e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
 	} else {
 		return false;
 	}
@@ -158,10 +162,11 @@ int ig_tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
 			if (!accept_only && !failure_only && o)
 				emit(ctx, sk, o, TCP_OP_CONNECT, 0);
 		} else if (newstate == TCP_CLOSE) {
-			/* The handshake failed: the reset or timeout left its errno in sk_err. */
+			/* The handshake failed: the reset or timeout left its errno in sk_err; a
+			 * socket its caller closed before any answer has none. */
 			error = BPF_CORE_READ(sk, sk_err);
 			if (!accept_only && o)
-				emit(ctx, sk, o, TCP_OP_CONNECT, error ? error : 1);
+				emit(ctx, sk, o, TCP_OP_CONNECT, error ? error : ECONNABORTED);
 			bpf_map_delete_elem(&owners, &skaddr);
 		}
 		return 0;

@@ -1,12 +1,15 @@
-"""``trace tcpconnect``: outgoing TCP connections, with the process that opened them and how
-long the handshake took.
+"""``trace tcpconnect``: outgoing TCP connections, with the process that opened them, how
+long the handshake took and, for a connect that failed, its errno.
 
 Built on the ``sock/inet_sock_set_state`` tracepoint alone (a stable ABI; no kprobes, which
 Inspektor Gadget uses for this gadget): the caller of ``connect()`` is recorded where it runs
 itself (the ``CLOSE -> SYN_SENT`` transition happens inside ``connect()``) and the event is sent
-when the handshake completes (``SYN_SENT -> ESTABLISHED``, usually in softirq). So only
-connections that got established are reported, each with its latency; a refused or timed-out
-connect is not. Connections started before the gadget are not reported either: their caller
+when the handshake ends: ``SYN_SENT -> ESTABLISHED`` (usually in softirq) for a connection,
+``SYN_SENT -> CLOSE`` for a failure, with the errno the kernel left on the socket
+(``ECONNREFUSED``, ``ETIMEDOUT``, an ICMP error; ``ECONNABORTED`` when the caller closed the
+socket before any answer). ``ig`` reports every connect whose SYN went out, failed or not; this
+gadget does too, and says which failed in its ``error`` field (a hidden column, as ``ig``'s
+columns have no error). Connections started before the gadget are not reported: their caller
 was never recorded.
 """
 
@@ -16,6 +19,7 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from igrun.core import (
+    Batch,
     Category,
     Column,
     Field,
@@ -41,6 +45,11 @@ _LATENCY_COLUMN = Column(width=10, min_width=8, align="right", order=4000)
 _LATENCY_HIDDEN = replace(_LATENCY_COLUMN, hidden=True)
 
 
+def _errors(batch: Batch) -> Any:
+    """errno numbers as names (``ECONNREFUSED``); empty for an established connection."""
+    return fields.per_distinct(batch.member("error"), fields.errno_name)
+
+
 class TraceTcpconnect(BpfTracer):
     name = "tcpconnect"
     category = Category.TRACE
@@ -52,14 +61,14 @@ class TraceTcpconnect(BpfTracer):
             type_hint=TypeHint.BOOL,
             default="false",
             description="show the latency column (time from SYN sent to the connection "
-            "being established)",
+            "being established or failing)",
         ),
         ParamDesc(
             PARAM_MIN,
             type_hint=TypeHint.DURATION,
             default="0",
-            description="show only connections whose latency is at least this long "
-            "(e.g. 10ms; 0: all)",
+            description="show only connections whose latency (to being established or "
+            "failing) is at least this long (e.g. 10ms; 0: all)",
         ),
     )
     examples: ClassVar[tuple[str, ...]] = (
@@ -67,6 +76,7 @@ class TraceTcpconnect(BpfTracer):
         "igrun trace tcpconnect --latency",
         "igrun trace tcpconnect --latency --min 10ms",
         "igrun trace tcpconnect -F dst.port:443 -o json",
+        "igrun trace tcpconnect -o columns=+error -F error:ECONNREFUSED",
     )
     schema = Schema(
         [
@@ -97,9 +107,17 @@ class TraceTcpconnect(BpfTracer):
             Field(
                 "latency",
                 Kind.UINT,
-                "nanoseconds from SYN sent to the connection being established (a column "
-                "with --latency)",
+                "nanoseconds from SYN sent to the connection being established or failing "
+                "(a column with --latency)",
                 column=_LATENCY_HIDDEN,
+            ),
+            Field(
+                "error",
+                Kind.STR,
+                "why the connect failed (errno name: ECONNREFUSED, ETIMEDOUT, an ICMP error, "
+                "ECONNABORTED when the caller closed the socket first); empty when connected",
+                decode=_errors,
+                column=Column(width=12, hidden=True),
             ),
         ],
         struct="event",

@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * trace tcpconnect: one event per outgoing TCP connection that got established, with the
- * process that called connect() and the time the handshake took.
+ * trace tcpconnect: one event per outgoing TCP connection attempt once its handshake ended,
+ * with the process that called connect(), the time the handshake took and, when it failed,
+ * why.
  *
  * Only the sock/inet_sock_set_state tracepoint is used, no kprobes. Its CLOSE -> SYN_SENT
  * transition runs inside connect(), in the caller's own context: that is where the process is
  * recorded, by socket address. SYN_SENT -> ESTABLISHED usually runs in softirq, where the
  * current task is whoever was interrupted: the event takes the recorded process instead, and
- * the latency is the time between the two transitions. SYN_SENT -> CLOSE is a failed connect
- * (refused, timed out, aborted): the record is dropped and nothing is reported.
+ * the latency is the time between the two transitions. SYN_SENT -> CLOSE is a failed connect:
+ * the kernel sets sk_err before it closes the socket (ECONNREFUSED for a reset, ETIMEDOUT or
+ * the last ICMP error when the SYNs ran out); a socket closed by its caller before any answer
+ * has none and is reported as ECONNABORTED.
  */
 #include <vmlinux.h>
 #include <bpf/bpf_core_read.h>
@@ -23,6 +26,7 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define IPPROTO_TCP 6
+#define ECONNABORTED 103
 
 /* Report only connections whose handshake took at least this long (0: all). */
 const volatile __u64 targ_min_latency_ns = 0;
@@ -59,9 +63,10 @@ static __always_inline void record_start(__u64 skaddr)
 	bpf_map_update_elem(&starts, &skaddr, &start, BPF_ANY);
 }
 
-/* The handshake completed: report it with the recorded process, never the current one. */
-static __always_inline void emit_established(struct trace_event_raw_inet_sock_set_state *ctx,
-					     const struct connect_start *start)
+/* The handshake ended (error 0: established): report it with the recorded process, never
+ * the current one. */
+static __always_inline void emit(struct trace_event_raw_inet_sock_set_state *ctx,
+				 const struct connect_start *start, __u16 error)
 {
 	__u64 now = bpf_ktime_get_boot_ns();
 	__u64 latency = now > start->start_ns ? now - start->start_ns : 0;
@@ -88,6 +93,7 @@ static __always_inline void emit_established(struct trace_event_raw_inet_sock_se
 	e->dport = ctx->dport;
 	e->timestamp = now;
 	e->latency = latency;
+	e->error = error;
 	e->mntns_id = start->mntns_id;
 	e->pid = start->pid;
 	e->tid = start->tid;
@@ -103,6 +109,7 @@ int ig_tcpconnect_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	__u64 skaddr = (__u64)ctx->skaddr;
 	int oldstate = ctx->oldstate, newstate = ctx->newstate;
 	const struct connect_start *start;
+	__u16 error;
 
 	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
@@ -116,12 +123,16 @@ int ig_tcpconnect_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	if (oldstate != TCP_SYN_SENT)
 		return 0;
 
-	/* SYN_SENT -> ESTABLISHED: report; -> CLOSE (or anything else): a failed connect. */
+	/* SYN_SENT -> ESTABLISHED: connected; -> CLOSE: failed, the errno left in sk_err. */
 	start = bpf_map_lookup_elem(&starts, &skaddr);
 	if (!start)
 		return 0;
-	if (newstate == TCP_ESTABLISHED)
-		emit_established(ctx, start);
+	if (newstate == TCP_ESTABLISHED) {
+		emit(ctx, start, 0);
+	} else if (newstate == TCP_CLOSE) {
+		error = BPF_CORE_READ((struct sock *)ctx->skaddr, sk_err);
+		emit(ctx, start, error ? error : ECONNABORTED);
+	}
 	bpf_map_delete_elem(&starts, &skaddr);
 	return 0;
 }

@@ -15,12 +15,12 @@ struct connect_start {
 	char comm[TASK_COMM_LEN];
 };
 
-/* One established outgoing connection. Addresses: IPv4 in the first 4 bytes; ports in host
- * byte order. */
+/* One outgoing connection attempt whose handshake ended. Addresses: IPv4 in the first 4
+ * bytes; ports in host byte order. */
 struct event {
 	__u64 timestamp;
 	__u64 mntns_id;
-	__u64 latency; /* ns from SYN sent to ESTABLISHED */
+	__u64 latency; /* ns from SYN sent to ESTABLISHED or to the failure */
 	__u32 pid;
 	__u32 tid;
 	__u32 uid;
@@ -29,6 +29,7 @@ struct event {
 	__u8 daddr[16];
 	__u16 sport;
 	__u16 dport;
+	__u16 error; /* errno of a failed connect; 0 when established */
 	__u8 ipversion;
 	char comm[TASK_COMM_LEN];
 };
