@@ -1,9 +1,11 @@
 """Keeping the container collection current, without kprobes.
 
 Discovery asks each selected runtime client for its running containers at start, then again
-whenever one of the runtimes' state folders changes (inotify: runc writes a container's
-state at ``create``, before its first process runs, so a new container is usually in the
-filter map before it does anything) and, as a fallback, every five seconds. A state folder that
+whenever one of the runtimes' state folders changes (inotify) and, as a fallback, every five
+seconds. Watching folders alone is late by a scan, so where fanotify permission events work
+(root in the host pid namespace) runc is also held at each container's start until the
+container is described and in the collection (:mod:`igrun.core.starthold`): a container that
+runc starts is in the filter map, with its name, before its first instruction. A state folder that
 does not exist yet (a runtime started after igrun) is waited for through inotify on its
 nearest existing parent, and its appearance is a change. Each rescan syncs the collection (a
 few hundred microseconds of Python: the fallback is rare, and nothing is looked for on a
@@ -24,10 +26,11 @@ from typing import Any
 
 from inotify_simple import INotify, flags  # type: ignore[import-untyped]
 
-from igrun.core.containers import Container, ContainerCollection
+from igrun.core.containers import Container, ContainerCollection, boot_ns
 from igrun.core.errors import EnvironmentProblem, ParamError
 from igrun.core.log import get_logger
 from igrun.core.runtimes import RUNTIME_NAMES, RuntimeClient, RuntimeUnavailable, all_clients
+from igrun.core.starthold import Birth, StartHold
 
 POLL_SECONDS = 5.0
 SETTLE_MS = 10  # let a burst of state writes arrive before rescanning
@@ -84,6 +87,7 @@ class Discovery:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._watcher: StateWatcher | None = None
+        self._hold: StartHold | None = None
         self._warned: set[str] = set()
 
     def scan(self) -> list[Container]:
@@ -112,10 +116,36 @@ class Discovery:
             log("container_discovery", runtime=runtime, problem=message)
 
     def refresh(self) -> None:
-        self.collection.sync(self.scan())
+        since = boot_ns()
+        self.collection.sync(self.scan(), since=since)
 
-    def start(self) -> None:
-        """A first full scan now, then updates in the background until :meth:`stop`."""
+    def learn(self, birth: Birth) -> None:
+        """Describe a container that runc holds before its first instruction, and add it.
+
+        Each client is asked in turn (managers first) and the first that knows the id names
+        it, from its runtime's state read now; runc's own description (the bundle's
+        annotations) is the last resort, when runc is among the runtimes asked.
+        """
+        for client in self.clients:
+            try:
+                c = client.describe(birth.id, birth.pid, birth.state_dir, birth.bundle)
+            except RuntimeUnavailable:
+                continue
+            if c is not None:
+                self.collection.add(c)
+                get_logger().debug(
+                    "container_held", id=c.id[:12], name=c.name, runtime=c.runtime, mntns=c.mntns
+                )
+                return
+
+    def start(self, hold: bool = True) -> None:
+        """A first full scan now, then updates in the background until :meth:`stop`. With
+        ``hold``, runc is also held at each container's start until the container is known
+        (:mod:`igrun.core.starthold`), where fanotify allows it."""
+        if hold and os.geteuid() == 0:
+            self._hold = StartHold(self.learn)
+            if not self._hold.start():
+                self._hold = None
         watcher = self._watcher = StateWatcher([d for c in self.clients for d in c.state_dirs()])
         self.refresh()
         self._thread = threading.Thread(
@@ -137,6 +167,9 @@ class Discovery:
         """End the background updates; returns at once (the watcher is woken, not waited
         out)."""
         self._stop.set()
+        if self._hold is not None:
+            self._hold.stop()
+            self._hold = None
         if self._watcher is not None:
             self._watcher.interrupt()
         if self._thread is not None:

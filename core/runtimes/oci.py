@@ -72,6 +72,19 @@ class RuncClient(RuntimeClient):
     def state_dirs(self) -> tuple[Path, ...]:
         return self.roots
 
+    def describe(self, id: str, pid: int, state_dir: Path, bundle: str) -> Container | None:
+        if state_dir.parent not in self.roots:
+            return None
+        annotations = bundle_annotations(bundle)
+        return from_process(
+            id,
+            container_name(id, annotations),
+            self.name,
+            pid,
+            annotations=annotations,
+            labels={"bundle": bundle} if bundle else {},
+        )
+
     def containers(self) -> list[Container]:
         out = []
         for root in self.roots:
@@ -101,7 +114,16 @@ class RuncClient(RuntimeClient):
             int(state.get("init_process_pid") or 0),
             annotations=annotations,
             labels=labels,
+            start_ticks=_start_ticks(state),
         )
+
+
+def _start_ticks(state: dict[str, Any]) -> int | None:
+    """When runc saw the init process start (clock ticks after boot), to tell a reused pid."""
+    try:
+        return int(state["init_process_start"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 class CrunClient(RuntimeClient):
