@@ -215,6 +215,10 @@ class ContainerCollection:
 
     def __init__(self, tombstone_seconds: float = TOMBSTONE_SECONDS) -> None:
         self._lock = threading.Lock()
+        self._changing = threading.Lock()
+        """Held from a change until its listeners have heard of it: discovery and the start
+        hold change the collection from two threads, and a listener (the filter map) must
+        hear of changes in the order they were made."""
         self._live: dict[str, Container] = {}
         self._removed: list[Container] = []
         self._added: dict[str, int] = {}
@@ -254,13 +258,14 @@ class ContainerCollection:
         container with the same mount-ns id is stale (the kernel reused the id, so that one's
         namespace is gone) and is retired as of the new container's start.
         """
-        with self._lock:
-            self._added[c.id] = boot_ns()
-            events = self._put(c)
-            if events:
-                self.generation += 1
-            listeners = list(self._listeners)
-        self._tell(listeners, events)
+        with self._changing:
+            with self._lock:
+                self._added[c.id] = boot_ns()
+                events = self._put(c)
+                if events:
+                    self.generation += 1
+                listeners = list(self._listeners)
+            self._tell(listeners, events)
 
     def _put(self, c: Container) -> list[tuple[str, Container]]:
         """Make ``c`` live (lock held); the changes to tell."""
@@ -280,6 +285,17 @@ class ContainerCollection:
         events.append(("added", c))
         return events
 
+    def _unseen_yet(self, c: Container, since: int | None) -> bool:
+        """Whether a container added one by one is missing from a scan only because its
+        runtime has not written its state yet: added after the scan began, or still running
+        (held containers are added just before runc writes their state)."""
+        added = self._added.get(c.id)
+        if added is None:
+            return False
+        if since is not None and added >= since:
+            return True
+        return process_start_ns(c.pid) == c.started_ns
+
     def _retire(self, c: Container, when: int, events: list[tuple[str, Container]]) -> None:
         gone = replace(c, removed_ns=max(when, c.started_ns))
         del self._live[c.id]
@@ -296,25 +312,26 @@ class ContainerCollection:
         """Make the live set equal ``current``, telling listeners what changed. ``since``:
         when the scan that found ``current`` began (boot ns); containers added after it
         stay."""
-        now = boot_ns()
-        seen = {c.id: c for c in current}
-        events: list[tuple[str, Container]] = []
-        with self._lock:
-            self._added = {k: t for k, t in self._added.items() if now - t < self.tombstone_ns}
-            for id, c in list(self._live.items()):
-                fresh = seen.get(id)
-                if fresh is None and since is not None and self._added.get(id, 0) >= since:
-                    continue  # added while the scan ran: it did not know yet
-                if fresh is None or fresh.pid != c.pid:
-                    self._retire(c, now, events)
-            for c in seen.values():
-                events += self._put(c)
-            kept = [c for c in self._removed if now - (c.removed_ns or 0) < self.tombstone_ns]
-            if events or len(kept) != len(self._removed):
-                self.generation += 1
-            self._removed = kept
-            listeners = list(self._listeners)
-        self._tell(listeners, events)
+        with self._changing:
+            now = boot_ns()
+            seen = {c.id: c for c in current}
+            events: list[tuple[str, Container]] = []
+            with self._lock:
+                self._added = {k: t for k, t in self._added.items() if now - t < self.tombstone_ns}
+                for id, c in list(self._live.items()):
+                    fresh = seen.get(id)
+                    if fresh is None and self._unseen_yet(c, since):
+                        continue
+                    if fresh is None or fresh.pid != c.pid:
+                        self._retire(c, now, events)
+                for c in seen.values():
+                    events += self._put(c)
+                kept = [c for c in self._removed if now - (c.removed_ns or 0) < self.tombstone_ns]
+                if events or len(kept) != len(self._removed):
+                    self.generation += 1
+                self._removed = kept
+                listeners = list(self._listeners)
+            self._tell(listeners, events)
 
     def candidates(self, mntns: int) -> list[Container]:
         """Live and recently removed containers with this mount-ns id, oldest start first."""

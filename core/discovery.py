@@ -134,7 +134,12 @@ class Discovery:
             if c is not None:
                 self.collection.add(c)
                 get_logger().debug(
-                    "container_held", id=c.id[:12], name=c.name, runtime=c.runtime, mntns=c.mntns
+                    "container_held",
+                    id=c.id[:12],
+                    name=c.name,
+                    runtime=c.runtime,
+                    mntns=c.mntns,
+                    pid=c.pid,
                 )
                 return
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import select
 import shutil
 import threading
@@ -139,11 +138,15 @@ def init_of(runc_pid: int) -> int:
     """runc's child that lives in another mount namespace: the container's init (0 if none
     yet). runc 1.1 starts it with ``CLONE_PARENT``, so it is runc's own child."""
     own = _mntns(runc_pid)
+    found = 0
     for child in _children(runc_pid):
         ns = _mntns(child)
         if ns and own and ns != own:
-            return child
-    return 0
+            found = child
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{child}/comm").read_text().startswith("runc:[2:INIT]"):
+                    return child  # not runc's intermediate child, should it linger
+    return found
 
 
 class StartHold:
@@ -158,8 +161,6 @@ class StartHold:
         self._group = -1
         self._wake_r, self._wake_w = -1, -1
         self._thread: threading.Thread | None = None
-        self._worker: threading.Thread | None = None
-        self._jobs: queue.SimpleQueue[tuple[int, Birth] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._pending: dict[int, tuple[float, Birth]] = {}
         """Held events by descriptor: their deadline and container."""
@@ -200,8 +201,6 @@ class StartHold:
         get_logger().debug("container_start_hold", binaries=marked, bound_s=self.bound)
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._loop, name="igrun-start-hold", daemon=True)
-        self._worker = threading.Thread(target=self._work, name="igrun-start-learn", daemon=True)
-        self._worker.start()
         self._thread.start()
         return True
 
@@ -253,7 +252,9 @@ class StartHold:
         with self._lock:
             self._pending[event.fd] = (time.monotonic() + self.bound, birth)
         self.held += 1
-        self._jobs.put((event.fd, birth))
+        threading.Thread(
+            target=self._learn, args=(event.fd, birth), name="igrun-start-learn", daemon=True
+        ).start()
         return True
 
     def _unmark(self, folder: Path) -> None:
@@ -288,23 +289,15 @@ class StartHold:
             return 1.0
         return min(left) if left else None
 
-    # ---- the worker: asks the runtimes, then answers --------------------------------------
+    # ---- one short-lived thread per held container: asks the runtimes, then answers ----------
 
-    def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            fd, birth = job
-            try:
-                self.learn(birth)
-            except Exception as exc:  # a runtime's surprise must not hold it
-                get_logger().warning(
-                    "container_discovery", container=birth.id[:12], problem=f"{exc!r}"
-                )
-            self._answer(fd)
-            with contextlib.suppress(OSError):
-                os.write(self._wake_w, b"!")  # a deadline may have gone with it
+    def _learn(self, fd: int, birth: Birth) -> None:
+        """A thread of its own, so that one slow answer holds no other container."""
+        try:
+            self.learn(birth)
+        except Exception as exc:  # a runtime's surprise must not hold it
+            get_logger().warning("container_discovery", container=birth.id[:12], problem=repr(exc))
+        self._answer(fd)
 
     def _answer(self, fd: int) -> bool:
         """Allow a held event once (the worker and the deadline may race)."""
@@ -328,9 +321,6 @@ class StartHold:
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"!")
         self._thread.join(timeout=2)
-        self._jobs.put(None)
-        if self._worker is not None:
-            self._worker.join(timeout=0.5)  # a slow runtime answer ends with us
         with self._lock:
             held = list(self._pending)
             self._pending.clear()
@@ -340,4 +330,4 @@ class StartHold:
             self._group = -1
         os.close(self._wake_r)
         os.close(self._wake_w)
-        self._thread = self._worker = None
+        self._thread = None
