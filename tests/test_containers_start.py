@@ -110,6 +110,33 @@ def test_fifty_podman_run_rm_containers_are_traced_and_named(
     assert runtime == "podman"
 
 
+def test_with_host_every_podman_container_is_named_never_by_its_id(
+    igrun_cli: IgrunCli,
+    podman_env: dict[str, str],  # noqa: F811
+) -> None:
+    """``--host`` filters nothing in the kernel: what is checked is the name each event
+    gets, from podman's own list read while runc is held."""
+    tag = uuid.uuid4().hex[:6]
+    names = [f"igrun-host-{tag}-{i}" for i in range(10)]
+    traced = Traced(igrun_cli, "trace", "exec", "-o", "json", "--host")
+    try:
+        for name in names:
+            subprocess.run(
+                [*PODMAN_RUN, "--name", name, IMAGE, "/bin/echo", name],
+                env=podman_env,
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+    finally:
+        events = traced.stop()
+    for name in names:
+        (event,) = [e for e in events if e["args"] == ["/bin/echo", name]]
+        assert event["runtime"]["containerName"] == name
+        assert event["runtime"]["runtimeName"] == "podman"
+        assert len(event["runtime"]["containerId"]) == 64
+
+
 @pytest.fixture
 def runc_bundles(rootfs: Path, tmp_path: Path) -> Iterator[Any]:
     """Makes OCI bundles for plain runc containers that run ``args`` and are named ``name``

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from igrun.core.containers import ContainerCollection
+from igrun.core.containers import Container, ContainerCollection, boot_ns, from_process
 from igrun.core.discovery import Discovery, StateWatcher
 from igrun.core.runtimes.oci import RuncClient
 
@@ -77,3 +78,77 @@ def test_stopping_discovery_does_not_wait_out_its_watcher(tmp_path: Path) -> Non
     start = time.monotonic()
     discovery.stop()
     assert time.monotonic() - start < 0.5
+
+
+# ---- the collection under a start hold: added one by one, while scans run -----------------
+
+
+def _me(id: str, name: str, runtime: str = "runc") -> Container:
+    import os
+
+    c = from_process(id, name, runtime, os.getpid())
+    assert c is not None
+    return c
+
+
+def test_a_reused_mount_namespace_retires_the_stale_container_at_the_new_start() -> None:
+    """Two containers cannot share a mount-ns id at once: the kernel reused the id, so the
+    older one is gone, whatever the last scan said."""
+    collection = ContainerCollection()
+    heard: list[tuple[str, str]] = []
+    collection.subscribe(lambda kind, c: heard.append((kind, c.id)))
+    old = _me("old", "old")
+    collection.sync([old])
+    new = replace(_me("new", "new"), started_ns=old.started_ns + 1000)
+    collection.add(new)
+    assert [c.id for c in collection.containers()] == ["new"]
+    (gone, live) = collection.candidates(new.mntns)
+    assert (gone.id, gone.removed_ns, live.id) == ("old", new.started_ns, "new")
+    assert heard == [("added", "old"), ("removed", "old"), ("added", "new")]
+
+
+def test_a_held_container_outlives_scans_that_do_not_show_it_yet() -> None:
+    """runc writes state.json just after the hold: a scan that began earlier, or that read
+    the folder first, must not remove a container whose init still runs."""
+    collection = ContainerCollection()
+    before = boot_ns()
+    held = _me("held", "web")
+    collection.add(held)
+    collection.sync([], since=before)  # began before the add
+    collection.sync([], since=boot_ns())  # began after, state not written yet: init runs
+    assert [c.id for c in collection.containers()] == ["held"]
+    ended = replace(held, pid=held.pid, started_ns=held.started_ns - 1)  # "another" process
+    collection = ContainerCollection()
+    collection.add(ended)
+    collection.sync([], since=boot_ns())
+    assert collection.containers() == []
+
+
+def test_a_manager_name_that_arrives_later_renames_the_container() -> None:
+    """A container first claimed under its id (its manager's list unreadable for a moment)
+    is renamed when the manager knows it; no removal in between."""
+    collection = ContainerCollection()
+    heard: list[tuple[str, str]] = []
+    collection.subscribe(lambda kind, c: heard.append((kind, c.name)))
+    by_id = _me("0123456789abcdef" * 4, "0123456789abcdef" * 4, "runc")
+    collection.sync([by_id])
+    named = replace(by_id, name="web", runtime="podman")
+    collection.sync([named])
+    assert [(c.name, c.runtime) for c in collection.containers()] == [("web", "podman")]
+    assert heard == [("added", by_id.name), ("changed", "web")]
+
+
+def test_a_runc_state_whose_pid_went_to_another_process_is_not_a_container(
+    tmp_path: Path,
+) -> None:
+    import json
+    import os
+
+    from igrun.core.containers import CLK_TCK, process_start_ns
+
+    ticks = process_start_ns(os.getpid()) * CLK_TCK // 1_000_000_000
+    for id, start in (("mine", ticks), ("reused", ticks - 7)):
+        (tmp_path / id).mkdir()
+        state = {"id": id, "init_process_pid": os.getpid(), "init_process_start": start}
+        (tmp_path / id / "state.json").write_text(json.dumps(state))
+    assert [c.id for c in RuncClient((tmp_path,)).containers()] == ["mine"]
