@@ -137,6 +137,90 @@ def test_with_host_every_podman_container_is_named_never_by_its_id(
         assert len(event["runtime"]["containerId"]) == 64
 
 
+CTR_NAMESPACE = "igrun-test"
+
+
+@pytest.fixture(scope="session")
+def containerd(
+    podman_env: dict[str, str],  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[list[str]]:
+    """``ctr`` for a containerd (started here when none runs) with the test image in its own
+    namespace; everything is removed afterwards."""
+    needs("containerd", "ctr")
+    work = tmp_path_factory.mktemp("containerd")
+    daemon: subprocess.Popen[bytes] | None = None
+    ctr = ["ctr", "-n", CTR_NAMESPACE]
+    if subprocess.run(["ctr", "version"], capture_output=True).returncode != 0:
+        config = work / "containerd.toml"
+        config.write_text('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n')
+        with (work / "containerd.log").open("wb") as log:
+            daemon = subprocess.Popen(
+                ["containerd", "--config", str(config)], stdout=log, stderr=log
+            )
+        for _ in range(100):
+            if subprocess.run(["ctr", "version"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+    archive = work / "image.tar"
+    subprocess.run(
+        ["podman", "save", "--format", "oci-archive", "-o", str(archive), IMAGE],
+        env=podman_env,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run([*ctr, "images", "import", str(archive)], check=True, capture_output=True)
+    try:
+        yield ctr
+    finally:
+        subprocess.run([*ctr, "images", "rm", "--sync", IMAGE], capture_output=True)
+        subprocess.run(["ctr", "namespaces", "rm", CTR_NAMESPACE], capture_output=True)
+        for cgroup in Path("/sys/fs/cgroup").glob(f"*/{CTR_NAMESPACE}"):
+            for child in cgroup.iterdir():
+                if child.is_dir():
+                    child.rmdir()
+            cgroup.rmdir()
+        if daemon is not None:
+            daemon.terminate()
+            daemon.wait(timeout=30)
+
+
+def test_containerd_containers_are_traced_and_named(
+    igrun_cli: IgrunCli, containerd: list[str]
+) -> None:
+    """containerd's shim runs runc create and start with its own ``--root``; the name is the
+    ``name`` label ctr writes into the bundle's annotations."""
+    tag = uuid.uuid4().hex[:6]
+    names = [f"igrun-ctr-{tag}-{i}" for i in range(10)]
+    selected = ",".join(names)
+    traced = Traced(
+        igrun_cli, "trace", "exec", "-o", "json", "-c", selected,
+        "--containerd-namespace", CTR_NAMESPACE,
+    )  # fmt: skip
+    try:
+        for i, name in enumerate(names):
+            subprocess.run(
+                [
+                    *containerd,
+                    "run",
+                    "--rm",
+                    "--label",
+                    f"name={name}",
+                    IMAGE,
+                    f"ctr{i}-{tag}",
+                    *ARGS,
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+    finally:
+        events = traced.stop()
+    exec_names = Counter(e["runtime"]["containerName"] for e in events if e["args"] == ARGS)
+    assert exec_names == Counter(names)
+    assert {e["runtime"]["runtimeName"] for e in events if e["args"] == ARGS} == {"containerd"}
+
+
 @pytest.fixture
 def runc_bundles(rootfs: Path, tmp_path: Path) -> Iterator[Any]:
     """Makes OCI bundles for plain runc containers that run ``args`` and are named ``name``
