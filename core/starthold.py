@@ -167,6 +167,7 @@ class StartHold:
         self._dirs: dict[Path, float] = {}
         """Marked state folders, with when they were marked."""
         self._stop = threading.Event()
+        self._warned: set[str] = set()
         self.held = 0
         self.expired = 0
 
@@ -216,11 +217,29 @@ class StartHold:
             poller.poll(None if timeout is None else max(timeout, 0.001) * 1000)
             with contextlib.suppress(OSError):
                 os.read(self._wake_r, 512)
-            for event in fanotify.read_events(self._group):
+            try:
+                events = fanotify.read_events(self._group)
+            except OSError as exc:  # e.g. out of descriptors: the kernel denied that open
+                self._warn(f"reading fanotify events: {exc}")
+                time.sleep(0.01)
+                continue
+            for event in events:
                 if event.fd == fanotify.FAN_NOFD:
                     continue  # a queue overflow: nothing to answer
-                if event.pid == me or not self._handle(event):
+                try:
+                    held = event.pid != me and self._handle(event)
+                except Exception as exc:  # never leave an event unanswered
+                    self._warn(f"{type(exc).__name__}: {exc}")
+                    with self._lock:
+                        self._pending.pop(event.fd, None)
+                    held = False
+                if not held:
                     self._allow(event.fd)
+
+    def _warn(self, problem: str) -> None:
+        if problem not in self._warned:
+            self._warned.add(problem)
+            get_logger().warning("container_start_hold", problem=problem)
 
     def _handle(self, event: fanotify.Event) -> bool:
         """Look at one event; True when it is held (answered later)."""
@@ -293,11 +312,14 @@ class StartHold:
 
     def _learn(self, fd: int, birth: Birth) -> None:
         """A thread of its own, so that one slow answer holds no other container."""
+        began = time.monotonic()
         try:
             self.learn(birth)
         except Exception as exc:  # a runtime's surprise must not hold it
             get_logger().warning("container_discovery", container=birth.id[:12], problem=repr(exc))
-        self._answer(fd)
+        if self._answer(fd):
+            took = round((time.monotonic() - began) * 1000, 2)
+            get_logger().debug("container_start_released", container=birth.id[:12], held_ms=took)
 
     def _answer(self, fd: int) -> bool:
         """Allow a held event once (the worker and the deadline may race)."""
