@@ -287,6 +287,34 @@ def test_fifty_runc_run_containers_are_traced_and_named(
     assert {e["runtime"]["runtimeName"] for e in by_name.values()} == {"runc"}
 
 
+def test_runc_with_its_own_root_is_held_too(
+    igrun_cli: IgrunCli, runc_bundles: Any, tmp_path: Path
+) -> None:
+    """The state folder is found from the fifo runc hands its init, whatever ``--root``."""
+    make, _ = runc_bundles
+    root = tmp_path / "runc-root"
+    tag = uuid.uuid4().hex[:6]
+    names = [f"igrun-root-{tag}-{i}" for i in range(5)]
+    bundles = [(f"igrun-root-{tag}-id{i}", n) for i, n in enumerate(names)]
+    bundles = [(id, make(id, n, ARGS)) for id, n in bundles]
+    traced = Traced(igrun_cli, "trace", "exec", "-o", "json", "-c", ",".join(names))
+    try:
+        for id, bundle in bundles:
+            subprocess.run(
+                ["runc", "--root", str(root), "run", "--bundle", str(bundle), id],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=30,
+                check=True,
+            )
+    finally:
+        events = traced.stop()
+    assert Counter(e["runtime"]["containerName"] for e in events if e["args"] == ARGS) == Counter(
+        names
+    )
+
+
 def test_a_slow_igrun_delays_runc_by_the_bound_at_most(
     runc_bundles: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
