@@ -49,6 +49,7 @@ HOLD_SECONDS = 2.0
 RUNC_NAMES = ("runc", "docker-runc")
 RUNC_PLACES = ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/bin", "/sbin")
 FIFO = "exec.fifo"
+INIT_COMM = "runc:[2:INIT]"
 
 
 @dataclass(frozen=True)
@@ -135,18 +136,20 @@ def _bundle(pid: int) -> str:
 
 
 def init_of(runc_pid: int) -> int:
-    """runc's child that lives in another mount namespace: the container's init (0 if none
-    yet). runc 1.1 starts it with ``CLONE_PARENT``, so it is runc's own child."""
+    """runc's child ``runc:[2:INIT]`` in another mount namespace: the container's init, once
+    it is in its final namespaces (0 if there is none yet). runc 1.1 starts it with
+    ``CLONE_PARENT``, so it is runc's own child; the intermediate ``runc:[1:CHILD]`` shares
+    its mount namespace but exits, and is never taken for it."""
     own = _mntns(runc_pid)
-    found = 0
     for child in _children(runc_pid):
+        try:
+            comm = Path(f"/proc/{child}/comm").read_text()
+        except OSError:
+            continue
         ns = _mntns(child)
-        if ns and own and ns != own:
-            found = child
-            with contextlib.suppress(OSError):
-                if Path(f"/proc/{child}/comm").read_text().startswith("runc:[2:INIT]"):
-                    return child  # not runc's intermediate child, should it linger
-    return found
+        if comm.startswith(INIT_COMM) and ns and own and ns != own:
+            return child
+    return 0
 
 
 class StartHold:
