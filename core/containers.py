@@ -308,17 +308,19 @@ class ContainerCollection:
             for listener in listeners:
                 listener(kind, c)
 
-    def sync(self, current: Iterable[Container], since: int | None = None) -> None:
+    def sync(
+        self, current: Iterable[Container], since: int | None = None, partial: bool = False
+    ) -> None:
         """Make the live set equal ``current``, telling listeners what changed. ``since``:
         when the scan that found ``current`` began (boot ns); containers added after it
-        stay."""
+        stay. ``partial``: a scan that missed a runtime: add and update, remove nothing."""
         with self._changing:
             now = boot_ns()
             seen = {c.id: c for c in current}
             events: list[tuple[str, Container]] = []
             with self._lock:
                 self._added = {k: t for k, t in self._added.items() if now - t < self.tombstone_ns}
-                for id, c in list(self._live.items()):
+                for id, c in list(self._live.items()) if not partial else ():
                     fresh = seen.get(id)
                     if fresh is None and self._unseen_yet(c, since):
                         continue

@@ -33,6 +33,10 @@ from igrun.core.runtimes import RUNTIME_NAMES, RuntimeClient, RuntimeUnavailable
 from igrun.core.starthold import Birth, StartHold
 
 POLL_SECONDS = 5.0
+RETRY_SECONDS = 0.05
+RETRIES = 3
+LOW_LEVEL = ("runc", "crun")
+"""Runtimes under a manager: a container they list may be a manager's, named by it."""
 SETTLE_MS = 10  # let a burst of state writes arrive before rescanning
 WATCHED = flags.CREATE | flags.DELETE | flags.MOVED_TO | flags.CLOSE_WRITE | flags.ONLYDIR
 APPEARING = flags.CREATE | flags.MOVED_TO | flags.ONLYDIR
@@ -88,24 +92,32 @@ class Discovery:
         self._thread: threading.Thread | None = None
         self._watcher: StateWatcher | None = None
         self._hold: StartHold | None = None
+        self.incomplete = False
+        """The last scan missed a manager's answer."""
+        self._retries = 0
         self._warned: set[str] = set()
 
     def scan(self) -> list[Container]:
         """Every running container, each claimed by the first client that knows it."""
         found: dict[str, Container] = {}
+        self.incomplete = False
         for client in self.clients:
             try:
                 containers = client.containers()
             except RuntimeUnavailable as exc:
                 self._warn(client.name, str(exc), quiet=not client.requested)
+                self.incomplete |= client.name not in LOW_LEVEL and client.available()
                 continue
             except Exception as exc:  # a runtime's surprise must not end a run
                 self._warn(client.name, f"{type(exc).__name__}: {exc}")
+                self.incomplete |= client.name not in LOW_LEVEL
                 continue
             for problem in client.problems:
                 self._warn(client.name, problem)
             client.problems.clear()
             for c in containers:
+                if self.incomplete and c.runtime in LOW_LEVEL and not self.collection.get(c.id):
+                    continue  # maybe the failed manager's: not named by its id meanwhile
                 found.setdefault(c.id, c)
         return list(found.values())
 
@@ -116,8 +128,13 @@ class Discovery:
             log("container_discovery", runtime=runtime, problem=message)
 
     def refresh(self) -> None:
+        """Scan and sync. A scan where a manager failed to answer (its list being rewritten,
+        say) removes nothing and is retried shortly, a few times, before it counts."""
         since = boot_ns()
-        self.collection.sync(self.scan(), since=since)
+        found = self.scan()
+        partial = self.incomplete and self._retries < RETRIES
+        self._retries = self._retries + 1 if partial else 0
+        self.collection.sync(found, since=since, partial=partial)
 
     def learn(self, birth: Birth) -> None:
         """Describe a container that runc holds before its first instruction, and add it.
@@ -126,22 +143,30 @@ class Discovery:
         it, from its runtime's state read now; runc's own description (the bundle's
         annotations) is the last resort, when runc is among the runtimes asked.
         """
-        for client in self.clients:
-            try:
-                c = client.describe(birth.id, birth.pid, birth.state_dir, birth.bundle)
-            except RuntimeUnavailable:
-                continue
-            if c is not None:
-                self.collection.add(c)
-                get_logger().debug(
-                    "container_held",
-                    id=c.id[:12],
-                    name=c.name,
-                    runtime=c.runtime,
-                    mntns=c.mntns,
-                    pid=c.pid,
-                )
+        for attempt in range(RETRIES + 1):
+            failed = False
+            for client in self.clients:
+                if failed and client.name in LOW_LEVEL and attempt < RETRIES:
+                    break  # a manager may know it: ask again rather than name it by its id
+                try:
+                    c = client.describe(birth.id, birth.pid, birth.state_dir, birth.bundle)
+                except RuntimeUnavailable:
+                    failed |= client.name not in LOW_LEVEL
+                    continue
+                if c is not None:
+                    self.collection.add(c)
+                    get_logger().debug(
+                        "container_held",
+                        id=c.id[:12],
+                        name=c.name,
+                        runtime=c.runtime,
+                        mntns=c.mntns,
+                        pid=c.pid,
+                    )
+                    return
+            if not failed:
                 return
+            time.sleep(RETRY_SECONDS)
 
     def start(self, hold: bool = True) -> None:
         """A first full scan now, then updates in the background until :meth:`stop`. With
@@ -160,7 +185,7 @@ class Discovery:
 
     def _loop(self, watcher: StateWatcher) -> None:
         while not self._stop.is_set():
-            watcher.wait(self.interval)
+            watcher.wait(RETRY_SECONDS if self._retries else self.interval)
             if self._stop.is_set():
                 break
             try:

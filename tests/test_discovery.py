@@ -7,6 +7,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from igrun.core.containers import Container, ContainerCollection, boot_ns, from_process
 from igrun.core.discovery import Discovery, StateWatcher
 from igrun.core.runtimes.oci import RuncClient
@@ -152,3 +154,37 @@ def test_a_runc_state_whose_pid_went_to_another_process_is_not_a_container(
         state = {"id": id, "init_process_pid": os.getpid(), "init_process_start": start}
         (tmp_path / id / "state.json").write_text(json.dumps(state))
     assert [c.id for c in RuncClient((tmp_path,)).containers()] == ["mine"]
+
+
+def test_a_manager_that_cannot_answer_for_a_moment_names_nothing_by_its_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """podman's list caught mid-write: runc's view of the same container is not taken (it
+    would name it by its 64-character id); the scan is retried and podman names it."""
+    import json
+    import os
+
+    from igrun.core.containers import CLK_TCK, process_start_ns
+    from igrun.core.runtimes import storage
+
+    store, run, root = tmp_path / "store", tmp_path / "run", tmp_path / "runc"
+    for folder in (store, run, root):
+        folder.mkdir()
+    monkeypatch.setattr(storage, "STORAGE", store)
+    monkeypatch.setattr(storage, "RUN_STORAGE", run)
+    id = "ab" * 32
+    ticks = process_start_ns(os.getpid()) * CLK_TCK // 1_000_000_000
+    (root / id).mkdir()
+    state = {"id": id, "init_process_pid": os.getpid(), "init_process_start": ticks}
+    (root / id / "state.json").write_text(json.dumps(state))
+    (run / id / "userdata").mkdir(parents=True)
+    (run / id / "userdata" / "pidfile").write_text(str(os.getpid()))
+    (store / "containers.json").write_text(f'[{{"id": "{id}", "names": ["we')
+    collection = ContainerCollection()
+    discovery = Discovery(collection, [storage.PodmanClient(), RuncClient((root,))])
+    discovery.refresh()
+    assert discovery.incomplete
+    assert collection.containers() == []
+    (store / "containers.json").write_text(json.dumps([{"id": id, "names": ["web"]}]))
+    discovery.refresh()
+    assert [(c.name, c.runtime) for c in collection.containers()] == [("web", "podman")]
