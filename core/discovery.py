@@ -116,8 +116,6 @@ class Discovery:
                 self._warn(client.name, problem)
             client.problems.clear()
             for c in containers:
-                if self.incomplete and c.runtime in LOW_LEVEL and not self.collection.get(c.id):
-                    continue  # maybe the failed manager's: not named by its id meanwhile
                 found.setdefault(c.id, c)
         return list(found.values())
 
@@ -134,6 +132,9 @@ class Discovery:
         found = self.scan()
         partial = self.incomplete and self._retries < RETRIES
         self._retries = self._retries + 1 if partial else 0
+        if partial:  # a new one only runc knows may be the failed manager's: not by its id
+            live = self.collection.get
+            found = [c for c in found if c.runtime not in LOW_LEVEL or live(c.id)]
         self.collection.sync(found, since=since, partial=partial)
 
     def learn(self, birth: Birth) -> None:

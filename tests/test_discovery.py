@@ -188,3 +188,26 @@ def test_a_manager_that_cannot_answer_for_a_moment_names_nothing_by_its_id(
     (store / "containers.json").write_text(json.dumps([{"id": id, "names": ["web"]}]))
     discovery.refresh()
     assert [(c.name, c.runtime) for c in collection.containers()] == [("web", "podman")]
+
+
+def test_a_manager_that_never_answers_does_not_hide_runc_containers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import os
+
+    from igrun.core.runtimes import storage
+
+    store, root = tmp_path / "store", tmp_path / "runc"
+    store.mkdir()
+    root.mkdir()
+    monkeypatch.setattr(storage, "STORAGE", store)
+    (store / "containers.json").write_text("[")  # broken for good
+    (root / "plain").mkdir()
+    state = {"id": "plain", "init_process_pid": os.getpid()}
+    (root / "plain" / "state.json").write_text(json.dumps(state))
+    collection = ContainerCollection()
+    discovery = Discovery(collection, [storage.PodmanClient(), RuncClient((root,))])
+    for _ in range(4):  # three quick retries, then the scan counts
+        discovery.refresh()
+    assert [(c.name, c.runtime) for c in collection.containers()] == [("plain", "runc")]
