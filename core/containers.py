@@ -144,11 +144,15 @@ def from_process(
     image_digest: str = "",
     annotations: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
+    start_ticks: int | None = None,
 ) -> Container | None:
-    """A :class:`Container` for a running init process, or None if the process is gone."""
+    """A :class:`Container` for a running init process, or None if the process is gone (or,
+    given the runtime's record of its start in clock ticks, is another process by now)."""
     if pid <= 0:
         return None
     started = process_start_ns(pid)
+    if start_ticks is not None and started != start_ticks * 1_000_000_000 // CLK_TCK:
+        return None  # the init exited and its pid went to another process
     mntns = _ns_inode(pid, "mnt")
     if not started or not mntns:
         return None
@@ -202,7 +206,8 @@ class Selector:
 # ---- the collection ----------------------------------------------------------------------
 
 Listener = Callable[[str, Container], None]
-"""Called with ("added" | "removed", container)."""
+"""Called with ("added" | "removed" | "changed", container); "changed" is a running container
+whose name or runtime is now known better."""
 
 
 class ContainerCollection:
@@ -210,8 +215,14 @@ class ContainerCollection:
 
     def __init__(self, tombstone_seconds: float = TOMBSTONE_SECONDS) -> None:
         self._lock = threading.Lock()
+        self._changing = threading.Lock()
+        """Held from a change until its listeners have heard of it: discovery and the start
+        hold change the collection from two threads, and a listener (the filter map) must
+        hear of changes in the order they were made."""
         self._live: dict[str, Container] = {}
         self._removed: list[Container] = []
+        self._added: dict[str, int] = {}
+        """Ids added one by one (:meth:`add`), with when."""
         self._listeners: list[Listener] = []
         self.tombstone_ns = int(tombstone_seconds * 1e9)
         self.generation = 0
@@ -240,31 +251,89 @@ class ContainerCollection:
         with self._lock:
             return self._live.get(id)
 
-    def sync(self, current: Iterable[Container]) -> None:
-        """Make the live set equal ``current``, telling listeners what changed."""
-        now = boot_ns()
-        seen = {c.id: c for c in current}
+    def add(self, c: Container) -> None:
+        """Add one container now (a runtime is holding it before its first instruction).
+
+        A discovery scan that began before this call does not remove it again; another live
+        container with the same mount-ns id is stale (the kernel reused the id, so that one's
+        namespace is gone) and is retired as of the new container's start.
+        """
+        with self._changing:
+            with self._lock:
+                self._added[c.id] = boot_ns()
+                events = self._put(c)
+                if events:
+                    self.generation += 1
+                listeners = list(self._listeners)
+            self._tell(listeners, events)
+
+    def _put(self, c: Container) -> list[tuple[str, Container]]:
+        """Make ``c`` live (lock held); the changes to tell."""
         events: list[tuple[str, Container]] = []
-        with self._lock:
-            for id, c in list(self._live.items()):
-                fresh = seen.get(id)
-                if fresh is None or fresh.pid != c.pid:
-                    gone = replace(c, removed_ns=now)
-                    del self._live[id]
-                    self._removed.append(gone)
-                    events.append(("removed", gone))
-            for id, c in seen.items():
-                if id not in self._live:
-                    self._live[id] = c
-                    events.append(("added", c))
-            kept = [c for c in self._removed if now - (c.removed_ns or 0) < self.tombstone_ns]
-            if events or len(kept) != len(self._removed):
-                self.generation += 1
-            self._removed = kept
-            listeners = list(self._listeners)
+        old = self._live.get(c.id)
+        if old is not None and old.pid == c.pid:
+            if (old.name, old.runtime) == (c.name, c.runtime):
+                return events
+            self._live[c.id] = c  # a better name (the manager's, not the id)
+            return [("changed", c)]
+        if old is not None:  # the same id restarted: a new init process
+            self._retire(old, c.started_ns, events)
+        for other in list(self._live.values()):
+            if other.mntns == c.mntns and other.id != c.id and other.started_ns <= c.started_ns:
+                self._retire(other, c.started_ns, events)
+        self._live[c.id] = c
+        events.append(("added", c))
+        return events
+
+    def _unseen_yet(self, c: Container, since: int | None) -> bool:
+        """Whether a container added one by one is missing from a scan only because its
+        runtime has not written its state yet: added after the scan began, or still running
+        (held containers are added just before runc writes their state)."""
+        added = self._added.get(c.id)
+        if added is None:
+            return False
+        if since is not None and added >= since:
+            return True
+        return process_start_ns(c.pid) == c.started_ns
+
+    def _retire(self, c: Container, when: int, events: list[tuple[str, Container]]) -> None:
+        gone = replace(c, removed_ns=max(when, c.started_ns))
+        del self._live[c.id]
+        self._removed.append(gone)
+        events.append(("removed", gone))
+
+    @staticmethod
+    def _tell(listeners: list[Listener], events: list[tuple[str, Container]]) -> None:
         for kind, c in events:
             for listener in listeners:
                 listener(kind, c)
+
+    def sync(
+        self, current: Iterable[Container], since: int | None = None, partial: bool = False
+    ) -> None:
+        """Make the live set equal ``current``, telling listeners what changed. ``since``:
+        when the scan that found ``current`` began (boot ns); containers added after it
+        stay. ``partial``: a scan that missed a runtime: add and update, remove nothing."""
+        with self._changing:
+            now = boot_ns()
+            seen = {c.id: c for c in current}
+            events: list[tuple[str, Container]] = []
+            with self._lock:
+                self._added = {k: t for k, t in self._added.items() if now - t < self.tombstone_ns}
+                for id, c in list(self._live.items()) if not partial else ():
+                    fresh = seen.get(id)
+                    if fresh is None and self._unseen_yet(c, since):
+                        continue
+                    if fresh is None or fresh.pid != c.pid:
+                        self._retire(c, now, events)
+                for c in seen.values():
+                    events += self._put(c)
+                kept = [c for c in self._removed if now - (c.removed_ns or 0) < self.tombstone_ns]
+                if events or len(kept) != len(self._removed):
+                    self.generation += 1
+                self._removed = kept
+                listeners = list(self._listeners)
+            self._tell(listeners, events)
 
     def candidates(self, mntns: int) -> list[Container]:
         """Live and recently removed containers with this mount-ns id, oldest start first."""

@@ -1,9 +1,11 @@
 """Keeping the container collection current, without kprobes.
 
 Discovery asks each selected runtime client for its running containers at start, then again
-whenever one of the runtimes' state folders changes (inotify: runc writes a container's
-state at ``create``, before its first process runs, so a new container is usually in the
-filter map before it does anything) and, as a fallback, every five seconds. A state folder that
+whenever one of the runtimes' state folders changes (inotify) and, as a fallback, every five
+seconds. Watching folders alone is late by a scan, so where fanotify permission events work
+(root in the host pid namespace) runc is also held at each container's start until the
+container is described and in the collection (:mod:`igrun.core.starthold`): a container that
+runc starts is in the filter map, with its name, before its first instruction. A state folder that
 does not exist yet (a runtime started after igrun) is waited for through inotify on its
 nearest existing parent, and its appearance is a change. Each rescan syncs the collection (a
 few hundred microseconds of Python: the fallback is rare, and nothing is looked for on a
@@ -26,16 +28,21 @@ from typing import Any
 
 from inotify_simple import INotify, flags  # type: ignore[import-untyped]
 
-from igrun.core.containers import Container, ContainerCollection
+from igrun.core.containers import Container, ContainerCollection, boot_ns
 from igrun.core.errors import EnvironmentProblem, ParamError
 from igrun.core.log import get_logger
 from igrun.core.runtimes import RUNTIME_NAMES, RuntimeClient, RuntimeUnavailable, all_clients
+from igrun.core.starthold import Birth, StartHold
 
 POLL_SECONDS = 5.0
 STARTUP_SECONDS = 2.0
 """How long a run's start waits for each runtime's first answer, at most."""
 CANCEL_CHECK_S = 0.05
 """How often that wait looks whether the run was cancelled (Ctrl-C)."""
+RETRY_SECONDS = 0.05
+RETRIES = 3
+LOW_LEVEL = ("runc", "crun")
+"""Runtimes under a manager: a container they list may be a manager's, named by it."""
 SETTLE_MS = 10  # let a burst of state writes arrive before rescanning
 WATCHED = flags.CREATE | flags.DELETE | flags.MOVED_TO | flags.CLOSE_WRITE | flags.ONLYDIR
 APPEARING = flags.CREATE | flags.MOVED_TO | flags.ONLYDIR
@@ -90,6 +97,10 @@ class Discovery:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._watcher: StateWatcher | None = None
+        self._hold: StartHold | None = None
+        self.incomplete = False
+        """The last scan missed a manager's answer."""
+        self._retries = 0
         self._warned: set[str] = set()
         self._asking = {id(c): threading.Lock() for c in clients}
         """Held while a client is being asked: an answer the first scan gave up waiting for
@@ -98,8 +109,13 @@ class Discovery:
     def scan(self) -> list[Container]:
         """Every running container, each claimed by the first client that knows it."""
         found: dict[str, Container] = {}
+        self.incomplete = False
         for client in self.clients:
-            for c in self._ask(client, wait=False)[0] or ():
+            containers, _ = self._ask(client, wait=False)
+            if containers is None:  # failed, or still answering an earlier question
+                self.incomplete |= client.name not in LOW_LEVEL and client.available()
+                continue
+            for c in containers:
                 found.setdefault(c.id, c)
         return list(found.values())
 
@@ -180,17 +196,66 @@ class Discovery:
             log("container_discovery", runtime=runtime, problem=message)
 
     def refresh(self) -> None:
-        self.collection.sync(self.scan())
+        """Scan and sync. A scan where a manager failed to answer (its list being rewritten,
+        say) removes nothing and is retried shortly, a few times, before it counts."""
+        since = boot_ns()
+        found = self.scan()
+        partial = self.incomplete and self._retries < RETRIES
+        self._retries = self._retries + 1 if partial else 0
+        if partial:  # a new one only runc knows may be the failed manager's: not by its id
+            live = self.collection.get
+            found = [c for c in found if c.runtime not in LOW_LEVEL or live(c.id)]
+        self.collection.sync(found, since=since, partial=partial)
 
-    def start(self, cancelled: Callable[[], bool] = lambda: False) -> None:
+    def learn(self, birth: Birth) -> None:
+        """Describe a container that runc holds before its first instruction, and add it.
+
+        Each client is asked in turn (managers first) and the first that knows the id names
+        it, from its runtime's state read now; runc's own description (the bundle's
+        annotations) is the last resort, when runc is among the runtimes asked.
+        """
+        for attempt in range(RETRIES + 1):
+            failed = False
+            for client in self.clients:
+                if failed and client.name in LOW_LEVEL and attempt < RETRIES:
+                    break  # a manager may know it: ask again rather than name it by its id
+                try:
+                    c = client.describe(birth.id, birth.pid, birth.state_dir, birth.bundle)
+                except RuntimeUnavailable:
+                    failed |= client.name not in LOW_LEVEL
+                    continue
+                if c is not None:
+                    self.collection.add(c)
+                    get_logger().debug(
+                        "container_held",
+                        id=c.id[:12],
+                        name=c.name,
+                        runtime=c.runtime,
+                        mntns=c.mntns,
+                        pid=c.pid,
+                    )
+                    return
+            if not failed:
+                return
+            time.sleep(RETRY_SECONDS)
+
+    def start(self, cancelled: Callable[[], bool] = lambda: False, hold: bool = True) -> None:
         """A first full scan now (see :meth:`first_scan`), then updates in the background
-        until :meth:`stop`."""
+        until :meth:`stop`. With ``hold``, runc is also held at each container's start until
+        the container is known (:mod:`igrun.core.starthold`), where fanotify allows it."""
+        if hold and os.geteuid() == 0:
+            self._hold = StartHold(self.learn)
+            if not self._hold.start():
+                self._hold = None
         watcher = self._watcher = StateWatcher([d for c in self.clients for d in c.state_dirs()])
         try:
             self.first_scan(cancelled)
         except BaseException:
             self._watcher = None
             watcher.close()
+            if self._hold is not None:
+                self._hold.stop()
+                self._hold = None
             raise
         self._thread = threading.Thread(
             target=self._loop, args=(watcher,), name="igrun-discovery", daemon=True
@@ -199,7 +264,7 @@ class Discovery:
 
     def _loop(self, watcher: StateWatcher) -> None:
         while not self._stop.is_set():
-            watcher.wait(self.interval)
+            watcher.wait(RETRY_SECONDS if self._retries else self.interval)
             if self._stop.is_set():
                 break
             try:
@@ -211,6 +276,9 @@ class Discovery:
         """End the background updates; returns at once (the watcher is woken, not waited
         out)."""
         self._stop.set()
+        if self._hold is not None:
+            self._hold.stop()
+            self._hold = None
         if self._watcher is not None:
             self._watcher.interrupt()
         if self._thread is not None:

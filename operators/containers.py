@@ -253,10 +253,14 @@ class ContainersOperator(Operator):
         self.collection.subscribe(self._sync_filter)
 
     def _sync_filter(self, kind: str, c: Container) -> None:
-        if self.filter_map is None or not self.selector.matches(c):
+        """Called in the thread that changed the collection (runc may be waiting on it): the
+        map is right when this returns."""
+        if self.filter_map is None:
+            return
+        if not self.selector.matches(c) and kind != "changed":
             return
         key = _KEY.pack(c.mntns)
-        if kind == "added":
+        if kind != "removed" and self.selector.matches(c):
             self.filter_map.update(key, _PRESENT)
         elif not any(
             o.mntns == c.mntns and self.selector.matches(o) for o in self.collection.containers()

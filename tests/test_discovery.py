@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from igrun.core.containers import ContainerCollection
+import pytest
+
+from igrun.core.containers import Container, ContainerCollection, boot_ns, from_process
 from igrun.core.discovery import Discovery, StateWatcher
 from igrun.core.runtimes.oci import RuncClient
 
@@ -77,3 +80,134 @@ def test_stopping_discovery_does_not_wait_out_its_watcher(tmp_path: Path) -> Non
     start = time.monotonic()
     discovery.stop()
     assert time.monotonic() - start < 0.5
+
+
+# ---- the collection under a start hold: added one by one, while scans run -----------------
+
+
+def _me(id: str, name: str, runtime: str = "runc") -> Container:
+    import os
+
+    c = from_process(id, name, runtime, os.getpid())
+    assert c is not None
+    return c
+
+
+def test_a_reused_mount_namespace_retires_the_stale_container_at_the_new_start() -> None:
+    """Two containers cannot share a mount-ns id at once: the kernel reused the id, so the
+    older one is gone, whatever the last scan said."""
+    collection = ContainerCollection()
+    heard: list[tuple[str, str]] = []
+    collection.subscribe(lambda kind, c: heard.append((kind, c.id)))
+    old = _me("old", "old")
+    collection.sync([old])
+    new = replace(_me("new", "new"), started_ns=old.started_ns + 1000)
+    collection.add(new)
+    assert [c.id for c in collection.containers()] == ["new"]
+    (gone, live) = collection.candidates(new.mntns)
+    assert (gone.id, gone.removed_ns, live.id) == ("old", new.started_ns, "new")
+    assert heard == [("added", "old"), ("removed", "old"), ("added", "new")]
+
+
+def test_a_held_container_outlives_scans_that_do_not_show_it_yet() -> None:
+    """runc writes state.json just after the hold: a scan that began earlier, or that read
+    the folder first, must not remove a container whose init still runs."""
+    collection = ContainerCollection()
+    before = boot_ns()
+    held = _me("held", "web")
+    collection.add(held)
+    collection.sync([], since=before)  # began before the add
+    collection.sync([], since=boot_ns())  # began after, state not written yet: init runs
+    assert [c.id for c in collection.containers()] == ["held"]
+    ended = replace(held, pid=held.pid, started_ns=held.started_ns - 1)  # "another" process
+    collection = ContainerCollection()
+    collection.add(ended)
+    collection.sync([], since=boot_ns())
+    assert collection.containers() == []
+
+
+def test_a_manager_name_that_arrives_later_renames_the_container() -> None:
+    """A container first claimed under its id (its manager's list unreadable for a moment)
+    is renamed when the manager knows it; no removal in between."""
+    collection = ContainerCollection()
+    heard: list[tuple[str, str]] = []
+    collection.subscribe(lambda kind, c: heard.append((kind, c.name)))
+    by_id = _me("0123456789abcdef" * 4, "0123456789abcdef" * 4, "runc")
+    collection.sync([by_id])
+    named = replace(by_id, name="web", runtime="podman")
+    collection.sync([named])
+    assert [(c.name, c.runtime) for c in collection.containers()] == [("web", "podman")]
+    assert heard == [("added", by_id.name), ("changed", "web")]
+
+
+def test_a_runc_state_whose_pid_went_to_another_process_is_not_a_container(
+    tmp_path: Path,
+) -> None:
+    import json
+    import os
+
+    from igrun.core.containers import CLK_TCK, process_start_ns
+
+    ticks = process_start_ns(os.getpid()) * CLK_TCK // 1_000_000_000
+    for id, start in (("mine", ticks), ("reused", ticks - 7)):
+        (tmp_path / id).mkdir()
+        state = {"id": id, "init_process_pid": os.getpid(), "init_process_start": start}
+        (tmp_path / id / "state.json").write_text(json.dumps(state))
+    assert [c.id for c in RuncClient((tmp_path,)).containers()] == ["mine"]
+
+
+def test_a_manager_that_cannot_answer_for_a_moment_names_nothing_by_its_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """podman's list caught mid-write: runc's view of the same container is not taken (it
+    would name it by its 64-character id); the scan is retried and podman names it."""
+    import json
+    import os
+
+    from igrun.core.containers import CLK_TCK, process_start_ns
+    from igrun.core.runtimes import storage
+
+    store, run, root = tmp_path / "store", tmp_path / "run", tmp_path / "runc"
+    for folder in (store, run, root):
+        folder.mkdir()
+    monkeypatch.setattr(storage, "STORAGE", store)
+    monkeypatch.setattr(storage, "RUN_STORAGE", run)
+    id = "ab" * 32
+    ticks = process_start_ns(os.getpid()) * CLK_TCK // 1_000_000_000
+    (root / id).mkdir()
+    state = {"id": id, "init_process_pid": os.getpid(), "init_process_start": ticks}
+    (root / id / "state.json").write_text(json.dumps(state))
+    (run / id / "userdata").mkdir(parents=True)
+    (run / id / "userdata" / "pidfile").write_text(str(os.getpid()))
+    (store / "containers.json").write_text(f'[{{"id": "{id}", "names": ["we')
+    collection = ContainerCollection()
+    discovery = Discovery(collection, [storage.PodmanClient(), RuncClient((root,))])
+    discovery.refresh()
+    assert discovery.incomplete
+    assert collection.containers() == []
+    (store / "containers.json").write_text(json.dumps([{"id": id, "names": ["web"]}]))
+    discovery.refresh()
+    assert [(c.name, c.runtime) for c in collection.containers()] == [("web", "podman")]
+
+
+def test_a_manager_that_never_answers_does_not_hide_runc_containers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import os
+
+    from igrun.core.runtimes import storage
+
+    store, root = tmp_path / "store", tmp_path / "runc"
+    store.mkdir()
+    root.mkdir()
+    monkeypatch.setattr(storage, "STORAGE", store)
+    (store / "containers.json").write_text("[")  # broken for good
+    (root / "plain").mkdir()
+    state = {"id": "plain", "init_process_pid": os.getpid()}
+    (root / "plain" / "state.json").write_text(json.dumps(state))
+    collection = ContainerCollection()
+    discovery = Discovery(collection, [storage.PodmanClient(), RuncClient((root,))])
+    for _ in range(4):  # three quick retries, then the scan counts
+        discovery.refresh()
+    assert [(c.name, c.runtime) for c in collection.containers()] == [("plain", "runc")]

@@ -32,6 +32,13 @@ class RuntimeClient:
         """The running containers; raises :class:`RuntimeUnavailable` when it cannot say."""
         raise NotImplementedError
 
+    def describe(self, id: str, pid: int, state_dir: Path, bundle: str) -> Container | None:
+        """The container ``id`` whose init process ``pid`` runc holds before it starts (see
+        :mod:`igrun.core.starthold`), if it is one of this runtime's; its name is read from
+        the runtime's state now, not from what a scan saw. ``state_dir`` is runc's folder
+        for it, ``bundle`` its OCI bundle."""
+        return None
+
     def state_dirs(self) -> tuple[Path, ...]:
         """Folders that change when one of its containers is created or removed (one folder
         per container inside them). Discovery watches them to rescan at once, so a container

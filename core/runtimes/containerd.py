@@ -10,6 +10,7 @@ from igrun.core.runtimes.base import RuntimeClient
 from igrun.core.runtimes.oci import container_name
 
 TASKS = Path("/run/containerd/io.containerd.runtime.v2.task")
+RUNC_STATE = Path("/run/containerd/runc")
 
 
 class ContainerdClient(RuntimeClient):
@@ -34,19 +35,33 @@ class ContainerdClient(RuntimeClient):
             for task in folder.iterdir():
                 try:
                     pid = int((task / "init.pid").read_text().strip() or 0)
-                    spec = json.loads((task / "config.json").read_text())
                 except (OSError, ValueError):
                     continue
-                annotations = {str(k): str(v) for k, v in (spec.get("annotations") or {}).items()}
-                c = from_process(
-                    task.name,
-                    container_name(task.name, annotations),
-                    self.name,
-                    pid,
-                    image_name=annotations.get("io.kubernetes.cri.image-name", ""),
-                    annotations=annotations,
-                    labels={"containerd.namespace": ns},
-                )
+                c = self._container(task, ns, pid)
                 if c is not None:
                     out.append(c)
         return out
+
+    def describe(self, id: str, pid: int, state_dir: Path, bundle: str) -> Container | None:
+        """The shim runs runc with ``--root /run/containerd/runc/<ns>``; the task folder (the
+        bundle) exists before runc does, its init.pid only after."""
+        ns = state_dir.parent.name
+        if state_dir.parent != RUNC_STATE / ns or ns not in self.namespaces:
+            return None
+        return self._container(TASKS / ns / id, ns, pid)
+
+    def _container(self, task: Path, ns: str, pid: int) -> Container | None:
+        try:
+            spec = json.loads((task / "config.json").read_text())
+        except (OSError, ValueError):
+            return None
+        annotations = {str(k): str(v) for k, v in (spec.get("annotations") or {}).items()}
+        return from_process(
+            task.name,
+            container_name(task.name, annotations),
+            self.name,
+            pid,
+            image_name=annotations.get("io.kubernetes.cri.image-name", ""),
+            annotations=annotations,
+            labels={"containerd.namespace": ns},
+        )

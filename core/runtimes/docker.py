@@ -58,6 +58,23 @@ class DockerClient(RuntimeClient):
         finally:
             conn.close()
 
+    def describe(self, id: str, pid: int, state_dir: Path, bundle: str) -> Container | None:
+        """Docker runs runc (through containerd) with ``--root`` in :data:`STATE`; the API
+        knows the name from ``docker create`` on."""
+        if state_dir.parent != STATE:
+            return None
+        detail = self._get(f"/containers/{id}/json")
+        config = detail.get("Config") or {}
+        return from_process(
+            id,
+            str(detail.get("Name", "")).lstrip("/"),
+            self.name,
+            pid,
+            image_name=str(config.get("Image", "")),
+            image_digest=str(detail.get("Image", "")),
+            labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
+        )
+
     def containers(self) -> list[Container]:
         """The running containers, all asked for within ``timeout`` seconds in all (the list,
         then each new container's details): a slow daemon costs discovery that much, once."""

@@ -56,6 +56,8 @@ class RuncClient(RuntimeClient):
     def __init__(self, roots: tuple[Path, ...] | None = None) -> None:
         super().__init__()
         self._roots = roots
+        self._learned: list[Path] = []
+        """Roots runc was seen to use (``--root``) beyond the usual ones."""
 
     @property
     def roots(self) -> tuple[Path, ...]:
@@ -64,13 +66,31 @@ class RuncClient(RuntimeClient):
         if self._roots is not None:
             return self._roots
         nested = [ns for base in OTHER_RUNC_ROOTS if base.is_dir() for ns in base.iterdir()]
-        return (*RUNC_ROOTS, *(ns for ns in nested if ns.is_dir()))
+        learned = (r for r in self._learned if r.is_dir())
+        return (*RUNC_ROOTS, *(ns for ns in nested if ns.is_dir()), *learned)
 
     def available(self) -> bool:
         return any(root.is_dir() for root in self.roots)
 
     def state_dirs(self) -> tuple[Path, ...]:
         return self.roots
+
+    def describe(self, id: str, pid: int, state_dir: Path, bundle: str) -> Container | None:
+        """Any runc container that no manager claims, whatever its ``--root``: a root seen
+        here for the first time is read by later scans too."""
+        if self._roots is None and state_dir.parent not in self.roots:
+            self._learned.append(state_dir.parent)
+        elif state_dir.parent not in self.roots:
+            return None
+        annotations = bundle_annotations(bundle)
+        return from_process(
+            id,
+            container_name(id, annotations),
+            self.name,
+            pid,
+            annotations=annotations,
+            labels={"bundle": bundle} if bundle else {},
+        )
 
     def containers(self) -> list[Container]:
         out = []
@@ -101,7 +121,16 @@ class RuncClient(RuntimeClient):
             int(state.get("init_process_pid") or 0),
             annotations=annotations,
             labels=labels,
+            start_ticks=_start_ticks(state),
         )
+
+
+def _start_ticks(state: dict[str, Any]) -> int | None:
+    """When runc saw the init process start (clock ticks after boot), to tell a reused pid."""
+    try:
+        return int(state["init_process_start"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 class CrunClient(RuntimeClient):

@@ -16,18 +16,21 @@ RUN_STORAGE = Path("/run/containers/storage/overlay-containers")
 CRIO_MARK = "io.kubernetes.cri-o.ContainerType"
 
 
-def _pid(id: str) -> int:
-    """The init pid: conmon's pidfile, else runc's state."""
-    for path in (RUN_STORAGE / id / "userdata" / "pidfile",):
-        try:
-            return int(path.read_text().strip() or 0)
-        except (OSError, ValueError):
-            pass
+def _pid(id: str) -> tuple[int, int | None]:
+    """The init pid (conmon's pidfile, else runc's state) and, from runc's state, when it
+    started (clock ticks; None when unknown)."""
+    start: int | None = None
+    pid = 0
     try:
         state = json.loads((RUNC_ROOTS[0] / id / "state.json").read_text())
-        return int(state["init_process_pid"])
-    except (OSError, ValueError, KeyError):
-        return 0
+        pid, start = int(state["init_process_pid"]), int(state["init_process_start"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        from_conmon = int((RUN_STORAGE / id / "userdata" / "pidfile").read_text().strip() or 0)
+    except (OSError, ValueError):
+        return pid, start
+    return from_conmon, (start if from_conmon == pid else None)
 
 
 def _spec_annotations(id: str) -> dict[str, str]:
@@ -49,13 +52,24 @@ class _StorageClient(RuntimeClient):
         return (RUN_STORAGE, *RUNC_ROOTS)
 
     def _entries(self) -> list[dict[str, Any]]:
-        try:
-            entries = json.loads((STORAGE / "containers.json").read_text())
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError) as exc:
-            raise RuntimeUnavailable(f"cannot read {STORAGE / 'containers.json'}: {exc}") from None
-        return entries if isinstance(entries, list) else []
+        """Every container of the store: containers.json, and volatile-containers.json where
+        containers/storage keeps those it need not keep across reboots (``--rm`` ones), next
+        to it or, in transient mode, under the run root."""
+        out: list[dict[str, Any]] = []
+        for path in (
+            STORAGE / "containers.json",
+            STORAGE / "volatile-containers.json",
+            RUN_STORAGE / "volatile-containers.json",
+        ):
+            try:
+                entries = json.loads(path.read_text())
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as exc:
+                raise RuntimeUnavailable(f"cannot read {path}: {exc}") from None
+            if isinstance(entries, list):
+                out += [e for e in entries if isinstance(e, dict)]
+        return out
 
     def _is_mine(self, annotations: dict[str, str]) -> bool:
         raise NotImplementedError
@@ -64,29 +78,41 @@ class _StorageClient(RuntimeClient):
         out = []
         for entry in self._entries():
             id = str(entry.get("id", ""))
-            pid = _pid(id)
+            pid, start = _pid(id)
             if not id or pid <= 0:
                 continue  # created but not running
-            annotations = _spec_annotations(id)
-            if not self._is_mine(annotations):
-                continue
-            try:
-                metadata = json.loads(entry.get("metadata") or "{}")
-            except ValueError:
-                metadata = {}
-            names = entry.get("names") or []
-            c = from_process(
-                id,
-                str(names[0]) if names else str(metadata.get("name", "")),
-                self.name,
-                pid,
-                image_name=str(metadata.get("image-name", "")),
-                image_digest=f"sha256:{entry['image']}" if entry.get("image") else "",
-                annotations=annotations,
-            )
+            c = self._container(entry, id, pid, start)
             if c is not None:
                 out.append(c)
         return out
+
+    def describe(self, id: str, pid: int, state_dir: Path, bundle: str) -> Container | None:
+        if state_dir.parent not in RUNC_ROOTS:
+            return None
+        entry = next((e for e in self._entries() if e.get("id") == id), None)
+        return None if entry is None else self._container(entry, id, pid, None)
+
+    def _container(
+        self, entry: dict[str, Any], id: str, pid: int, start: int | None
+    ) -> Container | None:
+        annotations = _spec_annotations(id)
+        if not self._is_mine(annotations):
+            return None
+        try:
+            metadata = json.loads(entry.get("metadata") or "{}")
+        except ValueError:
+            metadata = {}
+        names = entry.get("names") or []
+        return from_process(
+            id,
+            str(names[0]) if names else str(metadata.get("name", "")),
+            self.name,
+            pid,
+            image_name=str(metadata.get("image-name", "")),
+            image_digest=f"sha256:{entry['image']}" if entry.get("image") else "",
+            annotations=annotations,
+            start_ticks=start,
+        )
 
 
 class PodmanClient(_StorageClient):

@@ -1,0 +1,396 @@
+"""Containers that start while a gadget runs: every one traced from its first instruction,
+named by its runtime, and runc never held long by igrun (:mod:`igrun.core.starthold`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from containerlab import IMAGE, needs
+from test_containers import podman_env  # noqa: F401 (a fixture)
+
+from igrun.core.starthold import Birth, StartHold
+
+if TYPE_CHECKING:
+    from conftest import IgrunCli
+
+pytestmark = pytest.mark.bpf
+
+COUNT = 50
+ARGS = ["/bin/cat", "/etc/passwd"]
+"""What each container runs: one exec (its first process) and one open."""
+CGROUP_PARENT = "igrun-start"
+PODMAN_RUN = ("podman", "run", "--rm", "--pull=never", "--network", "none")
+
+
+class Traced:
+    """A running igrun whose output is read all along: a full pipe would stall it (its logs,
+    and with them the start hold, which would then let runc go after its bound; or its
+    events, which would be named after the collection forgot their container)."""
+
+    def __init__(self, cli: IgrunCli, *args: str) -> None:
+        self.cli = cli
+        self.proc = cli.start(*args)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._readers = [
+            threading.Thread(target=self.out.extend, args=(self.proc.stdout,), daemon=True),
+            threading.Thread(target=self.err.extend, args=(self.proc.stderr,), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def stop(self) -> list[dict[str, Any]]:
+        time.sleep(1)  # the last events drain
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout=30)
+        for reader in self._readers:
+            reader.join(timeout=10)
+        out, err = "".join(self.out), "".join(self.err)
+        assert self.proc.returncode == 0, err
+        assert "container_start_not_held" not in err, err
+        return self.cli.events(out)
+
+
+def _assert_all_traced(
+    names: list[str], execs: list[dict[str, Any]], opens: list[dict[str, Any]]
+) -> None:
+    """Each container's one exec of ``ARGS`` and its one open of /etc/passwd, named."""
+    exec_names = Counter(e["runtime"]["containerName"] for e in execs if e["args"] == ARGS)
+    open_names = Counter(
+        e["runtime"]["containerName"]
+        for e in opens
+        if e["comm"] == "cat" and e["path"] == "/etc/passwd" and e["err"] == 0
+    )
+    assert exec_names == Counter(names), set(names) ^ set(exec_names)
+    assert open_names == Counter(names), set(names) ^ set(open_names)
+
+
+def _trace_both(cli: IgrunCli, names: list[str]) -> tuple[Traced, Traced]:
+    selected = ",".join(names)
+    return (
+        Traced(cli, "trace", "exec", "-o", "json", "-c", selected),
+        Traced(cli, "trace", "open", "-o", "json", "-c", selected),
+    )
+
+
+def test_fifty_podman_run_rm_containers_are_traced_and_named(
+    igrun_cli: IgrunCli,
+    podman_env: dict[str, str],  # noqa: F811
+) -> None:
+    """Back-to-back ``podman run --rm`` (conmon, then runc create and start), each reusing
+    the mount-ns id of the one before: all traced, from the first exec, by name."""
+    tag = uuid.uuid4().hex[:6]
+    names = [f"igrun-start-{tag}-{i}" for i in range(COUNT)]
+    execs, opens = _trace_both(igrun_cli, names)
+    try:
+        for name in names:
+            subprocess.run(
+                [*PODMAN_RUN, "--name", name, IMAGE, *ARGS],
+                env=podman_env,
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+    finally:
+        exec_events, open_events = execs.stop(), opens.stop()
+    _assert_all_traced(names, exec_events, open_events)
+    (runtime,) = {e["runtime"]["runtimeName"] for e in exec_events}
+    assert runtime == "podman"
+
+
+def test_with_host_every_podman_container_is_named_never_by_its_id(
+    igrun_cli: IgrunCli,
+    podman_env: dict[str, str],  # noqa: F811
+) -> None:
+    """``--host`` filters nothing in the kernel: what is checked is the name each event
+    gets, from podman's own list read while runc is held."""
+    tag = uuid.uuid4().hex[:6]
+    names = [f"igrun-host-{tag}-{i}" for i in range(10)]
+    traced = Traced(igrun_cli, "trace", "exec", "-o", "json", "--host")
+    try:
+        for name in names:
+            subprocess.run(
+                [*PODMAN_RUN, "--name", name, IMAGE, "/bin/echo", name],
+                env=podman_env,
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+    finally:
+        events = traced.stop()
+    for name in names:
+        (event,) = [e for e in events if e["args"] == ["/bin/echo", name]]
+        assert event["runtime"]["containerName"] == name
+        assert event["runtime"]["runtimeName"] == "podman"
+        assert len(event["runtime"]["containerId"]) == 64
+
+
+CTR_NAMESPACE = "igrun-test"
+
+
+@pytest.fixture(scope="session")
+def containerd(
+    podman_env: dict[str, str],  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[list[str]]:
+    """``ctr`` for a containerd (started here when none runs) with the test image in its own
+    namespace; everything is removed afterwards."""
+    needs("containerd", "ctr")
+    work = tmp_path_factory.mktemp("containerd")
+    daemon: subprocess.Popen[bytes] | None = None
+    ctr = ["ctr", "-n", CTR_NAMESPACE]
+    if subprocess.run(["ctr", "version"], capture_output=True).returncode != 0:
+        config = work / "containerd.toml"
+        config.write_text('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n')
+        with (work / "containerd.log").open("wb") as log:
+            daemon = subprocess.Popen(
+                ["containerd", "--config", str(config)], stdout=log, stderr=log
+            )
+        for _ in range(100):
+            if subprocess.run(["ctr", "version"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+    archive = work / "image.tar"
+    subprocess.run(
+        ["podman", "save", "--format", "oci-archive", "-o", str(archive), IMAGE],
+        env=podman_env,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run([*ctr, "images", "import", str(archive)], check=True, capture_output=True)
+    try:
+        yield ctr
+    finally:
+        subprocess.run([*ctr, "images", "rm", "--sync", IMAGE], capture_output=True)
+        subprocess.run(["ctr", "namespaces", "rm", CTR_NAMESPACE], capture_output=True)
+        for cgroup in Path("/sys/fs/cgroup").glob(f"*/{CTR_NAMESPACE}"):
+            for child in cgroup.iterdir():
+                if child.is_dir():
+                    child.rmdir()
+            cgroup.rmdir()
+        if daemon is not None:
+            daemon.terminate()
+            daemon.wait(timeout=30)
+
+
+def test_containerd_containers_are_traced_and_named(
+    igrun_cli: IgrunCli, containerd: list[str]
+) -> None:
+    """containerd's shim runs runc create and start with its own ``--root``; the name is the
+    ``name`` label ctr writes into the bundle's annotations."""
+    tag = uuid.uuid4().hex[:6]
+    names = [f"igrun-ctr-{tag}-{i}" for i in range(10)]
+    selected = ",".join(names)
+    traced = Traced(
+        igrun_cli, "trace", "exec", "-o", "json", "-c", selected,
+        "--containerd-namespace", CTR_NAMESPACE,
+    )  # fmt: skip
+    try:
+        for i, name in enumerate(names):
+            subprocess.run(
+                [
+                    *containerd,
+                    "run",
+                    "--rm",
+                    "--label",
+                    f"name={name}",
+                    IMAGE,
+                    f"ctr{i}-{tag}",
+                    *ARGS,
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+    finally:
+        events = traced.stop()
+    exec_names = Counter(e["runtime"]["containerName"] for e in events if e["args"] == ARGS)
+    assert exec_names == Counter(names)
+    assert {e["runtime"]["runtimeName"] for e in events if e["args"] == ARGS} == {"containerd"}
+
+
+@pytest.fixture
+def runc_bundles(rootfs: Path, tmp_path: Path) -> Iterator[Any]:
+    """Makes OCI bundles for plain runc containers that run ``args`` and are named ``name``
+    (an annotation); removes what runc leaves behind."""
+    needs("runc")
+
+    def make(id: str, name: str, args: list[str]) -> Path:
+        bundle = tmp_path / id
+        bundle.mkdir()
+        subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+        spec = json.loads((bundle / "config.json").read_text())
+        spec["process"]["terminal"] = False
+        spec["process"]["args"] = args
+        spec["root"] = {"path": str(rootfs), "readonly": True}
+        spec["linux"]["cgroupsPath"] = f"/{CGROUP_PARENT}/{id}"
+        spec["annotations"] = {"name": name}
+        (bundle / "config.json").write_text(json.dumps(spec))
+        return bundle
+
+    ids: list[str] = []
+    yield make, ids
+    for id in ids:
+        subprocess.run(["runc", "delete", "-f", id], capture_output=True)
+    for cgroup in Path("/sys/fs/cgroup").glob(f"*/{CGROUP_PARENT}"):
+        for child in cgroup.iterdir():
+            if child.is_dir():
+                child.rmdir()
+        cgroup.rmdir()
+
+
+def _runc_run(bundle: Path, id: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+    # The container inherits runc's stdio: a captured pipe would never reach EOF.
+    return subprocess.run(
+        ["runc", "run", "--bundle", str(bundle), id],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=timeout,
+    )
+
+
+def test_fifty_runc_run_containers_are_traced_and_named(
+    igrun_cli: IgrunCli, runc_bundles: Any
+) -> None:
+    """``runc run`` creates and starts in one process (no ``runc start`` to hold): each
+    container is still known, by its bundle's name annotation, before it runs."""
+    make, ids = runc_bundles
+    tag = uuid.uuid4().hex[:6]
+    names = [f"igrun-runc-{tag}-{i}" for i in range(COUNT)]
+    bundles = [
+        (f"igrun-runc-{tag}-id{i}", make(f"igrun-runc-{tag}-id{i}", n, ARGS))
+        for i, n in enumerate(names)
+    ]
+    execs, opens = _trace_both(igrun_cli, names)
+    try:
+        for id, bundle in bundles:
+            ids.append(id)
+            assert _runc_run(bundle, id).returncode == 0
+    finally:
+        exec_events, open_events = execs.stop(), opens.stop()
+    _assert_all_traced(names, exec_events, open_events)
+    by_name = {e["runtime"]["containerName"]: e for e in exec_events if e["args"] == ARGS}
+    assert {by_name[n]["runtime"]["containerId"] for n in names} == {i for i, _ in bundles}
+    assert {e["runtime"]["runtimeName"] for e in by_name.values()} == {"runc"}
+
+
+def test_runc_with_its_own_root_is_held_too(
+    igrun_cli: IgrunCli, runc_bundles: Any, tmp_path: Path
+) -> None:
+    """The state folder is found from the fifo runc hands its init, whatever ``--root``."""
+    make, _ = runc_bundles
+    root = tmp_path / "runc-root"
+    tag = uuid.uuid4().hex[:6]
+    names = [f"igrun-root-{tag}-{i}" for i in range(5)]
+    bundles = [(f"igrun-root-{tag}-id{i}", n) for i, n in enumerate(names)]
+    bundles = [(id, make(id, n, ARGS)) for id, n in bundles]
+    traced = Traced(igrun_cli, "trace", "exec", "-o", "json", "-c", ",".join(names))
+    try:
+        for id, bundle in bundles:
+            subprocess.run(
+                ["runc", "--root", str(root), "run", "--bundle", str(bundle), id],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=30,
+                check=True,
+            )
+    finally:
+        events = traced.stop()
+    assert Counter(e["runtime"]["containerName"] for e in events if e["args"] == ARGS) == Counter(
+        names
+    )
+
+
+def test_a_slow_igrun_delays_runc_by_the_bound_at_most(
+    runc_bundles: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A runtime answer that never comes: runc waits the bound, then goes on, and the hold
+    says so."""
+    make, ids = runc_bundles
+    id = f"igrun-slow-{uuid.uuid4().hex[:6]}"
+    bundle = make(id, id, ARGS)
+    seen: list[Birth] = []
+
+    def learn(birth: Birth) -> None:
+        seen.append(birth)
+        time.sleep(10)
+
+    hold = StartHold(learn, bound=0.5)
+    assert hold.start()
+    try:
+        ids.append(id)
+        began = time.monotonic()
+        assert _runc_run(bundle, id).returncode == 0
+        took = time.monotonic() - began
+    finally:
+        hold.stop()
+    (birth,) = [b for b in seen if b.id == id]
+    assert birth.state_dir == Path("/run/runc") / id
+    assert birth.bundle == str(bundle)
+    assert 0.5 <= took < 3.0, took
+    assert hold.expired >= 1
+    assert "container_start_not_held" in capsys.readouterr().err
+
+
+HOLDER = """
+import sys, time
+from igrun.core.starthold import StartHold
+
+def learn(birth):
+    print("held", birth.id, flush=True)
+    time.sleep(120)
+
+hold = StartHold(learn, bound=120)
+assert hold.start()
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_killing_igrun_mid_hold_lets_runc_go_on(runc_bundles: Any) -> None:
+    """The kernel answers for a closed fanotify group: SIGKILL ends the hold at once."""
+    make, ids = runc_bundles
+    id = f"igrun-kill-{uuid.uuid4().hex[:6]}"
+    bundle = make(id, id, ARGS)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, text=True, stderr=subprocess.PIPE
+    )
+    assert holder.stdout is not None
+    runc: subprocess.Popen[bytes] | None = None
+    try:
+        assert holder.stdout.readline() == "ready\n"
+        ids.append(id)
+        runc = subprocess.Popen(
+            ["runc", "run", "--bundle", str(bundle), id],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        while (line := holder.stdout.readline()) != f"held {id}\n":
+            assert line, holder.stderr.read() if holder.stderr else ""
+        time.sleep(0.5)
+        assert runc.poll() is None  # held
+        os.kill(holder.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        assert runc.wait(timeout=10) == 0
+        assert time.monotonic() - killed < 2.0
+    finally:
+        holder.kill()
+        holder.communicate()
+        if runc is not None and runc.poll() is None:
+            runc.kill()
+            runc.wait()
