@@ -63,7 +63,7 @@ class DockerClient(RuntimeClient):
         knows the name from ``docker create`` on."""
         if state_dir.parent != STATE:
             return None
-        detail = self._get(f"/containers/{id}/json")
+        detail = self._get(f"/containers/{id}/json", time.monotonic() + self.timeout)
         config = detail.get("Config") or {}
         return from_process(
             id,
