@@ -117,6 +117,12 @@ class _NegativeZero:
     apart (``-0.0``), so it must not share its text."""
 
 
+def text_key(v: Any) -> tuple[type, Any]:
+    """A value as a key of its text: its type too (``True`` and ``1`` are equal keys, not
+    equal output), and ``-0.0`` apart from ``0.0``."""
+    return (_NegativeZero if type(v) is float and not v and np.signbit(v) else type(v), v)
+
+
 def _zeros_apart(values: Iterable[Any], seen: dict[Any, int], index: list[int]) -> list[int]:
     """``index`` as it is, unless a float zero is among the keys: it stood for both signs
     then, and ``values`` are keyed again, in ``seen``, with ``-0.0`` apart. Batches without a
@@ -125,9 +131,6 @@ def _zeros_apart(values: Iterable[Any], seen: dict[Any, int], index: list[int]) 
         return index
     seen.clear()
     return [
-        seen.setdefault(
-            (_NegativeZero if type(v) is float and not v and np.signbit(v) else type(v), v),
-            len(seen),
-        )
+        seen.setdefault(text_key(v), len(seen))
         for v in values
     ]

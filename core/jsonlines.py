@@ -28,6 +28,7 @@ from igrun.core.cbuffers import (
     check_table,
     distinct,
     positions,
+    text_key,
     texts_table,
 )
 from igrun.core.fields import WallTime
@@ -243,7 +244,7 @@ class JsonLines:
         if hit is not None:
             return hit[1]
         rows = zip(*(t.tolist() for t in tables), strict=True)
-        typed = tuple(tuple((type(v), v) for v in row) for row in rows)
+        typed = tuple(tuple(text_key(v) for v in row) for row in rows)
         encoded = self._encoded((*members, typed), [self._joined(members, row) for row in typed])
         if len(self._by_identity) >= 256:
             self._by_identity.clear()
@@ -297,7 +298,7 @@ class JsonLines:
             self._point_texts(col, texts_table(texts), np.arange(len(values)), keep, rows)
             return
         table, index = found
-        typed = tuple((type(v), v) for v in table)
+        typed = tuple(text_key(v) for v in table)
         self._point_texts(
             col, self._encoded(typed, [dumps(v).encode() for v in table]), index, keep, rows
         )

@@ -105,6 +105,25 @@ def test_equal_values_of_other_types_stay_apart(batch: Batch) -> None:
     assert got == reference(batch, FIELDS)
 
 
+def test_negative_zero_keeps_its_sign_across_batches(batch: Batch) -> None:
+    """A writer keeps tables by content, and ``-0.0 == 0.0``: a later batch's ``0.0`` must
+    not take the text of an earlier ``-0.0``, alone or beside another coded column."""
+    writer = JsonLines(FIELDS)
+    codes = np.zeros(5, dtype=np.int32)
+    for zero in (-0.0, 0.0, -0.0):
+        batch.set_coded("k8s.pod", np.array([zero], dtype=object), codes)
+        got = bytes(writer.encode(batch)).decode()
+        assert got == reference(batch, FIELDS)
+        batch.set_coded_group(
+            {
+                "k8s.pod": np.array([zero], dtype=object),
+                "runtime.containerName": np.array([zero], dtype=object),
+            },
+            codes,
+        )
+        assert bytes(writer.encode(batch)).decode() == reference(batch, FIELDS)
+
+
 def test_columns_sharing_codes_and_a_strided_batch(batch: Batch) -> None:
     """Enrichers give several columns the same codes (converted once); records that are a
     strided view, not one block, are read member by member; one writer serves both."""
