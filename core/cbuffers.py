@@ -130,7 +130,4 @@ def _zeros_apart(values: Iterable[Any], seen: dict[Any, int], index: list[int]) 
     if (float, 0.0) not in seen:
         return index
     seen.clear()
-    return [
-        seen.setdefault(text_key(v), len(seen))
-        for v in values
-    ]
+    return [seen.setdefault(text_key(v), len(seen)) for v in values]
