@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import select
 import shutil
 import threading
@@ -171,6 +172,13 @@ class StartHold:
         """Marked state folders, with when they were marked."""
         self._stop = threading.Event()
         self._warned: set[str] = set()
+        self._reports: queue.SimpleQueue[tuple[str, dict[str, object]] | None] = (
+            queue.SimpleQueue()
+        )
+        """Warnings of the fanotify thread, written by a thread of their own: a log write
+        can block (a full stderr pipe, a paused terminal), and an unanswered event would
+        then hold runc for as long."""
+        self._reporter: threading.Thread | None = None
         self.held = 0
         self.expired = 0
 
@@ -206,7 +214,15 @@ class StartHold:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._loop, name="igrun-start-hold", daemon=True)
         self._thread.start()
+        self._reporter = threading.Thread(
+            target=self._write_reports, name="igrun-start-hold-log", daemon=True
+        )
+        self._reporter.start()
         return True
+
+    def _write_reports(self) -> None:
+        while (report := self._reports.get()) is not None:
+            get_logger().warning(report[0], **report[1])
 
     # ---- the fanotify thread: never waits on anything but the kernel ----------------------
 
@@ -242,7 +258,7 @@ class StartHold:
     def _warn(self, problem: str) -> None:
         if problem not in self._warned:
             self._warned.add(problem)
-            get_logger().warning("container_start_hold", problem=problem)
+            self._reports.put(("container_start_hold", {"problem": problem}))
 
     def _handle(self, event: fanotify.Event) -> bool:
         """Look at one event; True when it is held (answered later)."""
@@ -301,11 +317,12 @@ class StartHold:
         for fd, birth in late:
             if self._answer(fd):
                 self.expired += 1
-                get_logger().warning(
-                    "container_start_not_held",
-                    container=birth.id[:12],
-                    note=f"igrun took over {self.bound:g} s to learn of it: its first events "
-                    "may be missed",
+                note = (
+                    f"igrun took over {self.bound:g} s to learn of it: its first events "
+                    "may be missed"
+                )
+                self._reports.put(
+                    ("container_start_not_held", {"container": birth.id[:12], "note": note})
                 )
         if self._dirs and not left:
             return 1.0
@@ -356,3 +373,7 @@ class StartHold:
         os.close(self._wake_r)
         os.close(self._wake_w)
         self._thread = None
+        self._reports.put(None)
+        if self._reporter is not None:
+            self._reporter.join(timeout=1)
+            self._reporter = None

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from containerlab import IMAGE, needs
 from test_containers import podman_env  # noqa: F401 (a fixture)
+from test_runtimes import CTR_NAMESPACE, Ctr, Docker, ctr, docker  # noqa: F401 (fixtures)
 
 from igrun.core.starthold import Birth, StartHold
 
@@ -51,16 +52,36 @@ class Traced:
         for reader in self._readers:
             reader.start()
 
-    def stop(self) -> list[dict[str, Any]]:
-        time.sleep(1)  # the last events drain
+    def end(self) -> None:
+        """End the run (Ctrl-C, then a kill if it does not end): never raises, so a
+        failing check of one run cannot leave another running."""
         self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
         for reader in self._readers:
             reader.join(timeout=10)
+
+    def events(self) -> list[dict[str, Any]]:
+        """The ended run's events, once it is checked to have ended well and held every
+        container it saw start."""
         out, err = "".join(self.out), "".join(self.err)
         assert self.proc.returncode == 0, err
         assert "container_start_not_held" not in err, err
         return self.cli.events(out)
+
+    def stop(self) -> list[dict[str, Any]]:
+        return stop(self)[0]
+
+
+def stop(*runs: Traced) -> list[list[dict[str, Any]]]:
+    """Let the last events drain, end every run, then check each and return its events."""
+    time.sleep(1)
+    for run in runs:
+        run.end()
+    return [run.events() for run in runs]
 
 
 def _assert_all_traced(
@@ -104,7 +125,7 @@ def test_fifty_podman_run_rm_containers_are_traced_and_named(
                 timeout=60,
             )
     finally:
-        exec_events, open_events = execs.stop(), opens.stop()
+        exec_events, open_events = stop(execs, opens)
     _assert_all_traced(names, exec_events, open_events)
     (runtime,) = {e["runtime"]["runtimeName"] for e in exec_events}
     assert runtime == "podman"
@@ -137,52 +158,10 @@ def test_with_host_every_podman_container_is_named_never_by_its_id(
         assert len(event["runtime"]["containerId"]) == 64
 
 
-CTR_NAMESPACE = "igrun-test"
-
-
-@pytest.fixture(scope="session")
-def containerd(
-    podman_env: dict[str, str],  # noqa: F811
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[list[str]]:
-    """``ctr`` for a containerd (started here when none runs) with the test image in its own
-    namespace; everything is removed afterwards."""
-    needs("containerd", "ctr")
-    work = tmp_path_factory.mktemp("containerd")
-    daemon: subprocess.Popen[bytes] | None = None
-    ctr = ["ctr", "-n", CTR_NAMESPACE]
-    if subprocess.run(["ctr", "version"], capture_output=True).returncode != 0:
-        config = work / "containerd.toml"
-        config.write_text('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n')
-        with (work / "containerd.log").open("wb") as log:
-            daemon = subprocess.Popen(
-                ["containerd", "--config", str(config)], stdout=log, stderr=log
-            )
-        for _ in range(100):
-            if subprocess.run(["ctr", "version"], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
-    archive = work / "image.tar"
-    subprocess.run(
-        ["podman", "save", "--format", "oci-archive", "-o", str(archive), IMAGE],
-        env=podman_env,
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run([*ctr, "images", "import", str(archive)], check=True, capture_output=True)
-    try:
-        yield ctr
-    finally:
-        subprocess.run([*ctr, "images", "rm", "--sync", IMAGE], capture_output=True)
-        subprocess.run(["ctr", "namespaces", "rm", CTR_NAMESPACE], capture_output=True)
-        for cgroup in Path("/sys/fs/cgroup").glob(f"*/{CTR_NAMESPACE}"):
-            for child in cgroup.iterdir():
-                if child.is_dir():
-                    child.rmdir()
-            cgroup.rmdir()
-        if daemon is not None:
-            daemon.terminate()
-            daemon.wait(timeout=30)
+@pytest.fixture
+def containerd(ctr: Ctr) -> list[str]:  # noqa: F811
+    """``ctr`` in the test namespace of the session's containerd (see test_runtimes)."""
+    return ["ctr", "-n", CTR_NAMESPACE]
 
 
 def test_containerd_containers_are_traced_and_named(
@@ -219,6 +198,24 @@ def test_containerd_containers_are_traced_and_named(
     exec_names = Counter(e["runtime"]["containerName"] for e in events if e["args"] == ARGS)
     assert exec_names == Counter(names)
     assert {e["runtime"]["runtimeName"] for e in events if e["args"] == ARGS} == {"containerd"}
+
+
+def test_docker_run_rm_containers_are_traced_and_named(
+    igrun_cli: IgrunCli,
+    docker: Docker,  # noqa: F811
+) -> None:
+    """Docker starts runc through containerd's shim, with a ``--root`` under its exec root;
+    the name comes from Docker's API, asked while runc is held."""
+    tag = uuid.uuid4().hex[:6]
+    names = [f"igrun-dk-{tag}-{i}" for i in range(10)]
+    execs, opens = _trace_both(igrun_cli, names)
+    try:
+        for name in names:
+            docker("run", "--rm", "--network", "none", "--name", name, IMAGE, *ARGS)
+    finally:
+        exec_events, open_events = stop(execs, opens)
+    _assert_all_traced(names, exec_events, open_events)
+    assert {e["runtime"]["runtimeName"] for e in exec_events if e["args"] == ARGS} == {"docker"}
 
 
 @pytest.fixture
@@ -280,7 +277,7 @@ def test_fifty_runc_run_containers_are_traced_and_named(
             ids.append(id)
             assert _runc_run(bundle, id).returncode == 0
     finally:
-        exec_events, open_events = execs.stop(), opens.stop()
+        exec_events, open_events = stop(execs, opens)
     _assert_all_traced(names, exec_events, open_events)
     by_name = {e["runtime"]["containerName"]: e for e in exec_events if e["args"] == ARGS}
     assert {by_name[n]["runtime"]["containerId"] for n in names} == {i for i, _ in bundles}

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from igrun.core.containers import Container, from_process
+from igrun.core.files import CONFIG_LIMIT, FileRefused, read_bytes
 from igrun.core.runtimes.base import RuntimeClient, RuntimeUnavailable
 
 SOCKET = Path("/run/docker.sock")
@@ -59,20 +60,30 @@ class DockerClient(RuntimeClient):
             conn.close()
 
     def describe(self, id: str, pid: int, state_dir: Path, bundle: str) -> Container | None:
-        """Docker runs runc (through containerd) with ``--root`` in :data:`STATE`; the API
-        knows the name from ``docker create`` on."""
-        if state_dir.parent != STATE:
+        """Docker runs runc (through containerd's ``moby`` namespace) with ``--root`` in
+        :data:`STATE`, or ``<exec-root>/runtime-runc/moby`` for a daemon with an exec root of
+        its own. The API cannot be asked here: Docker holds the container's lock while it
+        starts it, so an inspect waits for the very start igrun is holding. What ``docker
+        create`` wrote is read instead: the bundle's ``/etc/hostname`` mount comes from the
+        container's folder in Docker's data root, next to its ``config.v2.json``."""
+        if state_dir.parent != STATE and state_dir.parent.parts[-2:] != ("runtime-runc", "moby"):
             return None
-        detail = self._get(f"/containers/{id}/json", time.monotonic() + self.timeout)
-        config = detail.get("Config") or {}
+        folder = _container_folder(bundle)
+        if folder is None:
+            return None
+        try:
+            config = json.loads(read_bytes(folder / "config.v2.json", CONFIG_LIMIT))
+        except (FileRefused, ValueError):
+            return None
+        inner = config.get("Config") or {}
         return from_process(
             id,
-            str(detail.get("Name", "")).lstrip("/"),
+            str(config.get("Name", "")).lstrip("/"),
             self.name,
             pid,
-            image_name=str(config.get("Image", "")),
-            image_digest=str(detail.get("Image", "")),
-            labels={str(k): str(v) for k, v in (config.get("Labels") or {}).items()},
+            image_name=str(inner.get("Image", "")),
+            image_digest=str(config.get("Image", "")),
+            labels={str(k): str(v) for k, v in (inner.get("Labels") or {}).items()},
         )
 
     def containers(self) -> list[Container]:
@@ -103,3 +114,16 @@ class DockerClient(RuntimeClient):
                 seen[id] = c
         self._seen = seen
         return list(seen.values())
+
+
+def _container_folder(bundle: str) -> Path | None:
+    """Docker's folder of the container whose OCI bundle is ``bundle`` (where its
+    ``/etc/hostname`` is bind-mounted from), or None."""
+    try:
+        spec = json.loads(read_bytes(Path(bundle) / "config.json", CONFIG_LIMIT))
+    except (FileRefused, ValueError):
+        return None
+    for mount in spec.get("mounts") or []:
+        if isinstance(mount, dict) and mount.get("destination") == "/etc/hostname":
+            return Path(str(mount.get("source", ""))).parent
+    return None
