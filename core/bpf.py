@@ -645,10 +645,12 @@ def relevant_log_lines(log: str, count: int = RELEVANT_LOG_LINES) -> list[str]:
 class Reader:
     """Drains a perf or ring buffer in batches of fixed-size records.
 
-    ``poll`` copies every available record (up to ``max_records`` for ring buffers) into one
-    reusable C buffer and returns a view of it: one Python call per batch, never per event.
-    The GIL is released while it waits (cffi does that for every call). The view is valid until
-    the next poll; :meth:`records` gives an array to keep instead.
+    A poll copies every available record (up to ``max_records`` for ring buffers) into one
+    reusable C buffer, then sleeps until the buffer wakes it (its watermark, see
+    ``igr_reader_poll``) or the timeout passes, and takes what came: one Python call per
+    batch, never per event. The GIL is released while it waits (cffi does that for every
+    call). :meth:`records` gives the batch as an array that is the caller's to keep;
+    :meth:`poll` as a buffer that is the caller's too.
     """
 
     def __init__(self, ptr: Any, record_size: int, lost_map: Map | None) -> None:
@@ -658,12 +660,15 @@ class Reader:
         self._spare = np.empty(0, dtype=np.uint8)
         """The last batch's memory; nothing else may hold a reference to it (see records)."""
         self._reported = 0
+        self._count = 0  # records in the last batch, which sizes() may read
         self._lock = threading.Lock()
         if lost_map is not None:
-            err = lib.igr_reader_count_lost_in(ptr, lost_map.fd)
+            problem = _lost_map_problem(lost_map)
+            err = -errno.EINVAL if problem else lib.igr_reader_count_lost_in(ptr, lost_map.fd)
             if err:
                 lib.igr_reader_free(ptr)
-                _raise(f"cannot read drop counter {lost_map.name}", err)
+                self._ptr = None
+                _raise(f"cannot read drop counter {lost_map.name}{problem}", err)
 
     @classmethod
     def ring(
@@ -694,24 +699,29 @@ class Reader:
             _raise(f"cannot read perf buffer {buffer.name}", err[0])
         return cls(ptr, record_size, lost_map)
 
-    def batch(self, min_records: int, linger_ms: float, buffer_bytes: int) -> None:
-        """Let a batch of fewer than ``min_records`` wait up to ``linger_ms`` for more (see
-        ``igr_linger``): fewer, bigger batches at low rates, for a bounded delay. The
-        ``buffer_bytes`` of the kernel buffer (per CPU for perf) bound how long it naps."""
-        lib.igr_reader_set_batching(self._ptr, min_records, int(linger_ms * 1000), buffer_bytes)
+    def _open(self) -> Any:
+        if self._ptr is None:
+            raise BpfError("the reader is closed")
+        return self._ptr
 
     def poll(self, timeout_ms: int = 100) -> memoryview | None:
-        """Wait up to ``timeout_ms`` for records; return them as one buffer (None if none)."""
+        """Wait up to ``timeout_ms`` for records; return them as one buffer (None if none).
+
+        The buffer is a copy: it stays valid after later polls and after :meth:`close`."""
         with self._lock:
             n = self._poll(timeout_ms)
             if n == 0:
                 return None
-            return memoryview(ffi.buffer(lib.igr_reader_data(self._ptr), n * self.record_size))
+            return memoryview(
+                bytes(ffi.buffer(lib.igr_reader_data(self._ptr), n * self.record_size))
+            )
 
     def _poll(self, timeout_ms: int) -> int:
-        n = int(lib.igr_reader_poll(self._ptr, timeout_ms))
+        n = int(lib.igr_reader_poll(self._open(), timeout_ms))
         if n < 0:
+            self._count = 0
             _raise("reading events failed", n)
+        self._count = n
         return n
 
     def records(self, timeout_ms: int, dtype: np.dtype[Any]) -> np.ndarray[Any, Any] | None:
@@ -722,6 +732,8 @@ class Reader:
         what happens when batches go straight to the output. A fresh allocation per batch
         costs page faults every time: at low rates, more than the copy itself.
         """
+        if dtype.itemsize != self.record_size:
+            raise BpfError(f"records of {self.record_size} bytes read as {dtype.itemsize}")
         with self._lock:
             n = self._poll(timeout_ms)
             if n == 0:
@@ -739,13 +751,18 @@ class Reader:
 
     def sizes(self, count: int) -> np.ndarray[Any, np.dtype[np.uint32]]:
         """The real length of each record of the last batch (before padding or cutting)."""
-        buf = ffi.buffer(lib.igr_reader_sizes(self._ptr), count * 4)
-        return np.frombuffer(buf, dtype=np.uint32).copy()
+        with self._lock:
+            ptr = self._open()
+            if not 0 <= count <= self._count:
+                raise BpfError(f"the last batch has {self._count} records, not {count}")
+            buf = ffi.buffer(lib.igr_reader_sizes(ptr), count * 4)
+            return np.frombuffer(buf, dtype=np.uint32).copy()
 
     def lost(self) -> int:
         """Events lost since the last call: the drop counter the BPF side bumps when an output
         fails (``gadget_lost_events``), or else perf's lost records."""
-        total = int(lib.igr_reader_lost(self._ptr))
+        with self._lock:
+            total = int(lib.igr_reader_lost(self._open()))
         new, self._reported = total - self._reported, total
         return new
 
@@ -754,3 +771,20 @@ class Reader:
             if self._ptr is not None:
                 lib.igr_reader_free(self._ptr)
                 self._ptr = None
+
+
+def _lost_map_problem(lost_map: Map) -> str:
+    """Why a map cannot be a drop counter (empty if it can): the reader sums one ``__u64``
+    per CPU, so it must be what ``igrun/buffer.h`` declares."""
+    if (
+        lost_map.type != MapType.PERCPU_ARRAY
+        or lost_map.key_size != 4
+        or lost_map.value_size != 8
+        or lost_map.max_entries < 1
+    ):
+        return (
+            f": it must be a per-CPU array of __u64 values with __u32 keys, as igrun/buffer.h "
+            f"declares it (this one: type {lost_map.type}, key {lost_map.key_size} bytes, "
+            f"value {lost_map.value_size} bytes)"
+        )
+    return ""

@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -19,6 +20,7 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <linux/perf_event.h>
+#include <sys/epoll.h>
 #include <sys/syscall.h>
 
 #include "igrun_libbpf.h"
@@ -434,6 +436,7 @@ int igr_has_ktime_get_boot_ns(void)
 struct igr_reader {
     struct ring_buffer *ring;
     struct perf_buffer *perf;
+    int epoll_fd;           /* ring buffers: the map, edge-triggered (see igr_reader_poll) */
     char *data;             /* count slots of slot_size bytes */
     unsigned int *sizes;    /* each record's real length (before cut or padding) */
     size_t slot_size;
@@ -442,14 +445,8 @@ struct igr_reader {
     size_t count;
     unsigned long long lost;
     bool oom;
-    size_t min_records;     /* a smaller batch waits up to linger_us for more */
-    unsigned int linger_us;
-    size_t buffer_bytes;    /* how much the kernel buffer holds (per CPU for perf) */
-    unsigned long long last_return_us; /* when the previous batch went to Python */
-    double slow_rate;       /* records per microsecond when the previous batch was small */
-    double peak_rate;       /* the highest rate seen lately: it bounds every nap */
     int lost_fd;            /* the BPF side's per-CPU drop counter, or -1: perf's lost records */
-    __u64 *lost_values;     /* one per possible CPU */
+    __u64 *lost_values;     /* one 8-byte slot per possible CPU */
     int ncpus;
 };
 
@@ -462,6 +459,8 @@ static int igr_reserve(struct igr_reader *r)
     if (r->count < r->cap)
         return 0;
     cap = r->cap ? r->cap * 2 : 1024;
+    if (cap > SIZE_MAX / r->slot_size)
+        return -ENOMEM;
     data = realloc(r->data, cap * r->slot_size);
     if (!data)
         return -ENOMEM;
@@ -536,6 +535,7 @@ static struct igr_reader *igr_reader_alloc(size_t slot_size, size_t max_records)
         return NULL;
     r->slot_size = slot_size ? slot_size : 1;
     r->lost_fd = -1;
+    r->epoll_fd = -1;
     r->max_records = max_records ? max_records : 65536;
     if (igr_reserve(r)) {
         igr_reader_free(r);
@@ -547,6 +547,7 @@ static struct igr_reader *igr_reader_alloc(size_t slot_size, size_t max_records)
 struct igr_reader *igr_ring_new(int map_fd, size_t slot_size, size_t max_records, int *err)
 {
     struct igr_reader *r = igr_reader_alloc(slot_size, max_records);
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLET };
 
     if (!r) {
         *err = -ENOMEM;
@@ -554,6 +555,16 @@ struct igr_reader *igr_ring_new(int map_fd, size_t slot_size, size_t max_records
     }
     r->ring = ring_buffer__new(map_fd, igr_ring_sample, r, NULL);
     if (!r->ring) {
+        *err = -errno;
+        igr_reader_free(r);
+        return NULL;
+    }
+    /* libbpf's own epoll watches the map level-triggered: once woken, it would report the
+     * map ready at every wait while any record is there, and a reader that returns to
+     * Python between waits would never sleep again. Edge-triggered, only a new wakeup of
+     * the map (a record past the watermark, see igrun/buffer.h) ends a wait early. */
+    r->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (r->epoll_fd < 0 || epoll_ctl(r->epoll_fd, EPOLL_CTL_ADD, map_fd, &ev)) {
         *err = -errno;
         igr_reader_free(r);
         return NULL;
@@ -596,118 +607,50 @@ struct igr_reader *igr_perf_new(int map_fd, size_t page_cnt, unsigned int wakeup
     return r;
 }
 
-void igr_reader_set_batching(struct igr_reader *r, size_t min_records, unsigned int linger_us,
-                             size_t buffer_bytes)
-{
-    r->min_records = min_records;
-    r->linger_us = linger_us;
-    r->buffer_bytes = buffer_bytes;
-}
-
 static int igr_consume(struct igr_reader *r)
 {
     return r->ring ? ring_buffer__consume(r->ring) : perf_buffer__consume(r->perf);
 }
 
-static unsigned long long igr_now_us(void)
+/* Sleep until the buffer wakes the reader or timeout_ms pass. */
+static int igr_wait(struct igr_reader *r, int timeout_ms)
 {
-    struct timespec ts;
+    struct epoll_event ev;
+    int n;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000;
-}
-
-static void igr_sleep_us(unsigned int us)
-{
-    struct timespec ts = { .tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000 };
-
-    nanosleep(&ts, NULL);
-}
-
-/* Add to a small batch for up to budget_us, asleep: nothing wakes the reader per record. Each
- * nap is as long as the rate seen so far (records per microsecond) needs to complete the
- * batch, but never so long that more than an eighth of the buffer would fill at the highest
- * rate seen lately (`peak_rate`): a slow stream costs one wakeup per batch, and a stream that
- * pauses and comes back at full speed cannot overflow the buffer on our account. */
-static int igr_linger(struct igr_reader *r, double rate, unsigned int budget_us)
-{
-    unsigned int slept = 0;
-    int err = 0;
-
-    while (slept < budget_us && r->count < r->min_records && err >= 0) {
-        double peak = rate > r->peak_rate ? rate : r->peak_rate;
-        double nap = rate > 0 ? (double)(r->min_records - r->count) / rate : 1000;
-        double safe = peak > 0 ? (double)r->buffer_bytes / 8 / (peak * (double)r->slot_size) : 1000;
-        unsigned int us;
-        size_t before = r->count;
-
-        if (nap > safe)
-            nap = safe;
-        if (nap > budget_us - slept)
-            nap = budget_us - slept;
-        us = nap < 100 ? 100 : (unsigned int)nap;
-        igr_sleep_us(us);
-        slept += us;
-        err = igr_consume(r);
-        rate = (double)(r->count - before + 1) / us;
-        if (rate > r->peak_rate)
-            r->peak_rate = rate;
-    }
-    return err;
+    if (!r->ring)
+        /* A perf buffer reports a wakeup once (perf_poll clears it): level-triggered epoll
+         * already sleeps until the next watermark. */
+        return perf_buffer__poll(r->perf, timeout_ms);
+    n = epoll_wait(r->epoll_fd, &ev, 1, timeout_ms);
+    return n < 0 ? -errno : 0;
 }
 
 /*
- * Drain what is there; if nothing is, wait up to timeout_ms for it. A batch smaller than
- * min_records then lingers (see igr_linger), within the timeout: at low rates this turns one
- * wakeup and one Python call per record into one per batch, for a bounded delay. A stream that
- * was slow at the previous batch is not waited for but slept on, as a linger from the start at
- * the last cycle's rate (also when a few records came meanwhile: a burst's rate would cut the
- * first nap short and cost a second wakeup): one wakeup per batch instead of one for its first
- * record and more for the rest. Returns the number of records now in the batch (the previous
- * batch is dropped first) or a negative errno. cffi releases the GIL around this call.
+ * One batch: what is in the buffer now, and, unless the batch is full, what comes until the
+ * buffer wakes the reader (its watermark: an eighth of a ring buffer, see igrun/buffer.h; for
+ * perf buffers the wakeup_bytes of igr_perf_new) or timeout_ms pass, whichever is first. A
+ * slow stream thus costs one wakeup per timeout, and a fast one one per watermark, with seven
+ * eighths of the buffer still free; no record waits longer than the timeout plus the time
+ * Python takes with the previous batch. A wakeup that came while Python had the previous
+ * batch is cleared first: the drain that follows takes what it announced. Returns the number
+ * of records in the batch (the previous batch is dropped first) or a negative errno. cffi
+ * releases the GIL around this call.
  */
 int igr_reader_poll(struct igr_reader *r, int timeout_ms)
 {
-    unsigned int budget = timeout_ms > 0 ? (unsigned int)timeout_ms * 1000 : 0;
-    unsigned long long now;
-    double cycle_rate;
-    bool lingered = false;
+    struct epoll_event ev;
     int err;
 
-    if (budget > r->linger_us)
-        budget = r->linger_us;
     r->count = 0;
+    if (r->ring && timeout_ms > 0)
+        epoll_wait(r->epoll_fd, &ev, 1, 0);
     err = igr_consume(r);
-    if (err >= 0 && r->count < r->min_records && r->slow_rate > 0 && budget) {
-        if (r->count > 0 && r->last_return_us) {
-            /* Records came while Python had the last batch: their rate may be a burst's, so
-             * it does not set the naps' length, but it bounds them like any peak. */
-            double seen = (double)r->count / (double)(igr_now_us() - r->last_return_us + 1);
-
-            if (seen > r->peak_rate)
-                r->peak_rate = seen;
-        }
-        err = igr_linger(r, r->slow_rate, budget);
-        lingered = true;
+    if (err >= 0 && timeout_ms > 0 && r->count < r->max_records) {
+        err = igr_wait(r, timeout_ms);
+        if (err >= 0 && r->count < r->max_records)
+            err = igr_consume(r);
     }
-    if (err >= 0 && r->count == 0 && !lingered)
-        err = r->ring ? ring_buffer__poll(r->ring, timeout_ms)
-                      : perf_buffer__poll(r->perf, timeout_ms);
-    now = igr_now_us();
-    if (err >= 0 && r->count > 0 && r->count < r->min_records && !lingered && budget) {
-        double since = r->last_return_us ? (double)(now - r->last_return_us) : 0;
-
-        err = igr_linger(r, since > 0 ? (double)r->count / since : 0, budget);
-        now = igr_now_us();
-    }
-    /* The rate over the whole cycle, Python's part included, is what the next sleep needs;
-     * the peak forgets half of itself per cycle, so a stream that really slowed down is
-     * slept on longer again within a few batches. */
-    cycle_rate = r->last_return_us ? (double)r->count / (double)(now - r->last_return_us + 1) : 0;
-    r->peak_rate = cycle_rate > r->peak_rate / 2 ? cycle_rate : r->peak_rate / 2;
-    r->slow_rate = r->count > 0 && r->count < r->min_records ? cycle_rate : 0;
-    if (r->count > 0)
-        r->last_return_us = now;
     if (err == -IGR_BATCH_FULL)
         err = 0;
     if (err < 0 && err != -EINTR)
@@ -723,14 +666,27 @@ void *igr_reader_data(struct igr_reader *r) { return r->data; }
 
 unsigned int *igr_reader_sizes(struct igr_reader *r) { return r->sizes; }
 
+/* The counter must be what igrun/buffer.h declares: a per-CPU array of one __u64, which the
+ * kernel copies out as one 8-byte slot per possible CPU. Anything else would not fit the
+ * buffer sized here, so it is refused. */
 int igr_reader_count_lost_in(struct igr_reader *r, int map_fd)
 {
+    struct bpf_map_info info;
+    __u32 info_len = sizeof(info);
     int n = libbpf_num_possible_cpus();
+    size_t slot;
 
     if (n <= 0)
         return n ? n : -EINVAL;
+    memset(&info, 0, sizeof(info));
+    if (bpf_obj_get_info_by_fd(map_fd, &info, &info_len))
+        return -errno;
+    if (info.type != BPF_MAP_TYPE_PERCPU_ARRAY || info.key_size != sizeof(__u32) ||
+        info.value_size != sizeof(__u64) || info.max_entries < 1)
+        return -EINVAL;
+    slot = ((size_t)info.value_size + 7) / 8 * 8;
     free(r->lost_values);
-    r->lost_values = calloc((size_t)n, sizeof(*r->lost_values));
+    r->lost_values = calloc((size_t)n, slot);
     if (!r->lost_values)
         return -ENOMEM;
     r->ncpus = n;
@@ -760,6 +716,8 @@ void igr_reader_free(struct igr_reader *r)
         return;
     ring_buffer__free(r->ring);
     perf_buffer__free(r->perf);
+    if (r->epoll_fd >= 0)
+        close(r->epoll_fd);
     free(r->data);
     free(r->sizes);
     free(r->lost_values);

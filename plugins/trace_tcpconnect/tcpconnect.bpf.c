@@ -94,7 +94,7 @@ static __always_inline void emit_established(struct trace_event_raw_inet_sock_se
 	e->uid = start->uid;
 	e->gid = start->gid;
 	__builtin_memcpy(e->comm, start->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	gadget_submit_buf(&events, e);
 }
 
 SEC("tracepoint/sock/inet_sock_set_state")
