@@ -443,6 +443,8 @@ struct igr_reader {
     size_t cap;             /* slots allocated */
     size_t max_records;     /* a ring drain stops here; perf drains cannot stop, they grow */
     size_t count;
+    size_t touched;         /* slots written at least once: beyond a slot's last record's
+                             * size (sizes[]) it holds zeros; slots past `touched`, garbage */
     unsigned long long lost;
     bool oom;
     int lost_fd;            /* the BPF side's per-CPU drop counter, or -1: perf's lost records */
@@ -485,8 +487,16 @@ static int igr_copy(struct igr_reader *r, const void *rec, size_t len)
     }
     slot = r->data + r->count * r->slot_size;
     memcpy(slot, rec, n);
-    if (n < r->slot_size)
+    if (r->count >= r->touched) {
         memset(slot + n, 0, r->slot_size - n);
+        r->touched = r->count + 1;
+    } else if (r->sizes[r->count] > n) {
+        /* Only what the slot's previous record wrote past this one is not zero yet: a gadget
+         * whose struct ends in 8 KiB of string room sends a hundred bytes, not 8 KiB. */
+        size_t old = r->sizes[r->count] < r->slot_size ? r->sizes[r->count] : r->slot_size;
+
+        memset(slot + n, 0, old - n);
+    }
     r->sizes[r->count] = (unsigned int)len;
     r->count++;
     return 0;

@@ -326,9 +326,15 @@ def _voluntary_switches() -> int:
 
 
 def test_short_records_are_zero_padded(loaded: BpfObject) -> None:
+    """Also in a slot where a longer record was before (only that record's bytes are
+    cleared, not the whole slot)."""
     dtype = loaded.struct_dtype("event")
     reader = Reader.ring(loaded.map("events"), dtype.itemsize)
     loaded.attach("on_getsid")
+    loaded.attach("on_getppid")
+    os.getppid()
+    longer = reader.poll(1000)
+    assert longer is not None and np.frombuffer(longer, dtype)["tag"].tolist() == [b"ring"]
     os.getsid(0)
     view = reader.poll(1000)
     assert view is not None
