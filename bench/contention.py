@@ -212,10 +212,11 @@ def markdown(result: dict[str, Any]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--only", default="", help="storms whose label contains this")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("contention: needs root (it loads BPF programs)")
-    result = contention(args.rounds)
+    result = contention(args.rounds, tuple(s for s in STORMS if args.only in s.label))
     print(json.dumps(result, indent=1))
     print("\n".join(markdown(result)))
     return 0
