@@ -31,8 +31,8 @@ PERF_WAKEUP_FRACTION = 8
 """A perf reader is woken once this fraction of a CPU's buffer waits, as a ring buffer's is by
 ``igrun/buffer.h``."""
 PAGE_SIZE = 4096
-BATCH_BYTES = 16 * 1024 * 1024
-"""A ring-buffer batch ends at this much record memory (at least 1,024 records): a gadget
+BATCH_BYTES = 8 * 1024 * 1024
+"""A ring-buffer batch ends at this much record memory (at least 512 records): a gadget
 whose struct has room for long strings has 8 KiB slots. The rest stays in the buffer for
 the next poll, which follows at once."""
 LOST_CHECK_S = 0.25
@@ -131,7 +131,7 @@ class BpfTracer(Gadget):
             return Reader.perf(
                 events, size, self.perf_pages, wakeup_bytes=wakeup, lost_map=lost_map
             )
-        batch = min(max(BATCH_BYTES // size, 1024), 65536)
+        batch = min(max(BATCH_BYTES // size, 512), 65536)
         return Reader.ring(events, size, max_records=batch, lost_map=lost_map)
 
     def run(self, ctx: GadgetContext) -> None:
