@@ -653,12 +653,18 @@ class Reader:
     :meth:`poll` as a buffer that is the caller's too.
     """
 
-    def __init__(self, ptr: Any, record_size: int, lost_map: Map | None) -> None:
+    def __init__(
+        self, ptr: Any, record_size: int, lost_map: Map | None, ring_records: int = 0
+    ) -> None:
         self._ptr = ptr
         self.record_size = record_size
         self._lost_map = lost_map  # kept open as long as C reads it
+        self._ring_records = ring_records
+        """A ring reader's batch size limit: records() lends C room for that many."""
         self._spare = np.empty(0, dtype=np.uint8)
         """The last batch's memory; nothing else may hold a reference to it (see records)."""
+        self._spare_last = False
+        """Whether the last poll into the caller's memory wrote into ``_spare``."""
         self._reported = 0
         self._count = 0  # records in the last batch, which sizes() may read
         self._lock = threading.Lock()
@@ -678,7 +684,7 @@ class Reader:
         ptr = lib.igr_ring_new(buffer.fd, record_size, max_records, err)
         if ptr == ffi.NULL:
             _raise(f"cannot read ring buffer {buffer.name}", err[0])
-        return cls(ptr, record_size, lost_map)
+        return cls(ptr, record_size, lost_map, ring_records=max_records)
 
     @classmethod
     def perf(
@@ -727,27 +733,47 @@ class Reader:
     def records(self, timeout_ms: int, dtype: np.dtype[Any]) -> np.ndarray[Any, Any] | None:
         """:meth:`poll`, as an array of ``dtype`` records that is the caller's to keep.
 
-        The array reuses the memory of an earlier batch when nothing holds on to that one any
+        The records land in memory of an earlier batch when nothing holds on to that one any
         more (no array, view or buffer of it is left: its reference count tells), which is
         what happens when batches go straight to the output. A fresh allocation per batch
-        costs page faults every time: at low rates, more than the copy itself.
+        costs page faults every time: at low rates, more than the copy itself. A ring reader
+        copies them there directly from the ring buffer; a perf reader through its own slots.
         """
         if dtype.itemsize != self.record_size:
             raise BpfError(f"records of {self.record_size} bytes read as {dtype.itemsize}")
         with self._lock:
-            n = self._poll(timeout_ms)
-            if n == 0:
-                return None
-            size = n * self.record_size
-            # Free means two references: the attribute and getrefcount's argument.
-            if sys.getrefcount(self._spare) > 2:  # held on to: this batch gets its own memory
-                memory = np.empty(size, dtype=np.uint8)
+            ptr = self._open()
+            if not self._ring_records:
+                n = self._poll(timeout_ms)
+                if n == 0:
+                    return None
+                memory = self._memory(n * self.record_size)[0]
+                ffi.memmove(memory, lib.igr_reader_data(ptr), n * self.record_size)
             else:
-                if len(self._spare) < size:
-                    self._spare = np.empty(max(size, 2 * len(self._spare)), dtype=np.uint8)
-                memory = self._spare
-            ffi.memmove(memory, lib.igr_reader_data(self._ptr), size)
+                slots = self._ring_records
+                memory, fresh = self._memory(slots * self.record_size)
+                n = int(
+                    lib.igr_reader_poll_into(ptr, timeout_ms, ffi.from_buffer(memory), slots, fresh)
+                )
+                self._count = max(n, 0)
+                if n < 0:
+                    _raise("reading events failed", n)
+                if n == 0:
+                    return None
         return np.ndarray((n,), dtype, memory)
+
+    def _memory(self, size: int) -> tuple[np.ndarray[Any, Any], bool]:
+        """Memory for a batch of ``size`` bytes, and whether it is fresh (see
+        ``igr_reader_poll_into``): ``_spare`` when nothing else holds it."""
+        # Free means two references: the attribute and getrefcount's argument.
+        if sys.getrefcount(self._spare) > 2:  # held on to: this batch gets its own memory
+            self._spare_last = False
+            return np.empty(size, dtype=np.uint8), True
+        if len(self._spare) < size:
+            self._spare = np.empty(max(size, 2 * len(self._spare)), dtype=np.uint8)
+            self._spare_last = False
+        fresh, self._spare_last = not self._spare_last, True
+        return self._spare, fresh
 
     def sizes(self, count: int) -> np.ndarray[Any, np.dtype[np.uint32]]:
         """The real length of each record of the last batch (before padding or cutting)."""

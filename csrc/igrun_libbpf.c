@@ -21,6 +21,7 @@
 #include <bpf/libbpf.h>
 #include <linux/perf_event.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 
 #include "igrun_libbpf.h"
@@ -433,18 +434,32 @@ int igr_has_ktime_get_boot_ns(void)
 /* Stops a ring-buffer drain once the batch is full; the record that hit the limit is kept. */
 #define IGR_BATCH_FULL 0x1000
 
+/* A ring buffer as the kernel maps it: the consumer position (ours to write), then the
+ * producer position and the data, mapped twice in a row so that no record wraps. */
+struct igr_ring {
+    unsigned long *consumer_pos;
+    const unsigned long *producer_pos;
+    const char *data;
+    size_t mask;
+    size_t page_size, data_map_size;
+};
+
 struct igr_reader {
-    struct ring_buffer *ring;
+    struct igr_ring *ring;
     struct perf_buffer *perf;
     int epoll_fd;           /* ring buffers: the map, edge-triggered (see igr_reader_poll) */
-    char *data;             /* count slots of slot_size bytes */
+    char *data;             /* count slots of slot_size bytes: own, or the caller's */
     unsigned int *sizes;    /* each record's real length (before cut or padding) */
     size_t slot_size;
-    size_t cap;             /* slots allocated */
+    size_t cap;             /* slots in data */
+    size_t sizes_cap;       /* entries in sizes */
+    char *own;              /* the reader's own slots (data unless the caller lent some) */
+    size_t own_cap;
     size_t max_records;     /* a ring drain stops here; perf drains cannot stop, they grow */
     size_t count;
-    size_t touched;         /* slots written at least once: beyond a slot's last record's
-                             * size (sizes[]) it holds zeros; slots past `touched`, garbage */
+    size_t touched;         /* slots of touched_in written at least once: beyond a slot's
+                             * last record's size (sizes[]) it holds zeros; past, garbage */
+    const char *touched_in;
     unsigned long long lost;
     bool oom;
     int lost_fd;            /* the BPF side's per-CPU drop counter, or -1: perf's lost records */
@@ -452,35 +467,50 @@ struct igr_reader {
     int ncpus;
 };
 
+static int igr_sizes_room(struct igr_reader *r, size_t n)
+{
+    unsigned int *sizes;
+
+    if (n <= r->sizes_cap)
+        return 0;
+    sizes = realloc(r->sizes, n * sizeof(*sizes));
+    if (!sizes)
+        return -ENOMEM;
+    r->sizes = sizes;
+    r->sizes_cap = n;
+    return 0;
+}
+
+/* Room for one more record in the reader's own slots (lent slots are never outgrown: a
+ * ring drain stops at max_records, which is at most their count). */
 static int igr_reserve(struct igr_reader *r)
 {
     size_t cap;
     char *data;
-    unsigned int *sizes;
 
     if (r->count < r->cap)
         return 0;
-    cap = r->cap ? r->cap * 2 : 1024;
-    if (cap > SIZE_MAX / r->slot_size)
+    if (r->data != r->own)
         return -ENOMEM;
-    data = realloc(r->data, cap * r->slot_size);
+    cap = r->cap ? r->cap * 2 : 1024;
+    if (cap > SIZE_MAX / r->slot_size || igr_sizes_room(r, cap))
+        return -ENOMEM;
+    data = realloc(r->own, cap * r->slot_size);
     if (!data)
         return -ENOMEM;
-    r->data = data;
-    sizes = realloc(r->sizes, cap * sizeof(*sizes));
-    if (!sizes)
-        return -ENOMEM;
-    r->sizes = sizes;
-    r->cap = cap;
+    if (r->touched_in == r->own)
+        r->touched_in = data; /* realloc keeps what the slots held */
+    r->data = r->own = data;
+    r->cap = r->own_cap = cap;
     return 0;
 }
 
-static int igr_copy(struct igr_reader *r, const void *rec, size_t len)
+static inline int igr_copy(struct igr_reader *r, const void *rec, size_t len)
 {
     char *slot;
     size_t n = len < r->slot_size ? len : r->slot_size;
 
-    if (igr_reserve(r)) {
+    if (r->count >= r->cap && igr_reserve(r)) {
         r->oom = true;
         r->lost++;
         return -ENOMEM;
@@ -500,15 +530,6 @@ static int igr_copy(struct igr_reader *r, const void *rec, size_t len)
     r->sizes[r->count] = (unsigned int)len;
     r->count++;
     return 0;
-}
-
-static int igr_ring_sample(void *ctx, void *data, size_t len)
-{
-    struct igr_reader *r = ctx;
-
-    if (igr_copy(r, data, len))
-        return -ENOMEM;
-    return r->count >= r->max_records ? -IGR_BATCH_FULL : 0;
 }
 
 struct igr_perf_sample_rec {
@@ -554,6 +575,113 @@ static struct igr_reader *igr_reader_alloc(size_t slot_size, size_t max_records)
     return r;
 }
 
+static void igr_ring_unmap(struct igr_ring *ring)
+{
+    if (!ring)
+        return;
+    if (ring->consumer_pos && ring->consumer_pos != MAP_FAILED)
+        munmap(ring->consumer_pos, ring->page_size);
+    if (ring->producer_pos && ring->producer_pos != MAP_FAILED)
+        munmap((void *)ring->producer_pos, ring->data_map_size);
+    free(ring);
+}
+
+static struct igr_ring *igr_ring_map(int map_fd, int *err)
+{
+    struct bpf_map_info info;
+    __u32 info_len = sizeof(info);
+    struct igr_ring *ring;
+    void *mem;
+
+    memset(&info, 0, sizeof(info));
+    if (bpf_obj_get_info_by_fd(map_fd, &info, &info_len)) {
+        *err = -errno;
+        return NULL;
+    }
+    if (info.type != BPF_MAP_TYPE_RINGBUF || !info.max_entries ||
+        (info.max_entries & (info.max_entries - 1))) {
+        *err = -EINVAL;
+        return NULL;
+    }
+    ring = calloc(1, sizeof(*ring));
+    if (!ring) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    ring->page_size = (size_t)sysconf(_SC_PAGESIZE);
+    ring->mask = info.max_entries - 1;
+    ring->data_map_size = ring->page_size + 2 * (size_t)info.max_entries;
+    mem = mmap(NULL, ring->page_size, PROT_READ | PROT_WRITE, MAP_SHARED, map_fd, 0);
+    ring->consumer_pos = mem;
+    if (mem == MAP_FAILED) {
+        *err = -errno;
+        igr_ring_unmap(ring);
+        return NULL;
+    }
+    mem = mmap(NULL, ring->data_map_size, PROT_READ, MAP_SHARED, map_fd,
+               (off_t)ring->page_size);
+    ring->producer_pos = mem;
+    if (mem == MAP_FAILED) {
+        *err = -errno;
+        igr_ring_unmap(ring);
+        return NULL;
+    }
+    ring->data = (const char *)mem + ring->page_size;
+    return ring;
+}
+
+/* Records between two consumer position updates in a drain: the kernel reads that position
+ * at every reservation from another CPU, so writing it after every record (as libbpf does)
+ * costs a cache line transfer per record; the space is given back in steps instead. */
+#define IGR_RELEASE_EVERY 256
+
+/*
+ * Copy every committed record into the batch, in order, until the ring is empty, a record
+ * is still being written (busy), or the batch is full (the record is left in the ring).
+ * The protocol is the kernel's (kernel/bpf/ringbuf.c): an 8-byte header whose length carries
+ * a busy and a discard bit, records 8-byte aligned.
+ */
+static int igr_ring_consume(struct igr_reader *r)
+{
+    struct igr_ring *ring = r->ring;
+    unsigned long cons = __atomic_load_n(ring->consumer_pos, __ATOMIC_ACQUIRE), prod;
+    unsigned int since = 0;
+    int err = 0;
+    bool more;
+
+    do {
+        more = false;
+        prod = __atomic_load_n(ring->producer_pos, __ATOMIC_ACQUIRE);
+        while (cons < prod) {
+            const __u32 *hdr = (const __u32 *)(ring->data + (cons & ring->mask));
+            __u32 len = __atomic_load_n(hdr, __ATOMIC_ACQUIRE);
+            __u32 size = len & ~(__u32)(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
+
+            if (len & BPF_RINGBUF_BUSY_BIT)
+                goto out;
+            if (!(len & BPF_RINGBUF_DISCARD_BIT)) {
+                if (r->count >= r->max_records) {
+                    err = -IGR_BATCH_FULL;
+                    goto out;
+                }
+                if (igr_copy(r, (const char *)hdr + BPF_RINGBUF_HDR_SZ, size))
+                    err = -ENOMEM; /* counted as lost; the record is passed */
+            }
+            more = true;
+            cons += ((size_t)size + BPF_RINGBUF_HDR_SZ + 7) & ~(size_t)7;
+            if (err)
+                goto out;
+            if (++since == IGR_RELEASE_EVERY) {
+                __atomic_store_n(ring->consumer_pos, cons, __ATOMIC_RELEASE);
+                since = 0;
+            }
+        }
+    } while (more);
+out:
+    __atomic_store_n(ring->consumer_pos, cons, __ATOMIC_RELEASE);
+    return err;
+}
+
 struct igr_reader *igr_ring_new(int map_fd, size_t slot_size, size_t max_records, int *err)
 {
     struct igr_reader *r = igr_reader_alloc(slot_size, max_records);
@@ -563,16 +691,15 @@ struct igr_reader *igr_ring_new(int map_fd, size_t slot_size, size_t max_records
         *err = -ENOMEM;
         return NULL;
     }
-    r->ring = ring_buffer__new(map_fd, igr_ring_sample, r, NULL);
+    r->ring = igr_ring_map(map_fd, err);
     if (!r->ring) {
-        *err = -errno;
         igr_reader_free(r);
         return NULL;
     }
-    /* libbpf's own epoll watches the map level-triggered: once woken, it would report the
-     * map ready at every wait while any record is there, and a reader that returns to
-     * Python between waits would never sleep again. Edge-triggered, only a new wakeup of
-     * the map (a record past the watermark, see igrun/buffer.h) ends a wait early. */
+    /* Edge-triggered: a level-triggered epoll (libbpf's) reports a woken map ready at every
+     * wait while any record is there, and a reader that returns to Python between waits
+     * would never sleep again. This way only a new wakeup of the map (a record past the
+     * watermark, see igrun/buffer.h) ends a wait early. */
     r->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     if (r->epoll_fd < 0 || epoll_ctl(r->epoll_fd, EPOLL_CTL_ADD, map_fd, &ev)) {
         *err = -errno;
@@ -619,7 +746,7 @@ struct igr_reader *igr_perf_new(int map_fd, size_t page_cnt, unsigned int wakeup
 
 static int igr_consume(struct igr_reader *r)
 {
-    return r->ring ? ring_buffer__consume(r->ring) : perf_buffer__consume(r->perf);
+    return r->ring ? igr_ring_consume(r) : perf_buffer__consume(r->perf);
 }
 
 /* Sleep until the buffer wakes the reader or timeout_ms pass. */
@@ -653,6 +780,10 @@ int igr_reader_poll(struct igr_reader *r, int timeout_ms)
     int err;
 
     r->count = 0;
+    if (r->touched_in != r->data) {
+        r->touched = 0;
+        r->touched_in = r->data;
+    }
     if (r->ring && timeout_ms > 0)
         epoll_wait(r->epoll_fd, &ev, 1, 0);
     err = igr_consume(r);
@@ -670,6 +801,36 @@ int igr_reader_poll(struct igr_reader *r, int timeout_ms)
         return -ENOMEM;
     }
     return (int)r->count;
+}
+
+/*
+ * igr_reader_poll into the caller's memory, room for `slots` records, instead of the reader's
+ * own slots: a ring buffer's records are then copied once, straight into the batch Python
+ * keeps. `fresh`: nothing is known of what dest holds; otherwise it is the memory of the
+ * previous poll, untouched since (only what a slot's old record wrote past the new one is
+ * cleared). Perf readers, whose drains cannot stop at a count, are refused (-EINVAL).
+ */
+int igr_reader_poll_into(struct igr_reader *r, int timeout_ms, void *dest, size_t slots,
+                         _Bool fresh)
+{
+    size_t max_records = r->max_records;
+    int n;
+
+    if (!r->ring || !dest || !slots)
+        return -EINVAL;
+    if (igr_sizes_room(r, slots))
+        return -ENOMEM;
+    if (fresh)
+        r->touched_in = NULL;
+    r->data = dest;
+    r->cap = slots;
+    if (r->max_records > slots)
+        r->max_records = slots;
+    n = igr_reader_poll(r, timeout_ms);
+    r->max_records = max_records;
+    r->data = r->own;
+    r->cap = r->own_cap;
+    return n;
 }
 
 void *igr_reader_data(struct igr_reader *r) { return r->data; }
@@ -724,11 +885,11 @@ void igr_reader_free(struct igr_reader *r)
 {
     if (!r)
         return;
-    ring_buffer__free(r->ring);
+    igr_ring_unmap(r->ring);
     perf_buffer__free(r->perf);
     if (r->epoll_fd >= 0)
         close(r->epoll_fd);
-    free(r->data);
+    free(r->own);
     free(r->sizes);
     free(r->lost_values);
     free(r);

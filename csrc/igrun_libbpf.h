@@ -114,6 +114,10 @@ struct igr_reader *igr_ring_new(int map_fd, size_t slot_size, size_t max_records
 struct igr_reader *igr_perf_new(int map_fd, size_t page_cnt, unsigned int wakeup_bytes,
                                 size_t slot_size, size_t max_records, int *err);
 int igr_reader_poll(struct igr_reader *r, int timeout_ms);
+/* A ring reader's poll straight into the caller's memory (room for `slots` records); fresh:
+ * nothing is known of what it holds, else it is the previous poll's, untouched since. */
+int igr_reader_poll_into(struct igr_reader *r, int timeout_ms, void *dest, size_t slots,
+                         _Bool fresh);
 void *igr_reader_data(struct igr_reader *r);
 unsigned int *igr_reader_sizes(struct igr_reader *r);
 /* Count losses in the BPF side's per-CPU counter (a per-CPU array of one __u64; any other

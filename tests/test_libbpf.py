@@ -201,6 +201,30 @@ def test_records_are_the_callers_and_reuse_memory_nobody_holds(object_path: Path
         reader.close()
 
 
+def test_a_batch_in_reused_memory_shows_nothing_of_an_older_one(loaded: BpfObject) -> None:
+    """Records land straight in a batch's memory, and a slot is cleared only past what the
+    slot's previous record wrote: memory that held another batch in between is cleared
+    whole. Here a long record, then (memory held) a short one elsewhere, then a short one
+    in the first memory again: its tag must be empty, not the first record's."""
+    dtype = loaded.struct_dtype("event")
+    reader = Reader.ring(loaded.map("events"), dtype.itemsize)
+    loaded.attach("on_getsid")
+    loaded.attach("on_getppid")
+    os.getppid()
+    first = reader.records(1000, dtype)
+    os.getsid(0)
+    second = reader.records(1000, dtype)
+    assert first is not None and second is not None
+    assert not np.shares_memory(first, second)
+    memory = weakref.ref(first.base)
+    del first, second
+    os.getsid(0)
+    third = reader.records(1000, dtype)
+    reader.close()
+    assert third is not None and third.base is memory()
+    assert third["tag"].tolist() == [b""] and third["seq"].tolist() == [7]
+
+
 def test_a_slow_stream_costs_the_reader_one_wakeup_per_batch(object_path: Path) -> None:
     """A slow stream never passes the watermark: the reader sleeps a whole batch at once
     instead of waking for the first record and again for the rest (the reader's voluntary
