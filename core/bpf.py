@@ -764,13 +764,12 @@ class Reader:
 
     def _memory(self, size: int) -> tuple[np.ndarray[Any, Any], bool]:
         """Memory for a batch of ``size`` bytes, and whether it is fresh (see
-        ``igr_reader_poll_into``): ``_spare`` when nothing else holds it."""
+        ``igr_reader_poll_into``): ``_spare``, replaced first when something still holds it
+        (that memory is the holder's now) or it is too small."""
         # Free means two references: the attribute and getrefcount's argument.
-        if sys.getrefcount(self._spare) > 2:  # held on to: this batch gets its own memory
-            self._spare_last = False
-            return np.empty(size, dtype=np.uint8), True
-        if len(self._spare) < size:
-            self._spare = np.empty(max(size, 2 * len(self._spare)), dtype=np.uint8)
+        if sys.getrefcount(self._spare) > 2 or len(self._spare) < size:
+            grown = 2 * len(self._spare) if len(self._spare) < size else 0
+            self._spare = np.empty(max(size, grown), dtype=np.uint8)
             self._spare_last = False
         fresh, self._spare_last = not self._spare_last, True
         return self._spare, fresh

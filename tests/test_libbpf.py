@@ -188,41 +188,41 @@ def test_records_are_the_callers_and_reuse_memory_nobody_holds(object_path: Path
             return got
 
         first = batch()
-        memory = weakref.ref(first.base)
         seq = first["seq"]  # a view keeps the batch's memory held too
         del first
         second = batch()
         assert seq.tolist() == list(range(10)) and second["seq"].tolist() == list(range(10, 20))
         assert not np.shares_memory(seq, second)
+        memory = weakref.ref(second.base)
         del second, seq
         third = batch()
-        assert third.base is memory()  # the first batch's memory again, not a fresh one
+        assert third.base is memory()  # the last batch's memory again, not a fresh one
         assert third["seq"].tolist() == list(range(20, 30))
         reader.close()
 
 
 def test_a_batch_in_reused_memory_shows_nothing_of_an_older_one(loaded: BpfObject) -> None:
     """Records land straight in a batch's memory, and a slot is cleared only past what the
-    slot's previous record wrote: memory that held another batch in between is cleared
-    whole. Here a long record, then (memory held) a short one elsewhere, then a short one
-    in the first memory again: its tag must be empty, not the first record's."""
+    slot's previous record wrote: a short record where a long one was shows zeros after its
+    end, and a batch that is held is never written into."""
     dtype = loaded.struct_dtype("event")
     reader = Reader.ring(loaded.map("events"), dtype.itemsize)
     loaded.attach("on_getsid")
     loaded.attach("on_getppid")
     os.getppid()
     first = reader.records(1000, dtype)
+    assert first is not None and first["tag"].tolist() == [b"ring"]
+    memory = weakref.ref(first.base)
+    del first
     os.getsid(0)
     second = reader.records(1000, dtype)
-    assert first is not None and second is not None
-    assert not np.shares_memory(first, second)
-    memory = weakref.ref(first.base)
-    del first, second
-    os.getsid(0)
+    assert second is not None and second.base is memory()
+    assert second["tag"].tolist() == [b""] and second["seq"].tolist() == [7]
+    os.getppid()
     third = reader.records(1000, dtype)
     reader.close()
-    assert third is not None and third.base is memory()
-    assert third["tag"].tolist() == [b""] and third["seq"].tolist() == [7]
+    assert third is not None and not np.shares_memory(second, third)
+    assert second["tag"].tolist() == [b""] and third["tag"].tolist() == [b"ring"]
 
 
 def test_a_slow_stream_costs_the_reader_one_wakeup_per_batch(object_path: Path) -> None:
