@@ -95,3 +95,20 @@ def test_trace_exec_loses_nothing_under_a_storm_with_every_cpu_busy(
     assert not [r for r in records if r.get("type") == "warn"]
     assert len(seen) == EXECS
     assert {r["comm"] for r in seen} == {"true"}
+
+
+def test_igrun_run_refuses_a_drop_counter_of_another_shape(tmp_path: Path) -> None:
+    """An object's own ``gadget_lost_events`` with a 64-byte value would overflow the reader's
+    buffer of one 8-byte value per CPU: one line, exit 1, nothing left loaded or pinned."""
+    from igrun.core.bpfbuild import compile_bpf
+
+    source = ROOT / "tests" / "bpf" / "run_bad_counter.bpf.c"
+    obj = compile_bpf(source, tmp_path / "bad.bpf.o", build_dir=tmp_path / "b")
+    proc = subprocess.run([*IGRUN, "run", str(obj), "-o", "json"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("igrun: error: cannot read drop counter gadget_lost_events: it must ")
+    assert "value 64 bytes" in line
+    left = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True).stdout
+    assert "igrt_bad_count" not in left  # names are cut to 15 characters
