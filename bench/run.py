@@ -6,7 +6,9 @@ reference over plain libbpf, and igrun through its launcher into a null sink, JS
 columns to a file, and a chain with a filter. Each cell counts lost events exactly (sequence
 gaps; the BPF side's drop counter; perf's lost records) and the consumer's CPU time, so
 consumers compare as events per CPU-second at the same offered rate, in the same run.
-Startup, memory and an exec storm against libbpf-tools' execsnoop come from ``execbench.py``.
+Startup, memory and an exec storm against libbpf-tools' execsnoop come from ``execbench.py``;
+with ``--contention ROUNDS``, instead of all that, igrun against opensnoop/execsnoop with every
+CPU busy (``contention.py``).
 
 Results: ``bench/results/<time>.json`` and ``.md`` (the table the README quotes).
 """

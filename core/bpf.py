@@ -733,46 +733,47 @@ class Reader:
     def records(self, timeout_ms: int, dtype: np.dtype[Any]) -> np.ndarray[Any, Any] | None:
         """:meth:`poll`, as an array of ``dtype`` records that is the caller's to keep.
 
-        The records land in memory of an earlier batch when nothing holds on to that one any
-        more (no array, view or buffer of it is left: its reference count tells), which is
-        what happens when batches go straight to the output. A fresh allocation per batch
-        costs page faults every time: at low rates, more than the copy itself. A ring reader
-        copies them there directly from the ring buffer; a perf reader through its own slots.
+        The records land in the memory of an earlier batch when nothing holds on to that one
+        any more (no array, view or buffer of it is left: its reference count tells), which
+        is what happens when batches go straight to the output: a ring reader then copies
+        them there straight from the ring buffer. Otherwise (and for perf readers) they are
+        copied from the reader's own slots into memory of their own: a fresh allocation per
+        batch costs page faults every time, at low rates more than the copy itself.
         """
         if dtype.itemsize != self.record_size:
             raise BpfError(f"records of {self.record_size} bytes read as {dtype.itemsize}")
         with self._lock:
             ptr = self._open()
-            if not self._ring_records:
-                n = self._poll(timeout_ms)
-                if n == 0:
-                    return None
-                memory = self._memory(n * self.record_size)[0]
-                ffi.memmove(memory, lib.igr_reader_data(ptr), n * self.record_size)
-            else:
-                slots = self._ring_records
-                memory, fresh = self._memory(slots * self.record_size)
+            slots = self._ring_records
+            # Free means two references: the attribute and getrefcount's argument.
+            if slots and sys.getrefcount(self._spare) <= 2:
+                size = slots * self.record_size
+                if len(self._spare) < size:
+                    self._spare = np.empty(size, dtype=np.uint8)
+                    self._spare_last = False
+                fresh, self._spare_last = not self._spare_last, True
                 n = int(
-                    lib.igr_reader_poll_into(ptr, timeout_ms, ffi.from_buffer(memory), slots, fresh)
+                    lib.igr_reader_poll_into(
+                        ptr, timeout_ms, ffi.from_buffer(self._spare), slots, fresh
+                    )
                 )
                 self._count = max(n, 0)
                 if n < 0:
                     _raise("reading events failed", n)
-                if n == 0:
-                    return None
+                return np.ndarray((n,), dtype, self._spare) if n else None
+            n = self._poll(timeout_ms)
+            if n == 0:
+                return None
+            size = n * self.record_size
+            if sys.getrefcount(self._spare) > 2:  # held on to: this batch gets its own memory
+                memory = np.empty(size, dtype=np.uint8)
+            else:
+                if len(self._spare) < size:
+                    self._spare = np.empty(max(size, 2 * len(self._spare)), dtype=np.uint8)
+                memory = self._spare
+                self._spare_last = False  # written by a copy, not by a poll into it
+            ffi.memmove(memory, lib.igr_reader_data(ptr), size)
         return np.ndarray((n,), dtype, memory)
-
-    def _memory(self, size: int) -> tuple[np.ndarray[Any, Any], bool]:
-        """Memory for a batch of ``size`` bytes, and whether it is fresh (see
-        ``igr_reader_poll_into``): ``_spare``, replaced first when something still holds it
-        (that memory is the holder's now) or it is too small."""
-        # Free means two references: the attribute and getrefcount's argument.
-        if sys.getrefcount(self._spare) > 2 or len(self._spare) < size:
-            grown = 2 * len(self._spare) if len(self._spare) < size else 0
-            self._spare = np.empty(max(size, grown), dtype=np.uint8)
-            self._spare_last = False
-        fresh, self._spare_last = not self._spare_last, True
-        return self._spare, fresh
 
     def sizes(self, count: int) -> np.ndarray[Any, np.dtype[np.uint32]]:
         """The real length of each record of the last batch (before padding or cutting)."""

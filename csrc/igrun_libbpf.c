@@ -3,8 +3,9 @@
  *
  * - libbpf logs through a printf-style callback with a va_list, which cannot cross cffi: a
  *   trampoline formats the message and hands one finished line to Python.
- * - Readers drain perf and ring buffers with C callbacks that copy each record into one batch
- *   buffer; Python is called once per batch, never once per event.
+ * - Readers drain perf buffers (libbpf's callbacks) and ring buffers (their own consumer) by
+ *   copying each record into one batch buffer; Python is called once per batch, never once
+ *   per event.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -13,7 +14,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -431,7 +431,7 @@ int igr_has_ktime_get_boot_ns(void)
 
 /* ---- batch readers ---------------------------------------------------------------------- */
 
-/* Stops a ring-buffer drain once the batch is full; the record that hit the limit is kept. */
+/* Stops a ring-buffer drain once the batch is full; the next record stays in the ring. */
 #define IGR_BATCH_FULL 0x1000
 
 /* A ring buffer as the kernel maps it: the consumer position (ours to write), then the

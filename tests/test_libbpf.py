@@ -188,15 +188,15 @@ def test_records_are_the_callers_and_reuse_memory_nobody_holds(object_path: Path
             return got
 
         first = batch()
+        memory = weakref.ref(first.base)
         seq = first["seq"]  # a view keeps the batch's memory held too
         del first
         second = batch()
         assert seq.tolist() == list(range(10)) and second["seq"].tolist() == list(range(10, 20))
         assert not np.shares_memory(seq, second)
-        memory = weakref.ref(second.base)
         del second, seq
         third = batch()
-        assert third.base is memory()  # the last batch's memory again, not a fresh one
+        assert third.base is memory()  # the first batch's memory again, not a fresh one
         assert third["seq"].tolist() == list(range(20, 30))
         reader.close()
 
