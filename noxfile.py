@@ -1,4 +1,5 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``, ``asan``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``, ``soak``,
+``asan``."""
 
 import nox
 
@@ -40,11 +41,23 @@ def bench(session: nox.Session) -> None:
     """The throughput benchmark (root): writes bench/results/<time>.json and .md.
 
     ``nox -s bench -- --rates 1000000 --only ring`` narrows the matrix; see bench/run.py.
+    ``nox -s bench -- --contention 1`` runs trace open/exec against opensnoop/execsnoop with
+    every CPU busy instead (bench/contention.py).
     igrun is byte-compiled first, as scripts/install.sh does: startup is measured as users
     have it, not with every module compiled at each launch (PYTHONDONTWRITEBYTECODE)."""
     session.install("-e", ".", "--config-settings", "editable_mode=strict")
     session.run("python", "-c", COMPILE_IGRUN)
     session.run("python", "bench/run.py", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """igrun trace exec and trace open for 30 minutes under exec and open storms with every
+    CPU busy, beside execsnoop and opensnoop (root; not in the default run): resident memory
+    over time, events seen against made, losses. ``nox -s soak -- --minutes 2`` is short."""
+    session.install("-e", ".", "--config-settings", "editable_mode=strict")
+    session.run("python", "-c", COMPILE_IGRUN)
+    session.run("python", "bench/soak.py", *session.posargs)
 
 
 COMPILE_IGRUN = """

@@ -11,5 +11,5 @@ static __always_inline void output_event(void *ctx, struct burst_event *event)
 	if (!rec)
 		return;
 	*rec = *event;
-	bpf_ringbuf_submit(rec, 0);
+	gadget_submit_buf(&events, rec);
 }

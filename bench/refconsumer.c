@@ -8,7 +8,8 @@
  *               [--wakeup-events W]
  *
  * Prints "ready" once attached, consumes until SIGINT or SIGTERM, drains what is left, and
- * prints one JSON line of what it received.
+ * prints one JSON line of what it received. It polls as igrun's reader does: a 100 ms epoll
+ * wait that the BPF side's watermark wakeup ends early, then a drain of whatever is there.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -297,8 +298,13 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	start_cpu = cpu_seconds();
 
+	/* The burst program wakes a ring buffer's reader only past an eighth of the ring
+	 * (gadget_submit_buf in igrun/buffer.h): the poll sleeps until then or for 100 ms, and
+	 * what is below the watermark is consumed after it. */
 	while (!stopping) {
 		err = ring ? ring_buffer__poll(ring, 100) : perf_buffer__poll(perf, 100);
+		if (err >= 0 || err == -EINTR)
+			err = ring ? ring_buffer__consume(ring) : perf_buffer__consume(perf);
 		if (err < 0 && err != -EINTR)
 			fail("polling: %s", strerror(-err));
 	}

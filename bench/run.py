@@ -6,7 +6,9 @@ reference over plain libbpf, and igrun through its launcher into a null sink, JS
 columns to a file, and a chain with a filter. Each cell counts lost events exactly (sequence
 gaps; the BPF side's drop counter; perf's lost records) and the consumer's CPU time, so
 consumers compare as events per CPU-second at the same offered rate, in the same run.
-Startup, memory and an exec storm against libbpf-tools' execsnoop come from ``execbench.py``.
+Startup, memory and an exec storm against libbpf-tools' execsnoop come from ``execbench.py``;
+with ``--contention ROUNDS``, instead of all that, igrun against opensnoop/execsnoop with every
+CPU busy (``contention.py``).
 
 Results: ``bench/results/<time>.json`` and ``.md`` (the table the README quotes).
 """
@@ -31,6 +33,8 @@ from typing import IO, Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from contention import contention  # noqa: E402
+from contention import markdown as contention_markdown  # noqa: E402
 from execbench import exec_storm, startup  # noqa: E402
 
 from build import build  # noqa: E402
@@ -235,10 +239,13 @@ def markdown(report: dict[str, object]) -> str:
         f"{report['duration']} s per cell (at least {MIN_EVENTS:,} events), "
         f"{PER_TRIGGER} events per trigger, 56-byte events.",
         "",
-        "| consumer | offered ev/s | achieved ev/s | received | lost | consumer CPU s "
-        "| events per CPU-s | vs C |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    if report["cells"]:
+        lines += [
+            "| consumer | offered ev/s | achieved ev/s | received | lost | consumer CPU s "
+            "| events per CPU-s | vs C |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
     for c in report["cells"]:  # type: ignore[attr-defined]
         eps = c["events_per_cpu_second"]
         ratio = f"{c['ratio_to_c']:.0%}" if "ratio_to_c" in c else ""
@@ -273,6 +280,9 @@ def markdown(report: dict[str, object]) -> str:
                 f"| libbpf-tools execsnoop | {snoop['seen']:,} | {snoop['lost_stderr']} | "
                 f"{snoop['storm_rate']:,.0f} |"
             )
+    ct: Any = report.get("contention")
+    if ct:
+        lines += ["", *contention_markdown(ct)]
     return "\n".join(lines) + "\n"
 
 
@@ -283,12 +293,21 @@ def main() -> int:
     parser.add_argument("--only", default="", help="consumers whose name contains this")
     parser.add_argument("--no-exec", action="store_true", help="skip startup and exec storm")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument(
+        "--contention",
+        type=int,
+        metavar="ROUNDS",
+        default=0,
+        help="instead of the throughput matrix: trace open/exec against opensnoop/execsnoop "
+        "with every CPU busy, ROUNDS times (see contention.py)",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: needs root (it loads BPF programs)")
     paths = build()
     cells = []
-    for rate in (int(r) for r in args.rates.split(",")):
+    rates = [] if args.contention else [int(r) for r in args.rates.split(",")]
+    for rate in rates:
         for consumer in CONSUMERS:
             if args.only and args.only not in consumer.name:
                 continue
@@ -305,7 +324,9 @@ def main() -> int:
         "per_trigger": PER_TRIGGER,
         "cells": cells,
     }
-    if not args.no_exec:
+    if args.contention:
+        report["contention"] = contention(args.contention)
+    elif not args.no_exec:
         report["startup"] = startup()
         report["exec_storm"] = exec_storm()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -799,24 +799,34 @@ def relevant_log_lines(log: str, count: int = RELEVANT_LOG_LINES) -> list[str]:
 class Reader:
     """Drains a perf or ring buffer in batches of fixed-size records.
 
-    ``poll`` copies every available record (up to ``max_records`` for ring buffers) into one
-    reusable C buffer and returns a view of it: one Python call per batch, never per event.
-    The GIL is released while it waits (cffi does that for every call). The view is valid until
-    the next poll; :meth:`records` gives an array to keep instead.
+    A poll copies every available record (up to ``max_records`` for ring buffers) into one
+    reusable C buffer, then sleeps until the buffer wakes it (its watermark, see
+    ``igr_reader_poll``) or the timeout passes, and takes what came: one Python call per
+    batch, never per event. The GIL is released while it waits (cffi does that for every
+    call). :meth:`records` gives the batch as an array that is the caller's to keep;
+    :meth:`poll` as a buffer that is the caller's too.
     """
 
-    def __init__(self, ptr: Any, record_size: int, lost_map: Map | None) -> None:
+    def __init__(
+        self, ptr: Any, record_size: int, lost_map: Map | None, ring_records: int = 0
+    ) -> None:
         self._ptr = ptr
         self.record_size = record_size
         self._lost_map = lost_map  # kept open as long as C reads it
+        self._ring_records = ring_records
+        """A ring reader's batch size limit: records() lends C room for that many."""
         self._spare = np.empty(0, dtype=np.uint8)
         """The last batch's memory; nothing else may hold a reference to it (see records)."""
+        self._spare_last = False
+        """Whether the last poll into the caller's memory wrote into ``_spare``."""
         self._reported = 0
+        self._count = 0  # records in the last batch, which sizes() may read
         self._lock = threading.Lock()
-        if lost_map is not None:
+        if lost_map is not None:  # its shape was checked (check_lost_counter); C checks too
             err = lib.igr_reader_count_lost_in(ptr, lost_map.fd)
             if err:
                 lib.igr_reader_free(ptr)
+                self._ptr = None
                 _raise(f"cannot read drop counter {lost_map.name}", err)
 
     @classmethod
@@ -829,7 +839,7 @@ class Reader:
         ptr = lib.igr_ring_new(buffer.fd, record_size, max_records, err)
         if ptr == ffi.NULL:
             _raise(f"cannot read ring buffer {buffer.name}", err[0])
-        return cls(ptr, record_size, lost_map)
+        return cls(ptr, record_size, lost_map, ring_records=max_records)
 
     @classmethod
     def perf(
@@ -852,58 +862,90 @@ class Reader:
             _raise(f"cannot read perf buffer {buffer.name}", err[0])
         return cls(ptr, record_size, lost_map)
 
-    def batch(self, min_records: int, linger_ms: float, buffer_bytes: int) -> None:
-        """Let a batch of fewer than ``min_records`` wait up to ``linger_ms`` for more (see
-        ``igr_linger``): fewer, bigger batches at low rates, for a bounded delay. The
-        ``buffer_bytes`` of the kernel buffer (per CPU for perf) bound how long it naps."""
-        lib.igr_reader_set_batching(self._ptr, min_records, int(linger_ms * 1000), buffer_bytes)
+    def _open(self) -> Any:
+        if self._ptr is None:
+            raise BpfError("the reader is closed")
+        return self._ptr
 
     def poll(self, timeout_ms: int = 100) -> memoryview | None:
-        """Wait up to ``timeout_ms`` for records; return them as one buffer (None if none)."""
+        """Wait up to ``timeout_ms`` for records; return them as one buffer (None if none).
+
+        The buffer is a copy: it stays valid after later polls and after :meth:`close`."""
         with self._lock:
             n = self._poll(timeout_ms)
             if n == 0:
                 return None
-            return memoryview(ffi.buffer(lib.igr_reader_data(self._ptr), n * self.record_size))
+            return memoryview(
+                bytes(ffi.buffer(lib.igr_reader_data(self._ptr), n * self.record_size))
+            )
 
     def _poll(self, timeout_ms: int) -> int:
-        n = int(lib.igr_reader_poll(self._ptr, timeout_ms))
+        n = int(lib.igr_reader_poll(self._open(), timeout_ms))
         if n < 0:
+            self._count = 0
             _raise("reading events failed", n)
+        self._count = n
         return n
 
     def records(self, timeout_ms: int, dtype: np.dtype[Any]) -> np.ndarray[Any, Any] | None:
         """:meth:`poll`, as an array of ``dtype`` records that is the caller's to keep.
 
-        The array reuses the memory of an earlier batch when nothing holds on to that one any
-        more (no array, view or buffer of it is left: its reference count tells), which is
-        what happens when batches go straight to the output. A fresh allocation per batch
-        costs page faults every time: at low rates, more than the copy itself.
+        The records land in the memory of an earlier batch when nothing holds on to that one
+        any more (no array, view or buffer of it is left: its reference count tells), which
+        is what happens when batches go straight to the output: a ring reader then copies
+        them there straight from the ring buffer. Otherwise (and for perf readers) they are
+        copied from the reader's own slots into memory of their own: a fresh allocation per
+        batch costs page faults every time, at low rates more than the copy itself.
         """
+        if dtype.itemsize != self.record_size:
+            raise BpfError(f"records of {self.record_size} bytes read as {dtype.itemsize}")
         with self._lock:
+            ptr = self._open()
+            slots = self._ring_records
+            # Free means two references: the attribute and getrefcount's argument.
+            if slots and sys.getrefcount(self._spare) <= 2:
+                size = slots * self.record_size
+                if len(self._spare) < size:
+                    self._spare = np.empty(size, dtype=np.uint8)
+                    self._spare_last = False
+                fresh, self._spare_last = not self._spare_last, True
+                n = int(
+                    lib.igr_reader_poll_into(
+                        ptr, timeout_ms, ffi.from_buffer(self._spare), slots, fresh
+                    )
+                )
+                self._count = max(n, 0)
+                if n < 0:
+                    _raise("reading events failed", n)
+                return np.ndarray((n,), dtype, self._spare) if n else None
             n = self._poll(timeout_ms)
             if n == 0:
                 return None
             size = n * self.record_size
-            # Free means two references: the attribute and getrefcount's argument.
             if sys.getrefcount(self._spare) > 2:  # held on to: this batch gets its own memory
                 memory = np.empty(size, dtype=np.uint8)
             else:
                 if len(self._spare) < size:
                     self._spare = np.empty(max(size, 2 * len(self._spare)), dtype=np.uint8)
                 memory = self._spare
-            ffi.memmove(memory, lib.igr_reader_data(self._ptr), size)
+                self._spare_last = False  # written by a copy, not by a poll into it
+            ffi.memmove(memory, lib.igr_reader_data(ptr), size)
         return np.ndarray((n,), dtype, memory)
 
     def sizes(self, count: int) -> np.ndarray[Any, np.dtype[np.uint32]]:
         """The real length of each record of the last batch (before padding or cutting)."""
-        buf = ffi.buffer(lib.igr_reader_sizes(self._ptr), count * 4)
-        return np.frombuffer(buf, dtype=np.uint32).copy()
+        with self._lock:
+            ptr = self._open()
+            if not 0 <= count <= self._count:
+                raise BpfError(f"the last batch has {self._count} records, not {count}")
+            buf = ffi.buffer(lib.igr_reader_sizes(ptr), count * 4)
+            return np.frombuffer(buf, dtype=np.uint32).copy()
 
     def lost(self) -> int:
         """Events lost since the last call: the drop counter the BPF side bumps when an output
         fails (``gadget_lost_events``), or else perf's lost records."""
-        total = int(lib.igr_reader_lost(self._ptr))
+        with self._lock:
+            total = int(lib.igr_reader_lost(self._open()))
         new, self._reported = total - self._reported, total
         return new
 

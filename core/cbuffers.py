@@ -8,7 +8,7 @@ positions here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -99,16 +99,21 @@ def positions(codes: Array, count: int) -> tuple[Array, Any, int]:
     return rows, ffi.cast("const char *", ffi.from_buffer(rows)), 4
 
 
-def distinct(values: Iterable[Any]) -> tuple[list[Any], Array] | None:
+def distinct(values: Sequence[Any]) -> tuple[list[Any], Array] | None:
     """The distinct values (told apart by type too: ``True`` and ``1`` are equal keys, not
-    equal output) and each row's position among them; None for unhashable values (lists)."""
+    equal output) and each row's position among them. Unhashable values (lists) are told
+    apart by identity: a decoder that gives every row of one value the same list object
+    (``trace open``'s flags) costs one text per value, not one per event."""
     seen: dict[Any, int] = {}
     try:
         index = _zeros_apart(
             values, seen, [seen.setdefault((type(v), v), len(seen)) for v in values]
         )
     except TypeError:
-        return None
+        # The values are alive in ``values``: no two of them share an id meanwhile.
+        first = {id(v): v for v in values}
+        codes = {key: i for i, key in enumerate(first)}
+        return list(first.values()), np.array([codes[id(v)] for v in values], dtype=np.int32)
     return [v for _, v in seen], np.array(index, dtype=np.int32)
 
 

@@ -172,9 +172,7 @@ class StartHold:
         """Marked state folders, with when they were marked."""
         self._stop = threading.Event()
         self._warned: set[str] = set()
-        self._reports: queue.SimpleQueue[tuple[str, dict[str, object]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._reports: queue.SimpleQueue[tuple[str, dict[str, object]] | None] = queue.SimpleQueue()
         """Warnings of the fanotify thread, written by a thread of their own: a log write
         can block (a full stderr pipe, a paused terminal), and an unanswered event would
         then hold runc for as long."""

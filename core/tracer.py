@@ -24,13 +24,17 @@ SHARED_MAPS = "shared_maps"
 """Key of ``ctx.extra``: maps that operators share with gadgets, by the map name a gadget's
 object declares (e.g. ``gadget_sockets``); a gadget's object uses them instead of its own."""
 POLL_TIMEOUT_MS = 100
+"""A batch ends when the buffer wakes the reader (past its watermark) or after this long:
+events are at most that late, and a slow stream costs one wakeup per batch."""
 PERF_BUFFER_PAGES = 64
+PERF_WAKEUP_FRACTION = 8
+"""A perf reader is woken once this fraction of a CPU's buffer waits, as a ring buffer's is by
+``igrun/buffer.h``."""
 PAGE_SIZE = 4096
-BATCH_RECORDS = 4096
-"""A batch smaller than this lingers up to ``BATCH_LINGER_MS`` for more (see ``Reader.batch``):
-events are at most that late, and a slow stream costs a few wakeups per batch, not one per
-event."""
-BATCH_LINGER_MS = 95.0
+BATCH_BYTES = 8 * 1024 * 1024
+"""A ring-buffer batch ends at this much record memory (at least 512 records): a gadget
+whose struct has room for long strings has 8 KiB slots. The rest stays in the buffer for
+the next poll, which follows at once."""
 LOST_CHECK_S = 0.25
 """How often the drop counter is read while running (and always at the final drain)."""
 
@@ -119,15 +123,12 @@ class BpfTracer(Gadget):
         lost_map = obj.map(LOST_EVENTS_MAP) if obj.has_map(LOST_EVENTS_MAP) else None
         size = ctx.schema.dtype.itemsize if ctx.schema.dtype is not None else 1
         if events.type == MapType.PERF_EVENT_ARRAY:
-            buffer_bytes = self.perf_pages * PAGE_SIZE
-            reader = Reader.perf(
-                events, size, self.perf_pages, wakeup_bytes=buffer_bytes // 4, lost_map=lost_map
+            wakeup = self.perf_pages * PAGE_SIZE // PERF_WAKEUP_FRACTION
+            return Reader.perf(
+                events, size, self.perf_pages, wakeup_bytes=wakeup, lost_map=lost_map
             )
-        else:
-            buffer_bytes = self.buffer_size
-            reader = Reader.ring(events, size, lost_map=lost_map)
-        reader.batch(BATCH_RECORDS, BATCH_LINGER_MS, buffer_bytes)
-        return reader
+        batch = min(max(BATCH_BYTES // size, 512), 65536)
+        return Reader.ring(events, size, max_records=batch, lost_map=lost_map)
 
     def run(self, ctx: GadgetContext) -> None:
         assert self.obj is not None and self.reader is not None

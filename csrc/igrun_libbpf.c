@@ -3,23 +3,26 @@
  *
  * - libbpf logs through a printf-style callback with a va_list, which cannot cross cffi: a
  *   trampoline formats the message and hands one finished line to Python.
- * - Readers drain perf and ring buffers with C callbacks that copy each record into one batch
- *   buffer; Python is called once per batch, never once per event.
+ * - Readers drain perf buffers (libbpf's callbacks) and ring buffers (their own consumer) by
+ *   copying each record into one batch buffer; Python is called once per batch, never once
+ *   per event.
  */
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <linux/perf_event.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 
 #include "igrun_libbpf.h"
@@ -534,78 +537,105 @@ int igr_has_ktime_get_boot_ns(void)
 
 /* ---- batch readers ---------------------------------------------------------------------- */
 
-/* Stops a ring-buffer drain once the batch is full; the record that hit the limit is kept. */
+/* Stops a ring-buffer drain once the batch is full; the next record stays in the ring. */
 #define IGR_BATCH_FULL 0x1000
 
+/* A ring buffer as the kernel maps it: the consumer position (ours to write), then the
+ * producer position and the data, mapped twice in a row so that no record wraps. */
+struct igr_ring {
+    unsigned long *consumer_pos;
+    const unsigned long *producer_pos;
+    const char *data;
+    size_t mask;
+    size_t page_size, data_map_size;
+};
+
 struct igr_reader {
-    struct ring_buffer *ring;
+    struct igr_ring *ring;
     struct perf_buffer *perf;
-    char *data;             /* count slots of slot_size bytes */
+    int epoll_fd;           /* ring buffers: the map, edge-triggered (see igr_reader_poll) */
+    char *data;             /* count slots of slot_size bytes: own, or the caller's */
     unsigned int *sizes;    /* each record's real length (before cut or padding) */
     size_t slot_size;
-    size_t cap;             /* slots allocated */
+    size_t cap;             /* slots in data */
+    size_t sizes_cap;       /* entries in sizes */
+    char *own;              /* the reader's own slots (data unless the caller lent some) */
+    size_t own_cap;
     size_t max_records;     /* a ring drain stops here; perf drains cannot stop, they grow */
     size_t count;
+    size_t touched;         /* slots of touched_in written at least once: beyond a slot's
+                             * last record's size (sizes[]) it holds zeros; past, garbage */
+    const char *touched_in;
     unsigned long long lost;
     bool oom;
-    size_t min_records;     /* a smaller batch waits up to linger_us for more */
-    unsigned int linger_us;
-    size_t buffer_bytes;    /* how much the kernel buffer holds (per CPU for perf) */
-    unsigned long long last_return_us; /* when the previous batch went to Python */
-    double slow_rate;       /* records per microsecond when the previous batch was small */
-    double peak_rate;       /* the highest rate seen lately: it bounds every nap */
     int lost_fd;            /* the BPF side's per-CPU drop counter, or -1: perf's lost records */
-    __u64 *lost_values;     /* one per possible CPU */
+    __u64 *lost_values;     /* one 8-byte slot per possible CPU */
     int ncpus;
 };
 
+static int igr_sizes_room(struct igr_reader *r, size_t n)
+{
+    unsigned int *sizes;
+
+    if (n <= r->sizes_cap)
+        return 0;
+    sizes = realloc(r->sizes, n * sizeof(*sizes));
+    if (!sizes)
+        return -ENOMEM;
+    r->sizes = sizes;
+    r->sizes_cap = n;
+    return 0;
+}
+
+/* Room for one more record in the reader's own slots (lent slots are never outgrown: a
+ * ring drain stops at max_records, which is at most their count). */
 static int igr_reserve(struct igr_reader *r)
 {
     size_t cap;
     char *data;
-    unsigned int *sizes;
 
     if (r->count < r->cap)
         return 0;
+    if (r->data != r->own)
+        return -ENOMEM;
     cap = r->cap ? r->cap * 2 : 1024;
-    data = realloc(r->data, cap * r->slot_size);
+    if (cap > SIZE_MAX / r->slot_size || igr_sizes_room(r, cap))
+        return -ENOMEM;
+    data = realloc(r->own, cap * r->slot_size);
     if (!data)
         return -ENOMEM;
-    r->data = data;
-    sizes = realloc(r->sizes, cap * sizeof(*sizes));
-    if (!sizes)
-        return -ENOMEM;
-    r->sizes = sizes;
-    r->cap = cap;
+    if (r->touched_in == r->own)
+        r->touched_in = data; /* realloc keeps what the slots held */
+    r->data = r->own = data;
+    r->cap = r->own_cap = cap;
     return 0;
 }
 
-static int igr_copy(struct igr_reader *r, const void *rec, size_t len)
+static inline int igr_copy(struct igr_reader *r, const void *rec, size_t len)
 {
     char *slot;
     size_t n = len < r->slot_size ? len : r->slot_size;
 
-    if (igr_reserve(r)) {
+    if (r->count >= r->cap && igr_reserve(r)) {
         r->oom = true;
         r->lost++;
         return -ENOMEM;
     }
     slot = r->data + r->count * r->slot_size;
     memcpy(slot, rec, n);
-    if (n < r->slot_size)
+    if (r->count >= r->touched) {
         memset(slot + n, 0, r->slot_size - n);
+        r->touched = r->count + 1;
+    } else if (r->sizes[r->count] > n) {
+        /* Only what the slot's previous record wrote past this one is not zero yet: a gadget
+         * whose struct ends in 8 KiB of string room sends a hundred bytes, not 8 KiB. */
+        size_t old = r->sizes[r->count] < r->slot_size ? r->sizes[r->count] : r->slot_size;
+
+        memset(slot + n, 0, old - n);
+    }
     r->sizes[r->count] = (unsigned int)len;
     r->count++;
     return 0;
-}
-
-static int igr_ring_sample(void *ctx, void *data, size_t len)
-{
-    struct igr_reader *r = ctx;
-
-    if (igr_copy(r, data, len))
-        return -ENOMEM;
-    return r->count >= r->max_records ? -IGR_BATCH_FULL : 0;
 }
 
 struct igr_perf_sample_rec {
@@ -642,6 +672,7 @@ static struct igr_reader *igr_reader_alloc(size_t slot_size, size_t max_records)
         return NULL;
     r->slot_size = slot_size ? slot_size : 1;
     r->lost_fd = -1;
+    r->epoll_fd = -1;
     r->max_records = max_records ? max_records : 65536;
     if (igr_reserve(r)) {
         igr_reader_free(r);
@@ -650,16 +681,133 @@ static struct igr_reader *igr_reader_alloc(size_t slot_size, size_t max_records)
     return r;
 }
 
+static void igr_ring_unmap(struct igr_ring *ring)
+{
+    if (!ring)
+        return;
+    if (ring->consumer_pos && ring->consumer_pos != MAP_FAILED)
+        munmap(ring->consumer_pos, ring->page_size);
+    if (ring->producer_pos && ring->producer_pos != MAP_FAILED)
+        munmap((void *)ring->producer_pos, ring->data_map_size);
+    free(ring);
+}
+
+static struct igr_ring *igr_ring_map(int map_fd, int *err)
+{
+    struct bpf_map_info info;
+    __u32 info_len = sizeof(info);
+    struct igr_ring *ring;
+    void *mem;
+
+    memset(&info, 0, sizeof(info));
+    if (bpf_obj_get_info_by_fd(map_fd, &info, &info_len)) {
+        *err = -errno;
+        return NULL;
+    }
+    if (info.type != BPF_MAP_TYPE_RINGBUF || !info.max_entries ||
+        (info.max_entries & (info.max_entries - 1))) {
+        *err = -EINVAL;
+        return NULL;
+    }
+    ring = calloc(1, sizeof(*ring));
+    if (!ring) {
+        *err = -ENOMEM;
+        return NULL;
+    }
+    ring->page_size = (size_t)sysconf(_SC_PAGESIZE);
+    ring->mask = info.max_entries - 1;
+    ring->data_map_size = ring->page_size + 2 * (size_t)info.max_entries;
+    mem = mmap(NULL, ring->page_size, PROT_READ | PROT_WRITE, MAP_SHARED, map_fd, 0);
+    ring->consumer_pos = mem;
+    if (mem == MAP_FAILED) {
+        *err = -errno;
+        igr_ring_unmap(ring);
+        return NULL;
+    }
+    mem = mmap(NULL, ring->data_map_size, PROT_READ, MAP_SHARED, map_fd,
+               (off_t)ring->page_size);
+    ring->producer_pos = mem;
+    if (mem == MAP_FAILED) {
+        *err = -errno;
+        igr_ring_unmap(ring);
+        return NULL;
+    }
+    ring->data = (const char *)mem + ring->page_size;
+    return ring;
+}
+
+/* Records between two consumer position updates in a drain: the kernel reads that position
+ * at every reservation from another CPU, so writing it after every record (as libbpf does)
+ * costs a cache line transfer per record; the space is given back in steps instead. */
+#define IGR_RELEASE_EVERY 256
+
+/*
+ * Copy every committed record into the batch, in order, until the ring is empty, a record
+ * is still being written (busy), or the batch is full (the record is left in the ring).
+ * The protocol is the kernel's (kernel/bpf/ringbuf.c): an 8-byte header whose length carries
+ * a busy and a discard bit, records 8-byte aligned.
+ */
+static int igr_ring_consume(struct igr_reader *r)
+{
+    struct igr_ring *ring = r->ring;
+    unsigned long cons = __atomic_load_n(ring->consumer_pos, __ATOMIC_ACQUIRE), prod;
+    unsigned int since = 0;
+    int err = 0;
+    bool more;
+
+    do {
+        more = false;
+        prod = __atomic_load_n(ring->producer_pos, __ATOMIC_ACQUIRE);
+        while (cons < prod) {
+            const __u32 *hdr = (const __u32 *)(ring->data + (cons & ring->mask));
+            __u32 len = __atomic_load_n(hdr, __ATOMIC_ACQUIRE);
+            __u32 size = len & ~(__u32)(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
+
+            if (len & BPF_RINGBUF_BUSY_BIT)
+                goto out;
+            if (!(len & BPF_RINGBUF_DISCARD_BIT)) {
+                if (r->count >= r->max_records) {
+                    err = -IGR_BATCH_FULL;
+                    goto out;
+                }
+                if (igr_copy(r, (const char *)hdr + BPF_RINGBUF_HDR_SZ, size))
+                    err = -ENOMEM; /* counted as lost; the record is passed */
+            }
+            more = true;
+            cons += ((size_t)size + BPF_RINGBUF_HDR_SZ + 7) & ~(size_t)7;
+            if (err)
+                goto out;
+            if (++since == IGR_RELEASE_EVERY) {
+                __atomic_store_n(ring->consumer_pos, cons, __ATOMIC_RELEASE);
+                since = 0;
+            }
+        }
+    } while (more);
+out:
+    __atomic_store_n(ring->consumer_pos, cons, __ATOMIC_RELEASE);
+    return err;
+}
+
 struct igr_reader *igr_ring_new(int map_fd, size_t slot_size, size_t max_records, int *err)
 {
     struct igr_reader *r = igr_reader_alloc(slot_size, max_records);
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLET };
 
     if (!r) {
         *err = -ENOMEM;
         return NULL;
     }
-    r->ring = ring_buffer__new(map_fd, igr_ring_sample, r, NULL);
+    r->ring = igr_ring_map(map_fd, err);
     if (!r->ring) {
+        igr_reader_free(r);
+        return NULL;
+    }
+    /* Edge-triggered: a level-triggered epoll (libbpf's) reports a woken map ready at every
+     * wait while any record is there, and a reader that returns to Python between waits
+     * would never sleep again. This way only a new wakeup of the map (a record past the
+     * watermark, see igrun/buffer.h) ends a wait early. */
+    r->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    if (r->epoll_fd < 0 || epoll_ctl(r->epoll_fd, EPOLL_CTL_ADD, map_fd, &ev)) {
         *err = -errno;
         igr_reader_free(r);
         return NULL;
@@ -702,118 +850,54 @@ struct igr_reader *igr_perf_new(int map_fd, size_t page_cnt, unsigned int wakeup
     return r;
 }
 
-void igr_reader_set_batching(struct igr_reader *r, size_t min_records, unsigned int linger_us,
-                             size_t buffer_bytes)
-{
-    r->min_records = min_records;
-    r->linger_us = linger_us;
-    r->buffer_bytes = buffer_bytes;
-}
-
 static int igr_consume(struct igr_reader *r)
 {
-    return r->ring ? ring_buffer__consume(r->ring) : perf_buffer__consume(r->perf);
+    return r->ring ? igr_ring_consume(r) : perf_buffer__consume(r->perf);
 }
 
-static unsigned long long igr_now_us(void)
+/* Sleep until the buffer wakes the reader or timeout_ms pass. */
+static int igr_wait(struct igr_reader *r, int timeout_ms)
 {
-    struct timespec ts;
+    struct epoll_event ev;
+    int n;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000;
-}
-
-static void igr_sleep_us(unsigned int us)
-{
-    struct timespec ts = { .tv_sec = us / 1000000, .tv_nsec = (long)(us % 1000000) * 1000 };
-
-    nanosleep(&ts, NULL);
-}
-
-/* Add to a small batch for up to budget_us, asleep: nothing wakes the reader per record. Each
- * nap is as long as the rate seen so far (records per microsecond) needs to complete the
- * batch, but never so long that more than an eighth of the buffer would fill at the highest
- * rate seen lately (`peak_rate`): a slow stream costs one wakeup per batch, and a stream that
- * pauses and comes back at full speed cannot overflow the buffer on our account. */
-static int igr_linger(struct igr_reader *r, double rate, unsigned int budget_us)
-{
-    unsigned int slept = 0;
-    int err = 0;
-
-    while (slept < budget_us && r->count < r->min_records && err >= 0) {
-        double peak = rate > r->peak_rate ? rate : r->peak_rate;
-        double nap = rate > 0 ? (double)(r->min_records - r->count) / rate : 1000;
-        double safe = peak > 0 ? (double)r->buffer_bytes / 8 / (peak * (double)r->slot_size) : 1000;
-        unsigned int us;
-        size_t before = r->count;
-
-        if (nap > safe)
-            nap = safe;
-        if (nap > budget_us - slept)
-            nap = budget_us - slept;
-        us = nap < 100 ? 100 : (unsigned int)nap;
-        igr_sleep_us(us);
-        slept += us;
-        err = igr_consume(r);
-        rate = (double)(r->count - before + 1) / us;
-        if (rate > r->peak_rate)
-            r->peak_rate = rate;
-    }
-    return err;
+    if (!r->ring)
+        /* A perf buffer reports a wakeup once (perf_poll clears it): level-triggered epoll
+         * already sleeps until the next watermark. */
+        return perf_buffer__poll(r->perf, timeout_ms);
+    n = epoll_wait(r->epoll_fd, &ev, 1, timeout_ms);
+    return n < 0 ? -errno : 0;
 }
 
 /*
- * Drain what is there; if nothing is, wait up to timeout_ms for it. A batch smaller than
- * min_records then lingers (see igr_linger), within the timeout: at low rates this turns one
- * wakeup and one Python call per record into one per batch, for a bounded delay. A stream that
- * was slow at the previous batch is not waited for but slept on, as a linger from the start at
- * the last cycle's rate (also when a few records came meanwhile: a burst's rate would cut the
- * first nap short and cost a second wakeup): one wakeup per batch instead of one for its first
- * record and more for the rest. Returns the number of records now in the batch (the previous
- * batch is dropped first) or a negative errno. cffi releases the GIL around this call.
+ * One batch: what is in the buffer now, and, unless the batch is full, what comes until the
+ * buffer wakes the reader (its watermark: an eighth of a ring buffer, see igrun/buffer.h; for
+ * perf buffers the wakeup_bytes of igr_perf_new) or timeout_ms pass, whichever is first. A
+ * slow stream thus costs one wakeup per timeout, and a fast one one per watermark, with seven
+ * eighths of the buffer still free; no record waits longer than the timeout plus the time
+ * Python takes with the previous batch. A wakeup that came while Python had the previous
+ * batch is cleared first: the drain that follows takes what it announced. Returns the number
+ * of records in the batch (the previous batch is dropped first) or a negative errno. cffi
+ * releases the GIL around this call.
  */
 int igr_reader_poll(struct igr_reader *r, int timeout_ms)
 {
-    unsigned int budget = timeout_ms > 0 ? (unsigned int)timeout_ms * 1000 : 0;
-    unsigned long long now;
-    double cycle_rate;
-    bool lingered = false;
+    struct epoll_event ev;
     int err;
 
-    if (budget > r->linger_us)
-        budget = r->linger_us;
     r->count = 0;
+    if (r->touched_in != r->data) {
+        r->touched = 0;
+        r->touched_in = r->data;
+    }
+    if (r->ring && timeout_ms > 0)
+        epoll_wait(r->epoll_fd, &ev, 1, 0);
     err = igr_consume(r);
-    if (err >= 0 && r->count < r->min_records && r->slow_rate > 0 && budget) {
-        if (r->count > 0 && r->last_return_us) {
-            /* Records came while Python had the last batch: their rate may be a burst's, so
-             * it does not set the naps' length, but it bounds them like any peak. */
-            double seen = (double)r->count / (double)(igr_now_us() - r->last_return_us + 1);
-
-            if (seen > r->peak_rate)
-                r->peak_rate = seen;
-        }
-        err = igr_linger(r, r->slow_rate, budget);
-        lingered = true;
+    if (err >= 0 && timeout_ms > 0 && r->count < r->max_records) {
+        err = igr_wait(r, timeout_ms);
+        if (err >= 0 && r->count < r->max_records)
+            err = igr_consume(r);
     }
-    if (err >= 0 && r->count == 0 && !lingered)
-        err = r->ring ? ring_buffer__poll(r->ring, timeout_ms)
-                      : perf_buffer__poll(r->perf, timeout_ms);
-    now = igr_now_us();
-    if (err >= 0 && r->count > 0 && r->count < r->min_records && !lingered && budget) {
-        double since = r->last_return_us ? (double)(now - r->last_return_us) : 0;
-
-        err = igr_linger(r, since > 0 ? (double)r->count / since : 0, budget);
-        now = igr_now_us();
-    }
-    /* The rate over the whole cycle, Python's part included, is what the next sleep needs;
-     * the peak forgets half of itself per cycle, so a stream that really slowed down is
-     * slept on longer again within a few batches. */
-    cycle_rate = r->last_return_us ? (double)r->count / (double)(now - r->last_return_us + 1) : 0;
-    r->peak_rate = cycle_rate > r->peak_rate / 2 ? cycle_rate : r->peak_rate / 2;
-    r->slow_rate = r->count > 0 && r->count < r->min_records ? cycle_rate : 0;
-    if (r->count > 0)
-        r->last_return_us = now;
     if (err == -IGR_BATCH_FULL)
         err = 0;
     if (err < 0 && err != -EINTR)
@@ -825,18 +909,61 @@ int igr_reader_poll(struct igr_reader *r, int timeout_ms)
     return (int)r->count;
 }
 
+/*
+ * igr_reader_poll into the caller's memory, room for `slots` records, instead of the reader's
+ * own slots: a ring buffer's records are then copied once, straight into the batch Python
+ * keeps. `fresh`: nothing is known of what dest holds; otherwise it is the memory of the
+ * previous poll, untouched since (only what a slot's old record wrote past the new one is
+ * cleared). Perf readers, whose drains cannot stop at a count, are refused (-EINVAL).
+ */
+int igr_reader_poll_into(struct igr_reader *r, int timeout_ms, void *dest, size_t slots,
+                         _Bool fresh)
+{
+    size_t max_records = r->max_records;
+    int n;
+
+    if (!r->ring || !dest || !slots)
+        return -EINVAL;
+    if (igr_sizes_room(r, slots))
+        return -ENOMEM;
+    if (fresh)
+        r->touched_in = NULL;
+    r->data = dest;
+    r->cap = slots;
+    if (r->max_records > slots)
+        r->max_records = slots;
+    n = igr_reader_poll(r, timeout_ms);
+    r->max_records = max_records;
+    r->data = r->own;
+    r->cap = r->own_cap;
+    return n;
+}
+
 void *igr_reader_data(struct igr_reader *r) { return r->data; }
 
 unsigned int *igr_reader_sizes(struct igr_reader *r) { return r->sizes; }
 
+/* The counter must be what igrun/buffer.h declares: a per-CPU array of one __u64, which the
+ * kernel copies out as one 8-byte slot per possible CPU. Anything else would not fit the
+ * buffer sized here, so it is refused. */
 int igr_reader_count_lost_in(struct igr_reader *r, int map_fd)
 {
+    struct bpf_map_info info;
+    __u32 info_len = sizeof(info);
     int n = libbpf_num_possible_cpus();
+    size_t slot;
 
     if (n <= 0)
         return n ? n : -EINVAL;
+    memset(&info, 0, sizeof(info));
+    if (bpf_obj_get_info_by_fd(map_fd, &info, &info_len))
+        return -errno;
+    if (info.type != BPF_MAP_TYPE_PERCPU_ARRAY || info.key_size != sizeof(__u32) ||
+        info.value_size != sizeof(__u64) || info.max_entries < 1)
+        return -EINVAL;
+    slot = ((size_t)info.value_size + 7) / 8 * 8;
     free(r->lost_values);
-    r->lost_values = calloc((size_t)n, sizeof(*r->lost_values));
+    r->lost_values = calloc((size_t)n, slot);
     if (!r->lost_values)
         return -ENOMEM;
     r->ncpus = n;
@@ -864,9 +991,11 @@ void igr_reader_free(struct igr_reader *r)
 {
     if (!r)
         return;
-    ring_buffer__free(r->ring);
+    igr_ring_unmap(r->ring);
     perf_buffer__free(r->perf);
-    free(r->data);
+    if (r->epoll_fd >= 0)
+        close(r->epoll_fd);
+    free(r->own);
     free(r->sizes);
     free(r->lost_values);
     free(r);

@@ -115,13 +115,16 @@ int igr_has_ktime_get_boot_ns(void);
 struct igr_reader *igr_ring_new(int map_fd, size_t slot_size, size_t max_records, int *err);
 struct igr_reader *igr_perf_new(int map_fd, size_t page_cnt, unsigned int wakeup_bytes,
                                 size_t slot_size, size_t max_records, int *err);
-void igr_reader_set_batching(struct igr_reader *r, size_t min_records, unsigned int linger_us,
-                             size_t buffer_bytes);
 int igr_reader_poll(struct igr_reader *r, int timeout_ms);
+/* A ring reader's poll straight into the caller's memory (room for `slots` records); fresh:
+ * nothing is known of what it holds, else it is the previous poll's, untouched since. */
+int igr_reader_poll_into(struct igr_reader *r, int timeout_ms, void *dest, size_t slots,
+                         _Bool fresh);
 void *igr_reader_data(struct igr_reader *r);
 unsigned int *igr_reader_sizes(struct igr_reader *r);
-/* Count losses in the BPF side's per-CPU counter (an array of one __u64 per CPU) instead of
- * perf's lost records; the map must outlive the reader. */
+/* Count losses in the BPF side's per-CPU counter (a per-CPU array of one __u64; any other
+ * map is refused with -EINVAL) instead of perf's lost records; the map must outlive the
+ * reader. */
 int igr_reader_count_lost_in(struct igr_reader *r, int map_fd);
 /* Events lost so far, in total. */
 unsigned long long igr_reader_lost(struct igr_reader *r);

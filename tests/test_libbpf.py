@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
 import shutil
@@ -151,10 +152,10 @@ def test_ring_buffer_arrives_in_order_in_batches(object_path: Path) -> None:
     assert polls <= 20  # one Python call per batch, never one per event
 
 
-def test_a_trickle_of_records_lingers_into_few_batches(loaded: BpfObject) -> None:
+def test_a_trickle_of_records_comes_in_few_batches(loaded: BpfObject) -> None:
+    """Records below the watermark do not wake the reader: they wait for the poll's timeout."""
     dtype = loaded.struct_dtype("event")
     reader = Reader.ring(loaded.map("events"), dtype.itemsize)
-    reader.batch(1000, 100, 256 * 1024)
     loaded.attach("on_getsid")
 
     def trickle() -> None:
@@ -168,7 +169,7 @@ def test_a_trickle_of_records_lingers_into_few_batches(loaded: BpfObject) -> Non
     thread.join()
     reader.close()
     assert len(events) == 50
-    assert polls <= 10  # without lingering, about one batch per record
+    assert polls <= 10  # with a wakeup per record, about one batch per record
 
 
 def test_records_are_the_callers_and_reuse_memory_nobody_holds(object_path: Path) -> None:
@@ -200,10 +201,34 @@ def test_records_are_the_callers_and_reuse_memory_nobody_holds(object_path: Path
         reader.close()
 
 
+def test_a_batch_in_reused_memory_shows_nothing_of_an_older_one(loaded: BpfObject) -> None:
+    """Records land straight in a batch's memory, and a slot is cleared only past what the
+    slot's previous record wrote: a short record where a long one was shows zeros after its
+    end, and a batch that is held is never written into."""
+    dtype = loaded.struct_dtype("event")
+    reader = Reader.ring(loaded.map("events"), dtype.itemsize)
+    loaded.attach("on_getsid")
+    loaded.attach("on_getppid")
+    os.getppid()
+    first = reader.records(1000, dtype)
+    assert first is not None and first["tag"].tolist() == [b"ring"]
+    memory = weakref.ref(first.base)
+    del first
+    os.getsid(0)
+    second = reader.records(1000, dtype)
+    assert second is not None and second.base is memory()
+    assert second["tag"].tolist() == [b""] and second["seq"].tolist() == [7]
+    os.getppid()
+    third = reader.records(1000, dtype)
+    reader.close()
+    assert third is not None and not np.shares_memory(second, third)
+    assert second["tag"].tolist() == [b""] and third["tag"].tolist() == [b"ring"]
+
+
 def test_a_slow_stream_costs_the_reader_one_wakeup_per_batch(object_path: Path) -> None:
-    """Once a stream is known to be slow, the reader sleeps a whole batch at once instead of
-    waking for the first record and again for the rest (the reader's voluntary context
-    switches, per batch, say how often it slept)."""
+    """A slow stream never passes the watermark: the reader sleeps a whole batch at once
+    instead of waking for the first record and again for the rest (the reader's voluntary
+    context switches, per batch, say how often it slept)."""
     child = subprocess.Popen(
         [sys.executable, "-c", "import os, sys, time\nsys.stdin.readline()\n"
          "for _ in range(400):\n    os.getsid(0)\n    time.sleep(0.002)\n"],
@@ -215,7 +240,6 @@ def test_a_slow_stream_costs_the_reader_one_wakeup_per_batch(object_path: Path) 
         obj.load()
         dtype = obj.struct_dtype("event")
         reader = Reader.ring(obj.map("events"), dtype.itemsize)
-        reader.batch(4096, 50, 256 * 1024)
         obj.attach("on_getsid")
         assert child.stdin is not None
         child.stdin.write("go\n")
@@ -232,8 +256,89 @@ def test_a_slow_stream_costs_the_reader_one_wakeup_per_batch(object_path: Path) 
     finally:
         child.kill()
         child.wait()
-    steady = sorted(wakeups[2:])  # the first batches find the rate
+    steady = sorted(wakeups[1:])  # the first batch may have begun before the stream
     assert len(steady) >= 5 and steady[len(steady) // 2] == 1, wakeups
+
+
+def test_a_buffer_past_its_watermark_wakes_the_reader_at_once(object_path: Path) -> None:
+    """More than an eighth of the ring waiting ends a long poll early (BPF_RB_FORCE_WAKEUP);
+    less leaves the reader asleep until its timeout (BPF_RB_NO_WAKEUP)."""
+    ring = 64 * 1024  # 24-byte events take 32 bytes each: 256 is an eighth
+    with open_test(object_path, burst=300, ring_size=ring) as obj:
+        obj.load()
+        dtype = obj.struct_dtype("event")
+        reader = Reader.ring(obj.map("events"), dtype.itemsize)
+        obj.attach("on_getppid")
+        timer = threading.Timer(0.2, os.getppid)
+        timer.start()
+        start = time.monotonic()
+        got = reader.records(5000, dtype)
+        woken = time.monotonic() - start
+        timer.join()
+        rest = reader.records(0, dtype)  # what the burst wrote while the reader woke
+        reader.close()
+        assert got is not None and woken < 2.5, woken
+        assert len(got) + (0 if rest is None else len(rest)) == 300
+    with open_test(object_path, burst=100, ring_size=ring) as obj:
+        obj.load()
+        reader = Reader.ring(obj.map("events"), dtype.itemsize)
+        obj.attach("on_getppid")
+        timer = threading.Timer(0.1, os.getppid)
+        timer.start()
+        start = time.monotonic()
+        got = reader.records(1000, dtype)
+        slept = time.monotonic() - start
+        timer.join()
+        assert got is not None and len(got) == 100 and slept >= 0.95, slept
+        reader.close()
+
+
+def test_a_polled_buffer_outlives_the_next_poll_and_close(object_path: Path) -> None:
+    with open_test(object_path, burst=5) as obj:
+        obj.load()
+        dtype = obj.struct_dtype("event")
+        reader = Reader.ring(obj.map("events"), dtype.itemsize)
+        obj.attach("on_getppid")
+        os.getppid()
+        first = reader.poll(1000)
+        os.getppid()
+        second = reader.poll(1000)
+        reader.close()
+        assert first is not None and second is not None
+        assert np.frombuffer(first, dtype)["seq"].tolist() == [0, 1, 2, 3, 4]
+        assert np.frombuffer(second, dtype)["seq"].tolist() == [5, 6, 7, 8, 9]
+        for call in (lambda: reader.poll(0), lambda: reader.sizes(0), reader.lost):
+            with pytest.raises(BpfError, match="the reader is closed"):
+                call()
+        reader.close()  # twice is harmless
+
+
+@pytest.mark.parametrize(
+    ("type", "value_size"), [(MapType.PERCPU_ARRAY, 16), (MapType.ARRAY, 8), (MapType.HASH, 8)]
+)
+def test_a_drop_counter_of_another_shape_is_refused(
+    loaded: BpfObject, type: MapType, value_size: int
+) -> None:
+    """The reader sums one 8-byte value per CPU: a bigger value would overflow its buffer."""
+    counter = Map.create(type, "bad_lost", 4, value_size, 1)
+    dtype = loaded.struct_dtype("event")
+    with pytest.raises(BpfError, match="per-CPU array of __u64 values") as raised:
+        Reader.ring(loaded.map("events"), dtype.itemsize, lost_map=counter)
+    assert raised.value.errno == errno.EINVAL
+    counter.close()
+
+
+def test_the_last_batch_sizes_are_bounded(loaded: BpfObject) -> None:
+    dtype = loaded.struct_dtype("event")
+    reader = Reader.ring(loaded.map("events"), dtype.itemsize)
+    loaded.attach("on_getsid")
+    os.getsid(0)
+    assert reader.records(1000, dtype) is not None
+    with pytest.raises(BpfError, match="has 1 records, not 2"):
+        reader.sizes(2)
+    with pytest.raises(BpfError, match="read as 8"):
+        reader.records(0, np.dtype("<u8"))
+    reader.close()
 
 
 def _voluntary_switches() -> int:
@@ -245,9 +350,15 @@ def _voluntary_switches() -> int:
 
 
 def test_short_records_are_zero_padded(loaded: BpfObject) -> None:
+    """Also in a slot where a longer record was before (only that record's bytes are
+    cleared, not the whole slot)."""
     dtype = loaded.struct_dtype("event")
     reader = Reader.ring(loaded.map("events"), dtype.itemsize)
     loaded.attach("on_getsid")
+    loaded.attach("on_getppid")
+    os.getppid()
+    longer = reader.poll(1000)
+    assert longer is not None and np.frombuffer(longer, dtype)["tag"].tolist() == [b"ring"]
     os.getsid(0)
     view = reader.poll(1000)
     assert view is not None

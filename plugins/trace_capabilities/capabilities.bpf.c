@@ -181,7 +181,7 @@ int BPF_PROG(ig_cap_capable, const struct cred *cred, struct user_namespace *tar
 	event->audit = audit;
 	event->insetid = insetid;
 	bpf_get_current_comm(&event->comm, sizeof(event->comm));
-	bpf_ringbuf_submit(event, 0);
+	gadget_submit_buf(&events, event);
 	return 0;
 }
 

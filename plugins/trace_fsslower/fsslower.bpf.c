@@ -232,7 +232,7 @@ static __always_inline int exit_op(long ret)
 	file_name = BPF_CORE_READ(file, f_path.dentry, d_name.name);
 	if (!file_name || bpf_probe_read_kernel_str(event->file, sizeof(event->file), file_name) < 0)
 		event->file[0] = '\0';
-	bpf_ringbuf_submit(event, 0);
+	gadget_submit_buf(&events, event);
 cleanup:
 	bpf_map_delete_elem(&starts, &tid);
 	return 0;

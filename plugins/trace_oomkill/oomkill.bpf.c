@@ -59,7 +59,7 @@ int ig_oom_kill(struct trace_event_raw_mark_victim *ctx)
 		     BPF_CORE_READ(ctx, shmem_rss);
 	event->pages = kb >> (page_shift - 10);
 
-	bpf_ringbuf_submit(event, 0);
+	gadget_submit_buf(&events, event);
 	return 0;
 }
 

@@ -103,7 +103,17 @@ def _per_distinct(values: Any, decode: Callable[[int], Any]) -> Any:
 def _strings(batch: Batch, which: int) -> Any:
     """String ``which`` (0: the path as passed, 1: the full path) of the packed strings."""
     out = np.empty(len(batch), dtype=object)
-    rows = [buf.split(b"\0", 2) for buf in batch.member("strings").tolist()]
+    if not len(batch):
+        return out
+    # Only the bytes the event used: the rest of the 8 KiB is zeros, which tolist() would
+    # scan through for every row (most of the gadget's time at 20k opens/s).
+    full_len = batch.member("full_len")
+    if which == 1 and not full_len.any():
+        out[:] = ""
+        return out
+    used = batch.member("path_len").astype(np.int64) + full_len
+    strings = batch.member("strings").astype(f"S{max(int(used.max()), 1)}")
+    rows = [buf.split(b"\0", 2) for buf in strings.tolist()]
     # numpy drops trailing NULs: a missing full path is an empty one.
     out[:] = [p[which].decode("utf-8", "replace") if len(p) > which else "" for p in rows]
     return out
@@ -140,6 +150,10 @@ class TraceOpen(BpfTracer):
     category = Category.TRACE
     description = "Trace open system calls"
     bpf_object = "open.bpf.o"
+    ring_buffer_size: ClassVar[int] = 2 * 1024 * 1024
+    """Eight times the default: a busy host opens tens of thousands of files a second, and
+    at 50,000 opens/s 256 KiB (about 2,300 events) is 50 ms, less than a reader on a host
+    whose CPUs are all busy may wait for one."""
     params = (
         ParamDesc(
             PARAM_FULL_PATH,

@@ -100,7 +100,7 @@ static __always_inline void emit(struct trace_event_raw_inet_sock_set_state *ctx
 	e->uid = start->uid;
 	e->gid = start->gid;
 	__builtin_memcpy(e->comm, start->comm, sizeof(e->comm));
-	bpf_ringbuf_submit(e, 0);
+	gadget_submit_buf(&events, e);
 }
 
 SEC("tracepoint/sock/inet_sock_set_state")

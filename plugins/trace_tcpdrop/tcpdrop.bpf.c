@@ -87,7 +87,7 @@ int ig_tcpdrop(struct trace_event_raw_kfree_skb *ctx)
 		e->state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	e->timestamp = bpf_ktime_get_boot_ns();
 	e->reason = ctx->reason;
-	bpf_ringbuf_submit(e, 0);
+	gadget_submit_buf(&events, e);
 	return 0;
 discard:
 	bpf_ringbuf_discard(e, 0);

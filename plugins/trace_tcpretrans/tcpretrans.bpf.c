@@ -48,7 +48,7 @@ int ig_tcpretrans(struct trace_event_raw_tcp_retransmit_skb *ctx)
 	e->dport = ctx->dport;
 	e->state = ctx->state;
 	e->tcpflags = tcp_skb_flags(ctx->skbaddr);
-	bpf_ringbuf_submit(e, 0);
+	gadget_submit_buf(&events, e);
 	return 0;
 }
 

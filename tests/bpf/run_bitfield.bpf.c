@@ -25,7 +25,7 @@ int igrt_bitfield(void *ctx)
 	e->pid = bpf_get_current_pid_tgid() >> 32;
 	e->kind = 1;
 	e->flags = 0;
-	bpf_ringbuf_submit(e, 0);
+	gadget_submit_buf(&events, e);
 	return 0;
 }
 

@@ -73,7 +73,7 @@ int igrt_layouts(void *ctx)
 #pragma unroll
 	for (int i = 0; i < sizeof(e->label); i++)
 		e->label[i] = label[i]; /* volatile reads: the value set at load time */
-	bpf_ringbuf_submit(e, 0);
+	gadget_submit_buf(&events, e);
 	return 0;
 }
 

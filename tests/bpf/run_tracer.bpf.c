@@ -71,7 +71,7 @@ int igrt_getppid(void *ctx)
 	}
 	e->endpoint.port = port_base + n;
 	e->endpoint.proto = 6; /* TCP */
-	bpf_ringbuf_submit(e, 0);
+	gadget_submit_buf(&events, e);
 	return 0;
 }
 

@@ -77,7 +77,7 @@ static long emit_ring(__u32 index, void *ctx)
 	e->pid = target_pid;
 	e->cpu = bpf_get_smp_processor_id();
 	__builtin_memcpy(e->tag, "ring", 5);
-	bpf_ringbuf_submit(e, 0);
+	gadget_submit_buf(&events, e);
 	return 0;
 }
 

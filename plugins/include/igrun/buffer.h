@@ -32,6 +32,25 @@ static __always_inline void gadget_count_lost(void)
 		__sync_fetch_and_add(lost, 1);
 }
 
+/*
+ * Wakeups. The reader sleeps until the ring buffer holds more than an eighth of its size
+ * (or its poll times out, within 100 ms): a record that leaves more than that waiting wakes
+ * it (BPF_RB_FORCE_WAKEUP), any other record does not (BPF_RB_NO_WAKEUP). The kernel's
+ * default, a wakeup whenever the reader had caught up, costs one wakeup per event at
+ * moderate rates; no wakeup at all would let a sleeping reader's buffer overflow. With the
+ * watermark, a busy buffer wakes its reader while seven eighths of it are still free.
+ */
+#define GADGET_WAKEUP_FRACTION 8
+
+static __always_inline __u64 gadget_wakeup_flags(void *map, __u64 adding)
+{
+	__u64 avail = bpf_ringbuf_query(map, BPF_RB_AVAIL_DATA) + adding;
+
+	return avail > bpf_ringbuf_query(map, BPF_RB_RING_SIZE) / GADGET_WAKEUP_FRACTION ?
+		       BPF_RB_FORCE_WAKEUP :
+		       BPF_RB_NO_WAKEUP;
+}
+
 /* Reserve a record of `size` bytes, counting a failure as a lost event. */
 static __always_inline void *gadget_reserve_buf(void *map, __u64 size)
 {
@@ -42,10 +61,18 @@ static __always_inline void *gadget_reserve_buf(void *map, __u64 size)
 	return rec;
 }
 
-/* Copy `size` bytes to the ring buffer, counting a failure as a lost event. */
+/* Submit a record from gadget_reserve_buf, waking the reader only past the watermark (the
+ * reserved record already counts in the buffer's data). Use it instead of bpf_ringbuf_submit. */
+static __always_inline void gadget_submit_buf(void *map, void *rec)
+{
+	bpf_ringbuf_submit(rec, gadget_wakeup_flags(map, 0));
+}
+
+/* Copy `size` bytes to the ring buffer, counting a failure as a lost event; wakeups as for
+ * gadget_submit_buf. */
 static __always_inline long gadget_output_buf(void *map, void *data, __u64 size)
 {
-	long err = bpf_ringbuf_output(map, data, size, 0);
+	long err = bpf_ringbuf_output(map, data, size, gadget_wakeup_flags(map, size));
 
 	if (err)
 		gadget_count_lost();
@@ -53,7 +80,8 @@ static __always_inline long gadget_output_buf(void *map, void *data, __u64 size)
 }
 
 /* Send `size` bytes through a perf event array, counting a failure as a lost event. User
- * space then reads this counter instead of perf's lost records (which would count twice). */
+ * space then reads this counter instead of perf's lost records (which would count twice).
+ * Perf buffers have their watermark on the reader's side (perf_event_attr.wakeup_watermark). */
 static __always_inline long gadget_perf_output(void *ctx, void *map, void *data, __u64 size)
 {
 	long err = bpf_perf_event_output(ctx, map, BPF_F_CURRENT_CPU, data, size);
