@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import json
 import os
 import shutil
@@ -322,9 +321,8 @@ def test_a_drop_counter_of_another_shape_is_refused(
     """The reader sums one 8-byte value per CPU: a bigger value would overflow its buffer."""
     counter = Map.create(type, "bad_lost", 4, value_size, 1)
     dtype = loaded.struct_dtype("event")
-    with pytest.raises(BpfError, match="per-CPU array of __u64 values") as raised:
+    with pytest.raises(BpfError, match="must be a per-CPU array of 1 entry, u32 key, u64 value"):
         Reader.ring(loaded.map("events"), dtype.itemsize, lost_map=counter)
-    assert raised.value.errno == errno.EINVAL
     counter.close()
 
 
