@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -58,3 +62,44 @@ def stop_and_read(cli: IgrunCli, proc: subprocess.Popen[str]) -> list[dict[str, 
 def with_arg(events: list[dict[str, Any]], arg: str) -> list[dict[str, Any]]:
     """The echo of ``arg`` itself (not the command that asked for it)."""
     return [e for e in events if e["args"] == ["/bin/echo", arg]]
+
+
+@contextlib.contextmanager
+def runc_container(
+    rootfs: Path, bundle: Path, annotations: dict[str, str], name: str = ""
+) -> Iterator[Running]:
+    """A plain runc container (no manager above it) from an OCI bundle made in ``bundle``,
+    looping on ``sleep``, with ``annotations``; named ``name`` (else its id) in the
+    :class:`Running` it gives. Deleted afterwards, with its cgroups."""
+    needs("runc")
+    bundle.mkdir()
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    spec = json.loads((bundle / "config.json").read_text())
+    id = f"igrun-test-{uuid.uuid4().hex[:8]}"
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = ["sh", "-c", "while true; do sleep 1; done"]
+    spec["root"] = {"path": str(rootfs), "readonly": True}
+    spec["linux"]["cgroupsPath"] = f"/igrun-test/{id}"
+    spec["annotations"] = annotations
+    (bundle / "config.json").write_text(json.dumps(spec))
+    # The container inherits runc's stdio: a captured pipe would never reach EOF.
+    subprocess.run(
+        ["runc", "run", "-d", "--bundle", str(bundle), id],
+        check=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=30,
+    )
+    state = json.loads(
+        subprocess.run(["runc", "state", id], check=True, capture_output=True, text=True).stdout
+    )
+    try:
+        yield Running(name or id, id, int(state["pid"]), "runc")
+    finally:
+        subprocess.run(["runc", "delete", "-f", id], capture_output=True)
+        for cgroup in Path("/sys/fs/cgroup").glob("*/igrun-test"):
+            with contextlib.suppress(OSError):
+                (cgroup / id).rmdir()
+            with contextlib.suppress(OSError):
+                cgroup.rmdir()  # when no other test container is left in it

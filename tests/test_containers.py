@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 import subprocess
 import time
@@ -14,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import containerlab
 import pytest
 from containerlab import IMAGE, Running, marker, needs, stop_and_read, with_arg
 
@@ -91,46 +91,13 @@ def podman(podman_env: dict[str, str]) -> Iterator[Podman]:
 @pytest.fixture
 def runc_container(rootfs: Path, tmp_path: Path) -> Iterator[Running]:
     """A plain runc container from an OCI bundle (no manager above it)."""
-    needs("runc")
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    (bundle / "rootfs").symlink_to(rootfs)
-    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
-    spec = json.loads((bundle / "config.json").read_text())
-    id = f"igrun-test-{uuid.uuid4().hex[:8]}"
-    spec["process"]["terminal"] = False
-    spec["process"]["args"] = ["sh", "-c", "while true; do sleep 1; done"]
-    spec["root"] = {"path": str(rootfs), "readonly": True}
-    spec["linux"]["cgroupsPath"] = f"/igrun-test/{id}"
-    spec["annotations"] = {
+    annotations = {
         "io.kubernetes.pod.namespace": "prod",
         "io.kubernetes.pod.name": "web-1",
         "io.kubernetes.container.name": "web",
     }
-    (bundle / "config.json").write_text(json.dumps(spec))
-    # The container inherits runc's stdio: a captured pipe would never reach EOF.
-    subprocess.run(
-        ["runc", "run", "-d", "--bundle", str(bundle), id],
-        check=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=30,
-    )
-    state = json.loads(
-        subprocess.run(["runc", "state", id], check=True, capture_output=True, text=True).stdout
-    )
-    try:
-        yield Running(id, id, int(state["pid"]), "runc")
-    finally:
-        subprocess.run(["runc", "delete", "-f", id], capture_output=True)
-        for cgroup in Path("/sys/fs/cgroup").glob("*/igrun-test"):
-            for child in cgroup.iterdir():
-                if child.is_dir():
-                    child.rmdir()
-            cgroup.rmdir()
-        for cgroup in Path("/sys/fs/cgroup").glob("igrun-test"):
-            shutil.rmtree(cgroup, ignore_errors=True)
+    with containerlab.runc_container(rootfs, tmp_path / "bundle", annotations) as running:
+        yield running
 
 
 def test_exec_in_a_container_names_it(igrun_cli: IgrunCli, podman: Podman) -> None:

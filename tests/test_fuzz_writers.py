@@ -17,8 +17,9 @@ import numpy as np
 from fuzzlab import fuzz_settings
 from hypothesis import example, given
 from hypothesis import strategies as st
+from test_columnlines import reference
 
-from igrun.core.columnlines import ColumnLines, fit, format_value
+from igrun.core.columnlines import ColumnLines
 from igrun.core.jsonlines import JsonLines
 from igrun.core.schema import Batch, Column, Field, Kind, Schema
 
@@ -230,17 +231,8 @@ def json_reference(batch: Batch, fields: list[Field], tag: str | None) -> bytes:
 def columns_reference(
     batch: Batch, fields: list[Field], widths: list[int], tag: str | None
 ) -> bytes:
-    """The row-at-a-time formatting the C writer replaces (as in test_columnlines)."""
-    last = len(fields) - 1
-    cols = []
-    for i, (f, width) in enumerate(zip(fields, widths, strict=True)):
-        texts = [format_value(f.kind, v) for v in batch.values(f.name)]
-        as_is = i == last and f.column.align == "left"
-        cols.append(texts if as_is else [fit(t, width, f) for t in texts])
-    lines = [" ".join(row).rstrip() for row in zip(*cols, strict=True)]
-    if tag:
-        lines = [f"{tag:<22} {line}" for line in lines]
-    return "".join(line + "\n" for line in lines).encode()
+    """The row-at-a-time formatting the C writer replaces (test_columnlines' reference)."""
+    return reference(batch, fields, widths, tag).encode()
 
 
 @st.composite

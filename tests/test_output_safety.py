@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from containerlab import Running, needs
+from containerlab import Running, runc_container
 from test_columnlines import unsafe as controls
 
 from igrun.core.columnlines import fit
@@ -78,40 +78,12 @@ HOSTILE_POD = "pod\x9b31m\u2028x"
 def hostile_runc(rootfs: Path, tmp_path: Path) -> Iterator[Running]:
     """A plain runc container whose creator chose its annotations: a name that clears the
     screen and starts a forged row, a pod name with a C1 CSI and a line separator."""
-    needs("runc")
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
-    spec = json.loads((bundle / "config.json").read_text())
-    id = f"igrun-test-{uuid.uuid4().hex[:8]}"
-    spec["process"]["terminal"] = False
-    spec["process"]["args"] = ["sh", "-c", "while true; do sleep 1; done"]
-    spec["root"] = {"path": str(rootfs), "readonly": True}
-    spec["linux"]["cgroupsPath"] = f"/igrun-test/{id}"
-    spec["annotations"] = {
+    annotations = {
         "io.kubernetes.container.name": HOSTILE_NAME,
         "io.kubernetes.pod.name": HOSTILE_POD,
     }
-    (bundle / "config.json").write_text(json.dumps(spec))
-    subprocess.run(
-        ["runc", "run", "-d", "--bundle", str(bundle), id],
-        check=True,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=30,
-    )
-    state = json.loads(
-        subprocess.run(["runc", "state", id], check=True, capture_output=True, text=True).stdout
-    )
-    try:
-        yield Running(HOSTILE_NAME, id, int(state["pid"]), "runc")
-    finally:
-        subprocess.run(["runc", "delete", "-f", id], capture_output=True)
-        for cgroup in Path("/sys/fs/cgroup").glob("*/igrun-test"):
-            for child in cgroup.iterdir():
-                if child.is_dir() and child.name == id:
-                    child.rmdir()
+    with runc_container(rootfs, tmp_path / "bundle", annotations, HOSTILE_NAME) as running:
+        yield running
 
 
 def test_hostile_container_metadata_is_escaped(igrun_cli: IgrunCli, hostile_runc: Running) -> None:
