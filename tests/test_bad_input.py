@@ -217,6 +217,12 @@ def exec_storm(stop: threading.Event) -> threading.Thread:
     return thread
 
 
+def but_losses(err: str) -> list[str]:
+    """stderr's lines but the loss reports: the storm may overflow the buffer of a run that is
+    ending, and that is said (never lost silently), on a line of its own."""
+    return [line for line in err.splitlines() if "[warning] lost " not in line]
+
+
 @pytest.mark.bpf
 @pytest.mark.parametrize("fmt", ["json", "columns"])
 def test_a_full_disk_is_one_line_and_ends_the_run(igrun_cli: IgrunCli, fmt: str) -> None:
@@ -235,7 +241,7 @@ def test_a_full_disk_is_one_line_and_ends_the_run(igrun_cli: IgrunCli, fmt: str)
     finally:
         stop.set()
     assert proc.returncode == 1, err
-    assert err == "igrun: error: writing output: No space left on device\n"
+    assert but_losses(err) == ["igrun: error: writing output: No space left on device"]
     assert time.monotonic() - started < 25  # ended by the error, not by its timeout
     assert igrun_cli.pin_dirs_of(proc.pid) == []
 
@@ -259,7 +265,7 @@ def test_an_io_error_is_one_line(igrun_cli: IgrunCli) -> None:
         stop.set()
         os.close(slave)
     assert proc.returncode == 1, err
-    assert err == "igrun: error: writing output: Input/output error\n"
+    assert but_losses(err) == ["igrun: error: writing output: Input/output error"]
     assert igrun_cli.pin_dirs_of(proc.pid) == []
 
 
