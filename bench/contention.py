@@ -39,8 +39,10 @@ from execbench import (  # noqa: E402
     IGRUN_LOST,
     SETTLE,
     Tracer,
+    build_c,
     igrun_command,
     run_storm,
+    snoop_command,
 )
 
 SNOOP_LOST = EXECSNOOP_LOST  # libbpf-tools print "Lost N events on CPU #C!" alike
@@ -69,17 +71,6 @@ class Storm:
 STORMS = (Storm("open", 40_000, 20_000), Storm("open", 100_000, 50_000), Storm("exec", 20_000))
 
 
-def build_c(name: str, out_dir: Path) -> Path:
-    """Compile ``bench/<name>.c`` into ``out_dir`` unless the binary there is newer."""
-    source, binary = HERE / f"{name}.c", out_dir / name
-    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
-        return binary
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cc = os.environ.get("CC", "cc")
-    subprocess.run([cc, "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
-    return binary
-
-
 @contextlib.contextmanager
 def cpu_hogs() -> Iterator[list[int]]:
     """A busy loop pinned to each CPU, at normal priority, until the block ends."""
@@ -103,15 +94,6 @@ def cpu_seconds(pid: int) -> float:
     """User and system time of process ``pid`` so far, all its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
-
-
-def snoop_command(kind: str) -> list[str] | None:
-    """libbpf-tools' opensnoop or execsnoop, stdout line-buffered (its header line, printed
-    once attached, must reach the file for the run to know it is ready)."""
-    import shutil
-
-    path = shutil.which(f"{kind}snoop", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
-    return None if path is None else ["stdbuf", "-oL", path]
 
 
 def make(storm: Storm, tools: dict[str, Path], mark: str) -> dict[str, Any]:

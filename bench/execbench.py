@@ -31,7 +31,6 @@ from types import TracebackType
 from typing import IO, Any
 
 HERE = Path(__file__).resolve().parent
-STORM_SOURCE = HERE / "storm.c"
 PIN_ROOT = Path("/sys/fs/bpf/gadget")
 TRUE = "/bin/true"
 ATTACH_TIMEOUT = 60.0  # loading and attaching takes well under this even on a busy host
@@ -44,14 +43,14 @@ EXECSNOOP_LOST = re.compile(r"Lost (\d+) events on CPU")
 EXECSNOOP_HEADER = "PCOMM"
 
 
-def build_storm(out_dir: Path) -> Path:
-    """Compile storm.c into ``out_dir``, unless the binary there is newer than the source."""
-    binary = out_dir / "storm"
-    if binary.exists() and binary.stat().st_mtime >= STORM_SOURCE.stat().st_mtime:
+def build_c(name: str, out_dir: Path) -> Path:
+    """Compile ``bench/<name>.c`` into ``out_dir`` unless the binary there is newer."""
+    source, binary = HERE / f"{name}.c", out_dir / name
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
         return binary
     out_dir.mkdir(parents=True, exist_ok=True)
     cc = os.environ.get("CC", "cc")
-    subprocess.run([cc, "-O2", "-Wall", "-o", str(binary), str(STORM_SOURCE)], check=True)
+    subprocess.run([cc, "-O2", "-Wall", "-o", str(binary), str(source)], check=True)
     return binary
 
 
@@ -64,10 +63,11 @@ def igrun_command() -> list[str]:
     return [sys.executable, "-m", "igrun.core.cli"]
 
 
-def execsnoop_command() -> list[str] | None:
-    """libbpf-tools' execsnoop, with stdout line-buffered: its header line, printed once its
-    programs are attached, must reach the output file for the run to know it is ready."""
-    path = shutil.which("execsnoop", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+def snoop_command(kind: str) -> list[str] | None:
+    """libbpf-tools' ``<kind>snoop`` (execsnoop, opensnoop), stdout line-buffered: its header
+    line, printed once its programs are attached, must reach the output file for the run to
+    know it is ready."""
+    path = shutil.which(f"{kind}snoop", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
     return None if path is None else ["stdbuf", "-oL", path]
 
 
@@ -321,14 +321,14 @@ def exec_storm(count: int = 20000, workers: int = 2) -> dict[str, Any]:
     execsnoop, plus the storm's rate with no tracer as the baseline."""
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = Path(tmp)
-        storm = build_storm(out_dir)
+        storm = build_c("storm", out_dir)
         result: dict[str, Any] = {
             "count": count,
             "workers": workers,
             "untraced_rate": run_storm(storm, count, workers, uuid.uuid4().hex[:12])["rate"],
             "igrun": storm_igrun(storm, count, workers, out_dir),
         }
-        execsnoop = execsnoop_command()
+        execsnoop = snoop_command("exec")
         if execsnoop is None:
             result["execsnoop"] = "not installed"
         else:

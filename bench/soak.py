@@ -31,8 +31,16 @@ from typing import IO, Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from contention import SNOOP_HEADERS, SNOOP_LOST, build_c, cpu_hogs, cpu_seconds, snoop_command  # noqa: E402
-from execbench import IGRUN_LOST, Tracer, igrun_command, proc_status_mb, run_storm  # noqa: E402
+from contention import SNOOP_HEADERS, SNOOP_LOST, cpu_hogs, cpu_seconds  # noqa: E402
+from execbench import (  # noqa: E402
+    IGRUN_LOST,
+    Tracer,
+    build_c,
+    igrun_command,
+    proc_status_mb,
+    run_storm,
+    snoop_command,
+)
 
 EXECS_PER_ROUND = 2000
 OPENS_PER_ROUND = 40_000
