@@ -391,3 +391,53 @@ def test_killing_igrun_mid_hold_lets_runc_go_on(runc_bundles: Any) -> None:
         if runc is not None and runc.poll() is None:
             runc.kill()
             runc.wait()
+
+
+STUCK_STDERR = """
+import fcntl, os, sys, time
+from igrun.core.starthold import StartHold
+
+r, w = os.pipe()  # a stderr nobody reads, full already: every log line would block
+fcntl.fcntl(w, fcntl.F_SETFL, os.O_NONBLOCK)
+try:
+    while True:
+        os.write(w, b"x" * 4096)
+except BlockingIOError:
+    pass
+fcntl.fcntl(w, fcntl.F_SETFL, 0)
+os.dup2(w, 2)
+
+def learn(birth):
+    time.sleep(120)  # never in time: every hold ends at the bound, with a warning
+
+hold = StartHold(learn, bound=0.3)
+assert hold.start()
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_blocked_stderr_does_not_hold_runc(runc_bundles: Any) -> None:
+    """igrun's warnings go to a stderr that blocks (a full pipe, a paused terminal): the hold
+    still ends at its bound, for this container and the next ones."""
+    make, ids = runc_bundles
+    holder = subprocess.Popen(
+        [sys.executable, "-c", STUCK_STDERR], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    started = time.monotonic()
+    try:
+        assert holder.stdout.readline() == "ready\n"
+        for _ in range(3):
+            id = f"igrun-stuck-{uuid.uuid4().hex[:6]}"
+            bundle = make(id, id, ARGS)
+            ids.append(id)
+            began = time.monotonic()
+            assert _runc_run(bundle, id, timeout=20).returncode == 0
+            assert time.monotonic() - began < 3.0
+    finally:
+        holder.kill()
+        killed = time.monotonic()
+        holder.communicate()
+    assert time.monotonic() - killed < 5.0  # not stuck in the kernel on an unanswered event
+    assert time.monotonic() - started < 20.0  # nothing anywhere waited on the log line
