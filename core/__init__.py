@@ -4,13 +4,16 @@ Everything a plugin needs is importable from here; the submodules hold the detai
 """
 
 from igrun.core import fields
+from igrun.core.check import resolve_column
 from igrun.core.errors import (
     BpfError,
     EnvironmentProblem,
     GadgetNotFound,
     IgrunError,
+    MissingColumn,
     ParamError,
     PluginError,
+    RunError,
     UsageError,
 )
 from igrun.core.gadget import (
@@ -33,6 +36,7 @@ from igrun.core.operator import (
     PRIORITY_OUTPUT,
     PRIORITY_SORT,
     Operator,
+    RunPlan,
 )
 from igrun.core.params import ParamDesc, Params, TypeHint, ValueHint
 from igrun.core.schema import Batch, Column, Event, Field, Kind, Schema
@@ -58,6 +62,7 @@ __all__ = [
     "IgrunError",
     "InitClose",
     "Kind",
+    "MissingColumn",
     "Operator",
     "OutputFormat",
     "OutputFormats",
@@ -66,6 +71,8 @@ __all__ = [
     "Params",
     "PluginError",
     "ResultRunner",
+    "RunError",
+    "RunPlan",
     "Runner",
     "Schema",
     "TypeHint",
@@ -73,4 +80,5 @@ __all__ = [
     "ValueHint",
     "fields",
     "hookimpl",
+    "resolve_column",
 ]

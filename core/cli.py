@@ -30,6 +30,7 @@ from igrun.core.params import ParamDesc, TypeHint
 
 if TYPE_CHECKING:
     from igrun.core.config import RunSpec
+    from igrun.core.operator import Operator
     from igrun.core.plugins import PluginRegistry
 
 PROG = "igrun"
@@ -95,11 +96,20 @@ def _add_params(
     return dests
 
 
-def _fields_help(gadget: type[Gadget]) -> str:
+def _fields_help(gadget: type[Gadget], operators: Sequence[type[Operator]] = ()) -> str:
+    """Every field a run can show: the gadget's, then those each operator adds, marked with
+    the operator's name (a config file's chain must put a filter on them after it)."""
     lines = ["fields (for -F, --sort and -o columns=…; * = shown by default):"]
-    for f in gadget.schema.fields:
+    rows = [(f, "") for f in gadget.schema.fields]
+    names = set(gadget.schema.names())
+    for op in operators:
+        added = [f for f in op.fields if f.name not in names]
+        names.update(f.name for f in added)
+        rows += [(f, f" [operator {op.name}]") for f in added]
+    width = max(18, *(len(f.name) for f, _ in rows))
+    for f, origin in rows:
         mark = " " if f.column.hidden else "*"
-        lines.append(f"  {mark} {f.name:<18} {f.kind.value:<6} {f.description}")
+        lines.append(f"  {mark} {f.name:<{width}} {f.kind.value:<6} {f.description}{origin}")
     return "\n".join(lines)
 
 
@@ -131,10 +141,11 @@ def _gadget_parser(
 ) -> tuple[_Parser, dict[str, tuple[str, str]]]:
     from igrun.core.runtime import RUNTIME_PARAMS, Runtime
 
+    operators = Runtime(registry.operators()).operators_for(gadget)
     epilog = []
     if gadget.examples:
         epilog.append("examples:\n" + "\n".join(f"  {e}" for e in gadget.examples))
-    epilog.append(_fields_help(gadget))
+    epilog.append(_fields_help(gadget, operators))
     parser = _Parser(
         prog=f"{PROG} {gadget.full_name()}",
         description=gadget.description,
@@ -150,7 +161,7 @@ def _gadget_parser(
     group = parser.add_argument_group("runtime")
     for dest, desc in _add_params(group, RUNTIME_PARAMS, "r.").items():
         routes[dest] = ("runtime.", desc.key)
-    for op in Runtime(registry.operators()).operators_for(gadget):
+    for op in operators:
         if not op.params:
             continue
         group = parser.add_argument_group(f"operator {op.name}", op.description or None)
@@ -354,6 +365,7 @@ def run_config(registry: PluginRegistry, path: Path) -> int:
     for spec in specs:
         ops = Runtime(registry.operators(), chain=spec.chain).operators_for(spec.gadget)
         spec.values.update(cfg.from_environment(spec.gadget, ops, RUNTIME_PARAMS))
+    _check_specs(registry, path, specs)
     if len(specs) == 1:
         spec = specs[0]
         runtime = Runtime(registry.operators(), chain=spec.chain)
@@ -362,12 +374,43 @@ def run_config(registry: PluginRegistry, path: Path) -> int:
         return 0
 
     def report(spec: RunSpec, exc: BaseException) -> None:
-        what = exc if isinstance(exc, IgrunError) else f"{type(exc).__name__}: {exc}"
         whose = "" if isinstance(exc, OutputError) else f"{spec.gadget.full_name()}: "  # shared
-        sys.stderr.write(f"{PROG}: error: {whose}{what}\n")
+        sys.stderr.write(failure_line(exc, whose))
 
     errors = run_all(specs, registry.operators(), hooks=registry.hook, on_error=report)
     return 1 if errors else 0
+
+
+def _check_specs(registry: PluginRegistry, path: Path, specs: list[RunSpec]) -> None:
+    """Every run of the file checked before any starts (no root needed); an operator's
+    refusal says where in the file that operator is."""
+    from igrun.core.check import ChainError
+    from igrun.core.runtime import Runtime
+
+    for i, spec in enumerate(specs):
+        runtime = Runtime(registry.operators(), chain=spec.chain)
+        try:
+            runtime.check(spec.gadget, *runtime.params_for(spec.gadget, spec.values))
+        except ChainError as exc:
+            where = f"run[{i}]"
+            if spec.chain is not None and exc.operator in spec.chain:
+                where += f".operators[{spec.chain.index(exc.operator)}]"
+            raise UsageError(f"config {path}: {where}: {exc}") from None
+
+
+def failure_line(exc: BaseException, whose: str = "") -> str:
+    """The one line for an exception that ended a run: an :class:`IgrunError` says what it
+    says; anything else raised in a plugin names the plugin's distribution and version; the
+    rest is igrun's own bug, an internal error."""
+    if isinstance(exc, IgrunError):
+        return f"{PROG}: error: {whose}{exc}\n"
+    from igrun.core.plugins import blame
+
+    what = f"{type(exc).__name__}: {exc}"
+    plugin = blame(exc)
+    if plugin is not None:
+        return f"{PROG}: error: {whose}{plugin}: {what} (-v for details)\n"
+    return f"{PROG}: internal error: {whose}{what} (-v for details)\n"
 
 
 def cmd_config(registry: PluginRegistry, argv: list[str], path: Path | None, out: Any) -> int:
@@ -518,10 +561,10 @@ def _main(argv: Sequence[str] | None) -> int:
             traceback.print_exc()
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return exc.exit_code
-    except Exception as exc:  # a bug: still one line unless asked for details
+    except Exception as exc:  # a plugin's failure, or igrun's bug: one line either way
         if verbose:
             traceback.print_exc()
-        sys.stderr.write(f"{PROG}: internal error: {type(exc).__name__}: {exc} (-v for details)\n")
+        sys.stderr.write(failure_line(exc))
         return 1
 
 

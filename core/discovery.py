@@ -50,18 +50,25 @@ APPEARING = flags.CREATE | flags.MOVED_TO | flags.ONLYDIR
 which may be the folder or a step towards it."""
 
 
-def select_clients(
-    runtimes: Iterable[str] = (), containerd_namespaces: Iterable[str] = ("k8s.io",)
-) -> list[RuntimeClient]:
-    """The clients for ``runtimes`` (all present ones when empty), checking names and
-    presence: an absent runtime that was asked for is a warning, or an error when it was the
-    only one asked for."""
+def runtime_names(runtimes: Iterable[str]) -> list[str]:
+    """The runtimes asked for, lower-cased, or a :class:`ParamError` for one igrun does not
+    know (a check that asks no runtime anything)."""
     wanted = [r.strip().lower() for r in runtimes if r.strip()]
     unknown = [r for r in wanted if r not in RUNTIME_NAMES]
     if unknown:
         raise ParamError(
             f"--runtimes: unknown runtime {unknown[0]!r} (one of: {', '.join(RUNTIME_NAMES)})"
         )
+    return wanted
+
+
+def select_clients(
+    runtimes: Iterable[str] = (), containerd_namespaces: Iterable[str] = ("k8s.io",)
+) -> list[RuntimeClient]:
+    """The clients for ``runtimes`` (all present ones when empty), checking names and
+    presence: an absent runtime that was asked for is a warning, or an error when it was the
+    only one asked for."""
+    wanted = runtime_names(runtimes)
     clients = all_clients(containerd_namespaces)
     if not wanted:
         return [c for c in clients if c.available()]

@@ -23,6 +23,16 @@ class ParamError(UsageError):
     """A parameter value failed validation; the message names the parameter."""
 
 
+class MissingColumn(ParamError):
+    """A param names a column the events do not have (where it is checked); :attr:`column` is
+    the name given and :attr:`what` the user's expression (``filter "pidd:1"``)."""
+
+    def __init__(self, message: str, column: str, what: str) -> None:
+        super().__init__(message)
+        self.column = column
+        self.what = what
+
+
 class GadgetNotFound(UsageError):
     """No installed gadget has that name; the message suggests the closest ones."""
 
@@ -32,7 +42,13 @@ class PluginError(IgrunError):
 
 
 class EnvironmentProblem(IgrunError):
-    """The host cannot run gadgets as it is: not root, no bpffs, no BTF."""
+    """The host cannot run gadgets as it is: not root, no bpffs, no BTF, a runtime or a
+    device that is not there."""
+
+
+class RunError(IgrunError):
+    """The run failed while it ran, for a reason the user can act on (a file it reads went
+    away, a service it talks to refused): one line, exit code 1."""
 
 
 class OutputError(IgrunError):

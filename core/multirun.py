@@ -36,11 +36,13 @@ def run_all(
     it happens). Ctrl-C during the run is not a failure."""
     from igrun.operators.containers import SHARED, SharedContainers
 
+    params = []
+    for spec in specs:  # every run checked before anything starts, root or not
+        rt = Runtime(operators, chain=spec.chain)
+        p = rt.params_for(spec.gadget, spec.values)
+        rt.check(spec.gadget, *p)
+        params.append(p)
     check_host()
-    params = [Runtime(operators, chain=s.chain).params_for(s.gadget, s.values) for s in specs]
-    for gadget_params, runtime_params, operator_params in params:
-        for p in (gadget_params, runtime_params, *operator_params.values()):
-            p.validate()
 
     shared: dict[str, Any] = {SHARED: SharedContainers(), "output_lock": threading.Lock()}
     contexts: list[GadgetContext] = []

@@ -9,6 +9,8 @@ output, as in Inspektor Gadget), and calls :meth:`process` on each with a whole 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import ClassVar
 
 from igrun.core.gadget import Gadget, GadgetContext
@@ -21,6 +23,24 @@ PRIORITY_FILTER = 200
 PRIORITY_SORT = 300
 PRIORITY_LIMIT = 400
 PRIORITY_OUTPUT = 1000
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What one run will be, known before anything starts: what operator checks may look at.
+
+    It has the :attr:`gadget` and :attr:`runtime_params` a :class:`GadgetContext` has, so a
+    helper that reads only those (the run's mode, say) takes either.
+    """
+
+    gadget: type[Gadget]
+    gadget_params: Params
+    runtime_params: Params
+    operator_params: Mapping[str, Params]
+    chain: tuple[type[Operator], ...]
+    """The operators of the run, in the order batches pass through them."""
+    available: tuple[type[Operator], ...] = ()
+    """Every installed operator that applies to the gadget, in the chain or not."""
 
 
 class Operator:
@@ -46,6 +66,17 @@ class Operator:
     def can_operate_on(cls, gadget: type[Gadget]) -> bool:
         """Whether this operator applies to ``gadget`` at all."""
         return True
+
+    @classmethod
+    def check(cls, plan: RunPlan, params: Params, schema: Schema) -> None:
+        """Check ``params`` before anything starts: no root, no kernel, nothing to undo.
+
+        ``schema`` holds the fields events have when they reach this operator (the gadget's
+        and those of the operators before it in the chain): resolve column names with
+        :func:`igrun.core.resolve_column`, so a name that a later operator adds is reported
+        with that operator's name. Raise :class:`ParamError` (exit code 2) for what the user
+        must change. The types of :attr:`params` are already checked.
+        """
 
     @classmethod
     def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:

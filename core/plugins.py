@@ -16,6 +16,7 @@ import difflib
 import os
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from types import TracebackType
 from typing import Any
 
 import pluggy
@@ -68,6 +69,9 @@ class PluginRegistry:
         self._providers: dict[type[Any], str | EntryPoint] = {}
         self._loaded: set[tuple[str, str]] = set()
         self._all_loaded: set[str] = set()
+        self._packages: dict[str, EntryPoint] = {}
+        """Top-level package -> the entry point that loaded it, for every loaded plugin that
+        is not igrun's own: how a failure is traced back to its distribution."""
 
     @property
     def hook(self) -> Any:
@@ -141,6 +145,7 @@ class PluginRegistry:
         if key in self._loaded:
             return
         self._loaded.add(key)
+        self._claim(ep.module, ep)
         try:
             plugin = ep.load()
             if not self.pm.is_registered(plugin):
@@ -159,6 +164,33 @@ class PluginRegistry:
             get_logger().warning(
                 "plugin_skipped", dist=dist, version=version, entry_point=ep.name, error=str(exc)
             )
+
+    def _claim(self, module: str, ep: EntryPoint) -> None:
+        """Note that ``module``'s top-level package is ``ep``'s (igrun's own are not noted:
+        their failures are igrun's)."""
+        package = module.partition(".")[0]
+        if package and package != "igrun":
+            self._packages.setdefault(package, ep)
+
+    def blame(self, exc: BaseException) -> str | None:
+        """``plugin <entry point> from <distribution> <version>`` when ``exc`` was raised in
+        a third-party plugin's code, or passed through it (the innermost plugin frame
+        decides; an exception raised ``from`` another is traced through it too); ``None``
+        when only igrun's own code was involved: then it is igrun's bug."""
+        seen: set[int] = set()
+        current: BaseException | None = exc
+        while current is not None and id(current) not in seen:
+            seen.add(id(current))
+            for frame in reversed(list(_frames(current.__traceback__))):
+                module = str(frame.f_globals.get("__name__", ""))
+                ep = self._packages.get(module.partition(".")[0])
+                if ep is None:
+                    continue
+                dist, version = _dist(ep)
+                if dist != BUILTIN_DIST:
+                    return f"plugin {ep.name} from {dist} {version}".rstrip()
+            current = current.__cause__
+        return None
 
     def _call_one(self, plugin: Any, hook_name: str, add: Any, provider: EntryPoint) -> None:
         """Call one plugin's registration hook (pluggy checked its signature on register);
@@ -182,6 +214,8 @@ class PluginRegistry:
             raise PluginError(f"gadget {cls.full_name()!r} is already registered")
         self._gadgets[cls.id()] = cls
         self._providers[cls] = provider
+        if isinstance(provider, EntryPoint):
+            self._claim(cls.__module__, provider)
 
     def add_operator(self, cls: Any, provider: str | EntryPoint) -> None:
         """Register an operator class, checked like one from an entry point."""
@@ -194,6 +228,8 @@ class PluginRegistry:
             raise PluginError(f"operator {cls.name!r} is already registered")
         self._operators[cls.name] = cls
         self._providers[cls] = provider
+        if isinstance(provider, EntryPoint):
+            self._claim(cls.__module__, provider)
 
 
 _default: PluginRegistry | None = None
@@ -205,6 +241,17 @@ def registry() -> PluginRegistry:
     if _default is None:
         _default = PluginRegistry()
     return _default
+
+
+def blame(exc: BaseException) -> str | None:
+    """:meth:`PluginRegistry.blame` of the process-wide registry (``None`` before it exists)."""
+    return _default.blame(exc) if _default is not None else None
+
+
+def _frames(tb: TracebackType | None) -> Any:
+    while tb is not None:
+        yield tb.tb_frame
+        tb = tb.tb_next
 
 
 def _close_names(shown: str, known: list[str]) -> list[str]:

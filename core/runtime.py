@@ -221,6 +221,24 @@ class Runtime:
         params_from_map(values or {}, gadget_params, runtime_params, operator_params)
         return gadget_params, runtime_params, operator_params
 
+    def check(
+        self,
+        gadget_cls: type[Gadget],
+        gadget_params: Params,
+        runtime_params: Params,
+        operator_params: dict[str, Params],
+    ) -> None:
+        """Everything the user gave this run, checked before anything starts (see
+        :mod:`igrun.core.check`): needs no root, loads nothing."""
+        from igrun.core.check import check_run
+        from igrun.core.operator import RunPlan
+
+        applicable = tuple(op for op in self.operators if op.can_operate_on(gadget_cls))
+        chain = tuple(self.operators_for(gadget_cls))
+        check_run(
+            RunPlan(gadget_cls, gadget_params, runtime_params, operator_params, chain, applicable)
+        )
+
     def run(
         self,
         gadget_cls: type[Gadget],
@@ -241,8 +259,7 @@ class Runtime:
         replaces the SIGINT/SIGTERM handling (only the main thread may install it): a caller
         running several gadgets in threads gets each context to cancel them itself.
         """
-        for params in (gadget_params, runtime_params, *operator_params.values()):
-            params.validate()
+        self.check(gadget_cls, gadget_params, runtime_params, operator_params)
         check_host(self.pin_root)
         timeout = runtime_params.get("timeout") or None
         ctx = GadgetContext(
@@ -282,8 +299,6 @@ class Runtime:
         stack.callback(pins.cleanup)
         ctx.pins = pins
 
-        # Operators check their params against the fields they will see before anything
-        # loads, so a typo in -F costs no BPF load.
         op_classes = self.operators_for(ctx.gadget)
         ctx.schema = ctx.gadget.schema.extend([f for op in op_classes for f in op.fields])
         operators: list[Operator] = []

@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-import difflib
+from typing import Protocol
 
-from igrun.core.errors import ParamError
-from igrun.core.gadget import GadgetContext
-from igrun.core.schema import Field, Schema
+from igrun.core.check import resolve_column
+from igrun.core.gadget import Gadget
+from igrun.core.params import Params
 
-
-def resolve_column(name: str, schema: Schema, what: str) -> Field:
-    """The field called ``name`` (column or JSON name), or a :class:`ParamError` for ``what``.
-
-    ``what`` is the user's whole expression (``filter "pidd:1"``), so the message can say
-    which input was wrong.
-    """
-    if name in schema:
-        return schema[name]
-    lowered = {f.name.lower(): f for f in schema.fields}
-    if name.lower() in lowered:
-        return lowered[name.lower()]
-    close = difflib.get_close_matches(name, schema.names(), n=3, cutoff=0.6)
-    hint = " (did you mean " + " or ".join(f'"{c}"' for c in close) + "?)" if close else ""
-    raise ParamError(f'invalid {what}: no column "{name}"{hint}')
+__all__ = ["resolve_column", "windowed"]
 
 
-def windowed(ctx: GadgetContext) -> bool:
+class _Run(Protocol):
+    """A run's context, or its plan in the check phase: both say which gadget, which params."""
+
+    @property
+    def gadget(self) -> type[Gadget]: ...
+
+    @property
+    def runtime_params(self) -> Params: ...
+
+
+def windowed(ctx: _Run) -> bool:
     """Whether the run emits windows (``--interval``, or a gadget type that sorts) rather than
     one endless stream: sort holds and limit counts per window then."""
     interval = ctx.runtime_params.get("interval") if "interval" in ctx.runtime_params else 0

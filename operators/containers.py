@@ -20,12 +20,13 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from igrun.core.bpf import Map, MapType
 from igrun.core.containers import Container, ContainerCollection, Selector
-from igrun.core.discovery import Discovery, select_clients
+from igrun.core.discovery import Discovery, runtime_names, select_clients
 from igrun.core.gadget import Gadget, GadgetContext
 from igrun.core.hookspecs import hookimpl
 from igrun.core.log import get_logger
@@ -33,6 +34,9 @@ from igrun.core.operator import PRIORITY_ENRICH, Operator
 from igrun.core.params import ParamDesc, Params, TypeHint, ValueHint
 from igrun.core.schema import Array, Batch, Column, Field, Kind, Schema
 from igrun.core.tracer import MNTNS_FILTER_MAP
+
+if TYPE_CHECKING:
+    from igrun.core.operator import RunPlan
 
 FILTER_MAP_SIZE = 1024
 BATCH_HINT = 4096  # codes are kept for batches this big at least
@@ -202,6 +206,10 @@ class ContainersOperator(Operator):
     @classmethod
     def can_operate_on(cls, gadget: type[Gadget]) -> bool:
         return gadget.schema.tagged("mntns") is not None
+
+    @classmethod
+    def check(cls, plan: RunPlan, params: Params, schema: Schema) -> None:
+        runtime_names(params.get("runtimes"))
 
     @classmethod
     def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:

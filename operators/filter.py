@@ -16,12 +16,15 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from igrun.core.errors import ParamError
 from igrun.core.gadget import GadgetContext
+
+if TYPE_CHECKING:
+    from igrun.core.operator import RunPlan
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_FILTER, Operator
 from igrun.core.params import ParamDesc, Params
@@ -144,13 +147,15 @@ class FilterOperator(Operator):
         self.filters: list[Filter] = []
 
     @classmethod
+    def check(cls, plan: RunPlan, params: Params, schema: Schema) -> None:
+        for expr in split_filters(params.raw("filter")):
+            parse_filter(expr, schema)
+
+    @classmethod
     def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
         if not params.raw("filter").strip():
             return None
-        self = cls(ctx, params)
-        if ctx.schema is not None:  # check early, before anything loads
-            [parse_filter(e, ctx.schema) for e in self.exprs]
-        return self
+        return cls(ctx, params)
 
     def pre_run(self, schema: Schema) -> None:
         self.filters = [parse_filter(e, schema) for e in self.exprs]

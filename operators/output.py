@@ -14,7 +14,7 @@ import shutil
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from igrun.core.columnlines import ColumnLines, fit
 from igrun.core.errors import ParamError, output_failed
@@ -26,6 +26,9 @@ from igrun.core.params import ParamDesc, Params
 from igrun.core.printable import printable
 from igrun.core.schema import Batch, Field, Schema
 from igrun.operators._common import resolve_column, windowed
+
+if TYPE_CHECKING:
+    from igrun.core.operator import RunPlan
 
 FORMATS = ("columns", "json", "jsonpretty", "yaml")
 
@@ -109,11 +112,8 @@ class OutputOperator(Operator):
         """A write failed (reported once, by the error that ends the run): write no more."""
 
     @classmethod
-    def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
-        self = cls(ctx, params)
-        if ctx.schema is not None:
-            parse_output(params.raw("output"), ctx.schema)
-        return self
+    def check(cls, plan: RunPlan, params: Params, schema: Schema) -> None:
+        parse_output(params.raw("output"), schema)
 
     def pre_run(self, schema: Schema) -> None:
         self.format, self.columns = parse_output(self.values.raw("output"), schema)

@@ -53,6 +53,7 @@ from igrun.operators.filter import Filter, parse_filter
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric as MetricFamily
 
+    from igrun.core.operator import RunPlan
     from igrun.operators import metrics_http
 
 PRIORITY_METRICS = PRIORITY_FILTER + 50
@@ -552,13 +553,26 @@ class PrometheusOperator(Operator):
         self.path = str(params.get("metrics-path"))
 
     @classmethod
+    def check(cls, plan: RunPlan, params: Params, schema: Schema) -> None:
+        """The metrics file against the fields that reach this operator, the path and the
+        address: a mistake in any costs no BPF load and no root."""
+        config = params.raw("metrics-config").strip()
+        if not config:
+            return
+        path = str(params.get("metrics-path"))
+        if not path.startswith("/"):
+            raise ParamError(f'--metrics-path: "{path}" must start with /')
+        from igrun.operators.metrics_http import parse_listen_address
+
+        parse_listen_address(str(params.get("metrics-listen-address")))
+        load_config(config, schema)
+
+    @classmethod
     def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
         config = params.raw("metrics-config").strip()
         if not config:
             return None
         path = str(params.get("metrics-path"))
-        if not path.startswith("/"):
-            raise ParamError(f'--metrics-path: "{path}" must start with /')
         schema = ctx.schema if ctx.schema is not None else ctx.gadget.schema
         collector = MetricsCollector(load_config(config, schema), windowed=windowed(ctx))
 

@@ -9,6 +9,7 @@ the window ends.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,10 @@ from igrun.core.operator import PRIORITY_SORT, Operator
 from igrun.core.params import ParamDesc, Params
 from igrun.core.schema import Array, Batch, Field, Kind, Schema
 from igrun.operators._common import resolve_column, windowed
+
+if TYPE_CHECKING:
+    from igrun.core.operator import RunPlan
+    from igrun.operators._common import _Run
 
 SortKeys = list[tuple[Field, bool]]
 
@@ -74,18 +79,28 @@ class SortOperator(Operator):
         self.hold = windowed(ctx)
         self.held: list[Batch] = []
 
-    @classmethod
-    def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
+    @staticmethod
+    def spec_for(run: _Run, params: Params) -> str:
+        """The columns to sort by: the user's, else the gadget's default for a windowed run,
+        else none (empty)."""
         spec = params.raw("sort").strip()
         if not spec:
-            default = getattr(ctx.gadget, "sort_by_default", None)
-            if default is None or not windowed(ctx):
-                return None
+            default = getattr(run.gadget, "sort_by_default", None)
+            if default is None or not windowed(run):
+                return ""
             spec = ",".join(default())
-        self = cls(ctx, params, spec)
-        if ctx.schema is not None:
-            parse_sort(spec, ctx.schema)
-        return self
+        return spec
+
+    @classmethod
+    def check(cls, plan: RunPlan, params: Params, schema: Schema) -> None:
+        spec = cls.spec_for(plan, params)
+        if spec:
+            parse_sort(spec, schema)
+
+    @classmethod
+    def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
+        spec = cls.spec_for(ctx, params)
+        return cls(ctx, params, spec) if spec else None
 
     def pre_run(self, schema: Schema) -> None:
         self.keys = parse_sort(self.spec, schema)

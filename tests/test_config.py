@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -201,7 +202,13 @@ def test_a_chain_from_the_file_is_exactly_that_chain(tmp_path: Path) -> None:
 
 @pytest.mark.bpf
 def test_a_run_that_fails_leaves_the_others_going(tmp_path: Path) -> None:
+    """A failure only a running run can meet (its metrics port is taken) ends that run alone."""
     program = unique_true(tmp_path)
+    metrics = tmp_path / "metrics.toml"
+    metrics.write_text('[[counters]]\nname = "opens_total"\n')
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
     path = tmp_path / "config.toml"
     path.write_text(
         f'[[run]]\ngadget = "trace exec"\nruntime = {{timeout = "3s"}}\n'
@@ -209,17 +216,28 @@ def test_a_run_that_fails_leaves_the_others_going(tmp_path: Path) -> None:
         f'{{name = "filter", with = {{filter = ["comm:{program.name[:15]}"]}}}}, '
         f'{{name = "output", with = {{output = "json"}}}}]\n'
         f'[[run]]\ngadget = "trace open"\n'
-        f'operators = [{{name = "filter", with = {{filter = ["nope:1"]}}}}]\n'
+        f'operators = [{{name = "prometheus", with = {{metrics-config = "{metrics}", '
+        f'metrics-listen-address = "127.0.0.1:{port}"}}}}]\n'
     )
     proc = subprocess.Popen(
-        [*IGRUN, "--config", str(path)],
+        [*IGRUN, "--config", str(path), "-v"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(1.5)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # until trace exec is attached (trace open never is)
+        seen.append(line)
+        if "gadget_started" in line:
+            break
     subprocess.run([str(program)], check=True)
     out, err = proc.communicate(timeout=30)
+    taken.close()
     assert proc.returncode == 1
-    assert err == 'igrun: error: trace open: invalid filter "nope:1": no column "nope"\n'
+    lines = "".join(seen) + err
+    assert [line for line in lines.splitlines() if line.startswith("igrun:")] == [
+        f"igrun: error: trace open: cannot serve metrics on 127.0.0.1:{port}: "
+        "Address already in use"
+    ]
     (event,) = [json.loads(line) for line in out.splitlines()]
     assert event["gadget"] == "trace exec" and event["args"] == [str(program)]
 
