@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from pluginlab import AS_NOBODY, open_folder
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -147,6 +148,95 @@ def test_config_size_limit_is_one_mib(igrun_cli: IgrunCli, tmp_path: Path) -> No
 )
 def test_bad_value_is_a_usage_error(igrun_cli: IgrunCli, args: list[str], message: str) -> None:
     assert one_line(igrun(igrun_cli, "trace", "exec", "-t", "1s", *args), 2).startswith(message)
+
+
+# ---- typos are reported before anything needs root ----------------------------------------
+
+
+def as_nobody(
+    cli: IgrunCli, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``igrun`` run by an unprivileged user: it cannot pass the host check (root), so a
+    line about the input shows that the input was checked first."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv")
+    return subprocess.run(
+        [*AS_NOBODY, *cli.command, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def readable() -> Iterator[Path]:
+    """Files an unprivileged user may read: a metrics config naming a field of trace exec."""
+    with open_folder() as folder:
+        (folder / "metrics.toml").write_text('[[counters]]\nname = "n"\nlabels = ["comm"]\n')
+        (folder / "metrics.toml").chmod(0o644)
+        (folder / "typo.toml").write_text('[[counters]]\nname = "n"\nlabels = ["comn"]\n')
+        (folder / "typo.toml").chmod(0o644)
+        yield folder
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["-F", "pidd:1"],
+            'invalid filter "pidd:1": no column "pidd" (did you mean "pid" or "ppid"?)',
+        ),
+        (["-F", "comm:sh", "-F", "ret:x"], 'invalid filter "ret:x": ret is a number, not "x"'),
+        (["-F", "comm:~("], 'invalid filter "comm:~(": bad regular expression: '),
+        (["--sort", "bogus"], 'invalid sort "bogus": no column "bogus"'),
+        (["--sort", "-pid,"], 'invalid sort "-pid,": empty column name'),
+        (["-o", "columns=pid,nope"], 'invalid output "columns=pid,nope": no column "nope"'),
+        (["-o", "xml"], 'invalid output "xml": use one of columns, json, jsonpretty, yaml'),
+        (
+            ["-F", "runtime.containerNam:web"],
+            'invalid filter "runtime.containerNam:web": no column "runtime.containerNam" '
+            '(did you mean "runtime.containerName" or "runtime.containerId" or '
+            '"runtime.containerImageName"?)',
+        ),
+        (
+            ["-r", "dockr"],
+            "--runtimes: unknown runtime 'dockr' (one of: docker, containerd, cri-o, podman, "
+            "runc, crun)",
+        ),
+        (
+            ["--metrics-config", "{folder}/typo.toml"],
+            'metrics config: counters[0].labels: no column "comn" (did you mean "comm"?)',
+        ),
+        (
+            ["--metrics-config", "{folder}/metrics.toml", "--metrics-path", "m"],
+            '--metrics-path: "m" must start with /',
+        ),
+        (
+            ["--metrics-config", "{folder}/metrics.toml", "--metrics-listen-address", "x"],
+            '--metrics-listen-address: "x" is not host:port (e.g. 127.0.0.1:2223)',
+        ),
+        (["-t", "soon"], "--timeout: 'soon' is not a duration (e.g. 500ms, 10s, 2m)"),
+    ],
+)
+def test_a_typo_needs_no_root(
+    igrun_cli: IgrunCli, readable: Path, args: list[str], line: str
+) -> None:
+    args = [a.replace("{folder}", str(readable)) for a in args]
+    result = as_nobody(igrun_cli, "trace", "exec", *args)
+    assert one_line(result, 2).startswith(line)
+    assert result.stdout == ""
+
+
+def test_right_input_goes_on_to_the_host_check(igrun_cli: IgrunCli, readable: Path) -> None:
+    """The same flags without the typos pass the checks and meet the host check: the lines
+    above came from checks that ran before it."""
+    result = as_nobody(
+        igrun_cli, "trace", "exec", "-F", "pid:1", "--sort", "-pid", "-o", "columns=pid,comm",
+        "-r", "docker", "--metrics-config", f"{readable}/metrics.toml",
+    )  # fmt: skip
+    assert one_line(result, 1) == "igrun needs root to load BPF programs (try sudo)"
 
 
 @pytest.mark.parametrize(

@@ -154,3 +154,52 @@ def test_no_btf_is_one_line(
         f"igrun: error: this kernel has no BTF ({tmp_path / 'vmlinux'} is missing): "
         "CO-RE gadgets cannot load\n"
     )
+
+
+def test_help_lists_the_fields_operators_add(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every field -F, --sort and -o columns= accept, each operator's marked with its name."""
+    from igrun.operators.containers import ENRICHED_NAMES
+
+    code, out, _ = run(capsys, "trace", "exec", "--help")
+    assert code == 0
+    fields = out[out.index("fields (for -F") :].splitlines()[1:]
+    origin = {line.lstrip(" *").split()[0]: line for line in fields}
+    assert list(origin)[:3] == ["timestamp", "mntns", "pid"]
+    for name in ENRICHED_NAMES:
+        assert origin[name].endswith(" [operator containers]"), origin[name]
+    assert origin["runtime.containerName"].startswith("  * ")  # shown by default
+    assert origin["k8s.pod"].startswith("    ")
+    assert not any("[operator" in origin[name] for name in ("pid", "comm", "args"))
+
+
+def test_help_lists_a_third_party_operators_fields() -> None:
+    """Where the operator applies (events with a uid), and only there."""
+    from pluginlab import open_folder, plugin_site
+
+    with open_folder() as folder:
+        env = plugin_site(folder / "site")
+        exec_help = subprocess.run(
+            [*IGRUN, "trace", "exec", "--help"], capture_output=True, text=True, env=env
+        ).stdout
+        boom_help = subprocess.run(
+            [*IGRUN, "trace", "boom", "--help"], capture_output=True, text=True, env=env
+        ).stdout
+    lines = exec_help.splitlines()
+    assert [line.split() for line in lines if "[operator username]" in line] == [
+        ["*", "user", "str", "user", "name", "[operator", "username]"]
+    ]
+    assert "--passwd-file PASSWD-FILE" in exec_help
+    boom_fields = boom_help[boom_help.index("fields (for -F") :].splitlines()[1:]
+    assert [line.split() for line in boom_fields] == [["*", "pid", "uint", "process", "id"]]
+
+
+def test_igruns_own_bug_is_an_internal_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(registry: object, out: object) -> int:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "cmd_list", broken)
+    code, out, err = run(capsys, "list")
+    assert (code, out) == (1, "")
+    assert err == "igrun: internal error: RuntimeError: a bug (-v for details)\n"

@@ -6,16 +6,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 import tomllib
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from pluginlab import AS_NOBODY, NOBODY, open_folder, plugin_site
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -253,3 +256,134 @@ def test_the_user_default_file_gives_a_gadget_its_defaults(tmp_path: Path) -> No
     result = igrun("trace", "exec", env={"XDG_CONFIG_HOME": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert all(line.startswith("{") for line in result.stdout.splitlines())
+
+
+# ---- a chain is checked as a whole, before anything starts ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def plugins() -> Iterator[tuple[Path, dict[str, str]]]:
+    """A folder every user may read, with the username operator (adds ``user``) installed
+    in it; the environment that finds it."""
+    with open_folder() as folder:
+        yield folder, plugin_site(folder / "site")
+
+
+def config_as_nobody(
+    folder: Path, env: dict[str, str], name: str, text: str
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """Write a config an unprivileged user may read and run it as that user."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("needs setpriv")
+    path = folder / name
+    path.write_text(text)
+    path.chmod(0o644)
+    result = subprocess.run(
+        [*AS_NOBODY, *IGRUN, "--config", str(path)],
+        capture_output=True, text=True, timeout=60, env=env, cwd="/",
+    )  # fmt: skip
+    return path, result
+
+
+@pytest.mark.parametrize(
+    ("chain", "where", "why"),
+    [
+        (
+            '{name = "filter", with = {filter = "user:nobody"}}, {name = "username"}',
+            "run[0].operators[0]",
+            'invalid filter "user:nobody": column "user" is added by operator "username", '
+            "which comes after filter in this chain",
+        ),
+        (
+            '{name = "filter", with = {filter = "user:nobody"}}',
+            "run[0].operators[0]",
+            'invalid filter "user:nobody": column "user" is added by operator "username", '
+            "which is not in this chain",
+        ),
+        (
+            '{name = "sort", with = {sort = "-runtime.containerName"}}, {name = "containers"}',
+            "run[0].operators[0]",
+            'invalid sort "-runtime.containerName": column "runtime.containerName" is added '
+            'by operator "containers", which comes after sort in this chain',
+        ),
+        (
+            '{name = "username"}, {name = "output", with = {output = "columns=pid,usr"}}',
+            "run[0].operators[1]",
+            'invalid output "columns=pid,usr": no column "usr" (did you mean "user"?)',
+        ),
+    ],
+)
+def test_a_chain_that_cannot_work_is_refused_without_root(
+    plugins: tuple[Path, dict[str, str]], chain: str, where: str, why: str
+) -> None:
+    folder, env = plugins
+    name = f"{uuid.uuid4().hex[:8]}.toml"
+    text = f'[[run]]\ngadget = "trace exec"\noperators = [{chain}]\n'
+    path, result = config_as_nobody(folder, env, name, text)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"igrun: error: config {path}: {where}: {why}\n"
+    assert result.stdout == ""
+
+
+def test_every_run_of_a_config_is_checked_before_any_starts(
+    plugins: tuple[Path, dict[str, str]],
+) -> None:
+    folder, env = plugins
+    text = (
+        '[[run]]\ngadget = "trace exec"\n'
+        '[[run]]\ngadget = "trace open"\n'
+        'operators = [{name = "containers"}, {name = "sort", with = {sort = "-fdd"}}]\n'
+    )
+    path, result = config_as_nobody(folder, env, "two.toml", text)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f'igrun: error: config {path}: run[1].operators[1]: invalid sort "-fdd": '
+        'no column "fdd" (did you mean "fd"?)\n'
+    )
+
+
+def test_a_chain_in_the_right_order_passes_the_checks(
+    plugins: tuple[Path, dict[str, str]],
+) -> None:
+    folder, env = plugins
+    text = (
+        '[[run]]\ngadget = "trace exec"\n'
+        'operators = [{name = "username"}, {name = "filter", with = {filter = "user:nobody"}}]\n'
+    )
+    _, result = config_as_nobody(folder, env, "right.toml", text)
+    assert result.stderr == "igrun: error: igrun needs root to load BPF programs (try sudo)\n"
+    assert result.returncode == 1
+
+
+@pytest.mark.bpf
+def test_a_filter_on_an_operators_field_after_it(
+    plugins: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    """The third-party field, filtered where the chain has it: exact events of a real exec."""
+    _, env = plugins
+    program = unique_true(tmp_path)
+    program.chmod(0o755)
+    tmp_path.chmod(0o755)
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"root:x:0:0::/root:/bin/sh\nalice:x:{NOBODY}:{NOBODY}::/:/bin/sh\n")
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[run]]\ngadget = "trace exec"\nruntime = {timeout = "20s"}\n'
+        'operators = [{name = "containers", with = {host = true}}, '
+        f'{{name = "username", with = {{passwd-file = "{passwd}"}}}}, '
+        '{name = "filter", with = {filter = "user:alice"}}, '
+        '{name = "output", with = {output = "json"}}]\n'
+    )
+    proc = subprocess.Popen(
+        [*IGRUN, "--config", str(path), "-v"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    wait_started(proc, 1)
+    subprocess.run([*AS_NOBODY, str(program)], check=True)
+    subprocess.run([str(program)], check=True)  # root's: filtered out
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    mine = [e for e in map(json.loads, out.splitlines()) if e["args"] == [str(program)]]
+    assert [(e["user"], e["uid"], e["gid"]) for e in mine] == [("alice", NOBODY, NOBODY)]

@@ -184,3 +184,86 @@ def test_pip_installed_package_is_discovered(tmp_path: Path) -> None:
         [python, "-m", "igrun.core.cli", "list"], check=True, capture_output=True, text=True
     ).stdout
     assert any(line.split()[:2] == ["trace", "example"] for line in listed.splitlines())
+
+
+# ---- the error contract: a plugin's own failure names the plugin ---------------------------
+
+FAILING_MODULE = """
+from igrun.core import Category, Field, Gadget, Kind, Schema, hookimpl
+
+class Failing(Gadget):
+    name = "failing"
+    category = Category.TRACE
+    schema = Schema([Field("pid", Kind.UINT)])
+
+    def own(self):
+        return {}["missing"]
+
+    def through_igrun(self):
+        return self.schema["missing"]  # igrun's code raises, called by the plugin's
+
+@hookimpl
+def igrun_register_gadgets(register):
+    register(Failing)
+"""
+
+
+def test_blame_names_the_plugin_a_failure_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_dist(
+        tmp_path, "igrun-gadget-failing", "3.1", {"igrun_failing": FAILING_MODULE},
+        "[igrun.gadgets]\ntrace_failing = igrun_failing\n",
+    )  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    reg = PluginRegistry()
+    gadget = reg.gadget("trace failing")()
+    for call in (gadget.own, gadget.through_igrun):  # type: ignore[attr-defined]
+        with pytest.raises(KeyError) as info:
+            call()
+        assert reg.blame(info.value) == "plugin trace_failing from igrun-gadget-failing 3.1"
+    with pytest.raises(KeyError) as own:
+        reg.gadget("trace exec").schema["missing"]  # igrun's own code only
+    assert reg.blame(own.value) is None
+    try:  # raised from igrun code, caused by the plugin's exception
+        try:
+            gadget.own()  # type: ignore[attr-defined]
+        except KeyError as exc:
+            raise RuntimeError("wrapped") from exc
+    except RuntimeError as wrapped:
+        assert reg.blame(wrapped) == "plugin trace_failing from igrun-gadget-failing 3.1"
+
+
+@pytest.mark.bpf
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["trace", "exec", "--passwd-file", "/nope"],
+            "plugin username from igrun-operator-username 0.1.0: FileNotFoundError: "
+            "[Errno 2] No such file or directory: '/nope' (-v for details)",
+        ),
+        (
+            ["trace", "boom"],
+            "plugin trace_boom from igrun-gadget-boom 0.2.0: KeyError: 'nope' (-v for details)",
+        ),
+    ],
+)
+def test_a_plugins_failure_is_one_line_naming_it(
+    tmp_path: Path, args: list[str], line: str
+) -> None:
+    """An operator's and a gadget's exception outside the contract: one line, exit code 1,
+    the distribution and version, and nothing of the run left pinned."""
+    from pluginlab import IGRUN, plugin_site
+
+    env = plugin_site(tmp_path / "site")
+    proc = subprocess.Popen(
+        [*IGRUN, *args, "-t", "5s"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env=env,
+    )  # fmt: skip
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert err == f"igrun: error: {line}\n"
+    pins = Path("/sys/fs/bpf/gadget")
+    assert not [d for d in pins.iterdir() if d.name.startswith(f"{proc.pid}-")]
