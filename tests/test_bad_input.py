@@ -229,6 +229,28 @@ def test_a_typo_needs_no_root(
     assert result.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["trace", "bind", "--ports", "80,0"], "--ports: 0 is not a port (1-65535)"),
+        (["trace", "signal", "--signal", "FOO"], "--signal: no signal found for 'FOO'"),
+        (
+            ["trace", "fsslower", "-f", "a/b"],
+            "--filesystem: 'a/b' is not a file system type name (as in /proc/filesystems, "
+            "at most 31 characters)",
+        ),
+        (
+            ["trace", "open", "--prefixes", "/" + "x" * 300],
+            "--prefixes: '/xxxxxxxxxxxxxxxxxxx'… is longer than 255 bytes",
+        ),
+    ],
+)
+def test_a_gadget_param_out_of_range_needs_no_root(
+    igrun_cli: IgrunCli, args: list[str], line: str
+) -> None:
+    assert one_line(as_nobody(igrun_cli, *args), 2) == line
+
+
 def test_right_input_goes_on_to_the_host_check(igrun_cli: IgrunCli, readable: Path) -> None:
     """The same flags without the typos pass the checks and meet the host check: the lines
     above came from checks that ran before it."""

@@ -118,6 +118,13 @@ def port_bitmap(ports: list[int]) -> bytes:
     return np.packbits(bits, bitorder="little").tobytes()
 
 
+def check_ports(ports: list[int]) -> None:
+    """Ports are 1-65535 (as ig checks), before anything loads: the param types know no range."""
+    bad = [port for port in ports if not 1 <= port < PORT_COUNT]
+    if bad:
+        raise ValueError(f"{bad[0]} is not a port (1-65535)")
+
+
 class TraceBind(BpfTracer):
     name = "bind"
     category = Category.TRACE
@@ -136,6 +143,7 @@ class TraceBind(BpfTracer):
             type_hint=TypeHint.UINT_LIST,
             default="",
             description="trace only bind events involving these ports (comma list, 1-65535)",
+            check=lambda ports: check_ports(ports),
         ),
         ParamDesc(
             "ignore-errors",

@@ -96,6 +96,7 @@ class TraceFsslower(BpfTracer):
             default="ext4",
             description="Filesystem to trace: a type of /proc/filesystems (btrfs, ext4, nfs, "
             "xfs, tmpfs …); overlay files count as the file system below",
+            check=fs_name_constant,
         ),
     )
     examples: ClassVar[tuple[str, ...]] = (

@@ -167,6 +167,7 @@ class TraceOpen(BpfTracer):
             type_hint=TypeHint.STRING_LIST,
             description=f"show only files whose path starts with one of these prefixes "
             f"(comma list, up to {MAX_PREFIXES}; the full path with --full-path)",
+            check=lambda prefixes: TraceOpen._checked_prefixes(prefixes),
         ),
         ParamDesc(
             PARAM_FAILED,
@@ -280,7 +281,13 @@ class TraceOpen(BpfTracer):
     @staticmethod
     def _prefixes(ctx: GadgetContext) -> list[str]:
         """The --prefixes, checked against what the kernel side can hold."""
-        prefixes: list[str] = list(dict.fromkeys(ctx.gadget_params.get(PARAM_PREFIXES) or []))
+        return TraceOpen._checked_prefixes(ctx.gadget_params.get(PARAM_PREFIXES) or [])
+
+    @staticmethod
+    def _checked_prefixes(given: list[str]) -> list[str]:
+        """``given`` without repeats, checked (also in the check phase, as the param's check:
+        before anything loads)."""
+        prefixes: list[str] = list(dict.fromkeys(given))
         if len(prefixes) > MAX_PREFIXES:
             raise ParamError(
                 f"--{PARAM_PREFIXES}: {MAX_PREFIXES} prefixes at most, got {len(prefixes)}"

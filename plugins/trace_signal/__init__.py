@@ -160,6 +160,7 @@ class TraceSignal(BpfTracer):
             "signal",
             description="Trace only this signal (it can be an int like 9 or string beginning "
             'with "SIG" like "SIGKILL"; "KILL" and "SIGRTMIN+1" work too)',
+            check=parse_signal,
         ),
         ParamDesc(
             "failed-only",
