@@ -203,3 +203,28 @@ def test_igruns_own_bug_is_an_internal_error(
     code, out, err = run(capsys, "list")
     assert (code, out) == (1, "")
     assert err == "igrun: internal error: RuntimeError: a bug (-v for details)\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "code"), [("ParamError", 2), ("EnvironmentProblem", 1), ("RunError", 1)]
+)
+def test_the_exceptions_of_the_plugin_contract(
+    capsys: pytest.CaptureFixture[str], name: str, code: int
+) -> None:
+    """What docs/authoring.md promises a plugin that raises one of them: its message as one
+    line, and the exit code of its kind (raised here from a check: before the host check)."""
+    import igrun.core as api
+
+    exc = getattr(api, name)(f"{name} from the plugin")
+
+    class Raising(api.Operator):
+        name = "raising"
+
+        @classmethod
+        def check(cls, plan: api.RunPlan, params: api.Params, schema: api.Schema) -> None:
+            raise exc
+
+    plugins.registry().add_operator(Raising, "igrun-operator-raising 1.0")
+    got, out, err = run(capsys, "trace", "exec")
+    assert (got, out) == (code, "")
+    assert err == f"igrun: error: {name} from the plugin\n"
