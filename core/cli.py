@@ -106,7 +106,7 @@ def _fields_help(gadget: type[Gadget], operators: Sequence[type[Operator]] = ())
         added = [f for f in op.fields if f.name not in names]
         names.update(f.name for f in added)
         rows += [(f, f" [operator {op.name}]") for f in added]
-    width = max(18, *(len(f.name) for f, _ in rows))
+    width = max([18, *(len(f.name) for f, _ in rows)])
     for f, origin in rows:
         mark = " " if f.column.hidden else "*"
         lines.append(f"  {mark} {f.name:<{width}} {f.kind.value:<6} {f.description}{origin}")

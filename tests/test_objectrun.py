@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from igrun.core.bpfbuild import compile_bpf
+from igrun.operators.containers import ENRICHED_NAMES
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -201,8 +202,11 @@ def test_help_lists_the_objects_flags_and_fields(
     assert "sets __s32 port_base in the object [default: 4000]" in text
     assert "--odd_only [BOOL]" in text
     assert "--host" in text and "-F FILTER" in text  # the operators' flags
-    rows = [line[4:].split()[:2] for line in text.split("fields (")[1].splitlines()[1:]]
+    lines = text.split("fields (")[1].splitlines()[1:]
+    added = [line for line in lines if line.endswith(" [operator containers]")]
+    rows = [line[4:].split()[:2] for line in lines if line not in added]
     fields = {name: kind for name, kind in rows}
+    assert [line[4:].split()[0] for line in added] == list(ENRICHED_NAMES)  # the operator's too
     assert fields == {
         "timestamp": "time", "mntns": "uint", "pid": "uint", "delta": "int", "count": "uint",
         "odd": "bool", "comm": "str", "endpoint.addr": "str", "endpoint.version": "uint",
