@@ -387,3 +387,42 @@ def test_a_filter_on_an_operators_field_after_it(
     assert proc.returncode == 0, err
     mine = [e for e in map(json.loads, out.splitlines()) if e["args"] == [str(program)]]
     assert [(e["user"], e["uid"], e["gid"]) for e in mine] == [("alice", NOBODY, NOBODY)]
+
+
+@pytest.mark.bpf
+def test_a_plugins_failure_in_one_run_names_the_plugin_and_the_others_go_on(
+    plugins: tuple[Path, dict[str, str]], tmp_path: Path
+) -> None:
+    _, env = plugins
+    program = unique_true(tmp_path)
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[run]]\ngadget = "trace open"\n'
+        'operators = [{name = "username", with = {passwd-file = "/nope"}}]\n'
+        '[[run]]\ngadget = "trace exec"\nruntime = {timeout = "20s"}\n'
+        'operators = [{name = "containers", with = {host = true}}, '
+        f'{{name = "filter", with = {{filter = "comm:{program.name[:15]}"}}}}, '
+        '{name = "output", with = {output = "json"}}]\n'
+    )
+    proc = subprocess.Popen(
+        [*IGRUN, "--config", str(path), "-v"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # until trace exec is attached (trace open never is)
+        seen.append(line)
+        if "gadget_started" in line:
+            break
+    subprocess.run([str(program)], check=True)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    lines = "".join(seen) + err
+    assert [line for line in lines.splitlines() if line.startswith("igrun:")] == [
+        "igrun: error: trace open: plugin username from igrun-operator-username 0.1.0: "
+        "FileNotFoundError: [Errno 2] No such file or directory: '/nope' (-v for details)"
+    ]
+    (event,) = [json.loads(line) for line in out.splitlines()]
+    assert event["gadget"] == "trace exec" and event["args"] == [str(program)]
