@@ -30,7 +30,7 @@ class RunPlan:
     """What one run will be, known before anything starts: what operator checks may look at.
 
     It has the :attr:`gadget` and :attr:`runtime_params` a :class:`GadgetContext` has, so a
-    helper that reads only those (the run's mode, say) takes either.
+    function that reads only those (the run's mode, say) takes either.
     """
 
     gadget: type[Gadget]
