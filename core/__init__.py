@@ -4,6 +4,7 @@ Everything a plugin needs is importable from here; the submodules hold the detai
 """
 
 from igrun.core import fields
+from igrun.core.containers import Container, SelectedContainers
 from igrun.core.errors import (
     BpfError,
     EnvironmentProblem,
@@ -15,6 +16,7 @@ from igrun.core.errors import (
 )
 from igrun.core.gadget import (
     Category,
+    ContainerAttacher,
     DefaultSort,
     Gadget,
     GadgetContext,
@@ -35,6 +37,7 @@ from igrun.core.operator import (
     Operator,
 )
 from igrun.core.params import ParamDesc, Params, TypeHint, ValueHint
+from igrun.core.resources import MissingDependency, Resources
 from igrun.core.schema import Batch, Column, Event, Field, Kind, Schema
 
 __all__ = [
@@ -47,6 +50,8 @@ __all__ = [
     "BpfError",
     "Category",
     "Column",
+    "Container",
+    "ContainerAttacher",
     "DefaultSort",
     "EnvironmentProblem",
     "Event",
@@ -58,6 +63,7 @@ __all__ = [
     "IgrunError",
     "InitClose",
     "Kind",
+    "MissingDependency",
     "Operator",
     "OutputFormat",
     "OutputFormats",
@@ -65,9 +71,11 @@ __all__ = [
     "ParamError",
     "Params",
     "PluginError",
+    "Resources",
     "ResultRunner",
     "Runner",
     "Schema",
+    "SelectedContainers",
     "TypeHint",
     "UsageError",
     "ValueHint",

@@ -10,8 +10,13 @@ Defaults are ``ig``'s: no flag traces every container and no host process; ``--h
 host processes; ``-c/--containername`` selects containers by name or id.
 
 Several runs of one process (a config file with several gadgets) share one collection, one
-discovery and one filter map per selection, through a :class:`SharedContainers` in their
-``ctx.extra``; the last run to stop releases them.
+discovery and one filter map per selection, through a :class:`SharedContainers` this operator
+puts in the process's resources (:meth:`ContainersOperator.share`); the last run to stop
+releases them.
+
+To the run, it provides (see :mod:`igrun.core.resources`) the :class:`ContainerCollection`,
+the :class:`SelectedContainers` (what gadgets that attach to each container follow) and,
+unless ``--host``, the :class:`MntnsFilter`.
 """
 
 from __future__ import annotations
@@ -24,15 +29,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from igrun.core.bpf import Map, MapType
-from igrun.core.containers import Container, ContainerCollection, Selector
+from igrun.core.containers import Container, ContainerCollection, SelectedContainers, Selector
 from igrun.core.discovery import Discovery, select_clients
-from igrun.core.gadget import Gadget, GadgetContext
+from igrun.core.gadget import ContainerAttacher, Gadget, GadgetContext
 from igrun.core.hookspecs import hookimpl
 from igrun.core.log import get_logger
 from igrun.core.operator import PRIORITY_ENRICH, Operator
 from igrun.core.params import ParamDesc, Params, TypeHint, ValueHint
+from igrun.core.resources import Resources
 from igrun.core.schema import Array, Batch, Column, Field, Kind, Schema
-from igrun.core.tracer import MNTNS_FILTER_MAP
+from igrun.core.tracer import MNTNS_FILTER_MAP, MntnsFilter
 
 FILTER_MAP_SIZE = 1024
 BATCH_HINT = 4096  # codes are kept for batches this big at least
@@ -137,10 +143,6 @@ class SharedContainers:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-SHARED = "shared_containers"
-"""Key of ``ctx.extra`` holding a :class:`SharedContainers`."""
-
-
 class ContainersOperator(Operator):
     name = "containers"
     description = "container selection (in the kernel) and enrichment"
@@ -175,16 +177,20 @@ class ContainersOperator(Operator):
         ),
     )
     fields = tuple(f for f, _ in ENRICHED)
+    provides = (ContainerCollection, SelectedContainers, MntnsFilter)
 
     def __init__(self, ctx: GadgetContext, params: Params) -> None:
         super().__init__(ctx, params)
         self.selector = Selector(tuple(params.get("containername")))
         self.host = bool(params.get("host"))
-        self.shared: SharedContainers | None = ctx.extra.get(SHARED)
-        self.collection: ContainerCollection = (
-            self.shared.collection
-            if self.shared is not None
-            else ctx.extra.setdefault("containers", ContainerCollection())
+        self.shared: SharedContainers | None = ctx.resources.get(SharedContainers)
+        given = ctx.resources.get(ContainerCollection)  # a caller's own (tests)
+        if self.shared is not None:
+            given = self.shared.collection
+        self.collection = given if given is not None else ContainerCollection()
+        ctx.resources.provide(self.collection, by=self.name)
+        ctx.resources.provide(
+            SelectedContainers(self.collection, self.selector, self.host), by=self.name
         )
         self.discovery: Discovery | None = None
         self.filter_map: Map | None = None
@@ -201,7 +207,11 @@ class ContainersOperator(Operator):
 
     @classmethod
     def can_operate_on(cls, gadget: type[Gadget]) -> bool:
-        return gadget.schema.tagged("mntns") is not None
+        return gadget.schema.tagged("mntns") is not None or issubclass(gadget, ContainerAttacher)
+
+    @classmethod
+    def share(cls, process: Resources) -> None:
+        process.provide(SharedContainers(), by=cls.name)
 
     @classmethod
     def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
@@ -238,7 +248,8 @@ class ContainersOperator(Operator):
             self._make_filter_map()
             shared.filters[key] = self
         else:
-            self.ctx.extra["mntns_filter_map"] = keeper.filter_map
+            assert keeper.filter_map is not None
+            self.ctx.resources.provide(MntnsFilter(keeper.filter_map), by=self.name)
 
     @property
     def kernel_filter(self) -> bool:
@@ -249,7 +260,7 @@ class ContainersOperator(Operator):
         self.filter_map = Map.create(MapType.HASH, "mntns_filter", 8, 4, FILTER_MAP_SIZE)
         if self.ctx.pins is not None:
             self.filter_map.pin(self.ctx.pins.path / MNTNS_FILTER_MAP)
-        self.ctx.extra["mntns_filter_map"] = self.filter_map
+        self.ctx.resources.provide(MntnsFilter(self.filter_map), by=self.name)
         self.collection.subscribe(self._sync_filter)
 
     def _sync_filter(self, kind: str, c: Container) -> None:
@@ -364,7 +375,7 @@ class ContainersOperator(Operator):
         if self.filter_map is not None:
             self.filter_map.close()
             self.filter_map = None
-            self.ctx.extra.pop("mntns_filter_map", None)
+            self.ctx.resources.withdraw(MntnsFilter)
 
 
 @hookimpl

@@ -17,13 +17,14 @@ from igrun.core.hookspecs import hookimpl
 from igrun.core.log import get_logger
 from igrun.core.operator import PRIORITY_ENRICH, Operator
 from igrun.core.params import Params
-from igrun.core.tracer import SHARED_MAPS
+from igrun.core.tracer import SharedMaps
 
 
 class SocketsOperator(Operator):
     name = "sockets"
     description = "which process owns each socket, for network gadgets"
     priority = PRIORITY_ENRICH
+    provides = (SharedMaps,)
 
     @classmethod
     def can_operate_on(cls, gadget: type[Gadget]) -> bool:
@@ -41,12 +42,20 @@ class SocketsOperator(Operator):
             return None
         self = cls(ctx, params)
         self.enricher: SocketEnricher | None = enricher
-        ctx.extra.setdefault(SHARED_MAPS, {})[SOCKETS_MAP] = enricher.sockets
+        maps = ctx.resources.get(SharedMaps)
+        if maps is None:
+            maps = SharedMaps()
+            ctx.resources.provide(maps, by=cls.name)
+        maps.maps[SOCKETS_MAP] = enricher.sockets
+        ctx.resources.provide(enricher, by=cls.name)
         return self
 
     def post_run(self) -> None:
         if self.enricher is not None:
-            self.ctx.extra.get(SHARED_MAPS, {}).pop("gadget_sockets", None)
+            maps = self.ctx.resources.get(SharedMaps)
+            if maps is not None:
+                maps.maps.pop("gadget_sockets", None)
+            self.ctx.resources.withdraw(type(self.enricher))
             self.enricher.close()
             self.enricher = None
 
