@@ -125,6 +125,30 @@ class BpfTracer(Gadget):
             self.close()
             raise
 
+    def object_copy(
+        self, ctx: GadgetContext, constants: dict[str, int | bool | bytes]
+    ) -> BpfObject:
+        """Load this gadget's object once more, with ``constants`` over :meth:`constants`,
+        writing to this run's buffer and lost counter (and using the run's shared maps):
+        a gadget that attaches one copy per container tags each copy's events with its own
+        constants. Nothing is attached; the caller closes the copy (which detaches what it
+        attached through it)."""
+        assert self.obj is not None, "object_copy is for after init"
+        with importlib.resources.as_file(self.object_path()) as path:
+            copy = BpfObject.open(path)
+        try:
+            for name, value in {**self.constants(ctx), **constants}.items():
+                copy.set_global(name, value)
+            join_shared(ctx, copy)
+            for name in (self.buffer_map, LOST_EVENTS_MAP):
+                if copy.has_map(name) and self.obj.has_map(name):
+                    copy.reuse_map(name, self.obj.map(name))
+            copy.load()
+        except BaseException:
+            copy.close()
+            raise
+        return copy
+
     def _configure(self, ctx: GadgetContext, obj: BpfObject) -> None:
         for name, value in self.constants(ctx).items():
             obj.set_global(name, value)

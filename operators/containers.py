@@ -94,9 +94,13 @@ ENRICHED_NAMES = tuple(f.name for f, _ in ENRICHED)
 
 
 def attribute(
-    collection: ContainerCollection, mntns: Array, boot_times: Array | None
+    collection: ContainerCollection,
+    mntns: Array,
+    boot_times: Array | None,
+    by: Callable[[int], list[Container]] | None = None,
 ) -> tuple[list[Container], Array]:
-    """The container of each event, decided once per distinct mount-ns id.
+    """The container of each event, decided once per distinct mount-ns id (or other
+    namespace id: ``by`` gives its candidates, ``collection.candidates`` by default).
 
     Returns the containers involved and, per event, an index into them (-1: no container).
     A removed container (kept briefly) only claims events older than its removal, and a
@@ -110,8 +114,9 @@ def attribute(
         inverse = inverse.reshape(-1)
     owners = np.full(len(mntns), -1, dtype=np.int64)
     pool: list[Container] = []
+    find = by if by is not None else collection.candidates
     for i, ns in enumerate(unique.tolist()):
-        candidates = collection.candidates(int(ns))
+        candidates = find(int(ns))
         if not candidates:
             continue
         live = [c for c in candidates if c.removed_ns is None]
@@ -195,6 +200,8 @@ class ContainersOperator(Operator):
         self.discovery: Discovery | None = None
         self.filter_map: Map | None = None
         self.mntns_field: Field | None = None
+        """The field events are attributed by: the mount-ns id, else the network-ns id."""
+        self._candidates: Callable[[int], list[Container]] = self.collection.candidates
         self.boot_field: Field | None = None
         self._table_cache: dict[tuple[int, ...], tuple[list[Container], dict[str, Array]]] = {}
         self._generation = -1
@@ -291,16 +298,18 @@ class ContainersOperator(Operator):
     def pre_run(self, schema: Schema) -> None:
         self._notice()
         self.mntns_field = schema.tagged("mntns")
+        if self.mntns_field is None:  # a gadget that attaches per container, by netns
+            self.mntns_field = schema.tagged("netns")
+            self._candidates = self.collection.candidates_by_netns
         self.boot_field = schema.tagged("boot_time")
 
     def process(self, batch: Batch) -> Batch:
-        assert self.mntns_field is not None
         generation = self.collection.generation
         if generation != self._generation:  # earlier answers may no longer stand
             self._generation = generation
             self._known = None
             self._nobody = self.collection.empty()
-        if self._nobody:  # no container at all: no event has one
+        if self._nobody or self.mntns_field is None:  # no event has a container
             pool: list[Container] = []
             return self._enrich(batch, pool, self._tables(pool), self._zeros(len(batch)))
         mntns = batch[self.mntns_field.name]
@@ -310,7 +319,7 @@ class ContainersOperator(Operator):
         if known is not None and len(mntns) and bool((mntns == known[0]).all()):
             return self._enrich(batch, known[1], known[2], self._zeros(len(mntns)))
         boot = batch.member(self.boot_field.source) if self.boot_field else None
-        pool, owners = attribute(self.collection, mntns, boot)
+        pool, owners = attribute(self.collection, mntns, boot, self._candidates)
         tables = self._tables(pool)
         one_ns = len(mntns) and bool((mntns == mntns[0]).all())
         if one_ns and self._settled(int(mntns[0])):  # its container or none: every code is 0
@@ -320,7 +329,7 @@ class ContainersOperator(Operator):
     def _settled(self, ns: int) -> bool:
         """Whether every event of ``ns`` has the same owner whatever its time: no candidate,
         or one that still runs."""
-        candidates = self.collection.candidates(ns)
+        candidates = self._candidates(ns)
         return not candidates or (len(candidates) == 1 and candidates[0].removed_ns is None)
 
     def _zeros(self, n: int) -> Array:

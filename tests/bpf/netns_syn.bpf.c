@@ -9,6 +9,7 @@
 #include <bpf/bpf_endian.h>
 
 #include <igrun/buffer.h>
+#include <igrun/macros.h>
 
 #define ETH_HLEN 14
 #define ETH_P_IP 0x0800
@@ -29,6 +30,7 @@ struct event {
 };
 
 GADGET_RINGBUF(events);
+GADGET_TRACER(netnssyn, events, event);
 
 SEC("socket")
 int syn_filter(struct __sk_buff *skb)
