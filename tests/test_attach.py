@@ -1,7 +1,7 @@
-"""Per-container attach for real: a gadget written on the public API alone attaches one socket
-filter per container network namespace, to podman containers running before the run starts
-and created after, is detached from each one that goes and from the rest at the end, and sees
-a real SYN sent from inside each container."""
+"""Per-container attach for real: the example gadget ``trace netnssyn`` (public API alone)
+attaches one socket filter per container network namespace, to podman containers running
+before the run starts and created after; it is detached from each one that goes and from the
+rest at the end, and sees a real SYN sent from inside each container."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 from gadgetlab import Capture
-from netns_syn import SOURCE, TraceNetnsSyn, own_fds
+from netns_syn import SOURCE, own_fds
+from netns_syn import RecordingNetnsSyn as TraceNetnsSyn
 from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
 
 from igrun.core import GadgetContext, MissingDependency
@@ -31,7 +32,7 @@ PORT = 47311  # nothing listens: each connect is one SYN, answered by a reset
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     out = tmp_path_factory.mktemp("netns_syn")
-    TraceNetnsSyn.compiled = compile_bpf(SOURCE, out / "netns_syn.bpf.o", build_dir=out / "b")
+    TraceNetnsSyn.compiled = compile_bpf(SOURCE, out / "netnssyn.bpf.o", build_dir=out / "b")
     yield TraceNetnsSyn.compiled
     TraceNetnsSyn.attach_error = ""
 
