@@ -204,18 +204,20 @@ class Selector:
 
 
 def host_container() -> Container:
-    """The host as a container (pid 1's namespaces and cgroup): what ``--host`` attaches."""
-    cgroup_path, cgroup_id = _cgroup(1)
+    """The host as a container, what ``--host`` attaches: pid 1's namespaces and cgroup, or
+    igrun's own where pid 1's cannot be read (a VM's init may keep them from root)."""
+    pid = 1 if _ns_inode(1, "net") and _ns_inode(1, "mnt") else os.getpid()
+    cgroup_path, cgroup_id = _cgroup(pid)
     return Container(
         id="host",
         name="host",
         runtime="host",
-        pid=1,
-        mntns=_ns_inode(1, "mnt"),
-        netns=_ns_inode(1, "net"),
+        pid=pid,
+        mntns=_ns_inode(pid, "mnt"),
+        netns=_ns_inode(pid, "net"),
         cgroup_path=cgroup_path,
         cgroup_id=cgroup_id,
-        started_ns=process_start_ns(1),
+        started_ns=process_start_ns(pid),
     )
 
 

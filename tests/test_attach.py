@@ -5,7 +5,9 @@ rest at the end, and sees a real SYN sent from inside each container."""
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 import threading
 import time
 import uuid
@@ -76,13 +78,18 @@ class Scenario:
         pass
 
 
-def run(names: list[str], body: Callable[[TraceNetnsSyn], None]) -> tuple[Scenario, Any]:
+def run(
+    names: list[str],
+    body: Callable[[TraceNetnsSyn], None],
+    more: dict[str, str] | None = None,
+) -> tuple[Scenario, Any]:
     Capture.rows = []
     runtime = Runtime([ContainersOperator, Capture])
     values = {
         "port": str(PORT),
         "operator.containers.containername": ",".join(names),
         "runtime.timeout": "90s",
+        **(more or {}),
     }
     scenario = Scenario(body)
     runtime.run(TraceNetnsSyn, *runtime.params_for(TraceNetnsSyn, values), hooks=scenario)
@@ -171,6 +178,29 @@ def test_a_failed_attach_is_logged_and_the_run_goes_on(
     err = capsys.readouterr().err
     assert "attach_failed" in err and f"container={bad}" in err and "refused on purpose" in err
     assert [r["netns"] for r in Capture.rows if r["dport"] == PORT] == [netns_of(g.pid)]
+
+
+def test_with_host_the_host_is_attached_first_and_detached_last(compiled: Path) -> None:
+    """``--host`` attaches the host as a container named ``host`` (other containers on this
+    machine may be attached too: only the host's calls are checked)."""
+    own = netns_of(os.getpid())
+
+    def body(gadget: TraceNetnsSyn) -> None:
+        with socket.socket() as s:  # refused: one SYN in the host's namespace
+            assert s.connect_ex(("127.0.0.1", PORT)) == errno.ECONNREFUSED
+        wait_until("the host's SYN", lambda: any(r["netns"] == own for r in Capture.rows))
+
+    scenario, gadget = run([], body, {"operator.containers.host": "true"})
+    assert scenario.started_attached[0] == ("attach", "host", own)
+    assert gadget.calls[-1] == ("detach", "host", own)
+    assert [c for c in gadget.calls if c[1] == "host"] == [
+        ("attach", "host", own),
+        ("detach", "host", own),
+    ]
+    (event,) = [r for r in Capture.rows if r["netns"] == own]
+    assert (event["src"], event["dst"], event["dport"]) == ("127.0.0.1", "127.0.0.1", PORT)
+    assert event["runtime"]["containerName"] == ""  # the host is no container to name
+    assert gadget.open_copies() == 0
 
 
 def test_an_attaching_gadget_without_the_containers_operator_is_refused() -> None:
