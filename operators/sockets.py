@@ -10,6 +10,7 @@ attribute: a network gadget never fails for want of process names.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from igrun.core.errors import IgrunError
 from igrun.core.gadget import Gadget, GadgetContext
@@ -19,12 +20,16 @@ from igrun.core.operator import PRIORITY_ENRICH, Operator
 from igrun.core.params import Params
 from igrun.core.tracer import SharedMaps
 
+if TYPE_CHECKING:
+    from igrun.plugins.socket_enricher import SocketEnricher
+
 
 class SocketsOperator(Operator):
     name = "sockets"
     description = "which process owns each socket, for network gadgets"
     priority = PRIORITY_ENRICH
     provides = (SharedMaps,)
+    enricher: SocketEnricher | None = None
 
     @classmethod
     def can_operate_on(cls, gadget: type[Gadget]) -> bool:
@@ -41,7 +46,7 @@ class SocketsOperator(Operator):
                                  note="events whose owner is unknown say so")  # fmt: skip
             return None
         self = cls(ctx, params)
-        self.enricher: SocketEnricher | None = enricher
+        self.enricher = enricher
         maps = ctx.resources.get(SharedMaps)
         if maps is None:
             maps = SharedMaps()
