@@ -153,8 +153,9 @@ class ContainerAttacher(Protocol):
     time. An exception from :meth:`attach_container` is logged with the container's name and
     the run goes on without that container (it is not detached); one from
     :meth:`detach_container` is logged too. With ``--host`` the host itself is attached, as a
-    container named ``host`` (pid 1's namespaces). A gadget that attaches needs the
-    containers operator (or another provider of ``SelectedContainers``) in its chain.
+    container named ``host`` (pid 1's namespaces, or igrun's own where pid 1's cannot be
+    read). A gadget that attaches needs the containers operator (or another provider of
+    ``SelectedContainers``) in its chain.
     """
 
     def attach_container(self, container: Container) -> None: ...

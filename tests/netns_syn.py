@@ -35,6 +35,8 @@ class RecordingNetnsSyn(TraceNetnsSyn):
         self.calls: list[tuple[str, str, int]] = []
         """(``attach`` | ``detach``, container name, netns inode), in call order."""
         self.threads: set[int] = set()
+        self.attached: dict[str, Container] = {}
+        """By name: the containers as the gadget was given them."""
         RecordingNetnsSyn.last = self
 
     def object_path(self) -> Any:
@@ -44,6 +46,7 @@ class RecordingNetnsSyn(TraceNetnsSyn):
         with self.lock:
             self.calls.append(("attach", container.name, container.netns))
             self.threads.add(threading.get_ident())
+            self.attached[container.name] = container
         if container.name == self.attach_error:
             raise RuntimeError("refused on purpose")
         super().attach_container(container)

@@ -23,6 +23,7 @@ from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
 
 from igrun.core import GadgetContext, MissingDependency
 from igrun.core.bpfbuild import compile_bpf
+from igrun.core.containers import cgroup2_root
 from igrun.core.runtime import Runtime
 from igrun.operators.containers import ContainersOperator
 
@@ -131,6 +132,15 @@ def test_attached_to_containers_before_and_after_start(
     scenario, gadget = run([before, after], body)
     b_netns = seen["b_netns"]
     assert scenario.started_attached == [("attach", before, a_netns)]
+    given = gadget.attached[before]  # what the gadget is told of a container
+    cgroup = next(
+        x for x in Path(f"/proc/{a.pid}/cgroup").read_text().splitlines() if x[:3] == "0::"
+    )
+    root = cgroup2_root()
+    assert root is not None
+    assert (given.id, given.pid, given.mntns, given.netns) == (a.id, a.pid, a.mntns, a_netns)
+    assert given.cgroup_path == cgroup[3:]
+    assert given.cgroup_id == os.stat(root / cgroup[3:].lstrip("/")).st_ino != 0
     assert gadget.calls == [
         ("attach", before, a_netns),
         ("attach", after, b_netns),
