@@ -294,3 +294,22 @@ def test_trace_netnssyn_sees_a_syn_inside_a_selected_container(
     ]
     assert events[0]["runtime"]["containerName"] == inside.name
     assert "syn_filter" not in cli.loaded_programs()
+
+
+def test_a_chain_without_the_containers_operator_is_one_line_naming_both(
+    cli: IgrunCli, tmp_path: Path
+) -> None:
+    """An attaching gadget needs the selected containers: a config chain without the
+    operator that provides them is refused before anything loads, in one line."""
+    config = tmp_path / "chain.toml"
+    config.write_text(
+        '[[run]]\ngadget = "trace netnssyn"\n'
+        'operators = [{name = "output", with = {output = "json"}}]\n'
+    )
+    done = cli.run("--config", str(config))
+    assert done.returncode == 2
+    assert done.stderr == (
+        "igrun: error: gadget 'trace netnssyn' needs SelectedContainers, provided by operator "
+        "'containers', which is not in this run's chain\n"
+    )
+    assert done.stdout == ""
