@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from containerlab import IMAGE
 from gadgetlab import Capture
 from netns_syn import SOURCE, own_fds
 from netns_syn import RecordingNetnsSyn as TraceNetnsSyn
@@ -163,6 +164,27 @@ def test_attached_to_containers_before_and_after_start(
     assert by_netns[b_netns] == after
     leaked = {fd for fd in own_fds() - fds_before if "bpf" in fd or fd.startswith("socket:")}
     assert leaked == set()
+
+
+def test_attached_before_the_first_process_of_a_new_container_runs(
+    compiled: Path,
+    podman: Podman,  # noqa: F811
+) -> None:
+    """The container's only process connects at once: its SYN is seen, so the filter was in
+    its namespace before that process ran (runc is held while the gadget attaches)."""
+    name = f"igrun-at-{uuid.uuid4().hex[:6]}"
+
+    def body(gadget: TraceNetnsSyn) -> None:
+        podman.names.append(name)
+        podman("run", "--rm", "--pull=never", "--network", "none", "--name", name,
+               IMAGE, "nc", "127.0.0.1", str(PORT), check=False)  # fmt: skip
+        wait_until("the detach from the finished container", lambda: len(gadget.calls) == 2)
+
+    _, gadget = run([name], body)
+    netns = gadget.calls[0][2]
+    assert gadget.calls == [("attach", name, netns), ("detach", name, netns)]
+    assert [(r["netns"], r["dport"]) for r in Capture.rows] == [(netns, PORT)]
+    assert gadget.open_copies() == 0
 
 
 def test_a_failed_attach_is_logged_and_the_run_goes_on(
