@@ -25,6 +25,7 @@ from igrun.core.cli import main
 from igrun.core.operator import PRIORITY_OUTPUT, Operator
 from igrun.core.params import Params
 from igrun.core.plugins import registry
+from igrun.core.runtime import Run
 from igrun.core.schema import Batch
 from igrun.core.tracer import BpfTracer
 
@@ -114,7 +115,7 @@ class Counter(Operator):
             return
         end = self.drained or resource.getrusage(resource.RUSAGE_SELF)
         cpu = (end.ru_utime - self.started.ru_utime) + (end.ru_stime - self.started.ru_stime)
-        run = self.ctx.extra.get("run")
+        run = self.ctx.resources.get(Run)
         result = {
             "received": self.received,
             "max_seq": self.max_seq,

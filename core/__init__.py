@@ -5,6 +5,7 @@ Everything a plugin needs is importable from here; the submodules hold the detai
 
 from igrun.core import fields
 from igrun.core.check import resolve_column
+from igrun.core.containers import Container, SelectedContainers
 from igrun.core.errors import (
     BpfError,
     EnvironmentProblem,
@@ -18,6 +19,7 @@ from igrun.core.errors import (
 )
 from igrun.core.gadget import (
     Category,
+    ContainerAttacher,
     DefaultSort,
     Gadget,
     GadgetContext,
@@ -39,6 +41,7 @@ from igrun.core.operator import (
     RunPlan,
 )
 from igrun.core.params import ParamDesc, Params, TypeHint, ValueHint
+from igrun.core.resources import MissingDependency, Resources
 from igrun.core.schema import Batch, Column, Event, Field, Kind, Schema
 
 __all__ = [
@@ -51,6 +54,8 @@ __all__ = [
     "BpfError",
     "Category",
     "Column",
+    "Container",
+    "ContainerAttacher",
     "DefaultSort",
     "EnvironmentProblem",
     "Event",
@@ -63,6 +68,7 @@ __all__ = [
     "InitClose",
     "Kind",
     "MissingColumn",
+    "MissingDependency",
     "Operator",
     "OutputFormat",
     "OutputFormats",
@@ -70,11 +76,13 @@ __all__ = [
     "ParamError",
     "Params",
     "PluginError",
+    "Resources",
     "ResultRunner",
     "RunError",
     "RunPlan",
     "Runner",
     "Schema",
+    "SelectedContainers",
     "TypeHint",
     "UsageError",
     "ValueHint",

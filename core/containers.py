@@ -203,6 +203,24 @@ class Selector:
         return any(n in (c.name, c.id, c.short_id, c.k8s_container) for n in self.names)
 
 
+def host_container() -> Container:
+    """The host as a container, what ``--host`` attaches: pid 1's namespaces and cgroup, or
+    igrun's own where pid 1's cannot be read (a VM's init may keep them from root)."""
+    pid = 1 if _ns_inode(1, "net") and _ns_inode(1, "mnt") else os.getpid()
+    cgroup_path, cgroup_id = _cgroup(pid)
+    return Container(
+        id="host",
+        name="host",
+        runtime="host",
+        pid=pid,
+        mntns=_ns_inode(pid, "mnt"),
+        netns=_ns_inode(pid, "net"),
+        cgroup_path=cgroup_path,
+        cgroup_id=cgroup_id,
+        started_ns=process_start_ns(pid),
+    )
+
+
 # ---- the collection ----------------------------------------------------------------------
 
 Listener = Callable[[str, Container], None]
@@ -230,13 +248,22 @@ class ContainerCollection:
         stays right while this is unchanged."""
 
     def subscribe(self, listener: Listener, replay: bool = True) -> None:
-        """Tell ``listener`` about every change; with ``replay``, about every current one."""
-        with self._lock:
-            self._listeners.append(listener)
-            current = list(self._live.values())
-        if replay:
-            for c in current:
-                listener("added", c)
+        """Tell ``listener`` about every change; with ``replay``, about every current one
+        first (no change is told in between: a container that goes during the replay is
+        told as removed after it was told as added)."""
+        with self._changing:
+            with self._lock:
+                self._listeners.append(listener)
+                current = list(self._live.values())
+            if replay:
+                for c in current:
+                    listener("added", c)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        """Tell ``listener`` nothing more once this returns."""
+        with self._changing, self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     def containers(self) -> list[Container]:
         with self._lock:
@@ -347,3 +374,13 @@ class ContainerCollection:
             found = [c for c in self._live.values() if c.netns == netns]
             found += [c for c in self._removed if c.netns == netns]
         return sorted(found, key=lambda c: c.started_ns)
+
+
+@dataclass(frozen=True)
+class SelectedContainers:
+    """The containers a run selects, as a resource (provided by the containers operator):
+    the collection, the selection, and whether the host is selected too (``--host``)."""
+
+    collection: ContainerCollection
+    selector: Selector
+    host: bool = False

@@ -8,6 +8,7 @@ checks for them with ``isinstance``.
 
 from __future__ import annotations
 
+import builtins
 import enum
 import threading
 import time
@@ -16,9 +17,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from igrun.core.params import ParamDesc, Params
+from igrun.core.resources import Resources
 from igrun.core.schema import Batch, Schema
 
 if TYPE_CHECKING:
+    from igrun.core.containers import Container
     from igrun.core.log import Logger
     from igrun.core.pins import PinDir
 
@@ -93,6 +96,9 @@ class Gadget:
     experimental: ClassVar[bool] = False
     examples: ClassVar[tuple[str, ...]] = ()
     """Command lines shown in ``--help``."""
+    requires: ClassVar[tuple[builtins.type, ...]] = ()
+    """Resources (see :mod:`igrun.core.resources`) an operator of the run must provide: the
+    run is refused before anything loads, naming both, when none in the chain does."""
 
     @classmethod
     def full_name(cls) -> str:
@@ -136,6 +142,27 @@ class DefaultSort(Protocol):
     def sort_by_default(self) -> list[str]: ...
 
 
+@runtime_checkable
+class ContainerAttacher(Protocol):
+    """Attached to each selected container (Inspektor Gadget's ``Attacher``): to every one
+    running when the run starts and to each one that starts later, and detached from each one
+    that stops, and from all that are left when the run ends.
+
+    Calls come after :meth:`InitClose.init` and before the run is reported started, then
+    from the thread that learns of a container (never the one that reads events), one at a
+    time. An exception from :meth:`attach_container` is logged with the container's name and
+    the run goes on without that container (it is not detached); one from
+    :meth:`detach_container` is logged too. With ``--host`` the host itself is attached, as a
+    container named ``host`` (pid 1's namespaces, or igrun's own where pid 1's cannot be
+    read). A gadget that attaches needs the containers operator (or another provider of
+    ``SelectedContainers``) in its chain.
+    """
+
+    def attach_container(self, container: Container) -> None: ...
+
+    def detach_container(self, container: Container) -> None: ...
+
+
 @dataclass(frozen=True)
 class OutputFormat:
     """An extra ``-o`` format a gadget offers for its combined result."""
@@ -177,8 +204,11 @@ class GadgetContext:
     """This run's folder under the bpffs pin path."""
     schema: Schema | None = None
     """The gadget's schema bound to its C layout, set once the BPF object is loaded."""
-    extra: dict[str, Any] = field(default_factory=dict)
-    """Shared state between operators and gadgets (e.g. the mount-ns filter map)."""
+    resources: Resources = field(default_factory=Resources)
+    """What operators provide to the run, by type (the mount-ns filter, the container
+    collection, shared maps, the run itself): see :mod:`igrun.core.resources`."""
+    tag: str | None = None
+    """Which gadget this is when several share one output (a config file's runs)."""
     _done: threading.Event = field(default_factory=threading.Event)
     _deadline: float | None = None
 

@@ -1,12 +1,12 @@
 """Several gadgets at once, from one config file.
 
 Each run gets a thread of its own and its own pin folder inside the process's one, and they
-share what containers cost: one collection, one discovery, and one mount-ns filter map per
-selection (see ``operators/containers.py``). Their output goes to the same stdout, one whole
-batch at a time, each record or line tagged with its gadget. One Ctrl-C (or SIGTERM, or SIGHUP)
-ends them all; each still ends on its own timeout. Params are all checked before anything
-loads; a run that fails later (its BPF object does not load, say) is reported in one line and
-the others go on.
+share what operators declare process-wide (:meth:`Operator.share`): the containers operator's
+collection, discovery and one mount-ns filter map per selection, the output's lock. Their
+output goes to the same stdout, one whole batch at a time, each record or line tagged with
+its gadget. One Ctrl-C (or SIGTERM, or SIGHUP) ends them all; each still ends on its own
+timeout. Params are all checked before anything loads; a run that fails later (its BPF object
+does not load, say) is reported in one line and the others go on.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from igrun.core.errors import OutputClosed, OutputError
 from igrun.core.gadget import GadgetContext
 from igrun.core.operator import Operator
 from igrun.core.pins import PIN_ROOT, PinDir
+from igrun.core.resources import Resources
 from igrun.core.runtime import Runtime, check_host, on_stop_signals
 
 JOIN_SECONDS = 0.2  # how often the main thread looks up from waiting, to take signals
@@ -34,17 +35,18 @@ def run_all(
 ) -> list[BaseException]:
     """Run every spec until each ends; return the failures (``on_error`` hears of each as
     it happens). Ctrl-C during the run is not a failure."""
-    from igrun.operators.containers import SHARED, SharedContainers
-
     params = []
     for spec in specs:  # every run checked before anything starts, root or not
         rt = Runtime(operators, chain=spec.chain)
         p = rt.params_for(spec.gadget, spec.values)
         rt.check(spec.gadget, *p)
+        rt.check_chain(spec.gadget)
         params.append(p)
     check_host()
 
-    shared: dict[str, Any] = {SHARED: SharedContainers(), "output_lock": threading.Lock()}
+    process = Resources()
+    for op in operators:
+        op.share(process)
     contexts: list[GadgetContext] = []
     errors: list[BaseException] = []
     lock = threading.RLock()  # the signal handler may run again while it holds it
@@ -73,7 +75,8 @@ def run_all(
                 spec.gadget,
                 *p,
                 hooks=hooks,
-                extra={**shared, "tag": spec.gadget.full_name()},
+                process=process,
+                tag=spec.gadget.full_name(),
                 on_context=started,
             )
         except OutputClosed:  # stdout is every run's: they all end, quietly

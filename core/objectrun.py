@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 
-from igrun.core.bpf import BpfObject, Map, MapType
+from igrun.core.bpf import BpfObject, MapType
 from igrun.core.endpoints import l4_endpoint
 from igrun.core.errors import BpfError, IgrunError, ParamError, UsageError
 from igrun.core.fields import mntns, per_distinct, timestamp
@@ -42,7 +42,7 @@ from igrun.core.gadget import PARAM_INTERVAL, Category, Gadget, GadgetContext, G
 from igrun.core.helpers import ip_strings, proto_string
 from igrun.core.params import ParamDesc, TypeHint
 from igrun.core.schema import Batch, Column, Field, Kind, Schema, field_like
-from igrun.core.tracer import FILTER_BY_MNTNS, MNTNS_FILTER_MAP, SHARED_MAPS, BpfTracer
+from igrun.core.tracer import FILTER_BY_MNTNS, BpfTracer, MntnsFilter, join_shared
 
 USAGE = "igrun run FILE.bpf.o [flags]  (igrun run FILE.bpf.o --help lists them)"
 
@@ -606,11 +606,12 @@ class ObjectGadget:
 
     def selected(self, ctx: GadgetContext, batch: Batch) -> Batch:
         """Without a kernel filter, keep the events of the selected containers here."""
-        filter_map: Map | None = ctx.extra.get("mntns_filter_map")
+        mntns_filter = ctx.resources.get(MntnsFilter)
         field = batch.schema.tagged("mntns")
-        if self.kernel_filter or filter_map is None or field is None or not len(batch):
+        if self.kernel_filter or mntns_filter is None or field is None or not len(batch):
             return batch
-        ids = np.array([int.from_bytes(k, "little") for k, _ in filter_map.items()], np.uint64)
+        keys = mntns_filter.map.items()
+        ids = np.array([int.from_bytes(k, "little") for k, _ in keys], np.uint64)
         return batch.take(np.isin(batch[field.name], ids))
 
 
@@ -653,13 +654,7 @@ class ObjectSnapshot(ObjectGadget, Gadget):
         try:
             for name, value in self.object_constants(ctx).items():
                 obj.set_global(name, value)
-            shared: Map | None = ctx.extra.get("mntns_filter_map")
-            if shared is not None and obj.has_global(FILTER_BY_MNTNS):
-                obj.set_global(FILTER_BY_MNTNS, True)
-                obj.reuse_map(MNTNS_FILTER_MAP, shared)
-            for name, shared_map in ctx.extra.get(SHARED_MAPS, {}).items():
-                if obj.has_map(name):
-                    obj.reuse_map(name, shared_map)
+            join_shared(ctx, obj)
             obj.load()
             if ctx.pins is not None:
                 folder = ctx.pins.sub(self.id())

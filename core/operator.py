@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from igrun.core.gadget import Gadget, GadgetContext
+from igrun.core.gadget import ContainerAttacher, Gadget, GadgetContext
 from igrun.core.params import ParamDesc, Params
+from igrun.core.resources import MissingDependency, Resources, missing_message
 from igrun.core.schema import Batch, Field, Schema
 
 # Priorities: lower runs earlier.
@@ -50,7 +51,15 @@ class Operator:
     description: ClassVar[str] = ""
     priority: ClassVar[int] = PRIORITY_ENRICH
     dependencies: ClassVar[tuple[str, ...]] = ()
-    """Operators that must run before this one when both are in the chain."""
+    """Operators this one needs: they run before it, and a run whose chain lacks one is
+    refused before anything loads (:class:`~igrun.core.resources.MissingDependency`)."""
+    after: ClassVar[tuple[str, ...]] = ()
+    """Operators that must run before this one when both are in the chain (order only)."""
+    provides: ClassVar[tuple[type, ...]] = ()
+    """Resource types this operator puts in ``ctx.resources`` (declared, so that a run
+    missing them can say which operator to add)."""
+    requires: ClassVar[tuple[type, ...]] = ()
+    """Resource types this operator needs from an earlier one in the chain."""
     params: ClassVar[tuple[ParamDesc, ...]] = ()
     """Declared params; on the command line they are flags, in the flat map
     ``operator.<name>.<key>``."""
@@ -77,6 +86,11 @@ class Operator:
         with that operator's name. Raise :class:`ParamError` (exit code 2) for what the user
         must change. The types of :attr:`params` are already checked.
         """
+
+    @classmethod
+    def share(cls, process: Resources) -> None:
+        """Provide in ``process`` what every run of this process shares (called once, before
+        the runs of a config file start); each run's ``ctx.resources`` sees it."""
 
     @classmethod
     def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
@@ -138,7 +152,7 @@ def order(operators: list[type[Operator]]) -> list[type[Operator]]:
         if op.name in visiting:
             raise ValueError(f"operator dependency cycle through {op.name!r}")
         visiting.add(op.name)
-        for dep in op.dependencies:
+        for dep in (*op.dependencies, *op.after, *_providers_of(op, operators)):
             if dep in by_name:
                 visit(by_name[dep])
         visiting.discard(op.name)
@@ -147,3 +161,45 @@ def order(operators: list[type[Operator]]) -> list[type[Operator]]:
     for op in sorted(operators, key=lambda o: (o.priority, o.name)):
         visit(op)
     return ordered
+
+
+def _providers_of(op: type[Operator], operators: list[type[Operator]]) -> list[str]:
+    """Operators that provide what ``op`` requires: they run first."""
+    return [p.name for p in operators if p is not op and set(p.provides) & set(op.requires)]
+
+
+def requirements(gadget: type[Gadget]) -> tuple[type, ...]:
+    """What ``gadget`` needs from the chain: what it declares, and the selected containers
+    when it attaches to containers."""
+    from igrun.core.containers import SelectedContainers
+
+    needs = gadget.requires
+    if issubclass(gadget, ContainerAttacher) and SelectedContainers not in needs:
+        needs = (*needs, SelectedContainers)
+    return needs
+
+
+def check_chain(
+    gadget: type[Gadget], chain: list[type[Operator]], known: list[type[Operator]]
+) -> None:
+    """Refuse a chain that lacks what one of its members (or the gadget) needs: an
+    operator's dependency, or a resource type no operator of the chain provides. ``known``
+    (every installed operator) names the ones that would provide it."""
+    names = {op.name for op in chain}
+    for op in chain:
+        for dep in op.dependencies:
+            if dep not in names:
+                raise MissingDependency(
+                    f"operator {op.name!r} needs operator {dep!r}, which is not in this "
+                    f"run's chain for {gadget.full_name()}"
+                )
+    provided = {kind for op in chain for kind in op.provides}
+    needers: list[tuple[str, tuple[type, ...]]] = [
+        (f"gadget {gadget.full_name()!r}", requirements(gadget)),
+        *((f"operator {op.name!r}", op.requires) for op in chain),
+    ]
+    for who, needs in needers:
+        for kind in needs:
+            if kind not in provided:
+                providers = [op.name for op in known if kind in op.provides]
+                raise MissingDependency(missing_message(who, kind, providers))

@@ -13,18 +13,27 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from igrun.core.attach import attached
 from igrun.core.errors import EnvironmentProblem, output_failed
-from igrun.core.gadget import Gadget, GadgetContext, InitClose, ResultRunner, Runner
+from igrun.core.gadget import (
+    ContainerAttacher,
+    Gadget,
+    GadgetContext,
+    InitClose,
+    ResultRunner,
+    Runner,
+)
 from igrun.core.log import get_logger
-from igrun.core.operator import PRIORITY_OUTPUT, Chain, Operator, order
+from igrun.core.operator import PRIORITY_OUTPUT, Chain, Operator, check_chain, order
 from igrun.core.params import ParamDesc, Params, TypeHint
 from igrun.core.pins import PIN_ROOT, PinDir
+from igrun.core.resources import Resources
 from igrun.core.schema import Batch
 
 VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
@@ -209,6 +218,11 @@ class Runtime:
         outputs = [op for op in order(applicable) if op.priority >= PRIORITY_OUTPUT]
         return [op for op in chosen if op not in outputs] + outputs
 
+    def check_chain(self, gadget: type[Gadget]) -> None:
+        """Refuse, before anything loads, a chain lacking what its gadget or an operator
+        needs (:class:`~igrun.core.resources.MissingDependency` names both)."""
+        check_chain(gadget, self.operators_for(gadget), self.operators)
+
     def params_for(
         self, gadget: type[Gadget], values: Mapping[str, str] | None = None
     ) -> tuple[Params, Params, dict[str, Params]]:
@@ -248,18 +262,23 @@ class Runtime:
         *,
         hooks: Any = None,
         prepare: Any = None,
-        extra: Mapping[str, Any] | None = None,
+        resources: Iterable[object] = (),
+        process: Resources | None = None,
+        tag: str | None = None,
         on_context: Any = None,
     ) -> GadgetContext:
         """Run ``gadget_cls`` until it ends; return its context (e.g. for ``lost_total``).
 
         ``prepare(ctx, operators)`` may adjust operator instances before they start (tests use
-        it to capture output); ``extra`` seeds :attr:`GadgetContext.extra` (e.g. a shared
-        mount-ns filter map under ``"mntns_filter_map"``). ``on_context(ctx)``, when given,
+        it to capture output); ``resources`` seeds :attr:`GadgetContext.resources`, each
+        object under its own type (e.g. a ``MntnsFilter`` of a test's own map), on top of
+        ``process`` (what the runs of one process share); ``tag`` names the run in a shared
+        output. ``on_context(ctx)``, when given,
         replaces the SIGINT/SIGTERM handling (only the main thread may install it): a caller
         running several gadgets in threads gets each context to cancel them itself.
         """
         self.check(gadget_cls, gadget_params, runtime_params, operator_params)
+        self.check_chain(gadget_cls)
         check_host(self.pin_root)
         timeout = runtime_params.get("timeout") or None
         ctx = GadgetContext(
@@ -270,8 +289,16 @@ class Runtime:
             operator_params=operator_params,
             logger=get_logger(gadget=gadget_cls.full_name()),
             timeout=timeout,
-            extra=dict(extra or {}),
+            resources=Resources(process),
+            tag=tag,
         )
+        ctx.resources.providers = {
+            kind: [op.name for op in self.operators if kind in op.provides]
+            for op in self.operators
+            for kind in op.provides
+        }
+        for value in resources:
+            ctx.resources.provide(value, by="the caller")
         error: BaseException | None = None
         if on_context is not None:
             on_context(ctx)
@@ -315,6 +342,8 @@ class Runtime:
         if isinstance(gadget, InitClose):
             gadget.init(ctx)
             stack.callback(gadget.close)
+        if isinstance(gadget, ContainerAttacher):  # detached before the gadget closes
+            stack.enter_context(attached(ctx, gadget))
         bound = ctx.schema if ctx.schema is not None else ctx.gadget.schema
         ctx.schema = bound.extend([f for op in operators for f in op.fields])
         if prepare is not None:
@@ -326,7 +355,7 @@ class Runtime:
         ctx.emit = run.emit
         ctx.report_lost = run.report_lost
         ctx.heartbeat = run.heartbeat
-        ctx.extra["run"] = run
+        ctx.resources.provide(run, by="runtime")
         ctx.start()
         if hooks is not None:
             hooks.igrun_run_started(ctx=ctx)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.resources
 import time
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from igrun.core.bpf import BpfObject, Map, MapType, Reader
@@ -20,9 +21,38 @@ from igrun.core.schema import Batch
 FILTER_BY_MNTNS = "gadget_filter_by_mntns"
 MNTNS_FILTER_MAP = "gadget_mntns_filter_map"
 LOST_EVENTS_MAP = "gadget_lost_events"
-SHARED_MAPS = "shared_maps"
-"""Key of ``ctx.extra``: maps that operators share with gadgets, by the map name a gadget's
-object declares (e.g. ``gadget_sockets``); a gadget's object uses them instead of its own."""
+
+
+@dataclass(frozen=True)
+class MntnsFilter:
+    """The run's mount-ns filter (a resource, provided by the containers operator unless
+    ``--host``): a hash map whose keys are the selected containers' mount-ns ids. An object
+    that follows the ``gadget_filter_by_mntns`` convention uses it as its own filter map."""
+
+    map: Map
+
+
+@dataclass
+class SharedMaps:
+    """Maps operators share with gadgets (a resource), by the map name a gadget's object
+    declares (e.g. ``gadget_sockets``): the object uses them instead of its own."""
+
+    maps: dict[str, Map] = field(default_factory=dict)
+
+
+def join_shared(ctx: GadgetContext, obj: BpfObject) -> None:
+    """Before load: make ``obj`` use the run's mount-ns filter (when it follows the
+    convention) and the maps operators share, instead of its own."""
+    shared = ctx.resources.get(MntnsFilter)
+    if shared is not None and obj.has_global(FILTER_BY_MNTNS):
+        obj.set_global(FILTER_BY_MNTNS, True)
+        obj.reuse_map(MNTNS_FILTER_MAP, shared.map)
+    maps = ctx.resources.get(SharedMaps)
+    for name, shared_map in maps.maps.items() if maps is not None else ():
+        if obj.has_map(name):
+            obj.reuse_map(name, shared_map)
+
+
 POLL_TIMEOUT_MS = 100
 """A batch ends when the buffer wakes the reader (past its watermark) or after this long:
 events are at most that late, and a slow stream costs one wakeup per batch."""
@@ -95,16 +125,34 @@ class BpfTracer(Gadget):
             self.close()
             raise
 
+    def object_copy(
+        self, ctx: GadgetContext, constants: dict[str, int | bool | bytes]
+    ) -> BpfObject:
+        """Load this gadget's object once more, with ``constants`` over :meth:`constants`,
+        writing to this run's buffer and lost counter (and using the run's shared maps):
+        a gadget that attaches one copy per container tags each copy's events with its own
+        constants. Nothing is attached; the caller closes the copy (which detaches what it
+        attached through it)."""
+        assert self.obj is not None, "object_copy is for after init"
+        with importlib.resources.as_file(self.object_path()) as path:
+            copy = BpfObject.open(path)
+        try:
+            for name, value in {**self.constants(ctx), **constants}.items():
+                copy.set_global(name, value)
+            join_shared(ctx, copy)
+            for name in (self.buffer_map, LOST_EVENTS_MAP):
+                if copy.has_map(name) and self.obj.has_map(name):
+                    copy.reuse_map(name, self.obj.map(name))
+            copy.load()
+        except BaseException:
+            copy.close()
+            raise
+        return copy
+
     def _configure(self, ctx: GadgetContext, obj: BpfObject) -> None:
         for name, value in self.constants(ctx).items():
             obj.set_global(name, value)
-        shared: Map | None = ctx.extra.get("mntns_filter_map")
-        if shared is not None and obj.has_global(FILTER_BY_MNTNS):
-            obj.set_global(FILTER_BY_MNTNS, True)
-            obj.reuse_map(MNTNS_FILTER_MAP, shared)
-        for name, shared_map in ctx.extra.get(SHARED_MAPS, {}).items():
-            if obj.has_map(name):
-                obj.reuse_map(name, shared_map)
+        join_shared(ctx, obj)
         if self.schema.struct:
             ctx.schema = self.schema.bind(obj.struct_dtype(self.schema.struct))
         if obj.map_type(self.buffer_map) == MapType.RINGBUF:

@@ -10,8 +10,13 @@ Defaults are ``ig``'s: no flag traces every container and no host process; ``--h
 host processes; ``-c/--containername`` selects containers by name or id.
 
 Several runs of one process (a config file with several gadgets) share one collection, one
-discovery and one filter map per selection, through a :class:`SharedContainers` in their
-``ctx.extra``; the last run to stop releases them.
+discovery and one filter map per selection, through a :class:`SharedContainers` this operator
+puts in the process's resources (:meth:`ContainersOperator.share`); the last run to stop
+releases them.
+
+To the run, it provides (see :mod:`igrun.core.resources`) the :class:`ContainerCollection`,
+the :class:`SelectedContainers` (what gadgets that attach to each container follow) and,
+unless ``--host``, the :class:`MntnsFilter`.
 """
 
 from __future__ import annotations
@@ -25,15 +30,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from igrun.core.bpf import Map, MapType
-from igrun.core.containers import Container, ContainerCollection, Selector
+from igrun.core.containers import Container, ContainerCollection, SelectedContainers, Selector
 from igrun.core.discovery import Discovery, runtime_names, select_clients
-from igrun.core.gadget import Gadget, GadgetContext
+from igrun.core.gadget import ContainerAttacher, Gadget, GadgetContext
 from igrun.core.hookspecs import hookimpl
 from igrun.core.log import get_logger
 from igrun.core.operator import PRIORITY_ENRICH, Operator
 from igrun.core.params import ParamDesc, Params, TypeHint, ValueHint
+from igrun.core.resources import Resources
 from igrun.core.schema import Array, Batch, Column, Field, Kind, Schema
-from igrun.core.tracer import MNTNS_FILTER_MAP
+from igrun.core.tracer import MNTNS_FILTER_MAP, MntnsFilter
 
 if TYPE_CHECKING:
     from igrun.core.operator import RunPlan
@@ -92,9 +98,13 @@ ENRICHED_NAMES = tuple(f.name for f, _ in ENRICHED)
 
 
 def attribute(
-    collection: ContainerCollection, mntns: Array, boot_times: Array | None
+    collection: ContainerCollection,
+    mntns: Array,
+    boot_times: Array | None,
+    by: Callable[[int], list[Container]] | None = None,
 ) -> tuple[list[Container], Array]:
-    """The container of each event, decided once per distinct mount-ns id.
+    """The container of each event, decided once per distinct mount-ns id (or other
+    namespace id: ``by`` gives its candidates, ``collection.candidates`` by default).
 
     Returns the containers involved and, per event, an index into them (-1: no container).
     A removed container (kept briefly) only claims events older than its removal, and a
@@ -108,8 +118,9 @@ def attribute(
         inverse = inverse.reshape(-1)
     owners = np.full(len(mntns), -1, dtype=np.int64)
     pool: list[Container] = []
+    find = by if by is not None else collection.candidates
     for i, ns in enumerate(unique.tolist()):
-        candidates = collection.candidates(int(ns))
+        candidates = find(int(ns))
         if not candidates:
             continue
         live = [c for c in candidates if c.removed_ns is None]
@@ -139,10 +150,6 @@ class SharedContainers:
     users: int = 0
     filters: dict[tuple[str, ...], ContainersOperator] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-SHARED = "shared_containers"
-"""Key of ``ctx.extra`` holding a :class:`SharedContainers`."""
 
 
 class ContainersOperator(Operator):
@@ -179,20 +186,26 @@ class ContainersOperator(Operator):
         ),
     )
     fields = tuple(f for f, _ in ENRICHED)
+    provides = (ContainerCollection, SelectedContainers, MntnsFilter)
 
     def __init__(self, ctx: GadgetContext, params: Params) -> None:
         super().__init__(ctx, params)
         self.selector = Selector(tuple(params.get("containername")))
         self.host = bool(params.get("host"))
-        self.shared: SharedContainers | None = ctx.extra.get(SHARED)
-        self.collection: ContainerCollection = (
-            self.shared.collection
-            if self.shared is not None
-            else ctx.extra.setdefault("containers", ContainerCollection())
+        self.shared: SharedContainers | None = ctx.resources.get(SharedContainers)
+        given = ctx.resources.get(ContainerCollection)  # a caller's own (tests)
+        if self.shared is not None:
+            given = self.shared.collection
+        self.collection = given if given is not None else ContainerCollection()
+        ctx.resources.provide(self.collection, by=self.name)
+        ctx.resources.provide(
+            SelectedContainers(self.collection, self.selector, self.host), by=self.name
         )
         self.discovery: Discovery | None = None
         self.filter_map: Map | None = None
         self.mntns_field: Field | None = None
+        """The field events are attributed by: the mount-ns id, else the network-ns id."""
+        self._candidates: Callable[[int], list[Container]] = self.collection.candidates
         self.boot_field: Field | None = None
         self._table_cache: dict[tuple[int, ...], tuple[list[Container], dict[str, Array]]] = {}
         self._generation = -1
@@ -205,7 +218,11 @@ class ContainersOperator(Operator):
 
     @classmethod
     def can_operate_on(cls, gadget: type[Gadget]) -> bool:
-        return gadget.schema.tagged("mntns") is not None
+        return gadget.schema.tagged("mntns") is not None or issubclass(gadget, ContainerAttacher)
+
+    @classmethod
+    def share(cls, process: Resources) -> None:
+        process.provide(SharedContainers(), by=cls.name)
 
     @classmethod
     def check(cls, plan: RunPlan, params: Params, schema: Schema) -> None:
@@ -246,7 +263,8 @@ class ContainersOperator(Operator):
             self._make_filter_map()
             shared.filters[key] = self
         else:
-            self.ctx.extra["mntns_filter_map"] = keeper.filter_map
+            assert keeper.filter_map is not None
+            self.ctx.resources.provide(MntnsFilter(keeper.filter_map), by=self.name)
 
     @property
     def kernel_filter(self) -> bool:
@@ -257,7 +275,7 @@ class ContainersOperator(Operator):
         self.filter_map = Map.create(MapType.HASH, "mntns_filter", 8, 4, FILTER_MAP_SIZE)
         if self.ctx.pins is not None:
             self.filter_map.pin(self.ctx.pins.path / MNTNS_FILTER_MAP)
-        self.ctx.extra["mntns_filter_map"] = self.filter_map
+        self.ctx.resources.provide(MntnsFilter(self.filter_map), by=self.name)
         self.collection.subscribe(self._sync_filter)
 
     def _sync_filter(self, kind: str, c: Container) -> None:
@@ -288,16 +306,18 @@ class ContainersOperator(Operator):
     def pre_run(self, schema: Schema) -> None:
         self._notice()
         self.mntns_field = schema.tagged("mntns")
+        if self.mntns_field is None:  # a gadget that attaches per container, by netns
+            self.mntns_field = schema.tagged("netns")
+            self._candidates = self.collection.candidates_by_netns
         self.boot_field = schema.tagged("boot_time")
 
     def process(self, batch: Batch) -> Batch:
-        assert self.mntns_field is not None
         generation = self.collection.generation
         if generation != self._generation:  # earlier answers may no longer stand
             self._generation = generation
             self._known = None
             self._nobody = self.collection.empty()
-        if self._nobody:  # no container at all: no event has one
+        if self._nobody or self.mntns_field is None:  # no event has a container
             pool: list[Container] = []
             return self._enrich(batch, pool, self._tables(pool), self._zeros(len(batch)))
         mntns = batch[self.mntns_field.name]
@@ -307,7 +327,7 @@ class ContainersOperator(Operator):
         if known is not None and len(mntns) and bool((mntns == known[0]).all()):
             return self._enrich(batch, known[1], known[2], self._zeros(len(mntns)))
         boot = batch.member(self.boot_field.source) if self.boot_field else None
-        pool, owners = attribute(self.collection, mntns, boot)
+        pool, owners = attribute(self.collection, mntns, boot, self._candidates)
         tables = self._tables(pool)
         one_ns = len(mntns) and bool((mntns == mntns[0]).all())
         if one_ns and self._settled(int(mntns[0])):  # its container or none: every code is 0
@@ -317,7 +337,7 @@ class ContainersOperator(Operator):
     def _settled(self, ns: int) -> bool:
         """Whether every event of ``ns`` has the same owner whatever its time: no candidate,
         or one that still runs."""
-        candidates = self.collection.candidates(ns)
+        candidates = self._candidates(ns)
         return not candidates or (len(candidates) == 1 and candidates[0].removed_ns is None)
 
     def _zeros(self, n: int) -> Array:
@@ -372,7 +392,7 @@ class ContainersOperator(Operator):
         if self.filter_map is not None:
             self.filter_map.close()
             self.filter_map = None
-            self.ctx.extra.pop("mntns_filter_map", None)
+            self.ctx.resources.withdraw(MntnsFilter)
 
 
 @hookimpl

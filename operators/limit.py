@@ -16,7 +16,7 @@ class LimitOperator(Operator):
     name = "limit"
     description = "show at most N rows"
     priority = PRIORITY_LIMIT
-    dependencies = ("sort",)
+    after = ("sort",)
     params = (
         ParamDesc(
             "max-rows",

@@ -14,6 +14,7 @@ import shutil
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from igrun.core.columnlines import ColumnLines, fit
@@ -24,6 +25,7 @@ from igrun.core.jsonlines import JsonLines, dumps
 from igrun.core.operator import PRIORITY_OUTPUT, Operator
 from igrun.core.params import ParamDesc, Params
 from igrun.core.printable import printable
+from igrun.core.resources import Resources
 from igrun.core.schema import Batch, Field, Schema
 from igrun.operators._common import resolve_column, windowed
 
@@ -79,6 +81,14 @@ def scale_widths(fields: list[Field], available: int) -> list[int]:
     return widths
 
 
+@dataclass(frozen=True)
+class OutputLock:
+    """Held while a whole batch is written: the runs of one process share one (a resource
+    of the process, see :meth:`OutputOperator.share`), so their batches never mix."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 class OutputOperator(Operator):
     name = "output"
     description = "print events"
@@ -104,9 +114,10 @@ class OutputOperator(Operator):
         self._started = False
         self._json: JsonLines | None = None
         self._lines: ColumnLines | None = None
-        self.tag: str | None = ctx.extra.get("tag")
+        self.tag: str | None = ctx.tag
         """Set when several gadgets share stdout: every record and line says whose it is."""
-        self._lock: Any = ctx.extra.get("output_lock") or threading.Lock()
+        shared = ctx.resources.get(OutputLock)
+        self._lock: Any = shared.lock if shared is not None else threading.Lock()
         """Shared when several gadgets write to one stdout (whole batches, never mixed)."""
         self._failed = False
         """A write failed (reported once, by the error that ends the run): write no more."""
@@ -114,6 +125,10 @@ class OutputOperator(Operator):
     @classmethod
     def check(cls, plan: RunPlan, params: Params, schema: Schema) -> None:
         parse_output(params.raw("output"), schema)
+
+    @classmethod
+    def share(cls, process: Resources) -> None:
+        process.provide(OutputLock(), by=cls.name)
 
     def pre_run(self, schema: Schema) -> None:
         self.format, self.columns = parse_output(self.values.raw("output"), schema)

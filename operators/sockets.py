@@ -10,6 +10,7 @@ attribute: a network gadget never fails for want of process names.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from igrun.core.errors import IgrunError
 from igrun.core.gadget import Gadget, GadgetContext
@@ -17,13 +18,18 @@ from igrun.core.hookspecs import hookimpl
 from igrun.core.log import get_logger
 from igrun.core.operator import PRIORITY_ENRICH, Operator
 from igrun.core.params import Params
-from igrun.core.tracer import SHARED_MAPS
+from igrun.core.tracer import SharedMaps
+
+if TYPE_CHECKING:
+    from igrun.plugins.socket_enricher import SocketEnricher
 
 
 class SocketsOperator(Operator):
     name = "sockets"
     description = "which process owns each socket, for network gadgets"
     priority = PRIORITY_ENRICH
+    provides = (SharedMaps,)
+    enricher: SocketEnricher | None = None
 
     @classmethod
     def can_operate_on(cls, gadget: type[Gadget]) -> bool:
@@ -40,13 +46,21 @@ class SocketsOperator(Operator):
                                  note="events whose owner is unknown say so")  # fmt: skip
             return None
         self = cls(ctx, params)
-        self.enricher: SocketEnricher | None = enricher
-        ctx.extra.setdefault(SHARED_MAPS, {})[SOCKETS_MAP] = enricher.sockets
+        self.enricher = enricher
+        maps = ctx.resources.get(SharedMaps)
+        if maps is None:
+            maps = SharedMaps()
+            ctx.resources.provide(maps, by=cls.name)
+        maps.maps[SOCKETS_MAP] = enricher.sockets
+        ctx.resources.provide(enricher, by=cls.name)
         return self
 
     def post_run(self) -> None:
         if self.enricher is not None:
-            self.ctx.extra.get(SHARED_MAPS, {}).pop("gadget_sockets", None)
+            maps = self.ctx.resources.get(SharedMaps)
+            if maps is not None:
+                maps.maps.pop("gadget_sockets", None)
+            self.ctx.resources.withdraw(type(self.enricher))
             self.enricher.close()
             self.enricher = None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from igrun.core import PRIORITY_OUTPUT, Batch, Gadget, GadgetContext, Operator
@@ -58,16 +58,17 @@ def trace(
     gadget: type[Gadget],
     action: Callable[[], None],
     values: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
+    resources: Sequence[object] = (),
     settle: float = 0.3,
 ) -> list[dict[str, Any]]:
     """The events ``gadget`` saw while ``action`` ran; ``values`` are flat params
-    (``{"ignore-errors": "true"}``, ``{"runtime.timeout": "5s"}``)."""
+    (``{"ignore-errors": "true"}``, ``{"runtime.timeout": "5s"}``); ``resources`` are
+    provided to the run by their types (e.g. a ``MntnsFilter`` of the test's own map)."""
     Capture.rows = []
     runtime = Runtime([SocketsOperator, Capture])  # sockets: only for gadgets that ask
     params = runtime.params_for(gadget, {"runtime.timeout": "20s", **(values or {})})
     trigger = Trigger(action, settle)
-    runtime.run(gadget, *params, hooks=trigger, extra=extra)
+    runtime.run(gadget, *params, hooks=trigger, resources=resources)
     if trigger.error:
         raise trigger.error
     return Capture.rows

@@ -325,7 +325,7 @@ def test_a_settled_answer_is_reused_only_while_nothing_changes() -> None:
     assert me is not None
     collection = ContainerCollection()
     ctx = GadgetContext("t", Tracer, Params(()), Params(RUNTIME_PARAMS), {}, get_logger())
-    ctx.extra["containers"] = collection
+    ctx.resources.provide(collection, by="test")
     op = ContainersOperator(ctx, Params(ContainersOperator.params, {"host": "true"}))
     op.pre_run(schema.extend(list(ContainersOperator.fields)))
 

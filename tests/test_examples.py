@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.bpf
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-PACKAGES = ("igrun-gadget-unlink", "igrun-operator-droproot")
+PACKAGES = ("igrun-gadget-unlink", "igrun-operator-droproot", "igrun-gadget-netnssyn")
 PROGRAMS = {f"ig_{call}_{side}" for call in ("unlinkat", "unlink", "rmdir") for side in "ex"}
 AT_FDCWD = -100
 NOBODY = 65534
@@ -91,6 +92,7 @@ def venv_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
         env=ENV,
     )
     assert Path(purelib, "igrun_gadget_unlink", "unlink.bpf.o").is_file()  # built, shipped
+    assert Path(purelib, "igrun_gadget_netnssyn", "netnssyn.bpf.o").is_file()
     return python
 
 
@@ -271,3 +273,43 @@ def test_drop_root_is_offered_only_where_events_have_a_uid(venv_python: Path) ->
         env=ENV,
     ).stdout
     assert "--drop-root" in helped
+
+
+def test_trace_netnssyn_sees_a_syn_inside_a_selected_container(
+    cli: IgrunCli,
+    podman: Podman,  # noqa: F811
+) -> None:
+    """The attaching example, as users run it: one socket filter in the container's network
+    namespace, gone with the run."""
+    inside = podman.run(f"igrun-ex-{uuid.uuid4().hex[:6]}")
+    netns = os.stat(f"/proc/{inside.pid}/ns/net").st_ino
+    port = "47313"
+    proc = cli.start("trace", "netnssyn", "--port", port, "-c", inside.name, "-o", "json", env=ENV)
+    podman("exec", inside.name, "nc", "127.0.0.1", port, check=False)  # refused: one SYN
+    subprocess.run(["busybox", "nc", "-w", "1", "127.0.0.1", port], capture_output=True)
+    time.sleep(0.5)
+    events = stop(cli, proc)
+    assert [(e["netns"], e["src"], e["dst"], e["dport"]) for e in events] == [
+        (netns, "127.0.0.1", "127.0.0.1", int(port))  # not the host's SYN: not attached there
+    ]
+    assert events[0]["runtime"]["containerName"] == inside.name
+    assert "syn_filter" not in cli.loaded_programs()
+
+
+def test_a_chain_without_the_containers_operator_is_one_line_naming_both(
+    cli: IgrunCli, tmp_path: Path
+) -> None:
+    """An attaching gadget needs the selected containers: a config chain without the
+    operator that provides them is refused before anything loads, in one line."""
+    config = tmp_path / "chain.toml"
+    config.write_text(
+        '[[run]]\ngadget = "trace netnssyn"\n'
+        'operators = [{name = "output", with = {output = "json"}}]\n'
+    )
+    done = cli.run("--config", str(config))
+    assert done.returncode == 2
+    assert done.stderr == (
+        "igrun: error: gadget 'trace netnssyn' needs SelectedContainers, provided by operator "
+        "'containers', which is not in this run's chain\n"
+    )
+    assert done.stdout == ""

@@ -18,7 +18,7 @@ from igrun.core.bpfbuild import compile_bpf
 from igrun.core.operator import Operator
 from igrun.core.pins import PinDir
 from igrun.core.plugins import PluginRegistry
-from igrun.core.runtime import Runtime
+from igrun.core.runtime import Run, Runtime
 from igrun.core.tracer import BpfTracer
 from igrun.operators.output import OutputOperator
 
@@ -93,7 +93,7 @@ def test_lost_events_reported_in_json(run_burst: Any) -> None:
     lines = [json.loads(line) for line in text.splitlines()]
     events = [line for line in lines if "seq" in line]
     warns = [line for line in lines if line.get("type") == "warn"]
-    lost = ctx.extra["run"].lost_total
+    lost = ctx.resources.require(Run, by="test").lost_total
     assert 0 < len(events) < 1000
     assert len(events) + lost == 1000
     assert warns == [{"type": "warn", "message": f"lost {lost} events"}]

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ import pytest
 
 from igrun.core.bpf import Map, MapType
 from igrun.core.errors import ParamError
+from igrun.core.tracer import MntnsFilter
 from igrun.plugins.trace_bind import TraceBind, port_bitmap
 
 if TYPE_CHECKING:
@@ -38,15 +39,15 @@ V6 = (socket.AF_INET6, "::1")
 def trace(
     action: Callable[[], None],
     values: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
+    resources: Sequence[object] = (),
 ) -> list[dict[str, Any]]:
-    return gadgetlab.trace(TraceBind, action, values, extra)
+    return gadgetlab.trace(TraceBind, action, values, resources)
 
 
 def trace_here(
     body: Callable[[], Any],
     values: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
+    resources: Sequence[object] = (),
 ) -> tuple[list[dict[str, Any]], Any]:
     """Run ``body`` on a thread of this process named :data:`COMM`; return the events of that
     thread (pid and tid, so nothing else on the busy host matches) and what ``body`` returned."""
@@ -59,7 +60,7 @@ def trace_here(
         seen["tid"] = tid
         seen["result"] = body()
 
-    rows = trace(action, values, extra)
+    rows = trace(action, values, resources)
     mine = [r for r in rows if r["pid"] == os.getpid() and r["tid"] == seen["tid"]]
     for row in mine:
         assert row["comm"] == COMM
@@ -355,7 +356,7 @@ def test_mount_namespace_filter_excludes_other_namespaces() -> None:
         bound_socket(*V4, socket.SOCK_STREAM, 0).close()
 
     try:
-        rows = trace(action, extra={"mntns_filter_map": filter_map})
+        rows = trace(action, resources=[MntnsFilter(filter_map)])
     finally:
         filter_map.close()
     assert [r for r in rows if r["pid"] == seen["child"]] == []

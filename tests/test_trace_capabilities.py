@@ -13,7 +13,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ import pytest
 from gadgetlab import marker
 
 from igrun.core.bpf import Map, MapType
+from igrun.core.tracer import MntnsFilter
 from igrun.plugins.trace_capabilities import CAP_NAMES, TraceCapabilities
 
 if TYPE_CHECKING:
@@ -60,14 +61,14 @@ if libc.unshare({flags}) != 0:
 def trace(
     action: Callable[[], object],
     values: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
+    resources: Sequence[object] = (),
 ) -> list[dict[str, Any]]:
     """Events seen while ``action`` ran (its result is ignored)."""
 
     def run() -> None:
         action()
 
-    return gadgetlab.trace(TraceCapabilities, run, values, extra)
+    return gadgetlab.trace(TraceCapabilities, run, values, resources)
 
 
 def of(rows: list[dict[str, Any]], pid: int, cap: int | None = None) -> list[dict[str, Any]]:
@@ -249,7 +250,7 @@ def test_mount_namespace_filter_excludes_other_namespaces() -> None:
         spawn(BIND.format(times=1), pids=pids)
 
     try:
-        rows = trace(run, extra={"mntns_filter_map": filter_map})
+        rows = trace(run, resources=[MntnsFilter(filter_map)])
     finally:
         filter_map.close()
     # unshare(2) is checked in the host namespace (kept), bind in the fresh one (dropped).

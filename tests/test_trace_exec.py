@@ -8,7 +8,7 @@ import shutil
 import struct
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pytest
 from gadgetlab import marker
 
 from igrun.core.bpf import Map, MapType
+from igrun.core.tracer import MntnsFilter
 from igrun.plugins.trace_exec import TraceExec
 
 pytestmark = pytest.mark.bpf
@@ -25,9 +26,9 @@ pytestmark = pytest.mark.bpf
 def trace(
     action: Callable[[], None],
     values: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
+    resources: Sequence[object] = (),
 ) -> list[dict[str, Any]]:
-    return gadgetlab.trace(TraceExec, action, values, extra)
+    return gadgetlab.trace(TraceExec, action, values, resources)
 
 
 def with_arg(rows: list[dict[str, Any]], arg: str) -> list[dict[str, Any]]:
@@ -121,7 +122,7 @@ def test_mount_namespace_filter_excludes_other_namespaces() -> None:
         subprocess.run(["/bin/true", outside], check=True)
 
     try:
-        rows = trace(run, extra={"mntns_filter_map": filter_map})
+        rows = trace(run, resources=[MntnsFilter(filter_map)])
     finally:
         filter_map.close()
     # unshare itself execs in the host namespace (and is traced); /bin/true then runs in the

@@ -23,6 +23,7 @@ from gadgetlab import marker
 from igrun.core.bpf import Map, MapType
 from igrun.core.errors import ParamError
 from igrun.core.params import Params
+from igrun.core.tracer import MntnsFilter
 from igrun.plugins.trace_fsslower import FS_NAME_LEN, TraceFsslower
 
 if TYPE_CHECKING:
@@ -358,7 +359,7 @@ os.close(fd)
 
     try:
         rows = gadgetlab.trace(
-            TraceFsslower, run, {"min": "0"}, extra={"mntns_filter_map": filter_map}
+            TraceFsslower, run, {"min": "0"}, resources=[MntnsFilter(filter_map)]
         )
     finally:
         filter_map.close()

@@ -22,6 +22,7 @@ import pytest
 from gadgetlab import marker
 
 from igrun.core.bpf import Map, MapType
+from igrun.core.tracer import MntnsFilter
 from igrun.plugins.trace_mount import TraceMount
 
 if TYPE_CHECKING:
@@ -420,7 +421,7 @@ def test_mount_namespace_filter_excludes_other_namespaces(target: Path) -> None:
         assert mount(outside, target / "missing", "tmpfs", 0, "") == -errno.ENOENT
 
     try:
-        rows = gadgetlab.trace(TraceMount, run, extra={"mntns_filter_map": filter_map})
+        rows = gadgetlab.trace(TraceMount, run, resources=[MntnsFilter(filter_map)])
     finally:
         filter_map.close()
     assert all(r["mountnsid"] == host_ns for r in rows)

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +29,7 @@ import gadgetlab
 import pytest
 
 from igrun.core.bpf import Map, MapType
+from igrun.core.tracer import MntnsFilter
 from igrun.plugins.trace_oomkill import TraceOomkill
 
 if TYPE_CHECKING:
@@ -236,9 +237,9 @@ def comm() -> str:
 def trace(
     action: Callable[[], None],
     values: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
+    resources: Sequence[object] = (),
 ) -> list[dict[str, Any]]:
-    return gadgetlab.trace(TraceOomkill, action, values, extra)
+    return gadgetlab.trace(TraceOomkill, action, values, resources)
 
 
 def killed(rows: list[dict[str, Any]], pid: int) -> list[dict[str, Any]]:
@@ -369,7 +370,7 @@ def test_mount_namespace_filter_excludes_other_namespaces(memcg: MemCgroup) -> N
         box["outside"] = run_to_death(memcg, comm())
 
     try:
-        rows = trace(run, extra={"mntns_filter_map": filter_map})
+        rows = trace(run, resources=[MntnsFilter(filter_map)])
     finally:
         filter_map.close()
     assert killed(rows, box["inside"].pid) == []

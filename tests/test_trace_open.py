@@ -15,7 +15,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from gadgetlab import marker
 
 from igrun.core import ParamError
 from igrun.core.bpf import Map, MapType
+from igrun.core.tracer import MntnsFilter
 from igrun.plugins.trace_open import TraceOpen, decode_flags, format_mode
 
 if TYPE_CHECKING:
@@ -44,9 +45,9 @@ libc = ctypes.CDLL(None, use_errno=True)
 def trace(
     action: Callable[[], None],
     values: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
+    resources: Sequence[object] = (),
 ) -> list[dict[str, Any]]:
-    return gadgetlab.trace(TraceOpen, action, values, extra)
+    return gadgetlab.trace(TraceOpen, action, values, resources)
 
 
 def of(rows: list[dict[str, Any]], path: str | Path) -> list[dict[str, Any]]:
@@ -606,7 +607,7 @@ def test_mount_namespace_filter_excludes_other_namespaces(work: Path) -> None:
         subprocess.run(["cat", str(outside)], check=True, capture_output=True)
 
     try:
-        rows = trace(run, extra={"mntns_filter_map": filter_map})
+        rows = trace(run, resources=[MntnsFilter(filter_map)])
     finally:
         filter_map.close()
     assert of(rows, inside) == []

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import pytest
 
 from igrun.core.bpf import Map, MapType
 from igrun.core.errors import ParamError
+from igrun.core.tracer import MntnsFilter
 from igrun.plugins.trace_signal import TraceSignal, parse_signal, signal_name
 
 pytestmark = pytest.mark.bpf
@@ -33,9 +34,9 @@ SYS_TKILL = {"x86_64": 200, "aarch64": 130}
 def trace(
     action: Callable[[], None],
     values: dict[str, str] | None = None,
-    extra: dict[str, Any] | None = None,
+    resources: Sequence[object] = (),
 ) -> list[dict[str, Any]]:
-    return gadgetlab.trace(TraceSignal, action, values, extra)
+    return gadgetlab.trace(TraceSignal, action, values, resources)
 
 
 def where(rows: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]]:
@@ -270,7 +271,7 @@ def test_mount_namespace_filter_excludes_other_namespaces(
         os.kill(sleeper.pid, signal.SIGWINCH)
 
     try:
-        rows = trace(run, extra={"mntns_filter_map": filter_map})
+        rows = trace(run, resources=[MntnsFilter(filter_map)])
     finally:
         filter_map.close()
     (event,) = where(rows, tpid=sleeper.pid, signal="SIGWINCH")

@@ -25,6 +25,7 @@ from tcplab import blackhole_netns
 
 from igrun.core.bpf import Map, MapType
 from igrun.core.params import Params
+from igrun.core.tracer import MntnsFilter
 from igrun.plugins.trace_tcpconnect import TraceTcpconnect
 
 if TYPE_CHECKING:
@@ -425,7 +426,7 @@ def test_mount_namespace_filter_excludes_other_namespaces() -> None:
             server.accept()[0].close()
 
     try:
-        rows = trace(run, extra={"mntns_filter_map": filter_map})
+        rows = trace(run, resources=[MntnsFilter(filter_map)])
     finally:
         filter_map.close()
         server.close()
