@@ -106,7 +106,7 @@ class BpfTracer(Gadget):
             if obj.has_map(name):
                 obj.reuse_map(name, shared_map)
         if self.schema.struct:
-            ctx.schema = self.schema.bind(obj.struct_dtype(self.schema.struct))
+            ctx.schema = self.schema.bind(obj.struct_dtype(self.schema.struct, nested=True))
         if obj.map_type(self.buffer_map) == MapType.RINGBUF:
             obj.set_max_entries(self.buffer_map, self.buffer_size)
 
