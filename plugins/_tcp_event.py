@@ -1,5 +1,6 @@
 """The fields of ``struct tcp_event`` (``igrun/tcp_event.h``), shared by the TCP gadgets that
-name the socket's owner through the socket enricher (trace tcpretrans, trace tcpdrop)."""
+name the socket's owner through the socket enricher (trace tcpretrans, trace tcpdrop), and
+the connect errno of trace tcp and trace tcpconnect."""
 
 from __future__ import annotations
 
@@ -61,6 +62,17 @@ def owner_fields() -> list[Field]:
         Field("ownerKnown", Kind.BOOL, "whether the socket's owner is known",
               member="owner_known", column=Column(hidden=True)),
     ]  # fmt: skip
+
+
+def connect_error_field() -> Field:
+    """Why a connect failed, from the errno the kernel left on the socket (trace tcp, trace
+    tcpconnect)."""
+    return fields.errno_field(
+        "why the connect failed (errno name: ECONNREFUSED, ETIMEDOUT, an ICMP error, "
+        "ECONNABORTED when the caller closed the socket first); empty when connected",
+        member="error",
+        returned=False,
+    )
 
 
 def connection_fields() -> list[Field]:

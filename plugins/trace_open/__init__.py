@@ -37,7 +37,6 @@ from igrun.core import (
     process_fields,
 )
 from igrun.core.fields import format_mode as format_mode  # as before it moved to core
-from igrun.core.schema import field_like
 from igrun.core.tracer import BpfTracer
 
 PARAM_FULL_PATH = "full-path"
@@ -236,14 +235,7 @@ class TraceOpen(BpfTracer):
             raise
         if ctx.gadget_params.get(PARAM_FULL_PATH) and ctx.schema is not None:
             # --full-path decides whether the column is shown by default, as ig's column tag.
-            ctx.schema = Schema(
-                [
-                    field_like(f, column=_FULL_PATH_COLUMN) if f.name == "fullPath" else f
-                    for f in ctx.schema
-                ],
-                ctx.schema.struct,
-                ctx.schema.dtype,
-            )
+            ctx.schema = ctx.schema.with_column("fullPath", _FULL_PATH_COLUMN)
 
 
 @hookimpl

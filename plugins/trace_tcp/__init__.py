@@ -24,12 +24,12 @@ from igrun.core import (
     Schema,
     TypeHint,
     connection_fields,
-    errno_field,
     fields,
     hookimpl,
     process_fields,
 )
 from igrun.core.tracer import BpfTracer
+from igrun.plugins._tcp_event import connect_error_field
 
 OPERATIONS = np.array(["unknown", "connect", "accept", "close"], dtype=object)
 LETTERS = np.array(["U", "C", "A", "X"], dtype=object)
@@ -105,12 +105,7 @@ class TraceTcp(BpfTracer):
                 comm={"column": Column()},
             ),
             *connection_fields(member="conn"),
-            errno_field(
-                "why a connect failed (errno name: ECONNREFUSED, ETIMEDOUT, an ICMP error, "
-                "ECONNABORTED when the caller closed the socket first)",
-                member="error",
-                returned=False,
-            ),
+            connect_error_field(),
         ],
         struct="event",
     )

@@ -27,13 +27,12 @@ from igrun.core import (
     TypeHint,
     connection_fields,
     duration_field,
-    errno_field,
     fields,
     hookimpl,
     process_fields,
 )
-from igrun.core.schema import field_like
 from igrun.core.tracer import BpfTracer
+from igrun.plugins._tcp_event import connect_error_field
 
 PARAM_LATENCY = "latency"
 PARAM_MIN = "min"
@@ -95,12 +94,7 @@ class TraceTcpconnect(BpfTracer):
                 "with --latency)",
                 column=_LATENCY_HIDDEN,
             ),
-            errno_field(
-                "why the connect failed (errno name: ECONNREFUSED, ETIMEDOUT, an ICMP error, "
-                "ECONNABORTED when the caller closed the socket first); empty when connected",
-                member="error",
-                returned=False,
-            ),
+            connect_error_field(),
         ],
         struct="event",
     )
@@ -115,14 +109,7 @@ class TraceTcpconnect(BpfTracer):
         if ctx.gadget_params.get(PARAM_LATENCY) and ctx.schema is not None:
             # --latency only decides whether the column is shown by default: the kernel
             # measures every connection, so JSON and -o columns=+latency always have it.
-            ctx.schema = Schema(
-                [
-                    field_like(f, column=_LATENCY_COLUMN) if f.name == "latency" else f
-                    for f in ctx.schema
-                ],
-                ctx.schema.struct,
-                ctx.schema.dtype,
-            )
+            ctx.schema = ctx.schema.with_column("latency", _LATENCY_COLUMN)
 
 
 @hookimpl
