@@ -17,6 +17,19 @@ from igrun.core.errors import (
     RunError,
     UsageError,
 )
+from igrun.core.fields import (
+    connection_fields,
+    duration_field,
+    errno_field,
+    flag_fields,
+    format_mode,
+    gid_field,
+    ip_address_field,
+    ip_version_field,
+    mode_fields,
+    process_fields,
+    uid_field,
+)
 from igrun.core.gadget import (
     Category,
     ContainerAttacher,
@@ -86,7 +99,18 @@ __all__ = [
     "TypeHint",
     "UsageError",
     "ValueHint",
+    "connection_fields",
+    "duration_field",
+    "errno_field",
     "fields",
+    "flag_fields",
+    "format_mode",
+    "gid_field",
     "hookimpl",
+    "ip_address_field",
+    "ip_version_field",
+    "mode_fields",
+    "process_fields",
     "resolve_column",
+    "uid_field",
 ]

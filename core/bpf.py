@@ -515,6 +515,7 @@ class Program:
 
 
 _INT_CODES = {1: "i1", 2: "i2", 4: "i4", 8: "i8"}
+STRUCT = lib.IGR_KIND_STRUCT
 
 
 def _member_dtype(m: Any) -> str | tuple[str, int] | np.dtype[Any]:
@@ -683,8 +684,21 @@ class BpfObject:
         if err:
             _raise(f"{self.source}: cannot size map {name}", err)
 
-    def struct_dtype(self, name: str) -> np.dtype[Any]:
-        """A numpy dtype with the layout of ``struct name`` as the object's BTF describes it."""
+    def struct_dtype(self, name: str, nested: bool = False) -> np.dtype[Any]:
+        """A numpy dtype with the layout of ``struct name`` as the object's BTF describes it.
+
+        A member that is itself a named struct is opaque bytes, unless ``nested``: then its
+        members take its place, named ``outer.inner`` at their offsets in the whole struct
+        (``proc.pid`` of a ``struct gadget_process proc``), so an event decodes as one flat
+        record whatever structs it embeds."""
+        names, formats, offsets, itemsize = self._struct_layout(name, nested)
+        return np.dtype(
+            {"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize}
+        )
+
+    def _struct_layout(
+        self, name: str, nested: bool
+    ) -> tuple[list[str], list[Any], list[int], int]:
         raw = _c_name("struct name", name)
         size = ffi.new("unsigned int *")
         count = lib.igr_struct_members(self._obj(), raw, ffi.NULL, 0, size)
@@ -700,12 +714,27 @@ class BpfObject:
             member_name = ffi.string(m.name).decode("utf-8", "replace")
             if not member_name:
                 continue  # anonymous unions: exposed through their named siblings only
+            type_name = ffi.string(m.type_name).decode("utf-8", "replace")
+            inner = self._inner_layout(type_name) if nested and m.kind == STRUCT else None
+            if inner is not None:
+                names += [f"{member_name}.{n}" for n in inner[0]]
+                formats += inner[1]
+                offsets += [int(m.offset) + o for o in inner[2]]
+                continue
             names.append(member_name)
             formats.append(_member_dtype(m))
             offsets.append(int(m.offset))
-        return np.dtype(
-            {"names": names, "formats": formats, "offsets": offsets, "itemsize": int(size[0])}
-        )
+        return names, formats, offsets, int(size[0])
+
+    def _inner_layout(self, type_name: str) -> tuple[list[str], list[Any], list[int], int] | None:
+        """The flattened layout of a member's struct, or None (opaque bytes) when it has no
+        struct name to look up (an anonymous struct, or one behind a typedef)."""
+        if not type_name:
+            return None
+        try:
+            return self._struct_layout(type_name, True)
+        except BpfError:
+            return None
 
     @property
     def programs(self) -> dict[str, Program]:

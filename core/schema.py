@@ -159,6 +159,16 @@ class Schema:
         new = [f for f in fields if f.name not in self._by_name]
         return Schema([*self.fields, *new], self.struct, self.dtype)
 
+    def with_column(self, name: str, column: Column) -> Schema:
+        """This schema with field ``name`` shown as ``column``: for a param that decides
+        whether a column is a default one (``ig``'s column tags), set once the params are
+        known."""
+        return Schema(
+            [replace(f, column=column) if f.name == name else f for f in self.fields],
+            self.struct,
+            self.dtype,
+        )
+
     def tagged(self, tag: str) -> Field | None:
         """The first field carrying ``tag``, if any."""
         return next((f for f in self.fields if tag in f.tags), None)

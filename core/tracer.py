@@ -154,7 +154,7 @@ class BpfTracer(Gadget):
             obj.set_global(name, value)
         join_shared(ctx, obj)
         if self.schema.struct:
-            ctx.schema = self.schema.bind(obj.struct_dtype(self.schema.struct))
+            ctx.schema = self.schema.bind(obj.struct_dtype(self.schema.struct, nested=True))
         if obj.map_type(self.buffer_map) == MapType.RINGBUF:
             obj.set_max_entries(self.buffer_map, self.buffer_size)
 

@@ -1,5 +1,6 @@
 """The fields of ``struct tcp_event`` (``igrun/tcp_event.h``), shared by the TCP gadgets that
-name the socket's owner through the socket enricher (trace tcpretrans, trace tcpdrop)."""
+name the socket's owner through the socket enricher (trace tcpretrans, trace tcpdrop), and
+the connect errno of trace tcp and trace tcpconnect."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from igrun.core import Batch, Column, Field, Kind, fields
-from igrun.core.endpoints import l4_endpoint
+from igrun.core import Batch, Column, Field, Kind, fields, process_fields
 from igrun.core.schema import decode_cstrings
 
 UNKNOWN_OWNER = "(unknown)"
@@ -38,35 +38,46 @@ def _states(batch: Batch) -> Any:
 
 
 def _comms(batch: Batch) -> Any:
-    names = decode_cstrings(batch.member("comm"))
+    names = decode_cstrings(batch.member("proc.comm"))
     return np.where(batch.member("owner_known") != 0, names, UNKNOWN_OWNER).astype(object)
 
 
 _RIGHT = Column(align="right")
+_HIDDEN_RIGHT = Column(hidden=True, align="right")
 
 
 def owner_fields() -> list[Field]:
     return [
         fields.timestamp(),
-        fields.mntns("mount namespace id of the socket's owner"),
-        Field("pid", Kind.UINT, "process id of the socket's owner (0 when unknown)",
-              column=_RIGHT),
-        Field("tid", Kind.UINT, "thread id", column=Column(hidden=True, align="right")),
-        Field("uid", Kind.UINT, "user id", column=Column(hidden=True, align="right")),
-        Field("gid", Kind.UINT, "group id", column=Column(hidden=True, align="right")),
-        Field("comm", Kind.STR, f"command name of the socket's owner; {UNKNOWN_OWNER} when "
-              "no owner is known", decode=_comms),
+        *process_fields(
+            "mntns pid tid uid gid comm",
+            about="of the socket's owner",
+            pid={"description": "process id of the socket's owner (0 when unknown)",
+                 "column": _RIGHT},
+            uid={"column": _HIDDEN_RIGHT},
+            gid={"column": _HIDDEN_RIGHT},
+            comm={"description": f"command name of the socket's owner; {UNKNOWN_OWNER} when "
+                  "no owner is known", "decode": _comms, "column": Column()},
+        ),
         Field("ownerKnown", Kind.BOOL, "whether the socket's owner is known",
               member="owner_known", column=Column(hidden=True)),
     ]  # fmt: skip
 
 
+def connect_error_field() -> Field:
+    """Why a connect failed, from the errno the kernel left on the socket (trace tcp, trace
+    tcpconnect)."""
+    return fields.errno_field(
+        "why the connect failed (errno name: ECONNREFUSED, ETIMEDOUT, an ICMP error, "
+        "ECONNABORTED when the caller closed the socket first); empty when connected",
+        member="error",
+        returned=False,
+    )
+
+
 def connection_fields() -> list[Field]:
     return [
-        Field("ip", Kind.UINT, "IP version", member="ipversion", json="ipversion",
-              column=Column(width=2, align="right")),
-        *l4_endpoint("src", "saddr", "sport", "ipversion", "source"),
-        *l4_endpoint("dst", "daddr", "dport", "ipversion", "destination"),
+        *fields.connection_fields("source", "destination", member="conn"),
         Field("state", Kind.STR, "TCP state of the socket", decode=_states,
               column=Column(width=12)),
         Field("tcpflags", Kind.STR, "TCP flags of the segment", decode=_flags,

@@ -20,18 +20,11 @@
 
 static __always_inline void record(__u64 cookie)
 {
-	struct gadget_socket_owner owner = {};
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 uid_gid = bpf_get_current_uid_gid();
+	struct gadget_process owner = {};
 
 	if (!cookie)
 		return;
-	owner.mntns_id = gadget_get_mntns_id();
-	owner.pid = id >> 32;
-	owner.tid = (__u32)id;
-	owner.uid = (__u32)uid_gid;
-	owner.gid = uid_gid >> 32;
-	bpf_get_current_comm(&owner.comm, sizeof(owner.comm));
+	gadget_process_populate(&owner);
 	bpf_map_update_elem(&gadget_sockets, &cookie, &owner, BPF_ANY);
 }
 
@@ -128,7 +121,7 @@ int ig_existing_sockets(struct bpf_iter__task_file *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
-	struct gadget_socket_owner owner = {};
+	struct gadget_process owner = {};
 	struct socket *sock;
 	struct sock *sk;
 	__u16 family;
@@ -150,12 +143,7 @@ int ig_existing_sockets(struct bpf_iter__task_file *ctx)
 	key = gadget_socket_key(sk);
 	if (bpf_map_lookup_elem(&gadget_sockets, &key))
 		return 0; /* first holder found wins: usually the process that made it */
-	owner.mntns_id = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
-	owner.pid = task->tgid;
-	owner.tid = task->pid;
-	owner.uid = BPF_CORE_READ(task, cred, uid.val);
-	owner.gid = BPF_CORE_READ(task, cred, gid.val);
-	__builtin_memcpy(owner.comm, task->comm, sizeof(owner.comm));
+	gadget_process_from_task(&owner, task);
 	bpf_map_update_elem(&gadget_sockets, &key, &owner, BPF_NOEXIST);
 	return 0;
 }

@@ -21,16 +21,17 @@ from igrun.core import (
     ParamDesc,
     Schema,
     TypeHint,
+    errno_field,
     fields,
     hookimpl,
+    ip_address_field,
+    process_fields,
 )
 from igrun.core.errors import ParamError
-from igrun.core.helpers import ip_strings
 from igrun.core.schema import decode_cstrings
 from igrun.core.tracer import BpfTracer
 
 PORT_COUNT = 65536
-_ID = Column(min_width=8, hidden=True, align="right")
 
 # Inspektor Gadget's names for sk_protocol values (its trace bind table), so that "proto"
 # reads the same in both; anything else is UNKNOWN, as there.
@@ -86,10 +87,6 @@ def _protocols(batch: Batch) -> Any:
     return _PROTOCOL_TABLE[np.minimum(protos, len(_PROTOCOL_TABLE) - 1)]
 
 
-def _addresses(batch: Batch) -> Any:
-    return ip_strings(batch.member("addr"), batch.member("ipversion"))
-
-
 def _options(batch: Batch) -> Any:
     return _OPTIONS_TABLE[batch.member("opts").astype(np.intp) & 31]
 
@@ -103,12 +100,6 @@ def _interfaces(batch: Batch) -> Any:
     if unnamed.any():
         names[unnamed] = index[unnamed].astype(str).astype(object)
     return names
-
-
-def _errors(batch: Batch) -> Any:
-    """bind()'s errno as a name (``EADDRINUSE``); empty when it succeeded."""
-    failed = np.minimum(batch.member("ret").astype(np.int64), 0)  # -errno, or 0
-    return fields.per_distinct(failed, fields.errno_name)
 
 
 def port_bitmap(ports: list[int]) -> bytes:
@@ -163,15 +154,9 @@ class TraceBind(BpfTracer):
     schema = Schema(
         [
             fields.timestamp("when bind() was called"),
-            fields.mntns("mount namespace id"),
-            Field("pid", Kind.UINT, "process id", column=Column(min_width=7, align="right")),
-            Field(
-                "tid",
-                Kind.UINT,
-                "thread id that called bind",
-                column=Column(hidden=True, align="right"),
+            *process_fields(
+                "mntns pid tid comm", tid={"description": "thread id that called bind"}
             ),
-            Field("comm", Kind.STR, "command name", column=Column(max_width=16)),
             Field(
                 "proto",
                 Kind.STR,
@@ -179,13 +164,7 @@ class TraceBind(BpfTracer):
                 decode=_protocols,
                 column=Column(width=5, fixed=True),
             ),
-            Field(
-                "addr",
-                Kind.STR,
-                "address asked for (IPv4 or IPv6)",
-                decode=_addresses,
-                column=Column(width=16, min_width=15, max_width=45),
-            ),
+            ip_address_field("addr", "address asked for (IPv4 or IPv6)", "addr"),
             Field(
                 "port",
                 Kind.UINT,
@@ -207,15 +186,8 @@ class TraceBind(BpfTracer):
                 decode=_interfaces,
                 column=Column(width=12),
             ),
-            Field("uid", Kind.UINT, "user id", column=_ID),
-            Field("gid", Kind.UINT, "group id", column=_ID),
-            Field(
-                "error",
-                Kind.STR,
-                "why bind failed (errno name; with --ignore-errors=false)",
-                decode=_errors,
-                column=Column(width=12, hidden=True),
-            ),
+            *process_fields("uid gid"),
+            errno_field("why bind failed (errno name; with --ignore-errors=false)"),
         ],
         struct="event",
     )

@@ -17,6 +17,7 @@
 #include <igrun/buffer.h>
 #include <igrun/macros.h>
 #include <igrun/mntns_filter.h>
+#include <igrun/process.h>
 
 #include "bind.h"
 
@@ -189,16 +190,13 @@ int ig_bind_e(struct trace_event_raw_sys_enter *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 pid = id >> 32;
-	__u64 uid_gid;
-	__u64 mntns_id;
 	struct pending *p;
 	struct sock *sk;
 	__u16 family;
 
 	if (target_pid && target_pid != (__s32)pid)
 		return 0;
-	mntns_id = gadget_get_mntns_id();
-	if (gadget_should_discard_mntns_id(mntns_id))
+	if (gadget_should_discard_mntns_id(gadget_get_mntns_id()))
 		return 0;
 	sk = sock_of_fd((int)ctx->args[0]);
 	if (!sk)
@@ -212,17 +210,11 @@ int ig_bind_e(struct trace_event_raw_sys_enter *ctx)
 	if (!p)
 		return 0;
 
-	uid_gid = bpf_get_current_uid_gid();
 	p->sk = sk;
 	p->event.timestamp = bpf_ktime_get_boot_ns();
-	p->event.mntns_id = mntns_id;
-	p->event.pid = pid;
-	p->event.tid = (__u32)id;
-	p->event.uid = (__u32)uid_gid;
-	p->event.gid = uid_gid >> 32;
+	gadget_process_populate(&p->event.proc);
 	p->event.ipversion = family == AF_INET ? 4 : 6;
 	p->event.proto = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
-	bpf_get_current_comm(&p->event.comm, sizeof(p->event.comm));
 	read_sockaddr(&p->event, (const void *)ctx->args[1], (int)ctx->args[2]);
 	return 0;
 }

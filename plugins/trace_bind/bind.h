@@ -2,7 +2,6 @@
 #ifndef IGRUN_TRACE_BIND_H
 #define IGRUN_TRACE_BIND_H
 
-#define TASK_COMM_LEN 16
 #define IFNAMSIZ 16
 
 /* Bits of event.opts, in Inspektor Gadget's (and bcc bindsnoop's) order. */
@@ -14,12 +13,8 @@
 
 /* One bind() of an AF_INET or AF_INET6 socket. */
 struct event {
-	__u64 timestamp;
-	__u64 mntns_id;
-	__u32 pid;
-	__u32 tid;
-	__u32 uid;
-	__u32 gid;
+	gadget_timestamp timestamp;
+	struct gadget_process proc;
 	__u32 bound_dev_if;
 	int ret;
 	__u16 port;
@@ -27,7 +22,6 @@ struct event {
 	__u8 opts;
 	__u8 ipversion;
 	__u8 addr[16];
-	char comm[TASK_COMM_LEN];
 	char ifname[IFNAMSIZ];
 };
 

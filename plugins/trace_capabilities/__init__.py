@@ -32,6 +32,7 @@ from igrun.core import (
     TypeHint,
     fields,
     hookimpl,
+    process_fields,
 )
 from igrun.core.tracer import BpfTracer
 from igrun.plugins.trace_capabilities.syscalls import TABLES
@@ -115,7 +116,7 @@ _CAP_NAMES = np.array(CAP_NAMES, dtype=object)
 _CAPS_LOWER = np.array([n.lower() for n in CAP_NAMES], dtype=object)
 """``capsNames`` are lower case in Inspektor Gadget (its capability library's spelling)."""
 
-_HIDDEN_RIGHT = Column(hidden=True, align="right")
+_HIDDEN_ID = Column(min_width=8, hidden=True)
 _NS = Column(width=12, hidden=True, align="right")
 
 
@@ -239,18 +240,9 @@ class TraceCapabilities(BpfTracer):
     schema = Schema(
         [
             fields.timestamp("when the check was made"),
-            Field(
-                "mntns",
-                Kind.UINT,
-                "mount namespace id",
-                member="mntns_id",
-                json="mountnsid",
-                tags=("mntns",),
-                column=_NS,
+            *process_fields(
+                "mntns pid tid comm", tid={"description": "thread id that made the check"}
             ),
-            Field("pid", Kind.UINT, "process id", column=Column(min_width=7, align="right")),
-            Field("tid", Kind.UINT, "thread id that made the check", column=_HIDDEN_RIGHT),
-            Field("comm", Kind.STR, "command name", column=Column(max_width=16)),
             Field(
                 "syscall",
                 Kind.STR,
@@ -258,8 +250,7 @@ class TraceCapabilities(BpfTracer):
                 decode=_syscalls,
                 column=Column(width=18, max_width=28),
             ),
-            Field("uid", Kind.UINT, "user id", column=Column(min_width=8, hidden=True)),
-            Field("gid", Kind.UINT, "group id", column=Column(min_width=8, hidden=True)),
+            *process_fields("uid gid", uid={"column": _HIDDEN_ID}, gid={"column": _HIDDEN_ID}),
             Field(
                 "cap",
                 Kind.INT,

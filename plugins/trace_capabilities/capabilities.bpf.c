@@ -23,6 +23,7 @@
 #include <igrun/buffer.h>
 #include <igrun/macros.h>
 #include <igrun/mntns_filter.h>
+#include <igrun/process.h>
 
 #include "capabilities.h"
 
@@ -134,8 +135,6 @@ SEC("raw_tp/cap_capable")
 int BPF_PROG(ig_cap_capable, const struct cred *cred, struct user_namespace *target_ns,
 	     const struct user_namespace *capable_ns, int cap, int ret)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 uid_gid = bpf_get_current_uid_gid();
 	__u64 mntns_id = gadget_get_mntns_id();
 	struct task_struct *task;
 	struct unique_key key = {};
@@ -164,7 +163,7 @@ int BPF_PROG(ig_cap_capable, const struct cred *cred, struct user_namespace *tar
 	if (!event)
 		return 0;
 	event->timestamp = bpf_ktime_get_boot_ns();
-	event->mntns_id = mntns_id;
+	gadget_process_populate(&event->proc);
 	event->current_userns = BPF_CORE_READ(cred, user_ns, ns.inum);
 	event->target_userns = BPF_CORE_READ(target_ns, ns.inum);
 	/* kernel_cap_t was two __u32 before 6.3 and is one __u64 since: 8 bytes either way. */
@@ -172,15 +171,10 @@ int BPF_PROG(ig_cap_capable, const struct cred *cred, struct user_namespace *tar
 	BPF_CORE_READ_INTO(&event->cap_effective, cred, cap_effective);
 	nr = bpf_task_storage_get(&current_syscall, bpf_get_current_task_btf(), 0, 0);
 	event->syscall = nr ? *nr : -1;
-	event->pid = pid_tgid >> 32;
-	event->tid = (__u32)pid_tgid;
-	event->uid = (__u32)uid_gid;
-	event->gid = uid_gid >> 32;
 	event->cap = cap;
 	event->ret = ret;
 	event->audit = audit;
 	event->insetid = insetid;
-	bpf_get_current_comm(&event->comm, sizeof(event->comm));
 	gadget_submit_buf(&events, event);
 	return 0;
 }

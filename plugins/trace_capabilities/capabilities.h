@@ -2,8 +2,6 @@
 #ifndef IGRUN_TRACE_CAPABILITIES_H
 #define IGRUN_TRACE_CAPABILITIES_H
 
-#define TASK_COMM_LEN 16
-
 /* How many return addresses of the kernel stack are looked at to find who asked. */
 #define MAX_FRAMES 16
 /* How many kernel function ranges user space can describe (see struct caller_range). */
@@ -28,21 +26,16 @@ struct caller_range {
 
 /* One capability check (tracepoint capability/cap_capable). */
 struct event {
-	__u64 timestamp;
-	__u64 mntns_id;
+	gadget_timestamp timestamp;
+	struct gadget_process proc;
 	__u64 current_userns;
 	__u64 target_userns;
 	__u64 cap_effective;
 	__s64 syscall; /* the syscall the task is in, -1 if none (page fault, kernel thread) */
-	__u32 pid;
-	__u32 tid;
-	__u32 uid;
-	__u32 gid;
 	int cap;
 	int ret;
 	__u8 audit;
 	__u8 insetid;
-	char comm[TASK_COMM_LEN];
 };
 
 #endif

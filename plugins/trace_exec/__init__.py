@@ -22,10 +22,14 @@ from igrun.core import (
     TypeHint,
     fields,
     hookimpl,
+    process_fields,
+    uid_field,
 )
 from igrun.core.tracer import BpfTracer
 
 _RIGHT = Column(align="right")
+_HIDDEN_RIGHT = Column(hidden=True, align="right")
+_AUDIT = Column(width=10, hidden=True, align="right")
 
 
 def _args(batch: Batch) -> Any:
@@ -64,30 +68,22 @@ class TraceExec(BpfTracer):
     schema = Schema(
         [
             fields.timestamp("when the exec started"),
-            fields.mntns("mount namespace id"),
-            Field("pid", Kind.UINT, "process id", column=_RIGHT),
-            Field(
-                "tid",
-                Kind.UINT,
-                "thread id that called exec",
-                column=Column(hidden=True, align="right"),
+            *process_fields(
+                "mntns pid tid ppid uid gid",
+                pid={"column": _RIGHT},
+                tid={"description": "thread id that called exec"},
+                uid={"column": _HIDDEN_RIGHT},
+                gid={"column": _HIDDEN_RIGHT},
             ),
-            Field("ppid", Kind.UINT, "parent process id", column=_RIGHT),
-            Field("uid", Kind.UINT, "user id", column=Column(hidden=True, align="right")),
-            Field("gid", Kind.UINT, "group id", column=Column(hidden=True, align="right")),
-            Field(
-                "loginuid",
-                Kind.UINT,
-                "audit login user id",
-                column=Column(width=10, hidden=True, align="right"),
+            uid_field("loginuid", "audit login user id", column=_AUDIT),
+            Field("sessionid", Kind.UINT, "audit session id", column=_AUDIT),
+            *process_fields(
+                "comm",
+                comm={
+                    "description": "command name (of the new program when exec succeeded)",
+                    "column": Column(),
+                },
             ),
-            Field(
-                "sessionid",
-                Kind.UINT,
-                "audit session id",
-                column=Column(width=10, hidden=True, align="right"),
-            ),
-            Field("comm", Kind.STR, "command name (of the new program when exec succeeded)"),
             Field(
                 "ret",
                 Kind.INT,

@@ -13,6 +13,7 @@
 #include <igrun/buffer.h>
 #include <igrun/macros.h>
 #include <igrun/mntns_filter.h>
+#include <igrun/process.h>
 
 #include "exec.h"
 
@@ -33,8 +34,7 @@ GADGET_TRACER(exec, events, event);
 
 static __always_inline int enter_exec(const char *filename, const char *const *argv)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 pid = id >> 32;
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 	__u64 uid_gid = bpf_get_current_uid_gid();
 	__u64 mntns_id = gadget_get_mntns_id();
 	struct task_struct *task;
@@ -58,12 +58,7 @@ static __always_inline int enter_exec(const char *filename, const char *const *a
 
 	task = (struct task_struct *)bpf_get_current_task();
 	event->timestamp = bpf_ktime_get_boot_ns();
-	event->mntns_id = mntns_id;
-	event->pid = pid;
-	event->tid = (__u32)id;
-	event->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	event->uid = (__u32)uid_gid;
-	event->gid = uid_gid >> 32;
+	gadget_process_populate(&event->proc); /* comm is the new program's: set at exit */
 	if (bpf_core_field_exists(task->loginuid))
 		event->loginuid = BPF_CORE_READ(task, loginuid.val);
 	else
@@ -114,7 +109,7 @@ static __always_inline int exit_exec(long ret)
 	if (ignore_failed && ret < 0)
 		goto cleanup;
 	event->retval = ret;
-	bpf_get_current_comm(&event->comm, sizeof(event->comm));
+	bpf_get_current_comm(&event->proc.comm, sizeof(event->proc.comm));
 	len = EVENT_SIZE(event);
 	if (len <= sizeof(*event))
 		gadget_output_buf(&events, event, len);

@@ -6,25 +6,18 @@
 #define TOTAL_MAX_ARGS 20
 #define FULL_MAX_ARGS_ARR (TOTAL_MAX_ARGS * ARGSIZE)
 #define LAST_ARG (FULL_MAX_ARGS_ARR - ARGSIZE)
-#define TASK_COMM_LEN 16
 #define INVALID_UID ((__u32)-1)
 
 /* One exec. The record is sent trimmed to the used part of args (EVENT_SIZE). */
 struct event {
-	__u64 timestamp;
-	__u64 mntns_id;
-	__u32 pid;
-	__u32 tid;
-	__u32 ppid;
-	__u32 uid;
-	__u32 gid;
+	gadget_timestamp timestamp;
+	struct gadget_process proc;
 	__u32 loginuid;
 	__u32 sessionid;
 	int retval;
 	int args_count;
 	__u32 args_size;
 	__u8 args_truncated;
-	char comm[TASK_COMM_LEN];
 	char args[FULL_MAX_ARGS_ARR];
 };
 

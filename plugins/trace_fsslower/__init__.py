@@ -25,8 +25,11 @@ from igrun.core import (
     ParamDesc,
     Schema,
     TypeHint,
+    duration_field,
+    errno_field,
     fields,
     hookimpl,
+    process_fields,
 )
 from igrun.core.errors import ParamError
 from igrun.core.tracer import BpfTracer
@@ -53,13 +56,6 @@ def _ops(batch: Batch) -> Any:
     known = codes < len(_OPS)
     out[known] = _OPS[codes[known]]
     return out
-
-
-def _errors(batch: Batch) -> Any:
-    """The errno name of a failed read, write or fsync; empty when it succeeded (an open that
-    failed is never reported, as it leaves no file to tell the file system by)."""
-    failed = np.minimum(batch.member("ret").astype(np.int64), 0)  # -errno, or 0
-    return fields.per_distinct(failed, fields.errno_name)
 
 
 def fs_name_constant(name: str) -> bytes:
@@ -108,15 +104,9 @@ class TraceFsslower(BpfTracer):
     schema = Schema(
         [
             fields.timestamp("when the operation ended"),
-            fields.mntns("mount namespace id"),
-            Field("pid", Kind.UINT, "process id", column=Column(min_width=7, align="right")),
-            Field(
-                "tid",
-                Kind.UINT,
-                "thread id that made the call",
-                column=Column(hidden=True, align="right"),
+            *process_fields(
+                "mntns pid tid comm", tid={"description": "thread id that made the call"}
             ),
-            Field("comm", Kind.STR, "command name", column=Column(max_width=16)),
             Field(
                 "T",
                 Kind.STR,
@@ -139,27 +129,14 @@ class TraceFsslower(BpfTracer):
                 "where the read or write started (file position, or pread/pwrite offset)",
                 column=Column(width=10, align="right"),
             ),
-            Field(
-                "lat",
-                Kind.UINT,
-                "latency of the syscall, in microseconds",
-                member="delta_us",
-                json="latency",
-                column=Column(width=10, align="right"),
-            ),
+            duration_field("lat", "latency of the syscall", "us", "delta_us", "latency"),
             Field(
                 "file",
                 Kind.STR,
                 "file name (last part of the path, up to 31 bytes)",
                 column=Column(width=24, max_width=32),
             ),
-            Field(
-                "error",
-                Kind.STR,
-                "errno name of a failed read, write or fsync",
-                decode=_errors,
-                column=Column(width=12, hidden=True),
-            ),
+            errno_field("errno name of a failed read, write or fsync"),
         ],
         struct="event",
     )

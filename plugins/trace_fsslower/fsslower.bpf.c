@@ -18,6 +18,7 @@
 #include <igrun/buffer.h>
 #include <igrun/macros.h>
 #include <igrun/mntns_filter.h>
+#include <igrun/process.h>
 
 #include "fsslower.h"
 
@@ -184,8 +185,7 @@ static __always_inline int enter_open(__u64 flags)
 
 static __always_inline int exit_op(long ret)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)id;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct start *start = bpf_map_lookup_elem(&starts, &tid);
 	const unsigned char *file_name;
@@ -215,9 +215,8 @@ static __always_inline int exit_op(long ret)
 	if (!event)
 		goto cleanup;
 	event->timestamp = bpf_ktime_get_boot_ns();
-	event->mntns_id = start->mntns_id;
-	event->pid = id >> 32;
-	event->tid = tid;
+	gadget_process_populate(&event->proc);
+	event->proc.mntns_id = start->mntns_id; /* the one the filter saw */
 	event->op = start->op;
 	event->delta_us = delta_ns / 1000;
 	event->offset = start->offset;
@@ -228,7 +227,6 @@ static __always_inline int exit_op(long ret)
 		event->size = 0;
 	else
 		event->size = ret;
-	bpf_get_current_comm(event->comm, sizeof(event->comm));
 	file_name = BPF_CORE_READ(file, f_path.dentry, d_name.name);
 	if (!file_name || bpf_probe_read_kernel_str(event->file, sizeof(event->file), file_name) < 0)
 		event->file[0] = '\0';

@@ -2,7 +2,6 @@
 #ifndef IGRUN_TRACE_FSSLOWER_H
 #define IGRUN_TRACE_FSSLOWER_H
 
-#define TASK_COMM_LEN 16
 /* As Inspektor Gadget: longer names are cut to 31 bytes. */
 #define FILE_NAME_LEN 32
 /* Room for a file system type name (struct file_system_type.name) and its NUL. */
@@ -18,16 +17,13 @@ enum fs_file_op {
 
 /* One file operation that took at least the minimum latency. */
 struct event {
-	__u64 timestamp;
-	__u64 mntns_id;
+	gadget_timestamp timestamp;
+	struct gadget_process proc;
 	__u64 delta_us;
 	__s64 offset;
 	__u64 size;
-	__u32 pid;
-	__u32 tid;
 	__s32 ret;
 	__u8 op;
-	char comm[TASK_COMM_LEN];
 	char file[FILE_NAME_LEN];
 };
 

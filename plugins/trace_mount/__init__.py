@@ -21,8 +21,11 @@ from igrun.core import (
     GadgetContext,
     Kind,
     Schema,
+    duration_field,
     fields,
+    flag_fields,
     hookimpl,
+    process_fields,
 )
 from igrun.core.tracer import BpfTracer
 
@@ -157,14 +160,6 @@ def _flag_lists(batch: Batch) -> Any:
     return out
 
 
-def _flags_text(batch: Batch) -> Any:
-    """The flag names joined by `` | ``, as ig shows them in columns."""
-    lists = batch["flagnames"]
-    out = np.empty(len(lists), dtype=object)
-    out[:] = [" | ".join(names) for names in lists]
-    return out
-
-
 def _strings(batch: Batch) -> tuple[Any, Any, Any]:
     """src, dst and data from the NUL-separated strings buffer, split in one pass."""
     src = np.empty(len(batch), dtype=object)
@@ -243,10 +238,12 @@ class TraceMount(BpfTracer):
     schema = Schema(
         [
             fields.timestamp("when the call started"),
-            fields.mntns("mount namespace id"),
-            Field("comm", Kind.STR, "command name"),
-            Field("pid", Kind.UINT, "process id", column=_RIGHT),
-            Field("tid", Kind.UINT, "thread id", column=_RIGHT),
+            *process_fields(
+                "mntns comm pid tid",
+                comm={"column": Column()},
+                pid={"column": _RIGHT},
+                tid={"column": _RIGHT},
+            ),
             Field(
                 "op",
                 Kind.STR,
@@ -262,10 +259,9 @@ class TraceMount(BpfTracer):
                 "return value (0, a file descriptor, or -errno)",
                 column=Column(width=3, fixed=True, hidden=True, align="right"),
             ),
-            Field(
+            duration_field(
                 "latency",
-                Kind.UINT,
-                "time spent in the call, in nanoseconds",
+                "time spent in the call",
                 column=Column(min_width=3, hidden=True, align="right"),
             ),
             Field(
@@ -298,30 +294,15 @@ class TraceMount(BpfTracer):
                 decode=_string(2),
                 column=Column(width=16, hidden=True),
             ),
-            Field(
+            *flag_fields(
                 "flags",
-                Kind.STR,
-                "flag names of the call, joined by ' | '",
-                json="-",
-                decode=_flags_text,
-                column=Column(width=24, hidden=True),
-            ),
-            Field(
-                "flagnames",
-                Kind.LIST,
                 "flag names of the call (MS_*, MNT_*, FSOPEN_*, FSMOUNT_* and MOUNT_ATTR_*, "
                 "MOVE_MOUNT_*), unknown bits in hex",
-                json="flags",
                 decode=_flag_lists,
-                column=Column(width=24, hidden=True),
-            ),
-            Field(
-                "flags_raw",
-                Kind.UINT,
-                "flags as passed (fsmount: attr_flags in the high 32 bits)",
-                member="flags",
-                json="flagsRaw",
-                column=Column(width=10, hidden=True, align="right"),
+                separator=" | ",
+                raw_name="flags_raw",
+                raw_kind=Kind.UINT,
+                raw_description="flags as passed (fsmount: attr_flags in the high 32 bits)",
             ),
             Field(
                 "call",

@@ -19,6 +19,7 @@
 #include <igrun/buffer.h>
 #include <igrun/macros.h>
 #include <igrun/mntns_filter.h>
+#include <igrun/process.h>
 
 #include "mount.h"
 
@@ -137,13 +138,11 @@ static __always_inline int probe_exit(long ret)
 
 	event->timestamp = arg->ts;
 	event->latency = bpf_ktime_get_boot_ns() - arg->ts;
-	event->mntns_id = arg->mntns_id;
+	gadget_process_populate(&event->proc);
+	event->proc.mntns_id = arg->mntns_id; /* before the call: the one the filter saw */
 	event->flags = arg->flags;
-	event->pid = bpf_get_current_pid_tgid() >> 32;
-	event->tid = tid;
 	event->ret = ret;
 	event->op = arg->op;
-	bpf_get_current_comm(&event->comm, sizeof(event->comm));
 	__builtin_memset(event->fs, 0, sizeof(event->fs));
 
 	off = append_str(event, off, arg->src, PATH_LEN, false);

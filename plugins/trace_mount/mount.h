@@ -2,7 +2,6 @@
 #ifndef IGRUN_TRACE_MOUNT_H
 #define IGRUN_TRACE_MOUNT_H
 
-#define TASK_COMM_LEN 16
 #define FS_NAME_LEN 64
 #define PATH_LEN 4096
 #define DATA_LEN 512
@@ -24,18 +23,15 @@ enum op {
  * faster when a container starts and mounts its dozens of filesystems.
  */
 struct event {
-	__u64 timestamp;
-	__u64 mntns_id;
+	gadget_timestamp timestamp;
+	struct gadget_process proc;
 	__u64 latency;
 	/* mount: MS_*; umount: MNT_*; fsopen: FSOPEN_*; move_mount: MOVE_MOUNT_*;
 	 * fsmount: FSMOUNT_* in the low 32 bits and MOUNT_ATTR_* in the high 32 bits. */
 	__u64 flags;
-	__u32 pid;
-	__u32 tid;
 	int ret;
 	__u32 op;
 	__u32 strings_size;
-	char comm[TASK_COMM_LEN];
 	char fs[FS_NAME_LEN];
 	char strings[STRINGS_LEN];
 };

@@ -33,11 +33,11 @@ from igrun.core import (
     Schema,
     fields,
     hookimpl,
+    process_fields,
 )
 from igrun.core.tracer import BpfTracer
 
 _PID = Column(min_width=7, align="right")
-_ID = Column(min_width=8, hidden=True, align="right")
 
 PAGE_SHIFT = mmap.PAGESIZE.bit_length() - 1
 """The tracepoint reports memory in kB; the BPF program turns it into pages of this size."""
@@ -56,7 +56,7 @@ class TraceOomkill(BpfTracer):
     schema = Schema(
         [
             fields.timestamp("when the victim was chosen"),
-            fields.mntns("mount namespace id of the triggering task"),
+            *process_fields("mntns", member="trigger", about="of the triggering task"),
             Field("kpid", Kind.UINT, "process id of the killed process", column=_PID),
             Field(
                 "kcomm",
@@ -70,19 +70,11 @@ class TraceOomkill(BpfTracer):
                 "resident pages of the killed process when it was chosen",
                 column=Column(width=6, align="right"),
             ),
-            Field(
-                "tpid",
-                Kind.UINT,
-                "process id of the task whose allocation triggered the kill",
-                column=_PID,
-            ),
-            Field("tuid", Kind.UINT, "user id of the triggering task", column=_ID),
-            Field("tgid", Kind.UINT, "group id of the triggering task", column=_ID),
-            Field(
-                "tcomm",
-                Kind.STR,
-                "command name of the triggering task",
-                column=Column(max_width=16),
+            *process_fields(
+                "pid uid gid comm",
+                member="trigger",
+                prefix="t",
+                about="of the task whose allocation triggered the kill",
             ),
         ],
         struct="event",

@@ -14,6 +14,7 @@
 #include <igrun/buffer.h>
 #include <igrun/macros.h>
 #include <igrun/mntns_filter.h>
+#include <igrun/process.h>
 
 #include "oomkill.h"
 
@@ -26,24 +27,18 @@ GADGET_TRACER(oomkill, events, event);
 SEC("tracepoint/oom/mark_victim")
 int ig_oom_kill(struct trace_event_raw_mark_victim *ctx)
 {
-	__u64 mntns_id = gadget_get_mntns_id();
-	__u64 uid_gid, kb = 0;
 	struct event *event;
+	__u64 kb = 0;
 	__u32 loc;
 
-	if (gadget_should_discard_mntns_id(mntns_id))
+	if (gadget_should_discard_mntns_id(gadget_get_mntns_id()))
 		return 0;
 	event = gadget_reserve_buf(&events, sizeof(*event));
 	if (!event)
 		return 0;
 
-	uid_gid = bpf_get_current_uid_gid();
 	event->timestamp = bpf_ktime_get_boot_ns();
-	event->mntns_id = mntns_id;
-	event->tpid = bpf_get_current_pid_tgid() >> 32;
-	event->tuid = (__u32)uid_gid;
-	event->tgid = uid_gid >> 32;
-	bpf_get_current_comm(&event->tcomm, sizeof(event->tcomm));
+	gadget_process_populate(&event->trigger);
 
 	/* task->pid: the thread group leader, unless it had exited and a thread was chosen. */
 	event->kpid = ctx->pid;

@@ -15,7 +15,6 @@ links stay as written. A path that is absolute already is its own full path.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -32,9 +31,12 @@ from igrun.core import (
     Schema,
     TypeHint,
     fields,
+    flag_fields,
     hookimpl,
+    mode_fields,
+    process_fields,
 )
-from igrun.core.schema import field_like
+from igrun.core.fields import format_mode as format_mode  # as before it moved to core
 from igrun.core.tracer import BpfTracer
 
 PARAM_FULL_PATH = "full-path"
@@ -71,7 +73,7 @@ _FLAG_NAMES = (
 )
 _FLAGS_SHIFT = 6
 
-_RIGHT = Column(align="right")
+_TID = Column(min_width=7, align="right")
 _FULL_PATH_HIDDEN = Column(min_width=24, width=32, hidden=True)
 _FULL_PATH_COLUMN = Column(min_width=24, width=32)
 
@@ -82,22 +84,6 @@ def decode_flags(flags: int) -> list[str]:
     bits = (flags & 0xFFFFFFFF) >> _FLAGS_SHIFT
     names += [name for i, name in enumerate(_FLAG_NAMES) if bits & (1 << i)]
     return names
-
-
-def format_mode(mode: int) -> str:
-    """Permission bits as Go's ``fs.FileMode.String`` prints them (ig's ``mode``): ``-rw-r--r--``;
-    a raw 04000 is no Go setuid bit, so setuid, setgid and sticky do not show, as in ig."""
-    return "-" + "".join(c if mode & (1 << (8 - i)) else "-" for i, c in enumerate("rwxrwxrwx"))
-
-
-def _per_distinct(values: Any, decode: Callable[[int], Any]) -> Any:
-    """``decode`` applied once per distinct value of a column, spread back over every row: a
-    busy host opens thousands of files with a handful of flag and mode combinations."""
-    distinct, index = np.unique(values, return_inverse=True)
-    decoded = np.empty(len(distinct), dtype=object)
-    for i, value in enumerate(distinct.tolist()):
-        decoded[i] = decode(value)
-    return decoded[index.reshape(-1)]
 
 
 def _strings(batch: Batch, which: int) -> Any:
@@ -125,18 +111,6 @@ def _path(batch: Batch) -> Any:
 
 def _full_path(batch: Batch) -> Any:
     return _strings(batch, 1)
-
-
-def _flag_lists(batch: Batch) -> Any:
-    return _per_distinct(batch.member("flags"), decode_flags)
-
-
-def _flags_text(batch: Batch) -> Any:
-    return _per_distinct(batch.member("flags"), lambda v: "|".join(decode_flags(v)))
-
-
-def _modes(batch: Batch) -> Any:
-    return _per_distinct(batch.member("mode"), format_mode)
 
 
 def prefix_key(prefix: str) -> bytes:
@@ -186,22 +160,12 @@ class TraceOpen(BpfTracer):
     schema = Schema(
         [
             fields.timestamp("when the open returned"),
-            fields.mntns("mount namespace id"),
-            Field("pid", Kind.UINT, "process id", column=Column(min_width=7, align="right")),
-            Field(
-                "tid",
-                Kind.UINT,
-                "thread id that called open",
-                column=Column(min_width=7, align="right"),
+            *process_fields(
+                "mntns pid tid uid gid comm",
+                tid={"description": "thread id that called open", "column": _TID},
+                uid={"column": Column(min_width=10, hidden=True, align="right")},
+                gid={"column": Column(hidden=True, align="right")},
             ),
-            Field(
-                "uid",
-                Kind.UINT,
-                "user id",
-                column=Column(min_width=10, hidden=True, align="right"),
-            ),
-            Field("gid", Kind.UINT, "group id", column=Column(hidden=True, align="right")),
-            Field("comm", Kind.STR, "command name", column=Column(max_width=16)),
             Field(
                 "fd",
                 Kind.UINT,
@@ -214,43 +178,8 @@ class TraceOpen(BpfTracer):
                 "errno of a failed open (positive), else 0",
                 column=Column(width=3, fixed=True, align="right"),
             ),
-            Field(
-                "flags",
-                Kind.STR,
-                "flag names, joined by '|'",
-                json="-",
-                decode=_flags_text,
-                column=Column(width=24, hidden=True),
-            ),
-            Field(
-                "flagnames",
-                Kind.LIST,
-                "flag names: the access mode, then O_* flags",
-                json="flags",
-                decode=_flag_lists,
-                column=Column(width=24, hidden=True),
-            ),
-            Field(
-                "flagsRaw",
-                Kind.INT,
-                "flags as passed",
-                member="flags",
-                column=Column(width=10, hidden=True, align="right"),
-            ),
-            Field(
-                "mode",
-                Kind.STR,
-                "permissions of a created file (none without O_CREAT or O_TMPFILE)",
-                decode=_modes,
-                column=Column(width=10, hidden=True),
-            ),
-            Field(
-                "modeRaw",
-                Kind.UINT,
-                "mode as a number",
-                member="mode",
-                column=Column(width=7, hidden=True, align="right"),
-            ),
+            *flag_fields("flags", "flag names: the access mode, then O_* flags", decode_flags),
+            *mode_fields("permissions of a created file (none without O_CREAT or O_TMPFILE)"),
             Field(
                 "path",
                 Kind.STR,
@@ -313,14 +242,7 @@ class TraceOpen(BpfTracer):
             raise
         if ctx.gadget_params.get(PARAM_FULL_PATH) and ctx.schema is not None:
             # --full-path decides whether the column is shown by default, as ig's column tag.
-            ctx.schema = Schema(
-                [
-                    field_like(f, column=_FULL_PATH_COLUMN) if f.name == "fullPath" else f
-                    for f in ctx.schema
-                ],
-                ctx.schema.struct,
-                ctx.schema.dtype,
-            )
+            ctx.schema = ctx.schema.with_column("fullPath", _FULL_PATH_COLUMN)
 
 
 @hookimpl

@@ -20,6 +20,7 @@
 #include <igrun/buffer.h>
 #include <igrun/macros.h>
 #include <igrun/mntns_filter.h>
+#include <igrun/process.h>
 
 #include "open.h"
 
@@ -246,9 +247,7 @@ static __always_inline bool prefix_allowed(struct scratch *s, const char *path)
 
 static __always_inline int exit_open(long ret)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)id;
-	__u64 uid_gid;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct scratch *s;
 	struct event *e;
 	struct args *ap;
@@ -267,16 +266,10 @@ static __always_inline int exit_open(long ret)
 		goto cleanup;
 	e = &s->event;
 
-	uid_gid = bpf_get_current_uid_gid();
 	e->timestamp = bpf_ktime_get_boot_ns();
-	e->mntns_id = gadget_get_mntns_id();
-	e->pid = id >> 32;
-	e->tid = tid;
-	e->uid = (__u32)uid_gid;
-	e->gid = uid_gid >> 32;
+	gadget_process_populate(&e->proc);
 	e->fd = ret >= 0 ? ret : 0;
 	e->err = ret >= 0 ? 0 : -ret;
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 
 	e->flags = ap->flags;
 	e->mode = ap->mode;

@@ -2,7 +2,6 @@
 #ifndef IGRUN_TRACE_OPEN_H
 #define IGRUN_TRACE_OPEN_H
 
-#define TASK_COMM_LEN 16
 #define PATH_MAX 4096
 /* Bytes of a path the prefix filter compares: the most an LPM trie key holds. */
 #define PREFIX_MAX 255
@@ -15,19 +14,14 @@
  * times faster.
  */
 struct event {
-	__u64 timestamp;
-	__u64 mntns_id;
-	__u32 pid;
-	__u32 tid;
-	__u32 uid;
-	__u32 gid;
+	gadget_timestamp timestamp;
+	struct gadget_process proc;
 	__u32 fd; /* the new descriptor; 0 when the call failed */
 	int err; /* errno (positive) when the call failed, else 0 */
 	int flags; /* O_* flags as passed */
 	__u32 mode; /* permission bits of a created file; 0 without O_CREAT or O_TMPFILE */
 	__u32 path_len; /* bytes of the path in strings, NUL included */
 	__u32 full_len; /* bytes of the full path after it, NUL included; 0 without --full-path */
-	char comm[TASK_COMM_LEN];
 	char strings[PATH_MAX * 2];
 };
 

@@ -26,6 +26,7 @@ from igrun.core import (
     TypeHint,
     fields,
     hookimpl,
+    process_fields,
 )
 from igrun.core.errors import ParamError
 from igrun.core.tracer import BpfTracer
@@ -134,9 +135,6 @@ def _signals(batch: Batch) -> Any:
     return out
 
 
-_ID = Column(min_width=8, hidden=True, align="right")
-
-
 class TraceSignal(BpfTracer):
     """Inspektor Gadget's ``trace signal``: same fields, params and default columns.
 
@@ -187,14 +185,7 @@ class TraceSignal(BpfTracer):
     schema = Schema(
         [
             fields.timestamp("when the signal was sent"),
-            fields.mntns("mount namespace id of the sender"),
-            Field(
-                "pid",
-                Kind.UINT,
-                "process id of the sender",
-                column=Column(min_width=7, align="right"),
-            ),
-            Field("comm", Kind.STR, "command name of the sender", column=Column(max_width=16)),
+            *process_fields("mntns pid comm", about="of the sender"),
             Field(
                 "signal",
                 Kind.STR,
@@ -216,8 +207,7 @@ class TraceSignal(BpfTracer):
                 "raised itself 0, or -EAGAIN when it could not be queued",
                 column=Column(width=3, fixed=True, align="right"),
             ),
-            Field("uid", Kind.UINT, "user id of the sender", column=_ID),
-            Field("gid", Kind.UINT, "group id of the sender", column=_ID),
+            *process_fields("uid gid", about="of the sender"),
         ],
         struct="event",
     )

@@ -20,6 +20,7 @@
 #include <igrun/buffer.h>
 #include <igrun/macros.h>
 #include <igrun/mntns_filter.h>
+#include <igrun/process.h>
 
 #include "signal.h"
 
@@ -52,25 +53,18 @@ GADGET_TRACER(signal, events, event);
 /* The current task as the sender of `sig`; false when a filter leaves it out. */
 static __always_inline bool fill_sender(struct event *e, int sig)
 {
-	__u64 mntns_id = gadget_get_mntns_id();
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
-	__u64 uid_gid;
 
-	if (gadget_should_discard_mntns_id(mntns_id))
+	if (gadget_should_discard_mntns_id(gadget_get_mntns_id()))
 		return false;
 	if (target_signal && sig != target_signal)
 		return false;
 	if (filtered_pid && pid != filtered_pid)
 		return false;
 
-	uid_gid = bpf_get_current_uid_gid();
 	e->timestamp = bpf_ktime_get_boot_ns();
-	e->mntns_id = mntns_id;
-	e->pid = pid;
-	e->uid = (__u32)uid_gid;
-	e->gid = uid_gid >> 32;
+	gadget_process_populate(&e->proc);
 	e->sig = sig;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	return true;
 }
 

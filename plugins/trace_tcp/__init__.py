@@ -23,11 +23,13 @@ from igrun.core import (
     ParamDesc,
     Schema,
     TypeHint,
+    connection_fields,
     fields,
     hookimpl,
+    process_fields,
 )
-from igrun.core.endpoints import l4_endpoint
 from igrun.core.tracer import BpfTracer
+from igrun.plugins._tcp_event import connect_error_field
 
 OPERATIONS = np.array(["unknown", "connect", "accept", "close"], dtype=object)
 LETTERS = np.array(["U", "C", "A", "X"], dtype=object)
@@ -41,12 +43,8 @@ def _operation(table: Any) -> Any:
     return decode
 
 
-def _errors(batch: Batch) -> Any:
-    """errno numbers as names (``ECONNREFUSED``); empty when the operation succeeded."""
-    return fields.per_distinct(batch.member("error"), fields.errno_name)
-
-
 _RIGHT = Column(align="right")
+_HIDDEN_RIGHT = Column(hidden=True, align="right")
 
 
 class TraceTcp(BpfTracer):
@@ -82,7 +80,7 @@ class TraceTcp(BpfTracer):
     schema = Schema(
         [
             fields.timestamp("when it happened"),
-            fields.mntns("mount namespace id of the owner"),
+            *process_fields("mntns", about="of the owner"),
             Field(
                 "t",
                 Kind.STR,
@@ -98,29 +96,16 @@ class TraceTcp(BpfTracer):
                 decode=_operation(OPERATIONS),
                 column=Column(width=7, hidden=True),
             ),
-            Field("pid", Kind.UINT, "process id of the owner", column=_RIGHT),
-            Field("tid", Kind.UINT, "thread id", column=Column(hidden=True, align="right")),
-            Field("uid", Kind.UINT, "user id", column=Column(hidden=True, align="right")),
-            Field("gid", Kind.UINT, "group id", column=Column(hidden=True, align="right")),
-            Field("comm", Kind.STR, "command name of the owner"),
-            Field(
-                "ip",
-                Kind.UINT,
-                "IP version",
-                member="ipversion",
-                json="ipversion",
-                column=Column(width=2, align="right"),
+            *process_fields(
+                "pid tid uid gid comm",
+                about="of the owner",
+                pid={"column": _RIGHT},
+                uid={"column": _HIDDEN_RIGHT},
+                gid={"column": _HIDDEN_RIGHT},
+                comm={"column": Column()},
             ),
-            *l4_endpoint("src", "saddr", "sport", "ipversion", "local endpoint"),
-            *l4_endpoint("dst", "daddr", "dport", "ipversion", "remote endpoint"),
-            Field(
-                "error",
-                Kind.STR,
-                "why a connect failed (errno name: ECONNREFUSED, ETIMEDOUT, an ICMP error, "
-                "ECONNABORTED when the caller closed the socket first)",
-                decode=_errors,
-                column=Column(width=12, hidden=True),
-            ),
+            *connection_fields(member="conn"),
+            connect_error_field(),
         ],
         struct="event",
     )

@@ -19,21 +19,20 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from igrun.core import (
-    Batch,
     Category,
     Column,
-    Field,
     GadgetContext,
-    Kind,
     ParamDesc,
     Schema,
     TypeHint,
+    connection_fields,
+    duration_field,
     fields,
     hookimpl,
+    process_fields,
 )
-from igrun.core.endpoints import l4_endpoint
-from igrun.core.schema import field_like
 from igrun.core.tracer import BpfTracer
+from igrun.plugins._tcp_event import connect_error_field
 
 PARAM_LATENCY = "latency"
 PARAM_MIN = "min"
@@ -43,11 +42,6 @@ _RIGHT = Column(align="right")
 _LATENCY_COLUMN = Column(width=10, min_width=8, align="right", order=4000)
 """As in ``ig``: right-aligned, after every other column."""
 _LATENCY_HIDDEN = replace(_LATENCY_COLUMN, hidden=True)
-
-
-def _errors(batch: Batch) -> Any:
-    """errno numbers as names (``ECONNREFUSED``); empty for an established connection."""
-    return fields.per_distinct(batch.member("error"), fields.errno_name)
 
 
 class TraceTcpconnect(BpfTracer):
@@ -81,44 +75,26 @@ class TraceTcpconnect(BpfTracer):
     schema = Schema(
         [
             fields.timestamp("when the connection was established"),
-            fields.mntns("mount namespace id of the process that connected"),
-            Field("pid", Kind.UINT, "process id of the caller of connect()", column=_RIGHT),
-            Field(
-                "tid",
-                Kind.UINT,
-                "thread id of the caller of connect()",
-                column=Column(hidden=True, align="right"),
+            *process_fields(
+                "mntns pid tid uid gid comm",
+                about="of the caller of connect()",
+                pid={"column": _RIGHT},
+                uid={"column": Column(min_width=6, hidden=True, align="right")},
+                gid={"column": Column(hidden=True, align="right")},
+                comm={"column": Column()},
             ),
-            Field(
-                "uid", Kind.UINT, "user id", column=Column(min_width=6, hidden=True, align="right")
+            *connection_fields(
+                member="conn",
+                ip=Column(width=2, align="right", fixed=True),
+                ip_description="IP version (4 or 6)",
             ),
-            Field("gid", Kind.UINT, "group id", column=Column(hidden=True, align="right")),
-            Field("comm", Kind.STR, "command name of the caller of connect()"),
-            Field(
-                "ip",
-                Kind.UINT,
-                "IP version (4 or 6)",
-                member="ipversion",
-                json="ipversion",
-                column=Column(width=2, align="right", fixed=True),
-            ),
-            *l4_endpoint("src", "saddr", "sport", "ipversion", "local endpoint"),
-            *l4_endpoint("dst", "daddr", "dport", "ipversion", "remote endpoint"),
-            Field(
+            duration_field(
                 "latency",
-                Kind.UINT,
-                "nanoseconds from SYN sent to the connection being established or failing "
-                "(a column with --latency)",
+                "time from SYN sent to the connection being established or failing (a column "
+                "with --latency)",
                 column=_LATENCY_HIDDEN,
             ),
-            Field(
-                "error",
-                Kind.STR,
-                "why the connect failed (errno name: ECONNREFUSED, ETIMEDOUT, an ICMP error, "
-                "ECONNABORTED when the caller closed the socket first); empty when connected",
-                decode=_errors,
-                column=Column(width=12, hidden=True),
-            ),
+            connect_error_field(),
         ],
         struct="event",
     )
@@ -133,14 +109,7 @@ class TraceTcpconnect(BpfTracer):
         if ctx.gadget_params.get(PARAM_LATENCY) and ctx.schema is not None:
             # --latency only decides whether the column is shown by default: the kernel
             # measures every connection, so JSON and -o columns=+latency always have it.
-            ctx.schema = Schema(
-                [
-                    field_like(f, column=_LATENCY_COLUMN) if f.name == "latency" else f
-                    for f in ctx.schema
-                ],
-                ctx.schema.struct,
-                ctx.schema.dtype,
-            )
+            ctx.schema = ctx.schema.with_column("latency", _LATENCY_COLUMN)
 
 
 @hookimpl

@@ -19,12 +19,12 @@
 
 #include <igrun/buffer.h>
 #include <igrun/macros.h>
+#include <igrun/connection.h>
 #include <igrun/mntns_filter.h>
+#include <igrun/process.h>
 
 #include "tcpconnect.h"
 
-#define AF_INET 2
-#define AF_INET6 10
 #define IPPROTO_TCP 6
 #define ECONNABORTED 103
 
@@ -46,20 +46,12 @@ GADGET_TRACER(tcpconnect, events, event);
 /* Inside connect(): the current task is the caller. */
 static __always_inline void record_start(__u64 skaddr)
 {
-	__u64 mntns_id = gadget_get_mntns_id();
-	__u64 id = bpf_get_current_pid_tgid();
-	__u64 uid_gid = bpf_get_current_uid_gid();
 	struct connect_start start = {};
 
-	if (gadget_should_discard_mntns_id(mntns_id))
+	gadget_process_populate(&start.proc);
+	if (gadget_should_discard_mntns_id(start.proc.mntns_id))
 		return;
 	start.start_ns = bpf_ktime_get_boot_ns();
-	start.mntns_id = mntns_id;
-	start.pid = id >> 32;
-	start.tid = (__u32)id;
-	start.uid = (__u32)uid_gid;
-	start.gid = uid_gid >> 32;
-	bpf_get_current_comm(&start.comm, sizeof(start.comm));
 	bpf_map_update_elem(&starts, &skaddr, &start, BPF_ANY);
 }
 
@@ -78,28 +70,11 @@ static __always_inline void emit(struct trace_event_raw_inet_sock_set_state *ctx
 	if (!e)
 		return;
 	__builtin_memset(e, 0, sizeof(*e));
-	/* The tracepoint carries the endpoints (ports already in host order); its arrays are
-	 * read, not dereferenced: the verifier allows only fixed-size loads from the context. */
-	if (ctx->family == AF_INET) {
-		e->ipversion = 4;
-		bpf_probe_read_kernel(e->saddr, 4, ctx->saddr);
-		bpf_probe_read_kernel(e->daddr, 4, ctx->daddr);
-	} else {
-		e->ipversion = 6;
-		bpf_probe_read_kernel(e->saddr, 16, ctx->saddr_v6);
-		bpf_probe_read_kernel(e->daddr, 16, ctx->daddr_v6);
-	}
-	e->sport = ctx->sport;
-	e->dport = ctx->dport;
+	gadget_connection_from_tp(&e->conn, ctx); /* the family was checked before the start */
 	e->timestamp = now;
 	e->latency = latency;
 	e->error = error;
-	e->mntns_id = start->mntns_id;
-	e->pid = start->pid;
-	e->tid = start->tid;
-	e->uid = start->uid;
-	e->gid = start->gid;
-	__builtin_memcpy(e->comm, start->comm, sizeof(e->comm));
+	e->proc = start->proc;
 	gadget_submit_buf(&events, e);
 }
 
@@ -113,7 +88,7 @@ int ig_tcpconnect_state(struct trace_event_raw_inet_sock_set_state *ctx)
 
 	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
-	if (ctx->family != AF_INET && ctx->family != AF_INET6)
+	if (ctx->family != GADGET_AF_INET && ctx->family != GADGET_AF_INET6)
 		return 0;
 
 	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {

@@ -36,9 +36,9 @@ static __always_inline bool read_segment(struct tcp_event *e, struct sk_buff *sk
 
 		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + network) || ip.protocol != IPPROTO_TCP)
 			return false;
-		e->ipversion = 4;
-		__builtin_memcpy(e->saddr, &ip.saddr, 4);
-		__builtin_memcpy(e->daddr, &ip.daddr, 4);
+		e->conn.ipversion = 4;
+		__builtin_memcpy(e->conn.saddr, &ip.saddr, 4);
+		__builtin_memcpy(e->conn.daddr, &ip.daddr, 4);
 		transport = network + ip.ihl * 4;
 	} else if (proto == ETH_P_IPV6) {
 		struct ipv6hdr ip6;
@@ -46,17 +46,17 @@ static __always_inline bool read_segment(struct tcp_event *e, struct sk_buff *sk
 		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + network) ||
 		    ip6.nexthdr != IPPROTO_TCP)
 			return false;
-		e->ipversion = 6;
-		__builtin_memcpy(e->saddr, &ip6.saddr, 16);
-		__builtin_memcpy(e->daddr, &ip6.daddr, 16);
+		e->conn.ipversion = 6;
+		__builtin_memcpy(e->conn.saddr, &ip6.saddr, 16);
+		__builtin_memcpy(e->conn.daddr, &ip6.daddr, 16);
 		transport = network + sizeof(ip6);
 	} else {
 		return false;
 	}
 	if (bpf_probe_read_kernel(&tcp, sizeof(tcp), head + transport))
 		return false;
-	e->sport = bpf_ntohs(tcp.source);
-	e->dport = bpf_ntohs(tcp.dest);
+	e->conn.sport = bpf_ntohs(tcp.source);
+	e->conn.dport = bpf_ntohs(tcp.dest);
 	if (bpf_probe_read_kernel(&flags, 1, head + transport + 13)) /* the flags byte */
 		return false;
 	e->tcpflags = flags;

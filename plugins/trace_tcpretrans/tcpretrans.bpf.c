@@ -12,9 +12,6 @@
 #include <igrun/macros.h>
 #include <igrun/tcp_event.h>
 
-#define AF_INET 2
-#define AF_INET6 10
-
 GADGET_RINGBUF(events);
 GADGET_TRACER(tcpretrans, events, tcp_event);
 
@@ -24,7 +21,7 @@ int ig_tcpretrans(struct trace_event_raw_tcp_retransmit_skb *ctx)
 	const struct sock *sk = ctx->skaddr;
 	struct tcp_event *e;
 
-	if (ctx->family != AF_INET && ctx->family != AF_INET6)
+	if (ctx->family != GADGET_AF_INET && ctx->family != GADGET_AF_INET6)
 		return 0;
 	e = gadget_reserve_buf(&events, sizeof(*e));
 	if (!e)
@@ -35,17 +32,7 @@ int ig_tcpretrans(struct trace_event_raw_tcp_retransmit_skb *ctx)
 		return 0;
 	}
 	e->timestamp = bpf_ktime_get_boot_ns();
-	if (ctx->family == AF_INET) {
-		e->ipversion = 4;
-		bpf_probe_read_kernel(e->saddr, 4, ctx->saddr);
-		bpf_probe_read_kernel(e->daddr, 4, ctx->daddr);
-	} else {
-		e->ipversion = 6;
-		bpf_probe_read_kernel(e->saddr, 16, ctx->saddr_v6);
-		bpf_probe_read_kernel(e->daddr, 16, ctx->daddr_v6);
-	}
-	e->sport = ctx->sport;
-	e->dport = ctx->dport;
+	gadget_connection_from_tp(&e->conn, ctx);
 	e->state = ctx->state;
 	e->tcpflags = tcp_skb_flags(ctx->skbaddr);
 	gadget_submit_buf(&events, e);

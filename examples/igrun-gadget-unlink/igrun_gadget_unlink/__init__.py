@@ -2,7 +2,8 @@
 
 A third-party igrun gadget: a BPF program (``unlink.bpf.c``, compiled when the package is
 built) plus the class below, which names the fields of its event once. It uses igrun's
-public API only: ``igrun.core``, ``igrun.core.tracer`` and ``igrun.core.fields``.
+public API only: ``igrun.core``, ``igrun.core.tracer`` and ``igrun.core.fields``; who removed
+the file is igrun's ``struct gadget_process``, shown by ``process_fields``.
 
 Hooks the ``syscalls`` tracepoints of ``unlinkat``, ``unlink`` and ``rmdir``, a stable ABI:
 no kprobe is needed.
@@ -11,8 +12,6 @@ no kprobe is needed.
 from __future__ import annotations
 
 from typing import Any, ClassVar
-
-import numpy as np
 
 from igrun.core import (
     Batch,
@@ -24,8 +23,10 @@ from igrun.core import (
     ParamDesc,
     Schema,
     TypeHint,
+    errno_field,
     fields,
     hookimpl,
+    process_fields,
 )
 from igrun.core.tracer import BpfTracer
 
@@ -44,11 +45,6 @@ def flag_names(flags: int) -> str:
 def _flags(batch: Batch) -> Any:
     # Decoded once per distinct value: a batch holds thousands of removals, few flag values.
     return fields.per_distinct(batch.member("flags"), flag_names)
-
-
-def _errors(batch: Batch) -> Any:
-    failed = np.minimum(batch.member("ret").astype(np.int64), 0)  # -errno, or 0
-    return fields.per_distinct(failed, fields.errno_name)
 
 
 _RIGHT = Column(min_width=7, align="right")
@@ -75,11 +71,11 @@ class TraceUnlink(BpfTracer):
     schema = Schema(
         [
             fields.timestamp("when the call returned"),
-            fields.mntns("mount namespace id"),
-            Field("pid", Kind.UINT, "process id", column=_RIGHT),
-            Field("tid", Kind.UINT, "thread id that called it", column=_RIGHT),
-            Field("uid", Kind.UINT, "user id", column=Column(hidden=True, align="right")),
-            Field("comm", Kind.STR, "command name", column=Column(max_width=16)),
+            *process_fields(
+                "mntns pid tid uid comm",
+                tid={"description": "thread id that called it", "column": _RIGHT},
+                uid={"column": Column(hidden=True, align="right")},
+            ),
             Field(
                 "dirfd",
                 Kind.INT,
@@ -105,13 +101,7 @@ class TraceUnlink(BpfTracer):
                 "what the call returned: 0, or -errno",
                 column=Column(width=4, fixed=True, align="right"),
             ),
-            Field(
-                "error",
-                Kind.STR,
-                "why it failed (errno name), empty when it worked",
-                decode=_errors,
-                column=Column(width=12, hidden=True),
-            ),
+            errno_field("why it failed (errno name), empty when it worked"),
         ],
         struct="event",
     )

@@ -16,6 +16,7 @@
 #include <igrun/buffer.h>
 #include <igrun/macros.h>
 #include <igrun/mntns_filter.h>
+#include <igrun/process.h>
 
 #include "unlink.h"
 
@@ -68,8 +69,7 @@ static __always_inline int enter_unlink(int dirfd, const char *path, int flags)
 
 static __always_inline int exit_unlink(long ret)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)id;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	__u32 zero = 0;
 	struct event *e;
 	struct args *ap;
@@ -85,14 +85,10 @@ static __always_inline int exit_unlink(long ret)
 		goto cleanup;
 
 	e->timestamp = bpf_ktime_get_boot_ns();
-	e->mntns_id = gadget_get_mntns_id();
-	e->pid = id >> 32;
-	e->tid = tid;
-	e->uid = (__u32)bpf_get_current_uid_gid();
+	gadget_process_populate(&e->proc);
 	e->dirfd = ap->dirfd;
 	e->flags = ap->flags;
 	e->ret = ret;
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
 	len = bpf_probe_read_user_str(e->path, sizeof(e->path), ap->path);
 	if (len <= 0) {
 		e->path[0] = '\0';

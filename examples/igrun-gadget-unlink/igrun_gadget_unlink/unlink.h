@@ -2,7 +2,6 @@
 #ifndef IGRUN_GADGET_UNLINK_H
 #define IGRUN_GADGET_UNLINK_H
 
-#define TASK_COMM_LEN 16
 #define PATH_MAX 4096
 
 /*
@@ -11,15 +10,11 @@
  * igrun pads a short record with zeros back to the struct's size.
  */
 struct event {
-	__u64 timestamp;
-	__u64 mntns_id;
-	__u32 pid;
-	__u32 tid;
-	__u32 uid;
+	gadget_timestamp timestamp;
+	struct gadget_process proc; /* who: filled by gadget_process_populate() */
 	__s32 dirfd; /* AT_FDCWD (-100) for unlink and rmdir */
 	__s32 flags; /* unlinkat's flags; AT_REMOVEDIR for rmdir */
 	__s32 ret; /* 0, or -errno */
-	char comm[TASK_COMM_LEN];
 	char path[PATH_MAX];
 };
 

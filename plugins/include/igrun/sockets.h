@@ -23,22 +23,15 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
-#define GADGET_MAX_SOCKETS 65536
+#include <igrun/process.h>
 
-struct gadget_socket_owner {
-	__u64 mntns_id;
-	__u32 pid;
-	__u32 tid;
-	__u32 uid;
-	__u32 gid;
-	char comm[16];
-};
+#define GADGET_MAX_SOCKETS 65536
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, GADGET_MAX_SOCKETS);
 	__type(key, __u64); /* socket cookie */
-	__type(value, struct gadget_socket_owner);
+	__type(value, struct gadget_process); /* the owner */
 } gadget_sockets SEC(".maps");
 
 /* The cookie the kernel gave the socket; 0 when nobody asked for one yet. */
@@ -55,7 +48,7 @@ static __always_inline __u64 gadget_socket_key(const struct sock *sk)
 	return cookie ? cookie : (__u64)sk;
 }
 
-static __always_inline const struct gadget_socket_owner *gadget_socket_owner(const struct sock *sk)
+static __always_inline const struct gadget_process *gadget_socket_owner(const struct sock *sk)
 {
 	__u64 key;
 

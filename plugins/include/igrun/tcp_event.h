@@ -12,44 +12,31 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include <igrun/connection.h>
 #include <igrun/mntns_filter.h>
 #include <igrun/sockets.h>
 
 struct tcp_event {
-	__u64 timestamp;
-	__u64 mntns_id;
-	__u32 pid;
-	__u32 tid;
-	__u32 uid;
-	__u32 gid;
-	__u8 saddr[16]; /* IPv4 in the first 4 bytes */
-	__u8 daddr[16];
-	__u16 sport; /* host byte order */
-	__u16 dport;
+	gadget_timestamp timestamp;
+	struct gadget_process proc; /* the socket's owner; zero when not known */
+	struct gadget_connection conn;
 	__u16 tcpflags;
-	__u8 ipversion;
 	__u8 state;
 	__u8 owner_known;
 	__u32 reason;
-	char comm[16];
 };
 
 /* Fill the owner from the enricher's map; false when the mount-ns filter rejects it. An
  * unknown owner has mount-ns id 0, which a container filter rejects too. */
 static __always_inline bool tcp_event_owner(struct tcp_event *e, const struct sock *sk)
 {
-	const struct gadget_socket_owner *o = gadget_socket_owner(sk);
+	const struct gadget_process *o = gadget_socket_owner(sk);
 
 	if (o) {
 		e->owner_known = 1;
-		e->mntns_id = o->mntns_id;
-		e->pid = o->pid;
-		e->tid = o->tid;
-		e->uid = o->uid;
-		e->gid = o->gid;
-		__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
+		e->proc = *o;
 	}
-	return !gadget_should_discard_mntns_id(e->mntns_id);
+	return !gadget_should_discard_mntns_id(e->proc.mntns_id);
 }
 
 /* TCP flags of a socket buffer, from the control block TCP keeps in skb->cb. */
