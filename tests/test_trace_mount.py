@@ -492,7 +492,9 @@ def test_cli_help_lists_the_fields(igrun_cli: IgrunCli) -> None:
     proc = igrun_cli.run("trace", "mount", "--help")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    listed = {line.split()[1] for line in out.splitlines() if line.startswith("  * ")}
+    shown = [line for line in out.splitlines() if line.startswith("  * ")]
+    listed = {line.split()[1] for line in shown if "[operator " not in line}
     assert listed == {"comm", "pid", "tid", "call"}
+    assert {line.split()[1] for line in shown if "[operator " in line} == {"runtime.containerName"}
     for name in ("op", "ret", "latency", "fs", "src", "dst", "data", "flags", "mntns"):
         assert f"    {name} " in out
