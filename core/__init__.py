@@ -25,6 +25,7 @@ from igrun.core.gadget import (
     ResultRunner,
     Runner,
 )
+from igrun.core.gadgetrun import GadgetRun, run_gadget
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import (
     PRIORITY_ENRICH,
@@ -54,6 +55,7 @@ __all__ = [
     "Gadget",
     "GadgetContext",
     "GadgetNotFound",
+    "GadgetRun",
     "GadgetType",
     "IgrunError",
     "InitClose",
@@ -73,4 +75,5 @@ __all__ = [
     "ValueHint",
     "fields",
     "hookimpl",
+    "run_gadget",
 ]
