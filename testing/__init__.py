@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -201,48 +201,75 @@ def marker() -> str:
 # ---- the igrun command -------------------------------------------------------------------------
 
 
-@dataclass
 class CliRun:
-    """A started ``igrun``: its process, and what it holds once ready."""
+    """A started ``igrun``, read all along (a full pipe never stalls it), with the
+    :class:`subprocess.Popen` methods tests use: ``pid``, ``poll``, ``wait``,
+    ``send_signal``, ``kill``, ``returncode``, and ``communicate`` returning text."""
 
-    proc: subprocess.Popen[bytes]
-    ids: BpfIds = BpfIds()
-    """The programs, maps and links the process held when it said ``ready``."""
-    _out: list[bytes] = field(default_factory=list)
-    _err: list[str] = field(default_factory=list)
-    _readers: list[threading.Thread] = field(default_factory=list)
+    def __init__(self, proc: subprocess.Popen[bytes], on_err_line: Callable[[str], None]) -> None:
+        self.proc = proc
+        self.ids = BpfIds()
+        """The programs, maps and links the process held when it said ``ready``."""
+        self._out: list[bytes] = []
+        self._err: list[str] = []
+        self._readers = [
+            threading.Thread(target=_pump, args=(proc.stdout, self._out, None), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stderr, self._err, on_err_line), daemon=True),
+        ]
+        for t in self._readers:
+            t.start()
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     @property
-    def stderr(self) -> str:
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    @property
+    def stderr_so_far(self) -> str:
         return "".join(self._err)
 
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> tuple[str, str]:
-        """Signal igrun to end, wait (killing it after ``timeout``) and return its stdout and
-        stderr."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.wait(timeout)
+    def poll(self) -> int | None:
+        return self.proc.poll()
 
-    def wait(self, timeout: float = 20.0) -> tuple[str, str]:
-        """Wait for igrun to end by itself (``--timeout``); its stdout and stderr."""
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def terminate(self) -> None:
+        self.proc.terminate()
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.proc.wait(timeout)
+
+    def communicate(self, timeout: float | None = 30.0) -> tuple[str, str]:
+        """Wait for igrun to end (kill it after ``timeout``: the test then fails) and
+        return all it wrote to stdout and stderr."""
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            for t in self._readers:
-                t.join(5)
-            raise AssertionError(f"igrun did not end within {timeout}s:\n{self.stderr}") from None
-        for t in self._readers:
-            t.join(5)
-        return b"".join(self._out).decode(errors="replace"), self.stderr
+            self._join()
+            raise AssertionError(
+                f"igrun did not end within {timeout}s:\n{self.stderr_so_far}"
+            ) from None
+        self._join()
+        return b"".join(self._out).decode(errors="replace"), self.stderr_so_far
 
-    def events(self, stdout: str) -> list[dict[str, Any]]:
-        return IgrunCli.events(stdout)
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30.0) -> tuple[str, str]:
+        """Signal igrun to end (Ctrl-C by default), wait and return its stdout and stderr."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.communicate(timeout)
+
+    def _join(self) -> None:
+        for t in self._readers:
+            t.join(10)
 
     def assert_released(self) -> None:
         """Nothing this run held is left: its programs, maps, links and pin folders."""
@@ -263,6 +290,8 @@ class IgrunCli:
     """Runs the ``igrun`` command as users do (``python -m igrun.core.cli`` by default)."""
 
     command: tuple[str, ...] = IGRUN
+    verbose: bool = False
+    """Start runs with ``-v`` (debug lines on stderr)."""
 
     def start(
         self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 20.0
@@ -270,31 +299,27 @@ class IgrunCli:
         """Start ``igrun ARGS`` and return once it says ``ready`` (every program attached),
         or fail the test after ``timeout`` seconds, or as soon as it exits."""
         proc = subprocess.Popen(
-            [*self.command, *args],
+            [*self.command, *args, *(["-v"] if self.verbose else [])],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=dict(env) if env is not None else None,
         )
-        run = CliRun(proc)
         ready = threading.Event()
 
         def on_line(line: str) -> None:
             if READY_LINE.search(line):
                 ready.set()
 
-        run._readers = [
-            threading.Thread(target=_pump, args=(proc.stdout, run._out, None), daemon=True),
-            threading.Thread(target=_pump, args=(proc.stderr, run._err, on_line), daemon=True),
-        ]
-        for t in run._readers:
-            t.start()
+        run = CliRun(proc, on_line)
         deadline = time.monotonic() + timeout
         while not ready.wait(0.05):
             if proc.poll() is not None or time.monotonic() >= deadline:
-                out, err = run.stop(signal.SIGKILL, 5) if proc.poll() is None else run.wait(5)
+                if proc.poll() is None:
+                    proc.kill()
+                out, err = run.communicate(5)
                 raise AssertionError(
-                    f"igrun {' '.join(args)} did not get ready "
+                    f"igrun {' '.join(args)} did not get ready within {timeout}s "
                     f"(exit {proc.returncode}):\n{out}{err}"
                 )
         run.ids = bpf_ids_of(proc.pid)
