@@ -49,6 +49,7 @@ __all__ = [
     "bpf_unavailable",
     "marker",
     "trace",
+    "without_ready",
 ]
 
 READY_LINE = re.compile(r"\[info\] ready( |$)")
@@ -149,6 +150,11 @@ def assert_released(
         if time.monotonic() >= deadline:
             raise AssertionError(f"left behind: {left}, pins {[str(p) for p in pinned]}")
         time.sleep(0.05)
+
+
+def without_ready(stderr: str) -> str:
+    """``stderr`` without its ``ready`` lines: what is left to compare exactly."""
+    return "".join(line for line in stderr.splitlines(True) if not READY_LINE.search(line))
 
 
 def pins_of(pid: int) -> list[Path]:
@@ -294,10 +300,15 @@ class IgrunCli:
     """Start runs with ``-v`` (debug lines on stderr)."""
 
     def start(
-        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 20.0
+        self,
+        *args: str,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 20.0,
+        runs: int = 1,
     ) -> CliRun:
-        """Start ``igrun ARGS`` and return once it says ``ready`` (every program attached),
-        or fail the test after ``timeout`` seconds, or as soon as it exits."""
+        """Start ``igrun ARGS`` and return once it says ``ready`` (every program attached;
+        ``runs`` times for a config of several runs), or fail the test after ``timeout``
+        seconds, or as soon as it exits."""
         proc = subprocess.Popen(
             [*self.command, *args, *(["-v"] if self.verbose else [])],
             stdin=subprocess.DEVNULL,
@@ -306,10 +317,13 @@ class IgrunCli:
             env=dict(env) if env is not None else None,
         )
         ready = threading.Event()
+        seen = [0]
 
         def on_line(line: str) -> None:
             if READY_LINE.search(line):
-                ready.set()
+                seen[0] += 1
+                if seen[0] >= runs:
+                    ready.set()
 
         run = CliRun(proc, on_line)
         deadline = time.monotonic() + timeout
