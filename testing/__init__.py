@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import io
 import json
 import os
 import re
@@ -32,7 +33,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -212,16 +213,27 @@ class CliRun:
     :class:`subprocess.Popen` methods tests use: ``pid``, ``poll``, ``wait``,
     ``send_signal``, ``kill``, ``returncode``, and ``communicate`` returning text."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], on_err_line: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        proc: subprocess.Popen[bytes],
+        on_err_line: Callable[[str], None],
+        read_stdout: bool = True,
+    ) -> None:
         self.proc = proc
         self.ids = BpfIds()
         """The programs, maps and links the process held when it said ``ready``."""
+        self.stdout: io.TextIOWrapper | None = None
+        """igrun's stdout, for the test to read (and close) itself, when it asked to."""
         self._out: list[bytes] = []
         self._err: list[str] = []
         self._readers = [
-            threading.Thread(target=_pump, args=(proc.stdout, self._out, None), daemon=True),
-            threading.Thread(target=_pump, args=(proc.stderr, self._err, on_err_line), daemon=True),
+            threading.Thread(target=_pump, args=(proc.stderr, self._err, on_err_line), daemon=True)
         ]
+        if read_stdout:
+            pump = threading.Thread(target=_pump, args=(proc.stdout, self._out, None), daemon=True)
+            self._readers.append(pump)
+        else:
+            self.stdout = io.TextIOWrapper(cast(IO[bytes], proc.stdout))
         for t in self._readers:
             t.start()
 
@@ -305,10 +317,12 @@ class IgrunCli:
         env: Mapping[str, str] | None = None,
         timeout: float = 20.0,
         runs: int = 1,
+        read_stdout: bool = True,
     ) -> CliRun:
         """Start ``igrun ARGS`` and return once it says ``ready`` (every program attached;
         ``runs`` times for a config of several runs), or fail the test after ``timeout``
-        seconds, or as soon as it exits."""
+        seconds, or as soon as it exits. With ``read_stdout=False`` the test reads
+        :attr:`CliRun.stdout` itself (to close it early, as ``| head`` does)."""
         proc = subprocess.Popen(
             [*self.command, *args, *(["-v"] if self.verbose else [])],
             stdin=subprocess.DEVNULL,
@@ -325,7 +339,7 @@ class IgrunCli:
                 if seen[0] >= runs:
                     ready.set()
 
-        run = CliRun(proc, on_line)
+        run = CliRun(proc, on_line, read_stdout)
         deadline = time.monotonic() + timeout
         while not ready.wait(0.05):
             if proc.poll() is not None or time.monotonic() >= deadline:

@@ -31,11 +31,12 @@ import pytest
 if TYPE_CHECKING:
     from conftest import IgrunCli
 
+    from igrun.testing import CliRun
+
 pytestmark = pytest.mark.bpf
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PACKAGES = ("igrun-gadget-unlink", "igrun-operator-droproot")
-PROGRAMS = {f"ig_{call}_{side}" for call in ("unlinkat", "unlink", "rmdir") for side in "ex"}
 AT_FDCWD = -100
 NOBODY = 65534
 UNLINK = (
@@ -116,14 +117,14 @@ def child(argv: list[str], expect: int = 0, **kwargs: Any) -> tuple[int, str]:
     return proc.pid, out.strip()
 
 
-def stop(cli: IgrunCli, proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
+def stop(cli: IgrunCli, proc: CliRun) -> list[dict[str, Any]]:
     """End igrun as a user would and return its events; it must leave nothing behind."""
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert cli.pin_dirs_of(proc.pid) == []
-    assert PROGRAMS & cli.loaded_programs() == set()
+    proc.assert_released()
     return cli.events(out)
 
 
