@@ -272,3 +272,21 @@ def test_drop_root_is_offered_only_where_events_have_a_uid(venv_python: Path) ->
         env=ENV,
     ).stdout
     assert "--drop-root" in helped
+
+
+def test_the_gadget_package_tests_itself_with_igrun_testing(
+    venv_python: Path, tmp_path: Path
+) -> None:
+    """The example's own tests, as its author runs them in the venv it is installed in: the
+    fixtures and the marker come from igrun's pytest plugin, with no conftest."""
+    tests = EXAMPLES / "igrun-gadget-unlink" / "tests"
+    done = subprocess.run(
+        [venv_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--strict-markers", tests],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**ENV, "PYTHONDONTWRITEBYTECODE": "1", "IGRUN_REQUIRE_BPF": "1"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
