@@ -19,6 +19,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -148,7 +149,8 @@ def test_list_names_the_gadget_and_its_package(venv_python: Path) -> None:
     rows = [line.split() for line in listed.splitlines()]
     unlink = [row for row in rows if row[:2] == ["trace", "unlink"]]
     assert len(unlink) == 1
-    assert unlink[0][-2:] == ["igrun-gadget-unlink", "0.1.0"]
+    project = tomllib.loads((EXAMPLES / "igrun-gadget-unlink" / "pyproject.toml").read_text())
+    assert unlink[0][-2:] == ["igrun-gadget-unlink", project["project"]["version"]]
     assert " ".join(unlink[0][2:-2]) == "Trace files and directories removed"
 
 
