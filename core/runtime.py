@@ -271,9 +271,7 @@ class Runtime:
             on_context(ctx)
         with ExitStack() as stack:
             try:
-                self._run(
-                    ctx, stack, hooks, prepare, on_context is None, on_ready, on_stopped
-                )
+                self._run(ctx, stack, hooks, prepare, on_context is None, on_ready, on_stopped)
             except BaseException as exc:
                 error = exc
                 raise
