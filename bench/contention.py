@@ -123,7 +123,7 @@ def run_one(storm: Storm, tracer: str, tools: dict[str, Path], tmp: Path) -> dic
     out = tmp / f"{tracer}-{tag}.out"
     if tracer == "igrun":
         argv = [*igrun_command(), "trace", storm.kind, "--host", "-o", "json", "-v"]
-        lost, ready_text = IGRUN_LOST, "gadget_started"
+        lost, ready_text = IGRUN_LOST, "] ready "  # the line igrun writes once attached
     else:
         snoop = snoop_command(storm.kind)
         if snoop is None:

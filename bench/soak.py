@@ -56,7 +56,7 @@ class Counted:
         self.seen = 0
         self.header = threading.Event()
         self.igrun = name.startswith("igrun")
-        ready = "gadget_started" if self.igrun else None
+        ready = "] ready " if self.igrun else None  # the line igrun writes once attached
         self.tracer = Tracer(argv, subprocess.PIPE, lost, ready=ready)  # type: ignore[arg-type]
         self._thread = threading.Thread(target=self._count, daemon=True)
         self._thread.start()

@@ -43,6 +43,7 @@ from igrun.core.gadget import (
     ResultRunner,
     Runner,
 )
+from igrun.core.gadgetrun import GadgetRun, run_gadget
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import (
     PRIORITY_ENRICH,
@@ -76,6 +77,7 @@ __all__ = [
     "Gadget",
     "GadgetContext",
     "GadgetNotFound",
+    "GadgetRun",
     "GadgetType",
     "IgrunError",
     "InitClose",
@@ -112,5 +114,6 @@ __all__ = [
     "mode_fields",
     "process_fields",
     "resolve_column",
+    "run_gadget",
     "uid_field",
 ]

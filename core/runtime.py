@@ -13,7 +13,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
@@ -40,6 +40,9 @@ VMLINUX_BTF = Path("/sys/kernel/btf/vmlinux")
 LOST_REPORT_INTERVAL = 1.0
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 BUFFER_MAX = 1 << 30
+READY_EVENT = "ready"
+"""The log line (at the default level, on stderr) that says every program of a run is
+attached: what scripts and tests wait for before they trigger events."""
 
 
 def _size_flag(n: int) -> str:
@@ -266,6 +269,8 @@ class Runtime:
         process: Resources | None = None,
         tag: str | None = None,
         on_context: Any = None,
+        on_ready: Callable[[GadgetContext, Gadget], None] | None = None,
+        on_stopped: Callable[[GadgetContext, Gadget], None] | None = None,
     ) -> GadgetContext:
         """Run ``gadget_cls`` until it ends; return its context (e.g. for ``lost_total``).
 
@@ -276,6 +281,12 @@ class Runtime:
         output. ``on_context(ctx)``, when given,
         replaces the SIGINT/SIGTERM handling (only the main thread may install it): a caller
         running several gadgets in threads gets each context to cancel them itself.
+
+        ``on_ready(ctx, gadget)`` is called once every program is attached, when the ``ready``
+        line is logged; ``on_stopped(ctx, gadget)`` once the run has ended and its last events went
+        through the chain, before anything is closed: the gadget's BPF object and maps are
+        still open (a caller reads a map's final values there). Neither is called when the run
+        fails before that point.
         """
         self.check(gadget_cls, gadget_params, runtime_params, operator_params)
         self.check_chain(gadget_cls)
@@ -304,7 +315,7 @@ class Runtime:
             on_context(ctx)
         with ExitStack() as stack:
             try:
-                self._run(ctx, stack, hooks, prepare, signals=on_context is None)
+                self._run(ctx, stack, hooks, prepare, on_context is None, on_ready, on_stopped)
             except BaseException as exc:
                 error = exc
                 raise
@@ -315,7 +326,14 @@ class Runtime:
         return ctx
 
     def _run(
-        self, ctx: GadgetContext, stack: ExitStack, hooks: Any, prepare: Any, signals: bool
+        self,
+        ctx: GadgetContext,
+        stack: ExitStack,
+        hooks: Any,
+        prepare: Any,
+        signals: bool,
+        on_ready: Callable[[GadgetContext, Gadget], None] | None = None,
+        on_stopped: Callable[[GadgetContext, Gadget], None] | None = None,
     ) -> None:
         if signals:  # before the pin folder exists: no signal leaves it behind
             stack.enter_context(_stop_on_signals(ctx))
@@ -359,7 +377,10 @@ class Runtime:
         ctx.start()
         if hooks is not None:
             hooks.igrun_run_started(ctx=ctx)
-        ctx.logger.debug("gadget_started", id=ctx.id)
+        # The documented readiness signal (docs/api.md): every program is attached.
+        ctx.logger.info(READY_EVENT, id=ctx.id)
+        if on_ready is not None:
+            on_ready(ctx, gadget)
         try:
             if isinstance(gadget, Runner):
                 gadget.run(ctx)
@@ -369,3 +390,5 @@ class Runtime:
             run.flush_lost()
         run.chain.flush()
         ctx.logger.debug("gadget_stopped", id=ctx.id, lost=run.lost_total)
+        if on_stopped is not None:
+            on_stopped(ctx, gadget)

@@ -1,104 +1,39 @@
-"""Shared fixtures; the ``bpf`` marker skips where BPF cannot run, unless it is required.
-
-With ``IGRUN_REQUIRE_BPF=1`` (as in CI) a BPF test that cannot run fails instead of skipping, so
-a green run always means the gadgets really ran in the kernel.
-"""
+"""Shared fixtures. The ``bpf`` marker, its skip (or, with ``IGRUN_REQUIRE_BPF=1`` as in CI,
+its failure) where BPF cannot run, and the runners of gadgets come from ``igrun.testing``,
+the plugin igrun ships for every gadget's tests."""
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
-import sys
 import tarfile
-import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import igrun.testing as testing
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def bpf_unavailable() -> str | None:
-    """Why BPF tests cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root"
-    if not Path("/sys/kernel/btf/vmlinux").exists():
-        return "kernel has no BTF"
-    from igrun.core.pins import BPFFS, fs_type
-
-    if fs_type(BPFFS) != "bpf":
-        return f"bpffs is not mounted at {BPFFS}"
-    return None
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("bpf") is None:
-        return
-    reason = bpf_unavailable()
-    if reason is None:
-        return
-    if os.environ.get("IGRUN_REQUIRE_BPF") == "1":
-        pytest.fail(f"BPF is required (IGRUN_REQUIRE_BPF=1) but {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 # ---- running the real igrun command ------------------------------------------------------
 
-IGRUN = [sys.executable, "-m", "igrun.core.cli"]
-PIN_ROOT = Path("/sys/fs/bpf/gadget")
+IGRUN = list(testing.IGRUN)
+PIN_ROOT = testing.PIN_ROOT
 
 
 @dataclass
-class IgrunCli:
-    """Starts ``igrun`` as users do and reads what it prints."""
+class IgrunCli(testing.IgrunCli):
+    """igrun.testing's runner, with ``-v`` on: a failing test shows igrun's debug lines."""
 
-    command: tuple[str, ...] = tuple(IGRUN)
-
-    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        """Start igrun with -v and return once its programs are attached."""
-        proc = subprocess.Popen(
-            [*self.command, *args, "-v"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        assert proc.stderr is not None
-        deadline = time.monotonic() + 20
-        seen = []
-        for line in proc.stderr:
-            seen.append(line)
-            if "gadget_started" in line:
-                return proc
-            if time.monotonic() > deadline:
-                break
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"igrun did not start: {out}\n{''.join(seen)}{err}")
-
-    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.command, *args], capture_output=True, text=True, timeout=timeout
-        )
-
-    @staticmethod
-    def events(stdout: str) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in stdout.split("\n") if line.startswith("{")]
+    verbose: bool = True
 
     @staticmethod
     def pin_dirs_of(pid: int) -> list[Path]:
-        if not PIN_ROOT.is_dir():
-            return []
-        return [d for d in PIN_ROOT.iterdir() if d.name.startswith(f"{pid}-")]
-
-    @staticmethod
-    def loaded_programs() -> set[str]:
-        out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, check=True)
-        return {p.get("name", "") for p in json.loads(out.stdout)}
+        return testing.pins_of(pid)
 
 
 @pytest.fixture
@@ -154,7 +89,7 @@ class NetnsPair:
 
 @pytest.fixture
 def netns_pair() -> Any:
-    suffix = f"{os.getpid() % 100000}"
+    suffix = uuid.uuid4().hex[:8]  # unique across processes: parallel runs never share one
     a, b = f"igrun-a{suffix}", f"igrun-b{suffix}"
     va, vb = f"igva{suffix}", f"igvb{suffix}"
     pair = NetnsPair(a, b)

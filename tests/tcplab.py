@@ -9,8 +9,8 @@ host-unreachable instead: connect fails at once with ``EHOSTUNREACH``.
 
 from __future__ import annotations
 
-import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,7 +41,7 @@ table inet blackhole {{
 
 @contextmanager
 def blackhole_netns() -> Iterator[Blackhole]:
-    hole = Blackhole(f"igrun-bh{os.getpid() % 100000}")
+    hole = Blackhole(f"igrun-bh{uuid.uuid4().hex[:8]}")  # unique: parallel runs never share it
     subprocess.run(["ip", "netns", "add", hole.ns], check=True, capture_output=True)
     try:
         for argv in (

@@ -15,14 +15,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import gadgetlab
 import pytest
 from containerlab import IMAGE
-from gadgetlab import Capture
 from netns_syn import SOURCE, own_fds
 from netns_syn import RecordingNetnsSyn as TraceNetnsSyn
 from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
 
-from igrun.core import GadgetContext, MissingDependency
+from igrun.core import Batch, GadgetContext, MissingDependency
 from igrun.core.bpfbuild import compile_bpf
 from igrun.core.containers import cgroup2_root
 from igrun.core.runtime import Runtime
@@ -80,12 +80,22 @@ class Scenario:
         pass
 
 
+ROWS: list[dict[str, Any]] = []
+"""What the run's :class:`Capture` saw, readable while the run goes on."""
+
+
+class Capture(gadgetlab.Capture):
+    def process(self, batch: Batch) -> Batch:
+        ROWS.extend(batch.to_dicts())
+        return batch
+
+
 def run(
     names: list[str],
     body: Callable[[TraceNetnsSyn], None],
     more: dict[str, str] | None = None,
 ) -> tuple[Scenario, Any]:
-    Capture.rows = []
+    ROWS.clear()
     runtime = Runtime([ContainersOperator, Capture])
     values = {
         "port": str(PORT),
@@ -124,7 +134,7 @@ def test_attached_to_containers_before_and_after_start(
         syn_from(podman, after)
         wait_until(
             "the SYN from the new container",
-            lambda: any(r["netns"] == seen["b_netns"] for r in Capture.rows),
+            lambda: any(r["netns"] == seen["b_netns"] for r in ROWS),
         )
         podman.stop(after)
         wait_until("the detach from the stopped container", lambda: len(gadget.calls) == 3)
@@ -153,13 +163,13 @@ def test_attached_to_containers_before_and_after_start(
     assert gadget.open_copies() == 0
     events = sorted(
         (r["netns"], r["src"], r["dst"], r["dport"])
-        for r in Capture.rows
+        for r in ROWS
         if r["netns"] in (a_netns, b_netns)
     )
     assert events == sorted(
         [(a_netns, "127.0.0.1", "127.0.0.1", PORT), (b_netns, "127.0.0.1", "127.0.0.1", PORT)]
     )
-    by_netns = {r["netns"]: r["runtime"]["containerName"] for r in Capture.rows}
+    by_netns = {r["netns"]: r["runtime"]["containerName"] for r in ROWS}
     assert by_netns[a_netns] == before
     assert by_netns[b_netns] == after
     leaked = {fd for fd in own_fds() - fds_before if "bpf" in fd or fd.startswith("socket:")}
@@ -183,7 +193,7 @@ def test_attached_before_the_first_process_of_a_new_container_runs(
     _, gadget = run([name], body)
     netns = gadget.calls[0][2]
     assert gadget.calls == [("attach", name, netns), ("detach", name, netns)]
-    assert [(r["netns"], r["dport"]) for r in Capture.rows] == [(netns, PORT)]
+    assert [(r["netns"], r["dport"]) for r in ROWS] == [(netns, PORT)]
     assert gadget.open_copies() == 0
 
 
@@ -209,7 +219,7 @@ def test_a_failed_attach_is_logged_and_the_run_goes_on(
     assert gadget.calls[-1][0] == "detach"
     err = capsys.readouterr().err
     assert "attach_failed" in err and f"container={bad}" in err and "refused on purpose" in err
-    assert [r["netns"] for r in Capture.rows if r["dport"] == PORT] == [netns_of(g.pid)]
+    assert [r["netns"] for r in ROWS if r["dport"] == PORT] == [netns_of(g.pid)]
 
 
 def test_with_host_the_host_is_attached_first_and_detached_last(compiled: Path) -> None:
@@ -220,7 +230,7 @@ def test_with_host_the_host_is_attached_first_and_detached_last(compiled: Path) 
     def body(gadget: TraceNetnsSyn) -> None:
         with socket.socket() as s:  # refused: one SYN in the host's namespace
             assert s.connect_ex(("127.0.0.1", PORT)) == errno.ECONNREFUSED
-        wait_until("the host's SYN", lambda: any(r["netns"] == own for r in Capture.rows))
+        wait_until("the host's SYN", lambda: any(r["netns"] == own for r in ROWS))
 
     scenario, gadget = run([], body, {"operator.containers.host": "true"})
     assert scenario.started_attached[0] == ("attach", "host", own)
@@ -229,7 +239,7 @@ def test_with_host_the_host_is_attached_first_and_detached_last(compiled: Path) 
         ("attach", "host", own),
         ("detach", "host", own),
     ]
-    (event,) = [r for r in Capture.rows if r["netns"] == own]
+    (event,) = [r for r in ROWS if r["netns"] == own]
     assert (event["src"], event["dst"], event["dport"]) == ("127.0.0.1", "127.0.0.1", PORT)
     assert event["runtime"]["containerName"] == ""  # the host is no container to name
     assert gadget.open_copies() == 0

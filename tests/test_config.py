@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 import pytest
 from pluginlab import AS_NOBODY, NOBODY, open_folder, plugin_site
 
+import igrun.testing as testing
+
 if TYPE_CHECKING:
     from conftest import IgrunCli
 
@@ -100,17 +102,6 @@ def unique_true(tmp_path: Path) -> Path:
     return path
 
 
-def wait_started(proc: subprocess.Popen[str], runs: int) -> None:
-    assert proc.stderr is not None
-    deadline = time.monotonic() + 30
-    started = 0
-    for line in proc.stderr:
-        started += "gadget_started" in line
-        if started == runs or time.monotonic() > deadline:
-            break
-    assert started == runs
-
-
 @pytest.mark.bpf
 def test_precedence_flags_environment_file(igrun_cli: IgrunCli, tmp_path: Path) -> None:
     """The file asks for JSON, a filter on our program and a 30 s timeout; the environment
@@ -123,12 +114,10 @@ def test_precedence_flags_environment_file(igrun_cli: IgrunCli, tmp_path: Path) 
         f'{{name = "filter", with = {{filter = "comm:{other.name[:15]}"}}}}, '
         f'{{name = "output", with = {{output = "json"}}}}]\n'
     )
-    proc = subprocess.Popen(
-        [*IGRUN, "--config", str(path), "trace", "exec", "-F", f"comm:{ours.name[:15]}", "-v"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = igrun_cli.start(
+        "--config", str(path), "trace", "exec", "-F", f"comm:{ours.name[:15]}",
         env={**os.environ, "IGRUN_TIMEOUT": "4s"},
     )  # fmt: skip
-    wait_started(proc, 1)
     started = time.monotonic()
     child = subprocess.run([str(ours)])
     subprocess.run([str(other)])
@@ -158,11 +147,7 @@ def test_several_gadgets_at_once(igrun_cli: IgrunCli, tmp_path: Path) -> None:
         f'{{name = "filter", with = {{filter = ["comm:{opener.name[:15]}", "path:{target}"]}}}}, '
         f'{{name = "output", with = {{output = "json"}}}}]\n'
     )
-    proc = subprocess.Popen(
-        [*IGRUN, "--config", str(path), "-v"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    wait_started(proc, 2)
+    proc = igrun_cli.start("--config", str(path), runs=2)
     pins = igrun_cli.pin_dirs_of(proc.pid)
     assert len(pins) == 1 and sorted(p.name for p in pins[0].iterdir()) == ["run0", "run1"]
     subprocess.run([str(program)], check=True)
@@ -183,18 +168,14 @@ def test_several_gadgets_at_once(igrun_cli: IgrunCli, tmp_path: Path) -> None:
 
 
 @pytest.mark.bpf
-def test_a_chain_from_the_file_is_exactly_that_chain(tmp_path: Path) -> None:
+def test_a_chain_from_the_file_is_exactly_that_chain(igrun_cli: IgrunCli, tmp_path: Path) -> None:
     """Without the containers operator in the chain, events carry no container fields."""
     path = tmp_path / "config.toml"
     path.write_text(
         '[[run]]\ngadget = "trace exec"\nruntime = {timeout = "1s"}\n'
         'operators = [{name = "output", with = {output = "json"}}]\n'
     )
-    proc = subprocess.Popen(
-        [*IGRUN, "--config", str(path), "-v"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    wait_started(proc, 1)
+    proc = igrun_cli.start("--config", str(path))
     subprocess.run(["/bin/true"], check=True)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
@@ -222,22 +203,12 @@ def test_a_run_that_fails_leaves_the_others_going(tmp_path: Path) -> None:
         f'operators = [{{name = "prometheus", with = {{metrics-config = "{metrics}", '
         f'metrics-listen-address = "127.0.0.1:{port}"}}}}]\n'
     )
-    proc = subprocess.Popen(
-        [*IGRUN, "--config", str(path), "-v"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:  # until trace exec is attached (trace open never is)
-        seen.append(line)
-        if "gadget_started" in line:
-            break
+    proc = testing.IgrunCli().start("--config", str(path))  # without -v: stderr is exact
     subprocess.run([str(program)], check=True)
     out, err = proc.communicate(timeout=30)
     taken.close()
     assert proc.returncode == 1
-    lines = "".join(seen) + err
-    assert [line for line in lines.splitlines() if line.startswith("igrun:")] == [
+    assert [line for line in err.splitlines() if line.startswith("igrun:")] == [
         f"igrun: error: trace open: cannot serve metrics on 127.0.0.1:{port}: "
         "Address already in use"
     ]

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -42,32 +41,21 @@ class Traced:
 
     def __init__(self, cli: IgrunCli, *args: str) -> None:
         self.cli = cli
-        self.proc = cli.start(*args)
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._readers = [
-            threading.Thread(target=self.out.extend, args=(self.proc.stdout,), daemon=True),
-            threading.Thread(target=self.err.extend, args=(self.proc.stderr,), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
+        self.proc = cli.start(*args)  # read all along by igrun.testing's runner
+        self.out = self.err = ""
 
     def end(self) -> None:
         """End the run (Ctrl-C, then a kill if it does not end): never raises, so a
         failing check of one run cannot leave another running."""
-        self.proc.send_signal(signal.SIGINT)
         try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        for reader in self._readers:
-            reader.join(timeout=10)
+            self.out, self.err = self.proc.stop(signal.SIGINT, timeout=30)
+        except AssertionError as exc:  # killed after the timeout
+            self.err = str(exc)
 
     def events(self) -> list[dict[str, Any]]:
         """The ended run's events, once it is checked to have ended well and held every
         container it saw start."""
-        out, err = "".join(self.out), "".join(self.err)
+        out, err = self.out, self.err
         assert self.proc.returncode == 0, err
         assert "container_start_not_held" not in err, err
         return self.cli.events(out)

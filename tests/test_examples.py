@@ -19,6 +19,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+import tomllib
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -32,11 +33,12 @@ from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
 if TYPE_CHECKING:
     from conftest import IgrunCli
 
+    from igrun.testing import CliRun
+
 pytestmark = pytest.mark.bpf
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PACKAGES = ("igrun-gadget-unlink", "igrun-operator-droproot", "igrun-gadget-netnssyn")
-PROGRAMS = {f"ig_{call}_{side}" for call in ("unlinkat", "unlink", "rmdir") for side in "ex"}
 AT_FDCWD = -100
 NOBODY = 65534
 UNLINK = (
@@ -118,14 +120,14 @@ def child(argv: list[str], expect: int = 0, **kwargs: Any) -> tuple[int, str]:
     return proc.pid, out.strip()
 
 
-def stop(cli: IgrunCli, proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
+def stop(cli: IgrunCli, proc: CliRun) -> list[dict[str, Any]]:
     """End igrun as a user would and return its events; it must leave nothing behind."""
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert cli.pin_dirs_of(proc.pid) == []
-    assert PROGRAMS & cli.loaded_programs() == set()
+    proc.assert_released()
     return cli.events(out)
 
 
@@ -149,7 +151,8 @@ def test_list_names_the_gadget_and_its_package(venv_python: Path) -> None:
     rows = [line.split() for line in listed.splitlines()]
     unlink = [row for row in rows if row[:2] == ["trace", "unlink"]]
     assert len(unlink) == 1
-    assert unlink[0][-2:] == ["igrun-gadget-unlink", "0.1.0"]
+    project = tomllib.loads((EXAMPLES / "igrun-gadget-unlink" / "pyproject.toml").read_text())
+    assert unlink[0][-2:] == ["igrun-gadget-unlink", project["project"]["version"]]
     assert " ".join(unlink[0][2:-2]) == "Trace files and directories removed"
 
 
@@ -293,7 +296,6 @@ def test_trace_netnssyn_sees_a_syn_inside_a_selected_container(
         (netns, "127.0.0.1", "127.0.0.1", int(port))  # not the host's SYN: not attached there
     ]
     assert events[0]["runtime"]["containerName"] == inside.name
-    assert "syn_filter" not in cli.loaded_programs()
 
 
 def test_a_chain_without_the_containers_operator_is_one_line_naming_both(
@@ -313,3 +315,21 @@ def test_a_chain_without_the_containers_operator_is_one_line_naming_both(
         "'containers', which is not in this run's chain\n"
     )
     assert done.stdout == ""
+
+
+def test_the_gadget_package_tests_itself_with_igrun_testing(
+    venv_python: Path, tmp_path: Path
+) -> None:
+    """The example's own tests, as its author runs them in the venv it is installed in: the
+    fixtures and the marker come from igrun's pytest plugin, with no conftest."""
+    tests = EXAMPLES / "igrun-gadget-unlink" / "tests"
+    done = subprocess.run(
+        [venv_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--strict-markers", tests],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**ENV, "PYTHONDONTWRITEBYTECODE": "1", "IGRUN_REQUIRE_BPF": "1"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from conftest import IGRUN, ROOT
 
+from igrun.testing import READY_LINE
+
 pytestmark = pytest.mark.bpf
 
 STORM_SOURCE = ROOT / "bench" / "storm.c"
@@ -74,7 +76,7 @@ def test_trace_exec_loses_nothing_under_a_storm_with_every_cpu_busy(
         try:
             assert proc.stderr is not None
             for line in proc.stderr:
-                if "gadget_started" in line:
+                if READY_LINE.search(line):
                     break
             else:
                 pytest.fail(f"igrun did not start (exit {proc.wait()})")

@@ -22,6 +22,7 @@ import pytest
 
 from igrun.core.bpfbuild import compile_bpf
 from igrun.operators.containers import ENRICHED_NAMES
+from igrun.testing import CliRun
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -39,7 +40,7 @@ OBJECTS = (
     "rejected",
 )
 PROGRAM_PREFIX = "igrt_"
-"""Every program of the run_* objects is named so: none may stay loaded after a run."""
+"""Every program of the run_* objects is named so."""
 CHILD_COMM = "igrt-child"
 
 CHILD = f"""
@@ -90,17 +91,12 @@ def child() -> Iterator[Child]:
     proc.wait()
 
 
-def assert_nothing_left(cli: IgrunCli, pid: int) -> None:
-    """No pin folder of run ``pid``, and none of our programs loaded (the kernel frees a
-    program a moment after its last fd closes: allow it a second)."""
-    assert cli.pin_dirs_of(pid) == []
-    deadline = time.monotonic() + 1
-    while True:
-        ours = [p for p in cli.loaded_programs() if p.startswith(PROGRAM_PREFIX)]
-        if not ours or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert ours == []
+def assert_nothing_left(cli: IgrunCli, run: CliRun | Done) -> None:
+    """No pin folder of the run; for a run started and seen ready, none of the programs,
+    maps and links it held either (a run that ended by itself was never seen holding any)."""
+    assert cli.pin_dirs_of(run.pid) == []
+    if isinstance(run, CliRun):
+        run.assert_released()
 
 
 @dataclass
@@ -153,7 +149,7 @@ def test_tracer_shows_the_childs_calls_exactly(
         assert before - 50_000_000 <= e["timestamp"] <= after + 50_000_000
         assert e["runtime"]["containerName"] == ""  # a host process
     assert "Traceback" not in err
-    assert_nothing_left(igrun_cli, proc.pid)
+    assert_nothing_left(igrun_cli, proc)
 
 
 def test_tracer_columns_and_a_bool_flag(
@@ -174,7 +170,7 @@ def test_tracer_columns_and_a_bool_flag(
         "    PID   COUNT COMM             ENDPOINT",
         f"{child.pid:>7} {3:>7} {CHILD_COMM:<16} 127.0.0.1:4003",
     ]
-    assert_nothing_left(igrun_cli, proc.pid)
+    assert_nothing_left(igrun_cli, proc)
 
 
 def test_tracer_without_host_drops_host_processes_in_the_kernel(
@@ -189,7 +185,7 @@ def test_tracer_without_host_drops_host_processes_in_the_kernel(
     out, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
     assert igrun_cli.events(out) == []
-    assert_nothing_left(igrun_cli, proc.pid)
+    assert_nothing_left(igrun_cli, proc)
 
 
 def test_help_lists_the_objects_flags_and_fields(
@@ -236,7 +232,7 @@ def test_nested_members_are_flattened_and_the_rest_named(
             "peer": {"addr": "10.0.1.2", "version": 4},
         }
     ]
-    assert_nothing_left(igrun_cli, proc.pid)
+    assert_nothing_left(igrun_cli, proc)
     help_text = run(igrun_cli, "run", str(objects["run_layouts"]), "--help").stdout
     assert (
         "(not shown: an anonymous member at byte 64, either (union (anonymous)), "
@@ -259,7 +255,7 @@ def test_snapshot_lists_this_process(igrun_cli: IgrunCli, objects: dict[str, Pat
     assert row["comm"] == Path("/proc/self/comm").read_text().strip()
     assert row["mountnsid"] == os.stat("/proc/self/ns/mnt").st_ino
     assert "Traceback" not in done.stderr
-    assert_nothing_left(igrun_cli, done.pid)
+    assert_nothing_left(igrun_cli, done)
 
 
 def test_snapshot_sorts_and_selects_in_user_space(
@@ -277,8 +273,8 @@ def test_snapshot_sorts_and_selects_in_user_space(
     pids = [e["pid"] for e in igrun_cli.events(shown.stdout)]
     assert me in pids and os.getppid() in pids
     assert pids == sorted(pids, reverse=True)
-    assert_nothing_left(igrun_cli, hidden.pid)
-    assert_nothing_left(igrun_cli, shown.pid)
+    assert_nothing_left(igrun_cli, hidden)
+    assert_nothing_left(igrun_cli, shown)
 
 
 # ---- bad input ---------------------------------------------------------------------------------
@@ -317,7 +313,7 @@ def test_bad_objects_get_one_line(
     assert done.stdout == ""
     (line,) = done.stderr.splitlines()
     assert line.startswith("igrun: error: " + message.format(path=path))
-    assert_nothing_left(igrun_cli, done.pid)
+    assert_nothing_left(igrun_cli, done)
 
 
 def test_no_object_named(igrun_cli: IgrunCli) -> None:
@@ -339,7 +335,7 @@ def test_bad_flag_values(igrun_cli: IgrunCli, objects: dict[str, Path]) -> None:
     unknown = run(igrun_cli, "run", tracer, "--nope", "1")
     assert unknown.returncode == 2
     assert "unrecognized arguments: --nope 1" in unknown.stderr
-    assert_nothing_left(igrun_cli, too_big.pid)
+    assert_nothing_left(igrun_cli, too_big)
 
 
 def test_verifier_rejection_shows_why(igrun_cli: IgrunCli, objects: dict[str, Path]) -> None:
@@ -352,7 +348,7 @@ def test_verifier_rejection_shows_why(igrun_cli: IgrunCli, objects: dict[str, Pa
     )
     assert lines[-1] == "  R0 invalid mem access 'map_value_or_null'"
     assert "Traceback" not in done.stderr
-    assert_nothing_left(igrun_cli, done.pid)
+    assert_nothing_left(igrun_cli, done)
 
 
 def test_an_objects_own_drop_counter_of_another_layout_is_refused(
@@ -368,4 +364,4 @@ def test_an_objects_own_drop_counter_of_another_layout_is_refused(
         "u64 value (igrun/buffer.h); it is a per-CPU array of 1 entry, 4-byte key, "
         "32-byte value\n"
     )
-    assert_nothing_left(igrun_cli, done.pid)
+    assert_nothing_left(igrun_cli, done)

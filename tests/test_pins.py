@@ -24,6 +24,7 @@ import pytest
 
 from igrun.core.errors import EnvironmentProblem
 from igrun.core.pins import PinDir, remove_stale, run_id
+from igrun.testing import READY_LINE
 
 pytestmark = pytest.mark.bpf
 
@@ -59,7 +60,7 @@ def start(command: list[str], root: Path, **popen: object) -> subprocess.Popen[s
     seen = []
     for line in proc.stderr:
         seen.append(line)
-        if "gadget_started" in line:
+        if READY_LINE.search(line):
             return proc  # type: ignore[no-any-return]
     out, err = proc.communicate()
     pytest.fail(f"igrun did not start: {out}\n{''.join(seen)}{err}")
@@ -342,7 +343,7 @@ def test_a_hangup_ends_every_run_of_a_config(root: Path, tmp_path: Path) -> None
     assert proc.stderr is not None
     started = 0
     for line in proc.stderr:
-        started += "gadget_started" in line
+        started += bool(READY_LINE.search(line))
         if started == 2:
             break
     held = bpf_ids(proc.pid)

@@ -7,6 +7,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -153,5 +154,59 @@ def test_execveat_is_traced() -> None:
     (event,) = with_arg(trace(run), mark)
     assert event["pid"] == child["pid"]
     assert event["args"] == ["", mark]  # execveat(fd, "", AT_EMPTY_PATH): the path is empty
+    assert event["retval"] == 0
+    assert event["comm"] == "true"
+
+
+def test_exec_by_a_non_root_user_and_group() -> None:
+    """Inspektor Gadget's case: the event has the uid and gid of the process that execs, not
+    of its parent."""
+    mark = marker()
+    child: dict[str, int] = {}
+
+    def run() -> None:
+        proc = subprocess.Popen(["/bin/true", mark], user=1000, group=1111, extra_groups=[])
+        child["pid"] = proc.pid
+        assert proc.wait() == 0
+
+    (event,) = with_arg(trace(run), mark)
+    assert (event["pid"], event["tid"], event["ppid"]) == (child["pid"], child["pid"], os.getpid())
+    assert (event["uid"], event["gid"]) == (1000, 1111)
+    assert event["retval"] == 0
+    assert event["comm"] == "true"
+
+
+EXEC_FROM_THREAD = """
+import os, sys, threading
+
+def execs():
+    print(threading.get_native_id(), flush=True)
+    os.execv("/bin/true", ["/bin/true", sys.argv[1]])
+
+thread = threading.Thread(target=execs)
+thread.start()
+thread.join()
+"""
+
+
+def test_exec_from_a_thread_that_is_not_the_main_one() -> None:
+    """Inspektor Gadget's case: a thread other than the main one execs (the kernel makes it
+    the main one). The event has the process's pid and that thread's tid."""
+    mark = marker()
+    child: dict[str, int] = {}
+
+    def run() -> None:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", EXEC_FROM_THREAD, mark], stdout=subprocess.PIPE
+        )
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0
+        child["pid"], child["tid"] = proc.pid, int(out)
+
+    rows = [r for r in trace(run) if r["args"] == ["/bin/true", mark]]
+    (event,) = rows
+    assert child["tid"] != child["pid"]
+    assert (event["pid"], event["tid"], event["ppid"]) == (child["pid"], child["tid"], os.getpid())
+    assert (event["uid"], event["gid"]) == (os.getuid(), os.getgid())
     assert event["retval"] == 0
     assert event["comm"] == "true"

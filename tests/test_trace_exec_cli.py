@@ -16,17 +16,20 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from igrun.testing import assert_released
+
 if TYPE_CHECKING:
     from conftest import IgrunCli
 
+    from igrun.testing import CliRun
+
 pytestmark = pytest.mark.bpf
 
-PROGRAMS = {"ig_execve_e", "ig_execve_x", "ig_execveat_e", "ig_execveat_x"}
 
-
-def assert_nothing_left(cli: IgrunCli, proc: subprocess.Popen[str]) -> None:
+def assert_nothing_left(cli: IgrunCli, proc: CliRun) -> None:
+    """This run's programs, maps, links and pin folder are gone (other runs may go on)."""
     assert cli.pin_dirs_of(proc.pid) == []
-    assert PROGRAMS & cli.loaded_programs() == set()
+    proc.assert_released()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -68,7 +71,7 @@ def test_timeout_ends_cleanly(igrun_cli: IgrunCli) -> None:
 
 def test_closed_pipe_exits_quietly(igrun_cli: IgrunCli) -> None:
     """`igrun trace exec -o json | head -n 1` ends igrun without a traceback."""
-    proc = igrun_cli.start("trace", "exec", "--host", "-o", "json")
+    proc = igrun_cli.start("trace", "exec", "--host", "-o", "json", read_stdout=False)
     assert proc.stdout is not None
     for _ in range(3):
         subprocess.run(["/bin/true"], check=True)
@@ -80,8 +83,7 @@ def test_closed_pipe_exits_quietly(igrun_cli: IgrunCli) -> None:
         if proc.poll() is not None:
             break
         time.sleep(0.05)
-    proc.wait(timeout=10)
-    err = proc.stderr.read() if proc.stderr else ""
+    _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert_nothing_left(igrun_cli, proc)
@@ -96,7 +98,7 @@ def test_stale_pin_folder_of_a_dead_run_is_removed(igrun_cli: IgrunCli) -> None:
     assert igrun_cli.pin_dirs_of(proc.pid)  # SIGKILL cannot be cleaned up after...
     igrun_cli.run("trace", "exec", "-t", "100ms")
     assert igrun_cli.pin_dirs_of(proc.pid) == []  # ...but the next run does it
-    assert PROGRAMS & igrun_cli.loaded_programs() == set()
+    assert_released(proc.ids)
 
 
 def test_max_rows_ends_the_run_by_itself(igrun_cli: IgrunCli) -> None:

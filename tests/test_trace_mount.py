@@ -28,6 +28,8 @@ from igrun.plugins.trace_mount import TraceMount
 if TYPE_CHECKING:
     from conftest import IgrunCli
 
+    from igrun.testing import CliRun
+
 pytestmark = pytest.mark.bpf
 
 # <linux/mount.h>
@@ -42,8 +44,6 @@ AT_FDCWD = -100
 # The new mount API has the same numbers on every architecture but alpha.
 SYS_MOVE_MOUNT, SYS_FSOPEN, SYS_FSCONFIG, SYS_FSMOUNT = 429, 430, 431, 432
 
-PROGRAMS = {f"ig_{call}_{end}" for call in ("mount", "umount", "fsopen", "fsmount", "move_mount")
-            for end in "ex"}  # fmt: skip
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
@@ -431,9 +431,9 @@ def test_mount_namespace_filter_excludes_other_namespaces(target: Path) -> None:
     assert event["ret"] == -errno.ENOENT
 
 
-def assert_nothing_left(cli: IgrunCli, proc: subprocess.Popen[str]) -> None:
+def assert_nothing_left(cli: IgrunCli, proc: CliRun) -> None:
     assert cli.pin_dirs_of(proc.pid) == []
-    assert PROGRAMS & cli.loaded_programs() == set()
+    proc.assert_released()
 
 
 def test_cli_columns_show_the_call_as_ig_does(igrun_cli: IgrunCli, target: Path) -> None:
