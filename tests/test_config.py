@@ -345,11 +345,7 @@ def test_a_filter_on_an_operators_field_after_it(
         '{name = "filter", with = {filter = "user:alice"}}, '
         '{name = "output", with = {output = "json"}}]\n'
     )
-    proc = subprocess.Popen(
-        [*IGRUN, "--config", str(path), "-v"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    wait_started(proc, 1)
+    proc = testing.IgrunCli().start("--config", str(path), env=env)
     subprocess.run([*AS_NOBODY, str(program)], check=True)
     subprocess.run([str(program)], check=True)  # root's: filtered out
     time.sleep(0.5)
