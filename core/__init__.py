@@ -4,6 +4,7 @@ Everything a plugin needs is importable from here; the submodules hold the detai
 """
 
 from igrun.core import fields
+from igrun.core.attachpoints import kernel_type_exists, skip_missing, tracepoint_exists
 from igrun.core.errors import (
     BpfError,
     EnvironmentProblem,
@@ -73,4 +74,7 @@ __all__ = [
     "ValueHint",
     "fields",
     "hookimpl",
+    "kernel_type_exists",
+    "skip_missing",
+    "tracepoint_exists",
 ]
