@@ -4,17 +4,16 @@
 :meth:`BpfObject.struct_dtype`, as for every gadget; nested structs are flattened
 (``outer.inner``) from the BTF, read through libbpf (:mod:`igrun.core.btf`). How a member
 shows is said in C (``igrun/display.h``, ``igrun/types.h``): by the typedef it is declared
-with (``gadget_errno``, ``gadget_file_mode``, ``gadget_duration``, ``gadget_signal``,
-``gadget_timestamp``, ``gadget_mntns_id``, the endpoints) and by BTF declaration tags after
-its name (``GADGET_FLAGS``, ``GADGET_WIDTH(n)``, ``GADGET_HIDDEN``).
+with (:mod:`igrun.core.objectdisplay`; ``gadget_timestamp``, ``gadget_mntns_id`` and the
+endpoints here) and by BTF declaration tags after its name (``GADGET_FLAGS``,
+``GADGET_WIDTH(n)``, ``GADGET_HIDDEN``).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,8 +22,9 @@ from igrun.core.bpf import BpfObject
 from igrun.core.btf import INT_BOOL, INT_CHAR, INT_SIGNED, BtfKind, BtfType, ObjectBtf
 from igrun.core.endpoints import l4_endpoint
 from igrun.core.errors import BpfError, UsageError
-from igrun.core.fields import errno_name, mntns, per_distinct, timestamp
+from igrun.core.fields import mntns, per_distinct, timestamp
 from igrun.core.helpers import ip_strings, proto_string
+from igrun.core.objectdisplay import DISPLAY_TYPES, Annotations, flag_names
 from igrun.core.schema import Batch, Column, Field, Kind, field_like
 
 L4_ENDPOINT = "gadget_l4endpoint_t"
@@ -32,73 +32,9 @@ L3_ENDPOINT = "gadget_l3endpoint_t"
 MNTNS_TYPE = "gadget_mntns_id"
 TIMESTAMP_TYPE = "gadget_timestamp"
 UID_TYPES = ("gadget_uid", "gadget_gid")
-TAG_PREFIX = "igrun:"
 RAW_SUFFIX = "_raw"
 
 _RIGHT = Column(align="right")
-
-
-# ---- how a value shows ----------------------------------------------------------------------
-
-
-def signal_name(number: int) -> str:
-    """``SIGKILL`` for 9; the number when no signal has it; empty for 0."""
-    if number == 0:
-        return ""
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return str(number)
-
-
-def file_mode(mode: int) -> str:
-    """A mode in octal as ``chmod`` takes it: ``0640``, ``0100644`` with the type bits."""
-    return f"{mode:04o}"
-
-
-_UNITS = ((1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "µs"))
-
-
-def duration(ns: int) -> str:
-    """Nanoseconds as Go prints a ``time.Duration`` below a minute: ``1.5ms``, ``2s``."""
-    for scale, unit in _UNITS:
-        if ns >= scale:
-            return f"{ns / scale:.9f}".rstrip("0").rstrip(".") + unit
-    return f"{ns}ns"
-
-
-def flag_names(bits: dict[int, str], value: int) -> str:
-    """``O_CREAT|O_TRUNC``: each named bit that is set, in bit order, and what no name
-    covers in hex (``O_CREAT|0x40000000``); the zero enumerator's name (or ``""``) for 0."""
-    if value == 0:
-        return bits.get(0, "")
-    names, left = [], value
-    for bit in sorted(b for b in bits if b):
-        if value & bit == bit:
-            names.append(bits[bit])
-            left &= ~bit
-    if left:
-        names.append(hex(left))
-    return "|".join(names)
-
-
-@dataclass(frozen=True)
-class Display:
-    """A typedef that shows as text: the text field and its hidden ``_raw`` number."""
-
-    text: Callable[[int], str]
-    width: int
-    signed: bool = False
-    """Read the member as signed first (an errno stored as ``-ENOENT``)."""
-
-
-DISPLAY_TYPES = {
-    "gadget_errno": Display(errno_name, 8, signed=True),
-    "gadget_signal": Display(signal_name, 8),
-    "gadget_file_mode": Display(file_mode, 7),
-    "gadget_duration": Display(duration, 10),
-}
-"""Typedef names of ``igrun/display.h`` and how each shows."""
 
 
 def _texts(member: str, fmt: str, text: Callable[[int], str]) -> Callable[[Batch], Any]:
@@ -161,43 +97,6 @@ def is_bool(t: BtfType, declared: str) -> bool:
 
 def _int_format(size: int, signed: bool) -> str:
     return f"<{'i' if signed else 'u'}{size}"
-
-
-# ---- annotations ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Annotations:
-    """What ``GADGET_FLAGS``, ``GADGET_WIDTH(n)`` and ``GADGET_HIDDEN`` said of one member."""
-
-    flags: bool = False
-    width: int = 0
-    hidden: bool = False
-
-    @classmethod
-    def parse(cls, tags: list[str], where: str) -> Annotations:
-        out = cls()
-        for tag in tags:
-            if not tag.startswith(TAG_PREFIX):
-                continue  # another tool's annotation
-            key, _, value = tag.removeprefix(TAG_PREFIX).partition("=")
-            if key == "flags" and not value:
-                out = replace(out, flags=True)
-            elif key == "hidden" and not value:
-                out = replace(out, hidden=True)
-            elif key == "width" and value.isdigit() and 0 < int(value) <= 1024:
-                out = replace(out, width=int(value))
-            else:
-                raise UsageError(f"{where}: unknown annotation {tag!r} (igrun/display.h)")
-        return out
-
-    def apply(self, f: Field) -> Field:
-        column = f.column
-        if self.width:
-            column = replace(column, width=self.width)
-        if self.hidden:
-            column = replace(column, hidden=True)
-        return f if column is f.column else replace(f, column=column)
 
 
 # ---- the layout ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ they come from: ``GADGET_TRACER(name, map, struct)`` for a ring or perf buffer,
 ``GADGET_SNAPSHOTTER(name, struct, program)`` for an iterator read once, and
 ``GADGET_PARAM(var)`` for each ``const volatile`` global that should be a flag. From that and
 the struct's BTF (:mod:`igrun.core.objectlayout`, :mod:`igrun.core.objectparams`) this module
-builds a gadget class, a :class:`BpfTracer` or a one-shot snapshot, which the CLI's usual
+builds a gadget class (subclassing :mod:`igrun.core.objectgadgets`), which the CLI's usual
 parser and runtime run (``igrun run``, :mod:`igrun.core.runcmd`), so the operators
 (containers, filter, sort, limit, output) work as for any gadget.
 """
@@ -16,39 +16,32 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
-import numpy as np
-
-from igrun.core.attachpoints import skip_missing
-from igrun.core.bpf import BpfObject, Map, MapType, _c_name, lib
+from igrun.core.bpf import BpfObject, MapType, _c_name, lib
 from igrun.core.btf import BtfError, ObjectBtf
-from igrun.core.errors import BpfError, IgrunError, UsageError
+from igrun.core.errors import BpfError, UsageError
 from igrun.core.files import OBJECT_LIMIT, FileRefused, read_bytes
-from igrun.core.gadget import PARAM_INTERVAL, Category, Gadget, GadgetContext, GadgetType
-from igrun.core.log import get_logger
-from igrun.core.objectlayout import event_layout
-from igrun.core.objectparams import ObjectParam, object_params
-from igrun.core.params import ParamDesc, TypeHint
-from igrun.core.schema import Batch, Field, Schema
-from igrun.core.tracer import (
-    FILTER_BY_MNTNS,
-    LOST_EVENTS_MAP,
-    MNTNS_FILTER_MAP,
-    SHARED_MAPS,
-    BpfTracer,
+from igrun.core.gadget import Gadget
+from igrun.core.objectgadgets import (
+    PARAM_BUFFER_MAP,
+    PARAM_HOST,
+    PARAM_PROGRAMS,
+    ObjectSnapshot,
+    ObjectTracer,
 )
+from igrun.core.objectlayout import event_layout
+from igrun.core.objectparams import object_params
+from igrun.core.params import ParamDesc, TypeHint
+from igrun.core.schema import Field, Schema
+from igrun.core.tracer import FILTER_BY_MNTNS
 
 TRACER_PREFIX = "gadget_tracer_"
 SNAPSHOTTER_PREFIX = "gadget_snapshotter_"
 SEPARATOR = "___"
-PARAM_PROGRAMS = "programs"
-PARAM_BUFFER_MAP = "buffer-map"
-PARAM_HOST = "host"
 EM_BPF = 247
 PROBE_TIMEOUT_S = 10
 _ELF64_CLASS = 2
@@ -111,166 +104,6 @@ def probe_open(path: Path) -> None:
     if result == -errno.ETIMEDOUT:
         raise UsageError(f"{path}: a damaged BPF object: libbpf did not finish reading it")
     # Anything else, a refusal included, is said by the open that follows, in libbpf's words.
-
-
-# ---- the gadgets ------------------------------------------------------------------------------
-
-
-class ObjectGadget:
-    """What the tracer and the snapshot made from an object share: the object's file, its
-    flattened layout, its flags, and the container filter for objects without a kernel one."""
-
-    path: ClassVar[Path]
-    layout: ClassVar[np.dtype[Any]]
-    object_params: ClassVar[tuple[ObjectParam, ...]] = ()
-    kernel_filter: ClassVar[bool] = True
-    """The object follows the ``gadget_filter_by_mntns`` convention (``igrun/mntns_filter.h``);
-    otherwise the selected containers are kept in user space."""
-    no_mntns_note: ClassVar[str] = ""
-    """For events without a mount namespace member: what a container selection cannot do."""
-    name: ClassVar[str]
-    schema: ClassVar[Schema]
-
-    @classmethod
-    def full_name(cls) -> str:
-        return f"run {cls.name}"
-
-    @classmethod
-    def id(cls) -> str:
-        return f"run_{cls.name}"
-
-    def object_constants(self, ctx: GadgetContext) -> dict[str, int | bool | bytes]:
-        return {p.var: p.encode(ctx.gadget_params.get(p.var)) for p in self.object_params}
-
-    def choose_programs(self, ctx: GadgetContext, obj: BpfObject) -> None:
-        """``--programs a,b``: only those load; then every program to load whose attach
-        point this kernel lacks is skipped (one line at ``-v``)."""
-        chosen = ctx.gadget_params.get(PARAM_PROGRAMS) or []
-        programs = obj.programs
-        unknown = [n for n in chosen if n not in programs]
-        if unknown:
-            raise UsageError(
-                f"--{PARAM_PROGRAMS}: {self.path} has no program {', '.join(unknown)} "
-                f"(it has {', '.join(programs)})"
-            )
-        if chosen:
-            for name, prog in programs.items():
-                prog.autoload = name in chosen or name == getattr(self, "program", None)
-        skip_missing(obj)
-        if self.no_mntns_note and ctx.gadget_params.get(PARAM_HOST):
-            get_logger().info(f"--{PARAM_HOST}: {self.no_mntns_note}")
-
-    def selected(self, ctx: GadgetContext, batch: Batch) -> Batch:
-        """Without a kernel filter, keep the events of the selected containers here."""
-        filter_map: Map | None = ctx.extra.get("mntns_filter_map")
-        field = batch.schema.tagged("mntns")
-        if self.kernel_filter or filter_map is None or field is None or not len(batch):
-            return batch
-        ids = np.array([int.from_bytes(k, "little") for k, _ in filter_map.items()], np.uint64)
-        return batch.take(np.isin(batch[field.name], ids))
-
-
-class ObjectTracer(ObjectGadget, BpfTracer):
-    """A tracer made from an object's ``GADGET_TRACER``: events stream from its buffer."""
-
-    category = Category.OTHER
-    type = GadgetType.RUN
-
-    def object_path(self) -> Any:
-        return self.path
-
-    def constants(self, ctx: GadgetContext) -> dict[str, int | bool | bytes]:
-        return self.object_constants(ctx)
-
-    def configure(self, ctx: GadgetContext, obj: BpfObject) -> None:
-        self.choose_programs(ctx, obj)
-        if obj.map_type(self.buffer_map) == MapType.RINGBUF and not obj.has_map(LOST_EVENTS_MAP):
-            get_logger().warning(
-                f"{self.path}: losses cannot be counted: ring buffer {self.buffer_map} has no "
-                f"{LOST_EVENTS_MAP} counter (igrun/buffer.h: GADGET_RINGBUF, gadget_reserve_buf)"
-            )
-
-    def init(self, ctx: GadgetContext) -> None:
-        # The schema has no struct name: BpfTracer would bind it to the unflattened layout.
-        ctx.schema = self.schema.bind(self.layout)
-        self._ctx = ctx
-        super().init(ctx)
-
-    def transform(self, batch: Batch) -> Batch:
-        return self.selected(self._ctx, batch)
-
-
-class ObjectSnapshot(ObjectGadget, Gadget):
-    """A snapshot made from an object's ``GADGET_SNAPSHOTTER``: its iterator is read once
-    and every record it wrote with ``bpf_seq_write`` is one row."""
-
-    category = Category.OTHER
-    type = GadgetType.ONE_SHOT
-    program: ClassVar[str]
-
-    def __init__(self) -> None:
-        self.obj: BpfObject | None = None
-
-    def init(self, ctx: GadgetContext) -> None:
-        ctx.schema = self.schema.bind(self.layout)
-        obj = self.obj = BpfObject.open(self.path)
-        try:
-            for name, value in self.object_constants(ctx).items():
-                obj.set_global(name, value)
-            shared: Map | None = ctx.extra.get("mntns_filter_map")
-            if shared is not None and obj.has_global(FILTER_BY_MNTNS):
-                obj.set_global(FILTER_BY_MNTNS, True)
-                obj.reuse_map(MNTNS_FILTER_MAP, shared)
-            for name, shared_map in ctx.extra.get(SHARED_MAPS, {}).items():
-                if obj.has_map(name):
-                    obj.reuse_map(name, shared_map)
-            self.choose_programs(ctx, obj)
-            if not obj.programs[self.program].autoload:
-                raise UsageError(f"{self.path}: the iterator {self.program} was not chosen")
-            obj.load()
-            if ctx.pins is not None:
-                folder = ctx.pins.sub(self.id())
-                for name in obj.map_names():
-                    obj.map(name).pin(folder / name)
-        except BaseException:
-            self.close()
-            raise
-
-    def run(self, ctx: GadgetContext) -> None:
-        """One snapshot; with ``--interval``, one per interval until the run ends. The next
-        snapshot is due an interval after the last one was taken, so the runtime's interval
-        tick (which ends a window: sort, output, gauges) always falls between two of them."""
-        interval = float(ctx.runtime_params.get(PARAM_INTERVAL) or 0.0)
-        while True:
-            ctx.heartbeat()
-            due = time.monotonic() + interval
-            self._snapshot(ctx)
-            if not interval:
-                return
-            while not ctx.done and time.monotonic() < due:
-                time.sleep(ctx.remaining(min(0.1, max(0.0, due - time.monotonic()))))
-                ctx.heartbeat()
-            if ctx.done:
-                return
-
-    def _snapshot(self, ctx: GadgetContext) -> None:
-        assert self.obj is not None and ctx.schema is not None
-        data = self.obj.attach(self.program).read()
-        size = self.layout.itemsize
-        if len(data) % size:
-            raise IgrunError(
-                f"{self.path}: iterator {self.program} wrote {len(data)} bytes, not whole "
-                f"records of {size} bytes (write each one with bpf_seq_write)"
-            )
-        raw = np.frombuffer(data, dtype=self.layout).copy()
-        batch = self.selected(ctx, Batch(ctx.schema, raw))
-        if len(batch):
-            ctx.emit(batch)
-
-    def close(self) -> None:
-        if self.obj is not None:
-            self.obj.close()
-            self.obj = None
 
 
 # ---- making the class ---------------------------------------------------------------------

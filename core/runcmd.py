@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from igrun.core.errors import UsageError
-from igrun.core.objectrun import PARAM_BUFFER_MAP, gadget_from_object
+from igrun.core.objectgadgets import PARAM_BUFFER_MAP
+from igrun.core.objectrun import gadget_from_object
 
 USAGE = "igrun run FILE.bpf.o [flags]  (igrun run FILE.bpf.o --help lists them)"
 
