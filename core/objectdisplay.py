@@ -36,7 +36,7 @@ def signal_name(number: int) -> str:
 
 def file_mode(mode: int) -> str:
     """A mode in octal as ``chmod`` takes it: ``0640``, ``0100644`` with the type bits."""
-    return f"{mode:04o}"
+    return f"0{mode:03o}"
 
 
 _UNITS = ((1_000_000_000, "s"), (1_000_000, "ms"), (1_000, "µs"))
