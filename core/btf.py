@@ -200,8 +200,12 @@ class ObjectBtf:
         """Every ``btf_decl_tag`` of the object: ``(type id, member index) -> tags`` (index
         -1 for a tag on the whole type or variable)."""
         out: dict[tuple[int, int], list[str]] = {}
-        for type_id in range(1, self.count):
+        type_id = 0
+        while True:
+            type_id = lib.igr_btf_next_decl_tag(self.obj._obj(), type_id + 1)
+            if type_id < 0:
+                raise BtfError("the BTF's declaration tags cannot be listed", -type_id)
+            if type_id == 0:
+                return out
             t = self.type(type_id)
-            if t.kind == BtfKind.DECL_TAG:
-                out.setdefault((t.size_or_type, t.component), []).append(t.name)
-        return out
+            out.setdefault((t.size_or_type, t.component), []).append(t.name)

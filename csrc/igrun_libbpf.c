@@ -457,6 +457,27 @@ int igr_btf_item(struct bpf_object *obj, unsigned int id, unsigned int index,
     return 0;
 }
 
+/* The id of the first declaration tag at or after type `start`, 0 when there is none (or a
+ * negative error): annotations are found without a call per type. */
+int igr_btf_next_decl_tag(struct bpf_object *obj, unsigned int start)
+{
+    const struct btf *btf = bpf_object__btf(obj);
+    __u32 id, n;
+
+    if (!btf)
+        return -ENOENT;
+    n = btf__type_cnt(btf);
+    if (n > INT_MAX)
+        return -E2BIG;
+    for (id = start ? start : 1; id < n; id++) {
+        const struct btf_type *t = btf__type_by_id(btf, id);
+
+        if (t && btf_is_decl_tag(t))
+            return (int)id;
+    }
+    return 0;
+}
+
 /* The id of the type named `name` of kind `kind`, or a negative error. */
 int igr_btf_find(struct bpf_object *obj, const char *name, unsigned int kind)
 {

@@ -65,6 +65,7 @@ int igr_btf_count(struct bpf_object *obj);
 int igr_btf_type(struct bpf_object *obj, unsigned int id, struct igr_btf_type *out);
 int igr_btf_item(struct bpf_object *obj, unsigned int id, unsigned int index,
                  struct igr_btf_item *out);
+int igr_btf_next_decl_tag(struct bpf_object *obj, unsigned int start);
 int igr_btf_find(struct bpf_object *obj, const char *name, unsigned int kind);
 long long igr_btf_size(struct bpf_object *obj, unsigned int id);
 int igr_probe_open(const char *path, unsigned int timeout_s);
