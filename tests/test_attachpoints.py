@@ -10,6 +10,7 @@ tracepoint no kernel has.
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -92,13 +93,16 @@ def test_skip_missing_sets_autoload_off_before_load(display: Path) -> None:
 @pytest.mark.bpf
 def test_a_tracer_with_an_optional_program_runs(display: Path) -> None:
     """Public API only: an object path as a ``str``, an optional program on a tracepoint the
-    kernel lacks, and ``configure`` turning one more program off. One event per getppid()
-    of this process, from igrt_display_a alone."""
+    kernel lacks, ``configure`` turning one more program off, and a struct-valued constant.
+    One event per getppid() of this process, from igrt_display_a alone, with the struct's
+    values."""
 
     class Display(BpfTracer):
         name = "display"
         category = Category.TRACE
-        schema = Schema([Field("pid", Kind.UINT), Field("which", Kind.UINT)], "event")
+        schema = Schema(
+            [Field(name, Kind.UINT) for name in ("pid", "which", "uid", "secret")], "event"
+        )
         buffer_map = "events"
         optional_programs: ClassVar[tuple[str, ...]] = (MISSING,)
 
@@ -106,7 +110,8 @@ def test_a_tracer_with_an_optional_program_runs(display: Path) -> None:
             return str(display)
 
         def constants(self, ctx: GadgetContext) -> dict[str, int | bool | bytes]:
-            return {"target_pid": os.getpid()}
+            # igrt_config is a struct: bytes of exactly its size, laid out as clang lays it out.
+            return {"target_pid": os.getpid(), "igrt_config": struct.pack("<IIQ", 77, 0, 99)}
 
         def configure(self, ctx: GadgetContext, obj: BpfObject) -> None:
             obj.programs["igrt_display_b"].autoload = False
@@ -130,8 +135,9 @@ def test_a_tracer_with_an_optional_program_runs(display: Path) -> None:
         tracer.run(ctx)
     finally:
         tracer.close()
-    rows = [(int(e["pid"]), int(e["which"])) for b in batches for e in b.events()]
-    assert rows == [(os.getpid(), 1), (os.getpid(), 1)]
+    rows = [tuple(int(e[n]) for n in ("pid", "which", "uid", "secret"))
+            for b in batches for e in b.events()]  # fmt: skip
+    assert rows == [(os.getpid(), 1, 77, 99), (os.getpid(), 1, 77, 99)]
 
 
 @pytest.mark.bpf

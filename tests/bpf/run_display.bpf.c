@@ -16,6 +16,14 @@
 const volatile __u32 target_pid = 0;
 GADGET_PARAM(target_pid);
 
+/* A struct-valued constant: set whole (as bytes) by a BpfTracer's constants(). */
+struct igrt_config {
+	__u32 uid;
+	__u32 pad;
+	__u64 secret;
+};
+const volatile struct igrt_config igrt_config = { .uid = 1234, .secret = 42 };
+
 enum igrt_access {
 	IGRT_NONE = 0,
 	IGRT_READ = 1,
@@ -73,9 +81,9 @@ static int send(__u32 which)
 	e->access = IGRT_READ | IGRT_EXEC | 8; /* 8: a bit no enumerator names */
 	e->took = 1500000;
 	e->sig = 9;
-	e->uid = 1234;
+	e->uid = igrt_config.uid;
 	__builtin_memcpy(e->path, long_path, sizeof(long_path));
-	e->secret = 42;
+	e->secret = igrt_config.secret;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
