@@ -500,10 +500,13 @@ long long igr_btf_size(struct bpf_object *obj, unsigned int id)
 }
 
 /* Open the object at `path` in a child process and close it again: 0 when libbpf opens it,
- * its negative error when it refuses it, -EFAULT when libbpf crashed on it (damaged BTF can
- * crash libbpf 1.1's map parsing) and -ETIMEDOUT when it did not finish in `timeout_s`. An
- * object given by a user is tried so before this process opens it. The child calls libbpf
- * only (its logging to Python is switched off first) and leaves with _exit. */
+ * -EINVAL when it refuses it (the caller's own open then says why), -EFAULT when libbpf
+ * crashed on it (damaged BTF can crash libbpf 1.1's map parsing) and -ETIMEDOUT when it did
+ * not finish in `timeout_s`. An object given by a user is tried so before this process opens
+ * it. The child calls libbpf only (its logging to Python is switched off first) and leaves
+ * with _exit. */
+#define IGR_PROBE_REFUSED 100 /* the child's exit code when libbpf refused the object */
+
 int igr_probe_open(const char *path, unsigned int timeout_s)
 {
     int status = 0;
@@ -521,15 +524,20 @@ int igr_probe_open(const char *path, unsigned int timeout_s)
         e = libbpf_get_error(obj);
         if (!e)
             bpf_object__close(obj);
-        _exit(e ? (int)(-e & 0xff) : 0);
+        _exit(e ? IGR_PROBE_REFUSED : 0);
     }
     while (waitpid(pid, &status, 0) < 0) {
         if (errno != EINTR)
             return -errno;
     }
-    if (WIFSIGNALED(status))
-        return WTERMSIG(status) == SIGALRM ? -ETIMEDOUT : -EFAULT;
-    return WIFEXITED(status) && WEXITSTATUS(status) ? -WEXITSTATUS(status) : 0;
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+        return -ETIMEDOUT;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == IGR_PROBE_REFUSED)
+        return -EINVAL;
+    /* Killed by a signal, or ended by a crash handler (a sanitizer's) with its own code. */
+    return -EFAULT;
 }
 
 /* Whether the running kernel's BTF has a type `name` of `kind` (BTF_KIND_*): 1 or 0, or a
