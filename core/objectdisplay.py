@@ -10,6 +10,8 @@ field's column. Each text is made once per distinct value of a batch
 
 from __future__ import annotations
 
+import grp
+import pwd
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -32,6 +34,22 @@ def signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return str(number)
+
+
+def user_name(uid: int) -> str:
+    """The host's name for ``uid`` (its passwd database), or the number."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def group_name(gid: int) -> str:
+    """The host's name for ``gid`` (its group database), or the number."""
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def file_mode(mode: int) -> str:
@@ -73,6 +91,9 @@ class Display:
     width: int
     signed: bool = False
     """Read the member as signed first (an errno stored as ``-ENOENT``)."""
+    raw_only: bool = False
+    """Only a member named ``x_raw`` shows as text ``x`` (``user_raw``: ``user``, the name); a
+    member ``uid`` stays a number."""
 
 
 DISPLAY_TYPES = {
@@ -80,6 +101,8 @@ DISPLAY_TYPES = {
     "gadget_signal": Display(signal_name, 8),
     "gadget_file_mode": Display(file_mode, 7),
     "gadget_duration": Display(duration, 10),
+    "gadget_uid": Display(user_name, 16, raw_only=True),
+    "gadget_gid": Display(group_name, 16, raw_only=True),
 }
 """Typedef names of ``igrun/display.h`` and how each shows."""
 

@@ -191,6 +191,8 @@ class Layout:
         )  # fmt: skip
         typedefs = self.btf.typedefs(type_id)
         shown = next((DISPLAY_TYPES[n] for n in typedefs if n in DISPLAY_TYPES), None)
+        if shown is not None and shown.raw_only and not path.endswith(RAW_SUFFIX):
+            shown = None
         if shown is not None and shown.signed and not signed:
             signed, fmt = True, None  # read as signed: -ENOENT is ENOENT
         self.member(path, fmt or _int_format(size, signed), offset)

@@ -11,7 +11,15 @@ import pytest
 
 from igrun.core.bpfbuild import compile_bpf
 from igrun.core.errors import UsageError
-from igrun.core.objectdisplay import Annotations, duration, file_mode, flag_names, signal_name
+from igrun.core.objectdisplay import (
+    Annotations,
+    duration,
+    file_mode,
+    flag_names,
+    group_name,
+    signal_name,
+    user_name,
+)
 from igrun.core.schema import Column, Field, Kind
 
 
@@ -38,6 +46,13 @@ def test_file_mode_signal_and_flags() -> None:
     assert flag_names(bits, 5) == "READ|EXEC"
     assert flag_names(bits, 1 | 0x40) == "READ|0x40"
     assert flag_names({1: "A"}, 0) == ""
+
+
+def test_user_and_group_names_from_this_host() -> None:
+    assert user_name(0) == "root"
+    assert group_name(0) == "root"
+    assert user_name(4_000_000_123) == "4000000123"  # no such user: the number
+    assert group_name(4_000_000_123) == "4000000123"
 
 
 def test_annotations_apply_to_the_column() -> None:

@@ -259,7 +259,8 @@ def display_event(pid: int, which: int) -> dict[str, object]:
         "pid": pid, "which": which, "error": "ENOENT", "error_raw": -2, "mode": "0640",
         "mode_raw": 0o640, "access": "IGRT_READ|IGRT_EXEC|0x8", "access_raw": 13,
         "took": "1.5ms", "took_raw": 1_500_000, "sig": "SIGKILL", "sig_raw": 9, "uid": 1234,
-        "path": LONG_PATH, "secret": 42,
+        "path": LONG_PATH, "secret": 42, "user": "root", "user_raw": 0, "group": "root",
+        "group_raw": 0,
     }  # fmt: skip
 
 
@@ -297,11 +298,12 @@ def test_display_columns_wide_path_and_hidden_member(
     assert proc.returncode == 0, err
     header, *rows = out.splitlines()
     assert header.split() == [
-        "PID", "WHICH", "ERROR", "MODE", "ACCESS", "TOOK", "SIG", "PATH", "UID",
+        "PID", "WHICH", "ERROR", "MODE", "ACCESS", "TOOK", "SIG", "PATH", "UID", "USER",
+        "GROUP",
     ]  # fmt: skip
     assert rows == [
         f"{child.pid:>7} {2:>7} {'ENOENT':<8} {'0640':<7} {'IGRT_READ|IGRT_EXEC|0x8':<24} "
-        f"{'1.5ms':<10} {'SIGKILL':<8} {LONG_PATH:<40} {1234:>7}"
+        f"{'1.5ms':<10} {'SIGKILL':<8} {LONG_PATH:<40} {1234:>7} {'root':<16} root"
     ]
     assert "SECRET" not in header and "42" not in rows[0].split()
     assert_nothing_left(igrun_cli, proc.pid)

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * A bare object that says in C how its members show (igrun/display.h): an errno, a file
- * mode, flag bits, a duration, a signal, a uid, a long path with a wide column and a hidden
+ * mode, flag bits, a duration, a signal, a uid (and a user and group by name), a long path with a wide column and a hidden
  * member. Every getppid() of target_pid sends one event per program that is loaded, with
  * fixed values, so a test knows each one in advance. One program attaches to a tracepoint
  * no kernel has: `igrun run` must skip it. The ring buffers are declared by hand, without
@@ -42,6 +42,8 @@ struct event {
 	char path[64] GADGET_WIDTH(40);
 	__u64 secret GADGET_HIDDEN;
 	gadget_uid uid;
+	gadget_uid user_raw; /* root: shown as user, its name */
+	gadget_gid group_raw;
 };
 
 struct small {

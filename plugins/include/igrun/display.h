@@ -12,9 +12,12 @@
  *   gadget_file_mode  a file mode: octal, "0640" (with the file type bits if set: "0100644")
  *   gadget_duration   nanoseconds: "1.5ms", "2s", "350ns"
  *
- * gadget_uid and gadget_gid are shown as numbers, right-aligned; gadget_timestamp and
- * gadget_mntns_id (igrun/types.h) as wall time and as the mount namespace containers are
- * found by.
+ *   gadget_uid        a user: `user_raw` shows as `user`, its name on this host ("root");
+ *   gadget_gid        a group: the same (`group_raw`: `group`). A member named without
+ *                     `_raw` (`uid`) stays a number, right-aligned.
+ *
+ * gadget_timestamp and gadget_mntns_id (igrun/types.h) show as wall time and as the mount
+ * namespace containers are found by.
  *
  * Annotations. Put one (or several) after a member's name:
  *
