@@ -128,17 +128,20 @@ def test_a_typedef_naming_itself_is_one_line(clean: Path, tmp_path: Path) -> Non
 
 
 def test_random_damage_to_the_btf_is_one_line_or_a_run(clean: Path, tmp_path: Path) -> None:
-    """Bytes of the type section changed at random (seeded): every object is refused with
+    """Bytes of the BTF changed at random (seeded): every object is refused with
     one line (exit 2, or 1 when the kernel refuses it at load) or runs; none crashes igrun
     (a signal), hangs it (the timeout) or shows a traceback."""
     data = clean.read_bytes()
-    types, types_len, _, _ = btf_section(data)
+    types, types_len, strings, strings_len = btf_section(data)
+    start = data.index(BTF_MAGIC)
+    regions = [(types, types_len)] * 3 + [(start, strings + strings_len - start)]
     rng = random.Random(13)
     paths = []
-    for i in range(24):
+    for i in range(32):
         out = bytearray(data)
         for _ in range(rng.randint(1, 4)):
-            out[types + rng.randrange(types_len)] = rng.randrange(256)
+            at, length = rng.choice(regions)  # mostly types; sometimes header and strings too
+            out[at + rng.randrange(length)] = rng.randrange(256)
         path = tmp_path / f"damaged{i}.bpf.o"
         path.write_bytes(bytes(out))
         paths.append(path)
