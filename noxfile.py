@@ -73,6 +73,7 @@ ASAN_TESTS = (
     "tests/test_columnlines.py",
     "tests/test_libbpf.py",
     "tests/test_objectrun.py",
+    "tests/test_btf_hostile.py",
 )
 
 BUILD_ASAN = """

@@ -4,6 +4,7 @@ Everything a plugin needs is importable from here; the submodules hold the detai
 """
 
 from igrun.core import fields
+from igrun.core.attachpoints import kernel_type_exists, skip_missing, tracepoint_exists
 from igrun.core.check import resolve_column
 from igrun.core.containers import Container, SelectedContainers
 from igrun.core.errors import (
@@ -111,9 +112,12 @@ __all__ = [
     "hookimpl",
     "ip_address_field",
     "ip_version_field",
+    "kernel_type_exists",
     "mode_fields",
     "process_fields",
     "resolve_column",
     "run_gadget",
+    "skip_missing",
+    "tracepoint_exists",
     "uid_field",
 ]

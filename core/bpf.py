@@ -616,6 +616,18 @@ class BpfObject:
             _raise(f"{self.source}: global variable {name!r} cannot be set", size)
         return int(size)
 
+    def global_value(self, name: str) -> bytes | None:
+        """The bytes global variable ``name`` starts with (before load: as compiled, or as
+        :meth:`set_global` left it; zeros in ``.bss``), or None without such a variable."""
+        size = self.global_size(name)
+        if size is None:
+            return None
+        out = ffi.new("char[]", size)
+        err = lib.igr_global_value(self._obj(), _c_name("global name", name), out, size)
+        if err:
+            _raise(f"{self.source}: cannot read global {name}", err)
+        return bytes(ffi.buffer(out, size))
+
     def set_global(self, name: str, value: bytes | int | bool) -> None:
         """Set a ``.rodata``/``.data``/``.bss`` variable before load (e.g. a target pid).
         Bytes must be exactly the variable's size and a number must fit it: nothing is cut

@@ -542,7 +542,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args[0] == "list-containers":
             return cmd_list_containers(args[1:], STDOUT)
         if args[0] == "run":
-            from igrun.core.objectrun import cmd_run
+            from igrun.core.runcmd import cmd_run
 
             return cmd_run(args[1:])
         if args[0] == "config":

@@ -10,10 +10,12 @@ starts), and drains its ring buffer in batches until the run ends.
 from __future__ import annotations
 
 import importlib.resources
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from igrun.core.attachpoints import skip_missing
 from igrun.core.bpf import BpfObject, Map, MapType, Reader
 from igrun.core.gadget import Gadget, GadgetContext
 from igrun.core.schema import Batch
@@ -79,6 +81,9 @@ class BpfTracer(Gadget):
     ring_buffer_size: ClassVar[int] = 256 * 1024
     perf_buffer_pages: ClassVar[int] = PERF_BUFFER_PAGES
     """Pages per CPU when the buffer is a perf event array (Inspektor Gadget's default)."""
+    optional_programs: ClassVar[tuple[str, ...]] = ()
+    """Programs the gadget can do without: each is skipped before load (one line at ``-v``)
+    when the running kernel lacks what it attaches to (a tracepoint, a kernel function)."""
     socket_owners: ClassVar[bool] = False
     """The object looks socket owners up in ``gadget_sockets`` (``igrun/sockets.h``): the
     run starts the socket enricher for it."""
@@ -100,9 +105,16 @@ class BpfTracer(Gadget):
         """A last look at a decoded batch before it goes down the chain (drop rows, etc.)."""
         return batch
 
+    def configure(self, ctx: GadgetContext, obj: BpfObject) -> None:
+        """The opened object, before load: set programs' autoload
+        (``obj.programs["name"].autoload = False``), skip what the kernel lacks
+        (:func:`igrun.core.skip_missing`), size maps. Constants are already set."""
+
     # -- lifecycle
 
     def object_path(self) -> Any:
+        """Where the compiled object is: by default :attr:`bpf_object` in the gadget's
+        package. Override it to return a ``str`` or :class:`~pathlib.Path` of a file."""
         return importlib.resources.files(type(self).__module__) / self.bpf_object
 
     def init(self, ctx: GadgetContext) -> None:
@@ -110,11 +122,18 @@ class BpfTracer(Gadget):
         if wanted:  # a power of two, in whole pages: checked by the param
             self.buffer_size = wanted
             self.perf_pages = wanted // PAGE_SIZE
-        with importlib.resources.as_file(self.object_path()) as path:
-            obj = BpfObject.open(path)
+        where = self.object_path()
+        if isinstance(where, str | os.PathLike):
+            obj = BpfObject.open(where)
+        else:
+            with importlib.resources.as_file(where) as path:
+                obj = BpfObject.open(path)
         self.obj = obj
         try:
             self._configure(ctx, obj)
+            if self.optional_programs:
+                skip_missing(obj, self.optional_programs)
+            self.configure(ctx, obj)
             obj.load()
             self._pin(ctx, obj)
             # The reader comes before the programs: a perf event array without its reader's

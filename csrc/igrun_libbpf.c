@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -24,6 +25,8 @@
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
+#include <signal.h>
 
 #include "igrun_libbpf.h"
 
@@ -222,12 +225,18 @@ int igr_global_names(struct bpf_object *obj, char *out, size_t out_size)
     return c.needed > INT_MAX ? -E2BIG : (int)c.needed;
 }
 
+/* Typedefs and modifiers followed before BTF counts as cyclic (libbpf's own bound). */
+#define IGR_MAX_RESOLVE_DEPTH 32
+
 /* Skip typedefs and const/volatile/restrict; remember the first declared name. */
 static const struct btf_type *igr_resolve(const struct btf *btf, __u32 id, __u32 *out_id)
 {
     const struct btf_type *t = btf__type_by_id(btf, id);
+    int hops = 0;
 
     while (t && (btf_is_typedef(t) || btf_is_mod(t))) {
+        if (++hops > IGR_MAX_RESOLVE_DEPTH)
+            return NULL; /* a cycle: damaged BTF */
         id = t->type;
         t = btf__type_by_id(btf, id);
     }
@@ -340,6 +349,260 @@ int igr_struct_members(struct bpf_object *obj, const char *name, struct igr_memb
         }
     }
     return n;
+}
+
+/* ---- BTF, as libbpf parsed it --------------------------------------------------------------
+ *
+ * libbpf checked the object's BTF when it opened it (header, record sizes, type ids, string
+ * offsets). These calls still check every id, index and size they are given: a caller's
+ * mistake or a damaged object is an error code, never a read out of bounds. Nothing here
+ * follows a chain of types (that is the caller's, with its own bound), except
+ * btf__resolve_size, which libbpf bounds itself. */
+
+static const struct btf *igr_btf_of(struct bpf_object *obj, unsigned int id,
+                                    const struct btf_type **t)
+{
+    const struct btf *btf = bpf_object__btf(obj);
+
+    if (!btf)
+        return NULL;
+    if (id >= btf__type_cnt(btf))
+        return NULL;
+    *t = btf__type_by_id(btf, id);
+    return *t ? btf : NULL;
+}
+
+static const char *igr_btf_name(const struct btf *btf, __u32 offset)
+{
+    const char *name = btf__name_by_offset(btf, offset);
+
+    return name ? name : "";
+}
+
+/* The number of types, void (id 0) included; -ENOENT without BTF. */
+int igr_btf_count(struct bpf_object *obj)
+{
+    const struct btf *btf = bpf_object__btf(obj);
+    __u32 n;
+
+    if (!btf)
+        return -ENOENT;
+    n = btf__type_cnt(btf);
+    return n > INT_MAX ? -E2BIG : (int)n;
+}
+
+int igr_btf_type(struct bpf_object *obj, unsigned int id, struct igr_btf_type *out)
+{
+    const struct btf_type *t = NULL;
+    const struct btf *btf = igr_btf_of(obj, id, &t);
+
+    if (!btf)
+        return -ENOENT;
+    memset(out, 0, sizeof(*out));
+    out->kind = btf_kind(t);
+    out->name = igr_btf_name(btf, t->name_off);
+    out->size_or_type = t->size; /* a union with t->type */
+    out->vlen = btf_vlen(t);
+    out->kflag = btf_kflag(t);
+    out->component = -1;
+    if (btf_is_int(t)) {
+        out->encoding = btf_int_encoding(t);
+    } else if (btf_is_array(t)) {
+        out->elem = btf_array(t)->type;
+        out->nelems = btf_array(t)->nelems;
+    } else if (btf_is_decl_tag(t)) {
+        out->component = btf_decl_tag(t)->component_idx;
+    }
+    return 0;
+}
+
+int igr_btf_item(struct bpf_object *obj, unsigned int id, unsigned int index,
+                 struct igr_btf_item *out)
+{
+    const struct btf_type *t = NULL;
+    const struct btf *btf = igr_btf_of(obj, id, &t);
+
+    if (!btf)
+        return -ENOENT;
+    if (index >= btf_vlen(t))
+        return -ERANGE;
+    memset(out, 0, sizeof(*out));
+    if (btf_is_composite(t)) {
+        const struct btf_member *m = btf_members(t) + index;
+
+        out->name = igr_btf_name(btf, m->name_off);
+        out->type = m->type;
+        out->value = btf_member_bit_offset(t, index);
+        out->bits = btf_member_bitfield_size(t, index);
+    } else if (btf_is_enum(t)) {
+        const struct btf_enum *e = btf_enum(t) + index;
+
+        out->name = igr_btf_name(btf, e->name_off);
+        out->value = (__u32)e->val;
+    } else if (btf_is_enum64(t)) {
+        const struct btf_enum64 *e = btf_enum64(t) + index;
+
+        out->name = igr_btf_name(btf, e->name_off);
+        out->value = btf_enum64_value(e);
+    } else if (btf_is_datasec(t)) {
+        const struct btf_var_secinfo *v = btf_var_secinfos(t) + index;
+
+        out->name = "";
+        out->type = v->type;
+        out->value = v->offset;
+        out->bits = v->size;
+    } else {
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The id of the first declaration tag at or after type `start`, 0 when there is none (or a
+ * negative error): annotations are found without a call per type. */
+int igr_btf_next_decl_tag(struct bpf_object *obj, unsigned int start)
+{
+    const struct btf *btf = bpf_object__btf(obj);
+    __u32 id, n;
+
+    if (!btf)
+        return -ENOENT;
+    n = btf__type_cnt(btf);
+    if (n > INT_MAX)
+        return -E2BIG;
+    for (id = start ? start : 1; id < n; id++) {
+        const struct btf_type *t = btf__type_by_id(btf, id);
+
+        if (t && btf_is_decl_tag(t))
+            return (int)id;
+    }
+    return 0;
+}
+
+/* The id of the type named `name` of kind `kind`, or a negative error. */
+int igr_btf_find(struct bpf_object *obj, const char *name, unsigned int kind)
+{
+    const struct btf *btf = bpf_object__btf(obj);
+
+    if (!btf)
+        return -ENOENT;
+    return btf__find_by_name_kind(btf, name, kind);
+}
+
+/* The size of type `id` in bytes, typedefs and arrays resolved (libbpf bounds the chain). */
+long long igr_btf_size(struct bpf_object *obj, unsigned int id)
+{
+    const struct btf_type *t = NULL;
+    const struct btf *btf = igr_btf_of(obj, id, &t);
+
+    if (!btf)
+        return -ENOENT;
+    return btf__resolve_size(btf, id);
+}
+
+/* Open the object at `path` in a child process and close it again: 0 when libbpf opens it,
+ * -EINVAL when it refuses it (the caller's own open then says why), -EFAULT when libbpf
+ * crashed on it (damaged BTF can crash libbpf 1.1's map parsing) and -ETIMEDOUT when it did
+ * not finish in `timeout_s`. An object given by a user is tried so before this process opens
+ * it. The child calls libbpf only (its logging to Python is switched off first) and leaves
+ * with _exit. */
+#define IGR_PROBE_REFUSED 100 /* the child's exit code when libbpf refused the object */
+
+int igr_probe_open(const char *path, unsigned int timeout_s)
+{
+    int status = 0;
+    pid_t pid = fork();
+
+    if (pid < 0)
+        return -errno;
+    if (pid == 0) {
+        struct bpf_object *obj;
+        long e;
+
+        libbpf_set_print(NULL);
+        alarm(timeout_s);
+        obj = bpf_object__open_file(path, NULL);
+        e = libbpf_get_error(obj);
+        if (!e)
+            bpf_object__close(obj);
+        _exit(e ? IGR_PROBE_REFUSED : 0);
+    }
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return -errno;
+    }
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+        return -ETIMEDOUT;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == IGR_PROBE_REFUSED)
+        return -EINVAL;
+    /* Killed by a signal, or ended by a crash handler (a sanitizer's) with its own code. */
+    return -EFAULT;
+}
+
+/* Whether the running kernel's BTF has a type `name` of `kind` (BTF_KIND_*): 1 or 0, or a
+ * negative error when the kernel has no BTF. The kernel's BTF is read once (a few MB) and
+ * kept; the lock makes the first read safe from several threads (cffi calls run without the
+ * GIL). */
+int igr_kernel_has_type(const char *name, unsigned int kind)
+{
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static struct btf *vmlinux;
+    static int load_err;
+    int ret;
+
+    pthread_mutex_lock(&lock);
+    if (!vmlinux && !load_err) {
+        struct btf *btf = btf__load_vmlinux_btf();
+        long e = libbpf_get_error(btf);
+
+        if (e)
+            load_err = (int)e;
+        else
+            vmlinux = btf;
+    }
+    if (vmlinux)
+        ret = btf__find_by_name_kind(vmlinux, name, kind) >= 0;
+    else
+        ret = load_err < 0 ? load_err : -ENOENT;
+    pthread_mutex_unlock(&lock);
+    return ret;
+}
+
+struct igr_get_ctx {
+    const char *name;
+    void *out;
+    size_t size;
+};
+
+static int igr_get_one(struct bpf_map *map, const struct btf_var_secinfo *vsi,
+                       const char *var_name, void *ctx)
+{
+    struct igr_get_ctx *c = ctx;
+    size_t map_size, end;
+    const char *initial;
+
+    if (strcmp(var_name, c->name) != 0)
+        return 0;
+    if (vsi->size != c->size)
+        return -E2BIG;
+    initial = bpf_map__initial_value(map, &map_size);
+    if (!initial || __builtin_add_overflow((size_t)vsi->offset, c->size, &end) || end > map_size)
+        return -EINVAL;
+    memcpy(c->out, initial + vsi->offset, c->size);
+    return 1;
+}
+
+/* Copy the initial value of global variable `name` (exactly `size` bytes, its size) before
+ * load: the value the object was compiled with, as libbpf will load it. */
+int igr_global_value(struct bpf_object *obj, const char *name, void *out, size_t size)
+{
+    struct igr_get_ctx c = { .name = name, .out = out, .size = size };
+    int ret = igr_for_each_global(obj, igr_get_one, &c);
+
+    if (ret == 0)
+        return -ENOENT;
+    return ret == 1 ? 0 : ret;
 }
 
 unsigned int igr_map_type(const struct bpf_map *map) { return (unsigned int)bpf_map__type(map); }

@@ -38,6 +38,40 @@ enum igr_kind {
     IGR_KIND_OTHER = 6
 };
 
+/* One type of an object's BTF as libbpf parsed (and checked) it, for `igrun run`, which reads
+ * event structs, their typedefs and annotations through these calls instead of parsing BTF a
+ * second time. Names point into the object's BTF: valid until the object is closed. */
+struct igr_btf_type {
+    unsigned int kind;          /* BTF_KIND_* as the kernel numbers them */
+    const char *name;           /* "" when anonymous */
+    unsigned int size_or_type;  /* the size (int, struct, union, enum) or the type it refers to */
+    unsigned int vlen;          /* members, enumerators, params or variables */
+    unsigned int kflag;
+    unsigned int encoding;      /* INT: BTF_INT_SIGNED | BTF_INT_CHAR | BTF_INT_BOOL */
+    unsigned int elem;          /* ARRAY: the element type */
+    unsigned int nelems;        /* ARRAY: the element count */
+    int component;              /* DECL_TAG: the member it tags, -1 for the type itself */
+};
+
+/* Item `index` of a struct, union, enum or datasec. */
+struct igr_btf_item {
+    const char *name;
+    unsigned int type;          /* members, variables: their type */
+    unsigned long long value;   /* members: bit offset; enumerators: value (unsigned); vars: offset */
+    unsigned int bits;          /* members: bitfield width, 0 for whole members; vars: size */
+};
+
+int igr_btf_count(struct bpf_object *obj);
+int igr_btf_type(struct bpf_object *obj, unsigned int id, struct igr_btf_type *out);
+int igr_btf_item(struct bpf_object *obj, unsigned int id, unsigned int index,
+                 struct igr_btf_item *out);
+int igr_btf_next_decl_tag(struct bpf_object *obj, unsigned int start);
+int igr_btf_find(struct bpf_object *obj, const char *name, unsigned int kind);
+long long igr_btf_size(struct bpf_object *obj, unsigned int id);
+int igr_probe_open(const char *path, unsigned int timeout_s);
+int igr_kernel_has_type(const char *name, unsigned int kind);
+int igr_global_value(struct bpf_object *obj, const char *name, void *out, size_t size);
+
 const char *igr_version(void);
 const char *igr_libbpf_version(void);
 void igr_install_print(int max_level);

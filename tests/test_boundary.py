@@ -34,7 +34,6 @@ from igrun.core.cbuffers import TOO_BIG, DescriptionError, check_table, texts_ta
 from igrun.core.columnlines import ColumnLines
 from igrun.core.errors import BpfError
 from igrun.core.jsonlines import JsonLines
-from igrun.core.objectrun import Btf
 from igrun.core.schema import Batch, Field, Kind, Schema
 
 U32 = struct.Struct("<I")
@@ -387,26 +386,6 @@ def test_a_table_of_texts_must_match_its_blob() -> None:
     longer[-1] = 99  # past the end of the 5 bytes of texts
     with pytest.raises(DescriptionError):
         check_table("t", (blob, longer, pointer, count))
-
-
-# ---- BTF read in Python (igrun run) --------------------------------------------------------
-
-
-def _btf(types: bytes, strings: bytes) -> bytes:
-    header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
-    return header + types + strings
-
-
-def test_cyclic_btf_is_an_error_not_an_endless_loop() -> None:
-    """A typedef that names itself (or arrays of themselves) looped forever before load."""
-    typedef, array = 8, 3
-    loop = struct.pack("<III", 1, typedef << 24, 1)  # type 1: typedef loop -> 1
-    arrays = struct.pack("<III", 0, array << 24, 0) + struct.pack("<III", 2, 2, 4)  # 2: [4] of 2
-    btf = Btf(_btf(loop + arrays, b"\0loop\0"), "<")
-    with pytest.raises(ValueError, match="a cycle of typedefs"):
-        btf.resolve(1)
-    with pytest.raises(ValueError, match="arrays nested too deep"):
-        btf.size(2)
 
 
 def test_a_long_libbpf_message_is_logged_whole(tmp_path: Path) -> None:

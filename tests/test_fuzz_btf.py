@@ -23,8 +23,9 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from igrun.core.bpf import BpfError, BpfObject
+from igrun.core.btf import ObjectBtf
 from igrun.core.errors import UsageError
-from igrun.core.objectrun import Btf, ElfObject, event_layout
+from igrun.core.objectlayout import event_layout
 from igrun.core.schema import Field, Kind, Schema
 
 FUZZ = fuzz_settings(30)
@@ -278,18 +279,16 @@ def decoded_integers_match(layout: Layout, dtype: np.dtype[Any], data: st.DataOb
 @FUZZ
 @given(layout=layouts(), data=st.data())
 def test_igrun_run_flattens_to_the_layout_clang_made(layout: Layout, data: st.DataObject) -> None:
-    """``igrun run`` reads the event struct from the object's BTF itself and flattens nested
-    structs (``m3.f1``): every member it shows is where clang put it, with its size and sign,
-    and decodes to its bytes there; what it cannot show is one clear UsageError line."""
+    """``igrun run`` reads the event struct from the object's BTF (through libbpf) and flattens
+    nested structs (``m3.f1``): every member it shows is where clang put it, with its size and
+    sign, and decodes to its bytes there; what it cannot show is one clear UsageError line."""
     with tempfile.TemporaryDirectory() as tmp:
         obj = Path(tmp) / "ev.bpf.o"
         built = compile_to(layout.source(), obj)
         assert built.returncode == 0, built.stderr + layout.source()
-        elf = ElfObject.read(obj)
-        btf = Btf(elf.sections[".BTF"] or b"", elf.order)
         with BpfObject.open(obj) as bpf:
             try:
-                flat = event_layout(bpf, btf, "ev")
+                flat = event_layout(bpf, ObjectBtf(bpf), "ev")
             except UsageError as exc:
                 event("refused")
                 assert "\n" not in str(exc)

@@ -38,6 +38,7 @@ OBJECTS = (
     "run_bitfield",
     "run_badlost",
     "rejected",
+    "run_display",
 )
 PROGRAM_PREFIX = "igrt_"
 """Every program of the run_* objects is named so."""
@@ -239,6 +240,142 @@ def test_nested_members_are_flattened_and_the_rest_named(
         "values (__u32[3]: only char arrays are shown))"
     ) in help_text
     assert "--label LABEL         sets char[8] label in the object [default: abc]" in help_text
+
+
+# ---- display said in C (igrun/display.h) and programs chosen -------------------------------
+
+DISPLAY = ("--buffer-map", "events")
+"""run_display declares two tracers: the runs below read the one of ``events``."""
+LONG_PATH = "/tmp/igrun-display/a-path-longer-than-16"
+NO_LOST_COUNTER = (
+    "losses cannot be counted: ring buffer events has no gadget_lost_events counter "
+    "(igrun/buffer.h: GADGET_RINGBUF, gadget_reserve_buf)"
+)
+
+
+def display_event(pid: int, which: int) -> dict[str, object]:
+    """What run_display.bpf.c sends from program ``which`` (1: igrt_display_a, 2: _b)."""
+    return {
+        "pid": pid, "which": which, "error": "ENOENT", "error_raw": -2, "mode": "0640",
+        "mode_raw": 0o640, "access": "IGRT_READ|IGRT_EXEC|0x8", "access_raw": 13,
+        "took": "1.5ms", "took_raw": 1_500_000, "sig": "SIGKILL", "sig_raw": 9, "uid": 1234,
+        "path": LONG_PATH, "secret": 42, "user": "root", "user_raw": 0, "group": "root",
+        "group_raw": 0,
+    }  # fmt: skip
+
+
+def test_display_typedefs_and_annotations_in_json(
+    igrun_cli: IgrunCli, objects: dict[str, Path], child: Child
+) -> None:
+    """Each typedef and annotation of igrun/display.h, and the program on a tracepoint no
+    kernel has skipped before load (the run works): both programs on getppid send."""
+    proc = igrun_cli.start(
+        "run", str(objects["run_display"]), *DISPLAY, "-o", "json", "-m", "2",
+        "--target_pid", str(child.pid),
+    )  # fmt: skip
+    child.call_getppid(1)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    events = sorted(igrun_cli.events(out), key=lambda e: int(e["which"]))
+    assert events == [display_event(child.pid, 1), display_event(child.pid, 2)]
+    assert_nothing_left(igrun_cli, proc.pid)
+
+
+def test_display_columns_wide_path_and_hidden_member(
+    igrun_cli: IgrunCli, objects: dict[str, Path], child: Child
+) -> None:
+    """--programs loads only the program named (one event, not two); a path longer than 16
+    characters shows whole in its 40-wide column (GADGET_WIDTH(40)), the GADGET_HIDDEN member
+    and the _raw numbers are not among the default columns."""
+    proc = igrun_cli.start(
+        "run", str(objects["run_display"]), *DISPLAY, "--programs", "igrt_display_b",
+        "--target_pid", str(child.pid),
+    )  # fmt: skip
+    child.call_getppid(1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    header, *rows = out.splitlines()
+    assert header.split() == [
+        "PID", "WHICH", "ERROR", "MODE", "ACCESS", "TOOK", "SIG", "PATH", "UID", "USER",
+        "GROUP",
+    ]  # fmt: skip
+    assert rows == [
+        f"{child.pid:>7} {2:>7} {'ENOENT':<8} {'0640':<7} {'IGRT_READ|IGRT_EXEC|0x8':<24} "
+        f"{'1.5ms':<10} {'SIGKILL':<8} {LONG_PATH:<40} {1234:>7} {'root':<16} root"
+    ]
+    assert "SECRET" not in header and "42" not in rows[0].split()
+    assert_nothing_left(igrun_cli, proc.pid)
+
+
+def test_missing_tracepoint_is_skipped_with_one_line_at_v(
+    igrun_cli: IgrunCli, objects: dict[str, Path]
+) -> None:
+    """The program on a tracepoint no kernel has is skipped before load, said at -v only."""
+    done = run(igrun_cli, "run", str(objects["run_display"]), *DISPLAY, "-t", "1s", "-v")
+    assert done.returncode == 0, done.stderr
+    skipped = [line for line in done.stderr.splitlines() if "igrt_display_missing skipped" in line]
+    assert len(skipped) == 1
+    assert skipped[0].endswith(
+        "program igrt_display_missing skipped: this kernel has no tracepoint "
+        "syscalls/sys_enter_igrun_no_such_call"
+    )
+    quiet = run(igrun_cli, "run", str(objects["run_display"]), *DISPLAY, "-t", "1s")
+    assert "skipped" not in quiet.stderr
+    # A ring buffer without igrun's lost counter: said once, on stderr, not "0 lost".
+    (line,) = quiet.stderr.splitlines()
+    assert line.endswith(f"[warning] {objects['run_display']}: {NO_LOST_COUNTER}")
+    assert_nothing_left(igrun_cli, done.pid)
+
+
+def test_host_is_accepted_without_a_mount_namespace_member(
+    igrun_cli: IgrunCli, objects: dict[str, Path]
+) -> None:
+    done = run(igrun_cli, "run", str(objects["run_display"]), *DISPLAY, "--host", "-t", "1s")
+    assert done.returncode == 0, done.stderr
+    (note,) = [line for line in done.stderr.splitlines() if "--host" in line]
+    assert note.endswith(
+        "--host: struct event has no mount namespace member (gadget_mntns_id): every event is "
+        "shown; a container selection cannot filter them"
+    )
+    assert_nothing_left(igrun_cli, done.pid)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "{path}: declares several gadgets (tracer display (map events), tracer other "
+             "(map others)); choose one with --buffer-map"),
+        (("--buffer-map", "nope"), "--buffer-map: no tracer of {path} reads 'nope' (it "
+             "declares tracer display (map events), tracer other (map others))"),
+        ((*DISPLAY, "--programs", "igrt_nope"), "--programs: {path} has no program igrt_nope "
+             "(it has igrt_display_a, igrt_display_b, igrt_display_missing, igrt_display_other)"),
+    ],
+)  # fmt: skip
+def test_choosing_the_buffer_and_programs_mistakes(
+    igrun_cli: IgrunCli, objects: dict[str, Path], args: tuple[str, ...], message: str
+) -> None:
+    path = objects["run_display"]
+    done = run(igrun_cli, "run", str(path), *args, "-t", "1s")
+    assert done.returncode == 2
+    assert done.stderr == f"igrun: error: {message.format(path=path)}\n"
+    assert_nothing_left(igrun_cli, done.pid)
+
+
+def test_the_other_buffer_is_read_when_chosen(
+    igrun_cli: IgrunCli, objects: dict[str, Path]
+) -> None:
+    """--buffer-map others: the tracer of the small struct, fed by getpgid() calls."""
+    proc = igrun_cli.start(
+        "run", str(objects["run_display"]), "--buffer-map", "others", "-o", "json",
+        "-F", f"pid:{os.getpid()}", "-m", "1",
+    )  # fmt: skip
+    os.getpgid(0)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert igrun_cli.events(out) == [{"pid": os.getpid()}]
+    assert_nothing_left(igrun_cli, proc.pid)
 
 
 # ---- the snapshot ------------------------------------------------------------------------------

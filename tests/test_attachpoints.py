@@ -1,0 +1,163 @@
+"""Optional programs: what the running kernel has, asked before load, through public API.
+
+``tracepoint_exists`` and ``kernel_type_exists`` answer from tracefs and the kernel's BTF;
+a :class:`BpfTracer` names the programs it can do without (``optional_programs``) and sets
+anything else on the opened object in ``configure``; ``object_path`` may be a plain path.
+The tracer here is made from tests/bpf/run_display.bpf.c, which has a program on a
+tracepoint no kernel has.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import structlog
+
+from igrun.core import (
+    Batch,
+    BpfError,
+    Category,
+    Field,
+    GadgetContext,
+    Kind,
+    Params,
+    Schema,
+    kernel_type_exists,
+    skip_missing,
+    tracepoint_exists,
+)
+from igrun.core.attachpoints import missing_attach_point
+from igrun.core.bpf import BpfObject
+from igrun.core.bpfbuild import compile_bpf
+from igrun.core.runtime import RUNTIME_PARAMS
+from igrun.core.tracer import BpfTracer
+
+SOURCE = Path(__file__).parent / "bpf" / "run_display.bpf.c"
+MISSING = "igrt_display_missing"
+
+
+@pytest.fixture(scope="module")
+def display(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("attachpoints")
+    return compile_bpf(SOURCE, out / "run_display.bpf.o", build_dir=out / "b")
+
+
+def test_tracepoint_exists() -> None:
+    assert tracepoint_exists("syscalls", "sys_enter_getppid")
+    assert not tracepoint_exists("syscalls", "sys_enter_igrun_no_such_call")
+    assert not tracepoint_exists("igrun_no_such_category", "sys_enter_getppid")
+    with pytest.raises(ValueError, match="is not a tracepoint name"):
+        tracepoint_exists("syscalls", "../syscalls/sys_enter_getppid")
+
+
+def test_kernel_type_exists() -> None:
+    assert kernel_type_exists("task_struct")
+    assert kernel_type_exists("vfs_read", "func")
+    assert not kernel_type_exists("igrun_no_such_type")
+    assert not kernel_type_exists("task_struct", "union")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        kernel_type_exists("task_struct", "class")
+
+
+@pytest.mark.parametrize(
+    ("section", "missing"),
+    [
+        ("tracepoint/syscalls/sys_enter_getppid", None),
+        ("tp/syscalls/sys_enter_igrun_nope", "tracepoint syscalls/sys_enter_igrun_nope"),
+        ("raw_tp/sched_switch", None),
+        ("tp_btf/igrun_nope", "tracepoint igrun_nope"),
+        ("fentry/vfs_read", None),
+        ("fexit/igrun_no_such_function", "kernel function igrun_no_such_function"),
+        ("lsm/file_open", None),
+        ("kprobe/igrun_no_such_function", None),  # cannot be told before attaching
+        ("iter/task", None),
+    ],
+)
+def test_missing_attach_point(section: str, missing: str | None) -> None:
+    assert missing_attach_point(section) == missing
+
+
+def test_skip_missing_sets_autoload_off_before_load(display: Path) -> None:
+    with BpfObject.open(str(display)) as obj:
+        assert skip_missing(obj) == [MISSING]
+        assert not obj.programs[MISSING].autoload
+        assert obj.programs["igrt_display_a"].autoload
+        with pytest.raises(BpfError, match="no program igrt_nope"):
+            skip_missing(obj, ["igrt_nope"])
+
+
+@pytest.mark.bpf
+def test_a_tracer_with_an_optional_program_runs(display: Path) -> None:
+    """Public API only: an object path as a ``str``, an optional program on a tracepoint the
+    kernel lacks, ``configure`` turning one more program off, and a struct-valued constant.
+    One event per getppid() of this process, from igrt_display_a alone, with the struct's
+    values."""
+
+    class Display(BpfTracer):
+        name = "display"
+        category = Category.TRACE
+        schema = Schema(
+            [Field(name, Kind.UINT) for name in ("pid", "which", "uid", "secret")], "event"
+        )
+        buffer_map = "events"
+        optional_programs: ClassVar[tuple[str, ...]] = (MISSING,)
+
+        def object_path(self) -> Any:
+            return str(display)
+
+        def constants(self, ctx: GadgetContext) -> dict[str, int | bool | bytes]:
+            # igrt_config is a struct: bytes of exactly its size, laid out as clang lays it out.
+            return {"target_pid": os.getpid(), "igrt_config": struct.pack("<IIQ", 77, 0, 99)}
+
+        def configure(self, ctx: GadgetContext, obj: BpfObject) -> None:
+            obj.programs["igrt_display_b"].autoload = False
+
+    batches: list[Batch] = []
+    ctx = GadgetContext(
+        "t", Display, Params(()), Params(RUNTIME_PARAMS), {}, structlog.get_logger(),
+        timeout=0.5, emit=batches.append,
+    )  # fmt: skip
+    tracer = Display()
+    tracer.init(ctx)
+    try:
+        assert tracer.obj is not None
+        assert [p.name for p in tracer.obj.programs.values() if p.autoload] == [
+            "igrt_display_a",
+            "igrt_display_other",
+        ]
+        ctx.start()
+        os.getppid()
+        os.getppid()
+        tracer.run(ctx)
+    finally:
+        tracer.close()
+    rows = [tuple(int(e[n]) for n in ("pid", "which", "uid", "secret"))
+            for b in batches for e in b.events()]  # fmt: skip
+    assert rows == [(os.getpid(), 1, 77, 99), (os.getpid(), 1, 77, 99)]
+
+
+@pytest.mark.bpf
+def test_object_path_may_be_a_path(display: Path) -> None:
+    """``object_path`` returning a :class:`Path` loads that file too."""
+
+    class Plain(BpfTracer):
+        name = "plain"
+        category = Category.TRACE
+        schema = Schema([Field("pid", Kind.UINT)], "event")
+        optional_programs: ClassVar[tuple[str, ...]] = (MISSING,)
+
+        def object_path(self) -> Any:
+            return display
+
+    ctx = GadgetContext("t", Plain, Params(()), Params(RUNTIME_PARAMS), {}, structlog.get_logger())
+    tracer = Plain()
+    tracer.init(ctx)
+    try:
+        assert tracer.obj is not None and tracer.obj.loaded
+        assert tracer.obj.source == str(display)
+    finally:
+        tracer.close()
