@@ -6,12 +6,17 @@ import importlib
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from igrun.core import cli, plugins
 from igrun.core.bpfbuild import compile_bpf
+
+# The version is defined once, in pyproject.toml; igrun reads it from its installed metadata.
+PYPROJECT = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+VERSION = PYPROJECT["project"]["version"]
 
 HERE = Path(__file__).parent
 IGRUN = [sys.executable, "-m", "igrun.core.cli"]
@@ -63,7 +68,7 @@ def test_list_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     rows = [line.split() for line in out.splitlines()]
     assert rows[0] == ["CATEGORY", "GADGET", "DESCRIPTION", "PACKAGE"]
-    assert ["trace", "exec", "Trace", "new", "processes", "igrun", "0.1.0"] in rows
+    assert ["trace", "exec", "Trace", "new", "processes", "igrun", VERSION] in rows
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "trace exec" in out
     code, out, _ = run(capsys, "trace", "exec", "--help")
@@ -71,7 +76,7 @@ def test_list_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--ignore-errors" in out and "-F FILTER, --filter FILTER" in out
     assert "* pid" in out and "  truncated" in out  # fields, default columns marked
     code, out, _ = run(capsys, "--version")
-    assert out == "igrun 0.1.0\n"
+    assert out == f"igrun {VERSION}\n"
 
 
 def test_not_root_is_one_line() -> None:
