@@ -48,9 +48,8 @@ EXAMPLES = REPO / "examples"
 DOC = REPO / "docs" / "authoring.md"
 SECTION = "## Building and installing"
 PACKAGES = ("igrun-gadget-unlink", "igrun-operator-droproot")
-GADGET_VERSION = tomllib.loads((EXAMPLES / PACKAGES[0] / "pyproject.toml").read_text())["project"][
-    "version"
-]
+GADGET = tomllib.loads((EXAMPLES / PACKAGES[0] / "pyproject.toml").read_text())["project"]
+GADGET_VERSION = GADGET["version"]
 PLATFORM_TAG = "py3-none-" + sysconfig.get_platform().replace("-", "_").replace(".", "_")
 BUILD_OUTPUTS = ("*.bpf.o", "vmlinux.h")
 PROGRAMS = {f"ig_{call}_{side}" for call in ("unlinkat", "unlink", "rmdir") for side in "ex"}
