@@ -79,7 +79,7 @@ def compile_bpf(
 ) -> Path:
     """Compile one ``*.bpf.c`` file to a CO-RE object with BTF, stripped of DWARF.
 
-    ``vmlinux.h`` is made in ``build_dir`` (once: it is 3 MB of this host's kernel types).
+    ``vmlinux.h`` is made in ``build_dir`` (once: it is some 3 MB of this host's kernel types).
     """
     clang = os.environ.get("IGRUN_CLANG", "clang")
     build_dir = build_dir or Path(os.environ.get("IGRUN_BPF_BUILD_DIR", "build/bpf"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.resources
 import subprocess
 import sys
 import zipfile
@@ -105,3 +106,20 @@ def test_bad_input_is_one_line() -> None:
         assert run.stdout == ""
         (line,) = run.stderr.splitlines()
         assert line.startswith("igrun: error: ") and message in line, line
+
+
+def test_igruns_own_objects_come_from_the_build_folder() -> None:
+    """igrun's own build writes no object next to its sources: the installed package's objects
+    are in the build folder (a strict editable install links there) or in site-packages."""
+    from igrun.core.plugins import PluginRegistry
+
+    objects = []
+    for gadget in PluginRegistry().gadgets().values():
+        name = getattr(gadget, "bpf_object", None)
+        if name is None or not gadget.__module__.startswith("igrun.plugins."):
+            continue
+        resource = importlib.resources.files(gadget.__module__) / name
+        assert resource.is_file(), resource
+        objects.append(Path(str(resource)).resolve())
+    assert len(objects) >= 12
+    assert not [p for p in objects if p.is_relative_to(REPO / "plugins")]
