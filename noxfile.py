@@ -1,10 +1,22 @@
 """Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``, ``soak``,
 ``asan``."""
 
+import tomllib
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
+
+
+def _dev_requirement(name: str) -> str:
+    """The pinned requirement of the dev extras, so that lint runs the version CI runs."""
+    project = tomllib.loads(Path(__file__).with_name("pyproject.toml").read_text())["project"]
+    (requirement,) = [
+        r for r in project["optional-dependencies"]["dev"] if r.split("==")[0].strip() == name
+    ]
+    return str(requirement)
 
 
 @nox.session
@@ -16,7 +28,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    session.install(_dev_requirement("ruff"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 

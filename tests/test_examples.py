@@ -1,28 +1,37 @@
-"""The example packages in examples/, as their authors would ship them: pip-installed, then used.
+"""The example packages in examples/, built and installed exactly as docs/authoring.md says.
 
-One fresh venv per module sees igrun through a ``.pth`` file (nothing of igrun is rebuilt) and
-gets both examples with a real ``pip install``: the gadget's own build compiles its BPF
-program. The venv's ``igrun`` then lists the gadget with its package, traces real removals
-with exact values, and takes the operator's ``--drop-root`` flag. The venv running the tests
-is never touched.
+A fresh venv (``python -m venv``) sees igrun as installed from this checkout (the tests'
+own install, through a ``.pth`` file, with its ``igrun`` command); no index has igrun. The
+commands of the doc's "Building and installing" section then run in a folder that holds copies of
+the examples: igrun writes the ``igrun-build`` wheel, pip builds the gadget in build isolation
+with setuptools and that wheel only, and installs both examples. The venv's ``igrun`` then lists
+the gadget with its package, traces real removals with exact values, and takes the operator's
+``--drop-root`` flag. The build leaves the copies as they were but for ``build/`` and
+``*.egg-info``; the wheel is tagged for this architecture; the doc's sdist builds into a wheel
+that works. The venv running the tests is never touched.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import importlib.util
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import tempfile
 import time
 import tomllib
 import uuid
+import zipfile
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,8 +46,15 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.bpf
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+DOC = REPO / "docs" / "authoring.md"
+SECTION = "## Building and installing"
 PACKAGES = ("igrun-gadget-unlink", "igrun-operator-droproot", "igrun-gadget-netnssyn")
+GADGET = tomllib.loads((EXAMPLES / PACKAGES[0] / "pyproject.toml").read_text())["project"]
+GADGET_VERSION = GADGET["version"]
+PLATFORM_TAG = "py3-none-" + sysconfig.get_platform().replace("-", "_").replace(".", "_")
+BUILD_OUTPUTS = ("*.bpf.o", "vmlinux.h")
 AT_FDCWD = -100
 NOBODY = 65534
 UNLINK = (
@@ -57,15 +73,23 @@ RMDIR_AT = (
 )
 # Plugin switches of the calling environment must not hide the examples.
 ENV = {k: v for k, v in os.environ.items() if k not in ("IGRUN_PLUGINS", "IGRUN_NO_PLUGINS")}
+CONSOLE_SCRIPT = "#!{python}\nimport sys\nfrom igrun.core.cli import main\nsys.exit(main())\n"
 
 
-@pytest.fixture(scope="module")
-def venv_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv that sees igrun and has both examples installed by pip."""
-    root = tmp_path_factory.mktemp("examples")
-    venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
+def documented_blocks() -> list[list[str]]:
+    """The shell blocks of the doc's section on building, as lines."""
+    text = DOC.read_text()
+    start = text.index(SECTION)
+    end = text.find("\n## ", start)
+    section = text[start : end if end != -1 else len(text)]
+    return [block.strip().splitlines() for block in re.findall(r"```sh\n(.*?)```", section, re.S)]
+
+
+def fresh_venv(path: Path, *args: str) -> Path:
+    """A venv made by ``python -m venv`` that sees igrun as the tests' venv has it installed,
+    with an ``igrun`` command as pip writes one; its python."""
+    subprocess.run([sys.executable, "-m", "venv", *args, str(path)], check=True)
+    python = path / "bin" / "python"
     purelib = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True,
@@ -75,33 +99,86 @@ def venv_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # addsitedir, not a bare path: igrun's own .pth (its editable install) must be read too.
     parent = sysconfig.get_paths()["purelib"]
     Path(purelib, "_parent.pth").write_text(f"import site; site.addsitedir({parent!r})\n")
-    # A build writes build/, *.egg-info and unlink.bpf.o into the tree it builds: build copies.
-    sources = []
+    script = path / "bin" / "igrun"
+    script.write_text(CONSOLE_SCRIPT.format(python=python))
+    script.chmod(0o755)
+    return python
+
+
+def shell(line: str, cwd: Path, env: dict[str, str]) -> None:
+    """One documented command, as a user's shell runs it."""
+    run = subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, f"{line}\n{run.stdout}{run.stderr}"
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file below ``root`` but setuptools' ``build/`` and ``*.egg-info``, with a hash."""
+    files = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if rel.parts[0] == "build" or rel.parts[0].endswith(".egg-info") or path.is_dir():
+            continue
+        files[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+@dataclass(frozen=True)
+class Authored:
+    """Where the documented commands ran and what they left."""
+
+    venv: Path
+    work: Path  # copies of the example packages: the folder the commands ran in
+    env: dict[str, str]
+    run: list[str]  # the documented command that runs the gadget
+    before: dict[str, dict[str, str]]  # each copy's files before the build
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def authored(tmp_path_factory: pytest.TempPathFactory) -> Authored:
+    """The examples built and installed by the commands of docs/authoring.md, in a fresh venv."""
+    root = tmp_path_factory.mktemp("authoring")
+    work, home, venv = root / "work", root / "home", root / "venv"
+    home.mkdir()
+    before = {}
     for name in PACKAGES:
-        source = root / "src" / name
         shutil.copytree(
             EXAMPLES / name,
-            source,
-            ignore=shutil.ignore_patterns("build", "*.egg-info", "*.bpf.o", "__pycache__"),
+            work / name,
+            ignore=shutil.ignore_patterns("build", "*.egg-info", *BUILD_OUTPUTS, "__pycache__"),
         )
-        sources.append(str(source))
-    subprocess.run(
-        [
-            *(sys.executable, "-m", "pip", "--python", str(python), "install", "-q"),
-            *("--no-build-isolation", "--no-deps", "--no-index", *sources),
-        ],
-        check=True,
-        env=ENV,
-    )
-    assert Path(purelib, "igrun_gadget_unlink", "unlink.bpf.o").is_file()  # built, shipped
-    assert Path(purelib, "igrun_gadget_netnssyn", "netnssyn.bpf.o").is_file()
-    return python
+        before[name] = tree(work / name)
+    fresh_venv(venv)
+    env = {
+        **ENV,
+        "HOME": str(home),
+        "PATH": f"{venv / 'bin'}{os.pathsep}{ENV.get('PATH', '')}",
+        "VIRTUAL_ENV": str(venv),
+    }
+    install, _publish = documented_blocks()
+    runs = [line for line in install if line.startswith("igrun ")]
+    assert len(runs) == 1, install
+    for line in install:
+        if line not in runs:
+            shell(line, work, env)
+    assert Path(home, "igrun-wheels").is_dir()
+    # The attaching example, built the same way as the documented one.
+    shell("pip install --find-links ~/igrun-wheels ./igrun-gadget-netnssyn", work, env)
+    return Authored(venv, work, env, shlex.split(runs[0]), before)
+
+
+@pytest.fixture(scope="module")
+def venv_python(authored: Authored) -> Path:
+    return authored.python
 
 
 @pytest.fixture
 def cli(igrun_cli: IgrunCli, venv_python: Path) -> IgrunCli:
     """``igrun`` as the fresh venv runs it."""
-    return replace(igrun_cli, command=(str(venv_python), "-m", "igrun.core.cli"))
+    return replace(igrun_cli, command=(str(venv_python.parent / "igrun"),))
 
 
 @pytest.fixture
@@ -151,8 +228,7 @@ def test_list_names_the_gadget_and_its_package(venv_python: Path) -> None:
     rows = [line.split() for line in listed.splitlines()]
     unlink = [row for row in rows if row[:2] == ["trace", "unlink"]]
     assert len(unlink) == 1
-    project = tomllib.loads((EXAMPLES / "igrun-gadget-unlink" / "pyproject.toml").read_text())
-    assert unlink[0][-2:] == ["igrun-gadget-unlink", project["project"]["version"]]
+    assert unlink[0][-2:] == ["igrun-gadget-unlink", GADGET_VERSION]
     assert " ".join(unlink[0][2:-2]) == "Trace files and directories removed"
 
 
@@ -164,7 +240,9 @@ def test_the_running_venv_is_untouched(venv_python: Path) -> None:
     assert not list(EXAMPLES.glob("*/build")) and not list(EXAMPLES.rglob("*.bpf.o"))
 
 
-def test_trace_unlink_reports_each_removal_exactly(cli: IgrunCli, tmp_path: Path) -> None:
+def test_trace_unlink_reports_each_removal_exactly(
+    cli: IgrunCli, authored: Authored, tmp_path: Path
+) -> None:
     tag = uuid.uuid4().hex[:8]
     victim = tmp_path / f"victim-{tag}"
     victim.write_text("x")
@@ -176,7 +254,8 @@ def test_trace_unlink_reports_each_removal_exactly(cli: IgrunCli, tmp_path: Path
     comm = Path(sys.executable).name[:15]
     started = time.time_ns()
 
-    proc = cli.start("trace", "unlink", "--host", "-o", "json", env=ENV)
+    assert authored.run[:3] == ["igrun", "trace", "unlink"]
+    proc = cli.start(*authored.run[1:], env=ENV)  # the documented command
     removed, _ = child([sys.executable, "-c", UNLINK, str(victim)])
     failed, _ = child([sys.executable, "-c", UNLINK, str(missing)], expect=errno.ENOENT)
     rmdir, _ = child([sys.executable, "-c", RMDIR, str(other)])
@@ -333,3 +412,88 @@ def test_the_gadget_package_tests_itself_with_igrun_testing(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout
+
+
+def test_the_build_writes_nothing_into_the_source_tree(authored: Authored) -> None:
+    """Sources as they were; the object and vmlinux.h only in the build folder."""
+    for name in PACKAGES:
+        copy = authored.work / name
+        assert tree(copy) == authored.before[name], name
+        outside = [
+            p for pattern in BUILD_OUTPUTS for p in copy.rglob(pattern) if "build" not in p.parts
+        ]
+        assert outside == [], name
+    build = authored.work / PACKAGES[0] / "build" / "bpf"
+    assert (build / "vmlinux.h").stat().st_size > 1 << 20
+    assert (build / "igrun_gadget_unlink" / "unlink.bpf.o").is_file()
+
+
+def test_the_wheel_is_tagged_for_this_architecture(authored: Authored) -> None:
+    probe = (
+        "from importlib.metadata import distribution\n"
+        "d = distribution('igrun-gadget-unlink')\n"
+        "print(d.read_text('WHEEL'))\n"
+        "print(*sorted(str(f) for f in d.files if str(f).endswith('.bpf.o')))\n"
+    )
+    out = subprocess.run(
+        [authored.python, "-c", probe], check=True, capture_output=True, text=True
+    ).stdout
+    assert f"Tag: {PLATFORM_TAG}\n" in out
+    assert "Root-Is-Purelib: false\n" in out
+    assert out.splitlines()[-1] == "igrun_gadget_unlink/unlink.bpf.o"
+    # A build requirement only: the venv that runs the gadget does not get it.
+    helper = subprocess.run(
+        [
+            authored.python,
+            "-c",
+            "import importlib.util; print(importlib.util.find_spec('igrun_build'))",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert helper == "None\n"
+
+
+def test_the_sdist_builds_into_a_wheel_that_works(
+    authored: Authored, igrun_cli: IgrunCli, tmp_path: Path
+) -> None:
+    """The doc's publishing commands: an sdist with sources only, a wheel built from it, and
+    that wheel, installed alone into another fresh venv, traces a real removal."""
+    _install, publish = documented_blocks()
+    for line in publish:
+        shell(line, authored.work, authored.env)
+    dist = authored.work / "dist"
+    sdist = dist / f"igrun_gadget_unlink-{GADGET_VERSION}.tar.gz"
+    wheel = dist / f"igrun_gadget_unlink-{GADGET_VERSION}-{PLATFORM_TAG}.whl"
+    assert sorted(p.name for p in dist.iterdir()) == sorted([sdist.name, wheel.name])
+    with tarfile.open(sdist) as archive:
+        members = {m.name.split("/", 1)[1] for m in archive.getmembers() if "/" in m.name}
+    assert {"pyproject.toml", "igrun_gadget_unlink/unlink.bpf.c"} <= members
+    assert "igrun_gadget_unlink/unlink.h" in members
+    assert not [m for m in members if m.endswith((".bpf.o", "vmlinux.h"))]
+    with zipfile.ZipFile(wheel) as archive:
+        assert "igrun_gadget_unlink/unlink.bpf.o" in archive.namelist()
+
+    python = fresh_venv(tmp_path / "venv", "--without-pip")
+    subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "--python", str(python), "install", "-q"),
+            *("--no-deps", "--no-index", str(wheel)),
+        ],
+        check=True,
+    )
+    cli = replace(igrun_cli, command=(str(python.parent / "igrun"),))
+    victim = tmp_path / f"victim-{uuid.uuid4().hex[:8]}"
+    victim.write_text("x")
+    proc = cli.start(*authored.run[1:], env=ENV)
+    removed, _ = child([sys.executable, "-c", UNLINK, str(victim)])
+    failed, _ = child([sys.executable, "-c", UNLINK, str(victim)], expect=errno.ENOENT)
+    events = stop(cli, proc)
+
+    assert [(e["tid"], e["path"], e["ret"], e["error"]) for e in of(events, removed)] == [
+        (removed, str(victim), 0, "")
+    ]
+    assert [(e["tid"], e["path"], e["ret"], e["error"]) for e in of(events, failed)] == [
+        (failed, str(victim), -errno.ENOENT, "ENOENT")
+    ]
