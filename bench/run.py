@@ -210,10 +210,11 @@ def _drive(
 
 
 def ratios(cells: list[dict[str, object]]) -> None:
-    """Each igrun cell's events per CPU-second as a fraction of its C reference's."""
-    by = {(c["consumer"], c["offered_rate"]): c for c in cells}
+    """Each igrun cell's events per CPU-second as a fraction of its C reference's (the one of
+    the same repeat)."""
+    by = {(c["consumer"], c["offered_rate"], c.get("repeat", 0)): c for c in cells}
     for c in cells:
-        ref = by.get((c["reference"], c["offered_rate"]))
+        ref = by.get((c["reference"], c["offered_rate"], c.get("repeat", 0)))
         if ref is not None and ref is not c and ref["events_per_cpu_second"]:
             c["ratio_to_c"] = c["events_per_cpu_second"] / ref["events_per_cpu_second"]  # type: ignore[operator]
 
@@ -290,7 +291,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per cell")
     parser.add_argument("--rates", default=",".join(map(str, RATES)))
-    parser.add_argument("--only", default="", help="consumers whose name contains this")
+    parser.add_argument(
+        "--only", default="", help="consumers whose name contains this (several: separated by |)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run the matrix this many times, one after another"
+    )
     parser.add_argument("--no-exec", action="store_true", help="skip startup and exec storm")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument(
@@ -307,16 +313,19 @@ def main() -> int:
     paths = build()
     cells = []
     rates = [] if args.contention else [int(r) for r in args.rates.split(",")]
-    for rate in rates:
-        for consumer in CONSUMERS:
-            if args.only and args.only not in consumer.name:
-                continue
-            # Long enough for 100k events: CPU time is counted in ticks, and a low rate's
-            # few milliseconds need many of them to be measured well.
-            duration = max(args.duration, MIN_EVENTS / rate)
-            cell = run_cell(consumer, paths[consumer.variant], rate, duration)
-            print(json.dumps(cell), flush=True)
-            cells.append(cell)
+    wanted = [w for w in args.only.split("|") if w]
+    for repeat in range(args.repeat):
+        for rate in rates:
+            for consumer in CONSUMERS:
+                if wanted and not any(w in consumer.name for w in wanted):
+                    continue
+                # Long enough for 100k events: CPU time is counted in ticks, and a low rate's
+                # few milliseconds need many of them to be measured well.
+                duration = max(args.duration, MIN_EVENTS / rate)
+                cell = run_cell(consumer, paths[consumer.variant], rate, duration)
+                cell["repeat"] = repeat
+                print(json.dumps(cell), flush=True)
+                cells.append(cell)
     ratios(cells)
     report: dict[str, object] = {
         "machine": machine(),
