@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -219,6 +220,33 @@ def ratios(cells: list[dict[str, object]]) -> None:
             c["ratio_to_c"] = c["events_per_cpu_second"] / ref["events_per_cpu_second"]  # type: ignore[operator]
 
 
+def medians(cells: list[dict[str, Any]]) -> list[str]:
+    """With ``--repeat``: per consumer and rate, the median of the runs and their range (this
+    machine's figures move from one run to the next), and the lost events of all runs."""
+    if len({c.get("repeat", 0) for c in cells}) < 2:
+        return []
+    lines = [
+        "",
+        "| consumer | offered ev/s | runs | events per CPU-s, median (range) | vs C, median "
+        "(range) | lost |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    keys = dict.fromkeys((c["consumer"], c["offered_rate"]) for c in cells)
+    for name, rate in sorted(keys, key=lambda k: (k[1], list(keys).index(k))):
+        runs = [c for c in cells if (c["consumer"], c["offered_rate"]) == (name, rate)]
+        eps = [c["events_per_cpu_second"] or 0.0 for c in runs]
+        ratio = [c["ratio_to_c"] for c in runs if "ratio_to_c" in c]
+        vs_c = (
+            f"{statistics.median(ratio):.0%} ({min(ratio):.0%}-{max(ratio):.0%})" if ratio else ""
+        )
+        lines.append(
+            f"| {name} | {rate:,} | {len(runs)} | {statistics.median(eps) / 1e6:.1f}M "
+            f"({min(eps) / 1e6:.1f}M-{max(eps) / 1e6:.1f}M) | {vs_c} | "
+            f"{sum(c['lost'] for c in runs):,} |"
+        )
+    return lines
+
+
 def machine() -> dict[str, object]:
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -255,6 +283,7 @@ def markdown(report: dict[str, object]) -> str:
             f"{c['received']:,} | {c['lost']:,} | "
             f"{c['cpu_seconds']:.3f} | {eps:,.0f} | {ratio} |"
         )
+    lines += medians(report["cells"])  # type: ignore[arg-type]
     s: Any = report.get("startup")
     if s:
         lines += [
