@@ -24,8 +24,9 @@ SHARED_MAPS = "shared_maps"
 """Key of ``ctx.extra``: maps that operators share with gadgets, by the map name a gadget's
 object declares (e.g. ``gadget_sockets``); a gadget's object uses them instead of its own."""
 POLL_TIMEOUT_MS = 100
-"""A batch ends when the buffer wakes the reader (past its watermark) or after this long:
-events are at most that late, and a slow stream costs one wakeup per batch."""
+"""A batch ends when it holds a quarter of the ring (the reader drains the ring at every
+wakeup past its watermark meanwhile), or after this long: events are at most that late, and
+a slow stream costs one wakeup per batch."""
 PERF_BUFFER_PAGES = 64
 PERF_WAKEUP_FRACTION = 8
 """A perf reader is woken once this fraction of a CPU's buffer waits, as a ring buffer's is by
