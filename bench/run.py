@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -209,12 +210,40 @@ def _drive(
 
 
 def ratios(cells: list[dict[str, object]]) -> None:
-    """Each igrun cell's events per CPU-second as a fraction of its C reference's."""
-    by = {(c["consumer"], c["offered_rate"]): c for c in cells}
+    """Each igrun cell's events per CPU-second as a fraction of its C reference's (the one of
+    the same repeat)."""
+    by = {(c["consumer"], c["offered_rate"], c.get("repeat", 0)): c for c in cells}
     for c in cells:
-        ref = by.get((c["reference"], c["offered_rate"]))
+        ref = by.get((c["reference"], c["offered_rate"], c.get("repeat", 0)))
         if ref is not None and ref is not c and ref["events_per_cpu_second"]:
             c["ratio_to_c"] = c["events_per_cpu_second"] / ref["events_per_cpu_second"]  # type: ignore[operator]
+
+
+def medians(cells: list[dict[str, Any]]) -> list[str]:
+    """With ``--repeat``: per consumer and rate, the median of the runs and their range (this
+    machine's figures move from one run to the next), and the lost events of all runs."""
+    if len({c.get("repeat", 0) for c in cells}) < 2:
+        return []
+    lines = [
+        "",
+        "| consumer | offered ev/s | runs | events per CPU-s, median (range) | vs C, median "
+        "(range) | lost |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    keys = dict.fromkeys((c["consumer"], c["offered_rate"]) for c in cells)
+    for name, rate in sorted(keys, key=lambda k: (k[1], list(keys).index(k))):
+        runs = [c for c in cells if (c["consumer"], c["offered_rate"]) == (name, rate)]
+        eps = [c["events_per_cpu_second"] or 0.0 for c in runs]
+        ratio = [c["ratio_to_c"] for c in runs if "ratio_to_c" in c]
+        vs_c = (
+            f"{statistics.median(ratio):.0%} ({min(ratio):.0%}-{max(ratio):.0%})" if ratio else ""
+        )
+        lines.append(
+            f"| {name} | {rate:,} | {len(runs)} | {statistics.median(eps) / 1e6:.1f}M "
+            f"({min(eps) / 1e6:.1f}M-{max(eps) / 1e6:.1f}M) | {vs_c} | "
+            f"{sum(c['lost'] for c in runs):,} |"
+        )
+    return lines
 
 
 def machine() -> dict[str, object]:
@@ -253,6 +282,7 @@ def markdown(report: dict[str, object]) -> str:
             f"{c['received']:,} | {c['lost']:,} | "
             f"{c['cpu_seconds']:.3f} | {eps:,.0f} | {ratio} |"
         )
+    lines += medians(report["cells"])  # type: ignore[arg-type]
     s: Any = report.get("startup")
     if s:
         lines += [
@@ -289,7 +319,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=2.0, help="seconds per cell")
     parser.add_argument("--rates", default=",".join(map(str, RATES)))
-    parser.add_argument("--only", default="", help="consumers whose name contains this")
+    parser.add_argument(
+        "--only", default="", help="consumers whose name contains this (several: separated by |)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run the matrix this many times, one after another"
+    )
     parser.add_argument("--no-exec", action="store_true", help="skip startup and exec storm")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument(
@@ -306,16 +341,19 @@ def main() -> int:
     paths = build()
     cells = []
     rates = [] if args.contention else [int(r) for r in args.rates.split(",")]
-    for rate in rates:
-        for consumer in CONSUMERS:
-            if args.only and args.only not in consumer.name:
-                continue
-            # Long enough for 100k events: CPU time is counted in ticks, and a low rate's
-            # few milliseconds need many of them to be measured well.
-            duration = max(args.duration, MIN_EVENTS / rate)
-            cell = run_cell(consumer, paths[consumer.variant], rate, duration)
-            print(json.dumps(cell), flush=True)
-            cells.append(cell)
+    wanted = [w for w in args.only.split("|") if w]
+    for repeat in range(args.repeat):
+        for rate in rates:
+            for consumer in CONSUMERS:
+                if wanted and not any(w in consumer.name for w in wanted):
+                    continue
+                # Long enough for 100k events: CPU time is counted in ticks, and a low rate's
+                # few milliseconds need many of them to be measured well.
+                duration = max(args.duration, MIN_EVENTS / rate)
+                cell = run_cell(consumer, paths[consumer.variant], rate, duration)
+                cell["repeat"] = repeat
+                print(json.dumps(cell), flush=True)
+                cells.append(cell)
     ratios(cells)
     report: dict[str, object] = {
         "machine": machine(),

@@ -842,8 +842,9 @@ class Reader:
 
     A poll copies every available record (up to ``max_records`` for ring buffers) into one
     reusable C buffer, then sleeps until the buffer wakes it (its watermark, see
-    ``igr_reader_poll``) or the timeout passes, and takes what came: one Python call per
-    batch, never per event. The GIL is released while it waits (cffi does that for every
+    ``igr_reader_poll``) or the timeout passes, and takes what came; a ring poll sleeps on
+    after a wakeup until its batch holds a quarter of the ring: one Python call per batch,
+    never per event. The GIL is released while it waits (cffi does that for every
     call). :meth:`records` gives the batch as an array that is the caller's to keep;
     :meth:`poll` as a buffer that is the caller's too.
     """

@@ -56,8 +56,9 @@ def join_shared(ctx: GadgetContext, obj: BpfObject) -> None:
 
 
 POLL_TIMEOUT_MS = 100
-"""A batch ends when the buffer wakes the reader (past its watermark) or after this long:
-events are at most that late, and a slow stream costs one wakeup per batch."""
+"""A batch ends when it holds a quarter of the ring (the reader drains the ring at every
+wakeup past its watermark meanwhile), or after this long: events are at most that late, and
+a slow stream costs one wakeup per batch."""
 PERF_BUFFER_PAGES = 64
 PERF_WAKEUP_FRACTION = 8
 """A perf reader is woken once this fraction of a CPU's buffer waits, as a ring buffer's is by

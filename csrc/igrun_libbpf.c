@@ -27,6 +27,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <signal.h>
+#include <time.h>
 
 #include "igrun_libbpf.h"
 
@@ -826,6 +827,7 @@ struct igr_reader {
     size_t own_cap;
     size_t max_records;     /* a ring drain stops here; perf drains cannot stop, they grow */
     size_t count;
+    size_t taken;           /* ring bytes (headers and padding included) of this poll's batch */
     size_t touched;         /* slots of touched_in written at least once: beyond a slot's
                              * last record's size (sizes[]) it holds zeros; past, garbage */
     const char *touched_in;
@@ -1014,6 +1016,7 @@ static int igr_ring_consume(struct igr_reader *r)
 {
     struct igr_ring *ring = r->ring;
     unsigned long cons = __atomic_load_n(ring->consumer_pos, __ATOMIC_ACQUIRE), prod;
+    size_t step;
     unsigned int since = 0;
     int err = 0;
     bool more;
@@ -1037,7 +1040,9 @@ static int igr_ring_consume(struct igr_reader *r)
                     err = -ENOMEM; /* counted as lost; the record is passed */
             }
             more = true;
-            cons += ((size_t)size + BPF_RINGBUF_HDR_SZ + 7) & ~(size_t)7;
+            step = ((size_t)size + BPF_RINGBUF_HDR_SZ + 7) & ~(size_t)7;
+            cons += step;
+            r->taken += step;
             if (err)
                 goto out;
             if (++since == IGR_RELEASE_EVERY) {
@@ -1118,6 +1123,26 @@ static int igr_consume(struct igr_reader *r)
     return r->ring ? igr_ring_consume(r) : perf_buffer__consume(r->perf);
 }
 
+/* A ring poll hands its batch to Python once it holds this share of the ring (1/N), unless the
+ * batch is full or the timeout is over first: see igr_reader_poll. */
+#define IGR_BATCH_SHARE 4
+
+static long long igr_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether a ring poll goes on sleeping after a wakeup: its batch has room and holds less than
+ * its share of the ring. */
+static bool igr_wants_more(const struct igr_reader *r)
+{
+    return r->ring && r->count < r->max_records &&
+           r->taken < (r->ring->mask + 1) / IGR_BATCH_SHARE;
+}
+
 /* Sleep until the buffer wakes the reader or timeout_ms pass. */
 static int igr_wait(struct igr_reader *r, int timeout_ms)
 {
@@ -1136,19 +1161,26 @@ static int igr_wait(struct igr_reader *r, int timeout_ms)
  * One batch: what is in the buffer now, and, unless the batch is full, what comes until the
  * buffer wakes the reader (its watermark: an eighth of a ring buffer, see igrun/buffer.h; for
  * perf buffers the wakeup_bytes of igr_perf_new) or timeout_ms pass, whichever is first. A
- * slow stream thus costs one wakeup per timeout, and a fast one one per watermark, with seven
- * eighths of the buffer still free; no record waits longer than the timeout plus the time
- * Python takes with the previous batch. A wakeup that came while Python had the previous
- * batch is cleared first: the drain that follows takes what it announced. Returns the number
- * of records in the batch (the previous batch is dropped first) or a negative errno. cffi
- * releases the GIL around this call.
+ * ring poll drains the ring at each wakeup but sleeps on until its batch holds a quarter of
+ * the ring (about two wakeups of a busy stream), is full, or the timeout is over: only then
+ * does Python take the batch. A return to Python costs far more than a wakeup (its code and
+ * data come back into caches the drain has just filled with records); what arrives while
+ * Python has a batch is less than the batch whenever the reader keeps up, so a batch of a
+ * quarter leaves most of the ring free for it. A slow stream thus costs one wakeup per
+ * timeout, and a fast one one per watermark, with seven eighths of the buffer free at each;
+ * no record waits longer than the timeout plus the time Python takes with the previous batch.
+ * A wakeup that came while Python had the previous batch is cleared first: the drain that
+ * follows takes what it announced. Returns the number of records in the batch (the previous
+ * batch is dropped first) or a negative errno. cffi releases the GIL around this call.
  */
 int igr_reader_poll(struct igr_reader *r, int timeout_ms)
 {
     struct epoll_event ev;
+    long long deadline = 0;
     int err;
 
     r->count = 0;
+    r->taken = 0;
     if (r->touched_in != r->data) {
         r->touched = 0;
         r->touched_in = r->data;
@@ -1156,10 +1188,15 @@ int igr_reader_poll(struct igr_reader *r, int timeout_ms)
     if (r->ring && timeout_ms > 0)
         epoll_wait(r->epoll_fd, &ev, 1, 0);
     err = igr_consume(r);
-    if (err >= 0 && timeout_ms > 0 && r->count < r->max_records) {
+    if (timeout_ms > 0 && r->ring)
+        deadline = igr_now_ms() + timeout_ms;
+    while (err >= 0 && timeout_ms > 0 && r->count < r->max_records) {
         err = igr_wait(r, timeout_ms);
         if (err >= 0 && r->count < r->max_records)
             err = igr_consume(r);
+        if (err < 0 || !igr_wants_more(r))
+            break;
+        timeout_ms = (int)(deadline - igr_now_ms());
     }
     if (err == -IGR_BATCH_FULL)
         err = 0;

@@ -260,10 +260,13 @@ def test_a_slow_stream_costs_the_reader_one_wakeup_per_batch(object_path: Path) 
 
 
 def test_a_buffer_past_its_watermark_wakes_the_reader_at_once(object_path: Path) -> None:
-    """More than an eighth of the ring waiting ends a long poll early (BPF_RB_FORCE_WAKEUP);
-    less leaves the reader asleep until its timeout (BPF_RB_NO_WAKEUP)."""
-    ring = 64 * 1024  # 24-byte events take 32 bytes each: 256 is an eighth
-    with open_test(object_path, burst=300, ring_size=ring) as obj:
+    """More than an eighth of the ring waiting wakes a long poll (BPF_RB_FORCE_WAKEUP), which
+    hands its batch over early once it holds a quarter of the ring; less leaves the reader
+    asleep until its timeout (BPF_RB_NO_WAKEUP)."""
+    ring = 64 * 1024  # 24-byte events take 32 bytes each: 256 is an eighth, 512 a quarter
+    # Half the ring: whatever the first wakeup's drain takes, either it is a quarter or more
+    # than an eighth is left for a second wakeup.
+    with open_test(object_path, burst=1024, ring_size=ring) as obj:
         obj.load()
         dtype = obj.struct_dtype("event")
         reader = Reader.ring(obj.map("events"), dtype.itemsize)
@@ -277,7 +280,7 @@ def test_a_buffer_past_its_watermark_wakes_the_reader_at_once(object_path: Path)
         rest = reader.records(0, dtype)  # what the burst wrote while the reader woke
         reader.close()
         assert got is not None and woken < 2.5, woken
-        assert len(got) + (0 if rest is None else len(rest)) == 300
+        assert len(got) + (0 if rest is None else len(rest)) == 1024
     with open_test(object_path, burst=100, ring_size=ring) as obj:
         obj.load()
         reader = Reader.ring(obj.map("events"), dtype.itemsize)
@@ -290,6 +293,29 @@ def test_a_buffer_past_its_watermark_wakes_the_reader_at_once(object_path: Path)
         timer.join()
         assert got is not None and len(got) == 100 and slept >= 0.95, slept
         reader.close()
+
+
+def test_a_busy_ring_comes_to_python_once_per_quarter_not_per_wakeup(object_path: Path) -> None:
+    """A wakeup that leaves the batch under a quarter of the ring is drained in C and the
+    poll sleeps on: two bursts of 300 events (each past the eighth that wakes the reader)
+    come in one batch, long before the timeout; a batch per wakeup would have been 300."""
+    ring = 64 * 1024  # 24-byte events take 32 bytes each: 256 is an eighth, 512 a quarter
+    with open_test(object_path, burst=300, ring_size=ring) as obj:
+        obj.load()
+        dtype = obj.struct_dtype("event")
+        reader = Reader.ring(obj.map("events"), dtype.itemsize)
+        obj.attach("on_getppid")
+        timers = [threading.Timer(delay, os.getppid) for delay in (0.2, 0.4)]
+        for timer in timers:
+            timer.start()
+        start = time.monotonic()
+        got = reader.records(5000, dtype)
+        took = time.monotonic() - start
+        for timer in timers:
+            timer.join()
+        reader.close()
+        assert got is not None and len(got) == 600 and took < 2.5, (took, got)
+        assert got["seq"].tolist() == list(range(600))
 
 
 def test_a_polled_buffer_outlives_the_next_poll_and_close(object_path: Path) -> None:
