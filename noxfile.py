@@ -35,9 +35,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on core/ (configured in pyproject.toml)."""
+    """mypy --strict on core/, operators/, plugins/ and testing/ (configured in pyproject.toml)."""
     session.install("-e", ".[dev]", "--config-settings", "editable_mode=strict")
-    session.run("mypy", "core")
+    session.run("mypy", "core", "operators", "plugins", "testing")
 
 
 @nox.session
@@ -45,7 +45,7 @@ def docs(session: nox.Session) -> None:
     """Regenerate docs/gadgets.md from the gadgets (a test fails when it is stale)."""
     session.install("-e", ".", "--config-settings", "editable_mode=strict")
     with open("docs/gadgets.md", "w") as out:
-        session.run("python", "-m", "igrun.core.reference", stdout=out)
+        session.run("python", "-m", "igrun.core.cli.reference", stdout=out)
 
 
 @nox.session

@@ -4,7 +4,7 @@ import importlib.util
 
 from setuptools import setup
 
-_spec = importlib.util.spec_from_file_location("igrun_bpfbuild", "core/bpfbuild.py")
+_spec = importlib.util.spec_from_file_location("igrun_bpfbuild", "core/bpf/build.py")
 assert _spec and _spec.loader
 bpfbuild = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bpfbuild)

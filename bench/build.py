@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from igrun.core.bpfbuild import compile_tree
+from igrun.core.bpf.build import compile_tree
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT = BENCH_DIR / "build"

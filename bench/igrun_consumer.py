@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import ClassVar
 
 from igrun.core import Category, Field, GadgetContext, Kind, ParamDesc, Schema, TypeHint, fields
-from igrun.core.cli import main
+from igrun.core.cli.main import main
+from igrun.core.events.schema import Batch
 from igrun.core.operator import PRIORITY_OUTPUT, Operator
 from igrun.core.params import Params
 from igrun.core.plugins import registry
-from igrun.core.runtime import Run
-from igrun.core.schema import Batch
+from igrun.core.run.local import Run
 from igrun.core.tracer import BpfTracer
 
 RING_BYTES = 16 * 1024 * 1024  # as the C reference consumer's default

@@ -3,10 +3,8 @@
 Everything a plugin needs is importable from here; the submodules hold the details.
 """
 
-from igrun.core import fields
-from igrun.core.attachpoints import kernel_type_exists, skip_missing, tracepoint_exists
-from igrun.core.check import resolve_column
-from igrun.core.containers import Container, SelectedContainers
+from igrun.core.bpf.attachpoints import kernel_type_exists, skip_missing, tracepoint_exists
+from igrun.core.containers.collection import Container, SelectedContainers
 from igrun.core.errors import (
     BpfError,
     EnvironmentProblem,
@@ -18,7 +16,8 @@ from igrun.core.errors import (
     RunError,
     UsageError,
 )
-from igrun.core.fields import (
+from igrun.core.events import fields
+from igrun.core.events.fields import (
     connection_fields,
     duration_field,
     errno_field,
@@ -31,6 +30,7 @@ from igrun.core.fields import (
     process_fields,
     uid_field,
 )
+from igrun.core.events.schema import Batch, Column, Event, Field, Kind, Schema
 from igrun.core.gadget import (
     Category,
     ContainerAttacher,
@@ -44,7 +44,6 @@ from igrun.core.gadget import (
     ResultRunner,
     Runner,
 )
-from igrun.core.gadgetrun import GadgetRun, run_gadget
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import (
     PRIORITY_ENRICH,
@@ -56,8 +55,9 @@ from igrun.core.operator import (
     RunPlan,
 )
 from igrun.core.params import ParamDesc, Params, TypeHint, ValueHint
-from igrun.core.resources import MissingDependency, Resources
-from igrun.core.schema import Batch, Column, Event, Field, Kind, Schema
+from igrun.core.run.check import resolve_column
+from igrun.core.run.gadgetrun import GadgetRun, run_gadget
+from igrun.core.run.resources import MissingDependency, Resources
 
 __all__ = [
     "PRIORITY_ENRICH",

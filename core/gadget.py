@@ -16,14 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+from igrun.core.events.schema import Batch, Schema
 from igrun.core.params import ParamDesc, Params
-from igrun.core.resources import Resources
-from igrun.core.schema import Batch, Schema
+from igrun.core.run.resources import Resources
 
 if TYPE_CHECKING:
-    from igrun.core.containers import Container
+    from igrun.core.bpf.pins import PinDir
+    from igrun.core.containers.collection import Container
     from igrun.core.log import Logger
-    from igrun.core.pins import PinDir
 
 
 class Category(enum.StrEnum):
@@ -97,7 +97,7 @@ class Gadget:
     examples: ClassVar[tuple[str, ...]] = ()
     """Command lines shown in ``--help``."""
     requires: ClassVar[tuple[builtins.type, ...]] = ()
-    """Resources (see :mod:`igrun.core.resources`) an operator of the run must provide: the
+    """Resources (see :mod:`igrun.core.run.resources`) an operator of the run must provide: the
     run is refused before anything loads, naming both, when none in the chain does."""
 
     @classmethod
@@ -206,7 +206,7 @@ class GadgetContext:
     """The gadget's schema bound to its C layout, set once the BPF object is loaded."""
     resources: Resources = field(default_factory=Resources)
     """What operators provide to the run, by type (the mount-ns filter, the container
-    collection, shared maps, the run itself): see :mod:`igrun.core.resources`."""
+    collection, shared maps, the run itself): see :mod:`igrun.core.run.resources`."""
     tag: str | None = None
     """Which gadget this is when several share one output (a config file's runs)."""
     _done: threading.Event = field(default_factory=threading.Event)

@@ -7,7 +7,7 @@ actually written.
 
 Log lines carry values that come from events and containers (a container's name, a path), so
 every string in a line is escaped as the columns output escapes it
-(:mod:`igrun.core.printable`): a line never steers the terminal, and a line feed in a value
+(:mod:`igrun.core.output.printable`): a line never steers the terminal, and a line feed in a value
 never starts a forged line.
 """
 
@@ -37,7 +37,7 @@ class _Stderr:
     value's repr) is escaped here, line feeds apart."""
 
     def write(self, text: str) -> int:
-        from igrun.core.printable import printable_lines
+        from igrun.core.output.printable import printable_lines
 
         return sys.stderr.write(printable_lines(text))
 
@@ -61,7 +61,7 @@ def _escape_values(
 ) -> MutableMapping[str, Any]:
     """A structlog processor: the event name, and every string value the renderer would
     show as it is, escaped."""
-    from igrun.core.printable import printable
+    from igrun.core.output.printable import printable
 
     out = dict(event)
     for key, value in event.items():

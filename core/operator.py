@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
+from igrun.core.events.schema import Batch, Field, Schema
 from igrun.core.gadget import ContainerAttacher, Gadget, GadgetContext
 from igrun.core.params import ParamDesc, Params
-from igrun.core.resources import MissingDependency, Resources, missing_message
-from igrun.core.schema import Batch, Field, Schema
+from igrun.core.run.resources import MissingDependency, Resources, missing_message
 
 # Priorities: lower runs earlier.
 PRIORITY_ENRICH = 100
@@ -52,7 +52,7 @@ class Operator:
     priority: ClassVar[int] = PRIORITY_ENRICH
     dependencies: ClassVar[tuple[str, ...]] = ()
     """Operators this one needs: they run before it, and a run whose chain lacks one is
-    refused before anything loads (:class:`~igrun.core.resources.MissingDependency`)."""
+    refused before anything loads (:class:`~igrun.core.run.resources.MissingDependency`)."""
     after: ClassVar[tuple[str, ...]] = ()
     """Operators that must run before this one when both are in the chain (order only)."""
     provides: ClassVar[tuple[type, ...]] = ()
@@ -171,7 +171,7 @@ def _providers_of(op: type[Operator], operators: list[type[Operator]]) -> list[s
 def requirements(gadget: type[Gadget]) -> tuple[type, ...]:
     """What ``gadget`` needs from the chain: what it declares, and the selected containers
     when it attaches to containers."""
-    from igrun.core.containers import SelectedContainers
+    from igrun.core.containers.collection import SelectedContainers
 
     needs = gadget.requires
     if issubclass(gadget, ContainerAttacher) and SelectedContainers not in needs:

@@ -62,7 +62,7 @@ class ParamDesc:
     value_hint: ValueHint = ValueHint.NONE
     repeatable: bool = False
     """A flag given several times collects its values into a comma list."""
-    check: Callable[[Any], None] | None = None
+    check: Callable[[Any], object] | None = None
     """Rules beyond the type (a range, a power of two): called with the parsed value, it
     raises ``ValueError`` saying what is allowed."""
 

@@ -23,9 +23,9 @@ import pluggy
 
 from igrun.core import hookspecs
 from igrun.core.errors import GadgetNotFound, PluginError
+from igrun.core.events.schema import Schema
 from igrun.core.gadget import Category, Gadget
 from igrun.core.operator import Operator
-from igrun.core.schema import Schema
 
 GADGETS_GROUP = "igrun.gadgets"
 OPERATORS_GROUP = "igrun.operators"

@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from igrun.core.attachpoints import skip_missing
-from igrun.core.bpf import BpfObject, Map, MapType, Reader
+from igrun.core.bpf.attachpoints import skip_missing
+from igrun.core.bpf.objects import BpfObject, Map, MapType, Reader
+from igrun.core.events.schema import Batch
 from igrun.core.gadget import Gadget, GadgetContext
-from igrun.core.schema import Batch
 
 FILTER_BY_MNTNS = "gadget_filter_by_mntns"
 MNTNS_FILTER_MAP = "gadget_mntns_filter_map"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from igrun.core.check import resolve_column
 from igrun.core.gadget import Gadget
 from igrun.core.params import Params
+from igrun.core.run.check import resolve_column
 
 __all__ = ["resolve_column", "windowed"]
 

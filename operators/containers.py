@@ -14,7 +14,7 @@ discovery and one filter map per selection, through a :class:`SharedContainers` 
 puts in the process's resources (:meth:`ContainersOperator.share`); the last run to stop
 releases them.
 
-To the run, it provides (see :mod:`igrun.core.resources`) the :class:`ContainerCollection`,
+To the run, it provides (see :mod:`igrun.core.run.resources`) the :class:`ContainerCollection`,
 the :class:`SelectedContainers` (what gadgets that attach to each container follow) and,
 unless ``--host``, the :class:`MntnsFilter`.
 """
@@ -29,16 +29,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from igrun.core.bpf import Map, MapType
-from igrun.core.containers import Container, ContainerCollection, SelectedContainers, Selector
-from igrun.core.discovery import Discovery, runtime_names, select_clients
+from igrun.core.bpf.objects import Map, MapType
+from igrun.core.containers.collection import (
+    Container,
+    ContainerCollection,
+    SelectedContainers,
+    Selector,
+)
+from igrun.core.containers.discovery import Discovery, runtime_names, select_clients
+from igrun.core.events.schema import Array, Batch, Column, Field, Kind, Schema
 from igrun.core.gadget import ContainerAttacher, Gadget, GadgetContext
 from igrun.core.hookspecs import hookimpl
 from igrun.core.log import get_logger
 from igrun.core.operator import PRIORITY_ENRICH, Operator
 from igrun.core.params import ParamDesc, Params, TypeHint, ValueHint
-from igrun.core.resources import Resources
-from igrun.core.schema import Array, Batch, Column, Field, Kind, Schema
+from igrun.core.run.resources import Resources
 from igrun.core.tracer import MNTNS_FILTER_MAP, MntnsFilter
 
 if TYPE_CHECKING:

@@ -25,10 +25,10 @@ from igrun.core.gadget import GadgetContext
 
 if TYPE_CHECKING:
     from igrun.core.operator import RunPlan
+from igrun.core.events.schema import Array, Batch, Field, Kind, Schema
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_FILTER, Operator
 from igrun.core.params import ParamDesc, Params
-from igrun.core.schema import Array, Batch, Field, Kind, Schema
 from igrun.operators._common import resolve_column
 
 _COMPARISONS: list[tuple[str, Callable[[Any, Any], Any]]] = [

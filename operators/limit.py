@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from igrun.core.events.schema import Batch
 from igrun.core.gadget import GadgetContext
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_LIMIT, Operator
 from igrun.core.params import ParamDesc, Params, TypeHint
-from igrun.core.schema import Batch
 from igrun.operators._common import windowed
 
 

@@ -4,7 +4,7 @@ Formats are ``ig``'s: ``columns`` (UPPERCASE headers, declared widths, ``…`` o
 scaled to the terminal only on a TTY), ``columns=a,b`` (exactly these), ``columns=+x,-y``
 (the default ones plus x, minus y), ``json`` (one object per line), ``jsonpretty`` and ``yaml``.
 ``columns`` and ``json`` lines are written by C for the whole batch at once
-(:mod:`igrun.core.columnlines`, :mod:`igrun.core.jsonlines`).
+(:mod:`igrun.core.output.columns`, :mod:`igrun.core.output.jsonlines`).
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
-from igrun.core.columnlines import ColumnLines, fit
 from igrun.core.errors import ParamError, output_failed
+from igrun.core.events.schema import Batch, Field, Schema
 from igrun.core.gadget import GadgetContext
 from igrun.core.hookspecs import hookimpl
-from igrun.core.jsonlines import JsonLines, dumps
 from igrun.core.operator import PRIORITY_OUTPUT, Operator
+from igrun.core.output.columns import ColumnLines, fit
+from igrun.core.output.jsonlines import JsonLines, dumps
+from igrun.core.output.printable import printable
 from igrun.core.params import ParamDesc, Params
-from igrun.core.printable import printable
-from igrun.core.resources import Resources
-from igrun.core.schema import Batch, Field, Schema
+from igrun.core.run.resources import Resources
 from igrun.operators._common import resolve_column, windowed
 
 if TYPE_CHECKING:

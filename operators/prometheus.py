@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, get_args
 import numpy as np
 
 from igrun.core.errors import ParamError
+from igrun.core.events.schema import Array, Batch, Field, Kind, Schema, decode_cstrings
 from igrun.core.files import FileRefused, read_text
 from igrun.core.gadget import GadgetContext
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_FILTER, Operator
 from igrun.core.params import ParamDesc, Params
-from igrun.core.schema import Array, Batch, Field, Kind, Schema, decode_cstrings
 from igrun.operators._common import resolve_column, windowed
 from igrun.operators.filter import Filter, parse_filter
 

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from igrun.core.errors import ParamError
+from igrun.core.events.schema import Array, Batch, Field, Kind, Schema
 from igrun.core.gadget import GadgetContext
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_SORT, Operator
 from igrun.core.params import ParamDesc, Params
-from igrun.core.schema import Array, Batch, Field, Kind, Schema
 from igrun.operators._common import resolve_column, windowed
 
 if TYPE_CHECKING:

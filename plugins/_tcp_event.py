@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from igrun.core import Batch, Column, Field, Kind, fields, process_fields
-from igrun.core.schema import decode_cstrings
+from igrun.core.events.schema import decode_cstrings
 
 UNKNOWN_OWNER = "(unknown)"
 """The comm of an event whose socket owner is not known: never a guessed process."""

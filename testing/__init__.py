@@ -68,7 +68,7 @@ def bpf_unavailable() -> str | None:
         return "needs root"
     if not Path("/sys/kernel/btf/vmlinux").exists():
         return "kernel has no BTF"
-    from igrun.core.pins import BPFFS, fs_type
+    from igrun.core.bpf.pins import BPFFS, fs_type
 
     if fs_type(BPFFS) != "bpf":
         return f"bpffs is not mounted at {BPFFS}"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from igrun.core import PRIORITY_OUTPUT, Batch, Gadget, GadgetContext, Operator, Params
-from igrun.core.runtime import Runtime
+from igrun.core.run.local import Runtime
 from igrun.operators.sockets import SocketsOperator
 from igrun.testing import marker
 from igrun.testing import trace as run_and_trace

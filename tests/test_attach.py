@@ -23,9 +23,9 @@ from netns_syn import RecordingNetnsSyn as TraceNetnsSyn
 from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
 
 from igrun.core import Batch, GadgetContext, MissingDependency
-from igrun.core.bpfbuild import compile_bpf
-from igrun.core.containers import cgroup2_root
-from igrun.core.runtime import Runtime
+from igrun.core.bpf.build import compile_bpf
+from igrun.core.containers.collection import cgroup2_root
+from igrun.core.run.local import Runtime
 from igrun.operators.containers import ContainersOperator
 
 pytestmark = pytest.mark.bpf

@@ -30,10 +30,10 @@ from igrun.core import (
     skip_missing,
     tracepoint_exists,
 )
-from igrun.core.attachpoints import missing_attach_point
-from igrun.core.bpf import BpfObject
-from igrun.core.bpfbuild import compile_bpf
-from igrun.core.runtime import RUNTIME_PARAMS
+from igrun.core.bpf.attachpoints import missing_attach_point
+from igrun.core.bpf.build import compile_bpf
+from igrun.core.bpf.objects import BpfObject
+from igrun.core.run.local import RUNTIME_PARAMS
 from igrun.core.tracer import BpfTracer
 
 SOURCE = Path(__file__).parent / "bpf" / "run_display.bpf.c"

@@ -297,7 +297,7 @@ def test_right_input_goes_on_to_the_host_check(igrun_cli: IgrunCli, readable: Pa
 def test_buffer_size_bounds(value: str, ok: bool) -> None:
     from igrun.core.errors import ParamError
     from igrun.core.params import Params
-    from igrun.core.runtime import RUNTIME_PARAMS
+    from igrun.core.run.local import RUNTIME_PARAMS
 
     if ok:
         Params(RUNTIME_PARAMS, {"buffer-size": value})

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from igrun.core.bpf import (
+from igrun.core.bpf.build import compile_bpf
+from igrun.core.bpf.objects import (
     BpfObject,
     Map,
     MapType,
@@ -29,12 +30,11 @@ from igrun.core.bpf import (
     lib,
     possible_cpus,
 )
-from igrun.core.bpfbuild import compile_bpf
-from igrun.core.cbuffers import TOO_BIG, DescriptionError, check_table, texts_table
-from igrun.core.columnlines import ColumnLines
 from igrun.core.errors import BpfError
-from igrun.core.jsonlines import JsonLines
-from igrun.core.schema import Batch, Field, Kind, Schema
+from igrun.core.events.schema import Batch, Field, Kind, Schema
+from igrun.core.output.cbuffers import TOO_BIG, DescriptionError, check_table, texts_table
+from igrun.core.output.columns import ColumnLines
+from igrun.core.output.jsonlines import JsonLines
 
 U32 = struct.Struct("<I")
 U64 = struct.Struct("<Q")
@@ -366,7 +366,7 @@ def test_c_writers_refuse_what_they_cannot_write() -> None:
 
 
 def test_the_output_buffer_refuses_an_impossible_size() -> None:
-    from igrun.core.cbuffers import OutputBuffer
+    from igrun.core.output.cbuffers import OutputBuffer
 
     buf = OutputBuffer()
     with pytest.raises(DescriptionError):
@@ -393,7 +393,7 @@ def test_a_long_libbpf_message_is_logged_whole(tmp_path: Path) -> None:
     missing = tmp_path.joinpath(*["d" * 100] * 15, "x.bpf.o")
     code = (
         "import sys\n"
-        "from igrun.core.bpf import BpfObject\n"
+        "from igrun.core.bpf.objects import BpfObject\n"
         "from igrun.core.errors import BpfError\n"
         "try:\n"
         "    BpfObject.open(sys.argv[1])\n"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from igrun.core.bpf import BpfObject
-from igrun.core.bpfbuild import compile_bpf
-from igrun.core.btf import BtfError, BtfKind, ObjectBtf
+from igrun.core.bpf.btf import BtfError, BtfKind, ObjectBtf
+from igrun.core.bpf.build import compile_bpf
+from igrun.core.bpf.objects import BpfObject
 
 pytestmark = pytest.mark.bpf
 
@@ -151,7 +151,7 @@ def test_random_damage_to_the_btf_is_one_line_or_a_run(clean: Path, tmp_path: Pa
         "import sys\n"
         "from pathlib import Path\n"
         "from igrun.core.errors import UsageError\n"
-        "from igrun.core.objectrun import gadget_from_object\n"
+        "from igrun.core.objectrun.declarations import gadget_from_object\n"
         "for p in sys.argv[1:]:\n"
         "    try:\n"
         "        gadget_from_object(Path(p))\n"

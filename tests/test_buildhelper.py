@@ -1,4 +1,5 @@
-"""``python -m igrun.core.buildhelper DIR``: the ``igrun-build`` wheel gadget packages build with.
+"""``python -m igrun.core.bpf.buildhelper DIR``: the ``igrun-build`` wheel gadget packages build
+with.
 
 It must hold exactly igrun's build step and BPF headers, be a wheel pip accepts (hashes in
 RECORD), be the same bytes each time, and report bad input in one line.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 HEADERS = REPO / "plugins" / "include"
-HELPER = [sys.executable, "-m", "igrun.core.buildhelper"]
+HELPER = [sys.executable, "-m", "igrun.core.bpf.buildhelper"]
 
 
 def write(directory: Path) -> Path:
@@ -92,9 +93,9 @@ def test_the_build_step_finds_the_headers_it_ships_with(tmp_path: Path) -> None:
 
 def test_bad_input_is_one_line() -> None:
     for args, code, message in [
-        ([], 2, "usage: python -m igrun.core.buildhelper DIR"),
-        (["a", "b"], 2, "usage: python -m igrun.core.buildhelper DIR"),
-        (["--wheel-dir"], 2, "usage: python -m igrun.core.buildhelper DIR"),
+        ([], 2, "usage: python -m igrun.core.bpf.buildhelper DIR"),
+        (["a", "b"], 2, "usage: python -m igrun.core.bpf.buildhelper DIR"),
+        (["--wheel-dir"], 2, "usage: python -m igrun.core.bpf.buildhelper DIR"),
         (
             ["/proc/self/igrun-wheels"],
             1,

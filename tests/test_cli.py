@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from igrun.core import cli, plugins
-from igrun.core.bpfbuild import compile_bpf
+from igrun.core import plugins
+from igrun.core.bpf.build import compile_bpf
+from igrun.core.cli import main as cli
 
 VERSION = version("igrun")  # defined once, in pyproject.toml
 
@@ -172,7 +173,7 @@ def test_verifier_rejection_shows_the_reason(
 def test_no_btf_is_one_line(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from igrun.core import runtime
+    from igrun.core.run import local as runtime
 
     monkeypatch.setattr(runtime, "VMLINUX_BTF", tmp_path / "vmlinux")
     if __import__("os").geteuid() != 0:

@@ -7,9 +7,9 @@ import unicodedata
 import numpy as np
 import pytest
 
-from igrun.core.columnlines import ColumnLines, fit, format_value
-from igrun.core.printable import printable
-from igrun.core.schema import Batch, Column, Field, Kind, Schema
+from igrun.core.events.schema import Batch, Column, Field, Kind, Schema
+from igrun.core.output.columns import ColumnLines, fit, format_value
+from igrun.core.output.printable import printable
 
 DTYPE = np.dtype(
     [("pid", "<u4"), ("ret", "<i4"), ("comm", "S16"), ("ok", "u1"), ("big", "<u8"), ("s8", "i1")]

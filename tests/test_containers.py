@@ -17,11 +17,11 @@ import containerlab
 import pytest
 from containerlab import IMAGE, Running, marker, needs, stop_and_read, with_arg
 
-from igrun.core.bpf import Map
-from igrun.core.containers import ContainerCollection, from_process
-from igrun.core.discovery import Discovery, select_clients
+from igrun.core.bpf.objects import Map
+from igrun.core.containers.collection import ContainerCollection, from_process
+from igrun.core.containers.discovery import Discovery, select_clients
+from igrun.core.containers.engines.oci import RuncClient
 from igrun.core.errors import EnvironmentProblem, ParamError
-from igrun.core.runtimes.oci import RuncClient
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -305,12 +305,12 @@ def test_a_settled_answer_is_reused_only_while_nothing_changes() -> None:
     appears or goes (the collection's generation) makes the next batch look again."""
     import numpy as np
 
-    from igrun.core import fields
+    from igrun.core.events import fields
+    from igrun.core.events.schema import Batch, Schema
     from igrun.core.gadget import Category, Gadget, GadgetContext
     from igrun.core.log import get_logger
     from igrun.core.params import Params
-    from igrun.core.runtime import RUNTIME_PARAMS
-    from igrun.core.schema import Batch, Schema
+    from igrun.core.run.local import RUNTIME_PARAMS
     from igrun.operators.containers import ContainersOperator
 
     layout = np.dtype([("mntns_id", "<u8"), ("timestamp", "<u8")])

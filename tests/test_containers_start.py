@@ -1,5 +1,5 @@
 """Containers that start while a gadget runs: every one traced from its first instruction,
-named by its runtime, and runc never held long by igrun (:mod:`igrun.core.starthold`)."""
+named by its runtime, and runc never held long by igrun (:mod:`igrun.core.containers.starthold`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from containerlab import IMAGE, needs
 from test_containers import podman_env  # noqa: F401 (a fixture)
 from test_runtimes import CTR_NAMESPACE, Ctr, Docker, ctr, docker  # noqa: F401 (fixtures)
 
-from igrun.core.starthold import Birth, StartHold
+from igrun.core.containers.starthold import Birth, StartHold
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -333,7 +333,7 @@ def test_a_slow_igrun_delays_runc_by_the_bound_at_most(
 
 HOLDER = """
 import sys, time
-from igrun.core.starthold import StartHold
+from igrun.core.containers.starthold import StartHold
 
 def learn(birth):
     print("held", birth.id, flush=True)
@@ -383,7 +383,7 @@ def test_killing_igrun_mid_hold_lets_runc_go_on(runc_bundles: Any) -> None:
 
 STUCK_STDERR = """
 import fcntl, os, sys, time
-from igrun.core.starthold import StartHold
+from igrun.core.containers.starthold import StartHold
 
 r, w = os.pipe()  # a stderr nobody reads, full already: every log line would block
 fcntl.fcntl(w, fcntl.F_SETFL, os.O_NONBLOCK)

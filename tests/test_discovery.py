@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from igrun.core.containers import Container, ContainerCollection, boot_ns, from_process
-from igrun.core.discovery import Discovery, StateWatcher
-from igrun.core.runtimes.oci import RuncClient
+from igrun.core.containers.collection import Container, ContainerCollection, boot_ns, from_process
+from igrun.core.containers.discovery import Discovery, StateWatcher
+from igrun.core.containers.engines.oci import RuncClient
 
 
 def waited(watcher: StateWatcher, timeout: float, change: object = None) -> float:
@@ -146,7 +146,7 @@ def test_a_runc_state_whose_pid_went_to_another_process_is_not_a_container(
     import json
     import os
 
-    from igrun.core.containers import CLK_TCK, process_start_ns
+    from igrun.core.containers.collection import CLK_TCK, process_start_ns
 
     ticks = process_start_ns(os.getpid()) * CLK_TCK // 1_000_000_000
     for id, start in (("mine", ticks), ("reused", ticks - 7)):
@@ -164,8 +164,8 @@ def test_a_manager_that_cannot_answer_for_a_moment_names_nothing_by_its_id(
     import json
     import os
 
-    from igrun.core.containers import CLK_TCK, process_start_ns
-    from igrun.core.runtimes import storage
+    from igrun.core.containers.collection import CLK_TCK, process_start_ns
+    from igrun.core.containers.engines import storage
 
     store, run, root = tmp_path / "store", tmp_path / "run", tmp_path / "runc"
     for folder in (store, run, root):
@@ -196,7 +196,7 @@ def test_a_manager_that_never_answers_does_not_hide_runc_containers(
     import json
     import os
 
-    from igrun.core.runtimes import storage
+    from igrun.core.containers.engines import storage
 
     store, root = tmp_path / "store", tmp_path / "runc"
     store.mkdir()

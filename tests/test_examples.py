@@ -73,7 +73,7 @@ RMDIR_AT = (
 )
 # Plugin switches of the calling environment must not hide the examples.
 ENV = {k: v for k, v in os.environ.items() if k not in ("IGRUN_PLUGINS", "IGRUN_NO_PLUGINS")}
-CONSOLE_SCRIPT = "#!{python}\nimport sys\nfrom igrun.core.cli import main\nsys.exit(main())\n"
+CONSOLE_SCRIPT = "#!{python}\nimport sys\nfrom igrun.core.cli.main import main\nsys.exit(main())\n"
 
 
 def documented_blocks() -> list[list[str]]:

@@ -33,8 +33,8 @@ from igrun.core import (
     mode_fields,
     process_fields,
 )
-from igrun.core.bpf import BpfObject
-from igrun.core.bpfbuild import compile_bpf
+from igrun.core.bpf.build import compile_bpf
+from igrun.core.bpf.objects import BpfObject
 from igrun.core.tracer import BpfTracer
 
 SOURCE = Path(__file__).parent / "bpf" / "fields_process.bpf.c"

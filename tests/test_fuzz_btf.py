@@ -22,11 +22,11 @@ from fuzzlab import fuzz_settings
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from igrun.core.bpf import BpfError, BpfObject
-from igrun.core.btf import ObjectBtf
+from igrun.core.bpf.btf import ObjectBtf
+from igrun.core.bpf.objects import BpfError, BpfObject
 from igrun.core.errors import UsageError
-from igrun.core.objectlayout import event_layout
-from igrun.core.schema import Field, Kind, Schema
+from igrun.core.events.schema import Field, Kind, Schema
+from igrun.core.objectrun.layout import event_layout
 
 FUZZ = fuzz_settings(30)
 CLANG = os.environ.get("IGRUN_CLANG", "clang")

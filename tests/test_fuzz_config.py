@@ -19,9 +19,9 @@ from fuzzlab import fuzz_settings
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from igrun.core.cli import main
+from igrun.core.cli.main import main
 from igrun.core.plugins import registry
-from igrun.core.runtime import RUNTIME_PARAMS
+from igrun.core.run.local import RUNTIME_PARAMS
 
 FUZZ = fuzz_settings(100)
 

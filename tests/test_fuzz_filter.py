@@ -14,7 +14,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from igrun.core.errors import ParamError
-from igrun.core.schema import Batch, Field, Kind, Schema
+from igrun.core.events.schema import Batch, Field, Kind, Schema
 from igrun.operators.filter import _NEXT_FILTER, parse_filter, split_filters
 from igrun.plugins.trace_exec import TraceExec
 from igrun.plugins.trace_open import TraceOpen

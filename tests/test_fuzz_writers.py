@@ -19,9 +19,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from test_columnlines import reference
 
-from igrun.core.columnlines import ColumnLines
-from igrun.core.jsonlines import JsonLines
-from igrun.core.schema import Batch, Column, Field, Kind, Schema
+from igrun.core.events.schema import Batch, Column, Field, Kind, Schema
+from igrun.core.output.columns import ColumnLines
+from igrun.core.output.jsonlines import JsonLines
 
 FUZZ = fuzz_settings(120)
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from igrun.core import helpers
+from igrun.core.events import helpers
 
 
 def test_byte_order() -> None:

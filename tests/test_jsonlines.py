@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from igrun.core.fields import timestamp
-from igrun.core.jsonlines import JsonLines
-from igrun.core.schema import Batch, Field, Kind, Schema
+from igrun.core.events.fields import timestamp
+from igrun.core.events.schema import Batch, Field, Kind, Schema
+from igrun.core.output.jsonlines import JsonLines
 
 DTYPE = np.dtype(
     [("pid", "<u4"), ("ret", "<i4"), ("comm", "S16"), ("ok", "u1"), ("ts", "<u8"), ("s8", "i1")]

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from igrun.core.bpf import (
+from igrun.core.bpf.build import compile_bpf
+from igrun.core.bpf.objects import (
     BpfObject,
     Map,
     MapType,
@@ -32,7 +33,6 @@ from igrun.core.bpf import (
     has_ktime_get_boot_ns,
     possible_cpus,
 )
-from igrun.core.bpfbuild import compile_bpf
 from igrun.core.errors import BpfError
 
 pytestmark = pytest.mark.bpf

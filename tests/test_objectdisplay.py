@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from igrun.core.bpfbuild import compile_bpf
+from igrun.core.bpf.build import compile_bpf
 from igrun.core.errors import UsageError
-from igrun.core.objectdisplay import (
+from igrun.core.events.schema import Column, Field, Kind
+from igrun.core.objectrun.display import (
     Annotations,
     duration,
     file_mode,
@@ -20,7 +21,6 @@ from igrun.core.objectdisplay import (
     signal_name,
     user_name,
 )
-from igrun.core.schema import Column, Field, Kind
 
 
 @pytest.mark.parametrize(

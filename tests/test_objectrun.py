@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from igrun.core.bpfbuild import compile_bpf
+from igrun.core.bpf.build import compile_bpf
 from igrun.operators.containers import ENRICHED_NAMES
 from igrun.testing import CliRun
 

@@ -14,10 +14,10 @@ import yaml
 
 from igrun.core import Category, Column, Field, Gadget, GadgetContext, GadgetType, Kind, Schema
 from igrun.core.errors import OutputClosed, OutputError, ParamError
+from igrun.core.events.schema import Batch
 from igrun.core.operator import Chain, Operator
 from igrun.core.params import Params
-from igrun.core.runtime import RUNTIME_PARAMS
-from igrun.core.schema import Batch
+from igrun.core.run.local import RUNTIME_PARAMS
 from igrun.operators.filter import FilterOperator, parse_filter, split_filters
 from igrun.operators.limit import LimitOperator
 from igrun.operators.output import OutputOperator, parse_output, scale_widths

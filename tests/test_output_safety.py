@@ -18,8 +18,8 @@ import pytest
 from containerlab import Running, runc_container
 from test_columnlines import unsafe as controls
 
-from igrun.core.columnlines import fit
-from igrun.core.printable import printable
+from igrun.core.output.columns import fit
+from igrun.core.output.printable import printable
 from igrun.operators.containers import ENRICHED
 
 if TYPE_CHECKING:

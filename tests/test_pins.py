@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from igrun.core.bpf.pins import PinDir, remove_stale, run_id
 from igrun.core.errors import EnvironmentProblem
-from igrun.core.pins import PinDir, remove_stale, run_id
 from igrun.testing import READY_LINE
 
 pytestmark = pytest.mark.bpf

@@ -25,11 +25,11 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from igrun.core import Category, Field, Gadget, GadgetContext, Kind, Schema
-from igrun.core.bpfbuild import compile_bpf
+from igrun.core.bpf.build import compile_bpf
 from igrun.core.errors import ParamError
+from igrun.core.events.schema import Batch
 from igrun.core.params import Params
-from igrun.core.runtime import RUNTIME_PARAMS
-from igrun.core.schema import Batch
+from igrun.core.run.local import RUNTIME_PARAMS
 from igrun.operators.prometheus import PrometheusOperator, parse_config
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from igrun.core.reference import builtin, hooks
+from igrun.core.cli.reference import builtin, hooks
 from igrun.plugins.trace_exec import TraceExec
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "gadgets.md"

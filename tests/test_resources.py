@@ -22,7 +22,7 @@ from igrun.core import (
     Schema,
 )
 from igrun.core.operator import order
-from igrun.core.runtime import Runtime
+from igrun.core.run.local import Runtime
 from igrun.operators.limit import LimitOperator
 from igrun.operators.sort import SortOperator
 

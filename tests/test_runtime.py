@@ -14,11 +14,11 @@ from typing import Any, ClassVar
 import pytest
 
 from igrun.core import Category, Field, GadgetContext, Kind, Schema
-from igrun.core.bpfbuild import compile_bpf
+from igrun.core.bpf.build import compile_bpf
+from igrun.core.bpf.pins import PinDir
 from igrun.core.operator import Operator
-from igrun.core.pins import PinDir
 from igrun.core.plugins import PluginRegistry
-from igrun.core.runtime import Run, Runtime
+from igrun.core.run.local import Run, Runtime
 from igrun.core.tracer import BpfTracer
 from igrun.operators.output import OutputOperator
 

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 import pytest
 from containerlab import IMAGE, Running, marker, needs, stop_and_read, unique, with_arg
 
-from igrun.core.containers import Container, ContainerCollection
-from igrun.core.discovery import Discovery
-from igrun.core.runtimes.base import RuntimeClient
+from igrun.core.containers.collection import Container, ContainerCollection
+from igrun.core.containers.discovery import Discovery
+from igrun.core.containers.engines.base import RuntimeClient
 
 if TYPE_CHECKING:
     from conftest import IgrunCli

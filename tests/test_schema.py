@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from igrun.core.schema import Batch, Column, Field, Kind, Schema, decode_cstrings
+from igrun.core.events.schema import Batch, Column, Field, Kind, Schema, decode_cstrings
 
 LAYOUT = np.dtype(
     {
@@ -94,8 +94,8 @@ def test_decode_cstrings_handles_invalid_utf8() -> None:
 
 
 def test_l4_endpoints_look_like_igs() -> None:
-    from igrun.core.endpoints import l4_endpoint
-    from igrun.core.helpers import ip_string_to_bytes
+    from igrun.core.events.endpoints import l4_endpoint
+    from igrun.core.events.helpers import ip_string_to_bytes
 
     layout = np.dtype([("daddr", "V16"), ("dport", "<u2"), ("ipversion", "u1")])
     schema = Schema(

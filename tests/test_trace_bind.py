@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import gadgetlab
 import pytest
 
-from igrun.core.bpf import Map, MapType
+from igrun.core.bpf.objects import Map, MapType
 from igrun.core.errors import ParamError
 from igrun.core.tracer import MntnsFilter
 from igrun.plugins.trace_bind import TraceBind, port_bitmap

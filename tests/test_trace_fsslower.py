@@ -20,7 +20,7 @@ import gadgetlab
 import pytest
 from gadgetlab import marker
 
-from igrun.core.bpf import Map, MapType
+from igrun.core.bpf.objects import Map, MapType
 from igrun.core.errors import ParamError
 from igrun.core.params import Params
 from igrun.core.tracer import MntnsFilter

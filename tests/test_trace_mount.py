@@ -21,7 +21,7 @@ import gadgetlab
 import pytest
 from gadgetlab import marker
 
-from igrun.core.bpf import Map, MapType
+from igrun.core.bpf.objects import Map, MapType
 from igrun.core.tracer import MntnsFilter
 from igrun.plugins.trace_mount import TraceMount
 

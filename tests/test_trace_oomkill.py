@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import gadgetlab
 import pytest
 
-from igrun.core.bpf import Map, MapType
+from igrun.core.bpf.objects import Map, MapType
 from igrun.core.tracer import MntnsFilter
 from igrun.plugins.trace_oomkill import TraceOomkill
 

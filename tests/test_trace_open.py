@@ -24,7 +24,7 @@ import pytest
 from gadgetlab import marker
 
 from igrun.core import ParamError
-from igrun.core.bpf import Map, MapType
+from igrun.core.bpf.objects import Map, MapType
 from igrun.core.tracer import MntnsFilter
 from igrun.plugins.trace_open import TraceOpen, decode_flags, format_mode
 

@@ -20,7 +20,7 @@ from typing import Any
 import gadgetlab
 import pytest
 
-from igrun.core.bpf import Map, MapType
+from igrun.core.bpf.objects import Map, MapType
 from igrun.core.errors import ParamError
 from igrun.core.tracer import MntnsFilter
 from igrun.plugins.trace_signal import TraceSignal, parse_signal, signal_name

@@ -23,7 +23,7 @@ import gadgetlab
 import pytest
 from tcplab import blackhole_netns
 
-from igrun.core.bpf import Map, MapType
+from igrun.core.bpf.objects import Map, MapType
 from igrun.core.params import Params
 from igrun.core.tracer import MntnsFilter
 from igrun.plugins.trace_tcpconnect import TraceTcpconnect

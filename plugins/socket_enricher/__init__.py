@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import importlib.resources
 
-from igrun.core.bpf import BpfObject, Link, Map
-from igrun.core.containers import cgroup2_root
+from igrun.core.bpf.objects import BpfObject, Link, Map
+from igrun.core.containers.collection import cgroup2_root
 from igrun.core.errors import EnvironmentProblem
 
 SOCKETS_MAP = "gadget_sockets"

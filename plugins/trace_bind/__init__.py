@@ -28,7 +28,7 @@ from igrun.core import (
     process_fields,
 )
 from igrun.core.errors import ParamError
-from igrun.core.schema import decode_cstrings
+from igrun.core.events.schema import decode_cstrings
 from igrun.core.tracer import BpfTracer
 
 PORT_COUNT = 65536

@@ -36,7 +36,7 @@ from igrun.core import (
     mode_fields,
     process_fields,
 )
-from igrun.core.fields import format_mode as format_mode  # as before it moved to core
+from igrun.core.events.fields import format_mode as format_mode  # as before it moved to core
 from igrun.core.tracer import BpfTracer
 
 PARAM_FULL_PATH = "full-path"

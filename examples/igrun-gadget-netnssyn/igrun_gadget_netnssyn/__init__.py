@@ -5,8 +5,9 @@ selected container, present when the run starts or started later, it loads one c
 BPF object (``netnssyn.bpf.c``) whose constant ``netns`` tags the events, and attaches the
 copy's socket filter to a raw packet socket made inside the container's network namespace.
 When the container goes (or the run ends) the socket and the copy are closed: nothing stays.
-It uses igrun's public API only: ``igrun.core``, ``igrun.core.tracer``, ``igrun.core.netns``
-and ``igrun.core.fields``.
+It uses igrun's public API only: ``igrun.core``, ``igrun.core.tracer``,
+``igrun.core.containers.netns``
+and ``igrun.core.events.fields``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from igrun.core import (
     fields,
     hookimpl,
 )
-from igrun.core.netns import socket_in_netns
+from igrun.core.containers.netns import socket_in_netns
 from igrun.core.tracer import BpfTracer
 
 

@@ -2,7 +2,7 @@
 
 A third-party igrun gadget: a BPF program (``unlink.bpf.c``, compiled when the package is
 built) plus the class below, which names the fields of its event once. It uses igrun's
-public API only: ``igrun.core``, ``igrun.core.tracer`` and ``igrun.core.fields``; who removed
+public API only: ``igrun.core``, ``igrun.core.tracer`` and ``igrun.core.events.fields``; who removed
 the file is igrun's ``struct gadget_process``, shown by ``process_fields``.
 
 Hooks the ``syscalls`` tracepoints of ``unlinkat``, ``unlink`` and ``rmdir``, a stable ABI:

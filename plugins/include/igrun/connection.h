@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The two endpoints of a TCP or UDP connection, declared once. An event struct embeds it as
- * a member, usually named `conn`; igrun.core.fields.connection_fields(member="conn") shows it
+ * a member, usually named `conn`; igrun.core.events.fields.connection_fields(member="conn") shows it
  * as `ip`, `src` and `dst` (with `src.addr`, `src.port` ... for filters and JSON), the way
  * every network gadget shows its endpoints.
  */

@@ -5,7 +5,7 @@
  * An event struct embeds it as a member, usually named `proc`, and fills it with
  * gadget_process_populate(&event->proc) in the task itself. igrun reads the struct's layout
  * from BTF like every other member: in Python the members are `proc.pid`, `proc.comm` ...,
- * which igrun.core.fields.process() turns into the fields `pid`, `comm` ... every gadget
+ * which igrun.core.events.fields.process() turns into the fields `pid`, `comm` ... every gadget
  * shows the same way. A map that remembers who did something (who owns a socket, who started
  * a connect) stores the same struct, so copying it into the event is one assignment.
  *

@@ -1,0 +1,1 @@
+"""Runs described in a TOML file, and their checking."""

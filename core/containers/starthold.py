@@ -1,0 +1,377 @@
+"""Holding runc at the moment a container's state is written, until igrun knows the container.
+
+Watching state folders (:mod:`igrun.core.containers.discovery`) learns of a container a little after
+runc writes its state, and by then a short-lived container may have run and gone. This module
+closes that gap without kprobes, with fanotify permission events, the way Inspektor Gadget's
+runcfanotify holds runc. How runc 1.1 starts a container, and where it is held:
+
+1. ``runc create`` (or ``runc run``) makes the state folder ``<root>/<id>/`` with its
+   ``exec.fifo``, then execs ``runc init`` from its own binary, passing the fifo as a
+   descriptor. The runc binaries are marked ``FAN_OPEN_EXEC_PERM``: at that exec the child's
+   descriptors name the state folder, whatever ``--root`` the caller chose (podman's
+   ``/run/runc``, containerd's ``/run/containerd/runc/<ns>``, Docker's
+   ``/run/docker/runtime-runc/moby``). The folder is marked ``FAN_OPEN_PERM`` with
+   ``FAN_EVENT_ON_CHILD`` and the exec is let go at once.
+2. When the container's init process has set up its namespaces it tells runc, which then
+   opens a temporary file in the state folder to write ``state.json``. The init process waits
+   for runc's answer before it goes on to the container's program, so holding that open holds
+   the container before its first instruction. At that moment the init process is runc's
+   child in the container's mount namespace: discovery describes the container (its name is
+   read fresh from its runtime) and adds it to the collection, which puts its mount-ns id in
+   the kernel filter map; then the open is allowed and the folder's mark removed.
+
+The hold is bounded (:data:`HOLD_SECONDS`): past it the open is allowed and a warning logged,
+so a slow igrun delays a runtime by at most that much. If igrun dies its fanotify group is
+closed, and the kernel lets every held event go on by itself. Opens by igrun itself are let
+go at once. fanotify permission events need ``CAP_SYS_ADMIN`` in the host pid namespace and a
+kernel built with ``CONFIG_FANOTIFY_ACCESS_PERMISSIONS``; without them discovery works as
+before, from state folders alone. The fifo itself cannot be held: recent kernels send no
+permission events for FIFOs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import select
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from igrun.core.containers import fanotify
+from igrun.core.log import get_logger
+
+HOLD_SECONDS = 2.0
+"""Longest a runtime waits for igrun; then it goes on and a warning says so."""
+RUNC_NAMES = ("runc", "docker-runc")
+RUNC_PLACES = ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/bin", "/sbin")
+FIFO = "exec.fifo"
+INIT_COMM = "runc:[2:INIT]"
+
+
+@dataclass(frozen=True)
+class Birth:
+    """A container whose init process waits, in its own namespaces, for runc to go on."""
+
+    id: str
+    pid: int
+    """The init process (host pid)."""
+    state_dir: Path
+    bundle: str
+
+
+Learn = Callable[[Birth], None]
+
+
+def runc_binaries(extra: Iterable[str] = ()) -> list[str]:
+    """The runc executables on this host, one path per file."""
+    candidates = [*extra, *(shutil.which(n) or "" for n in RUNC_NAMES)]
+    candidates += [f"{d}/{n}" for d in RUNC_PLACES for n in RUNC_NAMES]
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for path in candidates:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            out.append(path)
+    return out
+
+
+def _fifo_dir(pid: int) -> Path | None:
+    """The state folder whose ``exec.fifo`` process ``pid`` holds open, if any."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith("/" + FIFO):
+            return Path(target).parent
+    return None
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                out += [
+                    int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()
+                ]
+    return out
+
+
+def _mntns(pid: int) -> int:
+    try:
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    except OSError:
+        return 0
+
+
+def _bundle(pid: int) -> str:
+    """runc's ``--bundle``, else its working folder (runc's default bundle)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    for i, arg in enumerate(args):
+        text = os.fsdecode(arg)
+        if text in ("--bundle", "-b") and i + 1 < len(args):
+            return os.fsdecode(args[i + 1])
+        if text.startswith("--bundle="):
+            return text.removeprefix("--bundle=")
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return ""
+
+
+def init_of(runc_pid: int) -> int:
+    """runc's child ``runc:[2:INIT]`` in another mount namespace: the container's init, once
+    it is in its final namespaces (0 if there is none yet). runc 1.1 starts it with
+    ``CLONE_PARENT``, so it is runc's own child; the intermediate ``runc:[1:CHILD]`` shares
+    its mount namespace but exits, and is never taken for it."""
+    own = _mntns(runc_pid)
+    for child in _children(runc_pid):
+        try:
+            comm = Path(f"/proc/{child}/comm").read_text()
+        except OSError:
+            continue
+        ns = _mntns(child)
+        if comm.startswith(INIT_COMM) and ns and own and ns != own:
+            return child
+    return 0
+
+
+class StartHold:
+    """Holds runc where described above until ``learn`` has returned, or :data:`HOLD_SECONDS`."""
+
+    def __init__(
+        self, learn: Learn, bound: float = HOLD_SECONDS, binaries: Iterable[str] | None = None
+    ) -> None:
+        self.learn = learn
+        self.bound = bound
+        self.binaries = list(binaries) if binaries is not None else runc_binaries()
+        self._group = -1
+        self._wake_r, self._wake_w = -1, -1
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[float, Birth]] = {}
+        """Held events by descriptor: their deadline and container."""
+        self._dirs: dict[Path, float] = {}
+        """Marked state folders, with when they were marked."""
+        self._stop = threading.Event()
+        self._warned: set[str] = set()
+        self._reports: queue.SimpleQueue[tuple[str, dict[str, object]] | None] = queue.SimpleQueue()
+        """Warnings of the fanotify thread, written by a thread of their own: a log write
+        can block (a full stderr pipe, a paused terminal), and an unanswered event would
+        then hold runc for as long."""
+        self._reporter: threading.Thread | None = None
+        self.held = 0
+        self.expired = 0
+
+    def start(self) -> bool:
+        """Mark the runc binaries and start holding; False (and one log line) when fanotify
+        permission events are not available here."""
+        if not self.binaries:
+            return False
+        try:
+            self._group = fanotify.init(
+                fanotify.FAN_CLOEXEC
+                | fanotify.FAN_NONBLOCK
+                | fanotify.FAN_CLASS_CONTENT
+                | fanotify.FAN_UNLIMITED_QUEUE
+                | fanotify.FAN_UNLIMITED_MARKS,
+                os.O_RDONLY | os.O_CLOEXEC | os.O_LARGEFILE,
+            )
+        except OSError as exc:
+            get_logger().info("container_start_hold_unavailable", problem=str(exc))
+            return False
+        marked = []
+        for path in self.binaries:
+            try:
+                fanotify.mark(self._group, fanotify.FAN_MARK_ADD, fanotify.FAN_OPEN_EXEC_PERM, path)
+                marked.append(path)
+            except OSError as exc:
+                get_logger().info("container_start_hold_unavailable", problem=str(exc))
+        if not marked:
+            os.close(self._group)
+            self._group = -1
+            return False
+        get_logger().debug("container_start_hold", binaries=marked, bound_s=self.bound)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._loop, name="igrun-start-hold", daemon=True)
+        self._thread.start()
+        self._reporter = threading.Thread(
+            target=self._write_reports, name="igrun-start-hold-log", daemon=True
+        )
+        self._reporter.start()
+        return True
+
+    def _write_reports(self) -> None:
+        while (report := self._reports.get()) is not None:
+            get_logger().warning(report[0], **report[1])
+
+    # ---- the fanotify thread: never waits on anything but the kernel ----------------------
+
+    def _loop(self) -> None:
+        poller = select.poll()
+        poller.register(self._group, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        me = os.getpid()
+        while not self._stop.is_set():
+            timeout = self._expire()
+            poller.poll(None if timeout is None else max(timeout, 0.001) * 1000)
+            with contextlib.suppress(OSError):
+                os.read(self._wake_r, 512)
+            try:
+                events = fanotify.read_events(self._group)
+            except OSError as exc:  # e.g. out of descriptors: the kernel denied that open
+                self._warn(f"reading fanotify events: {exc}")
+                time.sleep(0.01)
+                continue
+            for event in events:
+                if event.fd == fanotify.FAN_NOFD:
+                    continue  # a queue overflow: nothing to answer
+                try:
+                    held = event.pid != me and self._handle(event)
+                except Exception as exc:  # never leave an event unanswered
+                    self._warn(f"{type(exc).__name__}: {exc}")
+                    with self._lock:
+                        self._pending.pop(event.fd, None)
+                    held = False
+                if not held:
+                    self._allow(event.fd)
+
+    def _warn(self, problem: str) -> None:
+        if problem not in self._warned:
+            self._warned.add(problem)
+            self._reports.put(("container_start_hold", {"problem": problem}))
+
+    def _handle(self, event: fanotify.Event) -> bool:
+        """Look at one event; True when it is held (answered later)."""
+        if event.mask & fanotify.FAN_OPEN_EXEC_PERM:
+            folder = _fifo_dir(event.pid)
+            if folder is not None and folder not in self._dirs:
+                try:
+                    fanotify.mark(
+                        self._group,
+                        fanotify.FAN_MARK_ADD,
+                        fanotify.FAN_OPEN_PERM | fanotify.FAN_EVENT_ON_CHILD,
+                        str(folder),
+                    )
+                    self._dirs[folder] = time.monotonic()
+                except OSError:
+                    pass  # gone already: runc failed
+            return False
+        try:
+            folder = Path(os.readlink(f"/proc/self/fd/{event.fd}")).parent
+        except OSError:
+            return False
+        if folder not in self._dirs:
+            return False
+        pid = init_of(event.pid)
+        if not pid:
+            return False
+        self._unmark(folder)
+        birth = Birth(folder.name, pid, folder, _bundle(event.pid))
+        with self._lock:
+            self._pending[event.fd] = (time.monotonic() + self.bound, birth)
+        self.held += 1
+        threading.Thread(
+            target=self._learn, args=(event.fd, birth), name="igrun-start-learn", daemon=True
+        ).start()
+        return True
+
+    def _unmark(self, folder: Path) -> None:
+        self._dirs.pop(folder, None)
+        with contextlib.suppress(OSError):  # gone with its folder
+            fanotify.mark(
+                self._group,
+                fanotify.FAN_MARK_REMOVE,
+                fanotify.FAN_OPEN_PERM | fanotify.FAN_EVENT_ON_CHILD,
+                str(folder),
+            )
+
+    def _expire(self) -> float | None:
+        """Let go of what waited past the bound; seconds until the next deadline."""
+        now = time.monotonic()
+        for folder, since in list(self._dirs.items()):
+            if now - since > 60 or not folder.is_dir():  # a create that failed or stalled
+                self._unmark(folder)
+        with self._lock:
+            late = [(fd, b) for fd, (deadline, b) in self._pending.items() if deadline <= now]
+            left = [deadline - now for deadline, _ in self._pending.values() if deadline > now]
+        for fd, birth in late:
+            if self._answer(fd):
+                self.expired += 1
+                note = (
+                    f"igrun took over {self.bound:g} s to learn of it: its first events "
+                    "may be missed"
+                )
+                self._reports.put(
+                    ("container_start_not_held", {"container": birth.id[:12], "note": note})
+                )
+        if self._dirs and not left:
+            return 1.0
+        return min(left) if left else None
+
+    # ---- one short-lived thread per held container: asks the runtimes, then answers ----------
+
+    def _learn(self, fd: int, birth: Birth) -> None:
+        """A thread of its own, so that one slow answer holds no other container."""
+        began = time.monotonic()
+        try:
+            self.learn(birth)
+        except Exception as exc:  # a runtime's surprise must not hold it
+            get_logger().warning("container_discovery", container=birth.id[:12], problem=repr(exc))
+        if self._answer(fd):
+            took = round((time.monotonic() - began) * 1000, 2)
+            get_logger().debug("container_start_released", container=birth.id[:12], held_ms=took)
+
+    def _answer(self, fd: int) -> bool:
+        """Allow a held event once (the worker and the deadline may race)."""
+        with self._lock:
+            if self._pending.pop(fd, None) is None:
+                return False
+            self._allow(fd)
+        return True
+
+    def _allow(self, fd: int) -> None:
+        with contextlib.suppress(OSError):  # the group closed: the kernel allowed it
+            fanotify.allow(self._group, fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    def stop(self) -> None:
+        """Let everything held go on, unmark everything and end both threads."""
+        self._stop.set()
+        if self._thread is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"!")
+        self._thread.join(timeout=2)
+        with self._lock:
+            held = list(self._pending)
+            self._pending.clear()
+            for fd in held:
+                self._allow(fd)
+            os.close(self._group)  # drops every mark; anything still queued is allowed
+            self._group = -1
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._thread = None
+        self._reports.put(None)
+        if self._reporter is not None:
+            self._reporter.join(timeout=1)
+            self._reporter = None

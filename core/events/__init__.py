@@ -1,0 +1,1 @@
+"""Events as Python sees them: schemas, shared field groups and conversions."""

@@ -1,0 +1,1 @@
+"""Bare objects (``igrun run FILE.bpf.o``): a gadget made from what the object declares."""

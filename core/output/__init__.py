@@ -1,0 +1,1 @@
+"""Encoders: whole batches written as columns or JSON lines, by C."""
