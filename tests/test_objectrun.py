@@ -22,7 +22,7 @@ import pytest
 
 from igrun.core.bpf.build import compile_bpf
 from igrun.operators.containers import ENRICHED_NAMES
-from igrun.testing import CliRun
+from igrun.testing import CliRun, without_ready
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -278,7 +278,7 @@ def test_display_typedefs_and_annotations_in_json(
     assert proc.returncode == 0, err
     events = sorted(igrun_cli.events(out), key=lambda e: int(e["which"]))
     assert events == [display_event(child.pid, 1), display_event(child.pid, 2)]
-    assert_nothing_left(igrun_cli, proc.pid)
+    assert_nothing_left(igrun_cli, proc)
 
 
 def test_display_columns_wide_path_and_hidden_member(
@@ -306,7 +306,7 @@ def test_display_columns_wide_path_and_hidden_member(
         f"{'1.5ms':<10} {'SIGKILL':<8} {LONG_PATH:<40} {1234:>7} {'root':<16} root"
     ]
     assert "SECRET" not in header and "42" not in rows[0].split()
-    assert_nothing_left(igrun_cli, proc.pid)
+    assert_nothing_left(igrun_cli, proc)
 
 
 def test_missing_tracepoint_is_skipped_with_one_line_at_v(
@@ -324,9 +324,9 @@ def test_missing_tracepoint_is_skipped_with_one_line_at_v(
     quiet = run(igrun_cli, "run", str(objects["run_display"]), *DISPLAY, "-t", "1s")
     assert "skipped" not in quiet.stderr
     # A ring buffer without igrun's lost counter: said once, on stderr, not "0 lost".
-    (line,) = quiet.stderr.splitlines()
+    (line,) = without_ready(quiet.stderr).splitlines()
     assert line.endswith(f"[warning] {objects['run_display']}: {NO_LOST_COUNTER}")
-    assert_nothing_left(igrun_cli, done.pid)
+    assert_nothing_left(igrun_cli, done)
 
 
 def test_host_is_accepted_without_a_mount_namespace_member(
@@ -339,7 +339,7 @@ def test_host_is_accepted_without_a_mount_namespace_member(
         "--host: struct event has no mount namespace member (gadget_mntns_id): every event is "
         "shown; a container selection cannot filter them"
     )
-    assert_nothing_left(igrun_cli, done.pid)
+    assert_nothing_left(igrun_cli, done)
 
 
 @pytest.mark.parametrize(
@@ -360,7 +360,7 @@ def test_choosing_the_buffer_and_programs_mistakes(
     done = run(igrun_cli, "run", str(path), *args, "-t", "1s")
     assert done.returncode == 2
     assert done.stderr == f"igrun: error: {message.format(path=path)}\n"
-    assert_nothing_left(igrun_cli, done.pid)
+    assert_nothing_left(igrun_cli, done)
 
 
 def test_the_other_buffer_is_read_when_chosen(
@@ -375,7 +375,7 @@ def test_the_other_buffer_is_read_when_chosen(
     out, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
     assert igrun_cli.events(out) == [{"pid": os.getpid()}]
-    assert_nothing_left(igrun_cli, proc.pid)
+    assert_nothing_left(igrun_cli, proc)
 
 
 # ---- the snapshot ------------------------------------------------------------------------------
