@@ -371,23 +371,12 @@ def test_a_plugins_failure_in_one_run_names_the_plugin_and_the_others_go_on(
         f'{{name = "filter", with = {{filter = "comm:{program.name[:15]}"}}}}, '
         '{name = "output", with = {output = "json"}}]\n'
     )
-    proc = subprocess.Popen(
-        [*IGRUN, "--config", str(path), "-v"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:  # until trace exec is attached (trace open never is)
-        seen.append(line)
-        if "gadget_started" in line:
-            break
+    proc = testing.IgrunCli().start("--config", str(path), env=env)  # trace exec is ready
     subprocess.run([str(program)], check=True)
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.stop()
     assert proc.returncode == 1
-    lines = "".join(seen) + err
-    assert [line for line in lines.splitlines() if line.startswith("igrun:")] == [
+    assert [line for line in err.splitlines() if line.startswith("igrun:")] == [
         "igrun: error: trace open: plugin username from igrun-operator-username 0.1.0: "
         "FileNotFoundError: [Errno 2] No such file or directory: '/nope' (-v for details)"
     ]

@@ -14,6 +14,7 @@ import pytest
 
 from igrun.core.errors import GadgetNotFound
 from igrun.core.plugins import PluginRegistry, normalise_name
+from igrun.testing import without_ready
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -264,6 +265,6 @@ def test_a_plugins_failure_is_one_line_naming_it(
     )  # fmt: skip
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
-    assert err == f"igrun: error: {line}\n"
+    assert without_ready(err) == f"igrun: error: {line}\n"
     pins = Path("/sys/fs/bpf/gadget")
     assert not [d for d in pins.iterdir() if d.name.startswith(f"{proc.pid}-")]
