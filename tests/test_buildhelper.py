@@ -48,7 +48,7 @@ def test_the_wheel_holds_the_build_step_and_the_headers(tmp_path: Path) -> None:
             f"{info}/RECORD",
         ]
     )
-    assert files["igrun_build/__init__.py"] == (REPO / "core" / "bpfbuild.py").read_bytes()
+    assert files["igrun_build/__init__.py"] == (REPO / "core" / "bpf" / "build.py").read_bytes()
     assert {name: files[name] for name in headers} == headers
     metadata = files[f"{info}/METADATA"].decode().splitlines()
     assert "Name: igrun-build" in metadata

@@ -53,12 +53,22 @@ def trace_here(
     thread (pid and tid, so nothing else on the busy host matches) and what ``body`` returned."""
     seen: dict[str, Any] = {}
 
-    def action() -> None:
+    def named() -> None:
         tid = threading.get_native_id()
         with open(f"/proc/self/task/{tid}/comm", "w") as comm:
             comm.write(COMM)
         seen["tid"] = tid
-        seen["result"] = body()
+        try:
+            seen["result"] = body()
+        except BaseException as exc:
+            seen["error"] = exc
+
+    def action() -> None:  # a thread of its own: the caller's keeps its name
+        thread = threading.Thread(target=named)
+        thread.start()
+        thread.join()
+        if "error" in seen:
+            raise seen["error"]
 
     rows = trace(action, values, resources)
     mine = [r for r in rows if r["pid"] == os.getpid() and r["tid"] == seen["tid"]]
