@@ -617,8 +617,10 @@ class BpfObject:
         return int(size)
 
     def global_value(self, name: str) -> bytes | None:
-        """The bytes global variable ``name`` starts with (before load: as compiled, or as
-        :meth:`set_global` left it; zeros in ``.bss``), or None without such a variable."""
+        """The bytes of global variable ``name``, or None without such a variable. Before
+        load: as compiled, or as :meth:`set_global` left it (zeros in ``.bss``); after load,
+        libbpf maps each section of globals from the kernel (5.5 and later): the value the
+        programs see now, e.g. a counter they keep."""
         size = self.global_size(name)
         if size is None:
             return None
