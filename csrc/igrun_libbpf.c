@@ -594,9 +594,8 @@ static int igr_get_one(struct bpf_map *map, const struct btf_var_secinfo *vsi,
     return 1;
 }
 
-/* Copy the value of global variable `name` (exactly `size` bytes, its size): before load,
- * the value libbpf will load; after load, libbpf's mapping of the kernel's section (where the
- * kernel can map it), so the value the programs see now. */
+/* Copy the initial value of global variable `name` (exactly `size` bytes, its size) before
+ * load: the value the object was compiled with, as libbpf will load it. */
 int igr_global_value(struct bpf_object *obj, const char *name, void *out, size_t size)
 {
     struct igr_get_ctx c = { .name = name, .out = out, .size = size };

@@ -21,7 +21,6 @@ pytestmark = pytest.mark.bpf
 SOURCE = r"""
 #include <vmlinux.h>
 #include <bpf/bpf_helpers.h>
-#include <igrun/buffer.h>
 #include <igrun/macros.h>
 
 const volatile __u32 target_pid = 0;
@@ -44,6 +43,7 @@ struct {
 #define reserve(map, size) bpf_ringbuf_reserve(map, size, 0)
 #define submit(map, e) bpf_ringbuf_submit(e, 0)
 #else
+#include <igrun/buffer.h> /* GADGET_RINGBUF and its lost counter */
 GADGET_RINGBUF(events);
 #define reserve(map, size) gadget_reserve_buf(map, size)
 #define submit(map, e) gadget_submit_buf(map, e)
