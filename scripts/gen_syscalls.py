@@ -18,7 +18,9 @@ import tempfile
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent.parent / "core" / "events" / "syscall_tables.py"
-ARM64_WANTS = ("RENAMEAT", "NEW_STAT", "SET_GET_RLIMIT", "TIME32_SYSCALLS", "MEMFD_SECRET")
+ARM64_WANTS = (
+    "RENAMEAT", "NEW_STAT", "SET_GET_RLIMIT", "TIME32_SYSCALLS", "SYS_CLONE3", "MEMFD_SECRET",
+)  # fmt: skip
 """What arch/arm64/include/uapi/asm/unistd.h defines before it includes the generic table."""
 DEFINE = re.compile(r"#define __NR(3264)?_(\w+)\s+(\w+)\s*$")
 NOT_CALLS = {"syscalls", "arch_specific_syscall"}

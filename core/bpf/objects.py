@@ -637,7 +637,8 @@ class BpfObject:
         only the values it loaded in its own copy."""
         from igrun.core.bpf.btf import ObjectBtf
 
-        where = ObjectBtf(self).global_location(name)
+        this: Any = self  # mypy sees this module under two names (core., igrun.core.)
+        where = ObjectBtf(this).global_location(name)
         if where is None:
             raise BpfError(f"{self.source}: global {name} is in no section of its BTF")
         section, offset = where

@@ -674,6 +674,7 @@ AARCH64: dict[int, str] = {
     432: "fsmount",
     433: "fspick",
     434: "pidfd_open",
+    435: "clone3",
     436: "close_range",
     437: "openat2",
     438: "pidfd_getfd",
