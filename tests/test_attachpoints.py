@@ -10,7 +10,9 @@ tracepoint no kernel has.
 from __future__ import annotations
 
 import os
+import platform
 import struct
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -147,3 +149,27 @@ def test_object_path_may_be_a_path(display: Path) -> None:
         assert run.bpf_object is not None and run.bpf_object.loaded
         assert run.bpf_object.source == str(display)
         assert not run.bpf_object.programs[MISSING].autoload
+
+
+UNLINK_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "igrun-gadget-unlink"
+
+
+def test_the_unlink_examples_optional_programs(tmp_path: Path) -> None:
+    """The example names real programs of its object as optional (skip_missing refuses any
+    other name), and exactly those of unlink(2) and rmdir(2) are skipped where the kernel has
+    no such calls: none on x86_64, all four on arm64."""
+    sys.path.insert(0, str(UNLINK_EXAMPLE))
+    try:
+        from igrun_gadget_unlink import TraceUnlink
+    finally:
+        sys.path.remove(str(UNLINK_EXAMPLE))
+    source = UNLINK_EXAMPLE / "igrun_gadget_unlink" / "unlink.bpf.c"
+    path = compile_bpf(source, tmp_path / "unlink.bpf.o", build_dir=tmp_path / "b")
+    optional = TraceUnlink.optional_programs
+    assert optional == ("ig_unlink_e", "ig_unlink_x", "ig_rmdir_e", "ig_rmdir_x")
+    expected = {"x86_64": [], "aarch64": list(optional)}[platform.machine()]
+    with BpfObject.open(str(path)) as obj:
+        assert skip_missing(obj, optional) == expected
+        assert [n for n, p in obj.programs.items() if p.autoload] == [
+            n for n in obj.programs if n not in expected
+        ]
