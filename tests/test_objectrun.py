@@ -272,6 +272,15 @@ def test_shared_process_and_connection_members_show_as_the_gadgets_do(
         "uid": os.getuid(),
         "gid": os.getgid(),
         "comm": CHILD_COMM,
+        "parent": {
+            "mntns_id": child.mntns,
+            "pid": os.getpid(),
+            "tid": os.getpid(),  # the main thread started it
+            "uid": os.getuid(),
+            "gid": os.getgid(),
+            "comm": Path("/proc/self/comm").read_text().strip(),
+            "ppid": os.getppid(),
+        },
         "ipversion": 4,
         "src": {"addr": "127.0.0.1", "version": 4, "port": 1234},
         "dst": {"addr": "10.0.0.2", "version": 4, "port": 443},

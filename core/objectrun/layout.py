@@ -304,8 +304,11 @@ class Layout:
     def show_processes(self) -> None:
         """Show each ``struct gadget_process`` member as the built-in gadgets do (``pid``,
         ``comm``, ``mntns`` for the containers operator ...), unless one of those names is
-        another member's: then it keeps its flattened names (``proc.pid``)."""
-        for path, start, end, names in reversed(self.processes):
+        another member's (a second one: ``parent.pid``): then it keeps its flattened
+        names."""
+        shift = 0  # how much the fields replaced so far moved the later ones
+        for path, first, last, names in self.processes:
+            start, end = first + shift, last + shift
             rest = self.fields[:start] + self.fields[end:]
             others = {f.name for f in rest} | {f.json_key for f in rest}
             own = self.fields[start:end]
@@ -316,6 +319,7 @@ class Layout:
                 continue
             kept = [f for f in own if f.name == f"{path}.mntns_id"] if "mntns" in others else []
             self.fields[start:end] = shown + kept
+            shift += len(shown) + len(kept) - (end - start)
 
     def _endpoint(self, path: str, t: BtfType, offset: int, layer: int) -> bool:
         """An L3 or L4 endpoint as igrun's gadgets show theirs; False if ``t`` is not laid

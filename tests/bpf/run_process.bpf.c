@@ -8,6 +8,7 @@
  * and a fixed one.
  */
 #include <vmlinux.h>
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
 #include <igrun/buffer.h>
@@ -22,6 +23,7 @@ GADGET_PARAM(target_pid);
 struct event {
 	gadget_timestamp timestamp;
 	struct gadget_process proc;
+	struct gadget_process parent; /* a second one keeps its dotted names: parent.pid */
 	struct gadget_connection conn;
 	gadget_syscall syscall_raw; /* shown as syscall: "getppid" */
 	gadget_syscall other;       /* shown as other, its number as other_raw */
@@ -52,6 +54,8 @@ int igrt_process(struct igrt_sys_enter *ctx)
 	__builtin_memset(e, 0, sizeof(*e));
 	e->timestamp = bpf_ktime_get_boot_ns();
 	gadget_process_populate(&e->proc);
+	gadget_process_from_task(&e->parent,
+				 BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), real_parent));
 	e->conn.ipversion = 4;
 	e->conn.saddr[0] = 127;
 	e->conn.saddr[3] = 1;
