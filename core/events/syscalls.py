@@ -12,10 +12,15 @@ from __future__ import annotations
 import platform
 from functools import cache
 
-from igrun.core.events.syscall_tables import AARCH64, X86_64
+from igrun.core.events.syscall_tables import AARCH64, COMMON, X86_64
 
-TABLES: dict[str, dict[int, str]] = {"x86_64": X86_64, "aarch64": AARCH64, "arm64": AARCH64}
-"""The table of each machine name (``uname -m``)."""
+TABLES: dict[str, dict[int, str]] = {
+    "x86_64": {**COMMON, **X86_64},
+    "aarch64": {**COMMON, **AARCH64},
+}
+TABLES["arm64"] = TABLES["aarch64"]
+"""The table of each machine name (``uname -m``): its headers' calls, and the calls newer
+than the headers that have one number everywhere (``COMMON``)."""
 
 
 @cache
