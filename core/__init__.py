@@ -1,10 +1,16 @@
 """igrun's public API for gadget and operator authors.
 
 Everything a plugin needs is importable from here; the submodules hold the details.
+:class:`BpfTracer` (with its resources :class:`MntnsFilter` and :class:`SharedMaps`),
+:class:`BpfObject` and :func:`compile_bpf` are imported when first named
+(``from igrun.core import BpfTracer``): the C extension loads with them, not with this package.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from igrun.core.bpf.attachpoints import kernel_type_exists, skip_missing, tracepoint_exists
 from igrun.core.containers.collection import Container, SelectedContainers
+from igrun.core.containers.netns import socket_in_netns
 from igrun.core.errors import (
     BpfError,
     EnvironmentProblem,
@@ -59,6 +65,34 @@ from igrun.core.run.check import resolve_column
 from igrun.core.run.gadgetrun import GadgetRun, run_gadget
 from igrun.core.run.resources import MissingDependency, Resources
 
+if TYPE_CHECKING:
+    from igrun.core.bpf.build import compile_bpf
+    from igrun.core.bpf.objects import BpfObject
+    from igrun.core.tracer import BpfTracer, MntnsFilter, SharedMaps
+
+LAZY = {
+    "BpfTracer": "igrun.core.tracer",
+    "MntnsFilter": "igrun.core.tracer",
+    "SharedMaps": "igrun.core.tracer",
+    "BpfObject": "igrun.core.bpf.objects",
+    "compile_bpf": "igrun.core.bpf.build",
+}
+"""Public names whose modules load the C extension (or a compiler's tooling): imported on
+first use."""
+
+
+if not TYPE_CHECKING:  # type checkers see the imports above, and no catch-all
+
+    def __getattr__(name: str) -> Any:
+        if name in LAZY:
+            import importlib
+
+            value = getattr(importlib.import_module(LAZY[name]), name)
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "PRIORITY_ENRICH",
     "PRIORITY_FILTER",
@@ -67,6 +101,8 @@ __all__ = [
     "PRIORITY_SORT",
     "Batch",
     "BpfError",
+    "BpfObject",
+    "BpfTracer",
     "Category",
     "Column",
     "Container",
@@ -85,6 +121,7 @@ __all__ = [
     "Kind",
     "MissingColumn",
     "MissingDependency",
+    "MntnsFilter",
     "Operator",
     "OutputFormat",
     "OutputFormats",
@@ -99,9 +136,11 @@ __all__ = [
     "Runner",
     "Schema",
     "SelectedContainers",
+    "SharedMaps",
     "TypeHint",
     "UsageError",
     "ValueHint",
+    "compile_bpf",
     "connection_fields",
     "duration_field",
     "errno_field",
@@ -118,6 +157,7 @@ __all__ = [
     "resolve_column",
     "run_gadget",
     "skip_missing",
+    "socket_in_netns",
     "tracepoint_exists",
     "uid_field",
 ]

@@ -93,6 +93,9 @@ class BpfTracer(Gadget):
         self.obj: BpfObject | None = None
         self.reader: Reader | None = None
         self._lost_due = 0.0
+        self.counts_lost = True
+        """Whether the reader can count what the kernel drops: a perf event array always
+        can, a ring buffer only with igrun's ``gadget_lost_events`` counter (igrun/buffer.h)."""
         self.buffer_size = self.ring_buffer_size
         self.perf_pages = self.perf_buffer_pages
 
@@ -189,6 +192,7 @@ class BpfTracer(Gadget):
         assert ctx.schema is not None
         events = obj.map(self.buffer_map)
         lost_map = obj.map(LOST_EVENTS_MAP) if obj.has_map(LOST_EVENTS_MAP) else None
+        self.counts_lost = events.type == MapType.PERF_EVENT_ARRAY or lost_map is not None
         size = ctx.schema.dtype.itemsize if ctx.schema.dtype is not None else 1
         if events.type == MapType.PERF_EVENT_ARRAY:
             wakeup = self.perf_pages * PAGE_SIZE // PERF_WAKEUP_FRACTION

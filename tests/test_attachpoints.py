@@ -10,31 +10,30 @@ tracepoint no kernel has.
 from __future__ import annotations
 
 import os
+import platform
 import struct
+import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-import structlog
 
 from igrun.core import (
-    Batch,
     BpfError,
+    BpfObject,
+    BpfTracer,
     Category,
     Field,
     GadgetContext,
     Kind,
-    Params,
     Schema,
+    compile_bpf,
     kernel_type_exists,
+    run_gadget,
     skip_missing,
     tracepoint_exists,
 )
-from igrun.core.bpf.attachpoints import missing_attach_point
-from igrun.core.bpf.build import compile_bpf
-from igrun.core.bpf.objects import BpfObject
-from igrun.core.run.local import RUNTIME_PARAMS
-from igrun.core.tracer import BpfTracer
+from igrun.core.bpf.attachpoints import missing_attach_point  # the parser behind skip_missing
 
 SOURCE = Path(__file__).parent / "bpf" / "run_display.bpf.c"
 MISSING = "igrt_display_missing"
@@ -92,10 +91,10 @@ def test_skip_missing_sets_autoload_off_before_load(display: Path) -> None:
 
 @pytest.mark.bpf
 def test_a_tracer_with_an_optional_program_runs(display: Path) -> None:
-    """Public API only: an object path as a ``str``, an optional program on a tracepoint the
-    kernel lacks, ``configure`` turning one more program off, and a struct-valued constant.
-    One event per getppid() of this process, from igrt_display_a alone, with the struct's
-    values."""
+    """Public API only (``igrun.core``): an object path as a ``str``, an optional program on
+    a tracepoint the kernel lacks, ``configure`` turning one more program off, a
+    struct-valued constant, and the run through ``run_gadget``. One event per getppid() of
+    this process, from igrt_display_a alone, with the struct's values."""
 
     class Display(BpfTracer):
         name = "display"
@@ -116,28 +115,20 @@ def test_a_tracer_with_an_optional_program_runs(display: Path) -> None:
         def configure(self, ctx: GadgetContext, obj: BpfObject) -> None:
             obj.programs["igrt_display_b"].autoload = False
 
-    batches: list[Batch] = []
-    ctx = GadgetContext(
-        "t", Display, Params(()), Params(RUNTIME_PARAMS), {}, structlog.get_logger(),
-        timeout=0.5, emit=batches.append,
-    )  # fmt: skip
-    tracer = Display()
-    tracer.init(ctx)
-    try:
-        assert tracer.obj is not None
-        assert [p.name for p in tracer.obj.programs.values() if p.autoload] == [
+    with run_gadget(Display, {"runtime.timeout": "20s"}, []) as run:
+        run.wait_ready()
+        obj = run.bpf_object
+        assert obj is not None
+        assert [p.name for p in obj.programs.values() if p.autoload] == [
             "igrt_display_a",
             "igrt_display_other",
         ]
-        ctx.start()
         os.getppid()
         os.getppid()
-        tracer.run(ctx)
-    finally:
-        tracer.close()
-    rows = [tuple(int(e[n]) for n in ("pid", "which", "uid", "secret"))
-            for b in batches for e in b.events()]  # fmt: skip
+        run.cancel()
+        rows = [tuple(e[n] for n in ("pid", "which", "uid", "secret")) for e in run.events()]
     assert rows == [(os.getpid(), 1, 77, 99), (os.getpid(), 1, 77, 99)]
+    assert run.lost is None  # run_display's ring buffers have no lost counter
 
 
 @pytest.mark.bpf
@@ -153,11 +144,32 @@ def test_object_path_may_be_a_path(display: Path) -> None:
         def object_path(self) -> Any:
             return display
 
-    ctx = GadgetContext("t", Plain, Params(()), Params(RUNTIME_PARAMS), {}, structlog.get_logger())
-    tracer = Plain()
-    tracer.init(ctx)
+    with run_gadget(Plain, {"runtime.timeout": "20s"}, [], collect=False) as run:
+        run.wait_ready()
+        assert run.bpf_object is not None and run.bpf_object.loaded
+        assert run.bpf_object.source == str(display)
+        assert not run.bpf_object.programs[MISSING].autoload
+
+
+UNLINK_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "igrun-gadget-unlink"
+
+
+def test_the_unlink_examples_optional_programs(tmp_path: Path) -> None:
+    """The example names real programs of its object as optional (skip_missing refuses any
+    other name), and exactly those of unlink(2) and rmdir(2) are skipped where the kernel has
+    no such calls: none on x86_64, all four on arm64."""
+    sys.path.insert(0, str(UNLINK_EXAMPLE))
     try:
-        assert tracer.obj is not None and tracer.obj.loaded
-        assert tracer.obj.source == str(display)
+        from igrun_gadget_unlink import TraceUnlink
     finally:
-        tracer.close()
+        sys.path.remove(str(UNLINK_EXAMPLE))
+    source = UNLINK_EXAMPLE / "igrun_gadget_unlink" / "unlink.bpf.c"
+    path = compile_bpf(source, tmp_path / "unlink.bpf.o", build_dir=tmp_path / "b")
+    optional = TraceUnlink.optional_programs
+    assert optional == ("ig_unlink_e", "ig_unlink_x", "ig_rmdir_e", "ig_rmdir_x")
+    expected = {"x86_64": [], "aarch64": list(optional)}[platform.machine()]
+    with BpfObject.open(str(path)) as obj:
+        assert skip_missing(obj, optional) == expected
+        assert [n for n, p in obj.programs.items() if p.autoload] == [
+            n for n in obj.programs if n not in expected
+        ]

@@ -9,6 +9,7 @@ included. Each run must leave nothing behind: no pin folder, no program loaded.
 from __future__ import annotations
 
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -39,6 +40,7 @@ OBJECTS = (
     "run_badlost",
     "rejected",
     "run_display",
+    "run_process",
 )
 PROGRAM_PREFIX = "igrt_"
 """Every program of the run_* objects is named so."""
@@ -240,6 +242,77 @@ def test_nested_members_are_flattened_and_the_rest_named(
         "values (__u32[3]: only char arrays are shown))"
     ) in help_text
     assert "--label LABEL         sets char[8] label in the object [default: abc]" in help_text
+
+
+GETPPID = {"x86_64": 110, "aarch64": 173}
+"""getppid's number, as the kernel's tracepoint reports it."""
+
+
+def test_shared_process_and_connection_members_show_as_the_gadgets_do(
+    igrun_cli: IgrunCli, objects: dict[str, Path], child: Child
+) -> None:
+    """``struct gadget_process proc`` shows as pid, tid, comm, uid, gid, ppid and the
+    mount namespace the containers operator reads; ``struct gadget_connection conn`` as
+    ip, src and dst: the names and JSON keys of the built-in gadgets, not proc.pid."""
+    proc = igrun_cli.start(
+        "run", str(objects["run_process"]), "-o", "json", "--host", "-m", "1",
+        "--target_pid", str(child.pid),
+    )  # fmt: skip
+    child.call_getppid(1)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    (event,) = igrun_cli.events(out)
+    assert event["runtime"]["containerName"] == ""  # found by its mount namespace: the host
+    del event["runtime"], event["k8s"], event["timestamp"]
+    assert event == {
+        "mountnsid": child.mntns,
+        "pid": child.pid,
+        "tid": child.pid,
+        "ppid": os.getpid(),
+        "uid": os.getuid(),
+        "gid": os.getgid(),
+        "comm": CHILD_COMM,
+        "parent": {
+            "mntns_id": child.mntns,
+            "pid": os.getpid(),
+            "tid": os.getpid(),  # the main thread started it
+            "uid": os.getuid(),
+            "gid": os.getgid(),
+            "comm": Path("/proc/self/comm").read_text().strip(),
+            "ppid": os.getppid(),
+        },
+        "ipversion": 4,
+        "src": {"addr": "127.0.0.1", "version": 4, "port": 1234},
+        "dst": {"addr": "10.0.0.2", "version": 4, "port": 443},
+        "syscall": "getppid",
+        "syscall_raw": GETPPID[platform.machine()],
+        "other": str(0xFFFFF),
+        "other_raw": 0xFFFFF,
+        "marker": 0x1EE7,
+    }
+    assert_nothing_left(igrun_cli, proc)
+    help_text = run(igrun_cli, "run", str(objects["run_process"]), "--help").stdout
+    assert "always: struct event has no mount namespace member" not in help_text
+    listed = help_text.split("fields (")[1]
+    assert "proc." not in listed and "conn." not in listed
+
+
+def test_columns_of_the_shared_members(
+    igrun_cli: IgrunCli, objects: dict[str, Path], child: Child
+) -> None:
+    proc = igrun_cli.start(
+        "run", str(objects["run_process"]), "--host", "-m", "1", "--target_pid", str(child.pid),
+        "-o", "columns=pid,tid,ppid,comm,src,dst,syscall",
+    )  # fmt: skip
+    child.call_getppid(1)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    header, row = out.splitlines()
+    assert header.split() == ["PID", "TID", "PPID", "COMM", "SRC", "DST", "SYSCALL"]
+    assert row.split() == [
+        str(child.pid), str(child.pid), str(os.getpid()), CHILD_COMM, "127.0.0.1:1234",
+        "10.0.0.2:443", "getppid",
+    ]  # fmt: skip
 
 
 # ---- display said in C (igrun/display.h) and programs chosen -------------------------------

@@ -135,6 +135,25 @@ class ObjectBtf:
         found = lib.igr_btf_find(self.obj._obj(), _c_name("BTF type name", name), kind)
         return None if found < 0 else int(found)
 
+    def global_location(self, name: str) -> tuple[str, int] | None:
+        """Where global variable ``name`` is: the section (``.bss``, ``.data``, ``.rodata``
+        ...: the name of its map) and its offset there; None without such a variable."""
+        var = self.find(BtfKind.VAR, name)
+        if var is None:
+            return None
+        raw = ffi.new("struct igr_btf_type *")
+        item = ffi.new("struct igr_btf_item *")
+        for type_id in range(1, self.count):
+            if lib.igr_btf_type(self.obj._obj(), type_id, raw) or raw.kind != BtfKind.DATASEC:
+                continue
+            for i in range(int(raw.vlen)):
+                err = lib.igr_btf_item(self.obj._obj(), type_id, i, item)
+                if err:
+                    raise BtfError(f"BTF section {type_id}: item {i} cannot be read", -err)
+                if item.type == var:
+                    return ffi.string(raw.name).decode("utf-8", "replace"), int(item.value)
+        return None
+
     def variable(self, name: str) -> int | None:
         """The type of global variable ``name``."""
         var = self.find(BtfKind.VAR, name)

@@ -617,16 +617,35 @@ class BpfObject:
         return int(size)
 
     def global_value(self, name: str) -> bytes | None:
-        """The bytes global variable ``name`` starts with (before load: as compiled, or as
-        :meth:`set_global` left it; zeros in ``.bss``), or None without such a variable."""
+        """The bytes of global variable ``name``, or None without such a variable. Before
+        load: as compiled, or as :meth:`set_global` left it (zeros in ``.bss``); after load,
+        read from the kernel (the section's map): the value the programs see now, e.g. a
+        counter they keep."""
         size = self.global_size(name)
         if size is None:
             return None
+        if self.loaded:
+            return self._loaded_global(name, size)
         out = ffi.new("char[]", size)
         err = lib.igr_global_value(self._obj(), _c_name("global name", name), out, size)
         if err:
             _raise(f"{self.source}: cannot read global {name}", err)
         return bytes(ffi.buffer(out, size))
+
+    def _loaded_global(self, name: str, size: int) -> bytes:
+        """A global's bytes from its section's map in the kernel: libbpf before 1.5 keeps
+        only the values it loaded in its own copy."""
+        from igrun.core.bpf.btf import ObjectBtf
+
+        this: Any = self  # mypy sees this module under two names (core., igrun.core.)
+        where = ObjectBtf(this).global_location(name)
+        if where is None:
+            raise BpfError(f"{self.source}: global {name} is in no section of its BTF")
+        section, offset = where
+        value = self.map(section).lookup(b"\0\0\0\0")
+        if value is None or offset + size > len(value):
+            raise BpfError(f"{self.source}: section {section} does not hold global {name}")
+        return bytes(value[offset : offset + size])
 
     def set_global(self, name: str, value: bytes | int | bool) -> None:
         """Set a ``.rodata``/``.data``/``.bss`` variable before load (e.g. a target pid).

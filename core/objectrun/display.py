@@ -1,7 +1,8 @@
 """How a member of a bare object's event shows, as its C says (``igrun/display.h``).
 
 A typedef names what a number means (``gadget_errno``, ``gadget_file_mode``,
-``gadget_duration``, ``gadget_signal``): :data:`DISPLAY_TYPES` says how each becomes text.
+``gadget_duration``, ``gadget_signal``, ``gadget_syscall``): :data:`DISPLAY_TYPES` says how
+each becomes text.
 Annotations after a member's name are BTF declaration tags (``igrun:flags``,
 ``igrun:width=N``, ``igrun:hidden``): :class:`Annotations` reads them and applies them to a
 field's column. Each text is made once per distinct value of a batch
@@ -19,6 +20,7 @@ from dataclasses import dataclass, replace
 from igrun.core.errors import UsageError
 from igrun.core.events.fields import errno_name
 from igrun.core.events.schema import Field
+from igrun.core.events.syscalls import syscall_name
 
 TAG_PREFIX = "igrun:"
 
@@ -101,6 +103,7 @@ DISPLAY_TYPES = {
     "gadget_signal": Display(signal_name, 8),
     "gadget_file_mode": Display(file_mode, 7),
     "gadget_duration": Display(duration, 10),
+    "gadget_syscall": Display(syscall_name, 16),
     "gadget_uid": Display(user_name, 16, raw_only=True),
     "gadget_gid": Display(group_name, 16, raw_only=True),
 }

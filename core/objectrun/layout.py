@@ -22,13 +22,23 @@ from igrun.core.bpf.btf import INT_BOOL, INT_CHAR, INT_SIGNED, BtfKind, BtfType,
 from igrun.core.bpf.objects import BpfObject
 from igrun.core.errors import BpfError, UsageError
 from igrun.core.events.endpoints import l4_endpoint
-from igrun.core.events.fields import mntns, per_distinct, timestamp
+from igrun.core.events.fields import (
+    PROCESS_NAMES,
+    connection_fields,
+    mntns,
+    per_distinct,
+    process_fields,
+    timestamp,
+)
 from igrun.core.events.helpers import ip_strings, proto_string
 from igrun.core.events.schema import Batch, Column, Field, Kind, field_like
 from igrun.core.objectrun.display import DISPLAY_TYPES, Annotations, flag_names
 
 L4_ENDPOINT = "gadget_l4endpoint_t"
 L3_ENDPOINT = "gadget_l3endpoint_t"
+PROCESS_STRUCT = "gadget_process"
+CONNECTION_STRUCT = "gadget_connection"
+CONNECTION_MEMBERS = ("saddr", "daddr", "sport", "dport", "ipversion")
 MNTNS_TYPE = "gadget_mntns_id"
 TIMESTAMP_TYPE = "gadget_timestamp"
 UID_TYPES = ("gadget_uid", "gadget_gid")
@@ -114,6 +124,9 @@ class Layout:
     not_shown: list[str] = field(default_factory=list)
     itemsize: int = 0
     tags: dict[tuple[int, int], list[str]] = field(default_factory=dict)
+    processes: list[tuple[str, int, int, tuple[str, ...]]] = field(default_factory=list)
+    """Each ``struct gadget_process`` member: its path, the slice of :attr:`fields` its
+    members took when flattened, and which of :data:`PROCESS_NAMES` it has."""
 
     def dtype(self) -> np.dtype[Any]:
         spec = {
@@ -159,7 +172,14 @@ class Layout:
             and self._endpoint(path, t, offset, 3)
         ):
             return
+        if (
+            t.kind == BtfKind.STRUCT
+            and t.name == CONNECTION_STRUCT
+            and self._connection(path, t, offset)
+        ):
+            return
         if t.kind == BtfKind.STRUCT:
+            start = len(self.fields)
             for i, m in enumerate(t.members):
                 if m.bits:
                     self.not_shown.append(f"{path}.{m.name} (bitfield)")
@@ -169,6 +189,10 @@ class Layout:
                              self.annotations(t.id, i, inner))  # fmt: skip
                 else:
                     self.not_shown.append(f"an anonymous member of {path}")
+            if t.name == PROCESS_STRUCT:
+                has = {"mntns" if m.name == "mntns_id" else m.name for m in t.members if not m.bits}
+                names = tuple(n for n in PROCESS_NAMES if n in has)
+                self.processes.append((path, start, len(self.fields), names))
             return
         if t.kind == BtfKind.ARRAY:
             elem, _ = self.btf.resolve(t.elem)
@@ -259,6 +283,44 @@ class Layout:
         return Field(path, Kind.INT if signed else Kind.UINT, description, column=_RIGHT,
                      tags=tags)  # fmt: skip
 
+    def _connection(self, path: str, t: BtfType, offset: int) -> bool:
+        """A ``struct gadget_connection`` (igrun/connection.h) as the network gadgets show
+        theirs (``ip``, ``src``, ``dst``); False if ``t`` is laid out otherwise."""
+        members = {m.name: m for m in t.members if not m.bits}
+        if any(n not in members for n in CONNECTION_MEMBERS) or any(
+            self.btf.size(members[n].type) != 16 for n in ("saddr", "daddr")
+        ):
+            return False
+        if any(self.taken(n) for n in ("ip", "src", "dst")):
+            return False
+        for name in CONNECTION_MEMBERS:
+            m = members[name]
+            size = self.btf.size(m.type)
+            fmt = ("u1", (16,)) if size == 16 else _int_format(size, False)
+            self.member(f"{path}.{name}", fmt, offset + m.offset)
+        self.fields += connection_fields(member=path)
+        return True
+
+    def show_processes(self) -> None:
+        """Show each ``struct gadget_process`` member as the built-in gadgets do (``pid``,
+        ``comm``, ``mntns`` for the containers operator ...), unless one of those names is
+        another member's (a second one: ``parent.pid``): then it keeps its flattened
+        names."""
+        shift = 0  # how much the fields replaced so far moved the later ones
+        for path, first, last, names in self.processes:
+            start, end = first + shift, last + shift
+            rest = self.fields[:start] + self.fields[end:]
+            others = {f.name for f in rest} | {f.json_key for f in rest}
+            own = self.fields[start:end]
+            if "mntns" in others:  # another member is the mount namespace: keep this one's
+                names = tuple(n for n in names if n != "mntns")
+            shown = process_fields(*names, member=path)
+            if any(f.name in others or f.json_key in others for f in shown):
+                continue
+            kept = [f for f in own if f.name == f"{path}.mntns_id"] if "mntns" in others else []
+            self.fields[start:end] = shown + kept
+            shift += len(shown) + len(kept) - (end - start)
+
     def _endpoint(self, path: str, t: BtfType, offset: int, layer: int) -> bool:
         """An L3 or L4 endpoint as igrun's gadgets show theirs; False if ``t`` is not laid
         out as igrun/types.h declares it."""
@@ -316,6 +378,7 @@ def event_layout(obj: BpfObject, btf: ObjectBtf, struct_name: str) -> Layout:
         i = index[name]
         notes = layout.annotations(struct_id, i, f"{where}: {name}")
         layout.add(name, members[i].type, offset, None if opaque else fmt, notes)
+    layout.show_processes()
     if not layout.fields:
         raise UsageError(f"{where} cannot be decoded: none of its members can be shown")
     names = [f.name for f in layout.fields]

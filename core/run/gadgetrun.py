@@ -101,6 +101,8 @@ class GadgetRun:
         self._error: BaseException | None = None
         self._error_raised = False
         self._program_ids: frozenset[int] = frozenset()
+        self._losses: Any = None  # the runtime's count for this run, from ready on
+        self._counts_lost = True
 
     # -- lifecycle
 
@@ -170,7 +172,11 @@ class GadgetRun:
             ctx.cancel()
 
     def _became_ready(self, ctx: GadgetContext, gadget: Gadget) -> None:
+        from igrun.core.run.local import Run
+
         self._instance = gadget
+        self._losses = ctx.resources.get(Run)
+        self._counts_lost = bool(getattr(gadget, "counts_lost", True))
         obj = self.bpf_object
         if obj is not None:
             self._program_ids = frozenset(
@@ -280,6 +286,17 @@ class GadgetRun:
         return ctx.pins.path if ctx is not None and ctx.pins is not None else None
 
     @property
+    def lost(self) -> int | None:
+        """Events the kernel dropped in this run so far, because its buffer was full (each
+        one also logged as ``lost N events``); final once the run has ended, and still there
+        after :meth:`close`. ``None`` when losses cannot be counted: a ring buffer declared
+        without igrun's ``gadget_lost_events`` counter (``igrun/buffer.h``). 0 before the
+        run is ready."""
+        if not self._counts_lost:
+            return None
+        return 0 if self._losses is None else int(self._losses.lost_total)
+
+    @property
     def program_ids(self) -> frozenset[int]:
         """Kernel ids of the programs of the gadget's object, taken when it became ready: a
         test checks that none is left once the run is closed."""
@@ -296,16 +313,33 @@ class GadgetRun:
     def map(self, name: str) -> Map:
         """A map of the gadget's object (``".bss"``, ``"events"``…), read once the run has
         ended, before :meth:`close`: its final values, after the last events."""
+        obj = self._ended_object()
+        if not obj.has_map(name):
+            raise UsageError(f"{self.gadget.full_name()} has no map {name!r}")
+        return obj.map(name)
+
+    def global_value(self, name: str) -> bytes:
+        """The bytes of the object's global variable ``name`` (``.bss``, ``.data`` or
+        ``.rodata``), read once the run has ended, before :meth:`close`: its final value, as
+        the programs left it (``int.from_bytes(run.global_value("calls"), "little")``)."""
+        obj = self._ended_object()
+        value = obj.global_value(name)
+        if value is None:
+            known = ", ".join(obj.global_names()) or "none"
+            raise UsageError(
+                f"{self.gadget.full_name()} has no global variable {name!r} (has: {known})"
+            )
+        return value
+
+    # -- helpers
+
+    def _ended_object(self) -> BpfObject:
         if not self._stopped.is_set():
             raise IgrunError("read maps once the run has ended: cancel() then wait()")
         obj = self.bpf_object
         if obj is None:
             raise IgrunError(f"{self.gadget.full_name()} has no BPF object open (closed?)")
-        if not obj.has_map(name):
-            raise UsageError(f"{self.gadget.full_name()} has no map {name!r}")
-        return obj.map(name)
-
-    # -- helpers
+        return obj
 
     def _started(self) -> None:
         if self._thread is None:

@@ -5,9 +5,7 @@ selected container, present when the run starts or started later, it loads one c
 BPF object (``netnssyn.bpf.c``) whose constant ``netns`` tags the events, and attaches the
 copy's socket filter to a raw packet socket made inside the container's network namespace.
 When the container goes (or the run ends) the socket and the copy are closed: nothing stays.
-It uses igrun's public API only: ``igrun.core``, ``igrun.core.tracer``,
-``igrun.core.containers.netns``
-and ``igrun.core.events.fields``.
+It uses igrun's public API only (``igrun.core``).
 """
 
 from __future__ import annotations
@@ -18,6 +16,7 @@ from typing import Any
 
 from igrun.core import (
     Batch,
+    BpfTracer,
     Category,
     Column,
     Container,
@@ -29,12 +28,11 @@ from igrun.core import (
     TypeHint,
     fields,
     hookimpl,
+    socket_in_netns,
 )
-from igrun.core.containers.netns import socket_in_netns
-from igrun.core.tracer import BpfTracer
 
 
-def _ipv4(batch: Batch, member: str) -> Any:
+def ipv4_texts(batch: Batch, member: str) -> Any:
     # The address as the packet holds it (network order), decoded once per distinct value.
     return fields.per_distinct(
         batch.member(member), lambda v: socket.inet_ntoa(int(v).to_bytes(4, "little"))
@@ -53,8 +51,8 @@ class TraceNetnsSyn(BpfTracer):
         [
             # Tagged netns: the containers operator names each event's container by it.
             Field("netns", Kind.UINT, "network namespace inode", tags=("netns",)),
-            Field("src", Kind.STR, "source address", decode=lambda b: _ipv4(b, "saddr")),
-            Field("dst", Kind.STR, "destination address", decode=lambda b: _ipv4(b, "daddr")),
+            Field("src", Kind.STR, "source address", decode=lambda b: ipv4_texts(b, "saddr")),
+            Field("dst", Kind.STR, "destination address", decode=lambda b: ipv4_texts(b, "daddr")),
             Field("sport", Kind.UINT, "source port", column=Column(align="right")),
             Field("dport", Kind.UINT, "destination port", column=Column(align="right")),
             Field("ifindex", Kind.UINT, "interface index", column=Column(hidden=True)),

@@ -2,11 +2,13 @@
 
 A third-party igrun gadget: a BPF program (``unlink.bpf.c``, compiled when the package is
 built) plus the class below, which names the fields of its event once. It uses igrun's
-public API only: ``igrun.core``, ``igrun.core.tracer`` and ``igrun.core.events.fields``; who removed
-the file is igrun's ``struct gadget_process``, shown by ``process_fields``.
+public API only (``igrun.core``); who removed the file is igrun's ``struct gadget_process``,
+shown by ``process_fields``.
 
 Hooks the ``syscalls`` tracepoints of ``unlinkat``, ``unlink`` and ``rmdir``, a stable ABI:
-no kprobe is needed.
+no kprobe is needed. ``unlink`` and ``rmdir`` are optional programs: arm64 and the other
+architectures of the generic syscall table have only ``unlinkat``, so their tracepoints are
+missing there and igrun skips those programs before load (one line at ``-v``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, ClassVar
 
 from igrun.core import (
     Batch,
+    BpfTracer,
     Category,
     Column,
     Field,
@@ -28,7 +31,6 @@ from igrun.core import (
     hookimpl,
     process_fields,
 )
-from igrun.core.tracer import BpfTracer
 
 AT_REMOVEDIR = 0x200
 
@@ -42,12 +44,12 @@ def flag_names(flags: int) -> str:
     return "|".join(names)
 
 
-def _flags(batch: Batch) -> Any:
+def flag_texts(batch: Batch) -> Any:
     # Decoded once per distinct value: a batch holds thousands of removals, few flag values.
     return fields.per_distinct(batch.member("flags"), flag_names)
 
 
-_RIGHT = Column(min_width=7, align="right")
+RIGHT = Column(min_width=7, align="right")
 
 
 class TraceUnlink(BpfTracer):
@@ -55,6 +57,13 @@ class TraceUnlink(BpfTracer):
     category = Category.TRACE
     description = "Trace files and directories removed"
     bpf_object = "unlink.bpf.o"
+    optional_programs: ClassVar[tuple[str, ...]] = (
+        "ig_unlink_e",
+        "ig_unlink_x",
+        "ig_rmdir_e",
+        "ig_rmdir_x",
+    )
+    """unlink(2) and rmdir(2) exist on x86_64, not on arm64: only unlinkat is needed."""
     params = (
         ParamDesc(
             "failed",
@@ -73,7 +82,7 @@ class TraceUnlink(BpfTracer):
             fields.timestamp("when the call returned"),
             *process_fields(
                 "mntns pid tid uid comm",
-                tid={"description": "thread id that called it", "column": _RIGHT},
+                tid={"description": "thread id that called it", "column": RIGHT},
                 uid={"column": Column(hidden=True, align="right")},
             ),
             Field(
@@ -92,7 +101,7 @@ class TraceUnlink(BpfTracer):
                 "flags",
                 Kind.STR,
                 "unlinkat's flags (AT_REMOVEDIR: a directory, as rmdir)",
-                decode=_flags,
+                decode=flag_texts,
                 column=Column(width=12, hidden=True),
             ),
             Field(

@@ -11,6 +11,8 @@
  *   gadget_signal     a signal number: "SIGKILL"
  *   gadget_file_mode  a file mode: octal, "0640" (with the file type bits if set: "0100644")
  *   gadget_duration   nanoseconds: "1.5ms", "2s", "350ns"
+ *   gadget_syscall    a syscall number: its name on the machine igrun runs on, "openat"
+ *                     (igrun ships the tables of x86_64 and aarch64; elsewhere the number)
  *
  *   gadget_uid        a user: `user_raw` shows as `user`, its name on this host ("root");
  *   gadget_gid        a group: the same (`group_raw`: `group`). A member named without
@@ -41,6 +43,7 @@ typedef __u32 gadget_uid;
 typedef __u32 gadget_gid;
 typedef __u32 gadget_file_mode;
 typedef __u64 gadget_duration;
+typedef __u64 gadget_syscall;
 
 #define GADGET_FLAGS __attribute__((btf_decl_tag("igrun:flags")))
 #define GADGET_HIDDEN __attribute__((btf_decl_tag("igrun:hidden")))
