@@ -33,6 +33,7 @@ import itertools
 import math
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, get_args
 
 import numpy as np
 
-from igrun.core.errors import ParamError
+from igrun.core.errors import IgrunError, ParamError
 from igrun.core.events.schema import Array, Batch, Field, Kind, Schema, decode_cstrings
 from igrun.core.files import FileRefused, read_text
 from igrun.core.gadget import GadgetContext
@@ -54,15 +55,33 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric as MetricFamily
 
     from igrun.core.operator import RunPlan
+    from igrun.core.run.resources import Resources
     from igrun.operators import metrics_http
 
 PRIORITY_METRICS = PRIORITY_FILTER + 50
 """After the filters (count what ``-F`` keeps), before sort and limit."""
 
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_NOT_IN_LABEL = re.compile(r"[^a-zA-Z0-9_]")
+_NOT_IN_LABEL = re.compile(r"[^a-zA-Z0-9_]+")
+_WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z]{2})(?=[A-Z][a-z])")
 
 LabelKey = tuple[str, ...]
+
+DEFAULT_GAUGE_WINDOW = 10.0
+"""Seconds: a gauge without a field, in a run without ``--interval``, counts the events of
+the last complete window this long (``window`` in the file)."""
+
+RUN_METRICS = {
+    "igrun_events": "events the gadget delivered, before any filter",
+    "igrun_lost_events": "events the kernel could not deliver (the buffer was full)",
+    "igrun_batches": "batches the events came in (events / batches = the mean batch)",
+}
+"""The counters every run exports, labelled with its gadget (``_total`` is added)."""
+BUFFER_SIZE_METRIC = "igrun_buffer_size_bytes"
+RUN_SERIES = frozenset(
+    {f"{n}{suffix}" for n in RUN_METRICS for suffix in ("", "_total", "_created")}
+    | {BUFFER_SIZE_METRIC}
+)
 
 
 class MetricKind(enum.StrEnum):
@@ -87,10 +106,12 @@ class Metric:
     help: str
     labels: tuple[Field, ...]
     label_names: tuple[str, ...]
-    """The Prometheus label names: the fields' JSON keys with ``.`` made ``_``."""
+    """The Prometheus label names: the fields' JSON keys in snake_case (:func:`label_name`)."""
     field: Field | None = None
     buckets: tuple[float, ...] = ()
     filters: tuple[Filter, ...] = ()
+    window: float = 0.0
+    """A gauge without a field in a stream: the seconds of the window whose events it counts."""
 
     def series(self) -> set[str]:
         """The sample names this metric exposes, to find clashes between metrics."""
@@ -106,9 +127,11 @@ class Metric:
 
 
 def label_name(f: Field) -> str:
-    """``runtime.containerName`` -> ``runtime_containerName``: a valid Prometheus label."""
+    """``runtime.containerName`` -> ``runtime_container_name``: Prometheus' snake_case, from
+    the field's JSON key (a word starts at each capital; anything but letters and digits is
+    one ``_``)."""
     key = f.json_key if f.in_json else f.name
-    name = _NOT_IN_LABEL.sub("_", key)
+    name = _NOT_IN_LABEL.sub("_", _WORD_START.sub("_", key)).lower()
     return f"_{name}" if name[:1].isdigit() else name
 
 
@@ -214,10 +237,20 @@ def _config_model() -> Any:
                 raise problem("bounds must be strictly increasing")
             return value
 
+    class GaugeConfig(MetricConfig):
+        window: float = DEFAULT_GAUGE_WINDOW
+
+        @field_validator("window")
+        @classmethod
+        def _window(cls, value: float) -> float:
+            if not (math.isfinite(value) and value > 0):
+                raise problem("the window is a number of seconds above 0")
+            return value
+
     class MetricsConfig(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
         counters: list[MetricConfig] = []
-        gauges: list[MetricConfig] = []
+        gauges: list[GaugeConfig] = []
         histograms: list[HistogramConfig] = []
 
         @model_validator(mode="after")
@@ -229,6 +262,16 @@ def _config_model() -> Any:
             return self
 
     return MetricsConfig
+
+
+def _registered(registry: Any) -> set[str]:
+    """The metric names a prometheus_client registry serves (a counter's with ``_total``)."""
+    names = set()
+    for family in registry.collect():
+        names.add(family.name)
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+    return names
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -271,7 +314,7 @@ def parse_config(text: str, schema: Schema) -> list[Metric]:
         raise ParamError(prefix + message + more) from None
 
     metrics: list[Metric] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, str] = dict.fromkeys(RUN_SERIES, "a metric of igrun's own")
     for section, kind in _SECTIONS.items():
         for i, m in enumerate(getattr(config, section)):
             labels = tuple(_resolve(name, schema) for name in m.labels)
@@ -284,6 +327,7 @@ def parse_config(text: str, schema: Schema) -> list[Metric]:
                 field=_resolve(m.field, schema) if m.field else None,
                 buckets=tuple(getattr(m, "buckets", ())),
                 filters=tuple(parse_filter(expr, schema) for expr in m.filter),
+                window=float(getattr(m, "window", 0.0)),
             )
             where = f"{section}[{i}].name"
             for series in metric.series():
@@ -423,8 +467,22 @@ class MetricState:
     buckets: dict[LabelKey, Array] = field(default_factory=dict)
     sums: dict[LabelKey, float] = field(default_factory=dict)
     window: dict[LabelKey, float] | None = None
-    """A gauge of a windowed run (snapshots, ``--interval``): the window being filled, which
-    replaces :attr:`values` whole when it ends, so a label set gone from it is gone."""
+    """A gauge of a windowed run (snapshots, ``--interval``), or a gauge without a field in a
+    stream: the window being filled, which replaces :attr:`values` whole when it ends, so a
+    label set gone from it is gone."""
+    period: float = 0.0
+    """Seconds of a stream gauge's window (0: the run's windows end it, not the clock)."""
+    window_end: float = 0.0
+
+    def roll(self, now: float) -> None:
+        """End a stream gauge's window when the clock has passed its end: the window just
+        ended is shown, or nothing when a whole window went by without a batch."""
+        if not self.period or now < self.window_end:
+            return
+        assert self.window is not None
+        self.values = self.window if now < self.window_end + self.period else {}
+        self.window = {}
+        self.window_end += ((now - self.window_end) // self.period + 1) * self.period
 
     def apply(self, agg: Aggregate) -> None:
         """One dict update per label set of the batch."""
@@ -487,13 +545,31 @@ class MetricsCollector:
     thread) sees every metric after the same batch.
     """
 
-    def __init__(self, metrics: list[Metric], windowed: bool = False) -> None:
+    def __init__(
+        self,
+        metrics: list[Metric],
+        windowed: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.metrics = metrics
         self.states = [MetricState(m) for m in metrics]
-        if windowed:
-            for state in self.states:
-                if state.metric.kind is MetricKind.GAUGE:
-                    state.window = {}
+        self.clock = clock
+        for state in self.states:
+            if state.metric.kind is not MetricKind.GAUGE:
+                continue
+            if windowed:
+                state.window = {}
+            elif state.metric.field is None:  # a count needs a stated window: the clock's
+                state.window = {}
+                state.period = state.metric.window
+        self.start()
         self.lock = threading.Lock()
+
+    def start(self) -> None:
+        """The clock windows of stream gauges begin now (when the gadget is attached)."""
+        now = self.clock()
+        for state in self.states:
+            state.window_end = now + state.period
 
     def end_window(self) -> None:
         """A window (a snapshot, an interval) is complete: gauges now show it, and only it."""
@@ -505,18 +581,83 @@ class MetricsCollector:
     def add(self, batch: Batch) -> None:
         labels = LabelColumns(batch)
         updates = [(s, aggregate(s.metric, batch, labels)) for s in self.states]
+        now = self.clock()
         with self.lock:
+            for state in self.states:
+                state.roll(now)
             for state, agg in updates:
                 if agg is not None:
                     state.apply(agg)
 
     def collect(self) -> Iterator[MetricFamily]:
+        now = self.clock()
         with self.lock:
+            for state in self.states:
+                state.roll(now)
             families = [s.family() for s in self.states]
         yield from families
 
     def describe(self) -> Iterator[MetricFamily]:
         return iter([s.family(with_samples=False) for s in self.states])
+
+
+class RunStats:
+    """The metrics of the runs themselves, one collector per endpoint path: events seen,
+    events lost and batches per gadget (read from each run at scrape time, so a loss is
+    counted even when no event gets through), and the size of the events buffer.
+
+    Runs of one gadget on one path add up; a run that has ended keeps its final counts
+    until the endpoint closes, so the counters never go back."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.runs: list[GadgetContext] = []
+
+    def add(self, ctx: GadgetContext) -> None:
+        with self.lock:
+            self.runs.append(ctx)
+
+    @staticmethod
+    def gadget(ctx: GadgetContext) -> str:
+        return ctx.tag or ctx.gadget.full_name()
+
+    @staticmethod
+    def buffer_size(ctx: GadgetContext) -> int:
+        """The ring buffer's bytes (per CPU for a perf buffer): ``--buffer-size`` or the
+        gadget's own; 0 for a gadget without one."""
+        size = ctx.runtime_params.get("buffer-size") if "buffer-size" in ctx.runtime_params else 0
+        return int(size or getattr(ctx.gadget, "ring_buffer_size", 0) or 0)
+
+    def collect(self) -> Iterator[MetricFamily]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from igrun.core.run.local import Run
+
+        with self.lock:
+            runs = list(self.runs)
+        totals: dict[str, dict[str, float]] = {name: {} for name in RUN_METRICS}
+        buffers: dict[str, float] = {}
+        for ctx in runs:
+            gadget = self.gadget(ctx)
+            run = ctx.resources.get(Run)  # None until the gadget is attached
+            seen = (run.events_total, run.lost_total, run.batches_total) if run else (0, 0, 0)
+            for name, value in zip(RUN_METRICS, seen, strict=True):
+                totals[name][gadget] = totals[name].get(gadget, 0.0) + value
+            if self.buffer_size(ctx):
+                buffers[gadget] = max(buffers.get(gadget, 0.0), float(self.buffer_size(ctx)))
+        for name, text in RUN_METRICS.items():
+            counter = CounterMetricFamily(name, text, labels=["gadget"])
+            for gadget, total in totals[name].items():
+                counter.add_metric([gadget], total)
+            yield counter
+        gauge = GaugeMetricFamily(
+            BUFFER_SIZE_METRIC,
+            "bytes of the events buffer (ring buffer; per CPU for a perf buffer)",
+            labels=["gadget"],
+        )
+        for gadget, size in buffers.items():
+            gauge.add_metric([gadget], size)
+        yield gauge
 
 
 # ---- the operator ----------------------------------------------------------------------------
@@ -545,12 +686,25 @@ class PrometheusOperator(Operator):
         ctx: GadgetContext,
         params: Params,
         collector: MetricsCollector,
-        server: metrics_http.MetricsServer,
+        endpoints: metrics_http.Endpoints,
+        endpoint: metrics_http.Endpoint,
     ) -> None:
         super().__init__(ctx, params)
         self.collector = collector
-        self.server = server
+        self.endpoints = endpoints
+        self.endpoint: metrics_http.Endpoint | None = endpoint
         self.path = str(params.get("metrics-path"))
+
+    @property
+    def server(self) -> metrics_http.MetricsServer:
+        assert self.endpoint is not None
+        return self.endpoint.server
+
+    @classmethod
+    def share(cls, process: Resources) -> None:
+        from igrun.operators.metrics_http import Endpoints
+
+        process.provide(Endpoints(), by=cls.name)
 
     @classmethod
     def check(cls, plan: RunPlan, params: Params, schema: Schema) -> None:
@@ -576,20 +730,37 @@ class PrometheusOperator(Operator):
         schema = ctx.schema if ctx.schema is not None else ctx.gadget.schema
         collector = MetricsCollector(load_config(config, schema), windowed=windowed(ctx))
 
-        from prometheus_client import CollectorRegistry, make_wsgi_app
-
         from igrun.operators import metrics_http
 
-        registry = CollectorRegistry()
-        registry.register(collector)
-        server = metrics_http.MetricsServer(
-            str(params.get("metrics-listen-address")),
-            metrics_http.routed(path, make_wsgi_app(registry)),
-        )
-        return cls(ctx, params, collector, server)
+        endpoints = ctx.resources.get(metrics_http.Endpoints) or metrics_http.Endpoints()
+        address = str(params.get("metrics-listen-address"))
+        endpoint = endpoints.acquire(address)
+        try:
+            registry = endpoint.registry(path)
+            with endpoint.lock:
+                stats = endpoint.extras.get(path)
+                if stats is None:
+                    stats = endpoint.extras[path] = RunStats()
+                    registry.register(stats)
+            try:
+                registry.register(collector)
+            except ValueError:  # a name another run on this endpoint declares
+                taken = _registered(registry)
+                names = sorted(m.name for m in collector.metrics if m.series() & taken)
+                raise IgrunError(
+                    f"metrics on {address}{path}: {', '.join(names) or 'a metric'} is declared "
+                    "by another run too (give the runs different names or paths)"
+                ) from None
+            stats.add(ctx)
+        except BaseException:
+            endpoints.release(endpoint)
+            raise
+        return cls(ctx, params, collector, endpoints, endpoint)
 
     def pre_run(self, schema: Schema) -> None:
-        self.server.start()
+        self.collector.start()
+        assert self.endpoint is not None
+        self.endpoint.start()
         host = str(self.server.server.server_address[0])
         host = f"[{host}]" if ":" in host else host
         self.ctx.logger.info("metrics_serving", url=f"http://{host}:{self.server.port}{self.path}")
@@ -603,7 +774,9 @@ class PrometheusOperator(Operator):
         return None
 
     def post_run(self) -> None:
-        self.server.stop()
+        if self.endpoint is not None:
+            self.endpoints.release(self.endpoint)
+            self.endpoint = None
 
 
 @hookimpl

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +26,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from igrun.core import Category, Field, Gadget, GadgetContext, Kind, Schema
 from igrun.core.bpf.build import compile_bpf
-from igrun.core.errors import ParamError
+from igrun.core.errors import IgrunError, ParamError
 from igrun.core.events.schema import Batch
 from igrun.core.params import Params
 from igrun.core.run.local import RUNTIME_PARAMS
-from igrun.operators.prometheus import PrometheusOperator, parse_config
+from igrun.operators.prometheus import PrometheusOperator, label_name, parse_config
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -94,7 +94,10 @@ def operator(tmp_path: Path) -> Iterator[Any]:
     made: list[PrometheusOperator] = []
 
     def make(
-        config: str, path: str = "/metrics", interval: str = ""
+        config: str,
+        path: str = "/metrics",
+        interval: str = "",
+        clock: Callable[[], float] | None = None,
     ) -> tuple[PrometheusOperator, str]:
         file = tmp_path / f"metrics{len(made)}.toml"
         file.write_text(config)
@@ -109,6 +112,8 @@ def operator(tmp_path: Path) -> Iterator[Any]:
         op = PrometheusOperator.instantiate(ctx, Params(PrometheusOperator.params, values))
         assert isinstance(op, PrometheusOperator)
         made.append(op)
+        if clock is not None:
+            op.collector.clock = clock
         op.pre_run(SCHEMA)
         return op, f"http://127.0.0.1:{op.server.port}{path}"
 
@@ -166,14 +171,28 @@ def test_coded_columns_group_by_their_text(operator: Any) -> None:
     got = scrape(url)
     series = {k: v for k, v in got.items() if k[0] == "t_events_total"}
     assert series == {
-        ("t_events_total", labels(runtime_containerName="web", retval="0")): 3.0,
-        ("t_events_total", labels(runtime_containerName="db", retval="0")): 1.0,
-        ("t_events_total", labels(runtime_containerName="", retval="0")): 1.0,
-        ("t_events_total", labels(runtime_containerName="", retval="-1")): 1.0,
+        ("t_events_total", labels(runtime_container_name="web", retval="0")): 3.0,
+        ("t_events_total", labels(runtime_container_name="db", retval="0")): 1.0,
+        ("t_events_total", labels(runtime_container_name="", retval="0")): 1.0,
+        ("t_events_total", labels(runtime_container_name="", retval="-1")): 1.0,
     }
 
 
-def test_gauges_keep_the_last_value_of_each_label_set(operator: Any) -> None:
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_gauges_keep_the_last_value_or_count_a_stated_window(operator: Any) -> None:
+    """In a stream, a gauge with a field holds the last value of each label set; one
+    without counts the events of the last complete window of ``window`` seconds, whatever
+    the batches were: 4 events in one batch or in four give the same 4."""
+    clock = Clock()
     op, url = operator(
         """
         [[gauges]]
@@ -181,17 +200,64 @@ def test_gauges_keep_the_last_value_of_each_label_set(operator: Any) -> None:
         labels = ["comm"]
         field = "pid"
         [[gauges]]
-        name = "t_batch_events"
+        name = "t_events_per_window"
         labels = ["comm"]
-        """
+        window = 5
+        """,
+        clock=clock,
     )
     op.process(batch((7, 0, "bash"), (3, 0, "ls"), (5, 0, "bash"), (9, 0, "bash")))
+    clock.now += 1
     op.process(batch((2, 0, "ls")))
     got = scrape(url)
     assert got[("t_last_pid", labels(comm="bash"))] == 9.0
     assert got[("t_last_pid", labels(comm="ls"))] == 2.0
-    assert got[("t_batch_events", labels(comm="bash"))] == 3.0  # not in the latest batch
-    assert got[("t_batch_events", labels(comm="ls"))] == 1.0
+    assert not [k for k in got if k[0] == "t_events_per_window"]  # no window has ended yet
+    clock.now += 3.9  # 4.9 s: still the first window
+    for pid in (11, 12, 13, 14):
+        op.process(batch((pid, 0, "cat")))
+    clock.now += 0.1  # 5 s: the first window [0, 5) is complete
+    got = scrape(url)
+    assert {k[1]: v for k, v in got.items() if k[0] == "t_events_per_window"} == {
+        labels(comm="bash"): 3.0,
+        labels(comm="ls"): 2.0,
+        labels(comm="cat"): 4.0,
+    }
+    op.process(batch((20, 0, "cat"), (21, 0, "cat"), (22, 0, "cat"), (23, 0, "cat")))
+    clock.now += 5  # 10 s: the second window [5, 10) held the one batch of 4 cat
+    got = scrape(url)
+    assert {k[1]: v for k, v in got.items() if k[0] == "t_events_per_window"} == {
+        labels(comm="cat"): 4.0
+    }
+    clock.now += 5  # 15 s: [10, 15) had nothing
+    assert not [k for k in scrape(url) if k[0] == "t_events_per_window"]
+    assert scrape(url)[("t_last_pid", labels(comm="cat"))] == 23.0
+
+
+@pytest.mark.parametrize(
+    ("key", "label"),
+    [
+        ("runtime.containerName", "runtime_container_name"),
+        ("runtime.containerImageDigest", "runtime_container_image_digest"),
+        ("k8s.podName", "k8s_pod_name"),
+        ("k8s.hostNetwork", "k8s_host_network"),
+        ("mntns_id", "mntns_id"),
+        ("retval", "retval"),
+        ("tcpIPv4", "tcp_ipv4"),
+        ("HTTPServer", "http_server"),
+        ("2nd", "_2nd"),
+    ],
+)
+def test_label_names_are_snake_case(key: str, label: str) -> None:
+    assert label_name(Field(key, Kind.STR)) == label
+
+
+def test_gauge_window_must_be_positive() -> None:
+    with pytest.raises(ParamError) as err:
+        parse_config('[[gauges]]\nname = "a"\nwindow = 0', SCHEMA)
+    assert str(err.value) == (
+        "metrics config: gauges[0].window: the window is a number of seconds above 0"
+    )
 
 
 def test_gauges_of_a_windowed_run_show_the_last_whole_window(operator: Any) -> None:
@@ -255,6 +321,68 @@ def test_metrics_path_is_the_only_one_served(operator: Any) -> None:
     assert err.value.code == 404
 
 
+def test_runs_of_one_process_share_an_address(tmp_path: Path) -> None:
+    """Two runs that name one address use one server (no EADDRINUSE): each path serves the
+    metrics of the runs that name it; the port is free once the last run has ended."""
+    from igrun.core.run.resources import Resources
+    from igrun.operators.metrics_http import Endpoints
+
+    process = Resources()
+    PrometheusOperator.share(process)
+    port = free_port()
+
+    def run(config: str, path: str = "/metrics") -> PrometheusOperator:
+        file = tmp_path / f"m{uuid.uuid4().hex[:6]}.toml"
+        file.write_text(config)
+        ctx = GadgetContext(
+            "t", Tracer, Params(()), Params(RUNTIME_PARAMS), {}, structlog.get_logger(),
+            resources=Resources(process), tag="t",
+        )  # fmt: skip
+        ctx.schema = SCHEMA
+        values = {
+            "metrics-config": str(file),
+            "metrics-listen-address": f"127.0.0.1:{port}",
+            "metrics-path": path,
+        }
+        op = PrometheusOperator.instantiate(ctx, Params(PrometheusOperator.params, values))
+        assert isinstance(op, PrometheusOperator)
+        return op
+
+    first = run('[[counters]]\nname = "t_first_total"\n')
+    second = run('[[counters]]\nname = "t_second_total"\nlabels = ["comm"]\n')
+    other_path = run('[[counters]]\nname = "t_first_total"\n', path="/other")
+    assert first.server is second.server is other_path.server
+    with pytest.raises(IgrunError) as err:
+        run('[[counters]]\nname = "t_first_total"\n')
+    assert str(err.value) == (
+        f"metrics on 127.0.0.1:{port}/metrics: t_first_total is declared by another run "
+        "too (give the runs different names or paths)"
+    )
+    endpoints = process.get(Endpoints)
+    assert endpoints is not None and len(endpoints.by_address) == 1
+    for op in (first, second, other_path):
+        op.pre_run(SCHEMA)
+    first.process(batch((1, 0, "a"), (2, 0, "b")))
+    second.process(batch((3, 0, "a")))
+    other_path.process(batch((4, 0, "c")))
+    url = f"http://127.0.0.1:{port}/metrics"
+    got = {k: v for k, v in scrape(url).items() if k[0].startswith("t_")}
+    assert got == {
+        ("t_first_total", labels()): 2.0,
+        ("t_second_total", labels(comm="a")): 1.0,
+    }
+    assert {k: v for k, v in scrape(url.replace("/metrics", "/other")).items()
+            if k[0].startswith("t_")} == {("t_first_total", labels()): 1.0}  # fmt: skip
+    first.post_run()
+    first.post_run()  # once is enough: a second call releases nothing more
+    second.post_run()
+    assert scrape(url.replace("/metrics", "/other"))[("t_first_total", labels())] == 1.0
+    assert not port_is_free(port)
+    other_path.post_run()
+    assert port_is_free(port)
+    assert endpoints.by_address == {}
+
+
 def test_no_config_no_operator() -> None:
     ctx = GadgetContext("t", Tracer, Params(()), Params(RUNTIME_PARAMS), {}, structlog.get_logger())
     assert PrometheusOperator.instantiate(ctx, Params(PrometheusOperator.params)) is None
@@ -274,7 +402,7 @@ def test_no_config_no_operator() -> None:
         (
             '[[gauges]]\nname = "a"\nlables = ["comm"]',
             "metrics config: gauges[0].lables: unknown key "
-            "(known: name, help, labels, field, filter)",
+            "(known: name, help, labels, field, filter, window)",
         ),
         (
             '[[countres]]\nname = "a"',
@@ -429,7 +557,7 @@ def test_exec_metrics_are_exact(igrun_cli: IgrunCli, tmp_path: Path) -> None:
     assert not [e for e in igrun_cli.events(out) if e["comm"] == hidden.name]
     assert not [k for k in got if ("comm", hidden.name) in k[1]]  # metrics see what -F keeps
     assert [e["pid"] for e in mine] == pids  # the JSON output saw exactly our execs
-    assert got[("igrun_test_execs_total", labels(comm=comm, runtime_containerName=""))] == 7.0
+    assert got[("igrun_test_execs_total", labels(comm=comm, runtime_container_name=""))] == 7.0
     assert got[("igrun_test_mine_total", labels())] == 7.0
     assert got[("igrun_test_pids_total", me)] == float(sum(e["pid"] for e in mine))
     assert got[("igrun_test_last_pid", me)] == float(pids[-1])
