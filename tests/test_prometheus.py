@@ -7,10 +7,12 @@ a known number of times, and compare what Prometheus would scrape with the JSON 
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -682,3 +684,123 @@ def test_snapshot_gauges_follow_each_snapshot(igrun_cli: IgrunCli, tmp_path: Pat
     pids = {e["pid"] for e in igrun_cli.events(out)}
     assert pids == {s.pid for s in sleepers}  # every snapshot listed them, and nothing else
     assert igrun_cli.pin_dirs_of(proc.pid) == []
+
+
+def opens(path: Path, times: int) -> None:
+    """Open ``path`` ``times`` times in a tight loop, in a child (a burst the reader of a
+    small buffer cannot keep up with)."""
+    subprocess.run(
+        [sys.executable, "-c", "import os, sys\n"
+         "for _ in range(int(sys.argv[2])): os.close(os.open(sys.argv[1], os.O_RDONLY))",
+         str(path), str(times)],
+        check=True,
+    )  # fmt: skip
+
+
+def wait_for_total(url: str, names: tuple[str, ...], labelset: frozenset[tuple[str, str]],
+                   total: float) -> Samples:  # fmt: skip
+    """Scrape until the samples ``names`` with ``labelset`` add up to ``total``."""
+    deadline = time.monotonic() + 15
+    while True:
+        got = scrape(url)
+        if sum(got.get((n, labelset), 0.0) for n in names) >= total:
+            return got
+        assert time.monotonic() < deadline, f"never reached {total}: {got}"
+        time.sleep(0.05)
+
+
+@pytest.mark.bpf
+def test_an_exporter_counts_every_event_seen_or_lost(igrun_cli: IgrunCli, tmp_path: Path) -> None:
+    """``-o none`` prints nothing; with a 4 KiB buffer a burst of opens overflows it, and
+    every open is either an event seen or a lost one, both on the endpoint, exactly."""
+    folder = tmp_path / f"burst-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    target = folder / "f"
+    target.write_text("x")
+    config = tmp_path / "metrics.toml"
+    config.write_text('[[counters]]\nname = "igrun_test_opens_total"\n')
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    run = igrun_cli.start(
+        "trace", "open", "--host", "--prefixes", f"{folder}/", "--buffer-size", "4K",
+        "-o", "none", "--metrics-config", str(config),
+        "--metrics-listen-address", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    gadget = labels(gadget="trace open")
+    try:
+        for _ in range(3):  # one at a time: nothing is lost
+            opens(target, 1)
+        quiet = wait_for_total(url, ("igrun_events_total",), gadget, 3)
+        burst = 20000
+        opens(target, burst)
+        wait_for_total(url, ("igrun_events_total", "igrun_lost_events_total"), gadget, 3 + burst)
+        time.sleep(0.5)  # nothing more may come
+        got = scrape(url)
+    finally:
+        out, err = run.stop()
+    assert run.proc.returncode == 0, err
+    assert out == ""  # -o none: not a byte of events
+    assert quiet[("igrun_events_total", gadget)] == 3.0
+    assert quiet[("igrun_lost_events_total", gadget)] == 0.0
+    assert quiet[("igrun_test_opens_total", labels())] == 3.0
+    seen = got[("igrun_events_total", gadget)]
+    lost = got[("igrun_lost_events_total", gadget)]
+    assert seen + lost == 3 + burst
+    assert lost > 0, "a 4 KiB buffer kept up with 20000 opens: the test needs a bigger burst"
+    assert got[("igrun_test_opens_total", labels())] == seen  # no filter: every event seen
+    assert 1 <= got[("igrun_batches_total", gadget)] <= seen
+    assert got[("igrun_buffer_size_bytes", gadget)] == 4096.0
+    totals = [int(t) for t in re.findall(r"lost \d+ events total=(\d+)", err)]
+    assert totals and totals[-1] == lost  # the same count as the warnings on stderr
+    assert "Traceback" not in err
+    run.assert_released()
+    assert port_is_free(port)
+
+
+@pytest.mark.bpf
+def test_two_runs_of_a_config_share_the_metrics_address(
+    igrun_cli: IgrunCli, tmp_path: Path
+) -> None:
+    """Two runs naming one address serve one endpoint (no "Address already in use"): each
+    run's own metrics, and the run metrics of the gadget adding up both runs."""
+    port = free_port()
+    runs = []
+    folders = []
+    for i in range(2):
+        folder = tmp_path / f"run{i}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir()
+        (folder / "f").write_text("x")
+        folders.append(folder)
+        metrics = tmp_path / f"metrics{i}.toml"
+        metrics.write_text(f'[[counters]]\nname = "igrun_test_run{i}_opens_total"\n')
+        runs.append(
+            f'[[run]]\ngadget = "trace open"\nparams = {{prefixes = ["{folder}/"]}}\n'
+            "operators = [\n"
+            '  {name = "containers", with = {host = true}},\n'
+            f'  {{name = "prometheus", with = {{metrics-config = "{metrics}", '
+            f'metrics-listen-address = "127.0.0.1:{port}"}}}},\n'
+            '  {name = "output", with = {output = "none"}},\n'
+            "]\n"
+        )
+    config = tmp_path / "config.toml"
+    config.write_text("\n".join(runs))
+    url = f"http://127.0.0.1:{port}/metrics"
+    run = igrun_cli.start("--config", str(config), runs=2)
+    try:
+        opens(folders[0] / "f", 4)
+        opens(folders[1] / "f", 9)
+        wait_for_total(url, ("igrun_events_total",), labels(gadget="trace open"), 13)
+        time.sleep(0.3)  # nothing more may come
+        got = scrape(url)
+    finally:
+        out, err = run.stop()
+    assert run.proc.returncode == 0, err
+    assert out == ""
+    assert "Address already in use" not in err and "Traceback" not in err
+    assert err.count("metrics_serving") == 2  # each run says where its metrics are
+    assert got[("igrun_test_run0_opens_total", labels())] == 4.0
+    assert got[("igrun_test_run1_opens_total", labels())] == 9.0
+    assert got[("igrun_events_total", labels(gadget="trace open"))] == 13.0
+    assert got[("igrun_lost_events_total", labels(gadget="trace open"))] == 0.0
+    run.assert_released()
+    assert port_is_free(port)
