@@ -112,6 +112,9 @@ class Metric:
     filters: tuple[Filter, ...] = ()
     window: float = 0.0
     """A gauge without a field in a stream: the seconds of the window whose events it counts."""
+    scale: float = 1.0
+    """What the field's values are multiplied by (to the unit the name says: 1e-6 makes
+    microseconds ``_seconds``)."""
 
     def series(self) -> set[str]:
         """The sample names this metric exposes, to find clashes between metrics."""
@@ -163,6 +166,7 @@ def _config_model() -> Any:
         labels: list[str] = []
         field: str = ""
         filter: list[str] = []
+        scale: float = 1.0
 
         @field_validator("name")
         @classmethod
@@ -202,6 +206,15 @@ def _config_model() -> Any:
                 raise problem(str(exc)) from None
             if not f.kind.numeric:
                 raise problem(f'"{value}" is a {f.kind.value}, not a number')
+            return value
+
+        @field_validator("scale")
+        @classmethod
+        def _scale(cls, value: float, info: ValidationInfo) -> float:
+            if not (math.isfinite(value) and value != 0):
+                raise problem("the scale is a finite number other than 0")
+            if value != 1 and not info.data.get("field"):
+                raise problem("a scale multiplies the field: give the field")
             return value
 
         @field_validator("filter")
@@ -328,6 +341,7 @@ def parse_config(text: str, schema: Schema) -> list[Metric]:
                 buckets=tuple(getattr(m, "buckets", ())),
                 filters=tuple(parse_filter(expr, schema) for expr in m.filter),
                 window=float(getattr(m, "window", 0.0)),
+                scale=m.scale,
             )
             where = f"{section}[{i}].name"
             for series in metric.series():
@@ -443,6 +457,8 @@ def aggregate(metric: Metric, batch: Batch, labels: LabelColumns) -> Aggregate |
         values = np.asarray(batch[metric.field.name], dtype=np.float64)
         if keep is not None:
             values = values[keep]
+        if metric.scale != 1.0:
+            values = values * metric.scale
     if metric.kind is MetricKind.COUNTER:
         return Aggregate(keys, np.bincount(inverse, weights=values, minlength=groups))
     if metric.kind is MetricKind.GAUGE:

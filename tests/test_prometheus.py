@@ -254,6 +254,45 @@ def test_label_names_are_snake_case(key: str, label: str) -> None:
     assert label_name(Field(key, Kind.STR)) == label
 
 
+def test_scale_brings_a_field_to_the_unit_of_the_name(operator: Any) -> None:
+    """A latency in microseconds becomes a ``_seconds`` histogram: buckets and sum in s."""
+    op, url = operator(
+        """
+        [[histograms]]
+        name = "t_pid_seconds"
+        field = "pid"
+        scale = 1e-6
+        buckets = [0.00001, 0.001]
+        [[counters]]
+        name = "t_pid_added_seconds_total"
+        field = "pid"
+        scale = 1e-6
+        """
+    )
+    op.process(batch((10, 0, "a"), (500, 0, "a"), (2000, 0, "a")))
+    got = scrape(url)
+    assert buckets(got, "t_pid_seconds") == {0.00001: 1.0, 0.001: 2.0, float("inf"): 3.0}
+    assert got[("t_pid_seconds_sum", labels())] == pytest.approx(0.00251)
+    assert got[("t_pid_added_seconds_total", labels())] == pytest.approx(0.00251)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ('[[counters]]\nname = "a"\nscale = 2', "counters[0].scale: a scale multiplies the "
+         "field: give the field"),
+        ('[[counters]]\nname = "a"\nfield = "pid"\nscale = 0', "counters[0].scale: the "
+         "scale is a finite number other than 0"),
+        ('[[counters]]\nname = "igrun_events_total"', 'counters[0].name: "igrun_events_total" '
+         "clashes with a metric of igrun's own"),
+    ],
+)  # fmt: skip
+def test_scale_and_own_names_are_checked(config: str, message: str) -> None:
+    with pytest.raises(ParamError) as err:
+        parse_config(config, SCHEMA)
+    assert str(err.value) == f"metrics config: {message}"
+
+
 def test_gauge_window_must_be_positive() -> None:
     with pytest.raises(ParamError) as err:
         parse_config('[[gauges]]\nname = "a"\nwindow = 0', SCHEMA)
@@ -404,7 +443,7 @@ def test_no_config_no_operator() -> None:
         (
             '[[gauges]]\nname = "a"\nlables = ["comm"]',
             "metrics config: gauges[0].lables: unknown key "
-            "(known: name, help, labels, field, filter, window)",
+            "(known: name, help, labels, field, filter, scale, window)",
         ),
         (
             '[[countres]]\nname = "a"',
@@ -587,7 +626,7 @@ def test_exec_metrics_are_exact(igrun_cli: IgrunCli, tmp_path: Path) -> None:
         (
             '[[counters]]\nname = "a_total"\nlabel = ["comm"]\n',
             "igrun: error: metrics config: counters[0].label: unknown key "
-            "(known: name, help, labels, field, filter)\n",
+            "(known: name, help, labels, field, filter, scale)\n",
         ),
     ],
 )
