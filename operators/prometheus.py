@@ -308,12 +308,84 @@ def parse_config(text: str, schema: Schema) -> list[Metric]:
     that names the key."""
     import tomllib
 
-    from pydantic import ValidationError
-
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ParamError(f"metrics config: not valid TOML: {exc}") from None
+    return _metrics(data, schema)
+
+
+IG_TYPES = {"counter": "counters", "gauge": "gauges", "histogram": "histograms"}
+
+
+def _ig_buckets(bucket: Any, where: str) -> list[float]:
+    """``ig``'s generated bounds: ``exp2`` gives multiplier * 2**i and ``linear``
+    multiplier * i, for i from min up to max (not included)."""
+    if not isinstance(bucket, dict) or bucket.get("type") not in ("exp2", "linear"):
+        raise ParamError(f"metrics config: {where}.bucket.type: use exp2 or linear")
+    low, high = bucket.get("min", 0), bucket.get("max", 0)
+    multiplier = bucket.get("multiplier") or 1
+    if not (isinstance(low, int) and isinstance(high, int) and high > low):
+        raise ParamError(f"metrics config: {where}.bucket: max must be an integer above min")
+    if not isinstance(multiplier, int | float):
+        raise ParamError(f"metrics config: {where}.bucket.multiplier: not a number")
+    if bucket["type"] == "exp2":
+        return [float(2**i * multiplier) for i in range(low, high)]
+    return [float(i * multiplier) for i in range(low, high)]
+
+
+def parse_ig_config(text: str, schema: Schema, gadget: str) -> list[Metric]:
+    """The metrics of an ``ig`` prometheus file (YAML: ``metrics_name``, ``metrics``) that
+    are for ``gadget`` (their ``category`` and ``gadget``, as in ``"trace exec"``)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParamError(f"metrics config: not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict) or not data.get("metrics_name"):
+        raise ParamError("metrics config: metrics_name is missing")
+    if not isinstance(data.get("metrics"), list):
+        raise ParamError("metrics config: metrics section is missing")
+    sections: dict[str, list[dict[str, Any]]] = {}
+    for i, metric in enumerate(data["metrics"]):
+        where = f"metrics[{i}]"
+        if not isinstance(metric, dict):
+            raise ParamError(f"metrics config: {where}: not a mapping")
+        for key in ("name", "category", "gadget", "type"):
+            if not metric.get(key):
+                raise ParamError(f"metrics config: {where}: {key} is missing")
+        section = IG_TYPES.get(str(metric["type"]).lower())
+        if section is None:
+            raise ParamError(
+                f'metrics config: {where}.type: "{metric["type"]}" is none of '
+                "counter, gauge, histogram"
+            )
+        if f"{metric['category']} {metric['gadget']}" != gadget:
+            continue  # another gadget's metric: the run of that gadget serves it
+        known = ("name", "type", "category", "gadget", "field", "labels", "selector", "bucket")
+        unknown = sorted(set(metric) - set(known))
+        if unknown:
+            raise ParamError(
+                f"metrics config: {where}.{unknown[0]}: unknown key (known: {', '.join(known)})"
+            )
+        out: dict[str, Any] = {"name": metric["name"], "labels": metric.get("labels") or []}
+        if metric.get("field"):
+            out["field"] = metric["field"]
+        if metric.get("selector"):
+            out["filter"] = metric["selector"]
+        if section == "histograms":
+            out["buckets"] = _ig_buckets(metric.get("bucket"), where)
+        sections.setdefault(section, []).append(out)
+    if not sections:
+        raise ParamError(f"metrics config: no metric is for {gadget}")
+    return _metrics(sections, schema)
+
+
+def _metrics(data: Any, schema: Schema) -> list[Metric]:
+    """The checked metrics of a config's data (a TOML file's, or one made from ``ig``'s)."""
+    from pydantic import ValidationError
+
     try:
         config = _config_model().model_validate(data, context={"schema": schema})
     except ValidationError as exc:
@@ -354,12 +426,17 @@ def parse_config(text: str, schema: Schema) -> list[Metric]:
     return metrics
 
 
-def load_config(path: str, schema: Schema) -> list[Metric]:
-    """:func:`parse_config` of the file at ``path``."""
+def load_config(path: str, schema: Schema, gadget: str = "") -> list[Metric]:
+    """:func:`parse_config` of the file at ``path``, or :func:`parse_ig_config` of a
+    ``.yaml``/``.yml`` file (``ig``'s ``@`` before the path is taken too)."""
+    if path.startswith("@"):
+        path = path[1:]
     try:
         text = read_text(path)
     except FileRefused as exc:
         raise ParamError(f"metrics config: cannot read {path}: {exc}") from None
+    if path.endswith((".yaml", ".yml")):
+        return parse_ig_config(text, schema, gadget)
     return parse_config(text, schema)
 
 
@@ -735,7 +812,7 @@ class PrometheusOperator(Operator):
         from igrun.operators.metrics_http import parse_listen_address
 
         parse_listen_address(str(params.get("metrics-listen-address")))
-        load_config(config, schema)
+        load_config(config, schema, plan.gadget.full_name())
 
     @classmethod
     def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
@@ -744,7 +821,9 @@ class PrometheusOperator(Operator):
             return None
         path = str(params.get("metrics-path"))
         schema = ctx.schema if ctx.schema is not None else ctx.gadget.schema
-        collector = MetricsCollector(load_config(config, schema), windowed=windowed(ctx))
+        collector = MetricsCollector(
+            load_config(config, schema, ctx.gadget.full_name()), windowed=windowed(ctx)
+        )
 
         from igrun.operators import metrics_http
 

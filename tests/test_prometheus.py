@@ -32,7 +32,12 @@ from igrun.core.errors import IgrunError, ParamError
 from igrun.core.events.schema import Batch
 from igrun.core.params import Params
 from igrun.core.run.local import RUNTIME_PARAMS
-from igrun.operators.prometheus import PrometheusOperator, label_name, parse_config
+from igrun.operators.prometheus import (
+    PrometheusOperator,
+    label_name,
+    parse_config,
+    parse_ig_config,
+)
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -290,6 +295,70 @@ def test_scale_brings_a_field_to_the_unit_of_the_name(operator: Any) -> None:
 def test_scale_and_own_names_are_checked(config: str, message: str) -> None:
     with pytest.raises(ParamError) as err:
         parse_config(config, SCHEMA)
+    assert str(err.value) == f"metrics config: {message}"
+
+
+IG_FILE = """
+metrics_name: my_metrics
+metrics:
+  - name: executed_processes
+    type: counter
+    category: trace
+    gadget: t
+    labels:
+      - comm
+    selector:
+      - "retval:!0"
+  - name: pid_sizes
+    type: histogram
+    category: trace
+    gadget: t
+    field: pid
+    bucket:
+      type: exp2
+      min: 1
+      max: 4
+      multiplier: 10
+  - name: opened_files
+    type: counter
+    category: trace
+    gadget: open
+"""
+
+
+def test_an_ig_metrics_file_is_read(operator: Any) -> None:
+    """``ig``'s YAML file: the metrics of this run's gadget, ``selector`` as filters, and the
+    exp2 bounds as ``ig`` makes them (multiplier * 2**i, min <= i < max)."""
+    metrics = parse_ig_config(IG_FILE, SCHEMA, "trace t")
+    assert [(m.kind.value, m.name) for m in metrics] == [
+        ("counter", "executed_processes"),
+        ("histogram", "pid_sizes"),
+    ]  # opened_files is for trace open
+    assert metrics[1].buckets == (20.0, 40.0, 80.0)
+    linear = IG_FILE.replace("exp2", "linear").replace("min: 1", "min: 0")
+    assert parse_ig_config(linear, SCHEMA, "trace t")[1].buckets == (0.0, 10.0, 20.0, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("metrics: []", "metrics_name is missing"),
+        ("metrics_name: m", "metrics section is missing"),
+        ("metrics_name: m\nmetrics:\n  - name: a\n    type: counter\n    gadget: t",
+         "metrics[0]: category is missing"),
+        ("metrics_name: m\nmetrics:\n  - {name: a, type: summary, category: trace, gadget: t}",
+         'metrics[0].type: "summary" is none of counter, gauge, histogram'),
+        ("metrics_name: m\nmetrics:\n  - {name: a, type: counter, category: trace, gadget: x}",
+         "no metric is for trace t"),
+        ("metrics_name: m\nmetrics:\n  - {name: a, type: histogram, category: trace, "
+         "gadget: t, field: pid}", "metrics[0].bucket.type: use exp2 or linear"),
+        ("metrics_name: m\nmetrics:\n  - {name: a, type: counter, category: trace, gadget: t, "
+         "labels: [nope]}", 'counters[0].labels: no column "nope"'),
+    ],
+)  # fmt: skip
+def test_ig_file_mistakes_are_one_line(text: str, message: str) -> None:
+    with pytest.raises(ParamError) as err:
+        parse_ig_config(text, SCHEMA, "trace t")
     assert str(err.value) == f"metrics config: {message}"
 
 
@@ -843,3 +912,37 @@ def test_two_runs_of_a_config_share_the_metrics_address(
     assert got[("igrun_lost_events_total", labels(gadget="trace open"))] == 0.0
     run.assert_released()
     assert port_is_free(port)
+
+
+@pytest.mark.bpf
+def test_an_ig_metrics_file_drives_a_run(igrun_cli: IgrunCli, tmp_path: Path) -> None:
+    """``--metrics-config @file.yaml`` as ``ig prometheus --config @file.yaml`` takes it."""
+    folder = tmp_path / f"ig-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    (folder / "f").write_text("x")
+    config = tmp_path / "metrics.yaml"
+    config.write_text(
+        "metrics_name: test\n"
+        "metrics:\n"
+        "  - {name: opened_files, type: counter, category: trace, gadget: open,\n"
+        "     labels: [path], selector: ['err:0']}\n"
+        "  - {name: executed_processes, type: counter, category: trace, gadget: exec}\n"
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    run = igrun_cli.start(
+        "trace", "open", "--host", "--prefixes", f"{folder}/", "-o", "none",
+        "--metrics-config", f"@{config}", "--metrics-listen-address", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    try:
+        opens(folder / "f", 6)
+        got = wait_for_total(url, ("opened_files_total",), labels(path=f"{folder}/f"), 6)
+        time.sleep(0.3)
+        got = scrape(url)
+    finally:
+        out, err = run.stop()
+    assert run.proc.returncode == 0, err
+    assert out == ""
+    assert got[("opened_files_total", labels(path=f"{folder}/f"))] == 6.0
+    assert not [k for k in got if k[0].startswith("executed_processes")]  # trace exec's
+    assert got[("igrun_events_total", labels(gadget="trace open"))] == 6.0
