@@ -23,7 +23,10 @@ in a custom collector on a private registry: prometheus_client's own ``Histogram
 ``observe()``, one call per value, while bucket counts added per batch are exact and cheap.
 
 The operator sits after the filters (it counts what ``-F`` keeps) and before sort and limit,
-and passes every batch on unchanged.
+and passes every batch on unchanged. Next to the file's metrics, each endpoint serves the
+runs' own (:class:`RunStats`: events seen and lost, batches, buffer size), and ``ig``'s YAML
+file is read too (:func:`parse_ig_config`). Label names are the fields' JSON keys in
+snake_case (:func:`label_name`).
 """
 
 from __future__ import annotations
