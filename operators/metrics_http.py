@@ -1,6 +1,10 @@
 """The HTTP endpoint of the prometheus operator: one small threaded WSGI server on the
-``--metrics-listen-address``, answering only at ``--metrics-path``. Its own module so that a
-run without ``--metrics-config`` never imports an HTTP server."""
+``--metrics-listen-address``, answering only at its metrics paths. Its own module so that a
+run without ``--metrics-config`` never imports an HTTP server.
+
+The runs of one process (a config file's) that name one address share one server
+(:class:`Endpoints`): a second bind of the same port would fail with ``EADDRINUSE``.
+Each path is one registry, so runs that name the same path are scraped together."""
 
 from __future__ import annotations
 
@@ -8,10 +12,13 @@ import socket
 import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from igrun.core.errors import IgrunError, ParamError
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -39,17 +46,8 @@ def parse_listen_address(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def routed(path: str, app: WsgiApp) -> WsgiApp:
-    """``app`` at ``path`` only; anything else is a 404 that says where the metrics are."""
-    wanted = path.rstrip("/") or "/"
-
-    def route(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if (environ.get("PATH_INFO", "").rstrip("/") or "/") == wanted:
-            return app(environ, start_response)
-        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-        return [f"not found: the metrics are at {path}\n".encode()]
-
-    return route
+def _wanted(path: str) -> str:
+    return path.rstrip("/") or "/"
 
 
 class MetricsServer:
@@ -92,3 +90,84 @@ class MetricsServer:
             self.thread.join()
             self.thread = None
         self.server.server_close()
+
+
+class Endpoint:
+    """One server shared by the runs that name its address: a registry per metrics path,
+    started by the first run that is attached, closed when the last run lets it go."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.registries: dict[str, CollectorRegistry] = {}
+        self.paths: dict[str, str] = {}
+        """The path each registry was asked for, as given (for the 404 text)."""
+        self.users = 0
+        self.extras: dict[str, Any] = {}
+        """What users of one path share besides the registry (by path)."""
+        self.lock = threading.Lock()
+        self.server = MetricsServer(address, self._route)
+
+    def _route(
+        self, environ: dict[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        from prometheus_client import make_wsgi_app
+
+        with self.lock:
+            registry = self.registries.get(_wanted(environ.get("PATH_INFO", "")))
+            paths = ", ".join(sorted(self.paths.values()))
+        if registry is not None:
+            return make_wsgi_app(registry)(environ, start_response)  # type: ignore[no-any-return]
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [f"not found: the metrics are at {paths}\n".encode()]
+
+    def registry(self, path: str) -> CollectorRegistry:
+        """The registry served at ``path`` (made on first use)."""
+        from prometheus_client import CollectorRegistry
+
+        with self.lock:
+            key = _wanted(path)
+            if key not in self.registries:
+                self.registries[key] = CollectorRegistry()
+                self.paths[key] = path
+            return self.registries[key]
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def start(self) -> None:
+        """Answer from now on (the first attached run calls it; later calls do nothing)."""
+        with self.lock:
+            if self.server.thread is None:
+                self.server.start()
+
+
+class Endpoints:
+    """The metrics servers of a process, by address: what the runs of a config file share
+    (a process resource), so two runs that name one address use one server."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_address: dict[tuple[str, int], Endpoint] = {}
+
+    def acquire(self, address: str) -> Endpoint:
+        """The endpoint at ``address``, bound now if it is the first run to name it."""
+        key = parse_listen_address(address)
+        with self.lock:
+            endpoint = self.by_address.get(key)
+            if endpoint is None or key[1] == 0:  # port 0: a port of its own each time
+                endpoint = Endpoint(address)
+                self.by_address[key] = endpoint
+            endpoint.users += 1
+            return endpoint
+
+    def release(self, endpoint: Endpoint) -> None:
+        """A run is done with ``endpoint``: the last one closes it (the port is free)."""
+        with self.lock:
+            endpoint.users -= 1
+            if endpoint.users > 0:
+                return
+            key = parse_listen_address(endpoint.address)
+            if self.by_address.get(key) is endpoint:
+                del self.by_address[key]
+        endpoint.server.stop()

@@ -32,7 +32,7 @@ from igrun.operators._common import resolve_column, windowed
 if TYPE_CHECKING:
     from igrun.core.operator import RunPlan
 
-FORMATS = ("columns", "json", "jsonpretty", "yaml")
+FORMATS = ("columns", "json", "jsonpretty", "yaml", "none")
 
 
 def parse_output(spec: str, schema: Schema) -> tuple[str, list[Field]]:
@@ -98,8 +98,8 @@ class OutputOperator(Operator):
             "output",
             alias="o",
             default="columns",
-            description="columns, json, jsonpretty, yaml, columns=a,b (these columns) or "
-            "columns=+x,-y (the default ones plus x, minus y)",
+            description="columns, json, jsonpretty, yaml, columns=a,b (these columns), "
+            "columns=+x,-y (the default ones plus x, minus y) or none (print no events)",
         ),
     )
 
@@ -197,6 +197,8 @@ class OutputOperator(Operator):
         self._started = True
 
     def process(self, batch: Batch) -> Batch:
+        if self.format == "none":  # a metrics exporter: the events go to Prometheus only
+            return batch
         if self.format == "columns":
             self._columns(batch)
         elif self._json is not None:
@@ -211,7 +213,7 @@ class OutputOperator(Operator):
         return None
 
     def warn(self, message: str) -> None:
-        if self.format != "columns":
+        if self.format not in ("columns", "none"):
             record = {"gadget": self.tag} if self.tag else {}
             self.write(self._records([{**record, "type": "warn", "message": message}]))
 

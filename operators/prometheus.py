@@ -23,7 +23,10 @@ in a custom collector on a private registry: prometheus_client's own ``Histogram
 ``observe()``, one call per value, while bucket counts added per batch are exact and cheap.
 
 The operator sits after the filters (it counts what ``-F`` keeps) and before sort and limit,
-and passes every batch on unchanged.
+and passes every batch on unchanged. Next to the file's metrics, each endpoint serves the
+runs' own (:class:`RunStats`: events seen and lost, batches, buffer size), and ``ig``'s YAML
+file is read too (:func:`parse_ig_config`). Label names are the fields' JSON keys in
+snake_case (:func:`label_name`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import itertools
 import math
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -40,7 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, get_args
 
 import numpy as np
 
-from igrun.core.errors import ParamError
+from igrun.core.errors import IgrunError, ParamError
 from igrun.core.events.schema import Array, Batch, Field, Kind, Schema, decode_cstrings
 from igrun.core.files import FileRefused, read_text
 from igrun.core.gadget import GadgetContext
@@ -54,15 +58,33 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric as MetricFamily
 
     from igrun.core.operator import RunPlan
+    from igrun.core.run.resources import Resources
     from igrun.operators import metrics_http
 
 PRIORITY_METRICS = PRIORITY_FILTER + 50
 """After the filters (count what ``-F`` keeps), before sort and limit."""
 
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_NOT_IN_LABEL = re.compile(r"[^a-zA-Z0-9_]")
+_NOT_IN_LABEL = re.compile(r"[^a-zA-Z0-9_]+")
+_WORD_START = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z]{2})(?=[A-Z][a-z])")
 
 LabelKey = tuple[str, ...]
+
+DEFAULT_GAUGE_WINDOW = 10.0
+"""Seconds: a gauge without a field, in a run without ``--interval``, counts the events of
+the last complete window this long (``window`` in the file)."""
+
+RUN_METRICS = {
+    "igrun_events": "events the gadget delivered, before any filter",
+    "igrun_lost_events": "events the kernel could not deliver (the buffer was full)",
+    "igrun_batches": "batches the events came in (events / batches = the mean batch)",
+}
+"""The counters every run exports, labelled with its gadget (``_total`` is added)."""
+BUFFER_SIZE_METRIC = "igrun_buffer_size_bytes"
+RUN_SERIES = frozenset(
+    {f"{n}{suffix}" for n in RUN_METRICS for suffix in ("", "_total", "_created")}
+    | {BUFFER_SIZE_METRIC}
+)
 
 
 class MetricKind(enum.StrEnum):
@@ -87,10 +109,15 @@ class Metric:
     help: str
     labels: tuple[Field, ...]
     label_names: tuple[str, ...]
-    """The Prometheus label names: the fields' JSON keys with ``.`` made ``_``."""
+    """The Prometheus label names: the fields' JSON keys in snake_case (:func:`label_name`)."""
     field: Field | None = None
     buckets: tuple[float, ...] = ()
     filters: tuple[Filter, ...] = ()
+    window: float = 0.0
+    """A gauge without a field in a stream: the seconds of the window whose events it counts."""
+    scale: float = 1.0
+    """What the field's values are multiplied by (to the unit the name says: 1e-6 makes
+    microseconds ``_seconds``)."""
 
     def series(self) -> set[str]:
         """The sample names this metric exposes, to find clashes between metrics."""
@@ -106,9 +133,11 @@ class Metric:
 
 
 def label_name(f: Field) -> str:
-    """``runtime.containerName`` -> ``runtime_containerName``: a valid Prometheus label."""
+    """``runtime.containerName`` -> ``runtime_container_name``: Prometheus' snake_case, from
+    the field's JSON key (a word starts at each capital; anything but letters and digits is
+    one ``_``)."""
     key = f.json_key if f.in_json else f.name
-    name = _NOT_IN_LABEL.sub("_", key)
+    name = _NOT_IN_LABEL.sub("_", _WORD_START.sub("_", key)).lower()
     return f"_{name}" if name[:1].isdigit() else name
 
 
@@ -140,6 +169,7 @@ def _config_model() -> Any:
         labels: list[str] = []
         field: str = ""
         filter: list[str] = []
+        scale: float = 1.0
 
         @field_validator("name")
         @classmethod
@@ -181,6 +211,15 @@ def _config_model() -> Any:
                 raise problem(f'"{value}" is a {f.kind.value}, not a number')
             return value
 
+        @field_validator("scale")
+        @classmethod
+        def _scale(cls, value: float, info: ValidationInfo) -> float:
+            if not (math.isfinite(value) and value != 0):
+                raise problem("the scale is a finite number other than 0")
+            if value != 1 and not info.data.get("field"):
+                raise problem("a scale multiplies the field: give the field")
+            return value
+
         @field_validator("filter")
         @classmethod
         def _filter(cls, value: list[str], info: ValidationInfo) -> list[str]:
@@ -214,10 +253,20 @@ def _config_model() -> Any:
                 raise problem("bounds must be strictly increasing")
             return value
 
+    class GaugeConfig(MetricConfig):
+        window: float = DEFAULT_GAUGE_WINDOW
+
+        @field_validator("window")
+        @classmethod
+        def _window(cls, value: float) -> float:
+            if not (math.isfinite(value) and value > 0):
+                raise problem("the window is a number of seconds above 0")
+            return value
+
     class MetricsConfig(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
         counters: list[MetricConfig] = []
-        gauges: list[MetricConfig] = []
+        gauges: list[GaugeConfig] = []
         histograms: list[HistogramConfig] = []
 
         @model_validator(mode="after")
@@ -229,6 +278,16 @@ def _config_model() -> Any:
             return self
 
     return MetricsConfig
+
+
+def _registered(registry: Any) -> set[str]:
+    """The metric names a prometheus_client registry serves (a counter's with ``_total``)."""
+    names = set()
+    for family in registry.collect():
+        names.add(family.name)
+        if family.type == "counter":
+            names.add(f"{family.name}_total")
+    return names
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -252,12 +311,84 @@ def parse_config(text: str, schema: Schema) -> list[Metric]:
     that names the key."""
     import tomllib
 
-    from pydantic import ValidationError
-
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ParamError(f"metrics config: not valid TOML: {exc}") from None
+    return _metrics(data, schema)
+
+
+IG_TYPES = {"counter": "counters", "gauge": "gauges", "histogram": "histograms"}
+
+
+def _ig_buckets(bucket: Any, where: str) -> list[float]:
+    """``ig``'s generated bounds: ``exp2`` gives multiplier * 2**i and ``linear``
+    multiplier * i, for i from min up to max (not included)."""
+    if not isinstance(bucket, dict) or bucket.get("type") not in ("exp2", "linear"):
+        raise ParamError(f"metrics config: {where}.bucket.type: use exp2 or linear")
+    low, high = bucket.get("min", 0), bucket.get("max", 0)
+    multiplier = bucket.get("multiplier") or 1
+    if not (isinstance(low, int) and isinstance(high, int) and high > low):
+        raise ParamError(f"metrics config: {where}.bucket: max must be an integer above min")
+    if not isinstance(multiplier, int | float):
+        raise ParamError(f"metrics config: {where}.bucket.multiplier: not a number")
+    if bucket["type"] == "exp2":
+        return [float(2**i * multiplier) for i in range(low, high)]
+    return [float(i * multiplier) for i in range(low, high)]
+
+
+def parse_ig_config(text: str, schema: Schema, gadget: str) -> list[Metric]:
+    """The metrics of an ``ig`` prometheus file (YAML: ``metrics_name``, ``metrics``) that
+    are for ``gadget`` (their ``category`` and ``gadget``, as in ``"trace exec"``)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParamError(f"metrics config: not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict) or not data.get("metrics_name"):
+        raise ParamError("metrics config: metrics_name is missing")
+    if not isinstance(data.get("metrics"), list):
+        raise ParamError("metrics config: metrics section is missing")
+    sections: dict[str, list[dict[str, Any]]] = {}
+    for i, metric in enumerate(data["metrics"]):
+        where = f"metrics[{i}]"
+        if not isinstance(metric, dict):
+            raise ParamError(f"metrics config: {where}: not a mapping")
+        for key in ("name", "category", "gadget", "type"):
+            if not metric.get(key):
+                raise ParamError(f"metrics config: {where}: {key} is missing")
+        section = IG_TYPES.get(str(metric["type"]).lower())
+        if section is None:
+            raise ParamError(
+                f'metrics config: {where}.type: "{metric["type"]}" is none of '
+                "counter, gauge, histogram"
+            )
+        if f"{metric['category']} {metric['gadget']}" != gadget:
+            continue  # another gadget's metric: the run of that gadget serves it
+        known = ("name", "type", "category", "gadget", "field", "labels", "selector", "bucket")
+        unknown = sorted(set(metric) - set(known))
+        if unknown:
+            raise ParamError(
+                f"metrics config: {where}.{unknown[0]}: unknown key (known: {', '.join(known)})"
+            )
+        out: dict[str, Any] = {"name": metric["name"], "labels": metric.get("labels") or []}
+        if metric.get("field"):
+            out["field"] = metric["field"]
+        if metric.get("selector"):
+            out["filter"] = metric["selector"]
+        if section == "histograms":
+            out["buckets"] = _ig_buckets(metric.get("bucket"), where)
+        sections.setdefault(section, []).append(out)
+    if not sections:
+        raise ParamError(f"metrics config: no metric is for {gadget}")
+    return _metrics(sections, schema)
+
+
+def _metrics(data: Any, schema: Schema) -> list[Metric]:
+    """The checked metrics of a config's data (a TOML file's, or one made from ``ig``'s)."""
+    from pydantic import ValidationError
+
     try:
         config = _config_model().model_validate(data, context={"schema": schema})
     except ValidationError as exc:
@@ -271,7 +402,7 @@ def parse_config(text: str, schema: Schema) -> list[Metric]:
         raise ParamError(prefix + message + more) from None
 
     metrics: list[Metric] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, str] = dict.fromkeys(RUN_SERIES, "a metric of igrun's own")
     for section, kind in _SECTIONS.items():
         for i, m in enumerate(getattr(config, section)):
             labels = tuple(_resolve(name, schema) for name in m.labels)
@@ -284,6 +415,8 @@ def parse_config(text: str, schema: Schema) -> list[Metric]:
                 field=_resolve(m.field, schema) if m.field else None,
                 buckets=tuple(getattr(m, "buckets", ())),
                 filters=tuple(parse_filter(expr, schema) for expr in m.filter),
+                window=float(getattr(m, "window", 0.0)),
+                scale=m.scale,
             )
             where = f"{section}[{i}].name"
             for series in metric.series():
@@ -296,12 +429,17 @@ def parse_config(text: str, schema: Schema) -> list[Metric]:
     return metrics
 
 
-def load_config(path: str, schema: Schema) -> list[Metric]:
-    """:func:`parse_config` of the file at ``path``."""
+def load_config(path: str, schema: Schema, gadget: str = "") -> list[Metric]:
+    """:func:`parse_config` of the file at ``path``, or :func:`parse_ig_config` of a
+    ``.yaml``/``.yml`` file (``ig``'s ``@`` before the path is taken too)."""
+    if path.startswith("@"):
+        path = path[1:]
     try:
         text = read_text(path)
     except FileRefused as exc:
         raise ParamError(f"metrics config: cannot read {path}: {exc}") from None
+    if path.endswith((".yaml", ".yml")):
+        return parse_ig_config(text, schema, gadget)
     return parse_config(text, schema)
 
 
@@ -399,6 +537,8 @@ def aggregate(metric: Metric, batch: Batch, labels: LabelColumns) -> Aggregate |
         values = np.asarray(batch[metric.field.name], dtype=np.float64)
         if keep is not None:
             values = values[keep]
+        if metric.scale != 1.0:
+            values = values * metric.scale
     if metric.kind is MetricKind.COUNTER:
         return Aggregate(keys, np.bincount(inverse, weights=values, minlength=groups))
     if metric.kind is MetricKind.GAUGE:
@@ -423,8 +563,22 @@ class MetricState:
     buckets: dict[LabelKey, Array] = field(default_factory=dict)
     sums: dict[LabelKey, float] = field(default_factory=dict)
     window: dict[LabelKey, float] | None = None
-    """A gauge of a windowed run (snapshots, ``--interval``): the window being filled, which
-    replaces :attr:`values` whole when it ends, so a label set gone from it is gone."""
+    """A gauge of a windowed run (snapshots, ``--interval``), or a gauge without a field in a
+    stream: the window being filled, which replaces :attr:`values` whole when it ends, so a
+    label set gone from it is gone."""
+    period: float = 0.0
+    """Seconds of a stream gauge's window (0: the run's windows end it, not the clock)."""
+    window_end: float = 0.0
+
+    def roll(self, now: float) -> None:
+        """End a stream gauge's window when the clock has passed its end: the window just
+        ended is shown, or nothing when a whole window went by without a batch."""
+        if not self.period or now < self.window_end:
+            return
+        assert self.window is not None
+        self.values = self.window if now < self.window_end + self.period else {}
+        self.window = {}
+        self.window_end += ((now - self.window_end) // self.period + 1) * self.period
 
     def apply(self, agg: Aggregate) -> None:
         """One dict update per label set of the batch."""
@@ -487,13 +641,31 @@ class MetricsCollector:
     thread) sees every metric after the same batch.
     """
 
-    def __init__(self, metrics: list[Metric], windowed: bool = False) -> None:
+    def __init__(
+        self,
+        metrics: list[Metric],
+        windowed: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.metrics = metrics
         self.states = [MetricState(m) for m in metrics]
-        if windowed:
-            for state in self.states:
-                if state.metric.kind is MetricKind.GAUGE:
-                    state.window = {}
+        self.clock = clock
+        for state in self.states:
+            if state.metric.kind is not MetricKind.GAUGE:
+                continue
+            if windowed:
+                state.window = {}
+            elif state.metric.field is None:  # a count needs a stated window: the clock's
+                state.window = {}
+                state.period = state.metric.window
+        self.start()
         self.lock = threading.Lock()
+
+    def start(self) -> None:
+        """The clock windows of stream gauges begin now (when the gadget is attached)."""
+        now = self.clock()
+        for state in self.states:
+            state.window_end = now + state.period
 
     def end_window(self) -> None:
         """A window (a snapshot, an interval) is complete: gauges now show it, and only it."""
@@ -505,18 +677,83 @@ class MetricsCollector:
     def add(self, batch: Batch) -> None:
         labels = LabelColumns(batch)
         updates = [(s, aggregate(s.metric, batch, labels)) for s in self.states]
+        now = self.clock()
         with self.lock:
+            for state in self.states:
+                state.roll(now)
             for state, agg in updates:
                 if agg is not None:
                     state.apply(agg)
 
     def collect(self) -> Iterator[MetricFamily]:
+        now = self.clock()
         with self.lock:
+            for state in self.states:
+                state.roll(now)
             families = [s.family() for s in self.states]
         yield from families
 
     def describe(self) -> Iterator[MetricFamily]:
         return iter([s.family(with_samples=False) for s in self.states])
+
+
+class RunStats:
+    """The metrics of the runs themselves, one collector per endpoint path: events seen,
+    events lost and batches per gadget (read from each run at scrape time, so a loss is
+    counted even when no event gets through), and the size of the events buffer.
+
+    Runs of one gadget on one path add up; a run that has ended keeps its final counts
+    until the endpoint closes, so the counters never go back."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.runs: list[GadgetContext] = []
+
+    def add(self, ctx: GadgetContext) -> None:
+        with self.lock:
+            self.runs.append(ctx)
+
+    @staticmethod
+    def gadget(ctx: GadgetContext) -> str:
+        return ctx.tag or ctx.gadget.full_name()
+
+    @staticmethod
+    def buffer_size(ctx: GadgetContext) -> int:
+        """The ring buffer's bytes (per CPU for a perf buffer): ``--buffer-size`` or the
+        gadget's own; 0 for a gadget without one."""
+        size = ctx.runtime_params.get("buffer-size") if "buffer-size" in ctx.runtime_params else 0
+        return int(size or getattr(ctx.gadget, "ring_buffer_size", 0) or 0)
+
+    def collect(self) -> Iterator[MetricFamily]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from igrun.core.run.local import Run
+
+        with self.lock:
+            runs = list(self.runs)
+        totals: dict[str, dict[str, float]] = {name: {} for name in RUN_METRICS}
+        buffers: dict[str, float] = {}
+        for ctx in runs:
+            gadget = self.gadget(ctx)
+            run = ctx.resources.get(Run)  # None until the gadget is attached
+            seen = (run.events_total, run.lost_total, run.batches_total) if run else (0, 0, 0)
+            for name, value in zip(RUN_METRICS, seen, strict=True):
+                totals[name][gadget] = totals[name].get(gadget, 0.0) + value
+            if self.buffer_size(ctx):
+                buffers[gadget] = max(buffers.get(gadget, 0.0), float(self.buffer_size(ctx)))
+        for name, text in RUN_METRICS.items():
+            counter = CounterMetricFamily(name, text, labels=["gadget"])
+            for gadget, total in totals[name].items():
+                counter.add_metric([gadget], total)
+            yield counter
+        gauge = GaugeMetricFamily(
+            BUFFER_SIZE_METRIC,
+            "bytes of the events buffer (ring buffer; per CPU for a perf buffer)",
+            labels=["gadget"],
+        )
+        for gadget, size in buffers.items():
+            gauge.add_metric([gadget], size)
+        yield gauge
 
 
 # ---- the operator ----------------------------------------------------------------------------
@@ -545,12 +782,25 @@ class PrometheusOperator(Operator):
         ctx: GadgetContext,
         params: Params,
         collector: MetricsCollector,
-        server: metrics_http.MetricsServer,
+        endpoints: metrics_http.Endpoints,
+        endpoint: metrics_http.Endpoint,
     ) -> None:
         super().__init__(ctx, params)
         self.collector = collector
-        self.server = server
+        self.endpoints = endpoints
+        self.endpoint: metrics_http.Endpoint | None = endpoint
         self.path = str(params.get("metrics-path"))
+
+    @property
+    def server(self) -> metrics_http.MetricsServer:
+        assert self.endpoint is not None
+        return self.endpoint.server
+
+    @classmethod
+    def share(cls, process: Resources) -> None:
+        from igrun.operators.metrics_http import Endpoints
+
+        process.provide(Endpoints(), by=cls.name)
 
     @classmethod
     def check(cls, plan: RunPlan, params: Params, schema: Schema) -> None:
@@ -565,7 +815,7 @@ class PrometheusOperator(Operator):
         from igrun.operators.metrics_http import parse_listen_address
 
         parse_listen_address(str(params.get("metrics-listen-address")))
-        load_config(config, schema)
+        load_config(config, schema, plan.gadget.full_name())
 
     @classmethod
     def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
@@ -574,22 +824,41 @@ class PrometheusOperator(Operator):
             return None
         path = str(params.get("metrics-path"))
         schema = ctx.schema if ctx.schema is not None else ctx.gadget.schema
-        collector = MetricsCollector(load_config(config, schema), windowed=windowed(ctx))
-
-        from prometheus_client import CollectorRegistry, make_wsgi_app
+        collector = MetricsCollector(
+            load_config(config, schema, ctx.gadget.full_name()), windowed=windowed(ctx)
+        )
 
         from igrun.operators import metrics_http
 
-        registry = CollectorRegistry()
-        registry.register(collector)
-        server = metrics_http.MetricsServer(
-            str(params.get("metrics-listen-address")),
-            metrics_http.routed(path, make_wsgi_app(registry)),
-        )
-        return cls(ctx, params, collector, server)
+        endpoints = ctx.resources.get(metrics_http.Endpoints) or metrics_http.Endpoints()
+        address = str(params.get("metrics-listen-address"))
+        endpoint = endpoints.acquire(address)
+        try:
+            registry = endpoint.registry(path)
+            with endpoint.lock:
+                stats = endpoint.extras.get(path)
+                if stats is None:
+                    stats = endpoint.extras[path] = RunStats()
+                    registry.register(stats)
+            try:
+                registry.register(collector)
+            except ValueError:  # a name another run on this endpoint declares
+                taken = _registered(registry)
+                names = sorted(m.name for m in collector.metrics if m.series() & taken)
+                raise IgrunError(
+                    f"metrics on {address}{path}: {', '.join(names) or 'a metric'} is declared "
+                    "by another run too (give the runs different names or paths)"
+                ) from None
+            stats.add(ctx)
+        except BaseException:
+            endpoints.release(endpoint)
+            raise
+        return cls(ctx, params, collector, endpoints, endpoint)
 
     def pre_run(self, schema: Schema) -> None:
-        self.server.start()
+        self.collector.start()
+        assert self.endpoint is not None
+        self.endpoint.start()
         host = str(self.server.server.server_address[0])
         host = f"[{host}]" if ":" in host else host
         self.ctx.logger.info("metrics_serving", url=f"http://{host}:{self.server.port}{self.path}")
@@ -603,7 +872,9 @@ class PrometheusOperator(Operator):
         return None
 
     def post_run(self) -> None:
-        self.server.stop()
+        if self.endpoint is not None:
+            self.endpoints.release(self.endpoint)
+            self.endpoint = None
 
 
 @hookimpl

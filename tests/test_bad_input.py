@@ -219,7 +219,7 @@ def readable() -> Iterator[Path]:
         (["--sort", "bogus"], 'invalid sort "bogus": no column "bogus"'),
         (["--sort", "-pid,"], 'invalid sort "-pid,": empty column name'),
         (["-o", "columns=pid,nope"], 'invalid output "columns=pid,nope": no column "nope"'),
-        (["-o", "xml"], 'invalid output "xml": use one of columns, json, jsonpretty, yaml'),
+        (["-o", "xml"], 'invalid output "xml": use one of columns, json, jsonpretty, yaml, none'),
         (
             ["-F", "runtime.containerNam:web"],
             'invalid filter "runtime.containerNam:web": no column "runtime.containerNam" '

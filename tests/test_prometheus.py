@@ -7,15 +7,17 @@ a known number of times, and compare what Prometheus would scrape with the JSON 
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +28,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from igrun.core import Category, Field, Gadget, GadgetContext, Kind, Schema
 from igrun.core.bpf.build import compile_bpf
-from igrun.core.errors import ParamError
+from igrun.core.errors import IgrunError, ParamError
 from igrun.core.events.schema import Batch
 from igrun.core.params import Params
 from igrun.core.run.local import RUNTIME_PARAMS
-from igrun.operators.prometheus import PrometheusOperator, parse_config
+from igrun.operators.prometheus import (
+    PrometheusOperator,
+    label_name,
+    parse_config,
+    parse_ig_config,
+)
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -94,7 +101,10 @@ def operator(tmp_path: Path) -> Iterator[Any]:
     made: list[PrometheusOperator] = []
 
     def make(
-        config: str, path: str = "/metrics", interval: str = ""
+        config: str,
+        path: str = "/metrics",
+        interval: str = "",
+        clock: Callable[[], float] | None = None,
     ) -> tuple[PrometheusOperator, str]:
         file = tmp_path / f"metrics{len(made)}.toml"
         file.write_text(config)
@@ -109,6 +119,8 @@ def operator(tmp_path: Path) -> Iterator[Any]:
         op = PrometheusOperator.instantiate(ctx, Params(PrometheusOperator.params, values))
         assert isinstance(op, PrometheusOperator)
         made.append(op)
+        if clock is not None:
+            op.collector.clock = clock
         op.pre_run(SCHEMA)
         return op, f"http://127.0.0.1:{op.server.port}{path}"
 
@@ -166,14 +178,28 @@ def test_coded_columns_group_by_their_text(operator: Any) -> None:
     got = scrape(url)
     series = {k: v for k, v in got.items() if k[0] == "t_events_total"}
     assert series == {
-        ("t_events_total", labels(runtime_containerName="web", retval="0")): 3.0,
-        ("t_events_total", labels(runtime_containerName="db", retval="0")): 1.0,
-        ("t_events_total", labels(runtime_containerName="", retval="0")): 1.0,
-        ("t_events_total", labels(runtime_containerName="", retval="-1")): 1.0,
+        ("t_events_total", labels(runtime_container_name="web", retval="0")): 3.0,
+        ("t_events_total", labels(runtime_container_name="db", retval="0")): 1.0,
+        ("t_events_total", labels(runtime_container_name="", retval="0")): 1.0,
+        ("t_events_total", labels(runtime_container_name="", retval="-1")): 1.0,
     }
 
 
-def test_gauges_keep_the_last_value_of_each_label_set(operator: Any) -> None:
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_gauges_keep_the_last_value_or_count_a_stated_window(operator: Any) -> None:
+    """In a stream, a gauge with a field holds the last value of each label set; one
+    without counts the events of the last complete window of ``window`` seconds, whatever
+    the batches were: 4 events in one batch or in four give the same 4."""
+    clock = Clock()
     op, url = operator(
         """
         [[gauges]]
@@ -181,17 +207,167 @@ def test_gauges_keep_the_last_value_of_each_label_set(operator: Any) -> None:
         labels = ["comm"]
         field = "pid"
         [[gauges]]
-        name = "t_batch_events"
+        name = "t_events_per_window"
         labels = ["comm"]
-        """
+        window = 5
+        """,
+        clock=clock,
     )
     op.process(batch((7, 0, "bash"), (3, 0, "ls"), (5, 0, "bash"), (9, 0, "bash")))
+    clock.now += 1
     op.process(batch((2, 0, "ls")))
     got = scrape(url)
     assert got[("t_last_pid", labels(comm="bash"))] == 9.0
     assert got[("t_last_pid", labels(comm="ls"))] == 2.0
-    assert got[("t_batch_events", labels(comm="bash"))] == 3.0  # not in the latest batch
-    assert got[("t_batch_events", labels(comm="ls"))] == 1.0
+    assert not [k for k in got if k[0] == "t_events_per_window"]  # no window has ended yet
+    clock.now += 3.9  # 4.9 s: still the first window
+    for pid in (11, 12, 13, 14):
+        op.process(batch((pid, 0, "cat")))
+    clock.now += 0.1  # 5 s: the first window [0, 5) is complete
+    got = scrape(url)
+    assert {k[1]: v for k, v in got.items() if k[0] == "t_events_per_window"} == {
+        labels(comm="bash"): 3.0,
+        labels(comm="ls"): 2.0,
+        labels(comm="cat"): 4.0,
+    }
+    op.process(batch((20, 0, "cat"), (21, 0, "cat"), (22, 0, "cat"), (23, 0, "cat")))
+    clock.now += 5  # 10 s: the second window [5, 10) held the one batch of 4 cat
+    got = scrape(url)
+    assert {k[1]: v for k, v in got.items() if k[0] == "t_events_per_window"} == {
+        labels(comm="cat"): 4.0
+    }
+    clock.now += 5  # 15 s: [10, 15) had nothing
+    assert not [k for k in scrape(url) if k[0] == "t_events_per_window"]
+    assert scrape(url)[("t_last_pid", labels(comm="cat"))] == 23.0
+
+
+@pytest.mark.parametrize(
+    ("key", "label"),
+    [
+        ("runtime.containerName", "runtime_container_name"),
+        ("runtime.containerImageDigest", "runtime_container_image_digest"),
+        ("k8s.podName", "k8s_pod_name"),
+        ("k8s.hostNetwork", "k8s_host_network"),
+        ("mntns_id", "mntns_id"),
+        ("retval", "retval"),
+        ("tcpIPv4", "tcp_ipv4"),
+        ("HTTPServer", "http_server"),
+        ("2nd", "_2nd"),
+    ],
+)
+def test_label_names_are_snake_case(key: str, label: str) -> None:
+    assert label_name(Field(key, Kind.STR)) == label
+
+
+def test_scale_brings_a_field_to_the_unit_of_the_name(operator: Any) -> None:
+    """A latency in microseconds becomes a ``_seconds`` histogram: buckets and sum in s."""
+    op, url = operator(
+        """
+        [[histograms]]
+        name = "t_pid_seconds"
+        field = "pid"
+        scale = 1e-6
+        buckets = [0.00001, 0.001]
+        [[counters]]
+        name = "t_pid_added_seconds_total"
+        field = "pid"
+        scale = 1e-6
+        """
+    )
+    op.process(batch((10, 0, "a"), (500, 0, "a"), (2000, 0, "a")))
+    got = scrape(url)
+    assert buckets(got, "t_pid_seconds") == {0.00001: 1.0, 0.001: 2.0, float("inf"): 3.0}
+    assert got[("t_pid_seconds_sum", labels())] == pytest.approx(0.00251)
+    assert got[("t_pid_added_seconds_total", labels())] == pytest.approx(0.00251)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ('[[counters]]\nname = "a"\nscale = 2', "counters[0].scale: a scale multiplies the "
+         "field: give the field"),
+        ('[[counters]]\nname = "a"\nfield = "pid"\nscale = 0', "counters[0].scale: the "
+         "scale is a finite number other than 0"),
+        ('[[counters]]\nname = "igrun_events_total"', 'counters[0].name: "igrun_events_total" '
+         "clashes with a metric of igrun's own"),
+    ],
+)  # fmt: skip
+def test_scale_and_own_names_are_checked(config: str, message: str) -> None:
+    with pytest.raises(ParamError) as err:
+        parse_config(config, SCHEMA)
+    assert str(err.value) == f"metrics config: {message}"
+
+
+IG_FILE = """
+metrics_name: my_metrics
+metrics:
+  - name: executed_processes
+    type: counter
+    category: trace
+    gadget: t
+    labels:
+      - comm
+    selector:
+      - "retval:!0"
+  - name: pid_sizes
+    type: histogram
+    category: trace
+    gadget: t
+    field: pid
+    bucket:
+      type: exp2
+      min: 1
+      max: 4
+      multiplier: 10
+  - name: opened_files
+    type: counter
+    category: trace
+    gadget: open
+"""
+
+
+def test_an_ig_metrics_file_is_read(operator: Any) -> None:
+    """``ig``'s YAML file: the metrics of this run's gadget, ``selector`` as filters, and the
+    exp2 bounds as ``ig`` makes them (multiplier * 2**i, min <= i < max)."""
+    metrics = parse_ig_config(IG_FILE, SCHEMA, "trace t")
+    assert [(m.kind.value, m.name) for m in metrics] == [
+        ("counter", "executed_processes"),
+        ("histogram", "pid_sizes"),
+    ]  # opened_files is for trace open
+    assert metrics[1].buckets == (20.0, 40.0, 80.0)
+    linear = IG_FILE.replace("exp2", "linear").replace("min: 1", "min: 0")
+    assert parse_ig_config(linear, SCHEMA, "trace t")[1].buckets == (0.0, 10.0, 20.0, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("metrics: []", "metrics_name is missing"),
+        ("metrics_name: m", "metrics section is missing"),
+        ("metrics_name: m\nmetrics:\n  - name: a\n    type: counter\n    gadget: t",
+         "metrics[0]: category is missing"),
+        ("metrics_name: m\nmetrics:\n  - {name: a, type: summary, category: trace, gadget: t}",
+         'metrics[0].type: "summary" is none of counter, gauge, histogram'),
+        ("metrics_name: m\nmetrics:\n  - {name: a, type: counter, category: trace, gadget: x}",
+         "no metric is for trace t"),
+        ("metrics_name: m\nmetrics:\n  - {name: a, type: histogram, category: trace, "
+         "gadget: t, field: pid}", "metrics[0].bucket.type: use exp2 or linear"),
+        ("metrics_name: m\nmetrics:\n  - {name: a, type: counter, category: trace, gadget: t, "
+         "labels: [nope]}", 'counters[0].labels: no column "nope"'),
+    ],
+)  # fmt: skip
+def test_ig_file_mistakes_are_one_line(text: str, message: str) -> None:
+    with pytest.raises(ParamError) as err:
+        parse_ig_config(text, SCHEMA, "trace t")
+    assert str(err.value) == f"metrics config: {message}"
+
+
+def test_gauge_window_must_be_positive() -> None:
+    with pytest.raises(ParamError) as err:
+        parse_config('[[gauges]]\nname = "a"\nwindow = 0', SCHEMA)
+    assert str(err.value) == (
+        "metrics config: gauges[0].window: the window is a number of seconds above 0"
+    )
 
 
 def test_gauges_of_a_windowed_run_show_the_last_whole_window(operator: Any) -> None:
@@ -255,6 +431,68 @@ def test_metrics_path_is_the_only_one_served(operator: Any) -> None:
     assert err.value.code == 404
 
 
+def test_runs_of_one_process_share_an_address(tmp_path: Path) -> None:
+    """Two runs that name one address use one server (no EADDRINUSE): each path serves the
+    metrics of the runs that name it; the port is free once the last run has ended."""
+    from igrun.core.run.resources import Resources
+    from igrun.operators.metrics_http import Endpoints
+
+    process = Resources()
+    PrometheusOperator.share(process)
+    port = free_port()
+
+    def run(config: str, path: str = "/metrics") -> PrometheusOperator:
+        file = tmp_path / f"m{uuid.uuid4().hex[:6]}.toml"
+        file.write_text(config)
+        ctx = GadgetContext(
+            "t", Tracer, Params(()), Params(RUNTIME_PARAMS), {}, structlog.get_logger(),
+            resources=Resources(process), tag="t",
+        )  # fmt: skip
+        ctx.schema = SCHEMA
+        values = {
+            "metrics-config": str(file),
+            "metrics-listen-address": f"127.0.0.1:{port}",
+            "metrics-path": path,
+        }
+        op = PrometheusOperator.instantiate(ctx, Params(PrometheusOperator.params, values))
+        assert isinstance(op, PrometheusOperator)
+        return op
+
+    first = run('[[counters]]\nname = "t_first_total"\n')
+    second = run('[[counters]]\nname = "t_second_total"\nlabels = ["comm"]\n')
+    other_path = run('[[counters]]\nname = "t_first_total"\n', path="/other")
+    assert first.server is second.server is other_path.server
+    with pytest.raises(IgrunError) as err:
+        run('[[counters]]\nname = "t_first_total"\n')
+    assert str(err.value) == (
+        f"metrics on 127.0.0.1:{port}/metrics: t_first_total is declared by another run "
+        "too (give the runs different names or paths)"
+    )
+    endpoints = process.get(Endpoints)
+    assert endpoints is not None and len(endpoints.by_address) == 1
+    for op in (first, second, other_path):
+        op.pre_run(SCHEMA)
+    first.process(batch((1, 0, "a"), (2, 0, "b")))
+    second.process(batch((3, 0, "a")))
+    other_path.process(batch((4, 0, "c")))
+    url = f"http://127.0.0.1:{port}/metrics"
+    got = {k: v for k, v in scrape(url).items() if k[0].startswith("t_")}
+    assert got == {
+        ("t_first_total", labels()): 2.0,
+        ("t_second_total", labels(comm="a")): 1.0,
+    }
+    assert {k: v for k, v in scrape(url.replace("/metrics", "/other")).items()
+            if k[0].startswith("t_")} == {("t_first_total", labels()): 1.0}  # fmt: skip
+    first.post_run()
+    first.post_run()  # once is enough: a second call releases nothing more
+    second.post_run()
+    assert scrape(url.replace("/metrics", "/other"))[("t_first_total", labels())] == 1.0
+    assert not port_is_free(port)
+    other_path.post_run()
+    assert port_is_free(port)
+    assert endpoints.by_address == {}
+
+
 def test_no_config_no_operator() -> None:
     ctx = GadgetContext("t", Tracer, Params(()), Params(RUNTIME_PARAMS), {}, structlog.get_logger())
     assert PrometheusOperator.instantiate(ctx, Params(PrometheusOperator.params)) is None
@@ -274,7 +512,7 @@ def test_no_config_no_operator() -> None:
         (
             '[[gauges]]\nname = "a"\nlables = ["comm"]',
             "metrics config: gauges[0].lables: unknown key "
-            "(known: name, help, labels, field, filter)",
+            "(known: name, help, labels, field, filter, scale, window)",
         ),
         (
             '[[countres]]\nname = "a"',
@@ -429,7 +667,7 @@ def test_exec_metrics_are_exact(igrun_cli: IgrunCli, tmp_path: Path) -> None:
     assert not [e for e in igrun_cli.events(out) if e["comm"] == hidden.name]
     assert not [k for k in got if ("comm", hidden.name) in k[1]]  # metrics see what -F keeps
     assert [e["pid"] for e in mine] == pids  # the JSON output saw exactly our execs
-    assert got[("igrun_test_execs_total", labels(comm=comm, runtime_containerName=""))] == 7.0
+    assert got[("igrun_test_execs_total", labels(comm=comm, runtime_container_name=""))] == 7.0
     assert got[("igrun_test_mine_total", labels())] == 7.0
     assert got[("igrun_test_pids_total", me)] == float(sum(e["pid"] for e in mine))
     assert got[("igrun_test_last_pid", me)] == float(pids[-1])
@@ -457,7 +695,7 @@ def test_exec_metrics_are_exact(igrun_cli: IgrunCli, tmp_path: Path) -> None:
         (
             '[[counters]]\nname = "a_total"\nlabel = ["comm"]\n',
             "igrun: error: metrics config: counters[0].label: unknown key "
-            "(known: name, help, labels, field, filter)\n",
+            "(known: name, help, labels, field, filter, scale)\n",
         ),
     ],
 )
@@ -554,3 +792,157 @@ def test_snapshot_gauges_follow_each_snapshot(igrun_cli: IgrunCli, tmp_path: Pat
     pids = {e["pid"] for e in igrun_cli.events(out)}
     assert pids == {s.pid for s in sleepers}  # every snapshot listed them, and nothing else
     assert igrun_cli.pin_dirs_of(proc.pid) == []
+
+
+def opens(path: Path, times: int) -> None:
+    """Open ``path`` ``times`` times in a tight loop, in a child (a burst the reader of a
+    small buffer cannot keep up with)."""
+    subprocess.run(
+        [sys.executable, "-c", "import os, sys\n"
+         "for _ in range(int(sys.argv[2])): os.close(os.open(sys.argv[1], os.O_RDONLY))",
+         str(path), str(times)],
+        check=True,
+    )  # fmt: skip
+
+
+def wait_for_total(url: str, names: tuple[str, ...], labelset: frozenset[tuple[str, str]],
+                   total: float) -> Samples:  # fmt: skip
+    """Scrape until the samples ``names`` with ``labelset`` add up to ``total``."""
+    deadline = time.monotonic() + 15
+    while True:
+        got = scrape(url)
+        if sum(got.get((n, labelset), 0.0) for n in names) >= total:
+            return got
+        assert time.monotonic() < deadline, f"never reached {total}: {got}"
+        time.sleep(0.05)
+
+
+@pytest.mark.bpf
+def test_an_exporter_counts_every_event_seen_or_lost(igrun_cli: IgrunCli, tmp_path: Path) -> None:
+    """``-o none`` prints nothing; with a 4 KiB buffer a burst of opens overflows it, and
+    every open is either an event seen or a lost one, both on the endpoint, exactly."""
+    folder = tmp_path / f"burst-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    target = folder / "f"
+    target.write_text("x")
+    config = tmp_path / "metrics.toml"
+    config.write_text('[[counters]]\nname = "igrun_test_opens_total"\n')
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    run = igrun_cli.start(
+        "trace", "open", "--host", "--prefixes", f"{folder}/", "--buffer-size", "4K",
+        "-o", "none", "--metrics-config", str(config),
+        "--metrics-listen-address", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    gadget = labels(gadget="trace open")
+    try:
+        for _ in range(3):  # one at a time: nothing is lost
+            opens(target, 1)
+        quiet = wait_for_total(url, ("igrun_events_total",), gadget, 3)
+        burst = 20000
+        opens(target, burst)
+        wait_for_total(url, ("igrun_events_total", "igrun_lost_events_total"), gadget, 3 + burst)
+        time.sleep(0.5)  # nothing more may come
+        got = scrape(url)
+    finally:
+        out, err = run.stop()
+    assert run.proc.returncode == 0, err
+    assert out == ""  # -o none: not a byte of events
+    assert quiet[("igrun_events_total", gadget)] == 3.0
+    assert quiet[("igrun_lost_events_total", gadget)] == 0.0
+    assert quiet[("igrun_test_opens_total", labels())] == 3.0
+    seen = got[("igrun_events_total", gadget)]
+    lost = got[("igrun_lost_events_total", gadget)]
+    assert seen + lost == 3 + burst
+    assert lost > 0, "a 4 KiB buffer kept up with 20000 opens: the test needs a bigger burst"
+    assert got[("igrun_test_opens_total", labels())] == seen  # no filter: every event seen
+    assert 1 <= got[("igrun_batches_total", gadget)] <= seen
+    assert got[("igrun_buffer_size_bytes", gadget)] == 4096.0
+    totals = [int(t) for t in re.findall(r"lost \d+ events total=(\d+)", err)]
+    assert totals and totals[-1] == lost  # the same count as the warnings on stderr
+    assert "Traceback" not in err
+    run.assert_released()
+    assert port_is_free(port)
+
+
+@pytest.mark.bpf
+def test_two_runs_of_a_config_share_the_metrics_address(
+    igrun_cli: IgrunCli, tmp_path: Path
+) -> None:
+    """Two runs naming one address serve one endpoint (no "Address already in use"): each
+    run's own metrics, and the run metrics of the gadget adding up both runs."""
+    port = free_port()
+    runs = []
+    folders = []
+    for i in range(2):
+        folder = tmp_path / f"run{i}-{uuid.uuid4().hex[:8]}"
+        folder.mkdir()
+        (folder / "f").write_text("x")
+        folders.append(folder)
+        metrics = tmp_path / f"metrics{i}.toml"
+        metrics.write_text(f'[[counters]]\nname = "igrun_test_run{i}_opens_total"\n')
+        runs.append(
+            f'[[run]]\ngadget = "trace open"\nparams = {{prefixes = ["{folder}/"]}}\n'
+            "operators = [\n"
+            '  {name = "containers", with = {host = true}},\n'
+            f'  {{name = "prometheus", with = {{metrics-config = "{metrics}", '
+            f'metrics-listen-address = "127.0.0.1:{port}"}}}},\n'
+            '  {name = "output", with = {output = "none"}},\n'
+            "]\n"
+        )
+    config = tmp_path / "config.toml"
+    config.write_text("\n".join(runs))
+    url = f"http://127.0.0.1:{port}/metrics"
+    run = igrun_cli.start("--config", str(config), runs=2)
+    try:
+        opens(folders[0] / "f", 4)
+        opens(folders[1] / "f", 9)
+        wait_for_total(url, ("igrun_events_total",), labels(gadget="trace open"), 13)
+        time.sleep(0.3)  # nothing more may come
+        got = scrape(url)
+    finally:
+        out, err = run.stop()
+    assert run.proc.returncode == 0, err
+    assert out == ""
+    assert "Address already in use" not in err and "Traceback" not in err
+    assert err.count("metrics_serving") == 2  # each run says where its metrics are
+    assert got[("igrun_test_run0_opens_total", labels())] == 4.0
+    assert got[("igrun_test_run1_opens_total", labels())] == 9.0
+    assert got[("igrun_events_total", labels(gadget="trace open"))] == 13.0
+    assert got[("igrun_lost_events_total", labels(gadget="trace open"))] == 0.0
+    run.assert_released()
+    assert port_is_free(port)
+
+
+@pytest.mark.bpf
+def test_an_ig_metrics_file_drives_a_run(igrun_cli: IgrunCli, tmp_path: Path) -> None:
+    """``--metrics-config @file.yaml`` as ``ig prometheus --config @file.yaml`` takes it."""
+    folder = tmp_path / f"ig-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    (folder / "f").write_text("x")
+    config = tmp_path / "metrics.yaml"
+    config.write_text(
+        "metrics_name: test\n"
+        "metrics:\n"
+        "  - {name: opened_files, type: counter, category: trace, gadget: open,\n"
+        "     labels: [path], selector: ['err:0']}\n"
+        "  - {name: executed_processes, type: counter, category: trace, gadget: exec}\n"
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    run = igrun_cli.start(
+        "trace", "open", "--host", "--prefixes", f"{folder}/", "-o", "none",
+        "--metrics-config", f"@{config}", "--metrics-listen-address", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    try:
+        opens(folder / "f", 6)
+        got = wait_for_total(url, ("opened_files_total",), labels(path=f"{folder}/f"), 6)
+        time.sleep(0.3)
+        got = scrape(url)
+    finally:
+        out, err = run.stop()
+    assert run.proc.returncode == 0, err
+    assert out == ""
+    assert got[("opened_files_total", labels(path=f"{folder}/f"))] == 6.0
+    assert not [k for k in got if k[0].startswith("executed_processes")]  # trace exec's
+    assert got[("igrun_events_total", labels(gadget="trace open"))] == 6.0

@@ -159,6 +159,9 @@ class Run:
         self.chain = chain
         self.interval = interval
         self.lost_total = 0
+        self.events_total = 0
+        """Events the gadget handed to the chain, before any filter (for the metrics)."""
+        self.batches_total = 0
         self._lost_pending = 0
         self._next_lost_report = time.monotonic() + LOST_REPORT_INTERVAL
         self._next_flush = time.monotonic() + interval if interval else None
@@ -166,6 +169,8 @@ class Run:
     def emit(self, batch: Batch) -> None:
         if self.ctx.schema is not None and batch.schema is not self.ctx.schema:
             batch = batch.with_schema(self.ctx.schema)
+        self.events_total += len(batch)
+        self.batches_total += 1
         self.chain.process(batch)
         self.heartbeat()
 
