@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import containerlab
 import pytest
 from pluginlab import AS_NOBODY, NOBODY, open_folder, plugin_site
 
@@ -168,20 +169,37 @@ def test_several_gadgets_at_once(igrun_cli: IgrunCli, tmp_path: Path) -> None:
 
 
 @pytest.mark.bpf
-def test_a_chain_from_the_file_is_exactly_that_chain(igrun_cli: IgrunCli, tmp_path: Path) -> None:
-    """Without the containers operator in the chain, events carry no container fields."""
+def test_a_chain_without_containers_keeps_the_container_selection(
+    igrun_cli: IgrunCli, tmp_path: Path, rootfs: Path
+) -> None:
+    """A chain that does not name ``containers`` still traces only containers, and its
+    events still say which: host processes are not silently traced instead."""
     path = tmp_path / "config.toml"
     path.write_text(
-        '[[run]]\ngadget = "trace exec"\nruntime = {timeout = "1s"}\n'
+        '[[run]]\ngadget = "trace exec"\n'
         'operators = [{name = "output", with = {output = "json"}}]\n'
     )
-    proc = igrun_cli.start("--config", str(path))
-    subprocess.run(["/bin/true"], check=True)
-    out, err = proc.communicate(timeout=30)
+    ours = unique_true(tmp_path)
+    with containerlab.runc_container(rootfs, tmp_path / "bundle", {}) as box:
+        proc = igrun_cli.start("--config", str(path))
+        subprocess.run([str(ours)], check=True)
+        time.sleep(2.5)  # the container runs sleep every second
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     events = [json.loads(line) for line in out.splitlines()]
-    assert events and all("runtime" not in e for e in events)
-    assert any(e["args"] == ["/bin/true"] for e in events)  # host processes: no selection
+    assert [e for e in events if e["args"] == [str(ours)]] == []  # a host process
+    assert events and {e["mountnsid"] for e in events} == {box.mntns}  # its sleeps
+    assert {e["runtime"]["containerId"] for e in events} == {box.id}
+
+
+def test_config_view_shows_containers_in_a_chain_that_forgot_it(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[[run]]\ngadget = "trace exec"\noperators = [{name = "output"}]\n')
+    view = igrun("--config", str(path), "config", "view")
+    assert view.returncode == 0, view.stderr
+    (run,) = tomllib.loads(view.stdout)["run"]
+    assert [op["name"] for op in run["operators"]] == ["containers", "output"]
 
 
 @pytest.mark.bpf
