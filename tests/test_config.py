@@ -181,6 +181,7 @@ def test_a_chain_without_containers_keeps_the_container_selection(
     )
     ours = unique_true(tmp_path)
     with containerlab.runc_container(rootfs, tmp_path / "bundle", {}) as box:
+        mntns = box.mntns
         proc = igrun_cli.start("--config", str(path))
         subprocess.run([str(ours)], check=True)
         time.sleep(2.5)  # the container runs sleep every second
@@ -189,7 +190,7 @@ def test_a_chain_without_containers_keeps_the_container_selection(
     assert proc.returncode == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     assert [e for e in events if e["args"] == [str(ours)]] == []  # a host process
-    assert events and {e["mountnsid"] for e in events} == {box.mntns}  # its sleeps
+    assert events and {e["mountnsid"] for e in events} == {mntns}  # its sleeps
     assert {e["runtime"]["containerId"] for e in events} == {box.id}
 
 
