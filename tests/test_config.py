@@ -93,7 +93,8 @@ def test_view_shows_environment_over_file(tmp_path: Path) -> None:
     (run,) = tomllib.loads(result.stdout)["run"]
     assert run["runtime"]["timeout"] == "1s"  # environment beats the file
     assert run["runtime"]["interval"] == "2s"  # the file beats the default
-    assert run["operators"] == [{"name": "output", "with": {"output": "yaml"}}]
+    assert run["operators"][-1] == {"name": "output", "with": {"output": "yaml"}}
+    assert [op["name"] for op in run["operators"]] == ["containers", "output"]  # always on
 
 
 def unique_true(tmp_path: Path) -> Path:
@@ -105,14 +106,14 @@ def unique_true(tmp_path: Path) -> Path:
 
 @pytest.mark.bpf
 def test_precedence_flags_environment_file(igrun_cli: IgrunCli, tmp_path: Path) -> None:
-    """The file asks for JSON, a filter on our program and a 30 s timeout; the environment
-    shortens the timeout; a flag replaces the filter."""
+    """The file asks for JSON, a filter on both programs and a 30 s timeout; the environment
+    shortens the timeout; a flag adds a filter on ours to the file's."""
     ours, other = unique_true(tmp_path), unique_true(tmp_path)
     path = tmp_path / "config.toml"
     path.write_text(
         f'[[run]]\ngadget = "trace exec"\nruntime = {{timeout = "30s"}}\n'
         f'operators = [{{name = "containers", with = {{host = true}}}}, '
-        f'{{name = "filter", with = {{filter = "comm:{other.name[:15]}"}}}}, '
+        f'{{name = "filter", with = {{filter = "comm:~^cfg"}}}}, '
         f'{{name = "output", with = {{output = "json"}}}}]\n'
     )
     proc = igrun_cli.start(

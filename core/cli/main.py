@@ -668,6 +668,8 @@ def _main(argv: Sequence[str] | None) -> int:
 
         reg = registry()
         config, args = _take_config(args)
+        while args and _verbosity(args[:1]):  # igrun --config FILE -v trace exec
+            args.pop(0)
         if config is not None and (not args or args[0].startswith("-")):
             if any(a in ("-h", "--help") for a in args):
                 _config_flags(["--help"])
