@@ -221,26 +221,48 @@ def test_completion_offers_running_containers(tmp_path: Path, rootfs: Path) -> N
         assert bash_complete(words, " ".join(words)) == [box.name]
 
 
+ZSH_CALL = """
+autoload -U compinit; compinit -u; source <(igrun completion zsh)
+compadd() { while [[ $1 != -- ]]; do shift; done; shift; (( $# )) && print -rl -- "$@"; true }
+_files() { print FILES }
+words=(%s); CURRENT=${#words}; _igrun
+"""
+"""``_igrun`` called as zsh's completion system would, with ``compadd`` printing what it
+is given (a real completion needs a terminal)."""
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["igrun", "trace", "ex"], ["exec"]),
+        (["igrun", "trace", "exec", "-F", "co"], ["comm:"]),
+        (["igrun", "trace", "exec", "-o", "columns=pid,pp"], ["columns=pid,ppid"]),
+        (["igrun", "--config", ""], ["FILES"]),
+    ],
+)
 @pytest.mark.parametrize("shell", ["zsh", "fish"])
-def test_zsh_and_fish_scripts(shell: str) -> None:
-    """The scripts are checked by their shell where it is installed; the protocol they use
-    (``__complete words``) is the same everywhere."""
-    out = igrun("completion", shell)
-    assert out.returncode == 0 and "igrun __complete words --" in out.stdout
-    got = igrun("__complete", "words", "--", "trace", "exec", "-F", "co")
-    assert got.stdout == "comm:\n"
+def test_zsh_and_fish_complete(shell: str, words: list[str], expected: list[str]) -> None:
     if shutil.which(shell) is None:
         pytest.skip(f"{shell} is not installed")
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     if shell == "fish":
-        check = ["fish", "-c", "igrun completion fish | source; complete -C 'igrun trace ex'"]
-        proc = subprocess.run(check, capture_output=True, text=True, env=env)
-        assert proc.stdout.split() == ["exec"]
+        if words[-1] == "":
+            pytest.skip("fish completes files itself")
+        line = " ".join(words)
+        check = ["fish", "-c", f"igrun completion fish | source; complete -C '{line}'"]
     else:
-        check = ["zsh", "-c", "autoload -U compinit; compinit -u; source <(igrun completion zsh); "
-                 "print ${_comps[igrun]}"]  # fmt: skip
-        proc = subprocess.run(check, capture_output=True, text=True, env=env)
-        assert proc.stdout.strip() == "_igrun", proc.stderr
+        quoted = " ".join(f"'{w}'" for w in words)
+        check = ["zsh", "-c", ZSH_CALL % quoted]
+    proc = subprocess.run(check, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == expected
+
+
+def test_config_flags_complete(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "__complete", "words", "--", "--config", "f.toml", "-t", "1s", "--")
+    assert (code, out.split()) == (0, ["--buffer-size", "--interval", "--timeout"])
+    code, out, _ = run(capsys, "__complete", "words", "--", "--config", "f.toml", "trace", "e")
+    assert out.split() == ["exec"]
 
 
 # ---- config ----------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ _igrun() {
     items=("${(@f)$(command igrun __complete words -- "${(@)words[2,CURRENT]}" 2>/dev/null)}")
     items=(${items:#})
     if (( ${#items} )); then
-        compadd -Q -S '' -- ${items[(R)*[:=,]]}
+        compadd -Q -S '' -- ${(M)items:#*[:=,]}
         compadd -Q -- ${items:#*[:=,]}
     else
         _files
@@ -123,13 +123,17 @@ def _all(registry: PluginRegistry, words: list[str], current: str) -> Iterable[s
         words = words[1:]
     if words[-1:] == ["--config"]:
         return []  # a file: the shell's own completion
+    config_flags: list[str] = []
     if "--config" in words:
         i = words.index("--config")
         words = words[:i] + words[i + 2 :]
+        config_flags = _runtime_flags()
     categories = [c.value for c in Category]
     gadgets = sorted(registry.gadgets().values(), key=lambda g: g.full_name())
     if not words:
-        return [*COMMANDS, *categories, *TOP_FLAGS]
+        return [*COMMANDS, *categories, *TOP_FLAGS, *config_flags]
+    if config_flags and words[0].startswith("-"):  # igrun --config FILE -t 1s …
+        return config_flags if words[-1] not in config_flags else []
     first, rest = words[0], words[1:]
     if first in categories:
         if not rest:
@@ -161,6 +165,14 @@ def _all(registry: PluginRegistry, words: list[str], current: str) -> Iterable[s
     if first in ("man", "version"):
         return ["--help"]
     return []
+
+
+def _runtime_flags() -> list[str]:
+    """The flags ``igrun --config FILE`` takes after the file."""
+    from igrun.core.cli.main import _flags
+    from igrun.core.run.local import RUNTIME_PARAMS
+
+    return [flag for desc in RUNTIME_PARAMS for flag in _flags(desc)]
 
 
 def _runtime_names() -> list[str]:

@@ -667,6 +667,8 @@ def _main(argv: Sequence[str] | None) -> int:
         from igrun.core.plugins import registry
 
         reg = registry()
+        if args[:1] == ["__complete"]:  # its words are the line being typed, --config too
+            return cmd_complete(reg, args[1:], STDOUT)
         config, args = _take_config(args)
         while args and _verbosity(args[:1]):  # igrun --config FILE -v trace exec
             args.pop(0)
@@ -686,7 +688,6 @@ def _main(argv: Sequence[str] | None) -> int:
             "config": lambda: cmd_config(reg, rest, config, STDOUT),
             "version": lambda: cmd_version(rest, STDOUT),
             "completion": lambda: cmd_completion(rest, STDOUT),
-            "__complete": lambda: cmd_complete(reg, rest, STDOUT),
             "man": lambda: cmd_man(reg, rest, STDOUT),
         }
         if command in commands:
