@@ -111,10 +111,10 @@ def test_precedence_flags_environment_file(igrun_cli: IgrunCli, tmp_path: Path) 
     ours, other = unique_true(tmp_path), unique_true(tmp_path)
     path = tmp_path / "config.toml"
     path.write_text(
-        f'[[run]]\ngadget = "trace exec"\nruntime = {{timeout = "30s"}}\n'
-        f'operators = [{{name = "containers", with = {{host = true}}}}, '
-        f'{{name = "filter", with = {{filter = "comm:~^cfg"}}}}, '
-        f'{{name = "output", with = {{output = "json"}}}}]\n'
+        '[[run]]\ngadget = "trace exec"\nruntime = {timeout = "30s"}\n'
+        'operators = [{name = "containers", with = {host = true}}, '
+        '{name = "filter", with = {filter = "comm:~^cfg"}}, '
+        '{name = "output", with = {output = "json"}}]\n'
     )
     proc = igrun_cli.start(
         "--config", str(path), "trace", "exec", "-F", f"comm:{ours.name[:15]}",
