@@ -680,6 +680,8 @@ def _main(argv: Sequence[str] | None) -> int:
             STDOUT.write(_top_help(reg))
             return 0
         command, rest = args[0], args[1:]
+        if command in ("list", "config", "version", "completion", "man"):  # -v is global
+            rest = [a for a in rest if not _verbosity([a])]
         if command == "--version":
             return cmd_version(rest, STDOUT)
         commands = {
