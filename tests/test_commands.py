@@ -217,7 +217,7 @@ def test_completion_offers_running_containers(tmp_path: Path, rootfs: Path) -> N
     if os.geteuid() != 0:
         pytest.skip("container state needs root")
     with containerlab.runc_container(rootfs, tmp_path / "bundle", {}) as box:
-        words = ["igrun", "trace", "exec", "-c", box.name[:14]]
+        words = ["igrun", "trace", "exec", "-c", box.name[:-1]]
         assert bash_complete(words, " ".join(words)) == [box.name]
 
 

@@ -191,8 +191,9 @@ def test_a_chain_without_containers_keeps_the_container_selection(
     assert proc.returncode == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     assert [e for e in events if e["args"] == [str(ours)]] == []  # a host process
-    assert events and {e["mountnsid"] for e in events} == {mntns}  # its sleeps
-    assert {e["runtime"]["containerId"] for e in events} == {box.id}
+    in_box = [e for e in events if e["mountnsid"] == mntns]  # its sleeps
+    assert in_box and {e["runtime"]["containerId"] for e in in_box} == {box.id}
+    assert all(e["runtime"]["containerId"] for e in events)  # other containers may run
 
 
 def test_config_view_shows_containers_in_a_chain_that_forgot_it(tmp_path: Path) -> None:
