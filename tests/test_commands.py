@@ -237,7 +237,6 @@ is given (a real completion needs a terminal)."""
         (["igrun", "trace", "ex"], ["exec"]),
         (["igrun", "trace", "exec", "-F", "co"], ["comm:"]),
         (["igrun", "trace", "exec", "-o", "columns=pid,pp"], ["columns=pid,ppid"]),
-        (["igrun", "--config", ""], ["FILES"]),
     ],
 )
 @pytest.mark.parametrize("shell", ["zsh", "fish"])
@@ -246,8 +245,6 @@ def test_zsh_and_fish_complete(shell: str, words: list[str], expected: list[str]
         pytest.skip(f"{shell} is not installed")
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     if shell == "fish":
-        if words[-1] == "":
-            pytest.skip("fish completes files itself")
         line = " ".join(words)
         check = ["fish", "-c", f"igrun completion fish | source; complete -C '{line}'"]
     else:
@@ -256,6 +253,28 @@ def test_zsh_and_fish_complete(shell: str, words: list[str], expected: list[str]
     proc = subprocess.run(check, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == expected
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_a_config_file_completes_as_a_file(shell: str, tmp_path: Path) -> None:
+    """After ``--config`` igrun offers nothing, and each shell offers files."""
+    (tmp_path / "c.toml").write_text("")
+    assert igrun("__complete", "words", "--", "--config", "").stdout == ""
+    if shell == "bash":
+        assert bash_complete(["igrun", "--config", ""], "igrun --config ") == []  # -o default
+        return
+    if shutil.which(shell) is None:
+        pytest.skip(f"{shell} is not installed")
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    if shell == "fish":
+        line = f"igrun --config {tmp_path}/"
+        check = ["fish", "-c", f"igrun completion fish | source; complete -C '{line}'"]
+        expected = [f"{tmp_path}/c.toml"]
+    else:
+        check = ["zsh", "-c", ZSH_CALL % "igrun --config ''"]
+        expected = ["FILES"]
+    proc = subprocess.run(check, capture_output=True, text=True, env=env)
+    assert proc.stdout.split() == expected, proc.stderr
 
 
 def test_config_flags_complete(capsys: pytest.CaptureFixture[str]) -> None:

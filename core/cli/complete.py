@@ -79,6 +79,8 @@ function __igrun_complete
     command igrun __complete words -- $tokens[2..-1] 2>/dev/null
 end
 complete -c igrun -f -a '(__igrun_complete)'
+complete -c igrun -l config -r -F -d 'config file'
+complete -c igrun -n '__fish_seen_subcommand_from run; and test (count (commandline -opc)) -eq 2' -F
 """
 
 
