@@ -60,6 +60,9 @@ class Operator:
     missing them can say which operator to add)."""
     requires: ClassVar[tuple[type, ...]] = ()
     """Resource types this operator needs from an earlier one in the chain."""
+    always: ClassVar[bool] = False
+    """Runs whenever it applies, named in a config file's chain or not: it holds what the
+    user selected (the containers), which a chain that forgets it must not silently drop."""
     params: ClassVar[tuple[ParamDesc, ...]] = ()
     """Declared params; on the command line they are flags, in the flat map
     ``operator.<name>.<key>``."""

@@ -196,10 +196,26 @@ class BpfTracer(Gadget):
         size = ctx.schema.dtype.itemsize if ctx.schema.dtype is not None else 1
         if events.type == MapType.PERF_EVENT_ARRAY:
             wakeup = self.perf_pages * PAGE_SIZE // PERF_WAKEUP_FRACTION
+            ctx.logger.debug(
+                "event_buffer",
+                map=self.buffer_map,
+                kind="perf",
+                bytes_per_cpu=self.perf_pages * PAGE_SIZE,
+                wakeup_bytes=wakeup,
+                record_bytes=size,
+            )
             return Reader.perf(
                 events, size, self.perf_pages, wakeup_bytes=wakeup, lost_map=lost_map
             )
         batch = min(max(BATCH_BYTES // size, 512), 65536)
+        ctx.logger.debug(
+            "event_buffer",
+            map=self.buffer_map,
+            kind="ring",
+            bytes=events.max_entries,
+            record_bytes=size,
+            batch_records=batch,
+        )
         return Reader.ring(events, size, max_records=batch, lost_map=lost_map)
 
     def run(self, ctx: GadgetContext) -> None:

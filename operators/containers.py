@@ -161,6 +161,7 @@ class ContainersOperator(Operator):
     name = "containers"
     description = "container selection (in the kernel) and enrichment"
     priority = PRIORITY_ENRICH
+    always = True
     params = (
         ParamDesc(
             "containername",
@@ -307,6 +308,16 @@ class ContainersOperator(Operator):
             log.info("container_not_found_yet", name=name, note="it is traced as soon as it starts")
         if not running and not self.host and not names:
             log.info("no_containers", note="no container runs now: --host shows host processes")
+        selected = [c.name for c in running if self.selector.matches(c)]
+        log.debug(
+            "containers_selected",
+            count=len(selected),
+            names=",".join(selected),
+            of=len(running),
+            by=",".join(names) or "all",
+            host=self.host,
+            kernel_filter=self.kernel_filter,
+        )
 
     def pre_run(self, schema: Schema) -> None:
         self._notice()

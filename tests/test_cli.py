@@ -44,7 +44,16 @@ NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (to drop i
         (["trace", "exce"], 2, 'unknown gadget "trace exce" (did you mean "trace exec"?)'),
         (["trace_exce"], 2, 'unknown gadget "trace exce" (did you mean "trace exec"?)'),
         (["nope"], 2, "unknown command 'nope'"),
-        (["trace"], 2, "igrun trace: name a gadget"),
+        (["trace", "-x"], 2, "igrun trace: name a gadget (see 'igrun trace --help')"),
+        (["list", "--bogus"], 2, "igrun list: unrecognized arguments: --bogus"),
+        (["list", "-o", "xml"], 2, "igrun list: argument -o/--output: invalid choice: 'xml'"),
+        (["list", "nope"], 2, "igrun list: argument category: invalid choice: 'nope'"),
+        (["version", "--bogus"], 2, "igrun version: unrecognized arguments: --bogus"),
+        (["completion", "tcsh"], 2, "igrun completion: argument shell: invalid choice: 'tcsh'"),
+        (["completion"], 2, "igrun completion: the following arguments are required: shell"),
+        (["man", "--bogus"], 2, "igrun man: unrecognized arguments: --bogus"),
+        (["config", "show"], 2, "igrun config: argument action: invalid choice: 'show'"),
+        (["list-containers", "--bogus"], 2, "igrun list-containers: unrecognized arguments"),
         (["trace", "exec", "--bogus"], 2, "unrecognized arguments: --bogus"),
         pytest.param(
             ["trace", "exec", "-F", "pidd:1"],
@@ -226,7 +235,7 @@ def test_help_lists_a_third_party_operators_fields() -> None:
 def test_igruns_own_bug_is_an_internal_error(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(registry: object, out: object) -> int:
+    def broken(*args: object) -> int:
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(cli, "cmd_list", broken)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import containerlab
 import pytest
 from pluginlab import AS_NOBODY, NOBODY, open_folder, plugin_site
 
@@ -92,7 +93,8 @@ def test_view_shows_environment_over_file(tmp_path: Path) -> None:
     (run,) = tomllib.loads(result.stdout)["run"]
     assert run["runtime"]["timeout"] == "1s"  # environment beats the file
     assert run["runtime"]["interval"] == "2s"  # the file beats the default
-    assert run["operators"] == [{"name": "output", "with": {"output": "yaml"}}]
+    assert run["operators"][-1] == {"name": "output", "with": {"output": "yaml"}}
+    assert [op["name"] for op in run["operators"]] == ["containers", "output"]  # always on
 
 
 def unique_true(tmp_path: Path) -> Path:
@@ -104,15 +106,15 @@ def unique_true(tmp_path: Path) -> Path:
 
 @pytest.mark.bpf
 def test_precedence_flags_environment_file(igrun_cli: IgrunCli, tmp_path: Path) -> None:
-    """The file asks for JSON, a filter on our program and a 30 s timeout; the environment
-    shortens the timeout; a flag replaces the filter."""
+    """The file asks for JSON, a filter on both programs and a 30 s timeout; the environment
+    shortens the timeout; a flag adds a filter on ours to the file's."""
     ours, other = unique_true(tmp_path), unique_true(tmp_path)
     path = tmp_path / "config.toml"
     path.write_text(
-        f'[[run]]\ngadget = "trace exec"\nruntime = {{timeout = "30s"}}\n'
-        f'operators = [{{name = "containers", with = {{host = true}}}}, '
-        f'{{name = "filter", with = {{filter = "comm:{other.name[:15]}"}}}}, '
-        f'{{name = "output", with = {{output = "json"}}}}]\n'
+        '[[run]]\ngadget = "trace exec"\nruntime = {timeout = "30s"}\n'
+        'operators = [{name = "containers", with = {host = true}}, '
+        '{name = "filter", with = {filter = "comm:~^cfg"}}, '
+        '{name = "output", with = {output = "json"}}]\n'
     )
     proc = igrun_cli.start(
         "--config", str(path), "trace", "exec", "-F", f"comm:{ours.name[:15]}",
@@ -168,20 +170,39 @@ def test_several_gadgets_at_once(igrun_cli: IgrunCli, tmp_path: Path) -> None:
 
 
 @pytest.mark.bpf
-def test_a_chain_from_the_file_is_exactly_that_chain(igrun_cli: IgrunCli, tmp_path: Path) -> None:
-    """Without the containers operator in the chain, events carry no container fields."""
+def test_a_chain_without_containers_keeps_the_container_selection(
+    igrun_cli: IgrunCli, tmp_path: Path, rootfs: Path
+) -> None:
+    """A chain that does not name ``containers`` still traces only containers, and its
+    events still say which: host processes are not silently traced instead."""
     path = tmp_path / "config.toml"
     path.write_text(
-        '[[run]]\ngadget = "trace exec"\nruntime = {timeout = "1s"}\n'
+        '[[run]]\ngadget = "trace exec"\n'
         'operators = [{name = "output", with = {output = "json"}}]\n'
     )
-    proc = igrun_cli.start("--config", str(path))
-    subprocess.run(["/bin/true"], check=True)
-    out, err = proc.communicate(timeout=30)
+    ours = unique_true(tmp_path)
+    with containerlab.runc_container(rootfs, tmp_path / "bundle", {}) as box:
+        mntns = box.mntns
+        proc = igrun_cli.start("--config", str(path))
+        subprocess.run([str(ours)], check=True)
+        time.sleep(2.5)  # the container runs sleep every second
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     events = [json.loads(line) for line in out.splitlines()]
-    assert events and all("runtime" not in e for e in events)
-    assert any(e["args"] == ["/bin/true"] for e in events)  # host processes: no selection
+    assert [e for e in events if e["args"] == [str(ours)]] == []  # a host process
+    in_box = [e for e in events if e["mountnsid"] == mntns]  # its sleeps
+    assert in_box and {e["runtime"]["containerId"] for e in in_box} == {box.id}
+    assert all(e["runtime"]["containerId"] for e in events)  # other containers may run
+
+
+def test_config_view_shows_containers_in_a_chain_that_forgot_it(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[[run]]\ngadget = "trace exec"\noperators = [{name = "output"}]\n')
+    view = igrun("--config", str(path), "config", "view")
+    assert view.returncode == 0, view.stderr
+    (run,) = tomllib.loads(view.stdout)["run"]
+    assert [op["name"] for op in run["operators"]] == ["containers", "output"]
 
 
 @pytest.mark.bpf

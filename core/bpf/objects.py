@@ -131,8 +131,16 @@ def igr_py_log(level: int, msg: Any) -> None:
 
 
 def route_libbpf_logs(verbose: bool = False) -> None:
-    """Send libbpf's messages to structlog: warnings always, details with ``-v``."""
+    """Send libbpf's messages to structlog: warnings always, details (its relocation lines,
+    some 200 a gadget) when ``verbose`` (``-vv``)."""
     lib.igr_install_print(2 if verbose else 0)
+
+
+def _log_attached(program: str, where: str) -> None:
+    """With ``-v``: each program attached, and to what (its section, a cgroup, a binary)."""
+    from igrun.core.log import get_logger
+
+    get_logger().debug("attached", program=program, to=where)
 
 
 route_libbpf_logs()
@@ -456,6 +464,7 @@ class Program:
         )
         if link == ffi.NULL:
             _raise(f"cannot attach {self.name} ({self.section})", err[0])
+        _log_attached(self.name, self.section)
         return Link(link, self.name)
 
     def attach_uprobe(
@@ -479,6 +488,7 @@ class Program:
         )
         if link == ffi.NULL:
             _raise(f"cannot attach uprobe {self.name} to {binary}:{func or hex(offset)}", err[0])
+        _log_attached(self.name, f"{self.section} {binary}:{func or hex(offset)} pid {pid}")
         return Link(link, self.name)
 
     def attach_cgroup(self, cgroup: str | os.PathLike[str]) -> Link:
@@ -492,6 +502,7 @@ class Program:
             os.close(fd)
         if link == ffi.NULL:
             _raise(f"cannot attach {self.name} ({self.section}) to cgroup {cgroup}", err[0])
+        _log_attached(self.name, f"{self.section} {os.fspath(cgroup)}")
         return Link(link, self.name)
 
     @property

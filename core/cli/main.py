@@ -34,6 +34,10 @@ if TYPE_CHECKING:
     from igrun.core.plugins import PluginRegistry
 
 PROG = "igrun"
+VERBOSE_HELP = (
+    "show what igrun did: runtimes asked, containers selected, buffers, programs attached "
+    "(-vv: libbpf's own messages too)"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -152,7 +156,7 @@ def _gadget_parser(
         epilog="\n\n".join(epilog),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="show debug details")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     routes: dict[str, tuple[str, str]] = {}
     if gadget.params:
         group = parser.add_argument_group("gadget")
@@ -187,7 +191,7 @@ def _split_gadget_name(argv: list[str]) -> tuple[str, list[str]]:
     categories = {c.value for c in Category}
     if first in categories:
         if len(argv) < 2 or argv[1].startswith("-"):
-            raise UsageError(f"{PROG} {first}: name a gadget (see '{PROG} list')")
+            raise UsageError(f"{PROG} {first}: name a gadget (see '{PROG} {first} --help')")
         return f"{first} {argv[1]}", argv[2:]
     if "_" in first:
         category, _, name = first.partition("_")
@@ -195,14 +199,98 @@ def _split_gadget_name(argv: list[str]) -> tuple[str, list[str]]:
     raise UsageError(f"unknown command {first!r} (see '{PROG} --help')")
 
 
-def cmd_list(registry: PluginRegistry, out: Any) -> int:
+def cmd_list(registry: PluginRegistry, argv: list[str], out: Any) -> int:
+    """``igrun list [CATEGORY] [-o columns|json]``."""
+    import json
+
+    parser = _Parser(prog=f"{PROG} list", description="the installed gadgets")
+    parser.add_argument("category", nargs="?", choices=[c.value for c in Category])
+    parser.add_argument("-o", "--output", choices=("columns", "json"), default="columns")
+    args = parser.parse_args(argv)
     gadgets = sorted(registry.gadgets().values(), key=lambda g: (g.category.value, g.name))
+    gadgets = [g for g in gadgets if args.category in (None, g.category.value)]
+    if args.output == "json":
+        records = [
+            {
+                "category": g.category.value,
+                "name": g.name,
+                "description": g.description,
+                "package": registry.provider(g),
+            }
+            for g in gadgets
+        ]
+        out.write(json.dumps(records, indent=2) + "\n")
+        return 0
     rows = [("CATEGORY", "GADGET", "DESCRIPTION", "PACKAGE")]
     rows += [(g.category.value, g.name, g.description, registry.provider(g)) for g in gadgets]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         out.write("  ".join(v.ljust(w) for v, w in zip(r[:3], widths, strict=True)))
         out.write(f"  {r[3]}\n")
+    return 0
+
+
+def cmd_category(registry: PluginRegistry, category: str, out: Any) -> int:
+    """``igrun trace`` (or ``igrun trace --help``): the gadgets of that category."""
+    gadgets = sorted(
+        (g for g in registry.gadgets().values() if g.category.value == category),
+        key=lambda g: g.name,
+    )
+    width = max([8, *(len(g.name) for g in gadgets)])
+    out.write(f"usage: {PROG} {category} <gadget> [flags]\n\n{category} gadgets:\n")
+    for g in gadgets:
+        out.write(f"  {g.name:<{width}}  {g.description}\n")
+    out.write(f"\n'{PROG} {category} <gadget> --help' lists the flags of one.\n")
+    return 0
+
+
+def cmd_version(argv: list[str], out: Any) -> int:
+    """``igrun version``."""
+    _Parser(prog=f"{PROG} version", description="the version of igrun").parse_args(argv)
+    out.write(f"{PROG} {_version()}\n")
+    return 0
+
+
+def cmd_completion(argv: list[str], out: Any) -> int:
+    """``igrun completion bash|zsh|fish``: a script that completes igrun's command line."""
+    from igrun.core.cli import complete
+
+    parser = _Parser(
+        prog=f"{PROG} completion",
+        description="print a shell completion script; it asks igrun what to offer",
+        epilog='bash: eval "$(igrun completion bash)"; zsh: source <(igrun completion zsh); '
+        "fish: igrun completion fish | source",
+    )
+    parser.add_argument("shell", choices=complete.SHELLS)
+    out.write(complete.script(parser.parse_args(argv).shell))
+    return 0
+
+
+def cmd_complete(registry: PluginRegistry, argv: list[str], out: Any) -> int:
+    """``igrun __complete bash LINE WORD`` | ``igrun __complete words -- W1 … CURRENT``: the
+    candidates, one a line (what the completion scripts call)."""
+    from igrun.core.cli import complete
+
+    if argv[:1] == ["bash"] and len(argv) == 3:
+        found = complete.bash(registry, argv[1], argv[2])
+    elif argv[:2] == ["words", "--"]:
+        words = argv[2:] or [""]
+        found = complete.candidates(registry, words[:-1], words[-1])
+    else:
+        raise UsageError(f"{PROG} __complete: bash LINE WORD | words -- WORD…")
+    out.write("".join(f"{c}\n" for c in found))
+    return 0
+
+
+def cmd_man(registry: PluginRegistry, argv: list[str], out: Any) -> int:
+    """``igrun man``: the manual page in roff (``igrun man | man -l -``)."""
+    from igrun.core.cli import manpage
+
+    _Parser(
+        prog=f"{PROG} man",
+        description="print the manual page (roff); read it with: igrun man | man -l -",
+    ).parse_args(argv)
+    out.write(manpage.render(registry, _version()))
     return 0
 
 
@@ -220,7 +308,7 @@ def cmd_list_containers(argv: list[str], out: Any) -> int:
     parser.add_argument("-o", "--output", choices=("columns", "json"), default="columns")
     parser.add_argument("-r", "--runtimes", default="", help="runtimes to ask (comma list)")
     parser.add_argument("--containerd-namespace", default="k8s.io")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     args = parser.parse_args(argv)
     if os.geteuid() != 0:  # other users' processes and runtime state: an empty table, wrongly
         raise EnvironmentProblem(f"{PROG} list-containers needs root to see containers (try sudo)")
@@ -266,16 +354,21 @@ def cmd_list_containers(argv: list[str], out: Any) -> int:
 
 def _top_help(registry: PluginRegistry) -> str:
     lines = [
-        f"usage: {PROG} [-v] list | {PROG} [-v] <category> <gadget> [flags]",
+        f"usage: {PROG} [-v|-vv] <command> | {PROG} [-v|-vv] <category> <gadget> [flags]",
         "",
         "Run eBPF gadgets: what is this host, or this one container, doing right now?",
         "",
         "commands:",
-        "  list                   the installed gadgets",
+        "  list [CATEGORY] [-o json]  the installed gadgets",
         "  list-containers [-w]   the containers igrun sees (-w: then watch them come and go)",
         "  run FILE.bpf.o         run a compiled CO-RE object: no Python needed (--help: flags)",
-        "  --config FILE          start the runs of a config file (with a gadget: its defaults)",
+        "  --config FILE [flags]  start the runs of a config file (-t 10s and other runtime",
+        "                         flags apply to each; with a gadget: its defaults)",
         "  config default|view    a complete config to start from | what igrun makes of yours",
+        "  completion SHELL       a completion script for bash, zsh or fish",
+        "  man                    the manual page (igrun man | man -l -)",
+        "  version                the version of igrun",
+        "  <category>             the gadgets of a category",
         "  <category> <gadget>    run a gadget; '<category> <gadget> --help' lists its flags",
         "",
         "gadgets:",
@@ -284,6 +377,10 @@ def _top_help(registry: PluginRegistry) -> str:
         lines.append(f"  {g.full_name():<22} {g.description}")
     lines += ["", f"example: {PROG} trace exec -o json --timeout 10s"]
     return "\n".join(lines) + "\n"
+
+
+ADDED_TO_THE_FILE = ("operator.filter.filter",)
+"""Values the command line adds to those of the config file, rather than replacing them."""
 
 
 def run_gadget(
@@ -311,11 +408,15 @@ def run_gadget_class(
         parser.prog = prog
     args = parser.parse_args(_join_dash_values(parser, argv))
     if args.verbose:
-        _configure_logging(True)
+        _configure_logging(args.verbose)
     spec = _spec_from_file(registry, gadget, config)
     runtime = Runtime(registry.operators(), chain=spec.chain)
     environment = cfg.from_environment(gadget, runtime.operators_for(gadget), RUNTIME_PARAMS)
-    values = {**spec.values, **environment, **_values(args, routes)}
+    given = _values(args, routes)
+    values = {**spec.values, **environment, **given}
+    for key in ADDED_TO_THE_FILE:  # the file's filters hold, the command line's are added
+        if key in given and spec.values.get(key):
+            values[key] = f"{spec.values[key]},{given[key]}"
     gadget_params, runtime_params, operator_params = runtime.params_for(gadget, values)
     runtime.run(gadget, gadget_params, runtime_params, operator_params, hooks=registry.hook)
     return 0
@@ -353,18 +454,36 @@ def _spec_from_file(registry: PluginRegistry, gadget: type[Gadget], path: Path |
     return mine[0] if mine else cfg.RunSpec(gadget)
 
 
-def run_config(registry: PluginRegistry, path: Path) -> int:
-    """``igrun --config FILE``: every run of the file at once."""
+def _config_flags(argv: list[str]) -> dict[str, str]:
+    """``igrun --config FILE -t 10s``: the runtime flags, for every run of the file."""
+    from igrun.core.run.local import RUNTIME_PARAMS
+
+    parser = _Parser(
+        prog=f"{PROG} --config FILE",
+        description="start every run of a config file; these flags apply to each run",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
+    group = parser.add_argument_group("runtime")
+    routes = {
+        dest: ("runtime.", d.key) for dest, d in _add_params(group, RUNTIME_PARAMS, "r.").items()
+    }
+    return _values(parser.parse_args(_join_dash_values(parser, argv)), routes)
+
+
+def run_config(registry: PluginRegistry, path: Path, argv: Sequence[str] = ()) -> int:
+    """``igrun --config FILE [runtime flags]``: every run of the file at once."""
     from igrun.core.config import runs as cfg
     from igrun.core.run.local import RUNTIME_PARAMS, Runtime
     from igrun.core.run.many import run_all
 
+    flags = _config_flags(list(argv))
     specs = _specs(registry, path)
     if not specs:
         raise UsageError(f"config {path}: no [[run]] to start")
     for spec in specs:
         ops = Runtime(registry.operators(), chain=spec.chain).operators_for(spec.gadget)
         spec.values.update(cfg.from_environment(spec.gadget, ops, RUNTIME_PARAMS))
+        spec.values.update(flags)
     _check_specs(registry, path, specs)
     if len(specs) == 1:
         spec = specs[0]
@@ -419,9 +538,16 @@ def cmd_config(registry: PluginRegistry, argv: list[str], path: Path | None, out
     from igrun.core.config import runs as cfg
     from igrun.core.run.local import RUNTIME_PARAMS, Runtime
 
-    if not argv or argv[0] not in ("default", "view"):
-        raise UsageError(f"{PROG} config: use 'config default [GADGET]' or 'config view [GADGET]'")
-    action, name = argv[0], " ".join(argv[1:])
+    parser = _Parser(
+        prog=f"{PROG} config",
+        description="default: a complete config to start from; view: what the config file "
+        "(--config FILE, else the user's default file) and the environment (IGRUN_<KEY>) "
+        "make of a run",
+    )
+    parser.add_argument("action", choices=("default", "view"))
+    parser.add_argument("gadget", nargs="*", help="CATEGORY GADGET (default: trace exec)")
+    args = parser.parse_args(argv)
+    action, name = args.action, " ".join(args.gadget)
     if action == "default":
         gadget = registry.gadget(name or "trace exec")
         specs = [cfg.RunSpec(gadget)]
@@ -431,8 +557,9 @@ def cmd_config(registry: PluginRegistry, argv: list[str], path: Path | None, out
         if name:
             gadget = registry.gadget(name)
             specs = [s for s in specs if s.gadget is gadget][:1] or [cfg.RunSpec(gadget)]
-        elif not specs:
-            raise UsageError(f"no config file at {file} (see '{PROG} config default')")
+        elif not specs:  # no file: what the defaults and the environment give
+            out.write(f"# no config file at {file}: the defaults, with IGRUN_<KEY> applied\n")
+            specs = [cfg.RunSpec(registry.gadget("trace exec"))]
     for spec in specs:
         ops = Runtime(registry.operators(), chain=spec.chain).operators_for(spec.gadget)
         if action == "view":
@@ -453,14 +580,28 @@ def _take_config(args: list[str]) -> tuple[Path | None, list[str]]:
     return None, args
 
 
-def _configure_logging(verbose: bool) -> None:
+def _configure_logging(level: int) -> None:
+    """``-v`` (1): igrun's debug lines; ``-vv`` (2): libbpf's own messages as well."""
     from igrun.core import log
 
-    log.configure(verbose)
-    if verbose:
+    log.configure(level >= 1)
+    if level >= 2:
         from igrun.core.bpf.objects import route_libbpf_logs
 
         route_libbpf_logs(verbose=True)
+
+
+def _verbosity(args: Sequence[str]) -> int:
+    """How many ``-v`` the arguments hold (``-v``, ``--verbose``, ``-vv``, ``-vvv``)."""
+    level = 0
+    for arg in args:
+        if arg == "--":
+            break
+        if arg == "--verbose":
+            level += 1
+        elif len(arg) > 1 and arg.startswith("-") and set(arg[1:]) == {"v"}:
+            level += len(arg) - 1
+    return level
 
 
 class _Stdout:
@@ -516,37 +657,49 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    verbose = False
-    while args and args[0] in ("-v", "--verbose"):
-        verbose = True
-        args.pop(0)
-    verbose = verbose or "-v" in args or "--verbose" in args
-    _configure_logging(verbose)
     _interrupt_on_stop_signals()
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = _verbosity(args)
+    while args and _verbosity(args[:1]):
+        args.pop(0)
+    _configure_logging(verbose)
     try:
         from igrun.core.plugins import registry
 
         reg = registry()
+        if args[:1] == ["__complete"]:  # its words are the line being typed, --config too
+            return cmd_complete(reg, args[1:], STDOUT)
         config, args = _take_config(args)
-        if config is not None and all(a in ("-v", "--verbose") for a in args):
-            return run_config(reg, config)
+        while args and _verbosity(args[:1]):  # igrun --config FILE -v trace exec
+            args.pop(0)
+        if config is not None and (not args or args[0].startswith("-")):
+            if any(a in ("-h", "--help") for a in args):
+                _config_flags(["--help"])
+            return run_config(reg, config, args)
         if not args or args[0] in ("-h", "--help", "help"):
             STDOUT.write(_top_help(reg))
             return 0
-        if args[0] == "--version":
-            STDOUT.write(f"{PROG} {_version()}\n")
-            return 0
-        if args[0] == "list":
-            return cmd_list(reg, STDOUT)
-        if args[0] == "list-containers":
-            return cmd_list_containers(args[1:], STDOUT)
-        if args[0] == "run":
+        command, rest = args[0], args[1:]
+        if command in ("list", "config", "version", "completion", "man"):  # -v is global
+            rest = [a for a in rest if not _verbosity([a])]
+        if command == "--version":
+            return cmd_version(rest, STDOUT)
+        commands = {
+            "list": lambda: cmd_list(reg, rest, STDOUT),
+            "list-containers": lambda: cmd_list_containers(rest, STDOUT),
+            "config": lambda: cmd_config(reg, rest, config, STDOUT),
+            "version": lambda: cmd_version(rest, STDOUT),
+            "completion": lambda: cmd_completion(rest, STDOUT),
+            "man": lambda: cmd_man(reg, rest, STDOUT),
+        }
+        if command in commands:
+            return commands[command]()
+        if command == "run":
             from igrun.core.cli.run import cmd_run
 
-            return cmd_run(args[1:])
-        if args[0] == "config":
-            return cmd_config(reg, args[1:], config, STDOUT)
+            return cmd_run(rest)
+        if command in {c.value for c in Category} and rest[:1] in ([], ["-h"], ["--help"]):
+            return cmd_category(reg, command, STDOUT)
         name, rest = _split_gadget_name(args)
         return run_gadget(reg, name, rest, config)
     except SystemExit as exc:  # argparse's --help

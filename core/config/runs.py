@@ -122,11 +122,7 @@ def to_toml(
     if spec.gadget.params:
         run["params"] = table(spec.gadget.params, "")
     run["runtime"] = table(runtime_params, "runtime.")
-    chain = spec.chain or [op.name for op in operators]
-    by_name = {op.name: op for op in operators}
-    run["operators"] = [
-        {"name": name, "with": table(by_name[name].params, f"operator.{name}.")}
-        for name in chain
-        if name in by_name
+    run["operators"] = [  # the chain as it runs: with what is always on, output last
+        {"name": op.name, "with": table(op.params, f"operator.{op.name}.")} for op in operators
     ]
     return tomli_w.dumps({"run": [run]})

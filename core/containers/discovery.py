@@ -77,7 +77,14 @@ def select_clients(
     wanted = runtime_names(runtimes)
     clients = all_clients(containerd_namespaces)
     if not wanted:
-        return [c for c in clients if c.available()]
+        present = [c for c in clients if c.available()]
+        absent = [c.name for c in clients if c not in present]
+        get_logger().debug(
+            "runtimes_asked",
+            asked=",".join(c.name for c in present) or "none",
+            not_present=",".join(absent) or "none",
+        )
+        return present
     chosen = [c for c in clients if c.name in wanted]
     for c in chosen:
         c.requested = True
@@ -86,7 +93,9 @@ def select_clients(
         raise EnvironmentProblem(f"container runtime {missing[0]} is not available on this host")
     for name in missing:
         get_logger().warning("runtime_unavailable", runtime=name)
-    return [c for c in chosen if c.available()]
+    asked = [c for c in chosen if c.available()]
+    get_logger().debug("runtimes_asked", asked=",".join(c.name for c in asked) or "none")
+    return asked
 
 
 class Discovery:

@@ -201,7 +201,9 @@ class Runtime:
     """Runs gadgets on the local host.
 
     ``chain`` (operator names, from a config file) fixes which operators run and in what
-    order; operators with the output priority still come last. Without it, every operator that
+    order; operators with the output priority still come last, and those that are
+    :attr:`~igrun.core.operator.Operator.always` on (the container selection) come first
+    when the chain does not name them. Without it, every operator that
     applies runs, ordered by dependencies and priority.
     """
 
@@ -223,8 +225,9 @@ class Runtime:
             return order(applicable)
         by_name = {op.name: op for op in applicable}
         chosen = [by_name[name] for name in self.chain if name in by_name]
+        kept = [op for op in order(applicable) if op.always and op not in chosen]  # first
         outputs = [op for op in order(applicable) if op.priority >= PRIORITY_OUTPUT]
-        return [op for op in chosen if op not in outputs] + outputs
+        return kept + [op for op in chosen if op not in outputs] + outputs
 
     def check_chain(self, gadget: type[Gadget]) -> None:
         """Refuse, before anything loads, a chain lacking what its gadget or an operator
