@@ -21,8 +21,9 @@ apt_get install -y --no-install-recommends \
     python3 python3-venv python3-dev gcc make pkg-config \
     clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev \
     podman runc busybox-static containerd docker.io nftables iproute2 \
-    libbpf-tools \
-    >/dev/null  # real containers and network namespaces for the tests; execsnoop for the bench
+    libbpf-tools zsh fish \
+    >/dev/null  # real containers and network namespaces for the tests; execsnoop for the bench;
+                # the shells whose completion scripts the tests run
 
 # The kernel file systems gadgets need.
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
