@@ -5,6 +5,12 @@ scaled to the terminal only on a TTY), ``columns=a,b`` (exactly these), ``column
 (the default ones plus x, minus y), ``json`` (one object per line), ``jsonpretty`` and ``yaml``.
 ``columns`` and ``json`` lines are written by C for the whole batch at once
 (:mod:`igrun.core.output.columns`, :mod:`igrun.core.output.jsonlines`).
+
+With ``--interval`` (and for gadgets that report every interval) each window is written whole
+when it ends, as ``ig``'s interval gadgets print it: in JSON one array per window on one line
+(``[]`` for a window without events), so ``jq -c '.[]'`` or a line reader sees where windows
+end; in columns a block that starts with a delimiter line holding the window's end time
+(:func:`window_line`), then the header and the rows.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
@@ -27,7 +34,7 @@ from igrun.core.output.jsonlines import JsonLines, dumps
 from igrun.core.output.printable import printable
 from igrun.core.params import ParamDesc, Params
 from igrun.core.run.resources import Resources
-from igrun.operators._common import resolve_column, windowed
+from igrun.operators._common import by_interval, resolve_column, windowed
 
 if TYPE_CHECKING:
     from igrun.core.operator import RunPlan
@@ -81,6 +88,14 @@ def scale_widths(fields: list[Field], available: int) -> list[int]:
     return widths
 
 
+def window_line(wall_ns: int, tag: str | None = None) -> str:
+    """The delimiter that opens a window's block in columns: ``--- 2026-01-02T03:04:05.678Z ---``
+    (UTC, when the window ended), with the gadget's name when several share the output."""
+    seconds, ns = divmod(wall_ns, 1_000_000_000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ns // 1_000_000:03d}Z"
+    return f"--- {stamp} {tag} ---\n" if tag else f"--- {stamp} ---\n"
+
+
 @dataclass(frozen=True)
 class OutputLock:
     """Held while a whole batch is written: the runs of one process share one (a resource
@@ -110,6 +125,9 @@ class OutputOperator(Operator):
         self.columns: list[Field] = []
         self.widths: list[int] = []
         self.windowed = windowed(ctx)
+        self.intervals = by_interval(ctx)
+        """Each window is written whole at its end: one JSON array, or one columns block."""
+        self._window: list[Batch] = []
         self._header_due = True
         self._started = False
         self._json: JsonLines | None = None
@@ -197,6 +215,9 @@ class OutputOperator(Operator):
         self._started = True
 
     def process(self, batch: Batch) -> Batch:
+        if self.intervals:
+            self._window.append(batch)
+            return batch
         if self.format == "columns":
             self._columns(batch)
         elif self._json is not None:
@@ -206,9 +227,37 @@ class OutputOperator(Operator):
         return batch
 
     def flush(self) -> Batch | None:
-        if self.windowed:
+        if self.intervals:
+            self._write_window()
+        elif self.windowed:
             self._header_due = True
         return None
+
+    def _write_window(self) -> None:
+        """The window that ends now, whole: a JSON array (``[]`` when empty), or a columns
+        block (delimiter line, header, rows)."""
+        held, self._window = self._window, []
+        batch = Batch.concat(held) if held else None
+        if self.format == "columns":
+            assert self._lines is not None
+            opening = ("\n" if self._started else "") + window_line(time.time_ns(), self.tag)
+            self._header_due = True
+            header = opening + self._header().lstrip("\n")
+            self._header_due = False
+            rows = self._lines.encode(batch) if batch is not None else memoryview(b"")
+            self.write_bytes(rows, header)
+        elif self._json is not None:
+            lines = bytes(self._json.encode(batch)) if batch is not None else b""
+            objects = lines.rstrip(b"\n").split(b"\n") if lines else []
+            self.write_bytes(memoryview(b"[" + b",".join(objects) + b"]\n"))
+        else:
+            records = batch.to_dicts(self.columns) if batch is not None else []
+            if self.format == "jsonpretty":
+                self.write(json.dumps(records, indent=2) + "\n")
+            else:
+                import yaml
+
+                self.write("---\n" + yaml.safe_dump(records, sort_keys=False))
 
     def warn(self, message: str) -> None:
         if self.format != "columns":
