@@ -82,15 +82,16 @@ class TraceFsslower(BpfTracer):
     params = (
         ParamDesc(
             "min",
+            alias="m",
             type_hint=TypeHint.UINT,
             default=str(MIN_LATENCY_DEFAULT_MS),
-            description="Min latency to trace, in ms",
+            description="show only operations that took at least this many milliseconds",
         ),
         ParamDesc(
             "filesystem",
             alias="f",
             default="ext4",
-            description="Filesystem to trace: a type of /proc/filesystems (btrfs, ext4, nfs, "
+            description="file system to trace: a type of /proc/filesystems (btrfs, ext4, nfs, "
             "xfs, tmpfs …); overlay files count as the file system below",
             check=fs_name_constant,
         ),

@@ -152,11 +152,11 @@ class TraceSignal(BpfTracer):
             "pid",
             type_hint=TypeHint.INT,
             default="0",
-            description="Show only signal sent by this particular PID",
+            description="show only signals sent by this process",
         ),
         ParamDesc(
             "signal",
-            description="Trace only this signal (it can be an int like 9 or string beginning "
+            description="trace only this signal (it can be an int like 9 or string beginning "
             'with "SIG" like "SIGKILL"; "KILL" and "SIGRTMIN+1" work too)',
             check=parse_signal,
         ),
@@ -165,14 +165,14 @@ class TraceSignal(BpfTracer):
             alias="f",
             type_hint=TypeHint.BOOL,
             default="false",
-            description="Show only events where the syscall sending a signal failed",
+            description="show only events where the syscall sending a signal failed",
         ),
         ParamDesc(
             "kill-only",
             alias="k",
             type_hint=TypeHint.BOOL,
             default="false",
-            description="Show only events issued by kill syscall (kill, tkill, tgkill)",
+            description="show only events of the kill syscalls (kill, tkill, tgkill)",
         ),
     )
     examples: ClassVar[tuple[str, ...]] = (
