@@ -72,20 +72,48 @@ def parse_output(spec: str, schema: Schema) -> tuple[str, list[Field]]:
     return fmt, [resolve_column(p, schema, what) for p in parts]
 
 
+def header_widths(fields: list[Field]) -> list[int]:
+    """Declared widths, widened to the header where it is longer: a header is never cut
+    (``OPERATION``, not ``OPERAT…``) unless the terminal has no room for it."""
+    return [max(f.width, len(f.name)) for f in fields]
+
+
 def scale_widths(fields: list[Field], available: int) -> list[int]:
-    """Declared widths, shrunk in proportion (never below min_width) to fit ``available``."""
-    widths = [f.width for f in fields]
-    total = sum(widths) + len(widths) - 1
-    if total <= available:
+    """:func:`header_widths`, shrunk in proportion to fit ``available``: not below a header
+    while that fits, then not below min_width."""
+    widths = header_widths(fields)
+    excess = sum(widths) + len(widths) - 1 - available
+    if excess <= 0:
         return widths
     flexible = [i for i, f in enumerate(fields) if not f.column.fixed]
-    spare = sum(widths[i] for i in flexible)
-    excess = total - available
-    for i in flexible:
-        floor = max(fields[i].column.min_width, 1)
-        cut = round(excess * widths[i] / spare) if spare else 0
-        widths[i] = max(floor, widths[i] - cut)
-    return widths
+    least = [max(f.column.min_width, 1) for f in fields]
+    headers = [
+        max(low, min(len(f.name), w)) for low, f, w in zip(least, fields, widths, strict=True)
+    ]
+    scaled, left = _shrink(widths, headers, flexible, excess)
+    if left > 0:
+        scaled, _ = _shrink(widths, least, flexible, excess)
+    return scaled
+
+
+def _shrink(
+    widths: list[int], floors: list[int], flexible: list[int], excess: int
+) -> tuple[list[int], int]:
+    """``excess`` columns taken from the ``flexible`` widths in proportion to them, none below
+    its floor; what could not be taken is returned too."""
+    out = list(widths)
+    while excess > 0:
+        room = [i for i in flexible if out[i] > floors[i]]
+        if not room:
+            break
+        spare = sum(out[i] for i in room)
+        taken = 0
+        for i in room:
+            cut = min(out[i] - floors[i], max(1, round(excess * out[i] / spare)), excess - taken)
+            out[i] -= cut
+            taken += cut
+        excess -= taken
+    return out, excess
 
 
 def window_line(wall_ns: int, tag: str | None = None) -> str:
@@ -150,7 +178,7 @@ class OutputOperator(Operator):
 
     def pre_run(self, schema: Schema) -> None:
         self.format, self.columns = parse_output(self.values.raw("output"), schema)
-        self.widths = [f.width for f in self.columns]
+        self.widths = header_widths(self.columns)
         if self.format == "json":
             self._json = JsonLines(self.columns, self.tag)
         if self.format == "columns" and self.stream.isatty():

@@ -414,3 +414,11 @@ def test_widths_shrink_to_the_terminal() -> None:
     assert scale_widths(fields, 100) == [20, 20]
     assert scale_widths(fields, 31) == [10, 20]
     assert scale_widths(fields, 10) == [5, 20]
+    named = [
+        Field("operation", Kind.STR, column=Column(width=6, min_width=3)),
+        Field("b", Kind.STR, column=Column(width=20)),
+    ]
+    assert scale_widths(named, 100) == [9, 20]  # the header is never cut while there is room
+    assert scale_widths(named, 25) == [9, 15]
+    assert scale_widths(named, 12) == [9, 2]
+    assert scale_widths(named, 8) == [3, 4]  # no room: below the header, down to min_width

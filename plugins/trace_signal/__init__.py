@@ -205,7 +205,7 @@ class TraceSignal(BpfTracer):
                 Kind.INT,
                 "what the sending syscall returned (0 or -errno); for a signal the kernel "
                 "raised itself 0, or -EAGAIN when it could not be queued",
-                column=Column(width=3, fixed=True, align="right"),
+                column=Column(width=7, align="right", errno="returned"),
             ),
             *process_fields("uid gid", about="of the sender"),
         ],
