@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,35 @@ def test_headers_are_never_cut_while_there_is_room() -> None:
     op.pre_run(Schema(fields))
     op.post_run()
     assert stream.getvalue().split() == ["OPERATION", "PID"]
+
+
+@pytest.fixture
+def tmpfs_dir(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_fsslower_file_names_cut_by_the_kernel_are_marked(
+    igrun_cli: IgrunCli, tmpfs_dir: Path
+) -> None:
+    """The event holds 31 bytes of a file name, as ig's: a longer name ends with `` ...``,
+    one of exactly 31 bytes does not."""
+    tag = marker()[:8]
+    fits = (tag + "x" * 31)[:31]
+    longer = tag + "y" * 40
+    proc = igrun_cli.start(
+        "trace", "fsslower", "--host", "-f", "tmpfs", "-m", "0", "-F", f"pid:{os.getpid()}",
+        "-F", "T:W", "-o", "columns=bytes,file",
+    )  # fmt: skip
+    for name in (fits, longer):
+        (tmpfs_dir / name).write_bytes(b"1234")
+    time.sleep(0.5)
+    out, err = proc.stop()
+    assert proc.returncode == 0, err
+    assert rows(out, "BYTES") == [["4", fits], ["4", longer[:31], "..."]]
+    proc.assert_released()
