@@ -87,9 +87,7 @@ def scale_widths(fields: list[Field], available: int) -> list[int]:
         return widths
     flexible = [i for i, f in enumerate(fields) if not f.column.fixed]
     least = [max(f.column.min_width, 1) for f in fields]
-    headers = [
-        max(low, min(len(f.name), w)) for low, f, w in zip(least, fields, widths, strict=True)
-    ]
+    headers = [max(low, len(f.name)) for low, f in zip(least, fields, strict=True)]
     scaled, left = _shrink(widths, headers, flexible, excess)
     if left > 0:
         scaled, _ = _shrink(widths, least, flexible, excess)
@@ -269,9 +267,7 @@ class OutputOperator(Operator):
         if self.format == "columns":
             assert self._lines is not None
             opening = ("\n" if self._started else "") + window_line(time.time_ns(), self.tag)
-            self._header_due = True
             header = opening + self._header().lstrip("\n")
-            self._header_due = False
             rows = self._lines.encode(batch) if batch is not None else memoryview(b"")
             self.write_bytes(rows, header)
         elif self._json is not None:
