@@ -8,7 +8,7 @@ from igrun.core.gadget import Gadget
 from igrun.core.params import Params
 from igrun.core.run.check import resolve_column
 
-__all__ = ["resolve_column", "windowed"]
+__all__ = ["by_interval", "resolve_column", "windowed"]
 
 
 class _Run(Protocol):
@@ -26,3 +26,10 @@ def windowed(ctx: _Run) -> bool:
     one endless stream: sort holds and limit counts per window then."""
     interval = ctx.runtime_params.get("interval") if "interval" in ctx.runtime_params else 0
     return bool(interval) or ctx.gadget.type.can_sort
+
+
+def by_interval(ctx: _Run) -> bool:
+    """Whether windows end on a clock (``--interval``, or a gadget that reports every
+    interval): the output then writes each window whole, as one array or one block."""
+    interval = ctx.runtime_params.get("interval") if "interval" in ctx.runtime_params else 0
+    return bool(interval) or ctx.gadget.type.is_periodic

@@ -5,6 +5,12 @@ scaled to the terminal only on a TTY), ``columns=a,b`` (exactly these), ``column
 (the default ones plus x, minus y), ``json`` (one object per line), ``jsonpretty`` and ``yaml``.
 ``columns`` and ``json`` lines are written by C for the whole batch at once
 (:mod:`igrun.core.output.columns`, :mod:`igrun.core.output.jsonlines`).
+
+With ``--interval`` (and for gadgets that report every interval) each window is written whole
+when it ends, as ``ig``'s interval gadgets print it: in JSON one array per window on one line
+(``[]`` for a window without events), so ``jq -c '.[]'`` or a line reader sees where windows
+end; in columns a block that starts with a delimiter line holding the window's end time
+(:func:`window_line`), then the header and the rows.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 import shutil
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
@@ -27,7 +34,7 @@ from igrun.core.output.jsonlines import JsonLines, dumps
 from igrun.core.output.printable import printable
 from igrun.core.params import ParamDesc, Params
 from igrun.core.run.resources import Resources
-from igrun.operators._common import resolve_column, windowed
+from igrun.operators._common import by_interval, resolve_column, windowed
 
 if TYPE_CHECKING:
     from igrun.core.operator import RunPlan
@@ -65,20 +72,54 @@ def parse_output(spec: str, schema: Schema) -> tuple[str, list[Field]]:
     return fmt, [resolve_column(p, schema, what) for p in parts]
 
 
+def header_widths(fields: list[Field]) -> list[int]:
+    """Declared widths, widened to the header where it is longer: a header is never cut
+    (``OPERATION``, not ``OPERAT…``) unless the terminal has no room for it."""
+    return [max(f.width, len(f.name)) for f in fields]
+
+
 def scale_widths(fields: list[Field], available: int) -> list[int]:
-    """Declared widths, shrunk in proportion (never below min_width) to fit ``available``."""
-    widths = [f.width for f in fields]
-    total = sum(widths) + len(widths) - 1
-    if total <= available:
+    """:func:`header_widths`, shrunk in proportion to fit ``available``: not below a header
+    while that fits, then not below min_width."""
+    widths = header_widths(fields)
+    excess = sum(widths) + len(widths) - 1 - available
+    if excess <= 0:
         return widths
     flexible = [i for i, f in enumerate(fields) if not f.column.fixed]
-    spare = sum(widths[i] for i in flexible)
-    excess = total - available
-    for i in flexible:
-        floor = max(fields[i].column.min_width, 1)
-        cut = round(excess * widths[i] / spare) if spare else 0
-        widths[i] = max(floor, widths[i] - cut)
-    return widths
+    least = [max(f.column.min_width, 1) for f in fields]
+    headers = [max(low, len(f.name)) for low, f in zip(least, fields, strict=True)]
+    scaled, left = _shrink(widths, headers, flexible, excess)
+    if left > 0:
+        scaled, _ = _shrink(widths, least, flexible, excess)
+    return scaled
+
+
+def _shrink(
+    widths: list[int], floors: list[int], flexible: list[int], excess: int
+) -> tuple[list[int], int]:
+    """``excess`` columns taken from the ``flexible`` widths in proportion to them, none below
+    its floor; what could not be taken is returned too."""
+    out = list(widths)
+    while excess > 0:
+        room = [i for i in flexible if out[i] > floors[i]]
+        if not room:
+            break
+        spare = sum(out[i] for i in room)
+        taken = 0
+        for i in room:
+            cut = min(out[i] - floors[i], max(1, round(excess * out[i] / spare)), excess - taken)
+            out[i] -= cut
+            taken += cut
+        excess -= taken
+    return out, excess
+
+
+def window_line(wall_ns: int, tag: str | None = None) -> str:
+    """The delimiter that opens a window's block in columns: ``--- 2026-01-02T03:04:05.678Z ---``
+    (UTC, when the window ended), with the gadget's name when several share the output."""
+    seconds, ns = divmod(wall_ns, 1_000_000_000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ns // 1_000_000:03d}Z"
+    return f"--- {stamp} {tag} ---\n" if tag else f"--- {stamp} ---\n"
 
 
 @dataclass(frozen=True)
@@ -110,6 +151,9 @@ class OutputOperator(Operator):
         self.columns: list[Field] = []
         self.widths: list[int] = []
         self.windowed = windowed(ctx)
+        self.intervals = by_interval(ctx)
+        """Each window is written whole at its end: one JSON array, or one columns block."""
+        self._window: list[Batch] = []
         self._header_due = True
         self._started = False
         self._json: JsonLines | None = None
@@ -132,7 +176,7 @@ class OutputOperator(Operator):
 
     def pre_run(self, schema: Schema) -> None:
         self.format, self.columns = parse_output(self.values.raw("output"), schema)
-        self.widths = [f.width for f in self.columns]
+        self.widths = header_widths(self.columns)
         if self.format == "json":
             self._json = JsonLines(self.columns, self.tag)
         if self.format == "columns" and self.stream.isatty():
@@ -199,6 +243,9 @@ class OutputOperator(Operator):
     def process(self, batch: Batch) -> Batch:
         if self.format == "none":  # a metrics exporter: the events go to Prometheus only
             return batch
+        if self.intervals:
+            self._window.append(batch)
+            return batch
         if self.format == "columns":
             self._columns(batch)
         elif self._json is not None:
@@ -208,9 +255,37 @@ class OutputOperator(Operator):
         return batch
 
     def flush(self) -> Batch | None:
-        if self.windowed:
+        if self.format == "none":
+            return None
+        if self.intervals:
+            self._write_window()
+        elif self.windowed:
             self._header_due = True
         return None
+
+    def _write_window(self) -> None:
+        """The window that ends now, whole: a JSON array (``[]`` when empty), or a columns
+        block (delimiter line, header, rows)."""
+        held, self._window = self._window, []
+        batch = Batch.concat(held) if held else None
+        if self.format == "columns":
+            assert self._lines is not None
+            opening = ("\n" if self._started else "") + window_line(time.time_ns(), self.tag)
+            header = opening + self._header().lstrip("\n")
+            rows = self._lines.encode(batch) if batch is not None else memoryview(b"")
+            self.write_bytes(rows, header)
+        elif self._json is not None:
+            lines = bytes(self._json.encode(batch)) if batch is not None else b""
+            objects = lines.rstrip(b"\n").split(b"\n") if lines else []
+            self.write_bytes(memoryview(b"[" + b",".join(objects) + b"]\n"))
+        else:
+            records = batch.to_dicts(self.columns) if batch is not None else []
+            if self.format == "jsonpretty":
+                self.write(json.dumps(records, indent=2) + "\n")
+            else:
+                import yaml
+
+                self.write("---\n" + yaml.safe_dump(records, sort_keys=False))
 
     def warn(self, message: str) -> None:
         if self.format not in ("columns", "none"):

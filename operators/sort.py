@@ -1,9 +1,9 @@
-"""``--sort -col,col``: order events, per batch for streams, per window otherwise.
+"""``--sort -col,col``: order the events of each window.
 
-Sorting needs a set of events to order. A stream has only the batch in hand, so a plain trace
-is sorted batch by batch; with ``--interval`` (or for gadgets whose type sorts, like top and
-snapshot gadgets) the operator holds every batch of the window and releases them sorted when
-the window ends.
+Sorting needs a whole set of events to order. A stream never ends, so ``--sort`` on a plain
+trace is refused (``ig`` has no ``--sort`` for trace gadgets); with ``--interval`` (or for
+gadgets whose type sorts, like top and snapshot gadgets) the operator holds every batch of the
+window and releases them sorted when the window ends.
 """
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     from igrun.operators._common import _Run
 
 SortKeys = list[tuple[Field, bool]]
+
+STREAM_SORT = (
+    "--sort needs --interval: a stream has no end to sort up to "
+    "(e.g. --interval 1s sorts each second's events)"
+)
+"""Why a stream is not sorted: sorting each batch as it came looked sorted and was not."""
 
 
 def parse_sort(spec: str, schema: Schema) -> SortKeys:
@@ -67,8 +73,8 @@ class SortOperator(Operator):
     params = (
         ParamDesc(
             "sort",
-            description="sort by these columns, '-' for descending (e.g. -pid,comm); "
-            "streams sort each batch, --interval sorts each window",
+            description="sort each window by these columns, '-' for descending "
+            "(e.g. -pid,comm); a stream needs --interval",
         ),
     )
 
@@ -76,7 +82,6 @@ class SortOperator(Operator):
         super().__init__(ctx, params)
         self.spec = spec
         self.keys: SortKeys = []
-        self.hold = windowed(ctx)
         self.held: list[Batch] = []
 
     @staticmethod
@@ -96,6 +101,8 @@ class SortOperator(Operator):
         spec = cls.spec_for(plan, params)
         if spec:
             parse_sort(spec, schema)
+            if not windowed(plan):
+                raise ParamError(STREAM_SORT)
 
     @classmethod
     def instantiate(cls, ctx: GadgetContext, params: Params) -> Operator | None:
@@ -106,10 +113,8 @@ class SortOperator(Operator):
         self.keys = parse_sort(self.spec, schema)
 
     def process(self, batch: Batch) -> Batch:
-        if self.hold:
-            self.held.append(batch)
-            return batch.take(np.zeros(0, dtype=np.int64))
-        return sort_batch(batch, self.keys)
+        self.held.append(batch)
+        return batch.take(np.zeros(0, dtype=np.int64))
 
     def flush(self) -> Batch | None:
         if not self.held:

@@ -367,8 +367,15 @@ class IgrunCli:
 
     @staticmethod
     def events(stdout: str) -> list[dict[str, Any]]:
-        """The JSON events of ``-o json`` output."""
-        return [json.loads(line) for line in stdout.split("\n") if line.startswith("{")]
+        """The JSON events of ``-o json`` output: one object per line, or (``--interval``)
+        one array of them per window."""
+        events: list[dict[str, Any]] = []
+        for line in stdout.split("\n"):
+            if line.startswith("{"):
+                events.append(json.loads(line))
+            elif line.startswith("["):
+                events += json.loads(line)
+        return events
 
 
 # ---- the pytest plugin -------------------------------------------------------------------------

@@ -218,6 +218,7 @@ def readable() -> Iterator[Path]:
         (["-F", "comm:~("], 'invalid filter "comm:~(": bad regular expression: '),
         (["--sort", "bogus"], 'invalid sort "bogus": no column "bogus"'),
         (["--sort", "-pid,"], 'invalid sort "-pid,": empty column name'),
+        (["--sort", "-pid"], "--sort needs --interval: a stream has no end to sort up to"),
         (["-o", "columns=pid,nope"], 'invalid output "columns=pid,nope": no column "nope"'),
         (["-o", "xml"], 'invalid output "xml": use one of columns, json, jsonpretty, yaml, none'),
         (
@@ -281,7 +282,8 @@ def test_right_input_goes_on_to_the_host_check(igrun_cli: IgrunCli, readable: Pa
     """The same flags without the typos pass the checks and meet the host check: the lines
     above came from checks that ran before it."""
     result = as_nobody(
-        igrun_cli, "trace", "exec", "-F", "pid:1", "--sort", "-pid", "-o", "columns=pid,comm",
+        igrun_cli, "trace", "exec", "-F", "pid:1", "--sort", "-pid", "--interval", "1s",
+        "-o", "columns=pid,comm",
         "-r", "docker", "--metrics-config", f"{readable}/metrics.toml",
     )  # fmt: skip
     assert one_line(result, 1) == "igrun needs root to load BPF programs (try sudo)"

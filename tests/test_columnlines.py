@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from igrun.core.events.schema import Batch, Column, Field, Kind, Schema
-from igrun.core.output.columns import ColumnLines, fit, format_value
+from igrun.core.output.columns import ColumnLines, cell_text, fit, format_value
+from igrun.core.output.jsonlines import JsonLines
 from igrun.core.output.printable import printable
 
 DTYPE = np.dtype(
@@ -197,3 +198,49 @@ def test_hostile_text_is_escaped_by_the_writer_as_by_python(batch: Batch, tag: s
     assert first[2:3] == ["x\\…[2K"]  # comm: its escaped text fitted to 6, cut in the middle
     assert first[6:8] == ["x\\r\\x1b…", "x\\r\\x1b[2K"]  # name cut at 8; args whole
     assert first[-1] == "\\ud800lone"  # the last column, whole
+
+
+def test_errnos_by_name_in_columns_and_numbers_in_json() -> None:
+    """An errno column shows the name (``ENOENT``), a returned one too (``-2``); values that
+    are no error stay numbers; JSON keeps the number, as ``ig`` writes it."""
+    dtype = np.dtype([("ret", "<i4"), ("err", "<i4"), ("flag", "u1")])
+    fields = [
+        field("ret", Kind.INT, 7, align="right", errno="returned"),
+        field("err", Kind.INT, 7, align="right", errno="positive"),
+    ]
+    raw = np.zeros(5, dtype)
+    raw["ret"] = [0, -2, -13, 3, -4095]
+    raw["err"] = [0, 2, 13, -1, 4095]
+    b = Batch(Schema(fields, "event", dtype), raw)
+    text = bytes(ColumnLines(fields, [7, 7]).encode(b)).decode()
+    assert text.splitlines() == [
+        "      0       0",
+        " ENOENT  ENOENT",
+        " EACCES  EACCES",
+        "      3      -1",
+        "  -4095    4095",
+    ]
+    assert [cell_text(fields[0], v) for v in (-2, 0)] == ["ENOENT", "0"]
+    assert JsonLines(fields).encode(b).tobytes().splitlines()[1] == b'{"ret":-2,"err":2}'
+
+
+def test_args_the_kernel_cut_end_with_a_mark() -> None:
+    """As ``execsnoop``: `` ...`` after arguments the kernel cut (the row's flag), in any
+    column position; ``…`` stays the columns output's own cut."""
+    dtype = np.dtype([("truncated", "u1"), ("pid", "<u4")])
+    fields = [
+        Field("truncated", Kind.BOOL, column=Column(hidden=True)),
+        field("args", Kind.LIST, 12, cut_by="truncated"),
+        field("pid", Kind.UINT, 3),
+    ]
+    raw = np.zeros(3, dtype)
+    raw["truncated"] = [0, 1, 1]
+    b = Batch(Schema(fields, "event", dtype), raw)
+    args = np.empty(3, dtype=object)
+    args[:] = [["ls", "-l"], ["echo", "a"], ["a" * 20]]
+    b.set_column("args", args)
+    shown = [fields[1], fields[2]]
+    lines = bytes(ColumnLines(shown, [12, 3]).encode(b)).decode().splitlines()
+    assert lines == ["ls -l        0", "echo a ...   0", "aaaaaaa… ... 0"]  # both cuts show
+    last = bytes(ColumnLines(shown[:1], [12]).encode(b)).decode().splitlines()
+    assert last == ["ls -l", "echo a ...", "a" * 20 + " ..."]

@@ -5,6 +5,11 @@ from __future__ import annotations
 import errno
 import io
 import json
+import re
+import shutil
+import subprocess
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -20,7 +25,7 @@ from igrun.core.params import Params
 from igrun.core.run.local import RUNTIME_PARAMS
 from igrun.operators.filter import FilterOperator, parse_filter, split_filters
 from igrun.operators.limit import LimitOperator
-from igrun.operators.output import OutputOperator, parse_output, scale_widths
+from igrun.operators.output import OutputOperator, parse_output, scale_widths, window_line
 from igrun.operators.sort import SortOperator, parse_sort, sort_batch
 
 LAYOUT = np.dtype([("pid", "<u4"), ("ret", "<i4"), ("comm", "S16"), ("ts", "<u8")])
@@ -60,6 +65,12 @@ class Top(Tracer):
     name = "top"
     category = Category.TOP
     type = GadgetType.TRACE_INTERVALS
+
+
+class Snap(Tracer):
+    name = "snap"
+    category = Category.SNAPSHOT
+    type = GadgetType.ONE_SHOT
 
 
 def context(gadget: type[Gadget] = Tracer, interval: str = "0") -> GadgetContext:
@@ -172,9 +183,20 @@ def test_sort_keys_directions_and_stability() -> None:
         parse_sort("-pdi", SCHEMA)
 
 
-def test_sort_streams_per_batch_and_holds_windows() -> None:
-    stream = make(SortOperator, context(), sort="-pid")
-    assert pids(stream.process(ROWS)) == [40, 30, 20, 10]
+def test_sort_holds_windows_and_refuses_a_stream() -> None:
+    """A stream has no end to sort up to: sorting each batch as it came looked sorted and
+    was not (``ig`` has no --sort for trace gadgets)."""
+    values = Params(SortOperator.params, {"sort": "-pid"})
+    with pytest.raises(ParamError) as info:
+        SortOperator.check(context(), values, SCHEMA)  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "--sort needs --interval: a stream has no end to sort up to "
+        "(e.g. --interval 1s sorts each second's events)"
+    )
+    with pytest.raises(ParamError, match='invalid sort "-nope": no column "nope"'):
+        SortOperator.check(context(), Params(SortOperator.params, {"sort": "-nope"}), SCHEMA)  # type: ignore[arg-type]
+    SortOperator.check(context(interval="1s"), values, SCHEMA)  # type: ignore[arg-type]
+    SortOperator.check(context(Top), values, SCHEMA)  # type: ignore[arg-type]
     window = make(SortOperator, context(interval="1s"), sort="-pid")
     assert len(window.process(ROWS.take(np.array([0, 1])))) == 0
     assert len(window.process(ROWS.take(np.array([2, 3])))) == 0
@@ -264,14 +286,79 @@ def test_columns_selection_cut_and_time() -> None:
         parse_output("xml", SCHEMA)
 
 
-def test_columns_header_repeats_per_window() -> None:
+WINDOW_LINE = re.compile(r"--- \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ---")
+
+
+def test_columns_print_each_window_as_a_timestamped_block() -> None:
+    """A delimiter line with the window's end time (UTC), the header, the rows; a window
+    without events is a block too, so the time goes on."""
+    before = time.time()
     text = output(
         "columns=pid",
-        ROWS.take(np.array([0])),
-        ROWS.take(np.array([1])),
+        ROWS.take(np.array([0, 1])),
+        ROWS.head(0),
+        ROWS.take(np.array([2])),
         ctx=context(interval="1s"),
     )
+    blocks = text.split("\n\n")
+    assert [b.splitlines()[1:] for b in blocks] == [
+        ["    PID", "     10", "     20"],
+        ["    PID"],
+        ["    PID", "     30"],
+    ]
+    for b in blocks:
+        line = b.splitlines()[0]
+        assert WINDOW_LINE.fullmatch(line), line
+        stamp = datetime.strptime(line[4:-5], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC)
+        assert before - 1 < stamp.timestamp() <= time.time()
+    assert window_line(1_700_000_000_123_456_789, "trace exec") == (
+        "--- 2023-11-14T22:13:20.123Z trace exec ---\n"
+    )
+
+
+def test_snapshot_windows_keep_repeating_the_header() -> None:
+    text = output(
+        "columns=pid", ROWS.take(np.array([0])), ROWS.take(np.array([1])), ctx=context(Snap)
+    )
     assert text == "    PID\n     10\n\n    PID\n     20\n"
+
+
+def test_json_prints_one_array_per_window() -> None:
+    """As ``ig``'s interval gadgets: one JSON array per window, on one line (``[]`` when the
+    window had no events); ``jq`` reads each line as one array."""
+    text = output(
+        "json",
+        ROWS.take(np.array([0, 1])),
+        ROWS.head(0),
+        ROWS.take(np.array([3])),
+        ctx=context(interval="1s"),
+    )
+    lines = text.splitlines()
+    windows = [json.loads(line) for line in lines]
+    assert [[e["pid"] for e in w] for w in windows[:3]] == [[10, 20], [], [40]]
+    assert windows[0][1] == {
+        "pid": 20,
+        "retval": -2,
+        "comm": "ls",
+        "ts": 1_700_000_000_123_456_789,
+        "args": ["ls", "-x"],
+    }
+    assert windows[3] == {"type": "warn", "message": "lost 3 events"}
+    jq = shutil.which("jq")
+    if jq is not None:
+        program = 'if type == "array" then [.[].pid] else .type end'
+        done = subprocess.run([jq, "-c", program], input=text, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["[10,20]", "[]", "[40]", '"warn"']
+
+
+def test_jsonpretty_and_yaml_windows_are_lists() -> None:
+    ctx = context(interval="1s")
+    pretty = output("jsonpretty", ROWS.take(np.array([0, 2])), ctx=ctx)
+    first = json.loads(pretty[: pretty.index("\n]\n") + 2])
+    assert [e["pid"] for e in first] == [10, 30]
+    docs = list(yaml.safe_load_all(output("yaml", ROWS.take(np.array([1])), ctx=ctx)))
+    assert [e["pid"] for e in docs[0]] == [20]
 
 
 def test_json_lines_and_warn_record() -> None:
@@ -327,3 +414,11 @@ def test_widths_shrink_to_the_terminal() -> None:
     assert scale_widths(fields, 100) == [20, 20]
     assert scale_widths(fields, 31) == [10, 20]
     assert scale_widths(fields, 10) == [5, 20]
+    named = [
+        Field("operation", Kind.STR, column=Column(width=6, min_width=3)),
+        Field("b", Kind.STR, column=Column(width=20)),
+    ]
+    assert scale_widths(named, 100) == [9, 20]  # the header is never cut while there is room
+    assert scale_widths(named, 25) == [9, 15]
+    assert scale_widths(named, 12) == [9, 2]
+    assert scale_widths(named, 8) == [3, 4]  # no room: below the header, down to min_width

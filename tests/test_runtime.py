@@ -115,8 +115,9 @@ def test_interval_sorts_and_limits_each_window(run_burst: Any) -> None:
         burst,
     )
     windows = [w.split("\n") for w in text.strip("\n").split("\n\n")]
-    assert windows[0][0].strip() == "SEQ"
-    first = [int(v) for v in windows[0][1:]]
+    assert all(w[0].startswith("--- ") and w[0].endswith("Z ---") for w in windows)
+    assert windows[0][1].strip() == "SEQ"
+    first = [int(v) for v in windows[0][2:]]
     assert len(first) == 3 and first == sorted(first, reverse=True)
 
 

@@ -44,6 +44,7 @@ JSON_KEYS = {
     "offset",
     "latency",
     "file",
+    "truncated",
     "error",
 }
 

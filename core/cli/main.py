@@ -61,10 +61,15 @@ def _version() -> str:
     return version("igrun")
 
 
-def _flags(desc: ParamDesc) -> list[str]:
+def _flags(desc: ParamDesc, claimed: frozenset[str] = frozenset()) -> list[str]:
+    """``--key`` and the alias, unless a flag added before (the gadget's own) claimed the
+    alias: ``trace fsslower -m`` is its minimum latency, as in ``ig``, so max-rows keeps only
+    ``--max-rows`` there."""
     names = [f"--{desc.key}"]
     if desc.alias:
-        names.insert(0, f"-{desc.alias}" if len(desc.alias) == 1 else f"--{desc.alias}")
+        alias = f"-{desc.alias}" if len(desc.alias) == 1 else f"--{desc.alias}"
+        if alias not in claimed:
+            names.insert(0, alias)
     return names
 
 
@@ -82,6 +87,7 @@ def _add_params(
 ) -> dict[str, ParamDesc]:
     """One flag per param; returns argparse dest -> param, so values can be routed back."""
     dests = {}
+    claimed = frozenset(opt for action in group._actions for opt in action.option_strings)
     for desc in descs:
         dest = f"{prefix}{desc.key}"
         kwargs: dict[str, Any] = {"dest": dest, "default": None, "help": _help(desc)}
@@ -93,7 +99,7 @@ def _add_params(
         else:
             kwargs.update(metavar=desc.key.upper())
         try:
-            group.add_argument(*_flags(desc), **kwargs)
+            group.add_argument(*_flags(desc, claimed), **kwargs)
         except argparse.ArgumentError as exc:
             raise IgrunError(f"two parameters claim the same flag: {exc}") from None
         dests[dest] = desc

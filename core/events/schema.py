@@ -58,7 +58,18 @@ class Column:
     """Columns sort by order, then by declaration; lower comes first."""
     fixed: bool = False
     """Never scaled to the terminal."""
+    errno: Literal["", "positive", "returned"] = ""
+    """The columns output shows an error number by name (``ENOENT``) where JSON keeps the
+    number, as ``ig`` does: ``positive`` for an errno, ``returned`` for a return value
+    (``-errno`` on failure). Values that are no error stay numbers (``0``, a pid)."""
+    cut_by: str = ""
+    """A boolean field that says the kernel cut this value (``trace exec``'s ``truncated``):
+    the columns output then ends the cell with :data:`CUT_MARK`, as ``execsnoop`` does."""
 
+
+CUT_MARK = " ..."
+"""Ends a cell whose value the kernel cut (see :attr:`Column.cut_by`); ``…`` is the columns
+output's own cut to the column's width."""
 
 _DEFAULT_WIDTH = {
     Kind.INT: 7,

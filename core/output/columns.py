@@ -13,6 +13,7 @@ no control character or escape sequence reaches the terminal and widths count wh
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from igrun.core.bpf.objects import ffi, lib
 from igrun.core.events.helpers import format_rfc3339_ns
-from igrun.core.events.schema import Array, Batch, Field, Kind
+from igrun.core.events.schema import CUT_MARK, Array, Batch, Field, Kind
 from igrun.core.output.cbuffers import (
     DescriptionError,
     OutputBuffer,
@@ -57,6 +58,21 @@ def format_value(kind: Kind, value: Any) -> str:
     if kind is Kind.BYTES:
         return bytes(value).hex()
     return printable(str(value))
+
+
+def errno_text(value: int, how: str) -> str:
+    """An error number as its name (``ENOENT``): a positive errno, or a returned ``-errno``
+    (``how`` is ``"positive"`` or ``"returned"``); any other value as the number."""
+    code = value if how == "positive" else -value
+    return errno.errorcode.get(code, str(value)) if code > 0 else str(value)
+
+
+def cell_text(f: Field, value: Any) -> str:
+    """A value as its column shows it: :func:`format_value`, or the errno's name for a column
+    that says so (:attr:`Column.errno`)."""
+    if f.column.errno and isinstance(value, int) and not isinstance(value, bool):
+        return errno_text(value, f.column.errno)
+    return format_value(f.kind, value)
 
 
 def fit(text: str, width: int, f: Field) -> str:
@@ -125,11 +141,11 @@ class ColumnLines:
                 col.kind, col.size, col.offset = member
                 col.values = ffi.NULL
                 continue
-            found = batch.distinct(f.name)
+            found = batch.distinct(f.name) if not f.column.cut_by else None
             if found is not None:
                 table, codes = found
                 check_rows(f.name, codes, n)
-                self._point_cells(i, [format_value(f.kind, v) for v in table.tolist()], codes, keep)
+                self._point_cells(i, [cell_text(f, v) for v in table.tolist()], codes, keep)
             else:
                 self._describe(i, batch, f, keep)
         cap = lib.igr_column_bound(self._cols, len(self.fields), len(self._lead), n)
@@ -153,6 +169,8 @@ class ColumnLines:
     def _member(dtype: np.dtype[Any], f: Field) -> tuple[int, int, int] | None:
         if f.decode is not None or dtype.names is None or f.source not in dtype.names:
             return None
+        if f.column.errno:  # shown by name: one cell per distinct value
+            return None
         member, offset = dtype.fields[f.source][:2]  # type: ignore[index]
         how = _number_kind(member, f)
         return None if how is None else (*how, offset)
@@ -162,6 +180,11 @@ class ColumnLines:
         cell per distinct value."""
         values = batch[f.name]
         check_rows(f.name, values, len(batch))
+        if f.column.errno and values.ndim == 1 and values.dtype.kind in "iu":
+            codes, rows = np.unique(values, return_inverse=True)  # few distinct errnos
+            texts = [errno_text(v, f.column.errno) for v in codes.tolist()]
+            self._point_cells(i, texts, rows.reshape(-1), keep)
+            return
         how = _number_kind(values.dtype, f) if values.ndim == 1 else None
         if how is not None:
             keep.append(values)
@@ -171,13 +194,32 @@ class ColumnLines:
             col.values = address(values)
             return
         python = batch.values(f.name)
+        if f.column.cut_by:  # marked row by row: the same args may be cut in one row only
+            cut = batch[f.column.cut_by].astype(bool).tolist()
+            texts = [
+                self._marked(i, cell_text(f, v)) if c else cell_text(f, v)
+                for v, c in zip(python, cut, strict=True)
+            ]
+            self._point_cells(i, texts, np.arange(len(texts)), keep)
+            return
         found = distinct(python)
         if found is None:  # unhashable values (lists): one cell per row
-            texts = [format_value(f.kind, v) for v in python]
+            texts = [cell_text(f, v) for v in python]
             self._point_cells(i, texts, np.arange(len(texts)), keep)
             return
         table, index = found
-        self._point_cells(i, [format_value(f.kind, v) for v in table], index, keep)
+        self._point_cells(i, [cell_text(f, v) for v in table], index, keep)
+
+    def _marked(self, i: int, text: str) -> str:
+        """``text`` with :data:`CUT_MARK` after it, fitted so that the mark always shows: a
+        column too narrow for both cuts the text (``…``) and keeps the mark."""
+        if self._as_is[i]:
+            return text + CUT_MARK
+        room = max(self.widths[i] - len(CUT_MARK), 1)
+        fitted = fit(text, room, self.fields[i])
+        return (
+            fitted.lstrip() if self.fields[i].column.align == "right" else fitted.rstrip()
+        ) + CUT_MARK
 
     def _point_cells(self, i: int, texts: list[str], codes: Array, keep: list[Any]) -> None:
         """Rows as positions into ``texts``, each fitted to column ``i`` once."""

@@ -85,8 +85,8 @@ RUNTIME_PARAMS: tuple[ParamDesc, ...] = (
         "interval",
         type_hint=TypeHint.DURATION,
         default="0",
-        description="gather events for this long, then sort and print them together; "
-        "0 prints each batch as it comes",
+        description="gather events for this long, then print them as one window (one JSON "
+        "array, or a block under a timestamped line); 0 prints each batch as it comes",
     ),
     ParamDesc(
         "buffer-size",

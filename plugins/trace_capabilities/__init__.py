@@ -222,13 +222,13 @@ class TraceCapabilities(BpfTracer):
             "audit-only",
             type_hint=TypeHint.BOOL,
             default="true",
-            description="Only show audit checks",
+            description="show only audit checks",
         ),
         ParamDesc(
             "unique",
             type_hint=TypeHint.BOOL,
             default="false",
-            description="Only show a capability once on the same container",
+            description="show a capability only once per container",
         ),
     )
     examples: ClassVar[tuple[str, ...]] = (

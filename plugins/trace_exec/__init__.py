@@ -90,14 +90,14 @@ class TraceExec(BpfTracer):
                 "return value of exec (0 or -errno)",
                 member="retval",
                 json="retval",
-                column=Column(width=4, align="right"),
+                column=Column(width=7, align="right", errno="returned"),
             ),
             Field(
                 "args",
                 Kind.LIST,
                 "path and arguments (up to 20 of up to 127 bytes)",
                 decode=_args,
-                column=Column(width=40),
+                column=Column(width=40, cut_by="truncated"),
             ),
             Field(
                 "truncated",

@@ -82,15 +82,16 @@ class TraceFsslower(BpfTracer):
     params = (
         ParamDesc(
             "min",
+            alias="m",
             type_hint=TypeHint.UINT,
             default=str(MIN_LATENCY_DEFAULT_MS),
-            description="Min latency to trace, in ms",
+            description="show only operations that took at least this many milliseconds",
         ),
         ParamDesc(
             "filesystem",
             alias="f",
             default="ext4",
-            description="Filesystem to trace: a type of /proc/filesystems (btrfs, ext4, nfs, "
+            description="file system to trace: a type of /proc/filesystems (btrfs, ext4, nfs, "
             "xfs, tmpfs …); overlay files count as the file system below",
             check=fs_name_constant,
         ),
@@ -134,7 +135,14 @@ class TraceFsslower(BpfTracer):
                 "file",
                 Kind.STR,
                 "file name (last part of the path, up to 31 bytes)",
-                column=Column(width=24, max_width=32),
+                column=Column(width=24, max_width=32, cut_by="truncated"),
+            ),
+            Field(
+                "truncated",
+                Kind.BOOL,
+                "the file name was cut to 31 bytes (columns end it with ' ...')",
+                member="file_truncated",
+                column=Column(hidden=True),
             ),
             errno_field("errno name of a failed read, write or fsync"),
         ],

@@ -230,6 +230,7 @@ static __always_inline int exit_op(long ret)
 	file_name = BPF_CORE_READ(file, f_path.dentry, d_name.name);
 	if (!file_name || bpf_probe_read_kernel_str(event->file, sizeof(event->file), file_name) < 0)
 		event->file[0] = '\0';
+	event->file_truncated = BPF_CORE_READ(file, f_path.dentry, d_name.len) >= FILE_NAME_LEN;
 	gadget_submit_buf(&events, event);
 cleanup:
 	bpf_map_delete_elem(&starts, &tid);

@@ -25,6 +25,7 @@ struct event {
 	__s32 ret;
 	__u8 op;
 	char file[FILE_NAME_LEN];
+	__u8 file_truncated; /* the name was longer than file holds */
 };
 
 #endif

@@ -257,7 +257,7 @@ class TraceMount(BpfTracer):
                 "ret",
                 Kind.INT,
                 "return value (0, a file descriptor, or -errno)",
-                column=Column(width=3, fixed=True, hidden=True, align="right"),
+                column=Column(width=7, hidden=True, align="right", errno="returned"),
             ),
             duration_field(
                 "latency",

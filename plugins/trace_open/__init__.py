@@ -176,7 +176,7 @@ class TraceOpen(BpfTracer):
                 "err",
                 Kind.INT,
                 "errno of a failed open (positive), else 0",
-                column=Column(width=3, fixed=True, align="right"),
+                column=Column(width=7, align="right", errno="positive"),
             ),
             *flag_fields("flags", "flag names: the access mode, then O_* flags", decode_flags),
             *mode_fields("permissions of a created file (none without O_CREAT or O_TMPFILE)"),

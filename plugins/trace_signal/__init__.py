@@ -152,11 +152,11 @@ class TraceSignal(BpfTracer):
             "pid",
             type_hint=TypeHint.INT,
             default="0",
-            description="Show only signal sent by this particular PID",
+            description="show only signals sent by this process",
         ),
         ParamDesc(
             "signal",
-            description="Trace only this signal (it can be an int like 9 or string beginning "
+            description="trace only this signal (it can be an int like 9 or string beginning "
             'with "SIG" like "SIGKILL"; "KILL" and "SIGRTMIN+1" work too)',
             check=parse_signal,
         ),
@@ -165,14 +165,14 @@ class TraceSignal(BpfTracer):
             alias="f",
             type_hint=TypeHint.BOOL,
             default="false",
-            description="Show only events where the syscall sending a signal failed",
+            description="show only events where the syscall sending a signal failed",
         ),
         ParamDesc(
             "kill-only",
             alias="k",
             type_hint=TypeHint.BOOL,
             default="false",
-            description="Show only events issued by kill syscall (kill, tkill, tgkill)",
+            description="show only events of the kill syscalls (kill, tkill, tgkill)",
         ),
     )
     examples: ClassVar[tuple[str, ...]] = (
@@ -205,7 +205,7 @@ class TraceSignal(BpfTracer):
                 Kind.INT,
                 "what the sending syscall returned (0 or -errno); for a signal the kernel "
                 "raised itself 0, or -EAGAIN when it could not be queued",
-                column=Column(width=3, fixed=True, align="right"),
+                column=Column(width=7, align="right", errno="returned"),
             ),
             *process_fields("uid gid", about="of the sender"),
         ],
