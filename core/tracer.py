@@ -72,6 +72,16 @@ LOST_CHECK_S = 0.25
 """How often the drop counter is read while running (and always at the final drain)."""
 
 
+@dataclass(frozen=True)
+class EventsBuffer:
+    """The events buffer of a run, in the unit of ``--buffer-size`` (ring buffer bytes, or
+    perf buffer bytes per CPU): offered as a resource of the run, so that a report of lost
+    events can say what size to try instead."""
+
+    size: int
+    kind: str  # "ring" or "perf"
+
+
 class BpfTracer(Gadget):
     """Base class of gadgets made of one BPF object that streams events of one struct."""
 
@@ -191,10 +201,12 @@ class BpfTracer(Gadget):
         lost_map = obj.map(LOST_EVENTS_MAP) if obj.has_map(LOST_EVENTS_MAP) else None
         size = ctx.schema.dtype.itemsize if ctx.schema.dtype is not None else 1
         if events.type == MapType.PERF_EVENT_ARRAY:
+            ctx.resources.provide(EventsBuffer(self.perf_pages * PAGE_SIZE, "perf"), by="gadget")
             wakeup = self.perf_pages * PAGE_SIZE // PERF_WAKEUP_FRACTION
             return Reader.perf(
                 events, size, self.perf_pages, wakeup_bytes=wakeup, lost_map=lost_map
             )
+        ctx.resources.provide(EventsBuffer(self.buffer_size, "ring"), by="gadget")
         batch = min(max(BATCH_BYTES // size, 512), 65536)
         return Reader.ring(events, size, max_records=batch, lost_map=lost_map)
 

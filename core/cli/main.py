@@ -25,7 +25,7 @@ from igrun.core.errors import (
     UsageError,
     output_failed,
 )
-from igrun.core.gadget import Category, Gadget
+from igrun.core.gadget import Category, Gadget, GadgetContext
 from igrun.core.params import ParamDesc, TypeHint
 
 if TYPE_CHECKING:
@@ -317,8 +317,19 @@ def run_gadget_class(
     environment = cfg.from_environment(gadget, runtime.operators_for(gadget), RUNTIME_PARAMS)
     values = {**spec.values, **environment, **_values(args, routes)}
     gadget_params, runtime_params, operator_params = runtime.params_for(gadget, values)
-    runtime.run(gadget, gadget_params, runtime_params, operator_params, hooks=registry.hook)
+    ctx = runtime.run(gadget, gadget_params, runtime_params, operator_params, hooks=registry.hook)
+    _report_lost(ctx)
     return 0
+
+
+def _report_lost(ctx: GadgetContext) -> None:
+    """A run that lost events says so once more as it ends, on stderr, with what to try: the
+    warnings during the run may have scrolled away."""
+    from igrun.core.run.local import lost_summary
+
+    summary = lost_summary(ctx)
+    if summary is not None:
+        sys.stderr.write(f"{PROG}: {summary}\n")
 
 
 def _specs(registry: PluginRegistry, path: Path) -> list[RunSpec]:
@@ -370,7 +381,7 @@ def run_config(registry: PluginRegistry, path: Path) -> int:
         spec = specs[0]
         runtime = Runtime(registry.operators(), chain=spec.chain)
         params = runtime.params_for(spec.gadget, spec.values)
-        runtime.run(spec.gadget, *params, hooks=registry.hook)
+        _report_lost(runtime.run(spec.gadget, *params, hooks=registry.hook))
         return 0
 
     def report(spec: RunSpec, exc: BaseException) -> None:
