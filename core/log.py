@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -88,6 +89,19 @@ def _structlog() -> Any:
         )
         _configured = True
     return structlog
+
+
+def preload() -> threading.Thread:
+    """Import structlog in a thread of its own, while the kernel verifies a gadget's BPF
+    programs (the C calls release the GIL): the ``ready`` line, written once every program
+    is attached, then no longer holds back the first events by the import's tens of ms."""
+    thread = threading.Thread(target=_import_structlog, name="igrun-log-preload", daemon=True)
+    thread.start()
+    return thread
+
+
+def _import_structlog() -> None:
+    import structlog  # noqa: F401  (only loaded here)
 
 
 class Logger:

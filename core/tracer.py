@@ -56,6 +56,10 @@ def join_shared(ctx: GadgetContext, obj: BpfObject) -> None:
 
 
 POLL_TIMEOUT_MS = 100
+FIRST_POLL_MS = 10
+FIRST_EVENTS_S = 1.0
+"""For its first second a run polls every FIRST_POLL_MS: the first events reach the user at
+once, as execsnoop shows them, instead of waiting out the first 100 ms timeout."""
 """A batch ends when it holds a quarter of the ring (the reader drains the ring at every
 wakeup past its watermark meanwhile), or after this long: events are at most that late, and
 a slow stream costs one wakeup per batch."""
@@ -213,8 +217,12 @@ class BpfTracer(Gadget):
     def run(self, ctx: GadgetContext) -> None:
         assert self.obj is not None and self.reader is not None
         obj = self.obj
+        # The first events of a run are shown within FIRST_POLL_MS, not at the next 100 ms
+        # timeout: the user is watching for them, and a quiet start costs a few wakeups.
+        quick_until = time.monotonic() + FIRST_EVENTS_S
         while not ctx.done:
-            self._drain(ctx, POLL_TIMEOUT_MS)
+            quick = time.monotonic() < quick_until
+            self._drain(ctx, FIRST_POLL_MS if quick else POLL_TIMEOUT_MS)
         # Detach first, then take what is already in the buffer: nothing emitted is dropped.
         for link in list(obj.links):
             link.destroy()

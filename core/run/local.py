@@ -31,6 +31,7 @@ from igrun.core.gadget import (
     Runner,
 )
 from igrun.core.log import get_logger
+from igrun.core.log import preload as preload_logging
 from igrun.core.operator import PRIORITY_OUTPUT, Chain, Operator, check_chain, order
 from igrun.core.params import ParamDesc, Params, TypeHint
 from igrun.core.run.attach import attached
@@ -378,6 +379,7 @@ class Runtime:
             return
 
         ctx.schema = None
+        preload_logging()  # while the programs load: the ready line then costs no import
         gadget = ctx.gadget()
         if isinstance(gadget, InitClose):
             gadget.init(ctx)
