@@ -10,8 +10,10 @@ through the tracer's stdout pipe: interpreter start, imports, BPF load, attach a
 batch all count. The time of the tracer's own ready signal (igrun's ``ready`` line,
 libbpf-tools' header) is noted too.
 
-Run as root: ``python bench/startbench.py --runs 5`` prints one JSON object and a Markdown
-table; ``--out FILE`` also writes the JSON there.
+Run as root: ``nox -s startup`` or ``python bench/startbench.py --runs 5`` prints a Markdown
+table and writes every figure to ``bench/results/startup-<time>.json`` (``--out FILE``);
+``--igrun before=/other/venv/bin/igrun`` measures another install in the same runs,
+interleaved with this one, ``--only exec,open,execsnoop`` narrows it.
 """
 
 from __future__ import annotations
@@ -167,7 +169,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="launch to first captured event")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--only", default="", help="comma-separated tracer names")
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, default=None, help="the JSON results file")
     parser.add_argument(
         "--igrun",
         action="append",
@@ -223,12 +225,13 @@ def main() -> None:
             if f and r
             else f"| {name} | – | – | {entry['missed']} |"
         )
-    text = json.dumps(results, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    print(text)
+    out = args.out or Path(__file__).resolve().parent / "results" / time.strftime(
+        "startup-%Y%m%dT%H%M%S.json", time.gmtime()
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
     print("\n".join(table))
+    print(f"\n{out}")
 
 
 if __name__ == "__main__":
