@@ -3,7 +3,8 @@
 Importing structlog costs tens of milliseconds (it brings asyncio along), and most runs write
 no log line before their gadget is tracing, or at all. So :func:`get_logger` hands out a
 :class:`Logger` that checks the level first and loads structlog with the first line that is
-actually written.
+actually written. A run imports it in a thread while its BPF programs load
+(:func:`preload`), so that its ``ready`` line does not hold back the first events.
 
 Log lines carry values that come from events and containers (a container's name, a path), so
 every string in a line is escaped as the columns output escapes it
