@@ -14,6 +14,7 @@ import struct
 import subprocess
 import termios
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -162,3 +163,28 @@ def test_no_summary_without_losses(igrun_cli: IgrunCli) -> None:
     done = igrun_cli.run("trace", "mount", "--host", "-o", "json", "-t", "300ms")
     assert done.returncode == 0, done.stderr
     assert "lost" not in done.stderr
+
+
+def test_each_run_of_a_config_sums_up_its_own_losses(igrun_cli: IgrunCli, tmp_path: Path) -> None:
+    """Two runs of one config file: the one with a 4K buffer under a burst of opens ends with
+    its own summary line, named; the other, which lost nothing, with none."""
+    config = tmp_path / "two.toml"
+    config.write_text(
+        '[[run]]\ngadget = "trace open"\nruntime = {buffer-size = "4K"}\n'
+        'operators = [{name = "containers", with = {host = true}}, '
+        '{name = "output", with = {output = "json"}}]\n'
+        '[[run]]\ngadget = "trace mount"\n'
+        'operators = [{name = "containers", with = {host = true}}, '
+        '{name = "output", with = {output = "json"}}]\n'
+    )
+    proc = igrun_cli.start("--config", str(config), runs=2)
+    for _ in range(20000):
+        os.close(os.open("/dev/null", os.O_RDONLY))
+    time.sleep(1.5)
+    _, err = proc.stop()
+    assert proc.returncode == 0, err
+    summaries = [line for line in err.splitlines() if line.startswith("igrun: ")]
+    assert len(summaries) == 1, err
+    assert re.fullmatch(
+        r"igrun: trace open: lost \d+ events \(buffer full\): try --buffer-size 16K", summaries[0]
+    )

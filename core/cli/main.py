@@ -322,14 +322,14 @@ def run_gadget_class(
     return 0
 
 
-def _report_lost(ctx: GadgetContext) -> None:
+def _report_lost(ctx: GadgetContext, whose: str = "") -> None:
     """A run that lost events says so once more as it ends, on stderr, with what to try: the
     warnings during the run may have scrolled away."""
     from igrun.core.run.local import lost_summary
 
     summary = lost_summary(ctx)
     if summary is not None:
-        sys.stderr.write(f"{PROG}: {summary}\n")
+        sys.stderr.write(f"{PROG}: {whose}{summary}\n")
 
 
 def _specs(registry: PluginRegistry, path: Path) -> list[RunSpec]:
@@ -388,7 +388,12 @@ def run_config(registry: PluginRegistry, path: Path) -> int:
         whose = "" if isinstance(exc, OutputError) else f"{spec.gadget.full_name()}: "  # shared
         sys.stderr.write(failure_line(exc, whose))
 
-    errors = run_all(specs, registry.operators(), hooks=registry.hook, on_error=report)
+    def ended(spec: RunSpec, ctx: GadgetContext) -> None:
+        _report_lost(ctx, f"{spec.gadget.full_name()}: ")
+
+    errors = run_all(
+        specs, registry.operators(), hooks=registry.hook, on_error=report, on_end=ended
+    )
     return 1 if errors else 0
 
 
