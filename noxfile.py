@@ -63,6 +63,17 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def startup(session: nox.Session) -> None:
+    """Launch to first captured event of every ``trace`` gadget, against execsnoop and
+    opensnoop in the same runs (root): bench/results/startup-<time>.json and a table.
+    ``nox -s startup -- --runs 3 --only exec,open,execsnoop`` narrows it (bench/startbench.py).
+    Byte-compiled first, as for ``bench``."""
+    session.install("-e", ".", "--config-settings", "editable_mode=strict")
+    session.run("python", "-c", COMPILE_IGRUN)
+    session.run("python", "bench/startbench.py", *session.posargs)
+
+
+@nox.session
 def soak(session: nox.Session) -> None:
     """igrun trace exec and trace open for 30 minutes under exec and open storms with every
     CPU busy, beside execsnoop and opensnoop (root; not in the default run): resident memory

@@ -3,7 +3,8 @@
 Importing structlog costs tens of milliseconds (it brings asyncio along), and most runs write
 no log line before their gadget is tracing, or at all. So :func:`get_logger` hands out a
 :class:`Logger` that checks the level first and loads structlog with the first line that is
-actually written.
+actually written. A run imports it in a thread while its BPF programs load
+(:func:`preload`), so that its ``ready`` line does not hold back the first events.
 
 Log lines carry values that come from events and containers (a container's name, a path), so
 every string in a line is escaped as the columns output escapes it
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -88,6 +90,19 @@ def _structlog() -> Any:
         )
         _configured = True
     return structlog
+
+
+def preload() -> threading.Thread:
+    """Import structlog in a thread of its own, while the kernel verifies a gadget's BPF
+    programs (the C calls release the GIL): the ``ready`` line, written once every program
+    is attached, then no longer holds back the first events by the import's tens of ms."""
+    thread = threading.Thread(target=_import_structlog, name="igrun-log-preload", daemon=True)
+    thread.start()
+    return thread
+
+
+def _import_structlog() -> None:
+    import structlog  # noqa: F401  (only loaded here)
 
 
 class Logger:

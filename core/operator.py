@@ -114,6 +114,10 @@ class Operator:
     def warn(self, message: str) -> None:
         """A warning for the user that belongs in the data stream (e.g. lost events)."""
 
+    def started(self) -> None:
+        """Every program of the run is attached (just before the ``ready`` line): what a
+        user waits for to know tracing has begun goes out here (the columns header)."""
+
     def post_run(self) -> None:
         """Called once after the gadget stopped, also after a failure (even one before
         :meth:`pre_run`): release what :meth:`instantiate` started."""
@@ -141,6 +145,10 @@ class Chain:
     def warn(self, message: str) -> None:
         for op in self.operators:
             op.warn(message)
+
+    def started(self) -> None:
+        for op in self.operators:
+            op.started()
 
 
 def order(operators: list[type[Operator]]) -> list[type[Operator]]:

@@ -56,6 +56,10 @@ def join_shared(ctx: GadgetContext, obj: BpfObject) -> None:
 
 
 POLL_TIMEOUT_MS = 100
+FIRST_POLL_MS = 10
+FIRST_EVENTS_S = 1.0
+"""For its first second a run polls every FIRST_POLL_MS: the first events reach the user at
+once, as execsnoop shows them, instead of waiting out the first 100 ms timeout."""
 """A batch ends when it holds a quarter of the ring (the reader drains the ring at every
 wakeup past its watermark meanwhile), or after this long: events are at most that late, and
 a slow stream costs one wakeup per batch."""
@@ -70,6 +74,16 @@ whose struct has room for long strings has 8 KiB slots. The rest stays in the bu
 the next poll, which follows at once."""
 LOST_CHECK_S = 0.25
 """How often the drop counter is read while running (and always at the final drain)."""
+
+
+@dataclass(frozen=True)
+class EventsBuffer:
+    """The events buffer of a run, in the unit of ``--buffer-size`` (ring buffer bytes, or
+    perf buffer bytes per CPU): offered as a resource of the run, so that a report of lost
+    events can say what size to try instead."""
+
+    size: int
+    kind: str  # "ring" or "perf"
 
 
 class BpfTracer(Gadget):
@@ -195,6 +209,7 @@ class BpfTracer(Gadget):
         self.counts_lost = events.type == MapType.PERF_EVENT_ARRAY or lost_map is not None
         size = ctx.schema.dtype.itemsize if ctx.schema.dtype is not None else 1
         if events.type == MapType.PERF_EVENT_ARRAY:
+            ctx.resources.provide(EventsBuffer(self.perf_pages * PAGE_SIZE, "perf"), by="gadget")
             wakeup = self.perf_pages * PAGE_SIZE // PERF_WAKEUP_FRACTION
             ctx.logger.debug(
                 "event_buffer",
@@ -207,6 +222,7 @@ class BpfTracer(Gadget):
             return Reader.perf(
                 events, size, self.perf_pages, wakeup_bytes=wakeup, lost_map=lost_map
             )
+        ctx.resources.provide(EventsBuffer(self.buffer_size, "ring"), by="gadget")
         batch = min(max(BATCH_BYTES // size, 512), 65536)
         ctx.logger.debug(
             "event_buffer",
@@ -221,8 +237,12 @@ class BpfTracer(Gadget):
     def run(self, ctx: GadgetContext) -> None:
         assert self.obj is not None and self.reader is not None
         obj = self.obj
+        # The first events of a run are shown within FIRST_POLL_MS, not at the next 100 ms
+        # timeout: the user is watching for them, and a quiet start costs a few wakeups.
+        quick_until = time.monotonic() + FIRST_EVENTS_S
         while not ctx.done:
-            self._drain(ctx, POLL_TIMEOUT_MS)
+            quick = time.monotonic() < quick_until
+            self._drain(ctx, FIRST_POLL_MS if quick else POLL_TIMEOUT_MS)
         # Detach first, then take what is already in the buffer: nothing emitted is dropped.
         for link in list(obj.links):
             link.destroy()

@@ -292,6 +292,14 @@ class OutputOperator(Operator):
             record = {"gadget": self.tag} if self.tag else {}
             self.write(self._records([{**record, "type": "warn", "message": message}]))
 
+    def started(self) -> None:
+        """The header of a stream as soon as every program is attached, as ``ig`` and
+        libbpf-tools print theirs: a quiet run is seen to be tracing, not to hang. Windows
+        (``--interval``, sorting gadgets) keep a header per window."""
+        if self.format == "columns" and self.columns and not self.windowed and self._header_due:
+            self._header_due = False
+            self.write(self._header())
+
     def post_run(self) -> None:
         if self.columns and self.format == "columns" and not self._started and self._header_due:
             self.write(self._header())  # an empty run still says what it would have shown

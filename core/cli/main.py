@@ -25,7 +25,7 @@ from igrun.core.errors import (
     UsageError,
     output_failed,
 )
-from igrun.core.gadget import Category, Gadget
+from igrun.core.gadget import Category, Gadget, GadgetContext
 from igrun.core.params import ParamDesc, TypeHint
 
 if TYPE_CHECKING:
@@ -424,8 +424,19 @@ def run_gadget_class(
         if key in given and spec.values.get(key):
             values[key] = f"{spec.values[key]},{given[key]}"
     gadget_params, runtime_params, operator_params = runtime.params_for(gadget, values)
-    runtime.run(gadget, gadget_params, runtime_params, operator_params, hooks=registry.hook)
+    ctx = runtime.run(gadget, gadget_params, runtime_params, operator_params, hooks=registry.hook)
+    _report_lost(ctx)
     return 0
+
+
+def _report_lost(ctx: GadgetContext, whose: str = "") -> None:
+    """A run that lost events says so once more as it ends, on stderr, with what to try: the
+    warnings during the run may have scrolled away."""
+    from igrun.core.run.local import lost_summary
+
+    summary = lost_summary(ctx)
+    if summary is not None:
+        sys.stderr.write(f"{PROG}: {whose}{summary}\n")
 
 
 def _specs(registry: PluginRegistry, path: Path) -> list[RunSpec]:
@@ -495,14 +506,19 @@ def run_config(registry: PluginRegistry, path: Path, argv: Sequence[str] = ()) -
         spec = specs[0]
         runtime = Runtime(registry.operators(), chain=spec.chain)
         params = runtime.params_for(spec.gadget, spec.values)
-        runtime.run(spec.gadget, *params, hooks=registry.hook)
+        _report_lost(runtime.run(spec.gadget, *params, hooks=registry.hook))
         return 0
 
     def report(spec: RunSpec, exc: BaseException) -> None:
         whose = "" if isinstance(exc, OutputError) else f"{spec.gadget.full_name()}: "  # shared
         sys.stderr.write(failure_line(exc, whose))
 
-    errors = run_all(specs, registry.operators(), hooks=registry.hook, on_error=report)
+    def ended(spec: RunSpec, ctx: GadgetContext) -> None:
+        _report_lost(ctx, f"{spec.gadget.full_name()}: ")
+
+    errors = run_all(
+        specs, registry.operators(), hooks=registry.hook, on_error=report, on_end=ended
+    )
     return 1 if errors else 0
 
 

@@ -31,6 +31,7 @@ from igrun.core.gadget import (
     Runner,
 )
 from igrun.core.log import get_logger
+from igrun.core.log import preload as preload_logging
 from igrun.core.operator import PRIORITY_OUTPUT, Chain, Operator, check_chain, order
 from igrun.core.params import ParamDesc, Params, TypeHint
 from igrun.core.run.attach import attached
@@ -71,6 +72,28 @@ def check_buffer_size(size: int) -> None:
             f"{_size_flag(size)} is not a power of two (the kernel's rule for ring and perf "
             f"buffers): use {_size_flag(below)} or {_size_flag(below * 2)}"
         )
+
+
+LOST_GROWTH = 4
+"""How much larger a buffer the lost-events summary suggests: losses come in bursts, and a
+burst that filled the buffer once usually needs more than twice the room."""
+
+
+def lost_summary(ctx: GadgetContext) -> str | None:
+    """The one line a run that lost events ends with (``None`` when nothing was lost): how
+    many, and the ``--buffer-size`` to try, from the size this run had."""
+    from igrun.core.tracer import EventsBuffer
+
+    run = ctx.resources.get(Run)
+    if run is None or not run.lost_total:
+        return None
+    message = f"lost {run.lost_total} events (buffer full)"
+    buffer = ctx.resources.get(EventsBuffer)
+    if buffer is None:
+        return message
+    if buffer.size >= BUFFER_MAX:
+        return f"{message} with the largest --buffer-size: narrow the trace with filters"
+    return f"{message}: try --buffer-size {_size_flag(min(buffer.size * LOST_GROWTH, BUFFER_MAX))}"
 
 
 RUNTIME_PARAMS: tuple[ParamDesc, ...] = (
@@ -364,6 +387,7 @@ class Runtime:
             return
 
         ctx.schema = None
+        preload_logging()  # while the programs load: the ready line then costs no import
         gadget = ctx.gadget()
         if isinstance(gadget, InitClose):
             gadget.init(ctx)
@@ -385,6 +409,7 @@ class Runtime:
         ctx.start()
         if hooks is not None:
             hooks.igrun_run_started(ctx=ctx)
+        run.chain.started()  # the columns header: tracing has begun
         # The documented readiness signal (docs/api.md): every program is attached.
         ctx.logger.info(READY_EVENT, id=ctx.id)
         if on_ready is not None:

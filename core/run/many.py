@@ -32,9 +32,11 @@ def run_all(
     operators: list[type[Operator]],
     hooks: Any = None,
     on_error: Callable[[RunSpec, BaseException], None] | None = None,
+    on_end: Callable[[RunSpec, GadgetContext], None] | None = None,
 ) -> list[BaseException]:
     """Run every spec until each ends; return the failures (``on_error`` hears of each as
-    it happens). Ctrl-C during the run is not a failure."""
+    it happens, ``on_end`` of each run that ended without one). Ctrl-C during the run is
+    not a failure."""
     params = []
     for spec in specs:  # every run checked before anything starts, root or not
         rt = Runtime(operators, chain=spec.chain)
@@ -71,7 +73,7 @@ def run_all(
 
     def work(rt: Runtime, spec: RunSpec, p: tuple[Any, Any, Any]) -> None:
         try:
-            rt.run(
+            ctx = rt.run(
                 spec.gadget,
                 *p,
                 hooks=hooks,
@@ -79,6 +81,8 @@ def run_all(
                 tag=spec.gadget.full_name(),
                 on_context=started,
             )
+            if on_end is not None:
+                on_end(spec, ctx)
         except OutputClosed:  # stdout is every run's: they all end, quietly
             cancel_all("closed")
         except BaseException as exc:  # the other runs go on, unless the output failed

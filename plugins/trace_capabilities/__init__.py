@@ -5,7 +5,8 @@ that asked, after the kernel decided; no kprobe is needed. The tracepoint does n
 check's options, so whether the check is audited (``audit``) and whether it comes from a
 set*id syscall (``insetid``) are read from who asked: the BPF program finds the first caller of
 ``cap_capable`` on the kernel stack and looks it up in the address ranges of the kernel functions
-that pass those options (:data:`CALLERS`), which this module reads from ``/proc/kallsyms``.
+that pass those options (:data:`CALLERS`), which this module reads from ``/proc/kallsyms``
+once per boot (:func:`cached_caller_ranges`).
 
 The syscall a check happens in is the number recorded per thread at ``sys_enter``, named from
 the architecture's table in user space.
@@ -13,7 +14,11 @@ the architecture's table in user space.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 import platform
+import stat
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,6 +43,10 @@ from igrun.core.tracer import BpfTracer
 from igrun.plugins.trace_capabilities.syscalls import TABLES
 
 KALLSYMS = Path("/proc/kallsyms")
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+CACHE_DIR = Path("/run/igrun")
+"""Where the caller ranges of this boot are kept (a tmpfs: gone with the boot whose kernel
+addresses they are)."""
 
 # What a kernel function means when it is on the stack of a check (enum caller_kind in
 # capabilities.h).
@@ -160,6 +169,52 @@ def caller_ranges(kallsyms: Path = KALLSYMS) -> bytes:
     table["end"][:n] = ends
     table["kind"][:n] = [k for k, _ in found]
     return table.tobytes()
+
+
+def _cache_file(cache_dir: Path) -> Path | None:
+    """The cache of this boot's caller ranges, named after the boot and the table it holds,
+    or ``None`` when the boot cannot be told (no boot id)."""
+    try:
+        boot = BOOT_ID.read_text().strip()
+    except OSError:
+        return None
+    table = hashlib.sha256(repr((sorted(CALLERS.items()), MAX_CALLERS)).encode()).hexdigest()
+    return cache_dir / f"capabilities-callers-{boot}-{table[:16]}.bin"
+
+
+def _trusted(folder: Path) -> bool:
+    """Only a folder of root's that no one else may write to holds ranges the BPF program
+    trusts."""
+    try:
+        st = folder.stat()
+    except OSError:
+        return False
+    return st.st_uid == 0 and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def cached_caller_ranges(cache_dir: Path = CACHE_DIR, kallsyms: Path = KALLSYMS) -> bytes:
+    """:func:`caller_ranges`, read from ``/proc/kallsyms`` once per boot.
+
+    Reading and parsing the 120,000 lines of kallsyms takes about half a second, which
+    would stand between launch and attach at every start; kernel text addresses only
+    change at boot, so the first run of a boot keeps the table for the ones after it.
+    """
+    size = MAX_CALLERS * _RANGE.itemsize
+    cache = _cache_file(cache_dir) if os.geteuid() == 0 else None
+    if cache is not None and _trusted(cache_dir):
+        with contextlib.suppress(OSError):
+            data = cache.read_bytes()
+            if len(data) == size:
+                return data
+    table = caller_ranges(kallsyms)
+    if cache is not None and any(table):
+        with contextlib.suppress(OSError):
+            cache_dir.mkdir(mode=0o700, exist_ok=True)
+            if _trusted(cache_dir):
+                partial = cache.with_suffix(f".{os.getpid()}")
+                partial.write_bytes(table)
+                partial.replace(cache)
+    return table
 
 
 def _named(numbers: Any, table: Any, unknown: str, none_below_zero: bool = False) -> Any:
@@ -319,7 +374,7 @@ class TraceCapabilities(BpfTracer):
     def constants(self, ctx: GadgetContext) -> dict[str, int | bool | bytes]:
         """The params, and the kernel functions that tell a check's options (read at each
         start: kernel addresses change with every boot)."""
-        callers = caller_ranges()
+        callers = cached_caller_ranges()
         if not any(callers):
             ctx.logger.warning(
                 "kernel symbol addresses are not readable: audit and insetid are not known, "
