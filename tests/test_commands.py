@@ -20,6 +20,7 @@ import pytest
 
 from igrun.core import plugins
 from igrun.core.cli import main as cli
+from igrun.core.cli.flags import version_text
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -66,7 +67,7 @@ def test_list_of_a_category_as_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert {r["category"] for r in records} == {"trace"}
     exec_record = next(r for r in records if r["name"] == "exec")
     assert exec_record["description"] == "Trace new processes"
-    assert exec_record["package"] == f"igrun {cli._version()}"
+    assert exec_record["package"] == f"igrun {version_text()}"
     names = {g.name for g in plugins.registry().gadgets().values() if g.category.value == "trace"}
     assert {r["name"] for r in records} == names
 
@@ -91,13 +92,13 @@ def test_a_category_alone_lists_its_gadgets(
 
 
 def test_version_command(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(capsys, "version") == (0, f"igrun {cli._version()}\n", "")
-    assert run(capsys, "--version") == (0, f"igrun {cli._version()}\n", "")
+    assert run(capsys, "version") == (0, f"igrun {version_text()}\n", "")
+    assert run(capsys, "--version") == (0, f"igrun {version_text()}\n", "")
 
 
 def test_man_page_from_the_parsers(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "man")
-    assert code == 0 and out.startswith(f'.TH IGRUN 1 "" "igrun {cli._version()}"')
+    assert code == 0 and out.startswith(f'.TH IGRUN 1 "" "igrun {version_text()}"')
     for gadget in plugins.registry().gadgets().values():
         assert f".SS igrun {gadget.full_name()}\n" in out
     exec_section = out[out.index(".SS igrun trace exec") : out.index(".SS igrun trace fsslower")]

@@ -18,7 +18,7 @@ import argparse
 import pytest
 
 from igrun.core import plugins
-from igrun.core.cli.main import _gadget_parser
+from igrun.core.cli.flags import gadget_parser
 from igrun.core.params import TypeHint
 
 Flags = dict[str, tuple[str | None, str | None]]
@@ -67,7 +67,7 @@ def _parser(gadget: str) -> tuple[argparse.ArgumentParser, dict[str, str]]:
     """The gadget's parser and, per option string, the param key it sets."""
     registry = plugins.PluginRegistry()
     cls = registry.gadget(f"trace {gadget}")
-    parser, routes = _gadget_parser(cls, registry)
+    parser, routes = gadget_parser(cls, registry)
     keys = {"-h": "help", "--help": "help", "-v": "verbose", "--verbose": "verbose"}
     for opt, action in parser._option_string_actions.items():
         if action.dest in routes:

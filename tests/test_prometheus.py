@@ -32,12 +32,8 @@ from igrun.core.errors import IgrunError, ParamError
 from igrun.core.events.schema import Batch
 from igrun.core.params import Params
 from igrun.core.run.local import RUNTIME_PARAMS
-from igrun.operators.prometheus import (
-    PrometheusOperator,
-    label_name,
-    parse_config,
-    parse_ig_config,
-)
+from igrun.operators.metrics_config import label_name, parse_config, parse_ig_config
+from igrun.operators.prometheus import PrometheusOperator
 
 if TYPE_CHECKING:
     from conftest import IgrunCli

@@ -171,10 +171,10 @@ def _all(registry: PluginRegistry, words: list[str], current: str) -> Iterable[s
 
 def _runtime_flags() -> list[str]:
     """The flags ``igrun --config FILE`` takes after the file."""
-    from igrun.core.cli.main import _flags
+    from igrun.core.cli.flags import flag_spellings
     from igrun.core.run.local import RUNTIME_PARAMS
 
-    return [flag for desc in RUNTIME_PARAMS for flag in _flags(desc)]
+    return [flag for desc in RUNTIME_PARAMS for flag in flag_spellings(desc)]
 
 
 def _runtime_names() -> list[str]:
@@ -184,27 +184,27 @@ def _runtime_names() -> list[str]:
 
 
 def _gadget(registry: PluginRegistry, name: str, words: list[str], current: str) -> list[str]:
-    from igrun.core.cli.main import _gadget_parser
+    from igrun.core.cli.flags import gadget_parser
     from igrun.core.errors import IgrunError
 
     try:
         gadget = registry.gadget(name)
-        parser, _ = _gadget_parser(gadget, registry)
+        parser, _ = gadget_parser(gadget, registry)
     except IgrunError:
         return []
     by_flag: dict[str, ParamDesc] = {}
-    from igrun.core.cli.main import _flags
+    from igrun.core.cli.flags import flag_spellings
     from igrun.core.run.local import RUNTIME_PARAMS, Runtime
 
     operators = Runtime(registry.operators()).operators_for(gadget)
     descs = [*gadget.params, *RUNTIME_PARAMS, *(d for op in operators for d in op.params)]
     for desc in descs:
-        for flag in _flags(desc):
+        for flag in flag_spellings(desc):
             by_flag[flag] = desc
     previous = words[-1] if words else ""
     wants = by_flag.get(previous)
     if wants is not None and wants.type_hint.value != "bool":
-        return _values(wants, gadget, operators, current)
+        return flag_values(wants, gadget, operators, current)
     if current.startswith("-"):
         return [opt for action in parser._actions for opt in action.option_strings]
     return []
@@ -217,7 +217,7 @@ def _field_names(gadget: type[Gadget], operators: Sequence[object]) -> list[str]
     return names
 
 
-def _values(
+def flag_values(
     desc: ParamDesc, gadget: type[Gadget], operators: Sequence[object], current: str
 ) -> list[str]:
     """The values of one flag: its choices, fields, or container names."""

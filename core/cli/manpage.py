@@ -33,7 +33,7 @@ def _text(value: str) -> str:
     return "\n".join(("\\&" + ln if ln[:1] in (".", "'") else ln) for ln in out.splitlines())
 
 
-def _flags(parser: argparse.ArgumentParser) -> list[str]:
+def flag_spellings(parser: argparse.ArgumentParser) -> list[str]:
     lines = []
     for action in parser._actions:
         if not action.option_strings or action.help == argparse.SUPPRESS:
@@ -47,7 +47,7 @@ def _flags(parser: argparse.ArgumentParser) -> list[str]:
 
 def render(registry: PluginRegistry, version: str) -> str:
     """The page, for the gadgets and operators installed."""
-    from igrun.core.cli.main import _gadget_parser
+    from igrun.core.cli.flags import gadget_parser
 
     lines = [
         f'.TH IGRUN 1 "" "igrun {_text(version)}" "User Commands"',
@@ -64,9 +64,9 @@ def render(registry: PluginRegistry, version: str) -> str:
         lines += [".TP", f"\\fBigrun {_text(usage)}\\fR", _text(what)]
     lines += [".SH GADGETS"]
     for gadget in sorted(registry.gadgets().values(), key=lambda g: g.full_name()):
-        parser, _ = _gadget_parser(gadget, registry)
+        parser, _ = gadget_parser(gadget, registry)
         lines += [f".SS igrun {_text(gadget.full_name())}", _text(gadget.description) + "."]
-        lines += _flags(parser)
+        lines += flag_spellings(parser)
     lines += [
         ".SH VERBOSITY",
         "\\fB\\-v\\fR: the container runtimes asked and what each answered, the containers "
