@@ -114,6 +114,7 @@ class TraceFsslower(BpfTracer):
                 decode=_ops,
                 json="op",
                 column=Column(width=1, fixed=True),
+                omit_empty=True,
             ),
             Field(
                 "bytes",
@@ -122,12 +123,14 @@ class TraceFsslower(BpfTracer):
                 "synced, as ig: 2^63-1 (all)",
                 member="size",
                 column=Column(width=10, align="right"),
+                omit_empty=True,
             ),
             Field(
                 "offset",
                 Kind.INT,
                 "where the read or write started (file position, or pread/pwrite offset)",
                 column=Column(width=10, align="right"),
+                omit_empty=True,
             ),
             duration_field("lat", "latency of the syscall", "us", "delta_us", "latency"),
             Field(
@@ -135,6 +138,7 @@ class TraceFsslower(BpfTracer):
                 Kind.STR,
                 "file name (last part of the path, up to 31 bytes)",
                 column=Column(width=24, max_width=32),
+                omit_empty=True,
             ),
             errno_field("errno name of a failed read, write or fsync"),
         ],
