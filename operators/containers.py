@@ -3,8 +3,11 @@
 The counterpart of Inspektor Gadget's local manager. It starts container discovery, keeps one
 mount-namespace filter map for the run (pinned in the run's folder, handed to every gadget
 that follows the ``gadget_filter_by_mntns`` convention) in sync with the selected containers,
-and adds the container's name, id, runtime and image, and Kubernetes names, to every event
-that carries a mount-namespace id — a whole batch at a time, grouped by id.
+and adds the container's name, id, runtime, image and image digest, its Kubernetes names and
+whether it shares the host's network, and the node, to every event that carries a
+mount-namespace id — a whole batch at a time, grouped by id. Keys are ``ig`` v0.25's
+(``runtime.containerImageDigest``, ``k8s.podName``, ``k8s.hostNetwork``...), and empty ones
+are left out of JSON, as ``ig``'s ``omitempty`` leaves them.
 
 Defaults are ``ig``'s: no flag traces every container and no host process; ``--host`` adds
 host processes; ``-c/--containername`` selects containers by name or id.
@@ -55,6 +58,30 @@ FILTER_MAP_SIZE = 1024
 BATCH_HINT = 4096  # codes are kept for batches this big at least
 _KEY = struct.Struct("<Q")
 _PRESENT = struct.pack("<I", 1)
+
+
+@functools.cache
+def node_name() -> str:
+    """The node events happen on: ``$NODE_NAME`` where set (as a Kubernetes pod spec gives it
+    to ``ig``'s daemon set), else the host name."""
+    return os.environ.get("NODE_NAME") or os.uname().nodename
+
+
+@functools.cache
+def host_netns() -> int:
+    """The host's network namespace id (that of pid 1), 0 when it cannot be read."""
+    for path in ("/proc/1/ns/net", "/proc/self/ns/net"):
+        try:
+            return os.stat(path).st_ino
+        except OSError:
+            continue
+    return 0
+
+
+def host_network(c: Container) -> bool:
+    """Whether ``c`` shares the host's network namespace, as ``ig``'s ``hostNetwork``."""
+    return bool(c.netns) and c.netns == host_netns()
+
 
 ENRICHED: tuple[tuple[Field, Callable[[Container], object]], ...] = (
     (
@@ -167,29 +194,6 @@ ENRICHED: tuple[tuple[Field, Callable[[Container], object]], ...] = (
 NO_CONTAINER: dict[str, object] = {"k8s.node": None, "k8s.hostnetwork": False}
 """Values of an event of no container (None: the container's value, which is the same for
 all); the others are empty."""
-
-
-@functools.cache
-def node_name() -> str:
-    """The node events happen on: ``$NODE_NAME`` where set (as a Kubernetes pod spec gives it
-    to ``ig``'s daemon set), else the host name."""
-    return os.environ.get("NODE_NAME") or os.uname().nodename
-
-
-@functools.cache
-def host_netns() -> int:
-    """The host's network namespace id (that of pid 1), 0 when it cannot be read."""
-    for path in ("/proc/1/ns/net", "/proc/self/ns/net"):
-        try:
-            return os.stat(path).st_ino
-        except OSError:
-            continue
-    return 0
-
-
-def host_network(c: Container) -> bool:
-    """Whether ``c`` shares the host's network namespace, as ``ig``'s ``hostNetwork``."""
-    return bool(c.netns) and c.netns == host_netns()
 
 
 ENRICHED_NAMES = tuple(f.name for f, _ in ENRICHED)

@@ -234,12 +234,12 @@ class JsonLines:
         cols = ffi.new("struct igr_json_col[]", max(len(entries), 1))
         lay = _Layout(cols, len(entries), [], [], [])
         for n, (piece, what) in enumerate(entries):
-            key = b"" if isinstance(what, list) else self._prefixes[piece]
-            prefix = ffi.new("char[]", key)
+            name = b"" if isinstance(what, list) else self._prefixes[piece]
+            prefix = ffi.new("char[]", name)
             opening = ffi.new("char[]", self._opens[piece])
             lay.prefixes += [prefix, opening]
             cols[n].prefix = prefix
-            cols[n].prefix_len = len(key)
+            cols[n].prefix_len = len(name)
             cols[n].open = opening
             cols[n].open_len = len(self._opens[piece])
             cols[n].closes = self.pieces[piece].closes
