@@ -142,6 +142,23 @@ def test_host_network_is_told_as_ig_tells_it(igrun_cli: IgrunCli, podman: Podman
     assert event["k8s"] == {"node": node_name()}
 
 
+def test_upperlayer_tells_a_program_the_container_wrote(
+    igrun_cli: IgrunCli, podman: Podman
+) -> None:
+    """``upperlayer``, as ``ig``'s: true for a program in the overlay's upper layer (copied
+    in by the container), false for one of the image."""
+    a = podman.run(f"igrun-u-{uuid.uuid4().hex[:6]}")
+    podman("exec", a.name, "cp", "/bin/echo", "/copied")
+    from_image, written = marker(), marker()
+    proc = igrun_cli.start("trace", "exec", "-o", "json")
+    podman("exec", a.name, "/bin/echo", from_image)
+    podman("exec", a.name, "/copied", written, check=False)  # busybox: no applet "copied"
+    events = stop_and_read(igrun_cli, proc)
+    (image,) = with_arg(events, from_image)
+    (copied,) = [e for e in events if e["args"] == ["/copied", written]]
+    assert (image["upperlayer"], copied["upperlayer"]) == (False, True)
+
+
 def test_containername_selects_in_the_kernel(igrun_cli: IgrunCli, podman: Podman) -> None:
     a = podman.run(f"igrun-a-{uuid.uuid4().hex[:6]}")
     b = podman.run(f"igrun-b-{uuid.uuid4().hex[:6]}")

@@ -295,7 +295,7 @@ def test_trace_unlink_reports_each_removal_exactly(
     for pid in (removed, failed, rmdir, rmdir_at):
         (event,) = of(events, pid)
         assert started - 10**9 < event["timestamp"] < time.time_ns() + 10**9
-        assert event["runtime"]["containerName"] == ""  # a host process
+        assert "containerName" not in event["runtime"]  # a host process
 
 
 def test_failed_shows_only_the_removals_that_failed(cli: IgrunCli, tmp_path: Path) -> None:

@@ -257,16 +257,18 @@ def errno_field(
     name: str = "error",
     returned: bool = True,
     column: Column = _ERROR_COLUMN,
+    omit_empty: bool = False,
 ) -> Field:
     """An errno shown by name (``EADDRINUSE``), empty when there was none. ``member`` holds a
-    syscall's return value (``-errno`` on failure) when ``returned``, else a positive errno."""
+    syscall's return value (``-errno`` on failure) when ``returned``, else a positive errno.
+    ``omit_empty`` leaves an empty name out of JSON (``ig``'s keys are ``omitempty``)."""
     return Field(
         name,
         Kind.STR,
         description,
         decode=_ErrnoNames(member, returned),
         column=column,
-        omit_empty=True,
+        omit_empty=omit_empty,
     )
 
 
