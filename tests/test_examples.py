@@ -213,8 +213,10 @@ def of(events: list[dict[str, Any]], pid: int) -> list[dict[str, Any]]:
 
 
 def without_enrichment(event: dict[str, Any]) -> dict[str, Any]:
-    """The gadget's own fields: the containers operator's ones are tested elsewhere."""
-    return {k: v for k, v in event.items() if k not in ("runtime", "k8s", "timestamp")}
+    """The gadget's own fields: the containers operator's ones are tested elsewhere, and
+    every event's ``"type":"normal"`` here."""
+    assert event["type"] == "normal"
+    return {k: v for k, v in event.items() if k not in ("runtime", "k8s", "timestamp", "type")}
 
 
 def test_list_names_the_gadget_and_its_package(venv_python: Path) -> None:
