@@ -98,7 +98,9 @@ static char *igr_put_cstr(char *p, const unsigned char *s, size_t max)
     return p;
 }
 
-/* Per value at most: 20 digits and a sign, "false", or 6 bytes per input byte plus quotes;
+/* Besides its key and value, a column writes its closes, its open and at most two commas
+ * (before its open, and before its key).
+ * Per value at most: 20 digits and a sign, "false", or 6 bytes per input byte plus quotes;
  * IGR_TOO_BIG for a description the writer cannot follow (an unknown kind, an integer size
  * it cannot load, no prefix, a TEXT table that is not one). */
 static uint64_t igr_value_bound(const struct igr_json_col *c)
@@ -149,7 +151,7 @@ unsigned long long igr_json_bound(const struct igr_json_col *cols, unsigned int 
         return IGR_TOO_BIG;
     for (i = 0; i < ncols; i++)
         row = igr_add(row, igr_add(igr_add(cols[i].prefix_len, igr_value_bound(&cols[i])),
-                                   (uint64_t)cols[i].open_len + cols[i].closes + 1));
+                                   (uint64_t)cols[i].open_len + cols[i].closes + 2));
     return igr_mul(row, nrows);
 }
 
