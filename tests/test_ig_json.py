@@ -490,3 +490,21 @@ def test_oomkill(igrun_cli: IgrunCli) -> None:
     (event,) = [e for e in events if e.get("kpid") == child.pid]
     assert event["kcomm"] == event["tcomm"] and event["pages"] > 0
     assert type(event["tuid"]) is int and type(event["tgid"]) is int
+
+
+def test_jsonpretty_follows_the_same_rules(igrun_cli: IgrunCli) -> None:
+    """``-o jsonpretty`` (and yaml) are written by Python, not C: the same keys and rules."""
+    mark = f"igrun-{uuid.uuid4().hex[:8]}"
+    proc = igrun_cli.start("trace", "exec", "--host", "-o", "jsonpretty")
+    subprocess.run(["/bin/echo", mark], check=True, capture_output=True)
+    time.sleep(0.5)
+    out, err = proc.stop()
+    assert proc.returncode == 0, err
+    decoder, at, events = json.JSONDecoder(), 0, []
+    while out[at:].strip():
+        event, end = decoder.raw_decode(out, at + len(out[at:]) - len(out[at:].lstrip()))
+        events.append(event)
+        at = end
+    (event,) = [e for e in events if e.get("args") == ["/bin/echo", mark]]
+    check_event("trace exec", event)
+    assert "ret" not in event and event["runtime"] == {} and event["type"] == "normal"
