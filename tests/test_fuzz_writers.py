@@ -228,8 +228,12 @@ def batches(draw: st.DrawFn, spec: Spec, tables: dict[str, Any]) -> Batch:
     return batch
 
 
-def json_reference(batch: Batch, fields: list[Field], tag: str | None) -> bytes:
+def json_reference(
+    batch: Batch, fields: list[Field], tag: str | None, event_type: str | None = None
+) -> bytes:
     rows = batch.to_dicts(fields, omit_empty=True)
+    if event_type:
+        rows = [{"type": event_type, **row} for row in rows]
     if tag:
         rows = [{"gadget": tag, **row} for row in rows]
     text = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in rows)
@@ -251,12 +255,19 @@ def runs(draw: st.DrawFn) -> tuple[Spec, list[Batch]]:
 
 
 @FUZZ
-@given(run=runs(), tag=st.one_of(st.none(), WIDEST))
-def test_json_lines_equal_json_dumps(run: tuple[Spec, list[Batch]], tag: str | None) -> None:
+@given(
+    run=runs(),
+    tag=st.one_of(st.none(), WIDEST),
+    event_type=st.sampled_from([None, "normal"]),
+)
+def test_json_lines_equal_json_dumps(
+    run: tuple[Spec, list[Batch]], tag: str | None, event_type: str | None
+) -> None:
     spec, batches_ = run
-    writer = JsonLines(spec.fields, tag)  # one writer for every batch: its caches too
+    writer = JsonLines(spec.fields, tag, event_type)  # one writer for every batch: its caches
     for batch in batches_:
-        assert bytes(writer.encode(batch)) == json_reference(batch, spec.fields, tag)
+        want = json_reference(batch, spec.fields, tag, event_type)
+        assert bytes(writer.encode(batch)) == want
 
 
 @st.composite
