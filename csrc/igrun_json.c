@@ -98,12 +98,14 @@ static char *igr_put_cstr(char *p, const unsigned char *s, size_t max)
     return p;
 }
 
-/* Per value at most: 20 digits and a sign, "false", or 6 bytes per input byte plus quotes;
+/* Besides its key and value, a column writes its closes, its open and at most two commas
+ * (before its open, and before its key).
+ * Per value at most: 20 digits and a sign, "false", or 6 bytes per input byte plus quotes;
  * IGR_TOO_BIG for a description the writer cannot follow (an unknown kind, an integer size
  * it cannot load, no prefix, a TEXT table that is not one). */
 static uint64_t igr_value_bound(const struct igr_json_col *c)
 {
-    if (!c->prefix && c->prefix_len)
+    if ((!c->prefix && c->prefix_len) || (!c->open && c->open_len) || c->closes > 64)
         return IGR_TOO_BIG;
     switch (c->kind) {
     case IGR_JSON_INT:
@@ -121,6 +123,24 @@ static uint64_t igr_value_bound(const struct igr_json_col *c)
     }
 }
 
+/* Whether Go's `omitempty` leaves this value out: 0, false, "" (a C string starting with
+ * NUL), or a TEXT Python encoded as zero bytes. Wall times are never empty. */
+static int igr_json_empty(const struct igr_json_col *c, const char *v, long long k)
+{
+    switch (c->kind) {
+    case IGR_JSON_INT:
+    case IGR_JSON_UINT:
+    case IGR_JSON_BOOL:
+        return igr_load_u(v, c->size) == 0;
+    case IGR_JSON_CSTR:
+        return c->size == 0 || v[0] == '\0';
+    case IGR_JSON_TEXT:
+        return c->offsets[k + 1] == c->offsets[k];
+    default:
+        return 0;
+    }
+}
+
 unsigned long long igr_json_bound(const struct igr_json_col *cols, unsigned int ncols,
                                   unsigned int suffix_len, unsigned long long nrows)
 {
@@ -130,7 +150,8 @@ unsigned long long igr_json_bound(const struct igr_json_col *cols, unsigned int 
     if (!cols && ncols)
         return IGR_TOO_BIG;
     for (i = 0; i < ncols; i++)
-        row = igr_add(row, igr_add(cols[i].prefix_len, igr_value_bound(&cols[i])));
+        row = igr_add(row, igr_add(igr_add(cols[i].prefix_len, igr_value_bound(&cols[i])),
+                                   (uint64_t)cols[i].open_len + cols[i].closes + 2));
     return igr_mul(row, nrows);
 }
 
@@ -146,6 +167,7 @@ long long igr_json_lines(const struct igr_json_col *cols, unsigned int ncols, co
     struct timespec wall, boot;
     int64_t now, boot_to_wall;
     char *p = out;
+    int comma;
     unsigned long long r, bound = igr_json_bound(cols, ncols, suffix_len, nrows);
     unsigned int i;
 
@@ -165,10 +187,33 @@ long long igr_json_lines(const struct igr_json_col *cols, unsigned int ncols, co
     now = (int64_t)wall.tv_sec * 1000000000 + wall.tv_nsec;
     boot_to_wall = now - ((int64_t)boot.tv_sec * 1000000000 + boot.tv_nsec);
     for (r = 0; r < nrows; r++) {
+        comma = 0;
         for (i = 0; i < ncols; i++) {
             const struct igr_json_col *c = &cols[i];
             const char *v = first[i] + (long long)r * stride[i];
+            long long k = 0;
+            unsigned int n;
 
+            for (n = 0; n < c->closes; n++) {
+                *p++ = '}';
+                comma = 1;
+            }
+            if (c->open_len) {
+                if (comma)
+                    *p++ = ',';
+                p = igr_put_bytes(p, c->open, c->open_len);
+                comma = (c->flags & IGR_JSON_OPEN_VALUE) != 0;
+            }
+            if (c->kind == IGR_JSON_TEXT) {
+                k = igr_text_index(v, c->size);
+                if (k < 0)
+                    goto fail;
+            }
+            if ((c->flags & IGR_JSON_OMIT_EMPTY) && igr_json_empty(c, v, k))
+                continue;
+            if (comma)
+                *p++ = ',';
+            comma = 1;
             p = igr_put_bytes(p, c->prefix, c->prefix_len);
             switch (c->kind) {
             case IGR_JSON_INT:
@@ -195,16 +240,8 @@ long long igr_json_lines(const struct igr_json_col *cols, unsigned int ncols, co
             case IGR_JSON_CSTR:
                 p = igr_put_cstr(p, (const unsigned char *)v, c->size);
                 break;
-            default: {
-                long long k = igr_text_index(v, c->size);
-                unsigned long long start, end;
-
-                if (k < 0)
-                    goto fail;
-                start = c->offsets[k];
-                end = c->offsets[k + 1];
-                p = igr_put_bytes(p, c->texts + start, end - start);
-            }
+            default:
+                p = igr_put_bytes(p, c->texts + c->offsets[k], c->offsets[k + 1] - c->offsets[k]);
             }
         }
         p = igr_put_bytes(p, suffix, suffix_len);

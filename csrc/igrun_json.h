@@ -14,8 +14,19 @@ enum igr_json_kind {
     IGR_JSON_WALL_TIME = 5 /* __u64 bpf_ktime_get_boot_ns, written as wall-clock ns (0: now) */
 };
 
+/* What a column's flags ask for. */
+enum igr_json_flag {
+    IGR_JSON_OMIT_EMPTY = 1, /* skip the key when the value is 0, false, "" or an empty TEXT */
+    IGR_JSON_OPEN_VALUE = 2  /* `open` ends with a value (`{"gadget":"x"`): a comma follows */
+};
+
+/* A row is written column by column: each column first closes `closes` objects, then writes
+ * `open` (the row's `{`, or a nested object's `"runtime":{`), then, unless omitted, a comma
+ * when one is due, its key and its value. Commas are decided per row, so a key left out
+ * leaves no stray comma. */
 struct igr_json_col {
-    const char *prefix;        /* written before the value: `{"pid":`, `,"comm":`, ... */
+    const char *prefix;        /* the key, written before the value: `"pid":`; empty for a
+                                * TEXT column whose texts hold their keys */
     unsigned int prefix_len;
     unsigned int kind;         /* enum igr_json_kind */
     const char *values;        /* the first row's value, or NULL: `offset` bytes into each record */
@@ -24,6 +35,10 @@ struct igr_json_col {
     unsigned int size;         /* bytes of one value (INT, UINT, BOOL, CSTR); TEXT: how many texts */
     const char *texts;         /* TEXT: the distinct values, back to back */
     const unsigned long long *offsets; /* TEXT: where each distinct value starts, and the end */
+    const char *open;          /* written before the key whether or not the value is */
+    unsigned int open_len;
+    unsigned int closes;       /* `}` written before `open` */
+    unsigned int flags;        /* enum igr_json_flag */
 };
 
 /* The most bytes igr_json_lines can write for `nrows` rows (TEXT values at their longest), or
@@ -33,6 +48,8 @@ unsigned long long igr_json_bound(const struct igr_json_col *cols, unsigned int 
                                   unsigned int suffix_len, unsigned long long nrows);
 
 /* Write `nrows` rows, each the columns in order then `suffix` (e.g. "}\n"), into `out`.
+ * With IGR_JSON_OMIT_EMPTY, a zero integer, false, an empty C string or a zero-length TEXT
+ * (Python encodes an omitted value so) writes no key and no value, as Go's `omitempty`.
  * In-record columns read row r at `records + r * record_stride + offset`. Returns the bytes
  * written, or -1 when `cap` is too small, a column cannot be written (see igr_json_bound), a
  * TEXT index is out of range, or an in-record column has no records. The caller guarantees

@@ -3,8 +3,11 @@
 The counterpart of Inspektor Gadget's local manager. It starts container discovery, keeps one
 mount-namespace filter map for the run (pinned in the run's folder, handed to every gadget
 that follows the ``gadget_filter_by_mntns`` convention) in sync with the selected containers,
-and adds the container's name, id, runtime and image, and Kubernetes names, to every event
-that carries a mount-namespace id — a whole batch at a time, grouped by id.
+and adds the container's name, id, runtime, image and image digest, its Kubernetes names and
+whether it shares the host's network, and the node, to every event that carries a
+mount-namespace id — a whole batch at a time, grouped by id. Keys are ``ig`` v0.25's
+(``runtime.containerImageDigest``, ``k8s.podName``, ``k8s.hostNetwork``...), and empty ones
+are left out of JSON, as ``ig``'s ``omitempty`` leaves them.
 
 Defaults are ``ig``'s: no flag traces every container and no host process; ``--host`` adds
 host processes; ``-c/--containername`` selects containers by name or id.
@@ -21,6 +24,8 @@ unless ``--host``, the :class:`MntnsFilter`.
 
 from __future__ import annotations
 
+import functools
+import os
 import struct
 import threading
 from collections.abc import Callable
@@ -54,19 +59,48 @@ BATCH_HINT = 4096  # codes are kept for batches this big at least
 _KEY = struct.Struct("<Q")
 _PRESENT = struct.pack("<I", 1)
 
-ENRICHED: tuple[tuple[Field, Callable[[Container], str]], ...] = (
+
+@functools.cache
+def node_name() -> str:
+    """The node events happen on: ``$NODE_NAME`` where set (as a Kubernetes pod spec gives it
+    to ``ig``'s daemon set), else the host name."""
+    return os.environ.get("NODE_NAME") or os.uname().nodename
+
+
+@functools.cache
+def host_netns() -> int:
+    """The host's network namespace id (that of pid 1), 0 when it cannot be read."""
+    for path in ("/proc/1/ns/net", "/proc/self/ns/net"):
+        try:
+            return os.stat(path).st_ino
+        except OSError:
+            continue
+    return 0
+
+
+def host_network(c: Container) -> bool:
+    """Whether ``c`` shares the host's network namespace, as ``ig``'s ``hostNetwork``."""
+    return bool(c.netns) and c.netns == host_netns()
+
+
+ENRICHED: tuple[tuple[Field, Callable[[Container], object]], ...] = (
     (
         Field(
             "runtime.containerName",
             Kind.STR,
             "container name",
             column=Column(width=30, min_width=16, order=-100),
+            omit_empty=True,
         ),
         lambda c: c.name,
     ),
     (
         Field(
-            "runtime.containerId", Kind.STR, "container id", column=Column(width=13, hidden=True)
+            "runtime.containerId",
+            Kind.STR,
+            "container id",
+            column=Column(width=13, hidden=True),
+            omit_empty=True,
         ),
         lambda c: c.id,
     ),
@@ -76,6 +110,7 @@ ENRICHED: tuple[tuple[Field, Callable[[Container], str]], ...] = (
             Kind.STR,
             "container runtime",
             column=Column(width=10, hidden=True),
+            omit_empty=True,
         ),
         lambda c: c.runtime,
     ),
@@ -85,19 +120,81 @@ ENRICHED: tuple[tuple[Field, Callable[[Container], str]], ...] = (
             Kind.STR,
             "container image",
             column=Column(width=30, hidden=True),
+            omit_empty=True,
         ),
         lambda c: c.image_name,
     ),
     (
-        Field("k8s.namespace", Kind.STR, "Kubernetes namespace", column=Column(hidden=True)),
+        Field(
+            "runtime.containerImageDigest",
+            Kind.STR,
+            "digest of the container image",
+            column=Column(width=30, hidden=True),
+            omit_empty=True,
+        ),
+        lambda c: c.image_digest,
+    ),
+    (
+        Field(
+            "k8s.node",
+            Kind.STR,
+            "node: $NODE_NAME where set (as Kubernetes gives it), else the host name",
+            column=Column(hidden=True),
+            omit_empty=True,
+        ),
+        lambda c: node_name(),
+    ),
+    (
+        Field(
+            "k8s.namespace",
+            Kind.STR,
+            "Kubernetes namespace",
+            column=Column(hidden=True),
+            omit_empty=True,
+        ),
         lambda c: c.k8s_namespace,
     ),
-    (Field("k8s.pod", Kind.STR, "Kubernetes pod", column=Column(hidden=True)), lambda c: c.k8s_pod),
     (
-        Field("k8s.container", Kind.STR, "Kubernetes container", column=Column(hidden=True)),
+        Field(
+            "k8s.pod",
+            Kind.STR,
+            "Kubernetes pod",
+            json="k8s.podName",
+            column=Column(hidden=True),
+            omit_empty=True,
+        ),
+        lambda c: c.k8s_pod,
+    ),
+    (
+        Field(
+            "k8s.container",
+            Kind.STR,
+            "Kubernetes container",
+            json="k8s.containerName",
+            column=Column(hidden=True),
+            omit_empty=True,
+        ),
         lambda c: c.k8s_container,
     ),
+    (
+        Field(
+            "k8s.hostnetwork",
+            Kind.BOOL,
+            "whether the container uses the host's network namespace",
+            json="k8s.hostNetwork",
+            column=Column(hidden=True),
+            omit_empty=True,
+        ),
+        lambda c: host_network(c),
+    ),
 )
+"""The fields this operator adds, named as ``ig``'s columns and keyed as its JSON
+(``k8s.pod`` is ``"k8s":{"podName":…}``), with each one's value for a container."""
+
+NO_CONTAINER: dict[str, object] = {"k8s.node": None, "k8s.hostnetwork": False}
+"""Values of an event of no container (None: the container's value, which is the same for
+all); the others are empty."""
+
 
 ENRICHED_NAMES = tuple(f.name for f, _ in ENRICHED)
 
@@ -382,10 +479,15 @@ class ContainersOperator(Operator):
             return hit[1]
         if len(self._table_cache) >= 64:
             self._table_cache.clear()
-        tables = {
-            name: np.array([value(c) for c in pool] + [""], dtype=object)
-            for name, (_, value) in zip(ENRICHED_NAMES, ENRICHED, strict=True)
-        }
+        tables = {}
+        for name, (_, value) in zip(ENRICHED_NAMES, ENRICHED, strict=True):
+            none = NO_CONTAINER.get(name, "")
+            values = [value(c) for c in pool] + [none]
+            if none is None:  # the same for every event
+                values[-1] = value(None)  # type: ignore[arg-type]
+            table = np.empty(len(values), dtype=object)
+            table[:] = values
+            tables[name] = table
         self._table_cache[key] = (pool, tables)  # the pool keeps its ids from being reused
         return tables
 

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from igrun.core.operator import RunPlan
 
 FORMATS = ("columns", "json", "jsonpretty", "yaml", "none")
+NORMAL = "normal"
+"""``type`` of every event record, as ``ig`` marks its events (``ready``, ``warn`` ... are
+the others)."""
 
 
 def parse_output(spec: str, schema: Schema) -> tuple[str, list[Field]]:
@@ -178,7 +181,7 @@ class OutputOperator(Operator):
         self.format, self.columns = parse_output(self.values.raw("output"), schema)
         self.widths = header_widths(self.columns)
         if self.format == "json":
-            self._json = JsonLines(self.columns, self.tag)
+            self._json = JsonLines(self.columns, self.tag, NORMAL)
         if self.format == "columns" and self.stream.isatty():
             self.widths = scale_widths(self.columns, shutil.get_terminal_size().columns)
         if self.format == "columns":
@@ -251,7 +254,9 @@ class OutputOperator(Operator):
         elif self._json is not None:
             self.write_bytes(self._json.encode(batch))
         else:
-            self.write(self._records(batch.to_dicts(self.columns)))
+            lead = {"gadget": self.tag, "type": NORMAL} if self.tag else {"type": NORMAL}
+            rows = batch.to_dicts(self.columns, omit_empty=True)
+            self.write(self._records([{**lead, **row} for row in rows]))
         return batch
 
     def flush(self) -> Batch | None:

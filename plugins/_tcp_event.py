@@ -61,6 +61,9 @@ def owner_fields() -> list[Field]:
         ),
         Field("ownerKnown", Kind.BOOL, "whether the socket's owner is known",
               member="owner_known", column=Column(hidden=True)),
+        Field("netns", Kind.UINT, "network namespace id of the socket", member="netns_id",
+              json="netnsid", column=Column(width=12, hidden=True, align="right"),
+              omit_empty=True),
     ]  # fmt: skip
 
 
@@ -79,7 +82,7 @@ def connection_fields() -> list[Field]:
     return [
         *fields.connection_fields("source", "destination", member="conn"),
         Field("state", Kind.STR, "TCP state of the socket", decode=_states,
-              column=Column(width=12)),
+              column=Column(width=12), omit_empty=True),
         Field("tcpflags", Kind.STR, "TCP flags of the segment", decode=_flags,
-              column=Column(width=16)),
+              column=Column(width=16), omit_empty=True),
     ]  # fmt: skip

@@ -345,9 +345,16 @@ def test_c_writers_refuse_what_they_cannot_write() -> None:
         assert lib.igr_json_bound(col, 1, 2, 1) == TOO_BIG
         assert lib.igr_json_lines(col, 1, ffi.NULL, 0, suffix, 2, 1, out, 4096) == -1
     col = _json_col(lib.IGR_JSON_UINT, 8, keep)
-    assert lib.igr_json_bound(col, 1, 2, 4) == 4 * (5 + 21 + 2)
+    # key, value, the commas a column may write (before its open and its key), suffix
+    assert lib.igr_json_bound(col, 1, 2, 4) == 4 * (5 + 21 + 2 + 2)
     assert lib.igr_json_bound(col, 1, 2, 1 << 62) == TOO_BIG
     assert lib.igr_json_lines(col, 1, ffi.NULL, 0, suffix, 2, 4, out, 4096) > 0
+    # An open text it has no pointer to, or more objects to close than any row opens.
+    col.open_len = 3
+    assert lib.igr_json_bound(col, 1, 2, 1) == TOO_BIG
+    col.open_len, col.closes = 0, 65
+    assert lib.igr_json_bound(col, 1, 2, 1) == TOO_BIG
+    col.closes = 0
     # A table of texts whose offsets go backwards.
     blob, offsets, pointer, count = texts_table([b'"a"', b'"bc"'])
     offsets[1:] = [3, 1]

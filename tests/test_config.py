@@ -127,7 +127,7 @@ def test_precedence_flags_environment_file(igrun_cli: IgrunCli, tmp_path: Path) 
     assert proc.returncode == 0, err
     assert time.monotonic() - started < 10  # 4 s from the environment, not 30 s from the file
     (event,) = [json.loads(line) for line in out.splitlines()]
-    assert event["args"] == [str(ours)] and event["retval"] == child.returncode == 0
+    assert event["args"] == [str(ours)] and "ret" not in event and child.returncode == 0
     assert "runtime" in event  # containers is in the chain
 
 
@@ -164,7 +164,7 @@ def test_several_gadgets_at_once(igrun_cli: IgrunCli, tmp_path: Path) -> None:
     (exec_event,) = [e for e in events if e["gadget"] == "trace exec"]
     assert exec_event["args"] == [str(program)]
     (open_event,) = [e for e in events if e["gadget"] == "trace open"]
-    assert open_event["path"] == str(target) and open_event["err"] == 0
+    assert open_event["path"] == str(target) and "err" not in open_event  # 0: omitempty
     assert reader.returncode == 0
     assert igrun_cli.pin_dirs_of(proc.pid) == []
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import time
@@ -22,6 +23,7 @@ from igrun.core.containers.collection import ContainerCollection, from_process
 from igrun.core.containers.discovery import Discovery, select_clients
 from igrun.core.containers.engines.oci import RuncClient
 from igrun.core.errors import EnvironmentProblem, ParamError
+from igrun.operators.containers import node_name
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -58,14 +60,14 @@ class Podman:
             ["podman", *args], env=self.env, check=check, capture_output=True, text=True
         ).stdout.strip()
 
-    def run(self, name: str) -> Running:
+    def run(self, name: str, network: str = "none") -> Running:
         self.names.append(name)
         id = self(
             "run",
             "-d",
             "--pull=never",
             "--network",
-            "none",
+            network,
             "--name",
             name,
             IMAGE,
@@ -109,15 +111,52 @@ def test_exec_in_a_container_names_it(igrun_cli: IgrunCli, podman: Podman) -> No
     subprocess.run(["/bin/echo", host], check=True, capture_output=True)
     events = stop_and_read(igrun_cli, proc)
     (event,) = with_arg(events, mark)
+    image_id = podman("inspect", "-f", "{{.Image}}", a.name).strip()
     assert event["runtime"] == {
         "containerName": a.name,
         "containerId": a.id,
         "runtimeName": "podman",
         "containerImageName": IMAGE,
+        "containerImageDigest": f"sha256:{image_id}",
     }
+    assert event["k8s"] == {"node": node_name()}  # not a Kubernetes container
+    assert event["type"] == "normal"
     assert event["mountnsid"] == a.mntns
     assert event["args"] == ["/bin/echo", mark]
     assert with_arg(events, host) == []  # no --host: no host processes
+
+
+def test_host_network_is_told_as_ig_tells_it(igrun_cli: IgrunCli, podman: Podman) -> None:
+    """``k8s.hostNetwork`` is true for a container in the host's network namespace and left
+    out (false, omitempty) for one in its own."""
+    shared = podman.run(f"igrun-h-{uuid.uuid4().hex[:6]}", network="host")
+    own = podman.run(f"igrun-n-{uuid.uuid4().hex[:6]}")
+    in_shared, in_own = marker(), marker()
+    proc = igrun_cli.start("trace", "exec", "-o", "json")
+    podman("exec", shared.name, "/bin/echo", in_shared)
+    podman("exec", own.name, "/bin/echo", in_own)
+    events = stop_and_read(igrun_cli, proc)
+    (event,) = with_arg(events, in_shared)
+    assert event["k8s"] == {"node": node_name(), "hostNetwork": True}
+    (event,) = with_arg(events, in_own)
+    assert event["k8s"] == {"node": node_name()}
+
+
+def test_upperlayer_tells_a_program_the_container_wrote(
+    igrun_cli: IgrunCli, podman: Podman
+) -> None:
+    """``upperlayer``, as ``ig``'s: true for a program in the overlay's upper layer (copied
+    in by the container), false for one of the image."""
+    a = podman.run(f"igrun-u-{uuid.uuid4().hex[:6]}")
+    podman("exec", a.name, "cp", "/bin/echo", "/copied")
+    from_image, written = marker(), marker()
+    proc = igrun_cli.start("trace", "exec", "-o", "json")
+    podman("exec", a.name, "/bin/echo", from_image)
+    podman("exec", a.name, "/copied", written, check=False)  # busybox: no applet "copied"
+    events = stop_and_read(igrun_cli, proc)
+    (image,) = with_arg(events, from_image)
+    (copied,) = [e for e in events if e["args"] == ["/copied", written]]
+    assert (image["upperlayer"], copied["upperlayer"]) == (False, True)
 
 
 def test_containername_selects_in_the_kernel(igrun_cli: IgrunCli, podman: Podman) -> None:
@@ -184,15 +223,18 @@ def test_host_flag_adds_host_processes(igrun_cli: IgrunCli, podman: Podman) -> N
     subprocess.run(["/bin/echo", on_host], check=True, capture_output=True)
     events = stop_and_read(igrun_cli, proc)
     (host,) = with_arg(events, on_host)
-    assert host["runtime"] == {
-        "containerName": "",
-        "containerId": "",
-        "runtimeName": "",
-        "containerImageName": "",
-    }
-    assert host["k8s"] == {"namespace": "", "pod": "", "container": ""}
+    assert host["runtime"] == {}  # no empty values: left out, as ig's omitempty leaves them
+    assert host["k8s"] == {"node": node_name()}
     (inside,) = with_arg(events, in_a)
     assert inside["runtime"]["containerName"] == a.name
+    # What users filter on, with jq: the container's events, not the host's.
+    out = "".join(json.dumps(e) + "\n" for e in events)
+    if shutil.which("jq"):
+        picked = subprocess.run(
+            ["jq", "-c", "select(.runtime.containerName) | .args[1]"],
+            input=out, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert in_a in picked.stdout and on_host not in picked.stdout
 
 
 def test_plain_runc_container_with_kubernetes_names(
@@ -208,7 +250,12 @@ def test_plain_runc_container_with_kubernetes_names(
     assert event["runtime"]["containerName"] == "web"  # the CRI container name
     assert event["runtime"]["containerId"] == runc_container.id
     assert event["runtime"]["runtimeName"] == "runc"
-    assert event["k8s"] == {"namespace": "prod", "pod": "web-1", "container": "web"}
+    assert event["k8s"] == {
+        "node": node_name(),
+        "namespace": "prod",
+        "podName": "web-1",
+        "containerName": "web",
+    }
 
 
 def test_list_containers_agrees_with_podman_ps(igrun_cli: IgrunCli, podman: Podman) -> None:

@@ -84,7 +84,15 @@ def specs(draw: st.DrawFn) -> Spec:
         # A field named otherwise than its member, now and then.
         field_name = f"f{i}" if draw(st.integers(0, 4)) == 0 else name
         member = name if field_name != name else None
-        fields.append(Field(field_name, kind, member=member, json=json_key(draw, field_name)))
+        fields.append(
+            Field(
+                field_name,
+                kind,
+                member=member,
+                json=json_key(draw, field_name),
+                omit_empty=draw(st.booleans()),
+            )
+        )
     # Padding between members, as C leaves it.
     offsets, at = [], 0
     for _, fmt in members:
@@ -114,7 +122,7 @@ def specs(draw: st.DrawFn) -> Spec:
         else:
             kind = draw(st.sampled_from([Kind.INT, Kind.UINT, Kind.BOOL]))
         extra[name] = what
-        fields.append(Field(name, kind, json=json_key(draw, name)))
+        fields.append(Field(name, kind, json=json_key(draw, name), omit_empty=draw(st.booleans())))
     # A field computed from the batch, as gadgets decode: the row number as text.
     if draw(st.booleans()):
         fields.append(
@@ -220,8 +228,12 @@ def batches(draw: st.DrawFn, spec: Spec, tables: dict[str, Any]) -> Batch:
     return batch
 
 
-def json_reference(batch: Batch, fields: list[Field], tag: str | None) -> bytes:
-    rows = batch.to_dicts(fields)
+def json_reference(
+    batch: Batch, fields: list[Field], tag: str | None, event_type: str | None = None
+) -> bytes:
+    rows = batch.to_dicts(fields, omit_empty=True)
+    if event_type:
+        rows = [{"type": event_type, **row} for row in rows]
     if tag:
         rows = [{"gadget": tag, **row} for row in rows]
     text = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in rows)
@@ -243,12 +255,19 @@ def runs(draw: st.DrawFn) -> tuple[Spec, list[Batch]]:
 
 
 @FUZZ
-@given(run=runs(), tag=st.one_of(st.none(), WIDEST))
-def test_json_lines_equal_json_dumps(run: tuple[Spec, list[Batch]], tag: str | None) -> None:
+@given(
+    run=runs(),
+    tag=st.one_of(st.none(), WIDEST),
+    event_type=st.sampled_from([None, "normal"]),
+)
+def test_json_lines_equal_json_dumps(
+    run: tuple[Spec, list[Batch]], tag: str | None, event_type: str | None
+) -> None:
     spec, batches_ = run
-    writer = JsonLines(spec.fields, tag)  # one writer for every batch: its caches too
+    writer = JsonLines(spec.fields, tag, event_type)  # one writer for every batch: its caches
     for batch in batches_:
-        assert bytes(writer.encode(batch)) == json_reference(batch, spec.fields, tag)
+        want = json_reference(batch, spec.fields, tag, event_type)
+        assert bytes(writer.encode(batch)) == want
 
 
 @st.composite

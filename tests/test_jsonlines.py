@@ -183,3 +183,58 @@ def test_integers_at_every_digit_count() -> None:
     fields = [Field("u", Kind.UINT), Field("i", Kind.INT)]
     batch = Batch(Schema(fields, "event", dtype), raw)
     assert bytes(JsonLines(fields).encode(batch)).decode() == reference(batch, fields)
+
+
+def test_empty_values_of_omit_empty_fields_are_left_out(batch: Batch) -> None:
+    """Go's ``omitempty``, as ``ig`` writes events: an empty value of a marked field (0,
+    false, "", an empty list) has no key, whether C reads it from the record, an operator's
+    column or a coded group; its object stays (``"runtime":{}``); commas stay right."""
+    fields = [
+        Field(f.name, f.kind, f.description, f.member, f.json, f.column, f.decode, True)
+        if f.name in ("pid", "ret", "comm", "ok", "runtime.containerName", "runtime.args")
+        else f
+        for f in FIELDS
+    ]
+    codes = np.array([1, -1, 0, 1, -1])
+    batch.set_coded("runtime.containerName", np.array(["web", "", ""], dtype=object), codes)
+    batch.set_coded("k8s.pod", np.array(["p-web", "", ""], dtype=object), codes)
+    writer = JsonLines(fields, "trace x", "normal")
+    got = bytes(writer.encode(batch)).decode()
+    want = [{"gadget": "trace x", "type": "normal", **r} for r in batch.to_dicts(fields, True)]
+    assert got == "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n"
+                          for r in want)  # fmt: skip
+    rows = [json.loads(line) for line in got.splitlines()]
+    assert [("pid" in r, "ret" in r, "ok" in r) for r in rows] == [
+        (True, True, False),
+        (True, False, True),
+        (True, True, True),
+        (True, True, False),
+        (False, True, True),
+    ]
+    assert [r["runtime"] for r in rows][:3] == [
+        {"args": ["a"]},
+        {},
+        {"containerName": "web", "args": ["b", "c"]},
+    ]
+    assert rows[0]["k8s"] == {"pod": ""}  # not marked: written empty
+    # The same rows, read from an operator's column instead of codes.
+    batch.set_column("runtime.containerName", np.array(["", "", "x", "", ""], dtype=object))
+    got = bytes(writer.encode(batch)).decode()
+    assert [json.loads(line)["runtime"] for line in got.splitlines()][1:3] == [
+        {},
+        {"containerName": "x", "args": ["b", "c"]},
+    ]
+
+
+def test_only_empty_fields_leave_only_the_lead() -> None:
+    fields = [
+        Field("n", Kind.UINT, omit_empty=True),
+        Field("runtime.x", Kind.UINT, omit_empty=True),
+    ]
+    dtype = np.dtype([("n", "<u4")])
+    batch = Batch(Schema(fields, "event", dtype), np.zeros(2, dtype))
+    batch.set_column("runtime.x", np.zeros(2, dtype=np.uint32))
+    assert bytes(JsonLines(fields, None, "normal").encode(batch)) == (
+        b'{"type":"normal","runtime":{}}\n' * 2
+    )
+    assert bytes(JsonLines(fields).encode(batch)) == b'{"runtime":{}}\n' * 2

@@ -115,6 +115,8 @@ def test_docker_container_is_named(
     proc = igrun_cli.start("trace", "exec", "-o", "json", "-r", "docker")
     docker("exec", docker_container.name, "/bin/echo", mark)
     (event,) = with_arg(stop_and_read(igrun_cli, proc), mark)
+    digest = event["runtime"].pop("containerImageDigest")
+    assert digest.startswith("sha256:")
     assert event["runtime"] == {
         "containerName": docker_container.name,
         "containerId": docker_container.id,

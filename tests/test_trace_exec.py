@@ -56,7 +56,7 @@ def test_exec_event_has_exact_fields() -> None:
     assert event["uid"] == os.getuid()
     assert event["gid"] == os.getgid()
     assert event["comm"] == "true"
-    assert event["retval"] == 0
+    assert event["ret"] == 0
     assert event["args"] == ["/bin/true", mark, "two words", ""]
     assert event["truncated"] is False
     assert event["mountnsid"] == os.stat("/proc/self/ns/mnt").st_ino
@@ -74,7 +74,7 @@ def test_failed_exec_reports_enoent() -> None:
 
     rows = [r for r in trace(run) if r["args"][:1] == [missing]]
     assert len(rows) == 1
-    assert rows[0]["retval"] == -errno.ENOENT
+    assert rows[0]["ret"] == -errno.ENOENT
     assert rows[0]["args"] == [missing, "x"]
 
 
@@ -129,7 +129,7 @@ def test_mount_namespace_filter_excludes_other_namespaces() -> None:
     # unshare itself execs in the host namespace (and is traced); /bin/true then runs in the
     # fresh one (and is not).
     launched = with_arg(rows, inside)
-    assert [r["comm"] for r in launched if r["retval"] == 0] == ["unshare"]
+    assert [r["comm"] for r in launched if r["ret"] == 0] == ["unshare"]
     assert [r for r in launched if r["args"][0] == "/bin/true"] == []
     (event,) = with_arg(rows, outside)
     assert event["mountnsid"] == host_ns
@@ -154,7 +154,7 @@ def test_execveat_is_traced() -> None:
     (event,) = with_arg(trace(run), mark)
     assert event["pid"] == child["pid"]
     assert event["args"] == ["", mark]  # execveat(fd, "", AT_EMPTY_PATH): the path is empty
-    assert event["retval"] == 0
+    assert event["ret"] == 0
     assert event["comm"] == "true"
 
 
@@ -172,7 +172,7 @@ def test_exec_by_a_non_root_user_and_group() -> None:
     (event,) = with_arg(trace(run), mark)
     assert (event["pid"], event["tid"], event["ppid"]) == (child["pid"], child["pid"], os.getpid())
     assert (event["uid"], event["gid"]) == (1000, 1111)
-    assert event["retval"] == 0
+    assert event["ret"] == 0
     assert event["comm"] == "true"
 
 
@@ -208,5 +208,5 @@ def test_exec_from_a_thread_that_is_not_the_main_one() -> None:
     assert child["tid"] != child["pid"]
     assert (event["pid"], event["tid"], event["ppid"]) == (child["pid"], child["tid"], os.getpid())
     assert (event["uid"], event["gid"]) == (os.getuid(), os.getgid())
-    assert event["retval"] == 0
+    assert event["ret"] == 0
     assert event["comm"] == "true"

@@ -149,6 +149,7 @@ def test_open_event_has_exact_fields(work: Path) -> None:
     assert event["comm"] == COMM
     assert event["fd"] == seen["value"] >= 3
     assert event["err"] == 0
+    assert event["ret"] == event["fd"]  # what open returned, as ig's ret
     assert event["flags"] == ["O_WRONLY", "O_CREAT", "O_EXCL", "O_CLOEXEC"]
     assert event["flagsRaw"] == flags
     assert event["mode"] == "-rw-r-----"
@@ -166,6 +167,7 @@ def test_open_event_has_exact_fields(work: Path) -> None:
         "gid",
         "comm",
         "fd",
+        "ret",
         "err",
         "flags",
         "flagsRaw",
@@ -648,7 +650,8 @@ def test_cli_prints_the_open_as_json(igrun_cli: IgrunCli, work: Path) -> None:
     assert proc.returncode == 0, err
     (event,) = [e for e in igrun_cli.events(out) if e.get("path") == str(path)]
     assert event["comm"] == "cat"
-    assert (event["err"], event["fd"]) == (errno.ENOENT, 0)
+    assert (event["err"], event["ret"]) == (errno.ENOENT, -errno.ENOENT)
+    assert "fd" not in event  # 0: left out, as ig leaves it out (omitempty)
     assert event["fullPath"] == str(path)
     assert event["flags"] == ["O_RDONLY"]
     assert "Traceback" not in err

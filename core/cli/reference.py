@@ -13,6 +13,7 @@ import inspect
 import sys
 from collections.abc import Iterable
 
+from igrun.core.events.schema import Field
 from igrun.core.gadget import Gadget
 from igrun.core.operator import Operator
 from igrun.core.params import ParamDesc
@@ -65,6 +66,12 @@ def _summary(gadget: type[Gadget]) -> str:
     return " ".join(paragraphs[1].split()) if len(paragraphs) > 1 else ""
 
 
+def _json_key(f: Field) -> str:
+    if not f.in_json:
+        return "`-`"
+    return f"`{f.json_key}`" + (" (omitempty)" if f.omit_empty else "")
+
+
 def gadget_section(gadget: type[Gadget]) -> str:
     lines = [f"## {gadget.full_name()}", "", gadget.description + "."]
     summary = _summary(gadget)
@@ -77,7 +84,8 @@ def gadget_section(gadget: type[Gadget]) -> str:
         lines += ["", "**Flags:**", "", *_params_table(gadget.params)]
     lines += [
         "",
-        "**Fields** (✓ = a default column):",
+        "**Fields** (✓ = a default column; omitempty = left out of JSON when empty, as "
+        "`ig` leaves it out):",
         "",
         "| field | JSON key | type | default | description |",
         "|---|---|---|---|---|",
@@ -85,7 +93,7 @@ def gadget_section(gadget: type[Gadget]) -> str:
     for f in gadget.schema.fields:
         shown = "" if f.column.hidden else "✓"
         lines.append(
-            f"| `{f.name}` | `{f.json_key}` | {f.kind.value} | {shown} | {_cell(f.description)} |"
+            f"| `{f.name}` | {_json_key(f)} | {f.kind.value} | {shown} | {_cell(f.description)} |"
         )
     if gadget.examples:
         lines += ["", "**Examples:**", "", "```sh", *gadget.examples, "```"]
@@ -98,6 +106,10 @@ def operator_section(operators: Iterable[type[Operator]]) -> str:
         if not op.params:
             continue
         lines += ["", f"### {op.name}", "", op.description + ".", "", *_params_table(op.params)]
+        if op.fields:
+            lines += ["", "Fields it adds to every event:", "", "| field | JSON key | type |"]
+            lines += ["|---|---|---|"]
+            lines += [f"| `{f.name}` | {_json_key(f)} | {f.kind.value} |" for f in op.fields]
     return "\n".join(lines)
 
 

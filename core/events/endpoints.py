@@ -45,7 +45,8 @@ def l4_endpoint(
 ) -> list[Field]:
     """The fields of one endpoint: ``name.addr``, ``name.version``, ``name.port`` (in JSON,
     hidden as columns) and ``name`` (the ``addr:port`` column, not in JSON). ``addr``,
-    ``port`` and ``version`` name the struct members."""
+    ``port`` and ``version`` name the struct members. As ``ig``'s ``L4Endpoint``: ``addr`` and
+    ``version`` are left out of JSON when empty, ``port`` always written."""
     return [
         Field(
             f"{name}.addr",
@@ -53,6 +54,7 @@ def l4_endpoint(
             f"{description}: IP address",
             decode=_addresses(addr, version),
             column=Column(width=16, hidden=True),
+            omit_empty=True,
         ),
         Field(
             f"{name}.version",
@@ -60,6 +62,7 @@ def l4_endpoint(
             f"{description}: IP version",
             member=version,
             column=Column(width=2, hidden=True),
+            omit_empty=True,
         ),
         Field(
             f"{name}.port",

@@ -43,6 +43,7 @@ def timestamp(description: str = "when it happened", member: str = "timestamp") 
         description,
         member=None if member == "timestamp" else member,
         decode=WallTime(member),
+        omit_empty=True,
         tags=("boot_time",),
         column=Column(hidden=True),
     )
@@ -56,6 +57,7 @@ def mntns(description: str = "mount namespace id", member: str = "mntns_id") -> 
         description,
         member=member,
         json="mountnsid",
+        omit_empty=True,
         tags=("mntns",),
         column=Column(width=12, hidden=True, align="right"),
     )
@@ -118,7 +120,9 @@ def _process_field(name: str, field_name: str, member: str, about: str) -> Field
     if name == "gid":
         return gid_field(field_name, f"group id{of}", f"{member}.gid")
     kind, text, column = _PROCESS_DEFAULTS[name]
-    return Field(field_name, kind, text + of, member=f"{member}.{name}", column=column)
+    return Field(
+        field_name, kind, text + of, member=f"{member}.{name}", column=column, omit_empty=True
+    )
 
 
 _PROCESS_DEFAULTS: dict[str, tuple[Kind, str, Column]] = {
@@ -147,6 +151,9 @@ def process_fields(
     task that triggered something), ``about`` after each description (``"of the sender"``),
     and a keyword named after a member changes that field's attributes, e.g.
     ``comm={"column": Column()}`` or ``tid={"description": "thread id that called exec"}``.
+
+    In JSON, as ``ig`` writes them: ``pid``, ``tid``, ``ppid``, ``comm`` and ``mountnsid``
+    are left out when empty (``omitempty``), ``uid`` and ``gid`` always written.
     """
     chosen = tuple(n for arg in names for n in arg.split()) or PROCESS_NAMES
     unknown = sorted(set(chosen).union(changes) - set(PROCESS_NAMES))
@@ -222,9 +229,10 @@ def flag_fields(
     return [
         Field("flags", Kind.STR, f"flag names, joined by {separator!r}", json="-",
               decode=text, column=wide),
-        Field("flagnames", Kind.LIST, description, json="flags", decode=lists, column=wide),
+        Field("flagnames", Kind.LIST, description, json="flags", decode=lists, column=wide,
+              omit_empty=True),
         Field(raw_name, raw_kind, raw_description, member=member, json="flagsRaw",
-              column=Column(width=10, hidden=True, align="right")),
+              column=Column(width=10, hidden=True, align="right"), omit_empty=True),
     ]  # fmt: skip
 
 
@@ -249,10 +257,19 @@ def errno_field(
     name: str = "error",
     returned: bool = True,
     column: Column = _ERROR_COLUMN,
+    omit_empty: bool = False,
 ) -> Field:
     """An errno shown by name (``EADDRINUSE``), empty when there was none. ``member`` holds a
-    syscall's return value (``-errno`` on failure) when ``returned``, else a positive errno."""
-    return Field(name, Kind.STR, description, decode=_ErrnoNames(member, returned), column=column)
+    syscall's return value (``-errno`` on failure) when ``returned``, else a positive errno.
+    ``omit_empty`` leaves an empty name out of JSON (``ig``'s keys are ``omitempty``)."""
+    return Field(
+        name,
+        Kind.STR,
+        description,
+        decode=_ErrnoNames(member, returned),
+        column=column,
+        omit_empty=omit_empty,
+    )
 
 
 def format_mode(mode: int) -> str:
@@ -271,9 +288,9 @@ def mode_fields(
     number (``raw_name``); both hidden."""
     return [
         Field(name, Kind.STR, description, decode=_PerDistinct(member, format_mode),
-              column=Column(width=10, hidden=True)),
+              column=Column(width=10, hidden=True), omit_empty=True),
         Field(raw_name, Kind.UINT, "mode as a number", member=member,
-              column=Column(width=7, hidden=True, align="right")),
+              column=Column(width=7, hidden=True, align="right"), omit_empty=True),
     ]  # fmt: skip
 
 
@@ -287,13 +304,17 @@ def duration_field(
     member: str | None = None,
     json: str | None = None,
     column: Column = _DURATION_COLUMN,
+    omit_empty: bool = True,
 ) -> Field:
     """A duration kept as an integer number of ``unit`` (``ns``, ``us`` or ``ms``), which the
-    description names: ``"time spent in the call"`` reads ``…, in nanoseconds``."""
+    description names: ``"time spent in the call"`` reads ``…, in nanoseconds``. Left out of
+    JSON when 0 unless ``omit_empty`` is False, as ``ig``'s latencies are."""
     if unit not in _UNITS:
         raise ValueError(f"unit {unit!r} is none of {', '.join(_UNITS)}")
     text = f"{description}, in {_UNITS[unit]}"
-    return Field(name, Kind.UINT, text, member=member, json=json, column=column)
+    return Field(
+        name, Kind.UINT, text, member=member, json=json, column=column, omit_empty=omit_empty
+    )
 
 
 def ip_version_field(
@@ -302,7 +323,15 @@ def ip_version_field(
     column: Column = _IP_COLUMN,
 ) -> Field:
     """The IP version (4 or 6) as ``ig`` shows it: column ``ip``, JSON ``ipversion``."""
-    return Field("ip", Kind.UINT, description, member=member, json="ipversion", column=column)
+    return Field(
+        "ip",
+        Kind.UINT,
+        description,
+        member=member,
+        json="ipversion",
+        column=column,
+        omit_empty=True,
+    )
 
 
 class _Addresses:
@@ -324,7 +353,14 @@ def ip_address_field(
     column: Column = _ADDRESS_COLUMN,
 ) -> Field:
     """An IP address kept as 16 bytes (IPv4 in the first four), shown as text."""
-    return Field(name, Kind.STR, description, decode=_Addresses(member, version), column=column)
+    return Field(
+        name,
+        Kind.STR,
+        description,
+        decode=_Addresses(member, version),
+        column=column,
+        omit_empty=True,
+    )
 
 
 def connection_fields(

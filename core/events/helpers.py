@@ -51,12 +51,18 @@ def ip_version_from_af(af: int) -> int:
 
 
 def ip_string_from_bytes(addr: bytes, version: int) -> str:
-    """A 16-byte address buffer as text; IPv4 uses the first four bytes."""
+    """A 16-byte address buffer as text; IPv4 uses the first four bytes. An IPv4-mapped IPv6
+    address reads ``::ffff:127.0.0.1``, as Go's ``netip`` (and so ``ig``) prints it."""
     if version == 4:
         return str(ipaddress.IPv4Address(bytes(addr[:4])))
     if version == 6:
+        if bytes(addr[:12]) == _V4_MAPPED:
+            return "::ffff:" + str(ipaddress.IPv4Address(bytes(addr[12:16])))
         return str(ipaddress.IPv6Address(bytes(addr[:16])))
     return ""
+
+
+_V4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 def ip_string_to_bytes(text: str) -> bytes:

@@ -104,6 +104,9 @@ class Field:
     for reading, like ``src`` = ``addr:port`` next to the structured ``src.addr``)."""
     column: Column = field(default_factory=Column)
     decode: Decoder | None = None
+    omit_empty: bool = False
+    """Left out of JSON output when empty (0, false, "" or an empty list), as Go's
+    ``omitempty``: ``ig`` writes ``"pid"`` only when non-zero but ``"uid"`` always."""
     tags: tuple[str, ...] = ()
     """What the field means to operators: ``mntns`` / ``netns`` (namespace ids containers are
     found by), ``boot_time`` (its member holds ``bpf_ktime_get_boot_ns``)."""
@@ -364,21 +367,43 @@ class Batch:
         for i in range(len(self)):
             yield Event(self, i)
 
-    def to_dicts(self, fields: Sequence[Field] | None = None) -> list[dict[str, Any]]:
+    def to_dicts(
+        self, fields: Sequence[Field] | None = None, omit_empty: bool = False
+    ) -> list[dict[str, Any]]:
         """Rows as dicts keyed by JSON name; dotted names nest (``runtime.containerName`` is
-        ``{"runtime": {"containerName": …}}``, as ``ig`` prints it)."""
+        ``{"runtime": {"containerName": …}}``, as ``ig`` prints it). With ``omit_empty``, as
+        ``-o json`` writes them: an empty value of an ``omit_empty`` field is left out (its
+        object stays, as Go writes a struct even when ``omitempty``)."""
         fields = [f for f in (fields or self.schema.fields) if f.in_json]
-        flat = [(f.json_key, self.values(f.name)) for f in fields if "." not in f.json_key]
-        nested: dict[str, list[tuple[str, list[Any]]]] = {}
+        flat = [(f, self.values(f.name)) for f in fields if "." not in f.json_key]
+        nested: dict[str, list[tuple[Field, str, list[Any]]]] = {}
         for f in fields:
             if "." in f.json_key:
                 outer, _, inner = f.json_key.partition(".")
-                nested.setdefault(outer, []).append((inner, self.values(f.name)))
-        rows = [{key: vals[i] for key, vals in flat} for i in range(len(self))]
+                nested.setdefault(outer, []).append((f, inner, self.values(f.name)))
+
+        def kept(f: Field, value: Any) -> bool:
+            return not (omit_empty and f.omit_empty and is_empty(value))
+
+        rows = [
+            {f.json_key: vals[i] for f, vals in flat if kept(f, vals[i])} for i in range(len(self))
+        ]
         for outer, cols in nested.items():
             for i, row in enumerate(rows):
-                row[outer] = {key: vals[i] for key, vals in cols}
+                row[outer] = {key: vals[i] for f, key, vals in cols if kept(f, vals[i])}
         return rows
+
+
+def is_empty(value: Any) -> bool:
+    """Whether Go's ``omitempty`` leaves ``value`` out: 0, false, "", an empty list or map,
+    or nothing (None)."""
+    if value is None:
+        return True
+    if isinstance(value, (str, bytes, list, tuple, dict)):
+        return len(value) == 0
+    if isinstance(value, (bool, int, float, np.generic)):
+        return not bool(value)
+    return False
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@
 the kernel. :class:`JsonLines` describes each column once per batch (a raw struct member is
 read in place; an operator's column is read from its numpy array; anything else becomes
 ready-made JSON texts, one per distinct value) and ``igr_json_lines`` writes every row in
-one call. The result is what :meth:`Batch.to_dicts` and ``json.dumps(row,
-ensure_ascii=False, separators=(",", ":"))`` give, byte for byte, at a fraction of the cost.
+one call. The result is what :meth:`Batch.to_dicts` (``omit_empty=True``) and
+``json.dumps(row, ensure_ascii=False, separators=(",", ":"))`` give, byte for byte, at a
+fraction of the cost. Keys follow ``ig``'s rules: a field marked ``omit_empty`` is left out
+when empty, as Go's ``omitempty`` leaves it, and nested objects are always written.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from igrun.core.bpf.objects import ffi, lib
 from igrun.core.events.fields import WallTime
-from igrun.core.events.schema import Array, Batch, Field, Kind
+from igrun.core.events.schema import Array, Batch, Field, Kind, is_empty
 from igrun.core.output.cbuffers import (
     DescriptionError,
     OutputBuffer,
@@ -42,6 +44,7 @@ INT, UINT, BOOL, CSTR, TEXT, WALL_TIME = (
     lib.IGR_JSON_TEXT,
     lib.IGR_JSON_WALL_TIME,
 )
+OMIT_EMPTY, OPEN_VALUE = lib.IGR_JSON_OMIT_EMPTY, lib.IGR_JSON_OPEN_VALUE
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -61,8 +64,22 @@ def dumps(value: Any) -> str:
     return text
 
 
-def layout(fields: Sequence[Field], lead: str = "") -> tuple[list[tuple[str, Field]], str]:
-    """The text before each field's value, and after the last one.
+@dataclass(frozen=True)
+class Piece:
+    """One field's place in a row: ``closes`` objects to close and ``open`` to write before
+    it whether or not it is written (the row's ``{``, a nested object's ``"runtime":{``),
+    then its ``key`` (``"pid":``) and value, left out when the field is ``omit_empty`` and
+    the value empty. ``open_value``: ``open`` ends with a value (the lead), a comma is due."""
+
+    closes: int
+    open: str
+    open_value: bool
+    key: str
+    field: Field
+
+
+def layout(fields: Sequence[Field], lead: str = "") -> tuple[list[Piece], str]:
+    """Each field's piece of a row, and the text after the last one.
 
     Keys come in :meth:`Batch.to_dicts` order: flat keys first, then one object per dotted
     prefix (``runtime.containerName`` goes into ``"runtime":{…}``). ``lead`` is written first
@@ -74,17 +91,19 @@ def layout(fields: Sequence[Field], lead: str = "") -> tuple[list[tuple[str, Fie
         if "." in f.json_key:
             outer, _, inner = f.json_key.partition(".")
             groups.setdefault(outer, []).append((inner, f))
-    pieces: list[tuple[str, Field]] = []
-    opening = "{" + (lead + "," if lead else "")
+    pieces: list[Piece] = []
+    row_open = "{" + lead
     for key, f in flat:
-        pieces.append((f"{opening}{dumps(key)}:", f))
-        opening = ","
+        pieces.append(Piece(0, row_open, bool(lead) and row_open != "", f"{dumps(key)}:", f))
+        row_open = ""
+    closes = 0
     for outer, members in groups.items():
-        inner_opening = f"{opening}{dumps(outer)}:{{"
+        first = row_open + ("," if lead else "") if row_open else ""  # the row's own start
+        opening = first + f"{dumps(outer)}:{{"
         for key, f in members:
-            pieces.append((f"{inner_opening}{dumps(key)}:", f))
-            inner_opening = ","
-        opening = "},"
+            pieces.append(Piece(closes, opening, False, f"{dumps(key)}:", f))
+            opening, closes = "", 0
+        row_open, closes = "", 1
     suffix = ("}}" if groups else "}") if pieces else "{" + lead + "}"
     return pieces, suffix + "\n"
 
@@ -132,11 +151,20 @@ class _Layout:
 class JsonLines:
     """Encodes batches of one schema's ``fields`` as JSON lines (UTF-8 bytes)."""
 
-    def __init__(self, fields: Sequence[Field], tag: str | None = None) -> None:
-        lead = f'"gadget":{dumps(tag)}' if tag else ""
+    def __init__(
+        self, fields: Sequence[Field], tag: str | None = None, event_type: str | None = None
+    ) -> None:
+        """``tag`` is written first as ``"gadget"``, then ``event_type`` as ``"type"`` (``ig``
+        writes ``"type":"normal"`` on every event)."""
+        lead = ",".join(
+            ([f'"gadget":{dumps(tag)}'] if tag else [])
+            + ([f'"type":{dumps(event_type)}'] if event_type else [])
+        )
         self.pieces, suffix = layout([f for f in fields if f.in_json], lead)
-        self._names = [f.name for _, f in self.pieces]
-        self._prefixes = [p.encode() for p, _ in self.pieces]
+        self._names = [p.field.name for p in self.pieces]
+        self._prefixes = [p.key.encode() for p in self.pieces]
+        self._opens = [p.open.encode() for p in self.pieces]
+        self._omit = [p.field.omit_empty for p in self.pieces]
         self._suffix = suffix.encode()
         self._out = OutputBuffer()
         self._layouts: dict[tuple[Any, ...], _Layout] = {}
@@ -192,10 +220,10 @@ class JsonLines:
         entries: list[tuple[int, Any]] = []  # (first piece, what the column is)
         i = 0
         while i < len(marks):
-            mark, f = marks[i], self.pieces[i][1]
-            if mark >= 0:
+            mark, f = marks[i], self.pieces[i].field
+            if mark >= 0:  # a group stays within one object: its text holds its keys
                 j = i + 1
-                while j < len(marks) and marks[j] == mark:
+                while j < len(marks) and marks[j] == mark and not self._opens[j]:
                     j += 1
                 entries.append((i, list(range(i, j))))
                 i = j
@@ -206,10 +234,19 @@ class JsonLines:
         cols = ffi.new("struct igr_json_col[]", max(len(entries), 1))
         lay = _Layout(cols, len(entries), [], [], [])
         for n, (piece, what) in enumerate(entries):
-            prefix = ffi.new("char[]", self._prefixes[piece])
-            lay.prefixes.append(prefix)
+            name = b"" if isinstance(what, list) else self._prefixes[piece]
+            prefix = ffi.new("char[]", name)
+            opening = ffi.new("char[]", self._opens[piece])
+            lay.prefixes += [prefix, opening]
             cols[n].prefix = prefix
-            cols[n].prefix_len = len(self._prefixes[piece])
+            cols[n].prefix_len = len(name)
+            cols[n].open = opening
+            cols[n].open_len = len(self._opens[piece])
+            cols[n].closes = self.pieces[piece].closes
+            omit = isinstance(what, list) or self._omit[piece]
+            cols[n].flags = (OMIT_EMPTY if omit else 0) | (
+                OPEN_VALUE if self.pieces[piece].open_value else 0
+            )
             if isinstance(what, list):
                 lay.coded.append((n, what))
             elif isinstance(what, Field):
@@ -237,8 +274,9 @@ class JsonLines:
         return None if how is None else (*how, offset)
 
     def _group(self, members: list[int], tables: tuple[Array, ...]) -> Texts:
-        """One text per code for coded pieces that share codes: each one's value, with the
-        prefixes between them (``"web","containerId":"0f3a…"``), so C copies one text."""
+        """One text per code for coded pieces of one object that share codes: their keys and
+        values (``"containerName":"web","containerId":"0f3a…"``, an empty value of an
+        ``omit_empty`` field left out), so C copies one text."""
         key = (*members, *map(id, tables))
         hit = self._by_identity.get(key)
         if hit is not None:
@@ -252,10 +290,11 @@ class JsonLines:
         return encoded
 
     def _joined(self, members: list[int], row: tuple[tuple[type, Any], ...]) -> bytes:
-        parts = [dumps(row[0][1]).encode()]
-        for piece, (_, value) in zip(members[1:], row[1:], strict=True):
-            parts += [self._prefixes[piece], dumps(value).encode()]
-        return b"".join(parts)
+        return b",".join(
+            self._prefixes[piece] + dumps(value).encode()
+            for piece, (_, value) in zip(members, row, strict=True)
+            if not (self._omit[piece] and is_empty(value))
+        )
 
     def _encoded(self, content: tuple[Any, ...], texts: list[bytes]) -> Texts:
         """The table of ``texts`` for C, shared by every batch whose ``content`` (its values
@@ -276,7 +315,7 @@ class JsonLines:
         if how is None:
             python = batch.values(f.name)
             check_rows(f.name, python, len(batch))
-            self._texts(col, python, keep, rows)
+            self._texts(col, python, f.omit_empty, keep, rows)
         else:
             check_rows(f.name, values, len(batch))
             self._point(col, *how, values, keep)
@@ -290,18 +329,21 @@ class JsonLines:
         col.stride = values.strides[0]
         col.values = address(values)
 
-    def _texts(self, col: Any, values: list[Any], keep: list[Any], rows: _Rows) -> None:
-        """Each distinct value encoded once; rows point at their text."""
+    def _texts(self, col: Any, values: list[Any], omit: bool, keep: list[Any], rows: _Rows) -> None:
+        """Each distinct value encoded once (an omitted one as no bytes); rows point at
+        their text."""
+
+        def text(v: Any) -> bytes:
+            return b"" if omit and is_empty(v) else dumps(v).encode()
+
         found = distinct(values)
         if found is None:  # unhashable values (lists): one text per row
-            texts = [dumps(v).encode() for v in values]
+            texts = [text(v) for v in values]
             self._point_texts(col, texts_table(texts), np.arange(len(values)), keep, rows)
             return
         table, index = found
-        typed = tuple(text_key(v) for v in table)
-        self._point_texts(
-            col, self._encoded(typed, [dumps(v).encode() for v in table]), index, keep, rows
-        )
+        typed = (omit, *(text_key(v) for v in table))
+        self._point_texts(col, self._encoded(typed, [text(v) for v in table]), index, keep, rows)
 
     @staticmethod
     def _point_texts(col: Any, encoded: Texts, index: Array, keep: list[Any], rows: _Rows) -> None:

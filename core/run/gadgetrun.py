@@ -270,7 +270,8 @@ class GadgetRun:
         self._raise_error()
 
     def events(self) -> Iterator[dict[str, Any]]:
-        """Events as dicts keyed as ``-o json`` prints them (convenient, not fast)."""
+        """Events as dicts keyed as ``-o json`` prints them, every key present (an empty
+        value too, which ``-o json`` leaves out as ``ig`` does); convenient, not fast."""
         for batch in self.batches():
             yield from batch.to_dicts()
 

@@ -163,6 +163,7 @@ class TraceBind(BpfTracer):
                 "protocol of the socket (TCP, UDP …)",
                 decode=_protocols,
                 column=Column(width=5, fixed=True),
+                omit_empty=True,
             ),
             ip_address_field("addr", "address asked for (IPv4 or IPv6)", "addr"),
             Field(
@@ -170,6 +171,7 @@ class TraceBind(BpfTracer):
                 Kind.UINT,
                 "port bound (the ephemeral one when 0 was asked); asked for, if bind failed",
                 column=Column(width=5, min_width=5, align="right"),
+                omit_empty=True,
             ),
             Field(
                 "opts",
@@ -178,6 +180,7 @@ class TraceBind(BpfTracer):
                 "T IP_TRANSPARENT, F IP_FREEBIND (. when not)",
                 decode=_options,
                 column=Column(width=5, fixed=True),
+                omit_empty=True,
             ),
             Field(
                 "if",
@@ -185,6 +188,7 @@ class TraceBind(BpfTracer):
                 "interface the socket is bound to (SO_BINDTODEVICE), empty if none",
                 decode=_interfaces,
                 column=Column(width=12),
+                omit_empty=True,
             ),
             *process_fields("uid gid"),
             errno_field("why bind failed (errno name; with --ignore-errors=false)"),

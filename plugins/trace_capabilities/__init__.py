@@ -304,6 +304,7 @@ class TraceCapabilities(BpfTracer):
                 "syscall the check was made in (empty outside syscalls)",
                 decode=_syscalls,
                 column=Column(width=18, max_width=28),
+                omit_empty=True,
             ),
             *process_fields("uid gid", uid={"column": _HIDDEN_ID}, gid={"column": _HIDDEN_ID}),
             Field(
@@ -311,6 +312,7 @@ class TraceCapabilities(BpfTracer):
                 Kind.INT,
                 "capability number",
                 column=Column(width=3, fixed=True, align="right"),
+                omit_empty=True,
             ),
             Field(
                 "capName",
@@ -318,12 +320,14 @@ class TraceCapabilities(BpfTracer):
                 "capability name (without CAP_)",
                 decode=_cap_names,
                 column=Column(width=18, fixed=True),
+                omit_empty=True,
             ),
             Field(
                 "audit",
                 Kind.INT,
                 "1 when the check is audited, 0 for a no-audit check",
                 column=Column(min_width=5, align="right"),
+                omit_empty=True,
             ),
             Field(
                 "verdict",
@@ -331,6 +335,7 @@ class TraceCapabilities(BpfTracer):
                 "Allow or Deny",
                 decode=_verdicts,
                 column=Column(width=7, fixed=True),
+                omit_empty=True,
             ),
             Field(
                 "insetid",
@@ -344,6 +349,7 @@ class TraceCapabilities(BpfTracer):
                 "user namespace the capability is needed in",
                 member="target_userns",
                 column=_NS,
+                omit_empty=True,
             ),
             Field(
                 "currentuserns",
@@ -351,6 +357,7 @@ class TraceCapabilities(BpfTracer):
                 "user namespace of the task",
                 member="current_userns",
                 column=_NS,
+                omit_empty=True,
             ),
             Field(
                 "caps",
@@ -358,6 +365,7 @@ class TraceCapabilities(BpfTracer):
                 "effective capabilities of the task (bit mask)",
                 member="cap_effective",
                 column=Column(hidden=True),
+                omit_empty=True,
             ),
             Field(
                 "capsnames",
@@ -366,6 +374,7 @@ class TraceCapabilities(BpfTracer):
                 json="capsNames",
                 decode=_caps_names,
                 column=Column(hidden=True),
+                omit_empty=True,
             ),
         ],
         struct="event",

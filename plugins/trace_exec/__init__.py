@@ -89,8 +89,8 @@ class TraceExec(BpfTracer):
                 Kind.INT,
                 "return value of exec (0 or -errno)",
                 member="retval",
-                json="retval",
                 column=Column(width=7, align="right", errno="returned"),
+                omit_empty=True,
             ),
             Field(
                 "args",
@@ -98,6 +98,15 @@ class TraceExec(BpfTracer):
                 "path and arguments (up to 20 of up to 127 bytes)",
                 decode=_args,
                 column=Column(width=40, cut_by="truncated"),
+                omit_empty=True,
+            ),
+            Field(
+                "upperlayer",
+                Kind.BOOL,
+                "the program's file is in the upper (written) layer of an overlay, as a file "
+                "a container wrote itself",
+                member="upper_layer",
+                column=Column(width=10, fixed=True, hidden=True),
             ),
             Field(
                 "truncated",

@@ -98,6 +98,23 @@ static __always_inline int enter_exec(const char *filename, const char *const *a
 	return 0;
 }
 
+#define OVERLAYFS_MAGIC 0x794c7630
+
+/* Whether the program now running comes from the upper (writable) layer of an overlay, as a
+ * file a container wrote itself does. The overlay's inode type is private to the kernel: its
+ * upper dentry pointer follows the embedded struct inode, which is all this relies on. */
+static __always_inline __u8 upper_layer(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct inode *inode = BPF_CORE_READ(task, mm, exe_file, f_inode);
+	struct dentry *upper = NULL;
+
+	if (!inode || BPF_CORE_READ(inode, i_sb, s_magic) != OVERLAYFS_MAGIC)
+		return 0;
+	bpf_probe_read_kernel(&upper, sizeof(upper), (void *)inode + bpf_core_type_size(struct inode));
+	return upper != NULL;
+}
+
 static __always_inline int exit_exec(long ret)
 {
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
@@ -109,6 +126,8 @@ static __always_inline int exit_exec(long ret)
 	if (ignore_failed && ret < 0)
 		goto cleanup;
 	event->retval = ret;
+	if (ret == 0)
+		event->upper_layer = upper_layer();
 	bpf_get_current_comm(&event->proc.comm, sizeof(event->proc.comm));
 	len = EVENT_SIZE(event);
 	if (len <= sizeof(*event))

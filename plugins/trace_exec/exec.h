@@ -18,6 +18,7 @@ struct event {
 	int args_count;
 	__u32 args_size;
 	__u8 args_truncated;
+	__u8 upper_layer; /* the new program's file is in an overlay's upper layer */
 	char args[FULL_MAX_ARGS_ARR];
 };
 

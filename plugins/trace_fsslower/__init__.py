@@ -115,6 +115,7 @@ class TraceFsslower(BpfTracer):
                 decode=_ops,
                 json="op",
                 column=Column(width=1, fixed=True),
+                omit_empty=True,
             ),
             Field(
                 "bytes",
@@ -123,12 +124,14 @@ class TraceFsslower(BpfTracer):
                 "synced, as ig: 2^63-1 (all)",
                 member="size",
                 column=Column(width=10, align="right"),
+                omit_empty=True,
             ),
             Field(
                 "offset",
                 Kind.INT,
                 "where the read or write started (file position, or pread/pwrite offset)",
                 column=Column(width=10, align="right"),
+                omit_empty=True,
             ),
             duration_field("lat", "latency of the syscall", "us", "delta_us", "latency"),
             Field(
@@ -136,6 +139,7 @@ class TraceFsslower(BpfTracer):
                 Kind.STR,
                 "file name (last part of the path, up to 31 bytes)",
                 column=Column(width=24, max_width=32, cut_by="truncated"),
+                omit_empty=True,
             ),
             Field(
                 "truncated",

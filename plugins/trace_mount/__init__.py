@@ -252,12 +252,14 @@ class TraceMount(BpfTracer):
                 decode=_operations,
                 # ig: minWidth 5, maxWidth 7, for "mount" and "umount"; "move_mount" needs 10.
                 column=Column(width=10, min_width=5, max_width=10, hidden=True),
+                omit_empty=True,
             ),
             Field(
                 "ret",
                 Kind.INT,
                 "return value (0, a file descriptor, or -errno)",
                 column=Column(width=7, hidden=True, align="right", errno="returned"),
+                omit_empty=True,
             ),
             duration_field(
                 "latency",
@@ -269,6 +271,7 @@ class TraceMount(BpfTracer):
                 Kind.STR,
                 "filesystem type (fsmount, move_mount: of the mount the descriptor holds)",
                 column=Column(width=8, min_width=3, max_width=8, hidden=True),
+                omit_empty=True,
             ),
             Field(
                 "src",
@@ -278,6 +281,7 @@ class TraceMount(BpfTracer):
                 json="source",
                 decode=_string(0),
                 column=Column(width=16, hidden=True),
+                omit_empty=True,
             ),
             Field(
                 "dst",
@@ -286,6 +290,7 @@ class TraceMount(BpfTracer):
                 json="target",
                 decode=_string(1),
                 column=Column(width=16, hidden=True),
+                omit_empty=True,
             ),
             Field(
                 "data",
@@ -293,6 +298,7 @@ class TraceMount(BpfTracer):
                 "mount's filesystem options (up to 511 bytes)",
                 decode=_string(2),
                 column=Column(width=16, hidden=True),
+                omit_empty=True,
             ),
             *flag_fields(
                 "flags",

@@ -57,18 +57,22 @@ class TraceOomkill(BpfTracer):
         [
             fields.timestamp("when the victim was chosen"),
             *process_fields("mntns", member="trigger", about="of the triggering task"),
-            Field("kpid", Kind.UINT, "process id of the killed process", column=_PID),
+            Field(
+                "kpid", Kind.UINT, "process id of the killed process", column=_PID, omit_empty=True
+            ),
             Field(
                 "kcomm",
                 Kind.STR,
                 "command name of the killed process",
                 column=Column(max_width=16),
+                omit_empty=True,
             ),
             Field(
                 "pages",
                 Kind.UINT,
                 "resident pages of the killed process when it was chosen",
                 column=Column(width=6, align="right"),
+                omit_empty=True,
             ),
             *process_fields(
                 "pid uid gid comm",

@@ -105,6 +105,12 @@ def _strings(batch: Batch, which: int) -> Any:
     return out
 
 
+def _ret(batch: Batch) -> Any:
+    """What the syscall returned, as ``ig``'s ``ret``: the descriptor, or -errno."""
+    err = batch.member("err").astype(np.int64)
+    return np.where(err != 0, -err, batch.member("fd").astype(np.int64))
+
+
 def _path(batch: Batch) -> Any:
     return _strings(batch, 0)
 
@@ -163,7 +169,10 @@ class TraceOpen(BpfTracer):
             *process_fields(
                 "mntns pid tid uid gid comm",
                 tid={"description": "thread id that called open", "column": _TID},
-                uid={"column": Column(min_width=10, hidden=True, align="right")},
+                uid={
+                    "column": Column(min_width=10, hidden=True, align="right"),
+                    "omit_empty": True,
+                },
                 gid={"column": Column(hidden=True, align="right")},
             ),
             Field(
@@ -171,12 +180,22 @@ class TraceOpen(BpfTracer):
                 Kind.UINT,
                 "the new file descriptor (0 when the open failed)",
                 column=Column(min_width=2, width=3, align="right"),
+                omit_empty=True,
             ),
             Field(
                 "err",
                 Kind.INT,
                 "errno of a failed open (positive), else 0",
                 column=Column(width=7, align="right", errno="positive"),
+                omit_empty=True,
+            ),
+            Field(
+                "ret",
+                Kind.INT,
+                "what open returned: the new file descriptor, or -errno",
+                decode=_ret,
+                column=Column(width=3, fixed=True, hidden=True, align="right"),
+                omit_empty=True,
             ),
             *flag_fields("flags", "flag names: the access mode, then O_* flags", decode_flags),
             *mode_fields("permissions of a created file (none without O_CREAT or O_TMPFILE)"),
@@ -186,6 +205,7 @@ class TraceOpen(BpfTracer):
                 "path as passed to open (up to 4095 bytes)",
                 decode=_path,
                 column=Column(min_width=24, width=32),
+                omit_empty=True,
             ),
             Field(
                 "fullPath",
@@ -194,6 +214,7 @@ class TraceOpen(BpfTracer):
                 "column by default then)",
                 decode=_full_path,
                 column=_FULL_PATH_HIDDEN,
+                omit_empty=True,
             ),
         ],
         struct="event",

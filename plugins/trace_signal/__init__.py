@@ -192,6 +192,7 @@ class TraceSignal(BpfTracer):
                 "signal name (SIGKILL, SIGRTMIN+1; empty for signal 0)",
                 decode=_signals,
                 column=Column(min_width=6, max_width=11, ellipsis="start"),
+                omit_empty=True,
             ),
             Field(
                 "tpid",
@@ -199,6 +200,7 @@ class TraceSignal(BpfTracer):
                 "target: the process (thread for tkill/tgkill) the signal went to; for a "
                 "kill that failed, the pid it was asked for (negative: a process group)",
                 column=Column(min_width=7, align="right"),
+                omit_empty=True,
             ),
             Field(
                 "ret",
@@ -206,6 +208,7 @@ class TraceSignal(BpfTracer):
                 "what the sending syscall returned (0 or -errno); for a signal the kernel "
                 "raised itself 0, or -EAGAIN when it could not be queued",
                 column=Column(width=7, align="right", errno="returned"),
+                omit_empty=True,
             ),
             *process_fields("uid gid", about="of the sender"),
         ],

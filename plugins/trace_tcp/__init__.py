@@ -95,6 +95,7 @@ class TraceTcp(BpfTracer):
                 "connect, accept or close",
                 decode=_operation(OPERATIONS),
                 column=Column(width=7, hidden=True),
+                omit_empty=True,
             ),
             *process_fields(
                 "pid tid uid gid comm",

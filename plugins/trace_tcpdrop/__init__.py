@@ -60,6 +60,7 @@ class TraceTcpdrop(BpfTracer):
                 "why the kernel dropped it (its drop reason)",
                 decode=_reasons,
                 column=Column(width=20),
+                omit_empty=True,
             ),
         ],
         struct="tcp_event",

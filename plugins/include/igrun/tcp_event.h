@@ -24,6 +24,7 @@ struct tcp_event {
 	__u8 state;
 	__u8 owner_known;
 	__u32 reason;
+	__u64 netns_id; /* network namespace of the socket (ig's netnsid); 0 without one */
 };
 
 /* Fill the owner from the enricher's map; false when the mount-ns filter rejects it. An
@@ -36,6 +37,8 @@ static __always_inline bool tcp_event_owner(struct tcp_event *e, const struct so
 		e->owner_known = 1;
 		e->proc = *o;
 	}
+	if (sk)
+		e->netns_id = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	return !gadget_should_discard_mntns_id(e->proc.mntns_id);
 }
 

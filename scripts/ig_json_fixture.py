@@ -1,0 +1,116 @@
+"""Write tests/fixtures/ig_v0.25_json.json from Inspektor Gadget's own sources.
+
+The fixture is what ``ig`` v0.25 writes with ``-o json``: Go's encoding/json of each trace
+gadget's ``Event`` struct. This reads those structs (and the common ones they embed, in
+``pkg/types/types.go``) at a tag of a clone of github.com/inspektor-gadget/inspektor-gadget,
+and writes every key, dotted for nesting, with its Go type, its ``omitempty`` flag and the
+file its tag is in::
+
+    git clone https://github.com/inspektor-gadget/inspektor-gadget ig
+    python scripts/ig_json_fixture.py ig > tests/fixtures/ig_v0.25_json.json
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from typing import Any
+
+TAG = "v0.25.0"
+COMMON = "pkg/types/types.go"
+GADGETS = [
+    "exec",
+    "open",
+    "signal",
+    "mount",
+    "bind",
+    "capabilities",
+    "oomkill",
+    "fsslower",
+    "tcpconnect",
+    "tcp",
+    "tcpdrop",
+    "tcpretrans",
+]
+_STRUCT = re.compile(r"^type (\w+) struct \{\n(.*?)^\}", re.M | re.S)
+_FIELD = re.compile(r"^\s*(\w+)\s+([\w.\[\]*]+)\s+`([^`]*)`")
+_EMBEDDED = re.compile(r"^\s*([\w.]+)\s*(`[^`]*`)?\s*$")
+
+
+def show(repo: str, path: str) -> str:
+    return subprocess.check_output(["git", "-C", repo, "show", f"{TAG}:{path}"], text=True)
+
+
+def structs(source: str) -> dict[str, list[str]]:
+    return {m.group(1): m.group(2).splitlines() for m in _STRUCT.finditer(source)}
+
+
+def keys(
+    lines: list[str], path: str, common: dict[str, list[str]], prefix: str = ""
+) -> dict[str, dict[str, Any]]:
+    """The JSON keys of a struct's fields, as encoding/json writes them: embedded structs
+    (and ``json:",inline"`` ones, which Go takes as embedded) promote their fields; a named
+    struct field is an object of its own."""
+    out: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        if not line.strip() or line.strip().startswith("//"):
+            continue
+        field = _FIELD.match(line)
+        if field is None:
+            embedded = _EMBEDDED.match(line)
+            if embedded is not None:
+                base = embedded.group(1).split(".")[-1]
+                out.update(keys(common[base], COMMON, common, prefix))
+            continue
+        _, go_type, tags = field.groups()
+        tag = re.search(r'json:"([^"]*)"', tags)
+        if tag is None:
+            continue
+        key, *options = tag.group(1).split(",")
+        base = go_type.split(".")[-1]
+        if key == "-":
+            continue
+        if key == "":
+            out.update(keys(common[base], COMMON, common, prefix))
+            continue
+        nested = base in common and base.endswith(("Endpoint", "Metadata"))
+        out[prefix + key] = {
+            "type": f"struct {base}" if nested else go_type,
+            "omitempty": "omitempty" in options,
+            "source": path,
+        }
+        if nested:
+            out.update(keys(common[base], COMMON, common, f"{prefix}{key}."))
+    return out
+
+
+def main(repo: str) -> None:
+    common = structs(show(repo, COMMON))
+    commit = subprocess.check_output(
+        ["git", "-C", repo, "rev-parse", f"{TAG}^{{commit}}"], text=True
+    ).strip()
+    gadgets = {}
+    for name in GADGETS:
+        path = f"pkg/gadgets/trace/{name}/types/types.go"
+        gadgets[f"trace {name}"] = keys(structs(show(repo, path))["Event"], path, common)
+    fixture = {
+        "about": "JSON keys of Inspektor Gadget's ig v0.25.0 (encoding/json of each gadget's "
+        "Event struct): per gadget, each key (dotted for nesting) with its Go type, whether the "
+        "json tag says omitempty (Go omits empty numbers, strings, lists and nil pointers, never "
+        "structs) and the source file of the tag.",
+        "repository": "github.com/inspektor-gadget/inspektor-gadget",
+        "tag": TAG,
+        "commit": commit,
+        "gadgets": gadgets,
+    }
+    json.dump(fixture, sys.stdout, indent=1)
+    print()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print("usage: ig_json_fixture.py IG_CLONE", file=sys.stderr)
+        sys.exit(2)
+    main(sys.argv[1])
