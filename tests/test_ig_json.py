@@ -86,7 +86,7 @@ ADDITIONS: dict[str, set[str]] = {
     "trace bind": {"tid", "error"},
     "trace capabilities": {"tid"},
     "trace oomkill": set(),
-    "trace fsslower": {"tid", "error"},
+    "trace fsslower": {"tid", "error", "truncated"},
     "trace tcpconnect": {"tid", "error"},
     "trace tcp": {"tid", "error"},
     "trace tcpdrop": {"tid", "ownerKnown"},

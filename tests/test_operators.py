@@ -337,6 +337,7 @@ def test_json_prints_one_array_per_window() -> None:
     windows = [json.loads(line) for line in lines]
     assert [[e["pid"] for e in w] for w in windows[:3]] == [[10, 20], [], [40]]
     assert windows[0][1] == {
+        "type": "normal",
         "pid": 20,
         "retval": -2,
         "comm": "ls",
@@ -364,6 +365,7 @@ def test_jsonpretty_and_yaml_windows_are_lists() -> None:
 def test_json_lines_and_warn_record() -> None:
     lines = output("json", ROWS.take(np.array([1]))).splitlines()
     assert json.loads(lines[0]) == {
+        "type": "normal",
         "pid": 20,
         "retval": -2,
         "comm": "ls",
