@@ -246,11 +246,14 @@ def test_with_host_the_host_is_attached_first_and_detached_last(compiled: Path) 
 
 
 def test_an_attaching_gadget_without_the_containers_operator_is_refused() -> None:
-    runtime = Runtime([ContainersOperator, Capture], chain=["capture"])
+    """A chain that leaves the containers operator out still gets it (the selection holds);
+    with no operator that provides the selection installed, the run is refused at once."""
+    chain = Runtime([ContainersOperator, Capture], chain=["capture"])
+    assert [op.name for op in chain.operators_for(TraceNetnsSyn)] == ["containers", "capture"]
+    runtime = Runtime([Capture], chain=["capture"])
     params = runtime.params_for(TraceNetnsSyn, {})
     with pytest.raises(MissingDependency) as info:
         runtime.run(TraceNetnsSyn, *params)
     assert str(info.value) == (
-        "gadget 'trace netnssyn' needs SelectedContainers, provided by operator 'containers', "
-        "which is not in this run's chain"
+        "gadget 'trace netnssyn' needs SelectedContainers, and no installed operator provides it"
     )

@@ -163,6 +163,7 @@ def test_the_unlink_examples_optional_programs(tmp_path: Path) -> None:
         from igrun_gadget_unlink import TraceUnlink
     finally:
         sys.path.remove(str(UNLINK_EXAMPLE))
+        sys.modules.pop("igrun_gadget_unlink", None)  # other tests import the installed one
     source = UNLINK_EXAMPLE / "igrun_gadget_unlink" / "unlink.bpf.c"
     path = compile_bpf(source, tmp_path / "unlink.bpf.o", build_dir=tmp_path / "b")
     optional = TraceUnlink.optional_programs

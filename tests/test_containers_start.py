@@ -80,7 +80,7 @@ def _assert_all_traced(
     open_names = Counter(
         e["runtime"]["containerName"]
         for e in opens
-        if e["comm"] == "cat" and e["path"] == "/etc/passwd" and e["err"] == 0
+        if e["comm"] == "cat" and e["path"] == "/etc/passwd" and e.get("err", 0) == 0
     )
     assert exec_names == Counter(names), set(names) ^ set(exec_names)
     assert open_names == Counter(names), set(names) ^ set(open_names)

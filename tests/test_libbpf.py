@@ -313,9 +313,14 @@ def test_a_busy_ring_comes_to_python_once_per_quarter_not_per_wakeup(object_path
         took = time.monotonic() - start
         for timer in timers:
             timer.join()
+        assert got is not None and len(got) > 300 and took < 2.5, (took, got)  # > one wakeup
+        batches = [got]
+        while sum(map(len, batches)) < 600:  # the rest of the second burst, if it was cut
+            more = reader.records(1000, dtype)
+            assert more is not None
+            batches.append(more)
         reader.close()
-        assert got is not None and len(got) == 600 and took < 2.5, (took, got)
-        assert got["seq"].tolist() == list(range(600))
+        assert np.concatenate(batches)["seq"].tolist() == list(range(600))
 
 
 def test_a_polled_buffer_outlives_the_next_poll_and_close(object_path: Path) -> None:

@@ -627,7 +627,7 @@ def test_exec_metrics_are_exact(igrun_cli: IgrunCli, tmp_path: Path) -> None:
         [[histograms]]
         name = "igrun_test_retval"
         labels = ["comm"]
-        field = "retval"
+        field = "ret"
         buckets = [0, 1]
         """
     )
