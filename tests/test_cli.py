@@ -6,11 +6,11 @@ import importlib
 import os
 import shutil
 import subprocess
-import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from clilab import IGRUN, fresh_registry, run  # noqa: F401 (fresh_registry: autouse)
 
 from igrun.core import plugins
 from igrun.core.bpf.build import compile_bpf
@@ -19,18 +19,6 @@ from igrun.core.cli import main as cli
 VERSION = version("igrun")  # defined once, in pyproject.toml
 
 HERE = Path(__file__).parent
-IGRUN = [sys.executable, "-m", "igrun.core.cli"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(plugins, "_default", None)
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 AFTER_HOST_CHECK = pytest.mark.bpf

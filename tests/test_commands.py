@@ -17,38 +17,16 @@ from typing import TYPE_CHECKING
 
 import containerlab
 import pytest
+from clilab import IGRUN, fresh_registry, igrun, run  # noqa: F401 (fresh_registry: autouse)
 
 from igrun.core import plugins
-from igrun.core.cli import main as cli
 from igrun.core.cli.flags import version_text
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
 
-IGRUN = [sys.executable, "-m", "igrun.core.cli"]
 BIN = str(Path(sys.executable).parent)
 """Where the ``igrun`` script is installed next to this interpreter (the scripts call it)."""
-
-
-@pytest.fixture(autouse=True)
-def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(plugins, "_default", None)
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def igrun(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*IGRUN, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def unique_program(tmp_path: Path, source: str = "/bin/true") -> Path:

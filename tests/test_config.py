@@ -19,24 +19,13 @@ from typing import TYPE_CHECKING
 
 import containerlab
 import pytest
+from clilab import IGRUN, igrun
 from pluginlab import AS_NOBODY, NOBODY, open_folder, plugin_site
 
 import igrun.testing as testing
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
-
-IGRUN = [sys.executable, "-m", "igrun.core.cli"]
-
-
-def igrun(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*IGRUN, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @pytest.mark.parametrize(
