@@ -296,3 +296,70 @@ def test_one_interval_is_read_in_a_fixed_number_of_syscalls(
     gadget = CompiledTopSignal.last
     assert gadget is not None
     assert gadget.syscalls <= 2  # one batch, and the call that says the map is empty
+
+
+def test_a_gauge_shows_the_top_rows_of_the_last_interval(
+    waiters: Callable[[], subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    from test_prometheus import free_port, scrape
+
+    from igrun.operators.prometheus import PrometheusOperator
+
+    children = [waiters() for _ in range(3)]
+    counts = {children[0].pid: 2, children[1].pid: 9, children[2].pid: 5}
+    config = tmp_path / "metrics.toml"
+    config.write_text(
+        '[[gauges]]\nname = "igrun_test_signals"\nfield = "count"\n'
+        'labels = ["tpid", "signal"]\nfilter = ["signal:SIGUSR1"]\ntop = 2\n'
+    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    seen: list[dict[str, float]] = []
+
+    def gauge() -> dict[str, float]:
+        return {
+            dict(key)["tpid"]: value
+            for (name, key), value in scrape(url).items()
+            if name == "igrun_test_signals" and dict(key)["tpid"] in map(str, counts)
+        }
+
+    def send() -> None:
+        for pid, n in counts.items():
+            for _ in range(n):
+                os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while not seen or seen[-1] == {}:
+            seen.append(gauge())
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.05)
+        while seen[-1] != {}:  # the next interval had none of them
+            seen.append(gauge())
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.05)
+
+    values = {
+        "runtime.timeout": "10s",
+        "runtime.interval": "0.5s",
+        "signal": "10",
+        "operator.prometheus.metrics-config": str(config),
+        "operator.prometheus.metrics-listen-address": f"127.0.0.1:{port}",
+    }
+    operators: list[type[Operator]] = [PrometheusOperator, SortOperator, LimitOperator, Windows]
+    runtime = Runtime(operators)
+    params = runtime.params_for(CompiledTopSignal, values)
+
+    def ready(ctx: GadgetContext, instance: Gadget) -> None:
+        def work() -> None:
+            try:
+                send()
+            finally:
+                ctx.cancel()
+
+        threading.Thread(target=work, daemon=True).start()
+
+    runtime.run(CompiledTopSignal, *params, on_ready=ready)
+    assert seen[-1] == {}, seen  # the gauge followed the intervals to an empty one
+    shown = [s for s in seen if s]
+    assert shown and all(
+        s == {str(children[1].pid): 9.0, str(children[2].pid): 5.0} for s in shown
+    ), seen
