@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import shlex
@@ -50,7 +51,12 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 DOC = REPO / "docs" / "authoring.md"
 SECTION = "## Building and installing"
-PACKAGES = ("igrun-gadget-unlink", "igrun-operator-droproot", "igrun-gadget-netnssyn")
+PACKAGES = (
+    "igrun-gadget-unlink",
+    "igrun-operator-droproot",
+    "igrun-gadget-netnssyn",
+    "igrun-gadget-topsignal",
+)
 GADGET = tomllib.loads((EXAMPLES / PACKAGES[0] / "pyproject.toml").read_text())["project"]
 GADGET_VERSION = GADGET["version"]
 PLATFORM_TAG = "py3-none-" + sysconfig.get_platform().replace("-", "_").replace(".", "_")
@@ -167,6 +173,7 @@ def authored(tmp_path_factory: pytest.TempPathFactory) -> Authored:
     assert Path(home, "igrun-wheels").is_dir()
     # The attaching example, built the same way as the documented one.
     shell("pip install --find-links ~/igrun-wheels ./igrun-gadget-netnssyn", work, env)
+    shell("pip install --find-links ~/igrun-wheels ./igrun-gadget-topsignal", work, env)
     return Authored(venv, work, env, shlex.split(runs[0]), before)
 
 
@@ -377,6 +384,32 @@ def test_trace_netnssyn_sees_a_syn_inside_a_selected_container(
         (netns, "127.0.0.1", "127.0.0.1", int(port))  # not the host's SYN: not attached there
     ]
     assert events[0]["runtime"]["containerName"] == inside.name
+
+
+def test_top_signal_prints_one_array_per_interval_with_exact_counts(cli: IgrunCli) -> None:
+    """The interval example, as users run it: signals counted in the kernel, one JSON array
+    per interval, sorted by count."""
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", "import signal; signal.pthread_sigmask(signal.SIG_BLOCK, {10})\n"
+         "import time; time.sleep(60)"]
+    )  # fmt: skip
+    try:
+        proc = cli.start("top", "signal", "--host", "--signal", "10", "--interval", "1s",
+                         "-o", "json", env=ENV)  # fmt: skip
+        for _ in range(6):
+            os.kill(waiter.pid, signal.SIGUSR1)
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        waiter.kill()
+        waiter.wait()
+    assert proc.returncode == 0, err
+    arrays = [json.loads(line) for line in out.splitlines()]
+    assert arrays and all(isinstance(a, list) for a in arrays)
+    mine = [r for a in arrays for r in a if r["tpid"] == waiter.pid]
+    assert [(r["pid"], r["signal"], r["count"]) for r in mine] == [(os.getpid(), "SIGUSR1", 6)]
+    assert cli.pin_dirs_of(proc.pid) == []
 
 
 def test_a_chain_without_the_containers_operator_still_selects_containers(

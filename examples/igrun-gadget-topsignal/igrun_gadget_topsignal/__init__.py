@@ -64,9 +64,9 @@ class TopSignal(BpfTop):
         ),
     )
     examples: ClassVar[tuple[str, ...]] = (
-        "igrun top signal",
-        "igrun top signal --interval 5s -m 10 -o json",
-        "igrun top signal --signal 9",
+        "igrun top signal --host",
+        "igrun top signal --host --interval 5s -m 10 -o json",
+        "igrun top signal -c web --signal 9",
     )
     schema = Schema(
         [
