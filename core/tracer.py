@@ -103,6 +103,27 @@ class EventsBuffer:
     kind: str  # "ring" or "perf"
 
 
+@dataclass
+class BufferUse:
+    """How full the events buffer has been (a resource of a run with a ring buffer), read
+    at every loss check: ``recent`` is the most bytes waiting at one wakeup in the last
+    second, ``peak`` the most since the run began. A ``peak`` near the size means a burst
+    nearly filled it: the next larger one loses events."""
+
+    recent: int = 0
+    peak: int = 0
+    _last: list[int] = field(default_factory=list)
+
+    def add(self, fill: int) -> None:
+        self._last = [*self._last[-(RECENT_CHECKS - 1) :], fill]
+        self.recent = max(self._last)
+        self.peak = max(self.peak, fill)
+
+
+RECENT_CHECKS = 4
+"""Loss checks (every LOST_CHECK_S) that make up :attr:`BufferUse.recent`: one second."""
+
+
 class BpfTracer(Gadget):
     """Base class of gadgets made of one BPF object that streams events of one struct."""
 
@@ -127,6 +148,8 @@ class BpfTracer(Gadget):
         self.counts_lost = True
         """Whether the reader can count what the kernel drops: a perf event array always
         can, a ring buffer only with igrun's ``gadget_lost_events`` counter (igrun/buffer.h)."""
+        self.buffer_use: BufferUse | None = None
+        """How full the ring buffer has been (none for a perf buffer)."""
         self.buffer_size = self.ring_buffer_size
         self.perf_pages = self.perf_buffer_pages
 
@@ -230,6 +253,8 @@ class BpfTracer(Gadget):
                 events, size, self.perf_pages, wakeup_bytes=wakeup, lost_map=lost_map
             )
         ctx.resources.provide(EventsBuffer(self.buffer_size, "ring"), by="gadget")
+        self.buffer_use = BufferUse()
+        ctx.resources.provide(self.buffer_use, by="gadget")
         batch = min(max(BATCH_BYTES // size, 512), 65536)
         ctx.logger.debug(
             "event_buffer",
@@ -267,6 +292,8 @@ class BpfTracer(Gadget):
             lost = self.reader.lost()
             if lost:
                 ctx.report_lost(lost)
+            if self.buffer_use is not None:
+                self.buffer_use.add(self.reader.fill_peak())
         if raw is None:
             ctx.heartbeat()
             return

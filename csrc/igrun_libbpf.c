@@ -888,6 +888,7 @@ struct igr_reader {
                              * last record's size (sizes[]) it holds zeros; past, garbage */
     const char *touched_in;
     unsigned long long lost;
+    unsigned long long fill_peak; /* the most ring bytes waiting at one drain, since asked */
     bool oom;
     int lost_fd;            /* the BPF side's per-CPU drop counter, or -1: perf's lost records */
     __u64 *lost_values;     /* one 8-byte slot per possible CPU */
@@ -1080,6 +1081,8 @@ static int igr_ring_consume(struct igr_reader *r)
     do {
         more = false;
         prod = __atomic_load_n(ring->producer_pos, __ATOMIC_ACQUIRE);
+        if (prod > cons && prod - cons > r->fill_peak)
+            r->fill_peak = prod - cons;
         while (cons < prod) {
             const __u32 *hdr = (const __u32 *)(ring->data + (cons & ring->mask));
             __u32 len = __atomic_load_n(hdr, __ATOMIC_ACQUIRE);
@@ -1325,6 +1328,16 @@ int igr_reader_count_lost_in(struct igr_reader *r, int map_fd)
     r->ncpus = n;
     r->lost_fd = map_fd;
     return 0;
+}
+
+/* The most bytes a drain found waiting in the ring buffer since the last call (0 for a perf
+ * buffer, whose fill libbpf does not show), then starts again from zero. */
+unsigned long long igr_reader_fill_peak(struct igr_reader *r)
+{
+    unsigned long long peak = r->fill_peak;
+
+    r->fill_peak = 0;
+    return peak;
 }
 
 unsigned long long igr_reader_lost(struct igr_reader *r)

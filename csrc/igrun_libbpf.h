@@ -164,5 +164,6 @@ unsigned int *igr_reader_sizes(struct igr_reader *r);
  * reader. */
 int igr_reader_count_lost_in(struct igr_reader *r, int map_fd);
 /* Events lost so far, in total. */
+unsigned long long igr_reader_fill_peak(struct igr_reader *r);
 unsigned long long igr_reader_lost(struct igr_reader *r);
 void igr_reader_free(struct igr_reader *r);

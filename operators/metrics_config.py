@@ -38,9 +38,15 @@ RUN_METRICS = {
 }
 """The counters every run exports, labelled with its gadget (``_total`` is added)."""
 BUFFER_SIZE_METRIC = "igrun_buffer_size_bytes"
+BUFFER_USE_METRICS = {
+    "igrun_buffer_used_bytes": "the most bytes waiting in the ring buffer at one wakeup in "
+    "the last second",
+    "igrun_buffer_used_max_bytes": "the most bytes waiting in the ring buffer at one wakeup "
+    "since the run began (near igrun_buffer_size_bytes: a larger burst loses events)",
+}
 RUN_SERIES = frozenset(
     {f"{n}{suffix}" for n in RUN_METRICS for suffix in ("", "_total", "_created")}
-    | {BUFFER_SIZE_METRIC}
+    | {BUFFER_SIZE_METRIC, *BUFFER_USE_METRICS}
 )
 
 

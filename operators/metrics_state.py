@@ -15,6 +15,7 @@ from igrun.core.events.schema import Array, Batch, Field, Kind, decode_cstrings
 from igrun.core.gadget import GadgetContext
 from igrun.operators.metrics_config import (
     BUFFER_SIZE_METRIC,
+    BUFFER_USE_METRICS,
     RUN_METRICS,
     LabelKey,
     Metric,
@@ -307,11 +308,13 @@ class RunStats:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         from igrun.core.run.local import Run
+        from igrun.core.tracer import BufferUse
 
         with self.lock:
             runs = list(self.runs)
         totals: dict[str, dict[str, float]] = {name: {} for name in RUN_METRICS}
         buffers: dict[str, float] = {}
+        used: tuple[dict[str, float], dict[str, float]] = ({}, {})
         for ctx in runs:
             gadget = self.gadget(ctx)
             run = ctx.resources.get(Run)  # None until the gadget is attached
@@ -320,6 +323,10 @@ class RunStats:
                 totals[name][gadget] = totals[name].get(gadget, 0.0) + value
             if self.buffer_size(ctx):
                 buffers[gadget] = max(buffers.get(gadget, 0.0), float(self.buffer_size(ctx)))
+            use = ctx.resources.get(BufferUse)
+            if use is not None:
+                for values, value in zip(used, (use.recent, use.peak), strict=True):
+                    values[gadget] = max(values.get(gadget, 0.0), float(value))
         for name, text in RUN_METRICS.items():
             counter = CounterMetricFamily(name, text, labels=["gadget"])
             for gadget, total in totals[name].items():
@@ -333,6 +340,11 @@ class RunStats:
         for gadget, size in buffers.items():
             gauge.add_metric([gadget], size)
         yield gauge
+        for (name, text), values in zip(BUFFER_USE_METRICS.items(), used, strict=True):
+            family = GaugeMetricFamily(name, text, labels=["gadget"])
+            for gadget, fill in values.items():
+                family.add_metric([gadget], fill)
+            yield family
 
 
 # ---- the operator ----------------------------------------------------------------------------

@@ -854,6 +854,10 @@ def test_an_exporter_counts_every_event_seen_or_lost(igrun_cli: IgrunCli, tmp_pa
     assert got[("igrun_test_opens_total", labels())] == seen  # no filter: every event seen
     assert 1 <= got[("igrun_batches_total", gadget)] <= seen
     assert got[("igrun_buffer_size_bytes", gadget)] == 4096.0
+    assert 0 < quiet[("igrun_buffer_used_max_bytes", gadget)] < 4096  # a record at a time
+    fullest = got[("igrun_buffer_used_max_bytes", gadget)]
+    assert 4096 / 2 < fullest <= 4096  # the burst that lost events had filled it
+    assert got[("igrun_buffer_used_bytes", gadget)] <= fullest
     totals = [int(t) for t in re.findall(r"lost \d+ events total=(\d+)", err)]
     assert totals and totals[-1] == lost  # the same count as the warnings on stderr
     assert "Traceback" not in err

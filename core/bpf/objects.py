@@ -1040,6 +1040,12 @@ class Reader:
             buf = ffi.buffer(lib.igr_reader_sizes(ptr), count * 4)
             return np.frombuffer(buf, dtype=np.uint32).copy()
 
+    def fill_peak(self) -> int:
+        """The most bytes a drain found waiting in the ring buffer since the last call (0 for
+        a perf buffer): how close the buffer came to full."""
+        with self._lock:
+            return int(lib.igr_reader_fill_peak(self._open()))
+
     def lost(self) -> int:
         """Events lost since the last call: the drop counter the BPF side bumps when an output
         fails (``gadget_lost_events``), or else perf's lost records."""
