@@ -13,21 +13,13 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
-#include <igrun/buffer.h>
 #include <igrun/connection.h>
 #include <igrun/macros.h>
 #include <igrun/mntns_filter.h>
 #include <igrun/process.h>
+#include <igrun/top.h>
 
 #include "tcptop.h"
-
-#ifndef GADGET_TOPPER /* TEMPORARY until macros.h has it */
-#define GADGET_TOPPER(name, map_name, key_type, value_type)                                 \
-	const void *gadget_topper_##name##___##map_name##___##key_type##___##value_type       \
-		__attribute__((unused));                                                      \
-	const struct key_type *__gadget_topper_key_##name __attribute__((unused));            \
-	const struct value_type *__gadget_topper_value_##name __attribute__((unused))
-#endif
 
 #define IPPROTO_TCP 6
 #define MSG_PEEK 2
@@ -51,7 +43,6 @@ static __always_inline void count(struct trace_event_raw_sock_msg_length *ctx, b
 	struct tcptop_key key;
 	__u64 mntns_id;
 	__u32 pid;
-	long err;
 
 	if (ctx->protocol != IPPROTO_TCP || ctx->ret <= 0 || !sk)
 		return;
@@ -73,20 +64,9 @@ static __always_inline void count(struct trace_event_raw_sock_msg_length *ctx, b
 	if (!gadget_connection_from_sock(&key.conn, sk))
 		return;
 
-	v = bpf_map_lookup_elem(&stats, &key);
-	if (!v) {
-		err = bpf_map_update_elem(&stats, &key, &zero, BPF_NOEXIST);
-		/* -EEXIST: another CPU added it first; anything else: the map is full. */
-		if (err && err != -17) {
-			gadget_count_lost();
-			return;
-		}
-		v = bpf_map_lookup_elem(&stats, &key);
-		if (!v) { /* drained between the two calls */
-			gadget_count_lost();
-			return;
-		}
-	}
+	v = gadget_stats_entry(&stats, &key, &zero);
+	if (!v)
+		return;
 	if (receiving)
 		__sync_fetch_and_add(&v->received, ctx->ret);
 	else
