@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.bpf
 
 COMM = Path(sys.executable).name[:15]
-INTERVAL = "500ms"
 
 SERVER = """
     import socket, sys
@@ -124,13 +123,15 @@ def connect() -> Iterator[Any]:
         proc.wait()
 
 
-def run(cli: IgrunCli, action: Any, *flags: str) -> list[list[dict[str, Any]]]:
+def run(
+    cli: IgrunCli, action: Any, *flags: str, interval: float = 0.5
+) -> list[list[dict[str, Any]]]:
     """``igrun top tcp -o json --interval 500ms FLAGS`` while ``action`` runs, ended after the
     interval that holds the action: its windows, each one JSON array."""
-    proc = cli.start("top", "tcp", "-o", "json", "--interval", INTERVAL, *flags)
+    proc = cli.start("top", "tcp", "-o", "json", "--interval", f"{interval}s", *flags)
     try:
         action()
-        time.sleep(1.2)  # the action's interval ends and is written
+        time.sleep(interval + 0.7)  # the action's interval ends and is written
     finally:
         out, err = proc.stop()
     assert proc.returncode == 0, err
@@ -145,18 +146,22 @@ def rows(windows: list[list[dict[str, Any]]], src: int, dst: int) -> list[dict[s
 
 
 def totals(found: list[dict[str, Any]]) -> tuple[int, int]:
-    """Bytes sent and received over all the rows (an exchange may straddle two intervals)."""
+    """Bytes sent and received over all the rows (an exchange may straddle two 500 ms
+    intervals)."""
     return sum(r.get("sent", 0) for r in found), sum(r.get("received", 0) for r in found)
 
 
 def test_loopback_bytes_per_process_and_connection(igrun_cli: IgrunCli, connect: Any) -> None:
+    """The exchange (well under a second, right after start) falls in the first 3-second
+    interval: one row for each end, with exact counts."""
     ex = connect(100_000, 7_777)
-    windows = run(igrun_cli, ex.go, "--host")
+    windows = run(igrun_cli, ex.go, "--host", interval=3)
     client = rows(windows, ex.client_port, ex.server_port)
     server = rows(windows, ex.server_port, ex.client_port)
-    assert client and server, windows
-    assert totals(client) == (100_000, 7_777)
-    assert totals(server) == (7_777, 100_000)
+    assert len(client) == len(server) == 1, windows
+    assert (client[0]["sent"], client[0]["received"]) == (100_000, 7_777)
+    assert (server[0]["sent"], server[0]["received"]) == (7_777, 100_000)
+    assert any(client[0] in w and server[0] in w for w in windows)
     assert {r["pid"] for r in client} == {ex.client.pid}
     assert {r["pid"] for r in server} == {ex.server.pid}
     for r in client + server:

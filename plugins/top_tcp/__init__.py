@@ -10,7 +10,9 @@ does not fit in the map is counted and reported as lost.
 
 Bytes received with ``MSG_PEEK`` are not counted (they stay queued and are counted when read);
 neither are bytes a process splices out of a socket without ``recvmsg`` (``splice``), which
-``ig``'s ``tcp_cleanup_rbuf`` sees.
+``ig``'s ``tcp_cleanup_rbuf`` sees. ``ipversion`` is 4 or 6, as in igrun's other network gadgets
+and the ``ip`` column (``ig`` v0.25's top tcp writes the address family there, 2 or 10), and
+``--pid -1`` means every process, as ``ig``'s help says (its kernel side took only 0).
 """
 
 from __future__ import annotations
