@@ -35,8 +35,13 @@ sys.path.insert(0, str(EXAMPLE))
 
 from igrun_gadget_topsignal import TopSignal  # noqa: E402 (found through the line above)
 
-WAITER = "import signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, {10, 12}); sys.stdin.read()"
-"""A child that blocks SIGUSR1 and SIGUSR2 (each one sent is still generated) until stdin ends."""
+RARE = 45
+"""A real-time signal no other process here sends: counts of it are the test's alone."""
+WAITER = (
+    "import signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, {10, 12, 45}); sys.stdin.read()"
+)
+"""A child that blocks SIGUSR1, SIGUSR2 and signal 45 (each one sent is still generated) until
+stdin ends."""
 
 
 class CompiledTopSignal(TopSignal):
@@ -173,10 +178,10 @@ def test_rows_come_sorted_by_count_and_limited_per_interval(
     def send() -> None:
         for pid, n in counts.items():
             for _ in range(n):
-                os.kill(pid, signal.SIGUSR1)
+                os.kill(pid, RARE)
 
     values = {"runtime.timeout": "2.5s", "runtime.interval": "2s"}
-    windows, _ = run_top(send, {**values, "operator.limit.max-rows": "2", "signal": "10"})
+    windows, _ = run_top(send, {**values, "operator.limit.max-rows": "2", "signal": str(RARE)})
     assert len(windows) == 1
     assert [(r["tpid"], r["count"]) for r in windows[0]] == [
         (children[1].pid, 9),
@@ -270,13 +275,13 @@ def test_keys_that_do_not_fit_the_map_are_reported_lost(
 
     def send() -> None:
         for child in children:
-            os.kill(child.pid, signal.SIGUSR1)
+            os.kill(child.pid, RARE)
 
-    values = {"runtime.timeout": "1.5s", "runtime.interval": "1s", "signal": "10"}
+    values = {"runtime.timeout": "1.5s", "runtime.interval": "1s", "signal": str(RARE)}
     windows, ctx = run_top(send, values, gadget=SmallTopSignal)
     run = ctx.resources.get(Run)
     assert run is not None
-    seen = len(rows_for(windows, pid=os.getpid(), signal="SIGUSR1"))
+    seen = len(rows_for(windows, pid=os.getpid(), signal=str(RARE)))
     assert seen == 4
     assert run.lost_total >= 6  # ours, and any other signal sent meanwhile that found no room
 
@@ -288,11 +293,11 @@ def test_one_interval_is_read_in_a_fixed_number_of_syscalls(
 
     def send() -> None:
         for child in children:
-            os.kill(child.pid, signal.SIGUSR1)
+            os.kill(child.pid, RARE)
 
-    values = {"runtime.timeout": "1.5s", "runtime.interval": "1s", "signal": "10"}
+    values = {"runtime.timeout": "1.5s", "runtime.interval": "1s", "signal": str(RARE)}
     windows, _ = run_top(send, values)
-    assert len(rows_for(windows, pid=os.getpid(), signal="SIGUSR1")) == 40
+    assert len(rows_for(windows, pid=os.getpid(), signal=str(RARE))) == 40
     gadget = CompiledTopSignal.last
     assert gadget is not None
     assert gadget.syscalls <= 2  # one batch, and the call that says the map is empty
@@ -310,7 +315,7 @@ def test_a_gauge_shows_the_top_rows_of_the_last_interval(
     config = tmp_path / "metrics.toml"
     config.write_text(
         '[[gauges]]\nname = "igrun_test_signals"\nfield = "count"\n'
-        'labels = ["tpid", "signal"]\nfilter = ["signal:SIGUSR1"]\ntop = 2\n'
+        'labels = ["tpid", "signal"]\nfilter = ["signal:45"]\ntop = 2\n'
     )
     port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
@@ -326,7 +331,7 @@ def test_a_gauge_shows_the_top_rows_of_the_last_interval(
     def send() -> None:
         for pid, n in counts.items():
             for _ in range(n):
-                os.kill(pid, signal.SIGUSR1)
+                os.kill(pid, RARE)
         deadline = time.monotonic() + 5
         while not seen or seen[-1] == {}:
             seen.append(gauge())
@@ -340,7 +345,7 @@ def test_a_gauge_shows_the_top_rows_of_the_last_interval(
     values = {
         "runtime.timeout": "10s",
         "runtime.interval": "0.5s",
-        "signal": "10",
+        "signal": str(RARE),
         "operator.prometheus.metrics-config": str(config),
         "operator.prometheus.metrics-listen-address": f"127.0.0.1:{port}",
     }
