@@ -166,6 +166,9 @@ class OutputOperator(Operator):
         """A top gadget on a terminal: each interval replaces the last on the screen, as
         ``top`` does (never in a pipe or a file, which keep every interval)."""
         self._periodic = ctx.gadget.type.is_periodic and ctx.tag is None
+        self._event_type: str | None = None if ctx.gadget.type.is_periodic else NORMAL
+        """``"type"`` of each JSON record: ``ig``'s top gadgets write their stats structs,
+        which have none; every other gadget's events say ``"normal"``."""
         self._header_due = True
         self._started = False
         self._json: JsonLines | None = None
@@ -190,7 +193,7 @@ class OutputOperator(Operator):
         self.format, self.columns = parse_output(self.values.raw("output"), schema)
         self.widths = header_widths(self.columns)
         if self.format == "json":
-            self._json = JsonLines(self.columns, self.tag, NORMAL)
+            self._json = JsonLines(self.columns, self.tag, self._event_type)
         if self.format == "columns" and self.stream.isatty():
             self.widths = scale_widths(self.columns, shutil.get_terminal_size().columns)
             self.redraw = self._periodic
