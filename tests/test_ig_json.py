@@ -31,6 +31,7 @@ import pytest
 from igrun.core.events.schema import Field, Kind
 from igrun.core.gadget import Gadget
 from igrun.operators.containers import ENRICHED, node_name
+from igrun.plugins.top_block_io import TopBlockIo
 from igrun.plugins.trace_bind import TraceBind
 from igrun.plugins.trace_capabilities import TraceCapabilities
 from igrun.plugins.trace_exec import TraceExec
@@ -63,6 +64,7 @@ GADGETS: dict[str, type[Gadget]] = {
     "trace tcp": TraceTcp,
     "trace tcpdrop": TraceTcpdrop,
     "trace tcpretrans": TraceTcpretrans,
+    "top block-io": TopBlockIo,
 }
 
 NOT_WRITTEN = {
@@ -91,6 +93,7 @@ ADDITIONS: dict[str, set[str]] = {
     "trace tcp": {"tid", "error"},
     "trace tcpdrop": {"tid", "ownerKnown"},
     "trace tcpretrans": {"tid", "ownerKnown"},
+    "top block-io": set(),
 }
 """igrun's keys that ``ig`` does not have: added, never in place of one of ``ig``'s."""
 
@@ -159,10 +162,14 @@ def flatten(event: dict[str, Any]) -> dict[str, Any]:
 
 def check_event(gadget: str, event: dict[str, Any]) -> None:
     """One event as ``ig`` would write it: every key of ``ig``'s that is not omitempty, its
-    objects, the right value types, no empty value of an omitempty key, ``type`` normal, and
-    no key besides ``ig``'s and igrun's listed additions."""
+    objects, the right value types, no empty value of an omitempty key, ``type`` normal (none
+    in a top gadget's rows: ``ig`` writes its stats structs, which have no type), and no key
+    besides ``ig``'s and igrun's listed additions."""
     ig = IG[gadget]
-    assert event["type"] == "normal", event
+    if gadget.startswith("top "):
+        assert "type" not in event, event
+    else:
+        assert event["type"] == "normal", event
     flat = flatten(event)
     for key, spec in ig.items():
         if spec["type"].startswith("struct "):
@@ -508,3 +515,21 @@ def test_jsonpretty_follows_the_same_rules(igrun_cli: IgrunCli) -> None:
     (event,) = [e for e in events if e.get("args") == ["/bin/echo", mark]]
     check_event("trace exec", event)
     assert "ret" not in event and event["runtime"] == {} and event["type"] == "normal"
+
+
+def test_top_block_io(igrun_cli: IgrunCli, tmp_path: Path) -> None:
+    """Every row of every interval, as ig's top block-io writes its stats structs."""
+    from test_top_block_io import WRITES, made_loop_device, started_child, windows
+
+    with made_loop_device(tmp_path) as device, started_child(device) as child:
+        proc = igrun_cli.start("top", "block-io", "--host", "--interval", "500ms", "-o", "json")
+        child.go()
+        time.sleep(1.2)
+        out, err = proc.stop()
+    assert proc.returncode == 0, err
+    rows = [row for window in windows(out) for row in window]
+    for row in rows:
+        check_event("top block-io", row)
+    mine = [r for r in rows if r.get("pid") == child.pid and r.get("write")]
+    assert sum(r["ops"] for r in mine) == WRITES and mine[0]["comm"] == child.comm
+    assert mine[0]["major"] == device.major and mine[0]["runtime"] == {}
