@@ -7,7 +7,8 @@ them from a page-aligned buffer: each call is one bio, one request (IO_SIZE is b
 device's max_sectors_kb, checked) and, being synchronous, never merged with the next. So the
 rows of that child's pid on that device are exact: WRITES writes of WRITES * IO_SIZE bytes,
 READS reads of READS * IO_SIZE bytes. They are summed over the windows, since an interval may
-end in the middle of the I/O.
+end in the middle of the I/O. A podman container given the device with ``--device`` writes to
+it with busybox's ``dd oflag=direct`` for the container filter (``-c``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from containerlab import IMAGE, needs, unique
+from test_containers import Podman
 
 from igrun.core.plugins import PluginRegistry
 from igrun.core.run.local import Run
@@ -293,3 +296,62 @@ def test_help_shows_igs_defaults(igrun_cli: IgrunCli) -> None:
     assert "--interval INTERVAL" in text and "[default: 1s]" in text
     assert "-m MAX-ROWS, --max-rows MAX-ROWS" in text and "[default: 50]" in text
     assert "[default: -ops,-bytes,-time]" in text
+
+
+@pytest.fixture
+def podman(rootfs_tar: Path, tmp_path: Path) -> Iterator[Podman]:
+    """podman set up for this kind of host (as tests/test_containers.py does), with the
+    busybox image; the containers it ran removed afterwards."""
+    needs("podman", "runc")
+    conf = tmp_path / "containers.conf"
+    conf.write_text(
+        '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n'
+        '[engine]\nruntime = "runc"\n'
+    )
+    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+    subprocess.run(
+        ["podman", "import", "--change", 'CMD ["/bin/sh"]', str(rootfs_tar), IMAGE],
+        env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    runner = Podman(env)
+    yield runner
+    for name in runner.names:
+        runner.stop(name)
+
+
+CONTAINER_WRITES = 32
+
+
+@pytest.mark.bpf
+def test_a_container_is_selected_in_the_kernel_and_named(
+    igrun_cli: IgrunCli, loop_device: LoopDevice, child: Child, podman: Podman
+) -> None:
+    """``-c``: the container's O_DIRECT writes to the device, exactly, with its name; the
+    host child's I/O on the same device is not there."""
+    name = unique("igrun-blk")
+    podman.names.append(name)
+    dev = str(loop_device.path)
+    podman(
+        "run", "-d", "--pull=never", "--network", "none", "--device", f"{dev}:{dev}",
+        "--name", name, IMAGE, "sh", "-c", "while true; do sleep 1; done",
+    )  # fmt: skip
+    mntns = os.stat(f"/proc/{podman('inspect', '-f', '{{.State.Pid}}', name)}/ns/mnt").st_ino
+    proc = igrun_cli.start("top", "block-io", "-c", name, "--interval", INTERVAL, "-o", "json")
+    podman(
+        "exec", name, "dd", "if=/dev/zero", f"of={dev}", f"bs={IO_SIZE}",
+        f"count={CONTAINER_WRITES}", "oflag=direct",
+    )  # fmt: skip
+    child.go()
+    time.sleep(SETTLE)
+    out, err = proc.stop()
+    assert proc.returncode == 0, err
+    rows = [row for window in windows(out) for row in window]
+    assert rows and all(row["runtime"]["containerName"] == name for row in rows)
+    assert all(row["mountnsid"] == mntns for row in rows)
+    device = [
+        r for r in rows if (r["major"], r.get("minor", 0)) == (loop_device.major, loop_device.minor)
+    ]
+    assert {(r["comm"], r.get("write", False)) for r in device} == {("dd", True)}
+    assert sum(r["ops"] for r in device) == CONTAINER_WRITES
+    assert sum(r["bytes"] for r in device) == CONTAINER_WRITES * IO_SIZE
+    assert totals(rows, child.pid, loop_device) == {}
