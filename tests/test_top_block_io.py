@@ -273,7 +273,8 @@ def test_rows_that_do_not_fit_the_map_are_reported_lost(child: Child) -> None:
     same interval) cannot both be kept: the one that found the map full is counted lost."""
     from test_top import run_top
 
-    values = {"runtime.timeout": "1.5s", "runtime.interval": "1s"}
+    # The I/O takes some 50 ms right after the start: all of it in the first interval.
+    values = {"runtime.timeout": "2.5s", "runtime.interval": "2s"}
     windows, ctx = run_top(child.go, values, gadget=SmallTopBlockIo)
     run = ctx.resources.get(Run)
     assert run is not None

@@ -5,7 +5,13 @@ Inspektor Gadget's ``top block-io`` needs kprobes (``blk_account_io_start``,
 tracepoints at the same places, as ``tp_btf`` programs that receive the ``struct request``
 (``blockio.bpf.c``): the request is attributed to the task that submitted it, at
 ``block_io_start``, even when a worker issues it or an interrupt completes it. The rows are
-summed in a hash map that is drained once per interval.
+summed in a hash map that is drained once per interval. ``block_io_start`` came with Linux
+6.5: older kernels refuse to load the object.
+
+As in ``ig``: the bytes are the request's size when issued (bios merged into it included), the
+time runs from issue to completion, a request that is not a write counts as ``R`` (flushes and
+discards too), and I/O submitted before the gadget started counts under pid 0. Buffered writes
+are submitted by the kernel's writeback workers, so they show under those.
 """
 
 from __future__ import annotations

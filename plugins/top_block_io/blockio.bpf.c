@@ -4,17 +4,18 @@
  * map that igrun drains once per interval.
  *
  * Inspektor Gadget hooks blk_account_io_start, blk_mq_start_request and blk_account_io_done
- * with kprobes. The block layer has a tracepoint at each of those places, and tp_btf
- * programs get their `struct request *` as a typed pointer, so no kprobe is needed:
+ * with kprobes. The block layer has tracepoints at those places, and tp_btf programs get
+ * their `struct request *` as a typed pointer, so no kprobe is needed:
  *
- *  - block_io_start (blk_account_io_start, when a bio becomes a request: in the task that
- *    submits it) records who submitted the request: pid, comm, mount namespace. The
- *    mount-ns filter applies here, where the current task is the submitter.
+ *  - block_io_start (blk_account_io_start, Linux 6.5+, when a bio becomes a request: in the
+ *    task that submits it) records who submitted the request: pid, comm, mount namespace.
+ *    The mount-ns filter applies here, where the current task is the submitter.
  *  - block_rq_issue (blk_mq_start_request, when the driver takes it: often from a worker or
  *    another task, so nobody is read from the current task) records the time and the
  *    request's size, merges included.
  *  - block_rq_complete (blk_update_request) adds the request to its row once the call that
- *    completes its last bytes comes; a request completed in parts counts once.
+ *    completes its last bytes comes; a request completed in parts counts once. (block_io_done
+ *    fires only for requests the queue accounts: with iostats off and no scheduler, none.)
  *  - block_rq_merge (a request merged into another is freed without completing) forgets it.
  *
  * Per-request state lives in LRU maps keyed by the request's address: a request that never
