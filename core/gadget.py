@@ -117,8 +117,9 @@ class Gadget:
 
     @classmethod
     def id(cls) -> str:
-        """``"trace_exec"``: the entry-point name and the key in config files."""
-        return f"{cls.category.value}_{cls.name}"
+        """``"trace_exec"``: the entry-point name and the key in config files (a dash in the
+        name becomes ``_``: ``top block-io`` is ``top_block_io``, a Python module name)."""
+        return f"{cls.category.value}_{cls.name.replace('-', '_')}"
 
 
 @runtime_checkable

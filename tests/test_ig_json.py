@@ -32,6 +32,7 @@ from igrun.core.events.schema import Field, Kind
 from igrun.core.gadget import Gadget
 from igrun.operators.containers import ENRICHED, node_name
 from igrun.plugins.top_tcp import TopTcp
+from igrun.plugins.top_block_io import TopBlockIo
 from igrun.plugins.trace_bind import TraceBind
 from igrun.plugins.trace_capabilities import TraceCapabilities
 from igrun.plugins.trace_exec import TraceExec
@@ -65,6 +66,7 @@ GADGETS: dict[str, type[Gadget]] = {
     "trace tcpdrop": TraceTcpdrop,
     "trace tcpretrans": TraceTcpretrans,
     "top tcp": TopTcp,
+    "top block-io": TopBlockIo,
 }
 
 NOT_WRITTEN = {
@@ -94,6 +96,7 @@ ADDITIONS: dict[str, set[str]] = {
     "trace tcpdrop": {"tid", "ownerKnown"},
     "trace tcpretrans": {"tid", "ownerKnown"},
     "top tcp": set(),
+    "top block-io": set(),
 }
 """igrun's keys that ``ig`` does not have: added, never in place of one of ``ig``'s."""
 
@@ -541,3 +544,21 @@ def test_jsonpretty_follows_the_same_rules(igrun_cli: IgrunCli) -> None:
     (event,) = [e for e in events if e.get("args") == ["/bin/echo", mark]]
     check_event("trace exec", event)
     assert "ret" not in event and event["runtime"] == {} and event["type"] == "normal"
+
+
+def test_top_block_io(igrun_cli: IgrunCli, tmp_path: Path) -> None:
+    """Every row of every interval, as ig's top block-io writes its stats structs."""
+    from test_top_block_io import WRITES, made_loop_device, started_child, windows
+
+    with made_loop_device(tmp_path) as device, started_child(device) as child:
+        proc = igrun_cli.start("top", "block-io", "--host", "--interval", "500ms", "-o", "json")
+        child.go()
+        time.sleep(1.2)
+        out, err = proc.stop()
+    assert proc.returncode == 0, err
+    rows = [row for window in windows(out) for row in window]
+    for row in rows:
+        check_event("top block-io", row)
+    mine = [r for r in rows if r.get("pid") == child.pid and r.get("write")]
+    assert sum(r["ops"] for r in mine) == WRITES and mine[0]["comm"] == child.comm
+    assert mine[0]["major"] == device.major and mine[0]["runtime"] == {}
