@@ -68,8 +68,11 @@ def errno_text(value: int, how: str) -> str:
 
 
 def cell_text(f: Field, value: Any) -> str:
-    """A value as its column shows it: :func:`format_value`, or the errno's name for a column
-    that says so (:attr:`Column.errno`)."""
+    """A value as its column shows it: :func:`format_value`, the column's own text
+    (:attr:`Column.text`), or the errno's name for a column that says so
+    (:attr:`Column.errno`)."""
+    if f.column.text is not None:
+        return printable(f.column.text(value))
     if f.column.errno and isinstance(value, int) and not isinstance(value, bool):
         return errno_text(value, f.column.errno)
     return format_value(f.kind, value)
@@ -169,7 +172,7 @@ class ColumnLines:
     def _member(dtype: np.dtype[Any], f: Field) -> tuple[int, int, int] | None:
         if f.decode is not None or dtype.names is None or f.source not in dtype.names:
             return None
-        if f.column.errno:  # shown by name: one cell per distinct value
+        if f.column.errno or f.column.text is not None:  # one cell per distinct value
             return None
         member, offset = dtype.fields[f.source][:2]  # type: ignore[index]
         how = _number_kind(member, f)
@@ -180,9 +183,10 @@ class ColumnLines:
         cell per distinct value."""
         values = batch[f.name]
         check_rows(f.name, values, len(batch))
-        if f.column.errno and values.ndim == 1 and values.dtype.kind in "iu":
+        shown = f.column.errno or f.column.text is not None
+        if shown and values.ndim == 1 and values.dtype.kind in "iuf":
             codes, rows = np.unique(values, return_inverse=True)  # few distinct errnos
-            texts = [errno_text(v, f.column.errno) for v in codes.tolist()]
+            texts = [cell_text(f, v) for v in codes.tolist()]
             self._point_cells(i, texts, rows.reshape(-1), keep)
             return
         how = _number_kind(values.dtype, f) if values.ndim == 1 else None
