@@ -169,6 +169,7 @@ class OutputOperator(Operator):
         self._header_due = True
         self._started = False
         self._json: JsonLines | None = None
+        self._event_type: str | None = NORMAL
         self._lines: ColumnLines | None = None
         self.tag: str | None = ctx.tag
         """Set when several gadgets share stdout: every record and line says whose it is."""
@@ -189,8 +190,12 @@ class OutputOperator(Operator):
     def pre_run(self, schema: Schema) -> None:
         self.format, self.columns = parse_output(self.values.raw("output"), schema)
         self.widths = header_widths(self.columns)
+        # A gadget's own "type" (top ebpf's program type) is its key: ig's stats have no
+        # event type.
+        own_type = any(f.json_key == "type" for f in schema.fields if f.in_json)
+        self._event_type = None if own_type else NORMAL
         if self.format == "json":
-            self._json = JsonLines(self.columns, self.tag, NORMAL)
+            self._json = JsonLines(self.columns, self.tag, self._event_type)
         if self.format == "columns" and self.stream.isatty():
             self.widths = scale_widths(self.columns, shutil.get_terminal_size().columns)
             self.redraw = self._periodic
@@ -264,7 +269,9 @@ class OutputOperator(Operator):
         elif self._json is not None:
             self.write_bytes(self._json.encode(batch))
         else:
-            lead = {"gadget": self.tag, "type": NORMAL} if self.tag else {"type": NORMAL}
+            lead = {"gadget": self.tag} if self.tag else {}
+            if self._event_type is not None:
+                lead["type"] = self._event_type
             rows = batch.to_dicts(self.columns, omit_empty=True)
             self.write(self._records([{**lead, **row} for row in rows]))
         return batch

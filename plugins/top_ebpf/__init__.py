@@ -23,6 +23,7 @@ import importlib.resources
 import itertools
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,7 +36,6 @@ from igrun.core import (
     Field,
     GadgetContext,
     Kind,
-    ParamError,
     Schema,
     hookimpl,
 )
@@ -46,7 +46,8 @@ from igrun.core.bpf.objects import (
     map_memory,
     program_stats,
 )
-from igrun.core.gadget import Gadget, GadgetType
+from igrun.core.gadget import PARAM_INTERVAL, PARAM_MAX_ROWS, Gadget, GadgetType
+from igrun.core.top import DEFAULT_INTERVAL
 
 ITERATOR = "ig_top_ebpf_it"
 ENTRY_STRUCT = "pid_iter_entry"
@@ -204,7 +205,7 @@ class TopEbpf(Gadget):
     type = GadgetType.TRACE_INTERVALS
     description = "Periodically report ebpf runtime stats"
     bpf_object: ClassVar[str] = "ebpf.bpf.o"
-    param_defaults: ClassVar[dict[str, str]] = {"interval": "1s", "max-rows": "50"}
+    param_defaults: ClassVar[Mapping[str, str]] = {PARAM_INTERVAL: "1s", PARAM_MAX_ROWS: "50"}
     """``ig`` v0.25's: one interval a second, 50 rows."""
     examples: ClassVar[tuple[str, ...]] = (
         "igrun top ebpf",
@@ -392,10 +393,7 @@ class TopEbpf(Gadget):
     # -- lifecycle
 
     def init(self, ctx: GadgetContext) -> None:
-        interval = ctx.runtime_params.get("interval") if "interval" in ctx.runtime_params else 0
-        if not interval or interval <= 0:
-            raise ParamError("top ebpf: --interval must be more than 0 (e.g. 1s)")
-        self.interval = float(interval)
+        self.interval = float(ctx.runtime_params.get(PARAM_INTERVAL) or DEFAULT_INTERVAL)
         try:
             self.stats = RunTimeStats()
             with importlib.resources.as_file(
@@ -435,7 +433,7 @@ class TopEbpf(Gadget):
             now = time.monotonic()
             if now >= tick - EARLY_S:
                 ctx.emit(self.sample())
-                ctx.end_window()  # type: ignore[attr-defined]
+                ctx.end_window()
                 while tick <= now + EARLY_S:
                     tick += self.interval
             if ctx.done:
