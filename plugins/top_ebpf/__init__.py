@@ -24,6 +24,7 @@ import itertools
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -46,10 +47,14 @@ from igrun.core.bpf.objects import (
     map_memory,
     program_stats,
 )
-from igrun.core.gadget import PARAM_INTERVAL, PARAM_MAX_ROWS, Gadget, GadgetType
+from igrun.core.events.schema import field_like
+from igrun.core.gadget import PARAM_INTERVAL, PARAM_MAX_ROWS, PARAM_SORT, Gadget, GadgetType
 from igrun.core.top import DEFAULT_INTERVAL
+from igrun.operators.containers import ENRICHED, node_name
 
 ITERATOR = "ig_top_ebpf_it"
+SORT_BY_DEFAULT = ("-runtime", "-runcount")
+"""``ig`` v0.25's ``SortByDefault``: the most run time in the interval first."""
 ENTRY_STRUCT = "pid_iter_entry"
 POLL_S = 0.1
 """How long the loop sleeps at most between looks at the clock and at cancellation."""
@@ -192,7 +197,28 @@ def _no_holders(batch: Batch) -> Any:
 
 def _node(batch: Batch) -> Any:
     out = np.empty(len(batch), dtype=object)
-    out[:] = os.environ.get("NODE_NAME") or os.uname().nodename
+    out[:] = node_name()
+    return out
+
+
+def _false(batch: Batch) -> Any:
+    return np.zeros(len(batch), dtype=bool)
+
+
+def common_fields() -> list[Field]:
+    """``ig``'s common keys of every row (its ``CommonData``): the node, and a container's
+    keys, empty here (a program belongs to no container), all hidden columns as in ``ig``."""
+    out = []
+    for f, _ in ENRICHED:
+        decode = _node if f.name == "k8s.node" else _false if f.kind is Kind.BOOL else None
+        out.append(
+            field_like(
+                f,
+                decode=decode or _empty_strings,
+                column=replace(f.column, hidden=True),
+                description=f.description if decode is _node else f"{f.description} (empty)",
+            )
+        )
     return out
 
 
@@ -205,8 +231,12 @@ class TopEbpf(Gadget):
     type = GadgetType.TRACE_INTERVALS
     description = "Periodically report ebpf runtime stats"
     bpf_object: ClassVar[str] = "ebpf.bpf.o"
-    param_defaults: ClassVar[Mapping[str, str]] = {PARAM_INTERVAL: "1s", PARAM_MAX_ROWS: "50"}
-    """``ig`` v0.25's: one interval a second, 50 rows."""
+    param_defaults: ClassVar[Mapping[str, str]] = {
+        PARAM_INTERVAL: "1s",
+        PARAM_MAX_ROWS: "50",
+        PARAM_SORT: ",".join(SORT_BY_DEFAULT),
+    }
+    """``ig`` v0.25's: one interval a second, 50 rows, the most run time first."""
     examples: ClassVar[tuple[str, ...]] = (
         "igrun top ebpf",
         "igrun top ebpf --interval 5s -m 10",
@@ -357,22 +387,7 @@ class TopEbpf(Gadget):
                 column=Column(align="right", order=1010, hidden=True, text="{:.4f}".format),
                 omit_empty=True,
             ),
-            Field(
-                "runtime.containerName",
-                Kind.STR,
-                "always empty: programs belong to no container (ig writes an empty runtime)",
-                decode=_empty_strings,
-                column=Column(width=16, hidden=True, order=-90),
-                omit_empty=True,
-            ),
-            Field(
-                "k8s.node",
-                Kind.STR,
-                "the node: $NODE_NAME where set, else the host name",
-                decode=_node,
-                column=Column(width=16, hidden=True, order=-100),
-                omit_empty=True,
-            ),
+            *common_fields(),
         ]
     )
 
@@ -388,7 +403,7 @@ class TopEbpf(Gadget):
 
     @classmethod
     def sort_by_default(cls) -> list[str]:
-        return ["-runtime", "-runcount"]
+        return list(SORT_BY_DEFAULT)
 
     # -- lifecycle
 
