@@ -31,6 +31,7 @@ import pytest
 from igrun.core.events.schema import Field, Kind
 from igrun.core.gadget import Gadget
 from igrun.operators.containers import ENRICHED, node_name
+from igrun.plugins.top_ebpf import TopEbpf
 from igrun.plugins.trace_bind import TraceBind
 from igrun.plugins.trace_capabilities import TraceCapabilities
 from igrun.plugins.trace_exec import TraceExec
@@ -63,6 +64,7 @@ GADGETS: dict[str, type[Gadget]] = {
     "trace tcp": TraceTcp,
     "trace tcpdrop": TraceTcpdrop,
     "trace tcpretrans": TraceTcpretrans,
+    "top ebpf": TopEbpf,
 }
 
 NOT_WRITTEN = {
@@ -91,6 +93,7 @@ ADDITIONS: dict[str, set[str]] = {
     "trace tcp": {"tid", "error"},
     "trace tcpdrop": {"tid", "ownerKnown"},
     "trace tcpretrans": {"tid", "ownerKnown"},
+    "top ebpf": set(),
 }
 """igrun's keys that ``ig`` does not have: added, never in place of one of ``ig``'s."""
 
@@ -120,6 +123,12 @@ def json_type_ok(go: str, value: Any) -> bool:
         return type(value) is bool
     if go == "[]string":
         return type(value) is list and all(type(v) is str for v in value)
+    if go == "float64":
+        return type(value) in (int, float)  # Go writes a whole float as an integer
+    if go == "[]*Process":  # top ebpf's processes: {"pid": uint32, "comm": string}, omitempty
+        return type(value) is list and all(
+            set(p) <= {"pid", "comm"} and type(p.get("pid", 0)) is int for p in value
+        )
     if go.startswith(("struct ", "map[")):
         return type(value) is dict
     raise AssertionError(f"no rule for Go type {go}")
@@ -131,7 +140,8 @@ KINDS = {
     Kind.TIME: {"Time"},
     Kind.STR: _TEXT,
     Kind.BOOL: {"bool", "*bool"},
-    Kind.LIST: {"[]string"},
+    Kind.LIST: {"[]string", "[]*Process"},
+    Kind.FLOAT: {"float64"},
 }
 """The Go types each igrun kind may stand for (an unsigned count where Go says ``int``)."""
 
@@ -508,3 +518,41 @@ def test_jsonpretty_follows_the_same_rules(igrun_cli: IgrunCli) -> None:
     (event,) = [e for e in events if e.get("args") == ["/bin/echo", mark]]
     check_event("trace exec", event)
     assert "ret" not in event and event["runtime"] == {} and event["type"] == "normal"
+
+
+def check_stats(gadget: str, row: dict[str, Any]) -> None:
+    """One row of an interval gadget as ``ig`` writes it: like :func:`check_event`, but
+    ``ig``'s stats carry no event type (``type`` is top ebpf's program type)."""
+    ig = IG[gadget]
+    flat = flatten(row)
+    for key, spec in ig.items():
+        if spec["type"].startswith("struct "):
+            assert type(row.get(key)) is dict, (key, row)
+        elif not spec["omitempty"]:
+            assert key in flat, (gadget, key, row)
+    for key, value in flat.items():
+        assert key in ig or key in ADDITIONS[gadget], (gadget, key, "not ig's")
+        if key in ig:
+            assert json_type_ok(ig[key]["type"], value), (gadget, key, value)
+            if ig[key]["omitempty"] and not ig[key]["type"].startswith("struct "):
+                assert not empty(value), (gadget, key, "empty value of an omitempty key")
+
+
+def test_top_ebpf(igrun_cli: IgrunCli) -> None:
+    run = igrun_cli.start("top", "ebpf", "-o", "json", "-m", "0", read_stdout=False)
+    try:
+        assert run.stdout is not None
+        line = run.stdout.readline()
+    finally:
+        _, err = run.stop()
+    assert run.returncode == 0, err
+    assert run.stdout is not None
+    run.stdout.close()
+    rows = json.loads(line)
+    for row in rows:
+        check_stats("top ebpf", row)
+    # Its own iterator is among them, held by this igrun, and ran in the interval.
+    (own,) = [r for r in rows if run.pid in [p["pid"] for p in r.get("processes", [])]]
+    assert own["name"] == "ig_top_ebpf_it" and own["type"] == "Tracing"
+    assert own["currentRunCount"] > 0 and own["currentRuntime"] > 0
+    assert own["runtime"] == {} and own["k8s"] == {"node": node_name()}
