@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+from igrun.core import plugins
 from igrun.core.bpf.build import compile_bpf
 from igrun.core.bpf.objects import BpfObject, program_stat
+from igrun.core.cli.flags import gadget_parser
 from igrun.plugins.top_ebpf import (
     PROGRAM_TYPES,
     TopEbpf,
@@ -110,6 +112,31 @@ def test_ig_defaults_and_columns() -> None:
     }
     shown = [f.name.upper() for f in TopEbpf.schema.default_columns()]
     assert shown == IG_HEADER
+
+
+def test_flags_are_igs() -> None:
+    """``ig top ebpf``'s flags: no gadget params; --interval (1 s), -m/--max-rows (50),
+    --sort (-runtime,-runcount), with -o, -F and -t as every gadget has them."""
+    registry = plugins.PluginRegistry()
+    cls = registry.gadget("top ebpf")
+    assert cls is TopEbpf and not cls.params
+    parser, routes = gadget_parser(cls, registry)
+    flags = {
+        opt: (routes[action.dest][1], action.default)
+        for opt, action in parser._option_string_actions.items()
+        if action.dest in routes
+    }
+    assert flags["--interval"][0] == "interval"
+    assert flags["-m"][0] == flags["--max-rows"][0] == "max-rows"
+    assert {flags[o][0] for o in ("-o", "-F", "-t", "--sort")} == {
+        "output",
+        "filter",
+        "timeout",
+        "sort",
+    }
+    text = parser.format_help()
+    for shown in ("[default: 1s]", "[default: 50]", "[default: -runtime,-runcount]"):
+        assert shown in " ".join(text.split()), shown
 
 
 def test_holders_each_process_once_per_program() -> None:
