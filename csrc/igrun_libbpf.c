@@ -902,21 +902,84 @@ static int igr_fdinfo_memlock(int fd, unsigned long long *out)
     return -ENODATA;
 }
 
-/* Every map in the kernel, ascending by id, with its memlock: a map freed while we look is
- * left out. -ENOSPC when there are more than `cap` (`*count` is then `cap`: ask again with
- * more room). */
-int igr_map_memlocks(unsigned int *ids, unsigned long long *memlock, size_t cap, size_t *count)
+/* Whether a map's memlock can change after it is made: since Linux 6.4 it is the map's
+ * memory use (map_mem_usage), which follows the element count for hash maps that allocate
+ * per element (BPF_F_NO_PREALLOC), LPM tries, device hash maps and sock hash maps. Other
+ * kinds are sized once, at creation; a kind this list does not know is read every time. */
+static bool igr_memlock_varies(__u32 type, __u32 flags)
+{
+    switch (type) {
+    case BPF_MAP_TYPE_HASH:
+    case BPF_MAP_TYPE_PERCPU_HASH:
+    case BPF_MAP_TYPE_HASH_OF_MAPS:
+        return flags & BPF_F_NO_PREALLOC;
+    case BPF_MAP_TYPE_ARRAY:
+    case BPF_MAP_TYPE_PROG_ARRAY:
+    case BPF_MAP_TYPE_PERF_EVENT_ARRAY:
+    case BPF_MAP_TYPE_PERCPU_ARRAY:
+    case BPF_MAP_TYPE_STACK_TRACE:
+    case BPF_MAP_TYPE_CGROUP_ARRAY:
+    case BPF_MAP_TYPE_LRU_HASH:
+    case BPF_MAP_TYPE_LRU_PERCPU_HASH:
+    case BPF_MAP_TYPE_ARRAY_OF_MAPS:
+    case BPF_MAP_TYPE_DEVMAP:
+    case BPF_MAP_TYPE_SOCKMAP:
+    case BPF_MAP_TYPE_CPUMAP:
+    case BPF_MAP_TYPE_XSKMAP:
+    case BPF_MAP_TYPE_CGROUP_STORAGE:
+    case BPF_MAP_TYPE_REUSEPORT_SOCKARRAY:
+    case BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE:
+    case BPF_MAP_TYPE_QUEUE:
+    case BPF_MAP_TYPE_STACK:
+    case BPF_MAP_TYPE_SK_STORAGE:
+    case BPF_MAP_TYPE_STRUCT_OPS:
+    case BPF_MAP_TYPE_RINGBUF:
+    case BPF_MAP_TYPE_INODE_STORAGE:
+    case BPF_MAP_TYPE_TASK_STORAGE:
+    case BPF_MAP_TYPE_BLOOM_FILTER:
+    case BPF_MAP_TYPE_USER_RINGBUF:
+        return false;
+    default:
+        return true;
+    }
+}
+
+/* Every map in the kernel, ascending by id, with its memlock and whether that can change: a
+ * map freed while we look is left out. `known_*` is the previous call's table (ascending ids,
+ * none for a first call): a map in it whose memlock cannot change costs no syscall but its
+ * id's, the others an fd and a read of its fdinfo (and its info, if new). -ENOSPC when there
+ * are more than `cap` (`*count` is then `cap`: ask again with more room). */
+int igr_map_memlocks(unsigned int *ids, unsigned long long *memlock, unsigned char *varies,
+                     size_t cap, size_t *count, const unsigned int *known_ids,
+                     const unsigned long long *known_memlock, const unsigned char *known_varies,
+                     size_t nknown)
 {
     __u32 id = 0;
-    size_t n = 0;
+    size_t n = 0, k = 0;
     int err, fd;
 
-    if (!count || (cap && (!ids || !memlock)))
+    if (!count || (cap && (!ids || !memlock || !varies)) ||
+        (nknown && (!known_ids || !known_memlock || !known_varies)))
         return -EINVAL;
     for (;;) {
+        bool known;
+
         err = bpf_map_get_next_id(id, &id);
         if (err)
             break;
+        if (n == cap) {
+            *count = n;
+            return -ENOSPC;
+        }
+        while (k < nknown && known_ids[k] < id) /* both ascend: one pass */
+            k++;
+        known = k < nknown && known_ids[k] == id;
+        if (known && !known_varies[k]) {
+            ids[n] = id;
+            memlock[n] = known_memlock[k];
+            varies[n++] = 0;
+            continue;
+        }
         fd = bpf_map_get_fd_by_id(id);
         if (fd < 0) {
             if (fd == -ENOENT)
@@ -924,10 +987,20 @@ int igr_map_memlocks(unsigned int *ids, unsigned long long *memlock, size_t cap,
             *count = n;
             return fd;
         }
-        if (n == cap) {
-            close(fd);
-            *count = n;
-            return -ENOSPC;
+        if (known) {
+            varies[n] = 1;
+        } else {
+            struct bpf_map_info info;
+            __u32 len = sizeof(info);
+
+            memset(&info, 0, sizeof(info));
+            err = bpf_obj_get_info_by_fd(fd, &info, &len);
+            if (err) {
+                close(fd);
+                *count = n;
+                return err;
+            }
+            varies[n] = igr_memlock_varies(info.type, info.map_flags);
         }
         err = igr_fdinfo_memlock(fd, &memlock[n]);
         close(fd);

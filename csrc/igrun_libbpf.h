@@ -159,7 +159,10 @@ struct igr_prog_stat {
     unsigned int reserved;
 };
 
-int igr_map_memlocks(unsigned int *ids, unsigned long long *memlock, size_t cap, size_t *count);
+int igr_map_memlocks(unsigned int *ids, unsigned long long *memlock, unsigned char *varies,
+                     size_t cap, size_t *count, const unsigned int *known_ids,
+                     const unsigned long long *known_memlock, const unsigned char *known_varies,
+                     size_t nknown);
 int igr_prog_stat_of(int fd, struct igr_prog_stat *out, const unsigned int *map_ids,
                      const unsigned long long *map_memlock, size_t nmaps);
 int igr_prog_stats(struct igr_prog_stat *out, size_t cap, size_t *count,

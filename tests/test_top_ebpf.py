@@ -17,7 +17,7 @@ import pytest
 
 from igrun.core import plugins
 from igrun.core.bpf.build import compile_bpf
-from igrun.core.bpf.objects import BpfObject, program_stat
+from igrun.core.bpf.objects import BpfObject, map_memory, program_stat, program_stats
 from igrun.core.cli.flags import gadget_parser
 from igrun.plugins.top_ebpf import (
     PROGRAM_TYPES,
@@ -172,9 +172,7 @@ class Probe:
         self.obj.load()
         self.program = self.obj.programs["topebpf_probe"]
         self.id = int(program_stat(self.program.fd)["id"])
-        map_fd = self.obj.map("topebpf_runs").fd
-        fdinfo = Path(f"/proc/self/fdinfo/{map_fd}").read_text()
-        self.map_memory = int(fdinfo.split("memlock:")[1].split()[0])
+        self.map_memory = memlock(self.obj.map("topebpf_runs").fd)
 
     def run(self, times: int) -> None:
         retval, _ = self.program.test_run(PACKET, repeat=times)
@@ -198,6 +196,33 @@ def stats_off() -> Iterator[None]:
     STATS_SYSCTL.write_text("0")
     yield
     STATS_SYSCTL.write_text(before)
+
+
+def memlock(fd: int) -> int:
+    return int(Path(f"/proc/self/fdinfo/{fd}").read_text().split("memlock:")[1].split()[0])
+
+
+@pytest.mark.bpf
+def test_map_memory_reads_again_only_maps_that_can_grow(probe: Probe) -> None:
+    fixed, grows = probe.obj.map("topebpf_runs"), probe.obj.map("topebpf_grows")
+    first = map_memory()
+    at = {int(i): n for n, i in enumerate(first.ids)}
+    assert first.memlock[at[fixed.id]] == memlock(fixed.fd) and not first.varies[at[fixed.id]]
+    assert first.memlock[at[grows.id]] == memlock(grows.fd) and first.varies[at[grows.id]]
+    empty = memlock(grows.fd)
+    for key in range(500):
+        grows.update(key.to_bytes(4, "little"), bytes(8))
+    assert memlock(grows.fd) > empty  # the kernel counts its elements (Linux 6.4 and later)
+    again = map_memory(first)
+    at = {int(i): n for n, i in enumerate(again.ids)}
+    assert again.memlock[at[grows.id]] == memlock(grows.fd)
+    assert again.memlock[at[fixed.id]] == memlock(fixed.fd)
+    # A map's size counts toward the programs that use it: the probe uses one map only.
+    row = program_stat(probe.program.fd, again)
+    assert (row["map_count"], row["map_memory"]) == (1, memlock(fixed.fd))
+    # Room for one row at first: the C call says so and is asked again with more.
+    every = program_stats(again, room=1)
+    assert probe.id in every["id"].tolist() and list(every["id"]) == sorted(every["id"])
 
 
 def next_interval(run: CliRun) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import numpy as np
 
@@ -203,30 +203,62 @@ def _grown(what: str, fill: Any, room: int) -> int:
         return int(count[0])
 
 
-def map_memory() -> tuple[
-    np.ndarray[Any, np.dtype[np.uint32]], np.ndarray[Any, np.dtype[np.uint64]]
-]:
-    """Every BPF map in the kernel: ids (ascending) and the bytes each is charged for
-    (``memlock`` of its fdinfo), in one C call (five syscalls a map)."""
+class MapMemory(NamedTuple):
+    """Every BPF map in the kernel (ascending ids), the bytes each is charged for (its
+    fdinfo ``memlock``), and whether that can change (a map that allocates per element)."""
+
+    ids: np.ndarray[Any, np.dtype[np.uint32]]
+    memlock: np.ndarray[Any, np.dtype[np.uint64]]
+    varies: np.ndarray[Any, np.dtype[np.uint8]]
+
+
+def map_memory(known: MapMemory | None = None) -> MapMemory:
+    """Every BPF map in the kernel and its memlock, in one C call. With ``known`` (the last
+    call's answer) a map whose memlock cannot change costs one syscall (its id's), the others
+    five or six (fd, fdinfo); without it, each map is read."""
     box: dict[str, Any] = {}
+    if known is not None:
+        k_ids = np.ascontiguousarray(known.ids, dtype=np.uint32)
+        k_mem = np.ascontiguousarray(known.memlock, dtype=np.uint64)
+        k_var = np.ascontiguousarray(known.varies, dtype=np.uint8)
+        if not len(k_ids) == len(k_mem) == len(k_var):
+            raise SizeError("known maps: ids, sizes and kinds differ in length")
+    else:
+        k_ids = np.zeros(0, np.uint32)
+        k_mem = np.zeros(0, np.uint64)
+        k_var = np.zeros(0, np.uint8)
+    nknown = len(k_ids)
+    known_args = (
+        (
+            ffi.from_buffer("unsigned int[]", k_ids),
+            ffi.from_buffer("unsigned long long[]", k_mem),
+            ffi.from_buffer("unsigned char[]", k_var),
+        )
+        if nknown
+        else (ffi.NULL, ffi.NULL, ffi.NULL)
+    )
 
     def fill(room: int, count: Any) -> int:
         box["ids"] = ids = np.zeros(room, dtype=np.uint32)
         box["mem"] = mem = np.zeros(room, dtype=np.uint64)
+        box["var"] = var = np.zeros(room, dtype=np.uint8)
         return int(
             lib.igr_map_memlocks(
                 ffi.from_buffer("unsigned int[]", ids),
                 ffi.from_buffer("unsigned long long[]", mem),
+                ffi.from_buffer("unsigned char[]", var),
                 room,
                 count,
+                *known_args,
+                nknown,
             )
         )
 
-    n = _grown("BPF maps", fill, _FIRST_ROOM)
-    return box["ids"][:n], box["mem"][:n]
+    n = _grown("BPF maps", fill, max(_FIRST_ROOM, nknown + 64))
+    return MapMemory(box["ids"][:n], box["mem"][:n], box["var"][:n])
 
 
-def _map_table(maps: tuple[Any, Any] | None) -> tuple[Any, Any, int]:
+def _map_table(maps: MapMemory | None) -> tuple[Any, Any, int]:
     if maps is None:
         return ffi.NULL, ffi.NULL, 0
     ids = np.ascontiguousarray(maps[0], dtype=np.uint32)
@@ -244,9 +276,7 @@ def _map_table(maps: tuple[Any, Any] | None) -> tuple[Any, Any, int]:
     )
 
 
-def program_stats(
-    maps: tuple[Any, Any] | None = None, room: int = _FIRST_ROOM
-) -> np.ndarray[Any, Any]:
+def program_stats(maps: MapMemory | None = None, room: int = _FIRST_ROOM) -> np.ndarray[Any, Any]:
     """Every BPF program in the kernel, ascending by id, as rows of :data:`PROG_STAT_DTYPE`,
     in one C call (three syscalls a program). ``maps`` is :func:`map_memory`'s table: a
     program's ``map_memory`` is the sum of its maps' there (0 without it)."""
@@ -263,7 +293,7 @@ def program_stats(
     return rows
 
 
-def program_stat(fd: int, maps: tuple[Any, Any] | None = None) -> np.void:
+def program_stat(fd: int, maps: MapMemory | None = None) -> np.void:
     """The :data:`PROG_STAT_DTYPE` row of the program ``fd`` refers to (its id, type, run
     count...)."""
     map_ids, map_mem, nmaps = _map_table(maps)

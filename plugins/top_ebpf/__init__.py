@@ -43,6 +43,7 @@ from igrun.core import (
 from igrun.core.bpf.objects import (
     BpfObject,
     Link,
+    MapMemory,
     RunTimeStats,
     map_memory,
     program_stats,
@@ -400,6 +401,8 @@ class TopEbpf(Gadget):
         self.cpus = online_cpus()
         self._start: dict[str, Any] | None = None
         self._prev: dict[str, Any] | None = None
+        self._maps: MapMemory | None = None
+        """The last interval's maps: those sized once are not read again."""
 
     @classmethod
     def sort_by_default(cls) -> list[str]:
@@ -463,7 +466,8 @@ class TopEbpf(Gadget):
         from the kernel's totals: a handful of C calls, no Python per program."""
         assert self.iterator is not None and self.entry_dtype is not None
         now = time.monotonic()
-        rows = program_stats(map_memory(), room=len(self._prev["id"]) + 64 if self._prev else 256)
+        self._maps = map_memory(self._maps)
+        rows = program_stats(self._maps, room=len(self._prev["id"]) + 64 if self._prev else 256)
         holders = np.frombuffer(self.iterator.read(), dtype=self.entry_dtype)
         current: dict[str, Any] = {
             "id": rows["id"].copy(),
