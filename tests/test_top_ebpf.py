@@ -349,3 +349,13 @@ def test_columns_are_igs(igrun_cli: IgrunCli, probe: Probe) -> None:
     header, row = done.stdout.splitlines()[1:3]
     assert header.split() == [c.upper() for c in hidden.split(",")]
     assert row.split() == [str(probe.id), "0s", "0", "0s", "0", "0.0000", "0.0000"]
+
+    # The processes (a JSON list of objects) show, filter and sort by their text, pid:comm.
+    done = igrun_cli.run(
+        "top", "ebpf", "--timeout", "1s", "-m", "0", "-o", "columns=progid,processes",
+        "--sort", "processes", "-F", f"processes:~^{os.getpid()}:",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [line.split() for line in done.stdout.splitlines()[2:]] == [
+        [str(probe.id), f"{os.getpid()}:{comm}"]
+    ]
