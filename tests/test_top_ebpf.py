@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -359,3 +361,33 @@ def test_columns_are_igs(igrun_cli: IgrunCli, probe: Probe) -> None:
     assert [line.split() for line in done.stdout.splitlines()[2:]] == [
         [str(probe.id), f"{os.getpid()}:{comm}"]
     ]
+
+
+@pytest.mark.bpf
+def test_interval_is_a_prometheus_gauge_window(
+    igrun_cli: IgrunCli, probe: Probe, stats_off: None, tmp_path: Path
+) -> None:
+    """A gauge of the run count by program shows the last whole interval: K, then 0."""
+    config = tmp_path / "metrics.toml"
+    config.write_text('[[gauges]]\nname = "bpf_runs"\nlabels = ["progid"]\nfield = "runcount"\n')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/metrics"
+    args = ("--metrics-config", str(config), "--metrics-listen-address", f"127.0.0.1:{port}")
+    run = igrun_cli.start("top", "ebpf", "-o", "json", "-m", "0", *args, read_stdout=False)
+    mine = f'bpf_runs{{progid="{probe.id}"}}'
+    try:
+        next_interval(run)
+        probe.run(321)
+        next_interval(run)  # the gauges took this window before the output wrote it
+        busy = urllib.request.urlopen(url, timeout=5).read().decode()
+        next_interval(run)
+        idle = urllib.request.urlopen(url, timeout=5).read().decode()
+    finally:
+        _, err = run.stop()
+    assert run.returncode == 0, err
+    assert run.stdout is not None
+    run.stdout.close()
+    assert f"{mine} 321.0" in busy.splitlines()
+    assert f"{mine} 0.0" in idle.splitlines()
