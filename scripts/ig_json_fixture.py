@@ -1,10 +1,10 @@
 """Write tests/fixtures/ig_v0.25_json.json from Inspektor Gadget's own sources.
 
 The fixture is what ``ig`` v0.25 writes with ``-o json``: Go's encoding/json of each trace
-gadget's ``Event`` struct (and of the rows of the interval gadgets in ``ROWS``). This reads those structs (and the common ones they embed, in
-``pkg/types/types.go``) at a tag of a clone of github.com/inspektor-gadget/inspektor-gadget,
-and writes every key, dotted for nesting, with its Go type, its ``omitempty`` flag and the
-file its tag is in::
+gadget's ``Event`` struct (and of the rows of the interval gadgets in ``ROWS``). This reads
+those structs (and the common ones they embed, in ``pkg/types/types.go``) at a tag of a clone
+of github.com/inspektor-gadget/inspektor-gadget, and writes every key, dotted for nesting,
+with its Go type, its ``omitempty`` flag and the file its tag is in::
 
     git clone https://github.com/inspektor-gadget/inspektor-gadget ig
     python scripts/ig_json_fixture.py ig > tests/fixtures/ig_v0.25_json.json

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import socket
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from igrun.core import plugins
 from igrun.core.bpf.build import compile_bpf
 from igrun.core.bpf.objects import BpfObject, map_memory, program_stat, program_stats
 from igrun.core.cli.flags import gadget_parser
+from igrun.operators.output import CLEAR_SCREEN
 from igrun.plugins.top_ebpf import (
     PROGRAM_TYPES,
     TopEbpf,
@@ -29,6 +32,7 @@ from igrun.plugins.top_ebpf import (
     holder_columns,
     program_type_name,
 )
+from igrun.testing import IGRUN
 
 if TYPE_CHECKING:
     from igrun.testing import CliRun, IgrunCli
@@ -391,3 +395,30 @@ def test_interval_is_a_prometheus_gauge_window(
     run.stdout.close()
     assert f"{mine} 321.0" in busy.splitlines()
     assert f"{mine} 0.0" in idle.splitlines()
+
+
+@pytest.mark.bpf
+def test_on_a_terminal_each_interval_redraws_the_screen() -> None:
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [*IGRUN, "top", "ebpf", "--timeout", "2s"],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+    )
+    os.close(slave)
+    got = bytearray()
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: igrun closed the terminal's last writer
+            break
+        if not chunk:
+            break
+        got.extend(chunk)
+    os.close(master)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    text = got.decode()
+    assert text.count(CLEAR_SCREEN) == 2  # one per interval, each redrawn from the top
+    assert text.count("PROGID") == 2
