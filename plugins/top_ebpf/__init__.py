@@ -355,7 +355,8 @@ class TopEbpf(Gadget):
             Field(
                 "mapmemory",
                 Kind.UINT,
-                "bytes of the maps the program uses (their memlock, the most they can hold)",
+                "bytes the kernel charges for the maps the program uses (their memlock; a map "
+                "several programs use counts in each)",
                 member="mapMemory",
                 json="mapMemory",
                 column=Column(width=10, align="right", order=1007, text=bytes_size),
