@@ -861,15 +861,35 @@ int igr_has_ktime_get_boot_ns(void)
 #define IGR_FDINFO_MAX 4096
 #define IGR_INFO_TRIES 4
 
+/* The value of a whole `memlock:` line in `buf` (NUL-terminated): 0, -EAGAIN when the line
+ * is not there whole yet, -EINVAL when it holds no number. */
+static int igr_parse_memlock(const char *buf, unsigned long long *out)
+{
+    const char *line;
+    char *end;
+
+    for (line = buf; line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+        if (strncmp(line, "memlock:", 8) != 0)
+            continue;
+        if (!strchr(line, '\n'))
+            return -EAGAIN;
+        errno = 0;
+        *out = strtoull(line + 8, &end, 10);
+        if (errno || end == line + 8)
+            return -EINVAL;
+        return 0;
+    }
+    return -EAGAIN;
+}
+
 /* The `memlock:` line of a map fd's /proc/self/fdinfo: the bytes the kernel charges the map
- * for, where Inspektor Gadget's top ebpf reads a map's memory. */
+ * for, where Inspektor Gadget's top ebpf reads a map's memory. One read, as a rule: reading
+ * stops once the line is whole. */
 static int igr_fdinfo_memlock(int fd, unsigned long long *out)
 {
     char path[64], buf[IGR_FDINFO_MAX + 1];
     size_t len = 0;
-    const char *line;
-    char *end;
-    int file;
+    int file, err = -ENODATA;
 
     snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
     file = open(path, O_RDONLY | O_CLOEXEC);
@@ -878,28 +898,23 @@ static int igr_fdinfo_memlock(int fd, unsigned long long *out)
     while (len < IGR_FDINFO_MAX) {
         ssize_t n = read(file, buf + len, IGR_FDINFO_MAX - len);
         if (n < 0) {
-            int e = -errno;
-            if (e == -EINTR)
+            if (errno == EINTR)
                 continue;
-            close(file);
-            return e;
-        }
-        if (n == 0)
+            err = -errno;
             break;
+        }
+        if (n == 0) {
+            err = -ENODATA; /* the end, and no memlock line */
+            break;
+        }
         len += (size_t)n;
+        buf[len] = '\0';
+        err = igr_parse_memlock(buf, out);
+        if (err != -EAGAIN)
+            break;
     }
     close(file);
-    buf[len] = '\0';
-    for (line = buf; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
-        if (strncmp(line, "memlock:", 8) != 0)
-            continue;
-        errno = 0;
-        *out = strtoull(line + 8, &end, 10);
-        if (errno || end == line + 8)
-            return -EINVAL;
-        return 0;
-    }
-    return -ENODATA;
+    return err == -EAGAIN ? -ENODATA : err;
 }
 
 /* Whether a map's memlock can change after it is made: since Linux 6.4 it is the map's
