@@ -166,10 +166,12 @@ class OutputOperator(Operator):
         """A top gadget on a terminal: each interval replaces the last on the screen, as
         ``top`` does (never in a pipe or a file, which keep every interval)."""
         self._periodic = ctx.gadget.type.is_periodic and ctx.tag is None
+        self._type = None if ctx.gadget.type.is_periodic else NORMAL
+        """``ig`` writes ``"type":"normal"`` on events, never on a top gadget's rows (its
+        stats structs carry no event type)."""
         self._header_due = True
         self._started = False
         self._json: JsonLines | None = None
-        self._event_type: str | None = NORMAL
         self._lines: ColumnLines | None = None
         self.tag: str | None = ctx.tag
         """Set when several gadgets share stdout: every record and line says whose it is."""
@@ -190,12 +192,8 @@ class OutputOperator(Operator):
     def pre_run(self, schema: Schema) -> None:
         self.format, self.columns = parse_output(self.values.raw("output"), schema)
         self.widths = header_widths(self.columns)
-        # A gadget's own "type" (top ebpf's program type) is its key: ig's stats have no
-        # event type.
-        own_type = any(f.json_key == "type" for f in schema.fields if f.in_json)
-        self._event_type = None if own_type else NORMAL
         if self.format == "json":
-            self._json = JsonLines(self.columns, self.tag, self._event_type)
+            self._json = JsonLines(self.columns, self.tag, self._type)
         if self.format == "columns" and self.stream.isatty():
             self.widths = scale_widths(self.columns, shutil.get_terminal_size().columns)
             self.redraw = self._periodic
@@ -270,8 +268,8 @@ class OutputOperator(Operator):
             self.write_bytes(self._json.encode(batch))
         else:
             lead = {"gadget": self.tag} if self.tag else {}
-            if self._event_type is not None:
-                lead["type"] = self._event_type
+            if self._type:
+                lead["type"] = self._type
             rows = batch.to_dicts(self.columns, omit_empty=True)
             self.write(self._records([{**lead, **row} for row in rows]))
         return batch

@@ -224,6 +224,26 @@ def test_errnos_by_name_in_columns_and_numbers_in_json() -> None:
     assert JsonLines(fields).encode(b).tobytes().splitlines()[1] == b'{"ret":-2,"err":2}'
 
 
+def test_byte_counts_as_ig_sizes_in_columns_and_numbers_in_json() -> None:
+    """A ``units="bytes"`` column shows go-units' ``BytesSize`` (powers of 1024, four
+    significant digits), as ``ig``'s top gadgets do; JSON keeps the number."""
+    dtype = np.dtype([("sent", "<u8")])
+    fields = [field("sent", Kind.UINT, 9, align="right", units="bytes")]
+    raw = np.zeros(6, dtype)
+    raw["sent"] = [0, 1000, 1024, 100000, 10 * 2**20, 2**64 - 1]
+    b = Batch(Schema(fields, "event", dtype), raw)
+    text = bytes(ColumnLines(fields, [9]).encode(b)).decode()
+    assert text.splitlines() == [
+        "       0B",
+        "    1000B",
+        "     1KiB",
+        " 97.66KiB",
+        "    10MiB",
+        "    16EiB",
+    ]
+    assert JsonLines(fields).encode(b).tobytes().splitlines()[3] == b'{"sent":100000}'
+
+
 def test_args_the_kernel_cut_end_with_a_mark() -> None:
     """As ``execsnoop``: `` ...`` after arguments the kernel cut (the row's flag), in any
     column position; ``…`` stays the columns output's own cut."""

@@ -23,11 +23,11 @@ from igrun.core import plugins
 from igrun.core.bpf.build import compile_bpf
 from igrun.core.bpf.objects import BpfObject, map_memory, program_stat, program_stats
 from igrun.core.cli.flags import gadget_parser
+from igrun.core.output.columns import bytes_text
 from igrun.operators.output import CLEAR_SCREEN
 from igrun.plugins.top_ebpf import (
     PROGRAM_TYPES,
     TopEbpf,
-    bytes_size,
     go_duration,
     holder_columns,
     program_type_name,
@@ -78,22 +78,6 @@ IG_HEADER = [
 )
 def test_run_time_is_written_as_gos_duration(ns: int, text: str) -> None:
     assert go_duration(ns) == text  # Go: fmt.Sprint(time.Duration(ns))
-
-
-@pytest.mark.parametrize(
-    ("size", "text"),
-    [
-        (0, "0B"),
-        (12, "12B"),
-        (1023, "1023B"),
-        (4096, "4KiB"),
-        (8504, "8.305KiB"),
-        (int(75.48 * 1024 * 1024), "75.48MiB"),
-        (5 * 1024**3, "5GiB"),
-    ],
-)
-def test_map_memory_is_written_as_go_units_bytes_size(size: int, text: str) -> None:
-    assert bytes_size(size) == text  # Go: units.BytesSize(float64(size))
 
 
 def test_program_types_are_cilium_ebpfs_names() -> None:
@@ -345,7 +329,7 @@ def test_columns_are_igs(igrun_cli: IgrunCli, probe: Probe) -> None:
     (mine,) = [line.split() for line in lines[2:] if line.split()[:1] == [str(probe.id)]]
     assert mine[:5] == [str(probe.id), "SocketFilter", "topebpf_probe", str(os.getpid()), comm]
     assert mine[5:7] == ["0s", "0"]  # not run
-    assert mine[-2:] == [bytes_size(probe.map_memory), "1"]
+    assert mine[-2:] == [bytes_text(probe.map_memory), "1"]
 
     hidden = "progid,cumulruntime,cumulruncount,totalruntime,totalRunCount,totalcpu,percpu"
     done = igrun_cli.run(

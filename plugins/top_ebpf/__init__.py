@@ -135,19 +135,6 @@ def _fraction(value: int, prec: int) -> str:
     return f"{whole}.{digits}" if digits else str(whole)
 
 
-_BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
-
-
-def bytes_size(size: float) -> str:
-    """A size as docker/go-units' ``BytesSize`` writes it (``0B``, ``12B``, ``4KiB``,
-    ``75.48MiB``: four significant digits): ``ig``'s map memory column."""
-    value, unit = float(size), 0
-    while value >= 1024 and unit < len(_BINARY_UNITS) - 1:
-        value /= 1024
-        unit += 1
-    return f"{value:.4g}{_BINARY_UNITS[unit]}"
-
-
 def _joined(values: list[Any]) -> str:
     return ",".join(str(v) for v in values)
 
@@ -359,7 +346,7 @@ class TopEbpf(Gadget):
                 "several programs use counts in each)",
                 member="mapMemory",
                 json="mapMemory",
-                column=Column(width=10, align="right", order=1007, text=bytes_size),
+                column=Column(width=10, align="right", order=1007, units="bytes"),
                 omit_empty=True,
             ),
             Field(
