@@ -8,6 +8,7 @@
  *   per event.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -853,6 +854,309 @@ int igr_map_info(int fd, unsigned int *type, unsigned int *id, unsigned int *key
 int igr_has_ktime_get_boot_ns(void)
 {
     return libbpf_probe_bpf_helper(BPF_PROG_TYPE_TRACEPOINT, BPF_FUNC_ktime_get_boot_ns, NULL);
+}
+
+/* ---- the programs in the kernel (top ebpf) ---------------------------------------------- */
+
+#define IGR_FDINFO_MAX 4096
+#define IGR_INFO_TRIES 4
+
+/* The value of a whole `memlock:` line in `buf` (NUL-terminated): 0, -EAGAIN when the line
+ * is not there whole yet, -EINVAL when it holds no number. */
+static int igr_parse_memlock(const char *buf, unsigned long long *out)
+{
+    const char *line;
+    char *end;
+
+    for (line = buf; line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+        if (strncmp(line, "memlock:", 8) != 0)
+            continue;
+        if (!strchr(line, '\n'))
+            return -EAGAIN;
+        errno = 0;
+        *out = strtoull(line + 8, &end, 10);
+        if (errno || end == line + 8)
+            return -EINVAL;
+        return 0;
+    }
+    return -EAGAIN;
+}
+
+/* The `memlock:` line of a map fd's /proc/self/fdinfo: the bytes the kernel charges the map
+ * for, where Inspektor Gadget's top ebpf reads a map's memory. One read, as a rule: reading
+ * stops once the line is whole. */
+static int igr_fdinfo_memlock(int fd, unsigned long long *out)
+{
+    char path[64], buf[IGR_FDINFO_MAX + 1];
+    size_t len = 0;
+    int file, err = -ENODATA;
+
+    snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+    file = open(path, O_RDONLY | O_CLOEXEC);
+    if (file < 0)
+        return -errno;
+    while (len < IGR_FDINFO_MAX) {
+        ssize_t n = read(file, buf + len, IGR_FDINFO_MAX - len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            err = -errno;
+            break;
+        }
+        if (n == 0) {
+            err = -ENODATA; /* the end, and no memlock line */
+            break;
+        }
+        len += (size_t)n;
+        buf[len] = '\0';
+        err = igr_parse_memlock(buf, out);
+        if (err != -EAGAIN)
+            break;
+    }
+    close(file);
+    return err == -EAGAIN ? -ENODATA : err;
+}
+
+/* Whether a map's memlock can change after it is made: since Linux 6.4 it is the map's
+ * memory use (map_mem_usage), which follows the element count for hash maps that allocate
+ * per element (BPF_F_NO_PREALLOC), LPM tries, device hash maps and sock hash maps. Other
+ * kinds are sized once, at creation; a kind this list does not know is read every time. */
+static bool igr_memlock_varies(__u32 type, __u32 flags)
+{
+    switch (type) {
+    case BPF_MAP_TYPE_HASH:
+    case BPF_MAP_TYPE_PERCPU_HASH:
+    case BPF_MAP_TYPE_HASH_OF_MAPS:
+        return flags & BPF_F_NO_PREALLOC;
+    case BPF_MAP_TYPE_ARRAY:
+    case BPF_MAP_TYPE_PROG_ARRAY:
+    case BPF_MAP_TYPE_PERF_EVENT_ARRAY:
+    case BPF_MAP_TYPE_PERCPU_ARRAY:
+    case BPF_MAP_TYPE_STACK_TRACE:
+    case BPF_MAP_TYPE_CGROUP_ARRAY:
+    case BPF_MAP_TYPE_LRU_HASH:
+    case BPF_MAP_TYPE_LRU_PERCPU_HASH:
+    case BPF_MAP_TYPE_ARRAY_OF_MAPS:
+    case BPF_MAP_TYPE_DEVMAP:
+    case BPF_MAP_TYPE_SOCKMAP:
+    case BPF_MAP_TYPE_CPUMAP:
+    case BPF_MAP_TYPE_XSKMAP:
+    case BPF_MAP_TYPE_CGROUP_STORAGE:
+    case BPF_MAP_TYPE_REUSEPORT_SOCKARRAY:
+    case BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE:
+    case BPF_MAP_TYPE_QUEUE:
+    case BPF_MAP_TYPE_STACK:
+    case BPF_MAP_TYPE_SK_STORAGE:
+    case BPF_MAP_TYPE_STRUCT_OPS:
+    case BPF_MAP_TYPE_RINGBUF:
+    case BPF_MAP_TYPE_INODE_STORAGE:
+    case BPF_MAP_TYPE_TASK_STORAGE:
+    case BPF_MAP_TYPE_BLOOM_FILTER:
+    case BPF_MAP_TYPE_USER_RINGBUF:
+        return false;
+    default:
+        return true;
+    }
+}
+
+/* Every map in the kernel, ascending by id, with its memlock and whether that can change: a
+ * map freed while we look is left out. `known_*` is the previous call's table (ascending ids,
+ * none for a first call): a map in it whose memlock cannot change costs no syscall but its
+ * id's, the others an fd and a read of its fdinfo (and its info, if new). -ENOSPC when there
+ * are more than `cap` (`*count` is then `cap`: ask again with more room). */
+int igr_map_memlocks(unsigned int *ids, unsigned long long *memlock, unsigned char *varies,
+                     size_t cap, size_t *count, const unsigned int *known_ids,
+                     const unsigned long long *known_memlock, const unsigned char *known_varies,
+                     size_t nknown)
+{
+    __u32 id = 0;
+    size_t n = 0, k = 0;
+    int err, fd;
+
+    if (!count || (cap && (!ids || !memlock || !varies)) ||
+        (nknown && (!known_ids || !known_memlock || !known_varies)))
+        return -EINVAL;
+    for (;;) {
+        bool known;
+
+        err = bpf_map_get_next_id(id, &id);
+        if (err)
+            break;
+        if (n == cap) {
+            *count = n;
+            return -ENOSPC;
+        }
+        while (k < nknown && known_ids[k] < id) /* both ascend: one pass */
+            k++;
+        known = k < nknown && known_ids[k] == id;
+        if (known && !known_varies[k]) {
+            ids[n] = id;
+            memlock[n] = known_memlock[k];
+            varies[n++] = 0;
+            continue;
+        }
+        fd = bpf_map_get_fd_by_id(id);
+        if (fd < 0) {
+            if (fd == -ENOENT)
+                continue;
+            *count = n;
+            return fd;
+        }
+        if (known) {
+            varies[n] = 1;
+        } else {
+            struct bpf_map_info info;
+            __u32 len = sizeof(info);
+
+            memset(&info, 0, sizeof(info));
+            err = bpf_obj_get_info_by_fd(fd, &info, &len);
+            if (err) {
+                close(fd);
+                *count = n;
+                return err;
+            }
+            varies[n] = igr_memlock_varies(info.type, info.map_flags);
+        }
+        err = igr_fdinfo_memlock(fd, &memlock[n]);
+        close(fd);
+        if (err) {
+            *count = n;
+            return err;
+        }
+        ids[n++] = id;
+    }
+    *count = n;
+    return err == -ENOENT ? 0 : err;
+}
+
+static int igr_cmp_u32(const void *a, const void *b)
+{
+    __u32 x = *(const __u32 *)a, y = *(const __u32 *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One program's row, from its fd. `map_ids` (ascending) and `map_memlock` are the table of
+ * igr_map_memlocks; a map missing from it (created since) counts 0 bytes. */
+int igr_prog_stat_of(int fd, struct igr_prog_stat *out, const unsigned int *map_ids,
+                     const unsigned long long *map_memlock, size_t nmaps)
+{
+    __u32 stack_ids[64], *ids = stack_ids, room = 64, len, i;
+    struct bpf_prog_info info;
+    unsigned long long memory = 0;
+    int err = 0, tries;
+
+    if (!out || (nmaps && (!map_ids || !map_memlock)))
+        return -EINVAL;
+    /* A program's maps can grow (BPF_PROG_BIND_MAP) between two calls: ask again, bigger. */
+    for (tries = 0; tries < IGR_INFO_TRIES; tries++) {
+        memset(&info, 0, sizeof(info));
+        info.nr_map_ids = room;
+        info.map_ids = (__u64)(unsigned long)ids;
+        len = sizeof(info);
+        err = bpf_obj_get_info_by_fd(fd, &info, &len);
+        if (err || info.nr_map_ids <= room)
+            break;
+        if (ids != stack_ids)
+            free(ids);
+        room = info.nr_map_ids;
+        ids = calloc(room, sizeof(*ids));
+        if (!ids)
+            return -ENOMEM;
+    }
+    if (!err && info.nr_map_ids > room)
+        err = -EAGAIN;
+    if (!err) {
+        for (i = 0; i < info.nr_map_ids; i++) {
+            const unsigned int *at =
+                nmaps ? bsearch(&ids[i], map_ids, nmaps, sizeof(*map_ids), igr_cmp_u32) : NULL;
+            if (at)
+                memory += map_memlock[at - map_ids];
+        }
+        memset(out, 0, sizeof(*out));
+        out->id = info.id;
+        out->type = info.type;
+        out->run_time_ns = info.run_time_ns;
+        out->run_cnt = info.run_cnt;
+        out->map_memory = memory;
+        out->map_count = info.nr_map_ids;
+        _Static_assert(sizeof(out->name) == sizeof(info.name), "name sizes");
+        _Static_assert(sizeof(out->tag) == sizeof(info.tag), "tag sizes");
+        memcpy(out->name, info.name, sizeof(out->name));
+        out->name[sizeof(out->name) - 1] = '\0';
+        memcpy(out->tag, info.tag, sizeof(out->tag));
+    }
+    if (ids != stack_ids)
+        free(ids);
+    return err;
+}
+
+/* Every program in the kernel, ascending by id: three syscalls each (next id, fd by id,
+ * info), one more if it uses over 64 maps. A program unloaded while we look is left out.
+ * -ENOSPC when there are more than `cap` (`*count` is then `cap`: ask again with more room). */
+int igr_prog_stats(struct igr_prog_stat *out, size_t cap, size_t *count,
+                   const unsigned int *map_ids, const unsigned long long *map_memlock,
+                   size_t nmaps)
+{
+    __u32 id = 0;
+    size_t n = 0;
+    int err, fd;
+
+    if (!count || (cap && !out))
+        return -EINVAL;
+    for (;;) {
+        err = bpf_prog_get_next_id(id, &id);
+        if (err)
+            break;
+        fd = bpf_prog_get_fd_by_id(id);
+        if (fd < 0) {
+            if (fd == -ENOENT)
+                continue;
+            *count = n;
+            return fd;
+        }
+        if (n == cap) {
+            close(fd);
+            *count = n;
+            return -ENOSPC;
+        }
+        err = igr_prog_stat_of(fd, &out[n], map_ids, map_memlock, nmaps);
+        close(fd);
+        if (err) {
+            *count = n;
+            return err;
+        }
+        n++;
+    }
+    *count = n;
+    return err == -ENOENT ? 0 : err;
+}
+
+/* Turns on the kernel's run time and run count of every program (BPF_ENABLE_STATS): they
+ * stay on while the returned fd is open, and closing it undoes this call only (the kernel
+ * counts its users; the sysctl's own setting is kept). */
+int igr_enable_run_time_stats(void) { return bpf_enable_stats(BPF_STATS_RUN_TIME); }
+
+/* BPF_PROG_TEST_RUN: runs program `fd` `repeat` times on `data` (a packet, for socket and
+ * tc programs); its return value and mean run time (ns) come back. */
+int igr_prog_test_run(int fd, const void *data, size_t size, unsigned int repeat,
+                      unsigned int *retval, unsigned int *duration)
+{
+    LIBBPF_OPTS(bpf_test_run_opts, opts);
+    int err;
+
+    if (!retval || !duration || (size && !data))
+        return -EINVAL;
+    if (size > UINT32_MAX)
+        return -E2BIG;
+    opts.data_in = data;
+    opts.data_size_in = (__u32)size;
+    opts.repeat = repeat;
+    err = bpf_prog_test_run_opts(fd, &opts);
+    if (err)
+        return err;
+    *retval = opts.retval;
+    *duration = opts.duration;
+    return 0;
 }
 
 /* ---- batch readers ---------------------------------------------------------------------- */

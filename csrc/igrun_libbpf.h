@@ -144,6 +144,34 @@ int bpf_obj_pin(int fd, const char *pathname);
 int libbpf_num_possible_cpus(void);
 int igr_has_ktime_get_boot_ns(void);
 
+/* The programs loaded in the kernel, for `top ebpf`. One row per program: what
+ * BPF_OBJ_GET_INFO_BY_FD tells of it, and the memory of the maps it uses (their fdinfo
+ * `memlock`, summed from the table igr_map_memlocks fills). 64 bytes, no holes. */
+struct igr_prog_stat {
+    unsigned int id;
+    unsigned int type;              /* enum bpf_prog_type */
+    unsigned long long run_time_ns; /* since load, while stats were on */
+    unsigned long long run_cnt;
+    unsigned long long map_memory;  /* bytes: the maps' memlock; maps not in the table count 0 */
+    unsigned int map_count;
+    char name[16];                  /* NUL-terminated, as the kernel keeps it */
+    unsigned char tag[8];
+    unsigned int reserved;
+};
+
+int igr_map_memlocks(unsigned int *ids, unsigned long long *memlock, unsigned char *varies,
+                     size_t cap, size_t *count, const unsigned int *known_ids,
+                     const unsigned long long *known_memlock, const unsigned char *known_varies,
+                     size_t nknown);
+int igr_prog_stat_of(int fd, struct igr_prog_stat *out, const unsigned int *map_ids,
+                     const unsigned long long *map_memlock, size_t nmaps);
+int igr_prog_stats(struct igr_prog_stat *out, size_t cap, size_t *count,
+                   const unsigned int *map_ids, const unsigned long long *map_memlock,
+                   size_t nmaps);
+int igr_enable_run_time_stats(void);
+int igr_prog_test_run(int fd, const void *data, size_t size, unsigned int repeat,
+                      unsigned int *retval, unsigned int *duration);
+
 /*
  * Batch readers. A poll copies every available record into one buffer of fixed-size slots
  * (records longer than a slot are cut, shorter ones zero-padded) and returns the record count:

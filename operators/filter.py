@@ -66,8 +66,9 @@ class Filter:
         return self._test(batch[self.field.name])
 
     def _test(self, col: Array) -> Array:
-        if self.field.kind is Kind.LIST:
-            col = np.array([" ".join(v) for v in col], dtype=object)
+        if self.field.kind is Kind.LIST:  # as the columns show it
+            show = self.field.column.text or " ".join
+            col = np.array([show(v) for v in col], dtype=object)
         elif self.field.kind is Kind.BYTES:  # as the columns show them: hex
             col = np.array([bytes(v).hex() for v in col], dtype=object)
         if self.regex is not None:

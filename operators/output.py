@@ -300,7 +300,7 @@ class OutputOperator(Operator):
             objects = lines.rstrip(b"\n").split(b"\n") if lines else []
             self.write_bytes(memoryview(b"[" + b",".join(objects) + b"]\n"))
         else:
-            records = batch.to_dicts(self.columns) if batch is not None else []
+            records = batch.to_dicts(self.columns, omit_empty=True) if batch is not None else []
             if self.format == "jsonpretty":
                 self.write(json.dumps(records, indent=2) + "\n")
             else:

@@ -46,10 +46,12 @@ def parse_sort(spec: str, schema: Schema) -> SortKeys:
     return keys
 
 
-def _ranks(col: Array, kind: Kind) -> Array:
-    """Integer ranks of a column, so any kind (strings too) sorts and reverses alike."""
-    if kind is Kind.LIST:
-        col = np.array([" ".join(v) for v in col], dtype=object)
+def _ranks(col: Array, f: Field) -> Array:
+    """Integer ranks of a column, so any kind (strings too) sorts and reverses alike; a list
+    by its text in the columns output."""
+    if f.kind is Kind.LIST:
+        show = f.column.text or " ".join
+        col = np.array([show(v) for v in col], dtype=object)
     _, inverse = np.unique(col, return_inverse=True)
     return inverse.astype(np.int64).reshape(-1)
 
@@ -60,7 +62,7 @@ def sort_batch(batch: Batch, keys: SortKeys) -> Batch:
         return batch
     columns = []
     for f, descending in keys:
-        ranks = _ranks(batch[f.name], f.kind)
+        ranks = _ranks(batch[f.name], f)
         columns.append(-ranks if descending else ranks)
     order = np.lexsort(columns[::-1])  # lexsort's last key is the primary one
     return batch.take(order)

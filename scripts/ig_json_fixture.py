@@ -34,7 +34,7 @@ GADGETS = [
     "tcpdrop",
     "tcpretrans",
 ]
-TOP = {"tcp": "Stats", "block-io": "Stats"}
+TOP = {"tcp": "Stats", "block-io": "Stats", "ebpf": "Stats"}
 """Top gadgets: their struct (one row of an interval's array)."""
 _STRUCT = re.compile(r"^type (\w+) struct \{\n(.*?)^\}", re.M | re.S)
 _FIELD = re.compile(r"^\s*(\w+)\s+([\w.\[\]*]+)\s+`([^`]*)`")

@@ -32,6 +32,7 @@ from igrun.core.events.schema import Field, Kind
 from igrun.core.gadget import Gadget
 from igrun.operators.containers import ENRICHED, node_name
 from igrun.plugins.top_block_io import TopBlockIo
+from igrun.plugins.top_ebpf import TopEbpf
 from igrun.plugins.top_tcp import TopTcp
 from igrun.plugins.trace_bind import TraceBind
 from igrun.plugins.trace_capabilities import TraceCapabilities
@@ -67,6 +68,7 @@ GADGETS: dict[str, type[Gadget]] = {
     "trace tcpretrans": TraceTcpretrans,
     "top tcp": TopTcp,
     "top block-io": TopBlockIo,
+    "top ebpf": TopEbpf,
 }
 
 NOT_WRITTEN = {
@@ -97,6 +99,7 @@ ADDITIONS: dict[str, set[str]] = {
     "trace tcpretrans": {"tid", "ownerKnown"},
     "top tcp": set(),
     "top block-io": set(),
+    "top ebpf": set(),
 }
 """igrun's keys that ``ig`` does not have: added, never in place of one of ``ig``'s."""
 
@@ -126,6 +129,12 @@ def json_type_ok(go: str, value: Any) -> bool:
         return type(value) is bool
     if go == "[]string":
         return type(value) is list and all(type(v) is str for v in value)
+    if go == "float64":
+        return type(value) in (int, float)  # Go writes a whole float as an integer
+    if go == "[]*Process":  # top ebpf's processes: {"pid": uint32, "comm": string}, omitempty
+        return type(value) is list and all(
+            set(p) <= {"pid", "comm"} and type(p.get("pid", 0)) is int for p in value
+        )
     if go.startswith(("struct ", "map[")):
         return type(value) is dict
     raise AssertionError(f"no rule for Go type {go}")
@@ -137,7 +146,8 @@ KINDS = {
     Kind.TIME: {"Time"},
     Kind.STR: _TEXT,
     Kind.BOOL: {"bool", "*bool"},
-    Kind.LIST: {"[]string"},
+    Kind.LIST: {"[]string", "[]*Process"},
+    Kind.FLOAT: {"float64"},
 }
 """The Go types each igrun kind may stand for (an unsigned count where Go says ``int``)."""
 
@@ -170,7 +180,8 @@ def check_event(gadget: str, event: dict[str, Any]) -> None:
     no key besides ``ig``'s and igrun's listed additions."""
     ig = IG[gadget]
     if gadget.startswith("top "):  # ig's top rows are stats structs: no event type
-        assert "type" not in event, event
+        # (top ebpf's stats have a "type" of their own: the program's)
+        assert ("type" in event) == ("type" in ig) and event.get("type") != "normal", event
     else:
         assert event["type"] == "normal", event
     flat = flatten(event)
@@ -565,3 +576,23 @@ def test_top_block_io(igrun_cli: IgrunCli, tmp_path: Path) -> None:
     mine = [r for r in rows if r.get("pid") == child.pid and r.get("write")]
     assert sum(r["ops"] for r in mine) == WRITES and mine[0]["comm"] == child.comm
     assert mine[0]["major"] == device.major and mine[0]["runtime"] == {}
+
+
+def test_top_ebpf(igrun_cli: IgrunCli) -> None:
+    run = igrun_cli.start("top", "ebpf", "-o", "json", "-m", "0", read_stdout=False)
+    try:
+        assert run.stdout is not None
+        line = run.stdout.readline()
+    finally:
+        _, err = run.stop()
+    assert run.returncode == 0, err
+    assert run.stdout is not None
+    run.stdout.close()
+    rows = json.loads(line)
+    for row in rows:
+        check_event("top ebpf", row)
+    # Its own iterator is among them, held by this igrun, and ran in the interval.
+    (own,) = [r for r in rows if run.pid in [p["pid"] for p in r.get("processes", [])]]
+    assert own["name"] == "ig_top_ebpf_it" and own["type"] == "Tracing"
+    assert own["currentRunCount"] > 0 and own["currentRuntime"] > 0
+    assert own["runtime"] == {} and own["k8s"] == {"node": node_name()}

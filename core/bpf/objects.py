@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import numpy as np
 
@@ -156,6 +156,187 @@ def possible_cpus() -> int:
 def has_ktime_get_boot_ns() -> bool:
     """Whether BPF programs can call ``bpf_ktime_get_boot_ns`` (Linux 5.7+)."""
     return bool(lib.igr_has_ktime_get_boot_ns() == 1)
+
+
+# ---- the programs in the kernel ----------------------------------------------------------
+
+PROG_STAT_DTYPE: np.dtype[Any] = np.dtype(
+    {
+        "names": ["id", "type", "run_time_ns", "run_cnt", "map_memory", "map_count", "name", "tag"],
+        "formats": ["<u4", "<u4", "<u8", "<u8", "<u8", "<u4", "S16", ("u1", 8)],
+        "offsets": [0, 4, 8, 16, 24, 32, 36, 52],
+        "itemsize": 64,
+    }
+)
+"""One row of :func:`program_stats`: ``struct igr_prog_stat`` (csrc/igrun_libbpf.h)."""
+
+
+def _check_prog_stat_layout() -> None:
+    """The C struct and the dtype must agree byte for byte: C writes rows into the array."""
+    c_struct = "struct igr_prog_stat"
+    assert PROG_STAT_DTYPE.fields is not None
+    if ffi.sizeof(c_struct) != PROG_STAT_DTYPE.itemsize or any(
+        ffi.offsetof(c_struct, name) != PROG_STAT_DTYPE.fields[name][1]
+        for name in PROG_STAT_DTYPE.names or ()
+    ):
+        raise ImportError(f"{c_struct} does not match PROG_STAT_DTYPE: rebuild the extension")
+
+
+_check_prog_stat_layout()
+
+_FIRST_ROOM = 256
+_MOST_ROWS = 1 << 22
+"""More maps or programs than the kernel's ids could name in practice: a loop that keeps
+asking for room stops here."""
+
+
+def _grown(what: str, fill: Any, room: int) -> int:
+    """Call ``fill(room)`` with more room until the rows fit; return how many there are."""
+    while True:
+        count = ffi.new("size_t *")
+        err = fill(room, count)
+        if err == -errno.ENOSPC and room < _MOST_ROWS:
+            room *= 2
+            continue
+        if err:
+            _raise(f"cannot list the kernel's {what}", err)
+        return int(count[0])
+
+
+class MapMemory(NamedTuple):
+    """Every BPF map in the kernel (ascending ids), the bytes each is charged for (its
+    fdinfo ``memlock``), and whether that can change (a map that allocates per element)."""
+
+    ids: np.ndarray[Any, np.dtype[np.uint32]]
+    memlock: np.ndarray[Any, np.dtype[np.uint64]]
+    varies: np.ndarray[Any, np.dtype[np.uint8]]
+
+
+def map_memory(known: MapMemory | None = None) -> MapMemory:
+    """Every BPF map in the kernel and its memlock, in one C call. With ``known`` (the last
+    call's answer) a map whose memlock cannot change costs one syscall (its id's), the others
+    five or six (fd, fdinfo); without it, each map is read."""
+    box: dict[str, Any] = {}
+    if known is not None:
+        k_ids = np.ascontiguousarray(known.ids, dtype=np.uint32)
+        k_mem = np.ascontiguousarray(known.memlock, dtype=np.uint64)
+        k_var = np.ascontiguousarray(known.varies, dtype=np.uint8)
+        if not len(k_ids) == len(k_mem) == len(k_var):
+            raise SizeError("known maps: ids, sizes and kinds differ in length")
+    else:
+        k_ids = np.zeros(0, np.uint32)
+        k_mem = np.zeros(0, np.uint64)
+        k_var = np.zeros(0, np.uint8)
+    nknown = len(k_ids)
+    known_args = (
+        (
+            ffi.from_buffer("unsigned int[]", k_ids),
+            ffi.from_buffer("unsigned long long[]", k_mem),
+            ffi.from_buffer("unsigned char[]", k_var),
+        )
+        if nknown
+        else (ffi.NULL, ffi.NULL, ffi.NULL)
+    )
+
+    def fill(room: int, count: Any) -> int:
+        box["ids"] = ids = np.zeros(room, dtype=np.uint32)
+        box["mem"] = mem = np.zeros(room, dtype=np.uint64)
+        box["var"] = var = np.zeros(room, dtype=np.uint8)
+        return int(
+            lib.igr_map_memlocks(
+                ffi.from_buffer("unsigned int[]", ids),
+                ffi.from_buffer("unsigned long long[]", mem),
+                ffi.from_buffer("unsigned char[]", var),
+                room,
+                count,
+                *known_args,
+                nknown,
+            )
+        )
+
+    n = _grown("BPF maps", fill, max(_FIRST_ROOM, nknown + 64))
+    return MapMemory(box["ids"][:n], box["mem"][:n], box["var"][:n])
+
+
+def _map_table(maps: MapMemory | None) -> tuple[Any, Any, int]:
+    if maps is None:
+        return ffi.NULL, ffi.NULL, 0
+    ids = np.ascontiguousarray(maps[0], dtype=np.uint32)
+    mem = np.ascontiguousarray(maps[1], dtype=np.uint64)
+    if len(ids) != len(mem):
+        raise SizeError(f"map table: {len(ids)} ids for {len(mem)} sizes")
+    if len(ids) == 0:
+        return ffi.NULL, ffi.NULL, 0
+    if np.any(ids[1:] <= ids[:-1]):
+        raise SizeError("map table: ids must ascend (as map_memory returns them)")
+    return (
+        ffi.from_buffer("unsigned int[]", ids),
+        ffi.from_buffer("unsigned long long[]", mem),
+        len(ids),
+    )
+
+
+def program_stats(maps: MapMemory | None = None, room: int = _FIRST_ROOM) -> np.ndarray[Any, Any]:
+    """Every BPF program in the kernel, ascending by id, as rows of :data:`PROG_STAT_DTYPE`,
+    in one C call (three syscalls a program). ``maps`` is :func:`map_memory`'s table: a
+    program's ``map_memory`` is the sum of its maps' there (0 without it)."""
+    map_ids, map_mem, nmaps = _map_table(maps)
+    box: dict[str, Any] = {}
+
+    def fill(size: int, count: Any) -> int:
+        box["rows"] = rows = np.zeros(size, dtype=PROG_STAT_DTYPE)
+        out = ffi.from_buffer("struct igr_prog_stat[]", rows)
+        return int(lib.igr_prog_stats(out, size, count, map_ids, map_mem, nmaps))
+
+    n = _grown("BPF programs", fill, max(1, min(room, _MOST_ROWS)))
+    rows: np.ndarray[Any, Any] = box["rows"][:n]
+    return rows
+
+
+def program_stat(fd: int, maps: MapMemory | None = None) -> np.void:
+    """The :data:`PROG_STAT_DTYPE` row of the program ``fd`` refers to (its id, type, run
+    count...)."""
+    map_ids, map_mem, nmaps = _map_table(maps)
+    rows = np.zeros(1, dtype=PROG_STAT_DTYPE)
+    err = lib.igr_prog_stat_of(
+        _in_range("program fd", fd, 0, (1 << 31) - 1),
+        ffi.from_buffer("struct igr_prog_stat[]", rows),
+        map_ids,
+        map_mem,
+        nmaps,
+    )
+    if err:
+        _raise(f"cannot read program fd {fd}", err)
+    row: np.void = rows[0]
+    return row
+
+
+class RunTimeStats:
+    """The kernel's run time and run count of every program, on while this is open
+    (``BPF_ENABLE_STATS``). Closing restores what was before: the kernel counts the holders
+    of such fds and the ``kernel.bpf_stats_enabled`` sysctl separately."""
+
+    def __init__(self) -> None:
+        fd = lib.igr_enable_run_time_stats()
+        if fd < 0:
+            _raise("cannot turn on BPF run time stats", fd)
+        self._fd: int | None = int(fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 # ---- maps --------------------------------------------------------------------------------
@@ -542,6 +723,19 @@ class Program:
             return SocketAttachment(sock, self.fd)
         except OSError as exc:
             raise BpfError(f"cannot attach socket filter {self.name}", exc.errno or 0) from None
+
+    def test_run(self, data: bytes, repeat: int = 1) -> tuple[int, int]:
+        """Run the loaded program ``repeat`` times on ``data`` (``BPF_PROG_TEST_RUN``: a
+        packet for socket and tc programs); its return value and mean run time in ns."""
+        retval, duration = ffi.new("unsigned int *"), ffi.new("unsigned int *")
+        data = bytes(data)
+        err = lib.igr_prog_test_run(
+            self.fd, data, len(data), _in_range("test run repeat", repeat, 0, U32_MAX), retval,
+            duration,
+        )  # fmt: skip
+        if err:
+            _raise(f"cannot test-run {self.name}", err)
+        return int(retval[0]), int(duration[0])
 
     def pin(self, path: str | os.PathLike[str]) -> None:
         err = lib.bpf_program__pin(self._live(), _c_name("pin path", os.fspath(path)))

@@ -82,12 +82,15 @@ def bytes_text(value: int) -> str:
 
 def _named(f: Field) -> bool:
     """Whether the column shows the field's numbers as names or sizes, not as numbers."""
-    return bool(f.column.errno or f.column.units)
+    return bool(f.column.errno or f.column.units or f.column.text is not None)
 
 
 def cell_text(f: Field, value: Any) -> str:
     """A value as its column shows it: :func:`format_value`, the errno's name for a column
-    that says so (:attr:`Column.errno`), or a size (:attr:`Column.units`)."""
+    that says so (:attr:`Column.errno`), a size (:attr:`Column.units`), or the column's own
+    text (:attr:`Column.text`)."""
+    if f.column.text is not None:
+        return printable(f.column.text(value))
     if _named(f) and isinstance(value, int) and not isinstance(value, bool):
         if f.column.units == "bytes":
             return bytes_text(value)
@@ -200,7 +203,7 @@ class ColumnLines:
         cell per distinct value."""
         values = batch[f.name]
         check_rows(f.name, values, len(batch))
-        if _named(f) and values.ndim == 1 and values.dtype.kind in "iu":
+        if _named(f) and values.ndim == 1 and values.dtype.kind in "iuf":
             codes, rows = np.unique(values, return_inverse=True)  # few distinct values
             texts = [cell_text(f, v) for v in codes.tolist()]
             self._point_cells(i, texts, rows.reshape(-1), keep)
