@@ -31,6 +31,8 @@ import pytest
 from igrun.core.events.schema import Field, Kind
 from igrun.core.gadget import Gadget
 from igrun.operators.containers import ENRICHED, node_name
+from igrun.plugins.snapshot_process import SnapshotProcess
+from igrun.plugins.snapshot_socket import SnapshotSocket
 from igrun.plugins.trace_bind import TraceBind
 from igrun.plugins.trace_capabilities import TraceCapabilities
 from igrun.plugins.trace_exec import TraceExec
@@ -63,6 +65,8 @@ GADGETS: dict[str, type[Gadget]] = {
     "trace tcp": TraceTcp,
     "trace tcpdrop": TraceTcpdrop,
     "trace tcpretrans": TraceTcpretrans,
+    "snapshot process": SnapshotProcess,
+    "snapshot socket": SnapshotSocket,
 }
 
 NOT_WRITTEN = {
@@ -78,6 +82,12 @@ NOT_WRITTEN = {
 }
 """Keys of ``ig``'s structs that igrun never writes, and why. All are ``omitempty``."""
 
+NOT_WRITTEN_BY = {
+    "snapshot process": {"timestamp": "ig's snapshots leave it zero (omitted)"},
+    "snapshot socket": {"timestamp": "ig's snapshots leave it zero (omitted)"},
+}
+"""Keys of one gadget's struct that igrun never writes, and why (also ``omitempty``)."""
+
 ADDITIONS: dict[str, set[str]] = {
     "trace exec": {"tid", "truncated"},
     "trace open": {"tid"},
@@ -91,6 +101,8 @@ ADDITIONS: dict[str, set[str]] = {
     "trace tcp": {"tid", "error"},
     "trace tcpdrop": {"tid", "ownerKnown"},
     "trace tcpretrans": {"tid", "ownerKnown"},
+    "snapshot process": set(),
+    "snapshot socket": set(),
 }
 """igrun's keys that ``ig`` does not have: added, never in place of one of ``ig``'s."""
 
@@ -199,7 +211,8 @@ def test_schema_writes_igs_keys_with_igs_rules(name: str) -> None:
     ours = json_fields(GADGETS[name])
     ig = IG[name]
     for key, spec in ig.items():
-        if spec["type"].startswith("struct ") or key in ("type", *NOT_WRITTEN):
+        skipped = ("type", *NOT_WRITTEN, *NOT_WRITTEN_BY.get(name, {}))
+        if spec["type"].startswith("struct ") or key in skipped:
             continue
         assert key in ours, f"{name}: ig's {key!r} is not written"
         field = ours[key]
@@ -490,6 +503,27 @@ def test_oomkill(igrun_cli: IgrunCli) -> None:
     (event,) = [e for e in events if e.get("kpid") == child.pid]
     assert event["kcomm"] == event["tcomm"] and event["pages"] > 0
     assert type(event["tuid"]) is int and type(event["tgid"]) is int
+
+
+@pytest.mark.parametrize("gadget", ["snapshot process", "snapshot socket"])
+def test_snapshots(igrun_cli: IgrunCli, gadget: str) -> None:
+    with socket.socket() as listener:  # a socket for snapshot socket to show
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        done = igrun_cli.run(*gadget.split(), "--host", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events
+    for event in events:
+        check_event(gadget, event)
+    if gadget == "snapshot process":
+        (me,) = [e for e in events if e["pid"] == os.getpid()]
+        assert me["uid"] == 0 and me["gid"] == 0 and me["tid"] == os.getpid()  # written: 0
+    else:
+        (mine,) = [e for e in events if e["src"]["port"] == port]
+        assert mine["dst"] == {"addr": "0.0.0.0", "version": 4, "port": 0}
+        assert mine["status"] == "LISTEN" and mine["protocol"] == "TCP"
 
 
 def test_jsonpretty_follows_the_same_rules(igrun_cli: IgrunCli) -> None:

@@ -43,7 +43,7 @@ class SnapshotProcess(BpfSnapshot):
             PARAM_THREADS,
             type_hint=TypeHint.BOOL,
             default="false",
-            description="Show all threads (by default, only processes are shown)",
+            description="show all threads (by default, only processes are shown)",
         ),
     )
     examples: ClassVar[tuple[str, ...]] = (

@@ -92,7 +92,7 @@ class SnapshotSocket(BpfSnapshot):
         ParamDesc(
             PARAM_PROTO,
             default="all",
-            description="Show only sockets using this protocol (all, tcp, udp)",
+            description="show only sockets using this protocol (all, tcp, udp)",
             possible_values=tuple(PROTOCOLS),
         ),
     )

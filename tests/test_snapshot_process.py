@@ -1,0 +1,183 @@
+"""``snapshot process``: the real task iterator against ``/proc``, for processes the test starts
+with known users; ``--threads``; a podman container with ``-c``; windows with ``--interval``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from containerlab import IMAGE, unique
+from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
+
+if TYPE_CHECKING:
+    from conftest import IgrunCli
+
+pytestmark = pytest.mark.bpf
+
+USERS = (23451, 23452, 23453)
+"""Users (and groups) the children run as: none of them exists, which the kernel allows."""
+
+
+def status(pid: int) -> dict[str, str]:
+    """``/proc/PID/status`` as a dict."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def as_user(uid: int) -> Any:
+    def become() -> None:
+        os.setgid(uid)
+        os.setgroups([])
+        os.setuid(uid)
+
+    return become
+
+
+@pytest.fixture
+def children() -> Iterator[list[tuple[subprocess.Popen[bytes], int, str]]]:
+    """Three sleepers, each under a command name of its own and a user of its own."""
+    folder = tempfile.mkdtemp(prefix="igrun-snap-", dir="/tmp")
+    os.chmod(folder, 0o755)
+    started: list[tuple[subprocess.Popen[bytes], int, str]] = []
+    try:
+        for uid in USERS:
+            comm = f"igs{uuid.uuid4().hex[:10]}"  # 13 bytes: the whole name fits in comm
+            os.symlink(shutil.which("sleep") or "/bin/sleep", f"{folder}/{comm}")
+            proc = subprocess.Popen([f"{folder}/{comm}", "60"], preexec_fn=as_user(uid))
+            started.append((proc, uid, comm))
+        yield started
+    finally:
+        for proc, _, _ in started:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(folder)
+
+
+def snapshot(cli: IgrunCli, *flags: str) -> list[dict[str, Any]]:
+    done = cli.run("snapshot", "process", "-o", "json", *flags)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    return cli.events(done.stdout)
+
+
+def test_rows_agree_with_proc_for_known_children(
+    igrun_cli: IgrunCli, children: list[tuple[subprocess.Popen[bytes], int, str]]
+) -> None:
+    rows = snapshot(igrun_cli, "--host")
+    by_pid = {}
+    for row in rows:
+        assert row["pid"] not in by_pid, f"two rows for pid {row['pid']} without --threads"
+        by_pid[row["pid"]] = row
+    for proc, uid, comm in children:
+        row = by_pid[proc.pid]
+        st = status(proc.pid)
+        assert row["comm"] == comm == st["Name"]
+        assert row["ppid"] == os.getpid() == int(st["PPid"])
+        assert row["uid"] == uid == int(st["Uid"].split()[0])
+        assert row["gid"] == uid == int(st["Gid"].split()[0])
+        assert row["tid"] == proc.pid  # one row per process: its main thread
+        assert row["mountnsid"] == os.stat(f"/proc/{proc.pid}/ns/mnt").st_ino
+        assert row["type"] == "normal" and row["runtime"] == {}
+    me = by_pid[os.getpid()]
+    assert (me["uid"], me["ppid"]) == (0, os.getppid())
+    # The default sort: comm, then pid (no container, no Kubernetes names on a host).
+    keys = [(r["comm"], r["pid"]) for r in rows if not r["runtime"]]
+    assert keys == sorted(keys)
+
+
+def test_threads_shows_each_thread_of_a_process(igrun_cli: IgrunCli) -> None:
+    code = (
+        "import threading, sys, time\n"
+        "t = threading.Thread(target=time.sleep, args=(60,), daemon=True); t.start()\n"
+        "print(t.native_id, flush=True); sys.stdin.read()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        tid = int(child.stdout.readline())
+        threads = {int(t) for t in os.listdir(f"/proc/{child.pid}/task")}
+        assert tid in threads and len(threads) == 2
+        rows = snapshot(igrun_cli, "--host", "--threads", "-F", f"pid:{child.pid}")
+        assert {r["tid"] for r in rows} == threads
+        assert all(r["pid"] == child.pid and r["ppid"] == os.getpid() for r in rows)
+        (one,) = snapshot(igrun_cli, "--host", "-F", f"pid:{child.pid}")
+        assert one["tid"] == child.pid
+        # --threads makes the thread id a column, as ig's param:threads tag does.
+        columns = igrun_cli.run("snapshot", "process", "--host", "--threads",
+                                "-F", f"tid:{tid}")  # fmt: skip
+        header, line = columns.stdout.splitlines()[:2]
+        assert header.split()[:4] == ["RUNTIME.CONTAINERNAME", "COMM", "PID", "TID"]
+        assert line.split()[1:3] == [str(child.pid), str(tid)]
+        plain = igrun_cli.run("snapshot", "process", "--host", "-F", f"pid:{child.pid}")
+        assert "TID" not in plain.stdout.splitlines()[0]
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_container_shows_only_its_processes(
+    igrun_cli: IgrunCli,
+    podman: Podman,  # noqa: F811
+) -> None:
+    name = unique("igrun-snap")
+    podman.names.append(name)
+    podman("run", "-d", "--pull=never", "--network", "none", "--name", name, IMAGE,
+           "sh", "-c", "sleep 1000 & sleep 1001 & wait")  # fmt: skip
+    init = int(podman("inspect", "-f", "{{.State.Pid}}", name))
+    mntns = os.stat(f"/proc/{init}/ns/mnt").st_ino
+    expected = {}
+    for _ in range(100):  # the two sleeps are forked right after sh starts
+        expected = {
+            int(p): Path(f"/proc/{p}/comm").read_text().strip()
+            for p in os.listdir("/proc")
+            if p.isdigit() and _mntns(p) == mntns
+        }
+        if len(expected) == 3:
+            break
+    assert sorted(expected.values()) == ["sh", "sleep", "sleep"]
+    rows = snapshot(igrun_cli, "-c", name)
+    assert {r["pid"]: r["comm"] for r in rows} == expected
+    assert {r["runtime"]["containerName"] for r in rows} == {name}
+    assert {r["mountnsid"] for r in rows} == {mntns}
+    sleeps = [r for r in rows if r["comm"] == "sleep"]
+    assert {r["ppid"] for r in sleeps} == {init}
+    # Sorted by comm, then pid.
+    assert [(r["comm"], r["pid"]) for r in rows] == sorted((r["comm"], r["pid"]) for r in rows)
+
+
+def _mntns(pid: str) -> int:
+    with contextlib.suppress(OSError):
+        return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+    return 0
+
+
+def test_interval_writes_one_array_per_snapshot(igrun_cli: IgrunCli) -> None:
+    """Snapshots at 0 s, 1 s and 2 s of a run that ends at 2.5 s: three arrays of one row."""
+    proc = igrun_cli.start("snapshot", "process", "--host", "--interval", "1s", "-o", "json",
+                           "--timeout", "2500ms", "-F", f"pid:{os.getpid()}")  # fmt: skip
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    windows = [json.loads(line) for line in out.splitlines()]
+    assert len(windows) == 3, out
+    for window in windows:
+        assert [row["pid"] for row in window] == [os.getpid()]
+    assert igrun_cli.pin_dirs_of(proc.pid) == []
+    proc.assert_released()
+
+
+def test_bad_flag_is_one_line(igrun_cli: IgrunCli) -> None:
+    done = igrun_cli.run("snapshot", "process", "--threads=maybe")
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
