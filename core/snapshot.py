@@ -17,7 +17,6 @@ iterator program.
 from __future__ import annotations
 
 import importlib.resources
-import os
 import time
 from typing import Any, ClassVar
 
@@ -27,7 +26,7 @@ from igrun.core.bpf.objects import BpfObject, Link
 from igrun.core.errors import IgrunError
 from igrun.core.events.schema import Batch
 from igrun.core.gadget import PARAM_INTERVAL, Gadget, GadgetContext, GadgetType
-from igrun.core.tracer import join_shared
+from igrun.core.tracer import join_shared, open_object, pin_maps
 
 SNAPSHOTTER_PREFIX = "gadget_snapshotter_"
 SEPARATOR = "___"
@@ -105,20 +104,13 @@ class BpfSnapshot(Gadget):
         package. Override it to return a ``str`` or :class:`~pathlib.Path` of a file."""
         return importlib.resources.files(type(self).__module__) / self.bpf_object
 
-    def open_object(self) -> BpfObject:
-        where = self.object_path()
-        if isinstance(where, str | os.PathLike):
-            return BpfObject.open(where)
-        with importlib.resources.as_file(where) as path:
-            return BpfObject.open(path)
-
     def bind(self, ctx: GadgetContext, obj: BpfObject) -> None:
         """Bind the schema to the record struct's layout in the object's BTF."""
         if self.schema.struct:
             ctx.schema = self.schema.bind(obj.struct_dtype(self.schema.struct, nested=True))
 
     def init(self, ctx: GadgetContext) -> None:
-        obj = self.obj = self.open_object()
+        obj = self.obj = open_object(self.object_path())
         try:
             for name, value in self.constants(ctx).items():
                 obj.set_global(name, value)
@@ -126,10 +118,7 @@ class BpfSnapshot(Gadget):
             self.bind(ctx, obj)
             self.configure(ctx, obj)
             obj.load()
-            if ctx.pins is not None:
-                folder = ctx.pins.sub(self.id())
-                for name in obj.map_names():
-                    obj.map(name).pin(folder / name)
+            pin_maps(ctx, obj, self.id())
             # An iterator's link holds no namespace: it is made once, and each read makes a
             # new seq file in the reading thread's namespaces.
             self.links = [obj.attach(name) for name in self._iterators(obj)]

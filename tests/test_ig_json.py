@@ -511,7 +511,7 @@ def test_snapshots(igrun_cli: IgrunCli, gadget: str) -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        done = igrun_cli.run(*gadget.split(), "--host", "-o", "json")
+        done = igrun_cli.run(*gadget.split(), "--host", "-o", "json", "-m", "0")
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert events

@@ -73,7 +73,7 @@ def snapshot(cli: IgrunCli, *flags: str) -> list[dict[str, Any]]:
 def test_rows_agree_with_proc_for_known_children(
     igrun_cli: IgrunCli, children: list[tuple[subprocess.Popen[bytes], int, str]]
 ) -> None:
-    rows = snapshot(igrun_cli, "--host")
+    rows = snapshot(igrun_cli, "--host", "-m", "0")  # every row: ig's default is 50
     by_pid = {}
     for row in rows:
         assert row["pid"] not in by_pid, f"two rows for pid {row['pid']} without --threads"
@@ -181,3 +181,8 @@ def test_bad_flag_is_one_line(igrun_cli: IgrunCli) -> None:
     done = igrun_cli.run("snapshot", "process", "--threads=maybe")
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_at_most_50_rows_by_default_as_ig(igrun_cli: IgrunCli) -> None:
+    assert len(snapshot(igrun_cli, "--host")) == 50  # a host runs more than 50 processes
+    assert len(snapshot(igrun_cli, "--host", "-m", "3")) == 3

@@ -117,7 +117,7 @@ def sockets() -> Iterator[dict[str, socket.socket]]:
 
 def test_host_sockets_agree_with_ss(igrun_cli: IgrunCli, sockets: dict[str, socket.socket]) -> None:
     ports = {s.getsockname()[1] for s in sockets.values()}
-    events = snapshot(igrun_cli, "--host")
+    events = snapshot(igrun_cli, "--host", "-m", "0")  # every row: ig's default is 50
     ours = {r for r in rows_of(events) if r[3] in ports}
     theirs = {r for r in ss() if r[3] in ports}
     lst, cli, srv = sockets["listener"], sockets["client"], sockets["server"]
@@ -146,8 +146,8 @@ def test_proto_reads_only_that_protocol(
     igrun_cli: IgrunCli, sockets: dict[str, socket.socket]
 ) -> None:
     udp_port = sockets["udp"].getsockname()[1]
-    tcp = snapshot(igrun_cli, "--host", "--proto", "tcp")
-    udp = snapshot(igrun_cli, "--host", "--proto", "udp")
+    tcp = snapshot(igrun_cli, "--host", "--proto", "tcp", "-m", "0")
+    udp = snapshot(igrun_cli, "--host", "--proto", "udp", "-m", "0")
     assert tcp and {e["protocol"] for e in tcp} == {"TCP"}
     assert {e["protocol"] for e in udp} == {"UDP"}
     assert udp_port in {e["src"]["port"] for e in udp}
@@ -182,7 +182,7 @@ def test_a_containers_network_namespace_agrees_with_ss(
             assert time.monotonic() < deadline, ss(*enter)
             time.sleep(0.05)
         theirs = ss(*enter)
-        events = snapshot(igrun_cli, "-c", name)
+        events = snapshot(igrun_cli, "-c", name, "-m", "0")
         assert rows_of(events) == theirs
         assert ("UDP", "INACTIVE", "0.0.0.0", 9090, "0.0.0.0", 0, inode(udp)) in theirs
         pport = peer.getsockname()[1]

@@ -14,6 +14,7 @@ parent). Where ``ig`` v0.25 gives the parent's thread id, igrun gives its proces
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from igrun.core import (
@@ -46,6 +47,8 @@ class SnapshotProcess(BpfSnapshot):
             description="show all threads (by default, only processes are shown)",
         ),
     )
+    param_defaults: ClassVar[Mapping[str, str]] = {"max-rows": "50"}
+    """As ``ig``'s snapshots: at most 50 rows unless ``-m`` says otherwise (0: all)."""
     examples: ClassVar[tuple[str, ...]] = (
         "igrun snapshot process --host",
         "igrun snapshot process -c mycontainer --threads",

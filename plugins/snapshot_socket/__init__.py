@@ -16,6 +16,7 @@ when connected, else ``INACTIVE``) and the default sort.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -96,6 +97,8 @@ class SnapshotSocket(BpfSnapshot):
             possible_values=tuple(PROTOCOLS),
         ),
     )
+    param_defaults: ClassVar[Mapping[str, str]] = {"max-rows": "50"}
+    """As ``ig``'s snapshots: at most 50 rows unless ``-m`` says otherwise (0: all)."""
     examples: ClassVar[tuple[str, ...]] = (
         "igrun snapshot socket --host",
         "igrun snapshot socket -c mycontainer --proto tcp",
