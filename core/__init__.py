@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from igrun.core.bpf.attachpoints import kernel_type_exists, skip_missing, tracepoint_exists
 from igrun.core.containers.collection import Container, SelectedContainers
-from igrun.core.containers.netns import socket_in_netns
+from igrun.core.containers.netns import run_in_netns, socket_in_netns
 from igrun.core.errors import (
     BpfError,
     EnvironmentProblem,
@@ -163,6 +163,7 @@ __all__ = [
     "process_fields",
     "resolve_column",
     "run_gadget",
+    "run_in_netns",
     "skip_missing",
     "socket_in_netns",
     "tracepoint_exists",
