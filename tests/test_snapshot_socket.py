@@ -184,6 +184,13 @@ def test_a_containers_network_namespace_agrees_with_ss(
         theirs = ss(*enter)
         events = snapshot(igrun_cli, "-c", name, "-m", "0")
         assert rows_of(events) == theirs
+        # --host: the host's namespace too, each row named by the namespace it came from.
+        both = snapshot(igrun_cli, "--host", "-m", "0")
+        inside = [e for e in both if e["netnsid"] == netns]
+        assert rows_of(inside) == theirs
+        assert {e["runtime"].get("containerName") for e in inside} == {name}
+        host = [e for e in both if e["netnsid"] == os.stat("/proc/self/ns/net").st_ino]
+        assert host and all(e["runtime"] == {} for e in host)
         assert ("UDP", "INACTIVE", "0.0.0.0", 9090, "0.0.0.0", 0, inode(udp)) in theirs
         pport = peer.getsockname()[1]
         assert ("UDP", "ACTIVE", "127.0.0.1", pport, "127.0.0.1", 9090, inode(peer)) in theirs
