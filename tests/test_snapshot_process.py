@@ -186,3 +186,10 @@ def test_bad_flag_is_one_line(igrun_cli: IgrunCli) -> None:
 def test_at_most_50_rows_by_default_as_ig(igrun_cli: IgrunCli) -> None:
     assert len(snapshot(igrun_cli, "--host")) == 50  # a host runs more than 50 processes
     assert len(snapshot(igrun_cli, "--host", "-m", "3")) == 3
+
+
+def test_a_container_not_running_is_said_not_to_be_in_the_snapshot(igrun_cli: IgrunCli) -> None:
+    name = unique("igrun-absent")
+    done = igrun_cli.run("snapshot", "process", "-c", name, "-o", "json")
+    assert done.returncode == 0 and done.stdout == "", done.stderr
+    assert f"container_not_found_yet name={name} note='it is not in this snapshot'" in done.stderr
