@@ -142,6 +142,40 @@ def test_host_sockets_agree_with_ss(igrun_cli: IgrunCli, sockets: dict[str, sock
     assert keys == sorted(keys)
 
 
+def test_closing_connections_agree_with_ss(igrun_cli: IgrunCli) -> None:
+    """Sockets the kernel keeps after close: a client that closed first waits in FIN_WAIT2
+    (as a timewait socket, without a file) while its peer sits in CLOSE_WAIT; a client whose
+    peer closed too waits in TIME_WAIT. As /proc/net/tcp, their inode is 0."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        lport = listener.getsockname()[1]
+        half = socket.create_connection(("127.0.0.1", lport))
+        half_port = half.getsockname()[1]
+        waiting = stack.enter_context(listener.accept()[0])
+        half.close()  # the peer is told, and never closes: CLOSE_WAIT, and FIN_WAIT2 here
+        done = socket.create_connection(("127.0.0.1", lport))
+        done_port = done.getsockname()[1]
+        peer = listener.accept()[0]
+        done.close()
+        assert peer.recv(1) == b""  # the FIN arrived
+        peer.close()  # and now the other way: TIME_WAIT for the first to close
+        expected = {
+            ("TCP", "LISTEN", "127.0.0.1", lport, "0.0.0.0", 0, inode(listener)),
+            ("TCP", "CLOSE_WAIT", "127.0.0.1", lport, "127.0.0.1", half_port, inode(waiting)),
+            ("TCP", "FIN_WAIT2", "127.0.0.1", half_port, "127.0.0.1", lport, 0),
+            ("TCP", "TIME_WAIT", "127.0.0.1", done_port, "127.0.0.1", lport, 0),
+        }
+        ports = {lport, half_port, done_port}
+        deadline = time.monotonic() + 10
+        while {r for r in ss() if r[3] in ports} != expected:  # the last ACKs are on their way
+            assert time.monotonic() < deadline, ss()
+            time.sleep(0.02)
+        events = snapshot(igrun_cli, "--host", "--proto", "tcp", "-m", "0")
+        assert {r for r in rows_of(events) if r[3] in ports} == expected
+
+
 def test_proto_reads_only_that_protocol(
     igrun_cli: IgrunCli, sockets: dict[str, socket.socket]
 ) -> None:
