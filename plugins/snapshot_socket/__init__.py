@@ -93,7 +93,7 @@ class SnapshotSocket(BpfSnapshot):
         ParamDesc(
             PARAM_PROTO,
             default="all",
-            description="show only sockets using this protocol (all, tcp, udp)",
+            description="show only sockets using this protocol",
             possible_values=tuple(PROTOCOLS),
         ),
     )
