@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from igrun.core import (
+    BpfSnapshot,
     Category,
     Column,
     GadgetContext,
@@ -27,7 +28,6 @@ from igrun.core import (
     hookimpl,
     process_fields,
 )
-from igrun.core.snapshot import BpfSnapshot
 
 PARAM_THREADS = "threads"
 

@@ -23,21 +23,22 @@ import numpy as np
 
 from igrun.core import (
     Batch,
+    BpfObject,
+    BpfSnapshot,
     Category,
     Column,
     Container,
     Field,
     GadgetContext,
+    IgrunError,
     Kind,
     ParamDesc,
     Schema,
     hookimpl,
+    run_in_netns,
 )
-from igrun.core.bpf.objects import BpfObject
-from igrun.core.containers.netns import NetnsGone, run_in_netns
-from igrun.core.errors import IgrunError
+from igrun.core.containers.netns import NetnsGone
 from igrun.core.events.endpoints import l4_endpoint
-from igrun.core.snapshot import BpfSnapshot
 
 PARAM_PROTO = "proto"
 PROTOCOLS = {
@@ -68,11 +69,12 @@ def _status_table() -> Any:
 _STATUS = _status_table()
 
 
+_PROTOCOLS = np.full(256, "", dtype=object)
+_PROTOCOLS[IPPROTO_TCP], _PROTOCOLS[IPPROTO_UDP] = "TCP", "UDP"
+
+
 def _protocol(batch: Batch) -> Any:
-    proto = batch.member("proto")
-    return np.where(proto == IPPROTO_TCP, "TCP", np.where(proto == IPPROTO_UDP, "UDP", "")).astype(
-        object
-    )
+    return _PROTOCOLS[batch.member("proto")]
 
 
 def _status(batch: Batch) -> Any:
