@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -155,6 +156,11 @@ def test_a_container_shows_only_its_processes(
     assert {r["ppid"] for r in sleeps} == {init}
     # Sorted by comm, then pid.
     assert [(r["comm"], r["pid"]) for r in rows] == sorted((r["comm"], r["pid"]) for r in rows)
+    # -o tree: ig's pstree-like output, the container's name over its process tree.
+    tree = igrun_cli.run("snapshot", "process", "-c", name, "-o", "tree")
+    assert tree.returncode == 0, tree.stderr
+    first, second = sorted(p for p, comm in expected.items() if comm == "sleep")
+    assert tree.stdout == f"{name}\n|-sh({init})\n\t|-sleep({first})\n\t|-sleep({second})\n"
 
 
 def _mntns(pid: str) -> int:
@@ -181,6 +187,36 @@ def test_bad_flag_is_one_line(igrun_cli: IgrunCli) -> None:
     done = igrun_cli.run("snapshot", "process", "--threads=maybe")
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    done = igrun_cli.run("snapshot", "process", "-o", "forest")
+    assert (done.returncode, done.stderr) == (
+        2,
+        'igrun: error: invalid output "forest": use one '
+        "of columns, json, jsonpretty, yaml, none, tree\n",
+    )
+
+
+def test_tree_puts_each_process_under_its_parent(igrun_cli: IgrunCli) -> None:
+    """A child that starts a grandchild: in the host's forest, the grandchild is the line
+    right under the child, one tab deeper."""
+    child = subprocess.Popen(
+        ["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        grandchild = int(child.stdout.readline())
+        tree = igrun_cli.run("snapshot", "process", "--host", "-m", "0", "-o", "tree")
+    finally:
+        child.kill()
+        os.kill(grandchild, signal.SIGKILL)
+        child.wait()
+    assert tree.returncode == 0, tree.stderr
+    lines = tree.stdout.splitlines()
+    assert lines[0] == "(no container)"
+    (at,) = [i for i, line in enumerate(lines) if line.endswith(f"|-sh({child.pid})")]
+    depth = lines[at].index("|")
+    assert lines[at + 1] == "\t" * (depth + 1) + f"|-sleep({grandchild})"
+    me = [line for line in lines if line.endswith(f"({os.getpid()})")]
+    assert len(me) == 1 and me[0].index("|") + 1 == depth  # the child is under this test
 
 
 def test_at_most_50_rows_by_default_as_ig(igrun_cli: IgrunCli) -> None:

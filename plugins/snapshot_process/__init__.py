@@ -22,6 +22,7 @@ from igrun.core import (
     Category,
     Column,
     GadgetContext,
+    OutputFormat,
     ParamDesc,
     Schema,
     TypeHint,
@@ -30,6 +31,41 @@ from igrun.core import (
 )
 
 PARAM_THREADS = "threads"
+NO_CONTAINER = "(no container)"
+"""The heading of the processes of no container in ``-o tree``."""
+
+
+def write_tree(rows: list[dict[str, Any]]) -> bytes:
+    """``-o tree``, as ``ig``'s: per container (its Kubernetes namespace and pod first, where
+    it has them), each process under its parent, one tab deeper, as ``|-comm(pid)``.
+
+    Rows come in the window's order (the default sort: comm, then pid), and so do siblings.
+    A process whose parent is not in the container's rows starts a tree of its own: the host's
+    processes are a forest (``ig`` refuses more than one root), and so is a container's whose
+    first process is gone. Threads (``--threads``) are shown once, as their process."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["tid"] != row["pid"]:
+            continue
+        k8s, runtime = row.get("k8s", {}), row.get("runtime", {})
+        key = (k8s.get("namespace", ""), k8s.get("podName", ""), runtime.get("containerName", ""))
+        groups.setdefault(key, []).append(row)
+    out: list[str] = []
+    for (namespace, pod, name), procs in groups.items():
+        by_pid = {p["pid"]: p for p in procs}
+        children: dict[int, list[dict[str, Any]]] = {}
+        for p in procs:
+            children.setdefault(p["ppid"] if p["ppid"] in by_pid else 0, []).append(p)
+        heading = f"{namespace}/" if namespace else ""
+        heading += f"{pod}/" if pod and pod != name else ""
+        out.append(heading + (name or NO_CONTAINER))
+        stack = [(p, 0) for p in reversed(children.get(0, []))]
+        while stack:
+            p, depth = stack.pop()
+            out.append(f"{chr(9) * depth}|-{p['comm']}({p['pid']})")
+            stack += [(c, depth + 1) for c in reversed(children.get(p["pid"], []))]
+    return "".join(line + "\n" for line in out).encode()
+
 
 _TID_SHOWN = Column(min_width=7, align="right")
 
@@ -75,6 +111,12 @@ class SnapshotProcess(BpfSnapshot):
         ),
         struct="process_entry",
     )
+
+    @classmethod
+    def output_formats(cls) -> tuple[dict[str, OutputFormat], str]:
+        """``-o tree``: each container's processes as a tree, as ``ig``'s ``pstree`` output."""
+        tree = OutputFormat("tree", "A pstree like output", write_tree)
+        return {"tree": tree}, "columns"
 
     @classmethod
     def sort_by_default(cls) -> list[str]:
