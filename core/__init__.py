@@ -2,15 +2,16 @@
 
 Everything a plugin needs is importable from here; the submodules hold the details.
 :class:`BpfTracer` (with its resources :class:`MntnsFilter` and :class:`SharedMaps`),
-:class:`BpfTop`, :class:`BpfObject` and :func:`compile_bpf` are imported when first named
-(``from igrun.core import BpfTracer``): the C extension loads with them, not with this package.
+:class:`BpfTop`, :class:`BpfSnapshot`, :class:`BpfObject` and :func:`compile_bpf` are imported
+when first named (``from igrun.core import BpfTracer``): the C extension loads with them, not
+with this package.
 """
 
 from typing import TYPE_CHECKING, Any
 
 from igrun.core.bpf.attachpoints import kernel_type_exists, skip_missing, tracepoint_exists
 from igrun.core.containers.collection import Container, SelectedContainers
-from igrun.core.containers.netns import socket_in_netns
+from igrun.core.containers.netns import run_in_netns, socket_in_netns
 from igrun.core.errors import (
     BpfError,
     EnvironmentProblem,
@@ -68,10 +69,12 @@ from igrun.core.run.resources import MissingDependency, Resources
 if TYPE_CHECKING:
     from igrun.core.bpf.build import compile_bpf
     from igrun.core.bpf.objects import BpfObject
+    from igrun.core.snapshot import BpfSnapshot
     from igrun.core.top import BpfTop
     from igrun.core.tracer import BpfTracer, MntnsFilter, SharedMaps
 
 LAZY = {
+    "BpfSnapshot": "igrun.core.snapshot",
     "BpfTop": "igrun.core.top",
     "BpfTracer": "igrun.core.tracer",
     "MntnsFilter": "igrun.core.tracer",
@@ -104,6 +107,7 @@ __all__ = [
     "Batch",
     "BpfError",
     "BpfObject",
+    "BpfSnapshot",
     "BpfTop",
     "BpfTracer",
     "Category",
@@ -159,6 +163,7 @@ __all__ = [
     "process_fields",
     "resolve_column",
     "run_gadget",
+    "run_in_netns",
     "skip_missing",
     "socket_in_netns",
     "tracepoint_exists",

@@ -43,7 +43,7 @@ from igrun.core.containers.collection import (
 )
 from igrun.core.containers.discovery import Discovery, runtime_names, select_clients
 from igrun.core.events.schema import Array, Batch, Column, Field, Kind, Schema
-from igrun.core.gadget import ContainerAttacher, Gadget, GadgetContext
+from igrun.core.gadget import ContainerAttacher, Gadget, GadgetContext, GadgetType
 from igrun.core.hookspecs import hookimpl
 from igrun.core.log import get_logger
 from igrun.core.operator import PRIORITY_ENRICH, Operator
@@ -401,8 +401,12 @@ class ContainersOperator(Operator):
         running = self.collection.containers()
         names = self.selector.names
         unmatched = [n for n in names if not any(Selector((n,)).matches(c) for c in running)]
+        # A single snapshot reads what runs now: a container that starts later is not in it.
+        one_shot = self.ctx.gadget.type is GadgetType.ONE_SHOT
+        once = one_shot and not self.ctx.runtime_params.get("interval")
+        later = "it is not in this snapshot" if once else "it is traced as soon as it starts"
         for name in unmatched:
-            log.info("container_not_found_yet", name=name, note="it is traced as soon as it starts")
+            log.info("container_not_found_yet", name=name, note=later)
         if not running and not self.host and not names:
             log.info("no_containers", note="no container runs now: --host shows host processes")
         selected = [c.name for c in running if self.selector.matches(c)]

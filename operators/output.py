@@ -21,13 +21,13 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from igrun.core.errors import ParamError, output_failed
 from igrun.core.events.schema import Batch, Field, Schema
-from igrun.core.gadget import GadgetContext
+from igrun.core.gadget import Gadget, GadgetContext, OutputFormat
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_OUTPUT, Operator
 from igrun.core.output.columns import ColumnLines, fit
@@ -46,12 +46,21 @@ NORMAL = "normal"
 the others)."""
 
 
-def parse_output(spec: str, schema: Schema) -> tuple[str, list[Field]]:
-    """``"columns=+uid,-ppid"`` -> ("columns", [the fields to show, in order])."""
+def gadget_formats(gadget: type[Gadget]) -> dict[str, OutputFormat]:
+    """The ``-o`` formats a gadget adds to the usual ones (``OutputFormats``, e.g. ``tree`` of
+    ``snapshot process``), by name."""
+    offered = getattr(gadget, "output_formats", None)
+    return dict(offered()[0]) if offered is not None else {}
+
+
+def parse_output(spec: str, schema: Schema, extra: Sequence[str] = ()) -> tuple[str, list[Field]]:
+    """``"columns=+uid,-ppid"`` -> ("columns", [the fields to show, in order]). ``extra``
+    names the gadget's own formats."""
     fmt, equals, selection = spec.partition("=")
     fmt = fmt.strip()
-    if fmt not in FORMATS:
-        raise ParamError(f'invalid output "{spec}": use one of {", ".join(FORMATS)}')
+    if fmt not in FORMATS and fmt not in extra:
+        allowed = ", ".join((*FORMATS, *extra))
+        raise ParamError(f'invalid output "{spec}": use one of {allowed}')
     if fmt != "columns":
         if equals:
             raise ParamError(f'invalid output "{spec}": only columns takes a column list')
@@ -180,17 +189,20 @@ class OutputOperator(Operator):
         """Shared when several gadgets write to one stdout (whole batches, never mixed)."""
         self._failed = False
         """A write failed (reported once, by the error that ends the run): write no more."""
+        self._formats = gadget_formats(ctx.gadget)
+        """The gadget's own formats: each is handed a window's rows and writes them whole."""
 
     @classmethod
     def check(cls, plan: RunPlan, params: Params, schema: Schema) -> None:
-        parse_output(params.raw("output"), schema)
+        parse_output(params.raw("output"), schema, tuple(gadget_formats(plan.gadget)))
 
     @classmethod
     def share(cls, process: Resources) -> None:
         process.provide(OutputLock(), by=cls.name)
 
     def pre_run(self, schema: Schema) -> None:
-        self.format, self.columns = parse_output(self.values.raw("output"), schema)
+        spec = self.values.raw("output")
+        self.format, self.columns = parse_output(spec, schema, tuple(self._formats))
         self.widths = header_widths(self.columns)
         if self.format == "json":
             self._json = JsonLines(self.columns, self.tag, self._type)
@@ -259,7 +271,7 @@ class OutputOperator(Operator):
     def process(self, batch: Batch) -> Batch:
         if self.format == "none":  # a metrics exporter: the events go to Prometheus only
             return batch
-        if self.intervals:
+        if self.intervals or self.format in self._formats:
             self._window.append(batch)
             return batch
         if self.format == "columns":
@@ -277,7 +289,11 @@ class OutputOperator(Operator):
     def flush(self) -> Batch | None:
         if self.format == "none":
             return None
-        if self.intervals:
+        if self.format in self._formats:
+            held, self._window = self._window, []
+            rows = Batch.concat(held).to_dicts(self.columns) if held else []
+            self.write_bytes(memoryview(self._formats[self.format].transform(rows)))
+        elif self.intervals:
             self._write_window()
         elif self.windowed:
             self._header_due = True

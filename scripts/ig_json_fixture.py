@@ -1,10 +1,11 @@
 """Write tests/fixtures/ig_v0.25_json.json from Inspektor Gadget's own sources.
 
 The fixture is what ``ig`` v0.25 writes with ``-o json``: Go's encoding/json of each trace
-gadget's ``Event`` struct and of each top gadget's row struct. This reads those structs (and
-the common ones they embed, in ``pkg/types/types.go``) at a tag of a clone of
-github.com/inspektor-gadget/inspektor-gadget, and writes every key, dotted for nesting, with
-its Go type, its ``omitempty`` flag and the file its tag is in::
+gadget's ``Event`` struct, of each top gadget's row struct and of each snapshot gadget's
+``Event`` struct. This reads those structs (and the common ones they embed, in
+``pkg/types/types.go``) at a tag of a clone of github.com/inspektor-gadget/inspektor-gadget,
+and writes every key, dotted for nesting, with its Go type, its ``omitempty`` flag and the
+file its tag is in::
 
     git clone https://github.com/inspektor-gadget/inspektor-gadget ig
     python scripts/ig_json_fixture.py ig > tests/fixtures/ig_v0.25_json.json
@@ -36,6 +37,8 @@ GADGETS = [
 ]
 TOP = {"tcp": "Stats", "block-io": "Stats", "ebpf": "Stats"}
 """Top gadgets: their struct (one row of an interval's array)."""
+SNAPSHOTS = {"process": "process-collector.go", "socket": "socket-collector.go"}
+"""Snapshot gadgets, by the file of their ``Event`` struct in ``types/``."""
 _STRUCT = re.compile(r"^type (\w+) struct \{\n(.*?)^\}", re.M | re.S)
 _FIELD = re.compile(r"^\s*(\w+)\s+([\w.\[\]*]+)\s+`([^`]*)`")
 _EMBEDDED = re.compile(r"^\s*([\w.]+)\s*(`[^`]*`)?\s*$")
@@ -100,6 +103,9 @@ def main(repo: str) -> None:
     for name, struct in TOP.items():
         path = f"pkg/gadgets/top/{name}/types/types.go"
         gadgets[f"top {name}"] = keys(structs(show(repo, path))[struct], path, common)
+    for name, file in SNAPSHOTS.items():
+        path = f"pkg/gadgets/snapshot/{name}/types/{file}"
+        gadgets[f"snapshot {name}"] = keys(structs(show(repo, path))["Event"], path, common)
     fixture = {
         "about": "JSON keys of Inspektor Gadget's ig v0.25.0 (encoding/json of each gadget's "
         "Event struct): per gadget, each key (dotted for nesting) with its Go type, whether the "

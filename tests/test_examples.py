@@ -56,6 +56,7 @@ PACKAGES = (
     "igrun-operator-droproot",
     "igrun-gadget-netnssyn",
     "igrun-gadget-topsignal",
+    "igrun-gadget-openfiles",
 )
 GADGET = tomllib.loads((EXAMPLES / PACKAGES[0] / "pyproject.toml").read_text())["project"]
 GADGET_VERSION = GADGET["version"]
@@ -174,6 +175,8 @@ def authored(tmp_path_factory: pytest.TempPathFactory) -> Authored:
     # The attaching example, built the same way as the documented one.
     shell("pip install --find-links ~/igrun-wheels ./igrun-gadget-netnssyn", work, env)
     shell("pip install --find-links ~/igrun-wheels ./igrun-gadget-topsignal", work, env)
+    # The snapshot example, likewise.
+    shell("pip install --find-links ~/igrun-wheels ./igrun-gadget-openfiles", work, env)
     return Authored(venv, work, env, shlex.split(runs[0]), before)
 
 
@@ -436,6 +439,24 @@ def test_the_gadget_package_tests_itself_with_igrun_testing(
     """The example's own tests, as its author runs them in the venv it is installed in: the
     fixtures and the marker come from igrun's pytest plugin, with no conftest."""
     tests = EXAMPLES / "igrun-gadget-unlink" / "tests"
+    done = subprocess.run(
+        [venv_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--strict-markers", tests],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**ENV, "PYTHONDONTWRITEBYTECODE": "1", "IGRUN_REQUIRE_BPF": "1"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
+
+
+def test_the_snapshot_example_tests_itself_with_igrun_testing(
+    venv_python: Path, tmp_path: Path
+) -> None:
+    """``snapshot openfiles``, built on ``BpfSnapshot`` and installed with pip, passes its own
+    tests in the venv it is installed in: an exact row, and one JSON array per interval."""
+    tests = EXAMPLES / "igrun-gadget-openfiles" / "tests"
     done = subprocess.run(
         [venv_python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--strict-markers", tests],
         cwd=tmp_path,

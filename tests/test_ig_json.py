@@ -31,6 +31,8 @@ import pytest
 from igrun.core.events.schema import Field, Kind
 from igrun.core.gadget import Gadget
 from igrun.operators.containers import ENRICHED, node_name
+from igrun.plugins.snapshot_process import SnapshotProcess
+from igrun.plugins.snapshot_socket import SnapshotSocket
 from igrun.plugins.top_block_io import TopBlockIo
 from igrun.plugins.top_ebpf import TopEbpf
 from igrun.plugins.top_tcp import TopTcp
@@ -69,6 +71,8 @@ GADGETS: dict[str, type[Gadget]] = {
     "top tcp": TopTcp,
     "top block-io": TopBlockIo,
     "top ebpf": TopEbpf,
+    "snapshot process": SnapshotProcess,
+    "snapshot socket": SnapshotSocket,
 }
 
 NOT_WRITTEN = {
@@ -83,6 +87,12 @@ NOT_WRITTEN = {
     "dst.proto": "the v0.25 tracers of these gadgets leave it 0 (omitted)",
 }
 """Keys of ``ig``'s structs that igrun never writes, and why. All are ``omitempty``."""
+
+NOT_WRITTEN_BY = {
+    "snapshot process": {"timestamp": "ig's snapshots leave it zero (omitted)"},
+    "snapshot socket": {"timestamp": "ig's snapshots leave it zero (omitted)"},
+}
+"""Keys of one gadget's struct that igrun never writes, and why (also ``omitempty``)."""
 
 ADDITIONS: dict[str, set[str]] = {
     "trace exec": {"tid", "truncated"},
@@ -100,6 +110,8 @@ ADDITIONS: dict[str, set[str]] = {
     "top tcp": set(),
     "top block-io": set(),
     "top ebpf": set(),
+    "snapshot process": set(),
+    "snapshot socket": set(),
 }
 """igrun's keys that ``ig`` does not have: added, never in place of one of ``ig``'s."""
 
@@ -220,7 +232,8 @@ def test_schema_writes_igs_keys_with_igs_rules(name: str) -> None:
     ours = json_fields(GADGETS[name])
     ig = IG[name]
     for key, spec in ig.items():
-        if spec["type"].startswith("struct ") or key in ("type", *NOT_WRITTEN):
+        skipped = ("type", *NOT_WRITTEN, *NOT_WRITTEN_BY.get(name, {}))
+        if spec["type"].startswith("struct ") or key in skipped:
             continue
         assert key in ours, f"{name}: ig's {key!r} is not written"
         field = ours[key]
@@ -540,6 +553,27 @@ def test_top_tcp(igrun_cli: IgrunCli) -> None:
     (mine,) = [r for r in rows if r["src"]["port"] == box["sport"]]
     assert mine["sent"] == 1000 and "received" not in mine  # 0: omitempty
     assert mine["pid"] == os.getpid() and mine["ipversion"] == 4
+
+
+@pytest.mark.parametrize("gadget", ["snapshot process", "snapshot socket"])
+def test_snapshots(igrun_cli: IgrunCli, gadget: str) -> None:
+    with socket.socket() as listener:  # a socket for snapshot socket to show
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        done = igrun_cli.run(*gadget.split(), "--host", "-o", "json", "-m", "0")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events
+    for event in events:
+        check_event(gadget, event)
+    if gadget == "snapshot process":
+        (me,) = [e for e in events if e["pid"] == os.getpid()]
+        assert me["uid"] == 0 and me["gid"] == 0 and me["tid"] == os.getpid()  # written: 0
+    else:
+        (mine,) = [e for e in events if e["src"]["port"] == port]
+        assert mine["dst"] == {"addr": "0.0.0.0", "version": 4, "port": 0}
+        assert mine["status"] == "LISTEN" and mine["protocol"] == "TCP"
 
 
 def test_jsonpretty_follows_the_same_rules(igrun_cli: IgrunCli) -> None:

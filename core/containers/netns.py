@@ -14,11 +14,14 @@ import ctypes.util
 import os
 import socket
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from igrun.core.errors import IgrunError
 
 CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
+T = TypeVar("T")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -27,6 +30,56 @@ def _setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
+
+
+class NetnsGone(IgrunError):
+    """The namespace cannot be entered: its process is gone (or is no longer in it)."""
+
+    def __init__(self, pid: int, reason: str) -> None:
+        super().__init__(f"cannot enter the network namespace of pid {pid}: {reason}")
+        self.reason = reason
+
+
+def run_in_netns(pid: int, netns: int, work: Callable[[], T]) -> T:
+    """``work()``, called in a short-lived thread inside the network namespace of process
+    ``pid``, and what it returned (or raised). ``netns`` (its id, the inode number) guards
+    against a pid reused by a process in another namespace; 0 takes whatever ``pid`` is in.
+
+    What ``work`` makes there stays in that namespace: a socket, or a BPF iterator's seq file
+    (the ``tcp`` and ``udp`` iterators walk the namespace they are opened in). Raises
+    :class:`NetnsGone` when the namespace cannot be entered.
+    """
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            failed.append(NetnsGone(pid, exc.strerror or str(exc)))
+            return
+        try:
+            if netns and os.fstat(target).st_ino != netns:
+                failed.append(NetnsGone(pid, f"it is no longer in namespace {netns}"))
+                return
+            _setns(target)
+        except OSError as exc:
+            failed.append(NetnsGone(pid, exc.strerror or str(exc)))
+            return
+        finally:
+            os.close(target)
+        try:
+            done.append(work())
+        except BaseException as exc:
+            failed.append(exc)
+        # The thread ends here, and its namespace with it.
+
+    thread = threading.Thread(target=run, name=f"igrun-netns-{pid}")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return done[0]
 
 
 def socket_in_netns(
@@ -40,25 +93,9 @@ def socket_in_netns(
     """
     if proto == -1:
         proto = socket.htons(ETH_P_ALL) if family == socket.AF_PACKET else 0
-    made: list[socket.socket] = []
-    failed: list[OSError] = []
-
-    def work() -> None:
-        try:
-            target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                _setns(target)
-            finally:
-                os.close(target)
-            made.append(socket.socket(family, type, proto))
-        except OSError as exc:
-            failed.append(exc)
-        # The thread ends here, and its namespace with it.
-
-    thread = threading.Thread(target=work, name=f"igrun-netns-{pid}")
-    thread.start()
-    thread.join()
-    if failed:
+    try:
+        return run_in_netns(pid, 0, lambda: socket.socket(family, type, proto))
+    except (NetnsGone, OSError) as exc:
+        reason = exc.reason if isinstance(exc, NetnsGone) else exc.strerror or str(exc)
         raise IgrunError(f"cannot open a socket in the network namespace of pid {pid}: "
-                         f"{failed[0].strerror or failed[0]}")  # fmt: skip
-    return made[0]
+                         f"{reason}") from None  # fmt: skip

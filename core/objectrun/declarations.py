@@ -198,6 +198,7 @@ def gadget_from_object(path: Path, buffer_map: str | None = None) -> type[Gadget
         attrs["buffer_map"] = decl.source
         return cast(type[Gadget], type(f"RunTracer_{decl.name}", (ObjectTracer,), attrs))
     attrs["program"] = decl.source
+    attrs["iterators"] = (decl.source,)
     return cast(type[Gadget], type(f"RunSnapshot_{decl.name}", (ObjectSnapshot,), attrs))
 
 

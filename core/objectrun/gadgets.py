@@ -9,7 +9,6 @@ user space for objects without a kernel one.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,12 +16,13 @@ import numpy as np
 
 from igrun.core.bpf.attachpoints import skip_missing
 from igrun.core.bpf.objects import BpfObject, MapType
-from igrun.core.errors import IgrunError, UsageError
+from igrun.core.errors import UsageError
 from igrun.core.events.schema import Batch, Schema
-from igrun.core.gadget import PARAM_INTERVAL, Category, Gadget, GadgetContext, GadgetType
+from igrun.core.gadget import Category, GadgetContext, GadgetType
 from igrun.core.log import get_logger
 from igrun.core.objectrun.params import ObjectParam
-from igrun.core.tracer import LOST_EVENTS_MAP, BpfTracer, MntnsFilter, join_shared
+from igrun.core.snapshot import BpfSnapshot
+from igrun.core.tracer import LOST_EVENTS_MAP, BpfTracer, MntnsFilter
 
 PARAM_PROGRAMS = "programs"
 PARAM_BUFFER_MAP = "buffer-map"
@@ -117,66 +117,27 @@ class ObjectTracer(ObjectGadget, BpfTracer):
         return self.selected(self._ctx, batch)
 
 
-class ObjectSnapshot(ObjectGadget, Gadget):
+class ObjectSnapshot(ObjectGadget, BpfSnapshot):
     """A snapshot made from an object's ``GADGET_SNAPSHOTTER``: its iterator is read once
-    and every record it wrote with ``bpf_seq_write`` is one row."""
+    (once per ``--interval``) and every record it wrote with ``bpf_seq_write`` is one row."""
 
     category = Category.OTHER
     type = GadgetType.ONE_SHOT
     program: ClassVar[str]
 
-    def __init__(self) -> None:
-        self.obj: BpfObject | None = None
+    def object_path(self) -> Any:
+        return self.path
 
-    def init(self, ctx: GadgetContext) -> None:
+    def constants(self, ctx: GadgetContext) -> dict[str, int | bool | bytes]:
+        return self.object_constants(ctx)
+
+    def bind(self, ctx: GadgetContext, obj: BpfObject) -> None:
+        # The schema has no struct name: the layout is the flattened one of the declaration.
         ctx.schema = self.schema.bind(self.layout)
-        obj = self.obj = BpfObject.open(self.path)
-        try:
-            for name, value in self.object_constants(ctx).items():
-                obj.set_global(name, value)
-            join_shared(ctx, obj)
-            self.choose_programs(ctx, obj)
-            obj.load()
-            if ctx.pins is not None:
-                folder = ctx.pins.sub(self.id())
-                for name in obj.map_names():
-                    obj.map(name).pin(folder / name)
-        except BaseException:
-            self.close()
-            raise
+        self._ctx = ctx
 
-    def run(self, ctx: GadgetContext) -> None:
-        """One snapshot; with ``--interval``, one per interval until the run ends, each one
-        window (sorted, limited and written whole)."""
-        interval = float(ctx.runtime_params.get(PARAM_INTERVAL) or 0.0)
-        while True:
-            ctx.heartbeat()
-            due = time.monotonic() + interval
-            self._snapshot(ctx)
-            ctx.end_window()
-            if not interval:
-                return
-            while not ctx.done and time.monotonic() < due:
-                time.sleep(ctx.remaining(min(0.1, max(0.0, due - time.monotonic()))))
-                ctx.heartbeat()
-            if ctx.done:
-                return
+    def configure(self, ctx: GadgetContext, obj: BpfObject) -> None:
+        self.choose_programs(ctx, obj)
 
-    def _snapshot(self, ctx: GadgetContext) -> None:
-        assert self.obj is not None and ctx.schema is not None
-        data = self.obj.attach(self.program).read()
-        size = self.layout.itemsize
-        if len(data) % size:
-            raise IgrunError(
-                f"{self.path}: iterator {self.program} wrote {len(data)} bytes, not whole "
-                f"records of {size} bytes (write each one with bpf_seq_write)"
-            )
-        raw = np.frombuffer(data, dtype=self.layout).copy()
-        batch = self.selected(ctx, Batch(ctx.schema, raw))
-        if len(batch):
-            ctx.emit(batch)
-
-    def close(self) -> None:
-        if self.obj is not None:
-            self.obj.close()
-            self.obj = None
+    def transform(self, batch: Batch) -> Batch:
+        return self.selected(self._ctx, batch)
