@@ -326,7 +326,7 @@ def test_signal(igrun_cli: IgrunCli) -> None:
         os.kill(child.pid, signal.SIGUSR1)
         child.wait()
 
-    events, _ = run(igrun_cli, "trace signal", action)
+    events, _ = run(igrun_cli, "trace signal", action, "-F", f"pid:{os.getpid()}")
     mine = [e for e in events if e.get("tpid") == child.pid and e.get("signal") == "SIGUSR1"]
     assert mine and mine[0]["pid"] == os.getpid() and "ret" not in mine[0]
 
