@@ -1,5 +1,5 @@
-"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``, ``soak``,
-``asan``."""
+"""Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``,
+``topbench``, ``soak``, ``asan``."""
 
 import tomllib
 from pathlib import Path
@@ -71,6 +71,16 @@ def startup(session: nox.Session) -> None:
     session.install("-e", ".", "--config-settings", "editable_mode=strict")
     session.run("python", "-c", COMPILE_IGRUN)
     session.run("python", "bench/startbench.py", *session.posargs)
+
+
+@nox.session
+def topbench(session: nox.Session) -> None:
+    """One interval of a top gadget with 100,000 distinct keys (root): wall and CPU time per
+    interval, syscalls to drain the map; bench/results/top-<time>.json and a table.
+    ``nox -s topbench -- --keys 10000 --intervals 5`` changes the load (bench/topbench.py)."""
+    session.install("-e", ".", "--config-settings", "editable_mode=strict")
+    session.run("python", "-c", COMPILE_IGRUN)
+    session.run("python", "bench/topbench.py", *session.posargs)
 
 
 @nox.session

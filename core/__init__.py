@@ -2,7 +2,7 @@
 
 Everything a plugin needs is importable from here; the submodules hold the details.
 :class:`BpfTracer` (with its resources :class:`MntnsFilter` and :class:`SharedMaps`),
-:class:`BpfObject` and :func:`compile_bpf` are imported when first named
+:class:`BpfTop`, :class:`BpfObject` and :func:`compile_bpf` are imported when first named
 (``from igrun.core import BpfTracer``): the C extension loads with them, not with this package.
 """
 
@@ -68,9 +68,11 @@ from igrun.core.run.resources import MissingDependency, Resources
 if TYPE_CHECKING:
     from igrun.core.bpf.build import compile_bpf
     from igrun.core.bpf.objects import BpfObject
+    from igrun.core.top import BpfTop
     from igrun.core.tracer import BpfTracer, MntnsFilter, SharedMaps
 
 LAZY = {
+    "BpfTop": "igrun.core.top",
     "BpfTracer": "igrun.core.tracer",
     "MntnsFilter": "igrun.core.tracer",
     "SharedMaps": "igrun.core.tracer",
@@ -102,6 +104,7 @@ __all__ = [
     "Batch",
     "BpfError",
     "BpfObject",
+    "BpfTop",
     "BpfTracer",
     "Category",
     "Column",

@@ -12,7 +12,7 @@ import builtins
 import enum
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -78,6 +78,12 @@ class GadgetType(enum.StrEnum):
     def is_periodic(self) -> bool:
         return self is GadgetType.TRACE_INTERVALS
 
+    @property
+    def ends_windows(self) -> bool:
+        """Whether the gadget itself says when a window ends (:meth:`GadgetContext.end_window`:
+        after each interval's rows, each snapshot) instead of the runtime's clock."""
+        return self in (GadgetType.TRACE_INTERVALS, GadgetType.ONE_SHOT)
+
 
 PARAM_INTERVAL = "interval"
 PARAM_SORT = "sort"
@@ -96,6 +102,10 @@ class Gadget:
     experimental: ClassVar[bool] = False
     examples: ClassVar[tuple[str, ...]] = ()
     """Command lines shown in ``--help``."""
+    param_defaults: ClassVar[Mapping[str, str]] = {}
+    """Defaults this gadget gives runtime and operator params (``{"interval": "1s",
+    "max-rows": "20"}`` for a top gadget, as ``ig``'s): used when the user gives none, and
+    shown in ``--help``."""
     requires: ClassVar[tuple[builtins.type, ...]] = ()
     """Resources (see :mod:`igrun.core.run.resources`) an operator of the run must provide: the
     run is refused before anything loads, naming both, when none in the chain does."""
@@ -198,6 +208,12 @@ class GadgetContext:
     """Set by the runtime: hands a batch to the operator chain."""
     report_lost: Callable[[int], None] = field(default=lambda n: None)
     """Set by the runtime: counts events the kernel could not deliver."""
+    end_window: Callable[[], None] = field(default=lambda: None)
+    """Set by the runtime: ends the current window (sort and limit release it, the output
+    writes it whole, metrics take it as one gauge window). Gadgets whose type
+    :attr:`~GadgetType.ends_windows` (top and snapshot gadgets) call it after each interval's
+    rows or each snapshot, an empty one included; other gadgets' windows follow the clock of
+    ``--interval``."""
     heartbeat: Callable[[], None] = field(default=lambda: None)
     """Set by the runtime: gadgets call it between polls (interval ticks, loss reports)."""
     pins: PinDir | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -242,6 +242,11 @@ def params_to_map(
     for name, params in (operators or {}).items():
         out.update({f"operator.{name}.{k}": v for k, v in params.as_dict().items()})
     return out
+
+
+def with_defaults(descs: Iterable[ParamDesc], defaults: Mapping[str, str]) -> tuple[ParamDesc, ...]:
+    """``descs`` with the defaults a gadget gives them (its ``param_defaults``, by key)."""
+    return tuple(replace(d, default=defaults[d.key]) if d.key in defaults else d for d in descs)
 
 
 def params_from_map(

@@ -55,6 +55,23 @@ def join_shared(ctx: GadgetContext, obj: BpfObject) -> None:
             obj.reuse_map(name, shared_map)
 
 
+def open_object(where: Any) -> BpfObject:
+    """Open a gadget's compiled object: a path, or a resource of its package."""
+    if isinstance(where, str | os.PathLike):
+        return BpfObject.open(where)
+    with importlib.resources.as_file(where) as path:
+        return BpfObject.open(path)
+
+
+def pin_maps(ctx: GadgetContext, obj: BpfObject, name: str) -> None:
+    """Pin every map of ``obj`` in the run's folder, under ``name`` (the gadget's id)."""
+    if ctx.pins is None:
+        return
+    folder = ctx.pins.sub(name)
+    for map_name in obj.map_names():
+        obj.map(map_name).pin(folder / map_name)
+
+
 POLL_TIMEOUT_MS = 100
 FIRST_POLL_MS = 10
 FIRST_EVENTS_S = 1.0
@@ -140,13 +157,7 @@ class BpfTracer(Gadget):
         if wanted:  # a power of two, in whole pages: checked by the param
             self.buffer_size = wanted
             self.perf_pages = wanted // PAGE_SIZE
-        where = self.object_path()
-        if isinstance(where, str | os.PathLike):
-            obj = BpfObject.open(where)
-        else:
-            with importlib.resources.as_file(where) as path:
-                obj = BpfObject.open(path)
-        self.obj = obj
+        obj = self.obj = open_object(self.object_path())
         try:
             self._configure(ctx, obj)
             if self.optional_programs:
@@ -196,11 +207,7 @@ class BpfTracer(Gadget):
             obj.set_max_entries(self.buffer_map, self.buffer_size)
 
     def _pin(self, ctx: GadgetContext, obj: BpfObject) -> None:
-        if ctx.pins is None:
-            return
-        folder = ctx.pins.sub(self.id())
-        for name in obj.map_names():
-            obj.map(name).pin(folder / name)
+        pin_maps(ctx, obj, self.id())
 
     def _open_reader(self, ctx: GadgetContext, obj: BpfObject) -> Reader:
         assert ctx.schema is not None

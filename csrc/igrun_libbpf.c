@@ -764,6 +764,62 @@ int igr_map_lookup_batch(int fd, void *in_batch, void *out_batch, size_t token_s
     return bpf_map_lookup_batch(fd, in_batch, out_batch, keys, values, count, NULL);
 }
 
+/* Every entry of a hash map, copied into `keys` and `values` (room for `capacity` of each) with
+ * as few syscalls as the kernel allows: batches of the whole remaining room, so a map that fits
+ * takes one call (and one more that says the end is reached). With `delete`, each entry copied is
+ * deleted in the same call (bpf_map_lookup_and_delete_batch), so an interval's counts start
+ * again from zero without a window in which an update could be counted twice. `*count` is the
+ * number of entries copied; `*calls` the syscalls made. Entries past `capacity` stay in the map. */
+int igr_map_drain(int fd, int delete, void *keys, size_t keys_size, void *values,
+                  size_t values_size, unsigned int capacity, unsigned int *count,
+                  unsigned int *calls)
+{
+    unsigned long long key_size, value_len, need;
+    unsigned int done = 0, n;
+    __u32 token_in = 0, token_out = 0;
+    int err, first = 1;
+
+    if (!count || !calls || !keys || !values)
+        return -EINVAL;
+    *count = 0;
+    *calls = 0;
+    err = igr_map_elem_sizes(fd, &key_size, &value_len);
+    if (err)
+        return err;
+    if (key_size == 0 || value_len == 0)
+        return -EINVAL;
+    if (__builtin_mul_overflow(key_size, (unsigned long long)capacity, &need) || need > keys_size)
+        return -ENOSPC;
+    if (__builtin_mul_overflow(value_len, (unsigned long long)capacity, &need) ||
+        need > values_size)
+        return -ENOSPC;
+    while (done < capacity) {
+        n = capacity - done;
+        if (delete)
+            err = bpf_map_lookup_and_delete_batch(
+                fd, first ? NULL : &token_in, &token_out, (char *)keys + done * key_size,
+                (char *)values + done * value_len, &n, NULL);
+        else
+            err = bpf_map_lookup_batch(fd, first ? NULL : &token_in, &token_out,
+                                       (char *)keys + done * key_size,
+                                       (char *)values + done * value_len, &n, NULL);
+        (*calls)++;
+        if (err && err != -ENOENT)
+            break;
+        if (n > capacity - done) /* never, by the kernel's contract: do not trust it */
+            return -EOVERFLOW;
+        done += n;
+        if (err == -ENOENT) {
+            err = 0;
+            break;
+        }
+        token_in = token_out;
+        first = 0;
+    }
+    *count = done;
+    return err;
+}
+
 int igr_map_create(unsigned int type, const char *name, unsigned int key_size,
                    unsigned int value_size, unsigned int max_entries)
 {

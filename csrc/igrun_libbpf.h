@@ -132,6 +132,9 @@ int bpf_map_get_next_key(int fd, const void *key, void *next_key);
 int igr_map_elem_sizes(int fd, unsigned long long *key_size, unsigned long long *value_len);
 int igr_map_lookup_batch(int fd, void *in_batch, void *out_batch, size_t token_size, void *keys,
                          size_t keys_size, void *values, size_t values_size, unsigned int *count);
+int igr_map_drain(int fd, int delete, void *keys, size_t keys_size, void *values,
+                  size_t values_size, unsigned int capacity, unsigned int *count,
+                  unsigned int *calls);
 int igr_map_info(int fd, unsigned int *type, unsigned int *id, unsigned int *key_size,
                  unsigned int *value_size, unsigned int *max_entries, char *name, size_t name_size);
 int igr_map_create(unsigned int type, const char *name, unsigned int key_size,

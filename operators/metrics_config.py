@@ -75,6 +75,9 @@ class Metric:
     scale: float = 1.0
     """What the field's values are multiplied by (to the unit the name says: 1e-6 makes
     microseconds ``_seconds``)."""
+    top: int = 0
+    """A gauge of a windowed run (a top gadget's intervals, snapshots): only the label sets
+    with the ``top`` highest values of each window are shown (0: all)."""
 
     def series(self) -> set[str]:
         """The sample names this metric exposes, to find clashes between metrics."""
@@ -212,6 +215,14 @@ def _config_model() -> Any:
 
     class GaugeConfig(MetricConfig):
         window: float = DEFAULT_GAUGE_WINDOW
+        top: int = 0
+
+        @field_validator("top")
+        @classmethod
+        def _top(cls, value: int) -> int:
+            if value < 0:
+                raise problem("top is a number of label sets, 0 (all) or more")
+            return value
 
         @field_validator("window")
         @classmethod
@@ -374,6 +385,7 @@ def _metrics(data: Any, schema: Schema) -> list[Metric]:
                 filters=tuple(parse_filter(expr, schema) for expr in m.filter),
                 window=float(getattr(m, "window", 0.0)),
                 scale=m.scale,
+                top=int(getattr(m, "top", 0)),
             )
             where = f"{section}[{i}].name"
             for series in metric.series():

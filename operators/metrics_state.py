@@ -251,7 +251,7 @@ class MetricsCollector:
         with self.lock:
             for state in self.states:
                 if state.window is not None:
-                    state.values, state.window = state.window, {}
+                    state.values, state.window = _top(state.window, state.metric.top), {}
 
     def add(self, batch: Batch) -> None:
         labels = LabelColumns(batch)
@@ -336,3 +336,11 @@ class RunStats:
 
 
 # ---- the operator ----------------------------------------------------------------------------
+
+
+def _top(values: dict[LabelKey, float], n: int) -> dict[LabelKey, float]:
+    """The ``n`` label sets with the highest values (all when ``n`` is 0): a top gadget's
+    gauge shows its top rows, as its table does."""
+    if not n or len(values) <= n:
+        return values
+    return dict(sorted(values.items(), key=lambda kv: kv[1], reverse=True)[:n])

@@ -10,7 +10,8 @@ With ``--interval`` (and for gadgets that report every interval) each window is 
 when it ends, as ``ig``'s interval gadgets print it: in JSON one array per window on one line
 (``[]`` for a window without events), so ``jq -c '.[]'`` or a line reader sees where windows
 end; in columns a block that starts with a delimiter line holding the window's end time
-(:func:`window_line`), then the header and the rows.
+(:func:`window_line`), then the header and the rows. A top gadget on a terminal redraws the
+screen with each interval instead (:data:`CLEAR_SCREEN`), as ``top`` does.
 """
 
 from __future__ import annotations
@@ -117,6 +118,10 @@ def _shrink(
     return out, excess
 
 
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+"""Cursor home, then erase the screen: how a top gadget redraws its interval on a terminal."""
+
+
 def window_line(wall_ns: int, tag: str | None = None) -> str:
     """The delimiter that opens a window's block in columns: ``--- 2026-01-02T03:04:05.678Z ---``
     (UTC, when the window ended), with the gadget's name when several share the output."""
@@ -157,6 +162,10 @@ class OutputOperator(Operator):
         self.intervals = by_interval(ctx)
         """Each window is written whole at its end: one JSON array, or one columns block."""
         self._window: list[Batch] = []
+        self.redraw = False
+        """A top gadget on a terminal: each interval replaces the last on the screen, as
+        ``top`` does (never in a pipe or a file, which keep every interval)."""
+        self._periodic = ctx.gadget.type.is_periodic and ctx.tag is None
         self._header_due = True
         self._started = False
         self._json: JsonLines | None = None
@@ -184,6 +193,7 @@ class OutputOperator(Operator):
             self._json = JsonLines(self.columns, self.tag, NORMAL)
         if self.format == "columns" and self.stream.isatty():
             self.widths = scale_widths(self.columns, shutil.get_terminal_size().columns)
+            self.redraw = self._periodic
         if self.format == "columns":
             self._lines = ColumnLines(self.columns, self.widths, self.tag)
 
@@ -275,7 +285,8 @@ class OutputOperator(Operator):
         batch = Batch.concat(held) if held else None
         if self.format == "columns":
             assert self._lines is not None
-            opening = ("\n" if self._started else "") + window_line(time.time_ns(), self.tag)
+            lead = CLEAR_SCREEN if self.redraw else "\n" if self._started else ""
+            opening = lead + window_line(time.time_ns(), self.tag)
             header = opening + self._header().lstrip("\n")
             rows = self._lines.encode(batch) if batch is not None else memoryview(b"")
             self.write_bytes(rows, header)

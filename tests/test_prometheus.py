@@ -508,7 +508,7 @@ def test_no_config_no_operator() -> None:
         (
             '[[gauges]]\nname = "a"\nlables = ["comm"]',
             "metrics config: gauges[0].lables: unknown key "
-            "(known: name, help, labels, field, filter, scale, window)",
+            "(known: name, help, labels, field, filter, scale, window, top)",
         ),
         (
             '[[countres]]\nname = "a"',

@@ -137,6 +137,7 @@ def join_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[s
 def gadget_parser(
     gadget: type[Gadget], registry: PluginRegistry
 ) -> tuple[Parser, dict[str, tuple[str, str]]]:
+    from igrun.core.params import with_defaults
     from igrun.core.run.local import RUNTIME_PARAMS, Runtime
 
     operators = Runtime(registry.operators()).operators_for(gadget)
@@ -157,13 +158,15 @@ def gadget_parser(
         for dest, desc in add_params(group, gadget.params, "g.").items():
             routes[dest] = ("", desc.key)
     group = parser.add_argument_group("runtime")
-    for dest, desc in add_params(group, RUNTIME_PARAMS, "r.").items():
+    runtime_params = with_defaults(RUNTIME_PARAMS, gadget.param_defaults)
+    for dest, desc in add_params(group, runtime_params, "r.").items():
         routes[dest] = ("runtime.", desc.key)
     for op in operators:
         if not op.params:
             continue
         group = parser.add_argument_group(f"operator {op.name}", op.description or None)
-        for dest, desc in add_params(group, op.params, f"o.{op.name}.").items():
+        op_params = with_defaults(op.params, gadget.param_defaults)
+        for dest, desc in add_params(group, op_params, f"o.{op.name}.").items():
             routes[dest] = (f"operator.{op.name}.", desc.key)
     return parser, routes
 

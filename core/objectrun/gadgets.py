@@ -146,14 +146,14 @@ class ObjectSnapshot(ObjectGadget, Gadget):
             raise
 
     def run(self, ctx: GadgetContext) -> None:
-        """One snapshot; with ``--interval``, one per interval until the run ends. The next
-        snapshot is due an interval after the last one was taken, so the runtime's interval
-        tick (which ends a window: sort, output, gauges) always falls between two of them."""
+        """One snapshot; with ``--interval``, one per interval until the run ends, each one
+        window (sorted, limited and written whole)."""
         interval = float(ctx.runtime_params.get(PARAM_INTERVAL) or 0.0)
         while True:
             ctx.heartbeat()
             due = time.monotonic() + interval
             self._snapshot(ctx)
+            ctx.end_window()
             if not interval:
                 return
             while not ctx.done and time.monotonic() < due:

@@ -187,15 +187,33 @@ class Run:
         self.batches_total = 0
         self._lost_pending = 0
         self._next_lost_report = time.monotonic() + LOST_REPORT_INTERVAL
-        self._next_flush = time.monotonic() + interval if interval else None
+        clocked = interval and not ctx.gadget.type.ends_windows
+        self._next_flush = time.monotonic() + interval if clocked else None
+        self.windows_ended = 0
+        """Windows the gadget ended itself (:meth:`end_window`)."""
+        self._window_open = False
 
     def emit(self, batch: Batch) -> None:
         if self.ctx.schema is not None and batch.schema is not self.ctx.schema:
             batch = batch.with_schema(self.ctx.schema)
         self.events_total += len(batch)
         self.batches_total += 1
+        self._window_open = True
         self.chain.process(batch)
         self.heartbeat()
+
+    def end_window(self) -> None:
+        """The gadget's window ends here (an interval's rows, a snapshot): the chain
+        releases and writes it."""
+        self.chain.flush()
+        self.windows_ended += 1
+        self._window_open = False
+
+    def finish(self) -> None:
+        """The run's last window: what the clock or the gadget left open (a gadget that ends
+        its own windows and closed its last one adds no empty one)."""
+        if self._window_open or not self.windows_ended:
+            self.chain.flush()
 
     def report_lost(self, n: int) -> None:
         self.lost_total += n
@@ -261,11 +279,14 @@ class Runtime:
         self, gadget: type[Gadget], values: Mapping[str, str] | None = None
     ) -> tuple[Params, Params, dict[str, Params]]:
         """Fresh gadget, runtime and operator params for ``gadget`` (with flat-map values)."""
-        from igrun.core.params import params_from_map
+        from igrun.core.params import params_from_map, with_defaults
 
+        defaults = gadget.param_defaults
         gadget_params = Params(gadget.params)
-        runtime_params = Params(RUNTIME_PARAMS)
-        operator_params = {op.name: Params(op.params) for op in self.operators_for(gadget)}
+        runtime_params = Params(with_defaults(RUNTIME_PARAMS, defaults))
+        operator_params = {
+            op.name: Params(with_defaults(op.params, defaults)) for op in self.operators_for(gadget)
+        }
         params_from_map(values or {}, gadget_params, runtime_params, operator_params)
         return gadget_params, runtime_params, operator_params
 
@@ -405,6 +426,7 @@ class Runtime:
         ctx.emit = run.emit
         ctx.report_lost = run.report_lost
         ctx.heartbeat = run.heartbeat
+        ctx.end_window = run.end_window
         ctx.resources.provide(run, by="runtime")
         ctx.start()
         if hooks is not None:
@@ -421,7 +443,7 @@ class Runtime:
                 _write_result(gadget.run_with_result(ctx))
         finally:
             run.flush_lost()
-        run.chain.flush()
+        run.finish()
         ctx.logger.debug("gadget_stopped", id=ctx.id, lost=run.lost_total)
         if on_stopped is not None:
             on_stopped(ctx, gadget)

@@ -23,6 +23,17 @@
 	const struct event_type *__gadget_snapshotter_type_##name __attribute__((unused))
 
 /*
+ * GADGET_TOPPER(name, map, key_struct, value_struct) declares that the hash map `map` holds one
+ * row per key for an interval gadget (igrun/top.h): igrun drains it every interval and a row
+ * is the key's members followed by the value's. It keeps both structs in the object's BTF.
+ */
+#define GADGET_TOPPER(name, map_name, key_type, value_type)                               \
+	const void *gadget_topper_##name##___##map_name##___##key_type##___##value_type      \
+		__attribute__((unused));                                                      \
+	const struct key_type *__gadget_topper_key_##name __attribute__((unused));           \
+	const struct value_type *__gadget_topper_value_##name __attribute__((unused))
+
+/*
  * GADGET_PARAM(var) makes the global `var` (a `const volatile` integer, bool or char array)
  * a flag of `igrun run`: --var, typed after the variable, its initial value the default.
  */
