@@ -190,7 +190,9 @@ class OutputOperator(Operator):
         self.format, self.columns = parse_output(self.values.raw("output"), schema)
         self.widths = header_widths(self.columns)
         if self.format == "json":
-            self._json = JsonLines(self.columns, self.tag, NORMAL)
+            # ig's top gadgets write their Stats rows, which have no "type" (events do).
+            kind = None if self.ctx.gadget.type.is_periodic else NORMAL
+            self._json = JsonLines(self.columns, self.tag, kind)
         if self.format == "columns" and self.stream.isatty():
             self.widths = scale_widths(self.columns, shutil.get_terminal_size().columns)
             self.redraw = self._periodic

@@ -62,6 +62,9 @@ class Column:
     """The columns output shows an error number by name (``ENOENT``) where JSON keeps the
     number, as ``ig`` does: ``positive`` for an errno, ``returned`` for a return value
     (``-errno`` on failure). Values that are no error stay numbers (``0``, a pid)."""
+    units: Literal["", "bytes"] = ""
+    """``bytes``: the columns output shows a byte count as ``ig``'s ``units.BytesSize`` does
+    (``10MiB``, ``1.5KiB``, ``4B``) where JSON, sort and filters keep the number."""
     cut_by: str = ""
     """A boolean field that says the kernel cut this value (``trace exec``'s ``truncated``):
     the columns output then ends the cell with :data:`CUT_MARK`, as ``execsnoop`` does."""
