@@ -31,6 +31,7 @@ import pytest
 from igrun.core.events.schema import Field, Kind
 from igrun.core.gadget import Gadget
 from igrun.operators.containers import ENRICHED, node_name
+from igrun.plugins.top_file import TopFile
 from igrun.plugins.trace_bind import TraceBind
 from igrun.plugins.trace_capabilities import TraceCapabilities
 from igrun.plugins.trace_exec import TraceExec
@@ -63,6 +64,7 @@ GADGETS: dict[str, type[Gadget]] = {
     "trace tcp": TraceTcp,
     "trace tcpdrop": TraceTcpdrop,
     "trace tcpretrans": TraceTcpretrans,
+    "top file": TopFile,
 }
 
 NOT_WRITTEN = {
@@ -91,6 +93,7 @@ ADDITIONS: dict[str, set[str]] = {
     "trace tcp": {"tid", "error"},
     "trace tcpdrop": {"tid", "ownerKnown"},
     "trace tcpretrans": {"tid", "ownerKnown"},
+    "top file": set(),
 }
 """igrun's keys that ``ig`` does not have: added, never in place of one of ``ig``'s."""
 

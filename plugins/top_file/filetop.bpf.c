@@ -18,6 +18,7 @@
 #include <igrun/macros.h>
 #include <igrun/mntns_filter.h>
 #include <igrun/process.h>
+#include <igrun/top.h>
 
 #include "filetop.h"
 
@@ -27,7 +28,6 @@
 #define S_ISREG(m) (((m) & S_IFMT) == S_IFREG)
 #define S_ISSOCK(m) (((m) & S_IFMT) == S_IFSOCK)
 
-#define EEXIST 17
 
 const volatile bool regular_file_only = true;
 
@@ -50,7 +50,7 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } stats SEC(".maps");
 
-/* A new entry is built here: it is too big for the stack. */
+/* A new entry is built here, then copied into the map: it is too big for the stack. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -99,14 +99,14 @@ static __always_inline char file_type(umode_t mode)
 	return 'O';
 }
 
-/* The stats of key, created (with who and which file) when the interval has none yet. */
+/* The stats of key, created (with who and which file) when the interval has none yet; NULL,
+ * counted as lost, when the map has no room for another key. */
 static __always_inline struct file_stats *stats_of(struct file_key *key, struct file *file,
 						  umode_t mode)
 {
 	struct file_stats *value = bpf_map_lookup_elem(&stats, key);
 	const unsigned char *name;
 	__u32 zero = 0;
-	long err;
 
 	if (value)
 		return value;
@@ -122,12 +122,7 @@ static __always_inline struct file_stats *stats_of(struct file_key *key, struct 
 	if (bpf_probe_read_kernel_str(value->filename, sizeof(value->filename), name) < 0)
 		value->filename[0] = '\0';
 	value->file_type = file_type(mode);
-	err = bpf_map_update_elem(&stats, key, value, BPF_NOEXIST);
-	if (err && err != -EEXIST) {
-		gadget_count_lost(); /* the map is full: this interval has too many files */
-		return NULL;
-	}
-	return bpf_map_lookup_elem(&stats, key);
+	return gadget_stats_entry(&stats, key, value);
 }
 
 static __always_inline int exit_op(long ret, enum op op)
