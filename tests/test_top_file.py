@@ -312,3 +312,48 @@ def test_files_that_do_not_fit_the_map_are_reported_lost(tmp_path: Path) -> None
     assert run is not None
     # At most two keys fit per interval, and the writes may straddle two intervals.
     assert run.lost_total >= 8 - 2 * 2
+
+
+def test_a_gauge_shows_the_bytes_written_in_the_last_interval(
+    igrun_cli: IgrunCli, files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The Prometheus operator takes each interval as a gauge window: the child's file shows
+    the bytes written in the last interval, then goes when an interval has none."""
+    from test_prometheus import free_port, scrape
+
+    written, read = files
+    comm = comm_marker()
+    config = tmp_path / "metrics.toml"
+    config.write_text(
+        '[[gauges]]\nname = "igrun_file_written_bytes"\nfield = "wbytes"\n'
+        f'labels = ["comm", "file"]\nfilter = ["comm:{comm}", "wbytes:>0"]\ntop = 20\n'
+    )
+    url = f"http://127.0.0.1:{free_port()}/metrics"
+    proc = igrun_cli.start(
+        "top", "file", "--host", "--interval", INTERVAL, "-o", "none",
+        "--metrics-config", str(config), "--metrics-listen-address", url[7:-8],
+    )  # fmt: skip
+
+    def gauge() -> dict[tuple[str, str], float]:
+        return {
+            (dict(key)["comm"], dict(key)["filename"]): value
+            for (name, key), value in scrape(url).items()
+            if name == "igrun_file_written_bytes"
+        }
+
+    try:
+        child_io(comm, written, read)
+        seen: list[dict[tuple[str, str], float]] = []
+        deadline = time.monotonic() + 10
+        while not (any(seen) and seen[-1] == {}):  # until shown, then gone again
+            assert time.monotonic() < deadline, seen
+            seen.append(gauge())
+            time.sleep(0.05)
+    finally:
+        _, err = proc.stop()
+    assert proc.returncode == 0, err
+    # Each interval shows once (repeated scrapes of one interval agree); the writes may
+    # straddle two intervals, whose gauges then add up to them.
+    shown = [s for i, s in enumerate(seen) if s and (i == 0 or s != seen[i - 1])]
+    assert shown and all(set(s) == {(comm, written.name)} for s in shown), seen
+    assert sum(s[(comm, written.name)] for s in shown) == 10 * MiB
