@@ -31,12 +31,18 @@
 
 const volatile bool regular_file_only = true;
 
-/* The descriptor of the read or write a thread is in, from enter to exit. */
+/* The descriptor of the read or write a thread is in, from enter to exit: in the thread's
+ * own storage, which needs no hashing and has room for every thread. */
+struct pending {
+	__s32 fd;
+	bool active;
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 10240);
-	__type(key, __u32);   /* thread id */
-	__type(value, __s32); /* fd */
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct pending);
 } start SEC(".maps");
 
 /* The aggregate igrun drains every interval. Entries are not preallocated: one deleted by
@@ -67,11 +73,19 @@ enum op {
 
 static __always_inline int enter(int fd)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending *pending;
 
-	if (gadget_should_discard_mntns_id(gadget_get_mntns_id()))
+	/* The mount namespace is read only when there is a filter: this runs for every call. */
+	if (gadget_filter_by_mntns && gadget_should_discard_mntns_id(gadget_get_mntns_id()))
 		return 0;
-	bpf_map_update_elem(&start, &tid, &fd, BPF_ANY);
+	pending = bpf_task_storage_get(&start, bpf_get_current_task_btf(), 0,
+				       BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!pending) {
+		gadget_count_lost(); /* no memory for the thread's storage: its call is not counted */
+		return 0;
+	}
+	pending->fd = fd;
+	pending->active = true;
 	return 0;
 }
 
@@ -127,26 +141,21 @@ static __always_inline struct file_stats *stats_of(struct file_key *key, struct 
 
 static __always_inline int exit_op(long ret, enum op op)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
-	struct task_struct *task;
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct file_stats *value;
 	struct file_key key = {};
+	struct pending *pending;
 	struct file *file;
 	umode_t mode;
-	__s32 *fdp;
-	int fd;
 
-	fdp = bpf_map_lookup_elem(&start, &tid);
-	if (!fdp)
+	pending = bpf_task_storage_get(&start, task, 0, 0);
+	if (!pending || !pending->active)
 		return 0; /* filtered out at enter, or entered before the gadget attached */
-	fd = *fdp;
-	bpf_map_delete_elem(&start, &tid);
+	pending->active = false;
 	if (ret < 0)
 		return 0; /* nothing moved */
 
-	task = (struct task_struct *)bpf_get_current_task();
-	file = fd_file(task, fd);
+	file = fd_file(task, pending->fd);
 	if (!file)
 		return 0; /* closed meanwhile by another thread */
 	mode = BPF_CORE_READ(file, f_inode, i_mode);
@@ -155,7 +164,7 @@ static __always_inline int exit_op(long ret, enum op op)
 
 	key.inode = BPF_CORE_READ(file, f_inode, i_ino);
 	key.dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
-	key.thread = tid;
+	key.thread = (__u32)bpf_get_current_pid_tgid();
 	value = stats_of(&key, file, mode);
 	if (!value)
 		return 0;
