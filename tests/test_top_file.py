@@ -114,6 +114,19 @@ def windows(out: str) -> list[list[dict[str, Any]]]:
     return parsed
 
 
+def igs_json(row: dict[str, Any]) -> None:
+    """A row as ``ig``'s ``top file`` writes its Stats: only its keys (and no ``type``),
+    Go's types, and no empty value where its tag says omitempty."""
+    from test_ig_json import IG, flatten, json_type_ok
+
+    ig = IG["top file"]
+    for key, value in flatten(row).items():
+        assert key in ig, (key, row)
+        assert json_type_ok(ig[key]["type"], value), (key, value)
+        if ig[key]["omitempty"] and not ig[key]["type"].startswith("struct "):
+            assert value not in (0, "", [], {}), (key, row)
+
+
 def per_file(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Rows summed per file over intervals (counts and bytes), the rest as last seen."""
     out: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -181,6 +194,8 @@ def test_exact_calls_and_bytes_per_file(igrun_cli: IgrunCli, files: tuple[Path, 
     found, pid = top(igrun_cli, comm, lambda: child_io(comm, written, read))
     rows = [r for w in found for r in w]
     assert rows and {r["pid"] for r in rows} == {pid}
+    for row in rows:
+        igs_json(row)
     got = per_file(rows)
     assert set(got) == {written.name, read.name}
     mntns = os.stat("/proc/self/ns/mnt").st_ino
