@@ -166,6 +166,9 @@ class OutputOperator(Operator):
         """A top gadget on a terminal: each interval replaces the last on the screen, as
         ``top`` does (never in a pipe or a file, which keep every interval)."""
         self._periodic = ctx.gadget.type.is_periodic and ctx.tag is None
+        self._type = None if ctx.gadget.type.is_periodic else NORMAL
+        """``ig`` writes ``"type":"normal"`` on events, never on a top gadget's rows (its
+        stats structs carry no event type)."""
         self._header_due = True
         self._started = False
         self._json: JsonLines | None = None
@@ -190,9 +193,7 @@ class OutputOperator(Operator):
         self.format, self.columns = parse_output(self.values.raw("output"), schema)
         self.widths = header_widths(self.columns)
         if self.format == "json":
-            # ig's top gadgets write their Stats rows, which have no "type" (events do).
-            kind = None if self.ctx.gadget.type.is_periodic else NORMAL
-            self._json = JsonLines(self.columns, self.tag, kind)
+            self._json = JsonLines(self.columns, self.tag, self._type)
         if self.format == "columns" and self.stream.isatty():
             self.widths = scale_widths(self.columns, shutil.get_terminal_size().columns)
             self.redraw = self._periodic
@@ -266,7 +267,9 @@ class OutputOperator(Operator):
         elif self._json is not None:
             self.write_bytes(self._json.encode(batch))
         else:
-            lead = {"gadget": self.tag, "type": NORMAL} if self.tag else {"type": NORMAL}
+            lead = {"gadget": self.tag} if self.tag else {}
+            if self._type:
+                lead["type"] = self._type
             rows = batch.to_dicts(self.columns, omit_empty=True)
             self.write(self._records([{**lead, **row} for row in rows]))
         return batch
@@ -297,7 +300,7 @@ class OutputOperator(Operator):
             objects = lines.rstrip(b"\n").split(b"\n") if lines else []
             self.write_bytes(memoryview(b"[" + b",".join(objects) + b"]\n"))
         else:
-            records = batch.to_dicts(self.columns) if batch is not None else []
+            records = batch.to_dicts(self.columns, omit_empty=True) if batch is not None else []
             if self.format == "jsonpretty":
                 self.write(json.dumps(records, indent=2) + "\n")
             else:

@@ -106,7 +106,7 @@ SIGNED = {
 OLD_NAMES = {"retval", "k8s.pod", "k8s.container"}
 """Keys igrun used to write where ``ig`` writes others (``ret``, ``podName``...)."""
 
-_UNSIGNED = {"uint8", "uint16", "uint32", "uint64", "fs.FileMode"}
+_UNSIGNED = {"byte", "uint8", "uint16", "uint32", "uint64", "fs.FileMode"}
 _SIGNED = {"int", "int32", "int64", "Time", "time.Duration"}
 _TEXT = {"string", "RuntimeName", "EventType", "EndpointKind"}
 

@@ -25,7 +25,7 @@ from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
 from igrun.core import plugins
 from igrun.core.cli.flags import gadget_parser
 from igrun.core.gadget import Gadget, GadgetContext, GadgetType
-from igrun.core.output.columns import bytes_size
+from igrun.core.output.columns import bytes_text
 from igrun.core.run.local import Run, Runtime
 from igrun.plugins.top_file import TopFile
 from igrun.testing import marker
@@ -183,7 +183,7 @@ def test_declares_igs_gadget() -> None:
 def test_byte_columns_read_as_igs() -> None:
     """go-units' BytesSize, as ig's rbytes and wbytes columns show them."""
     sizes = [0, 4, 1023, 1024, 1536, 10 * MiB, 3 * MiB, 1023 * 1024 + 1000, 5 << 30, 12345678]
-    assert [bytes_size(n) for n in sizes] == [
+    assert [bytes_text(n) for n in sizes] == [
         "0B", "4B", "1023B", "1KiB", "1.5KiB", "10MiB", "3MiB", "1024KiB", "5GiB", "11.77MiB",
     ]  # fmt: skip
 

@@ -63,11 +63,14 @@ class Column:
     number, as ``ig`` does: ``positive`` for an errno, ``returned`` for a return value
     (``-errno`` on failure). Values that are no error stay numbers (``0``, a pid)."""
     units: Literal["", "bytes"] = ""
-    """``bytes``: the columns output shows a byte count as ``ig``'s ``units.BytesSize`` does
-    (``10MiB``, ``1.5KiB``, ``4B``) where JSON, sort and filters keep the number."""
+    """The columns output shows a byte count as ``ig``'s top gadgets do (``1.465KiB``: powers
+    of 1024, four significant digits) where JSON keeps the number; sorting uses the number."""
     cut_by: str = ""
     """A boolean field that says the kernel cut this value (``trace exec``'s ``truncated``):
     the columns output then ends the cell with :data:`CUT_MARK`, as ``execsnoop`` does."""
+    text: Callable[[Any], str] | None = None
+    """How the columns output shows a value, as ``ig``'s column extractors do (a run time as
+    ``1.5ms``), where JSON, filters and sorting keep the value itself."""
 
 
 CUT_MARK = " ..."

@@ -67,27 +67,34 @@ def errno_text(value: int, how: str) -> str:
     return errno.errorcode.get(code, str(value)) if code > 0 else str(value)
 
 
-BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
+_BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
 
 
-def bytes_size(value: float) -> str:
-    """A byte count as ``ig`` shows one (go-units' ``BytesSize``): divided by 1024 while it
-    is at least that, with four significant digits and the binary unit (``10MiB``)."""
+def bytes_text(value: int) -> str:
+    """A byte count as ``ig``'s top gadgets show it (go-units' ``BytesSize``): divided by 1024
+    while it is at least 1024, with four significant digits: ``1000B``, ``1.465KiB``."""
     size, unit = float(value), 0
-    while size >= 1024 and unit < len(BINARY_UNITS) - 1:
+    while size >= 1024 and unit < len(_BINARY_UNITS) - 1:
         size /= 1024
         unit += 1
-    return f"{size:.4g}{BINARY_UNITS[unit]}"
+    return f"{size:.4g}{_BINARY_UNITS[unit]}"
+
+
+def _named(f: Field) -> bool:
+    """Whether the column shows the field's numbers as names or sizes, not as numbers."""
+    return bool(f.column.errno or f.column.units or f.column.text is not None)
 
 
 def cell_text(f: Field, value: Any) -> str:
     """A value as its column shows it: :func:`format_value`, the errno's name for a column
-    that says so (:attr:`Column.errno`), or a byte count with its unit (:attr:`Column.units`)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if f.column.errno:
-            return errno_text(value, f.column.errno)
+    that says so (:attr:`Column.errno`), a size (:attr:`Column.units`), or the column's own
+    text (:attr:`Column.text`)."""
+    if f.column.text is not None:
+        return printable(f.column.text(value))
+    if _named(f) and isinstance(value, int) and not isinstance(value, bool):
         if f.column.units == "bytes":
-            return bytes_size(value)
+            return bytes_text(value)
+        return errno_text(value, f.column.errno)
     return format_value(f.kind, value)
 
 
@@ -185,7 +192,7 @@ class ColumnLines:
     def _member(dtype: np.dtype[Any], f: Field) -> tuple[int, int, int] | None:
         if f.decode is not None or dtype.names is None or f.source not in dtype.names:
             return None
-        if f.column.errno or f.column.units:  # shown as text: one cell per distinct value
+        if _named(f):  # shown by name or size: one cell per distinct value
             return None
         member, offset = dtype.fields[f.source][:2]  # type: ignore[index]
         how = _number_kind(member, f)
@@ -196,8 +203,8 @@ class ColumnLines:
         cell per distinct value."""
         values = batch[f.name]
         check_rows(f.name, values, len(batch))
-        if (f.column.errno or f.column.units) and values.ndim == 1 and values.dtype.kind in "iu":
-            codes, rows = np.unique(values, return_inverse=True)  # few distinct errnos
+        if _named(f) and values.ndim == 1 and values.dtype.kind in "iuf":
+            codes, rows = np.unique(values, return_inverse=True)  # few distinct values
             texts = [cell_text(f, v) for v in codes.tolist()]
             self._point_cells(i, texts, rows.reshape(-1), keep)
             return
