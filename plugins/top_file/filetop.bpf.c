@@ -28,7 +28,6 @@
 #define S_ISREG(m) (((m) & S_IFMT) == S_IFREG)
 #define S_ISSOCK(m) (((m) & S_IFMT) == S_IFSOCK)
 
-
 const volatile bool regular_file_only = true;
 
 /* The descriptor of the read or write a thread is in, from enter to exit: in the thread's
@@ -45,9 +44,8 @@ struct {
 	__type(value, struct pending);
 } start SEC(".maps");
 
-/* The aggregate igrun drains every interval. Entries are not preallocated: one deleted by
- * the drain while a program still holds it is freed only after that program is done, so a
- * late count goes nowhere instead of into another key's entry. */
+/* The aggregate igrun drains every interval. Entries are allocated as keys come, not
+ * preallocated: most intervals hold far fewer keys than the map has room for. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 10240);
