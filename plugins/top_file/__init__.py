@@ -20,6 +20,7 @@ import numpy as np
 
 from igrun.core import (
     Batch,
+    BpfTop,
     Category,
     Column,
     Field,
@@ -31,7 +32,6 @@ from igrun.core import (
     hookimpl,
     process_fields,
 )
-from igrun.core.top import BpfTop
 
 PARAM_ALL_FILES = "all-files"
 
@@ -39,10 +39,13 @@ _COUNT = Column(width=7, align="right")
 _BYTES = Column(width=8, align="right", units="bytes")
 
 
+_LETTERS = np.array([chr(c) if c else "" for c in range(256)], dtype=object)
+
+
 def _type_letter(batch: Batch) -> Any:
-    """The ``T`` column: ``R``, ``S`` or ``O`` from the kernel's type byte."""
-    codes = batch.member("file_type").astype(np.uint8)
-    return np.array([chr(c) if c else "" for c in range(256)], dtype=object)[codes]
+    """The ``T`` column: ``R``, ``S`` or ``O`` from the kernel's type byte, for every row at
+    once."""
+    return _LETTERS[batch.member("file_type").astype(np.uint8)]
 
 
 class TopFile(BpfTop):
