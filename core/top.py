@@ -168,7 +168,12 @@ class BpfTop(Gadget):
         import time
 
         every = self.interval(ctx)
-        due = time.monotonic() + every
+        start = time.monotonic()
+        if ctx.timeout:
+            # Intervals count from where the timeout does (the run's start), so that
+            # --timeout 3s --interval 1s reports three intervals, as ig's top gadgets do.
+            start += ctx.remaining(float("inf")) - ctx.timeout
+        due = start + every
         while not ctx.done:
             while not ctx.done and time.monotonic() < due:
                 ctx.heartbeat()

@@ -35,7 +35,7 @@ GADGETS = [
     "tcpdrop",
     "tcpretrans",
 ]
-TOP = {"tcp": "Stats", "block-io": "Stats", "ebpf": "Stats"}
+TOP = {"tcp": "Stats", "block-io": "Stats", "ebpf": "Stats", "file": "Stats"}
 """Top gadgets: their struct (one row of an interval's array)."""
 SNAPSHOTS = {"process": "process-collector.go", "socket": "socket-collector.go"}
 """Snapshot gadgets, by the file of their ``Event`` struct in ``types/``."""

@@ -35,6 +35,7 @@ from igrun.plugins.snapshot_process import SnapshotProcess
 from igrun.plugins.snapshot_socket import SnapshotSocket
 from igrun.plugins.top_block_io import TopBlockIo
 from igrun.plugins.top_ebpf import TopEbpf
+from igrun.plugins.top_file import TopFile
 from igrun.plugins.top_tcp import TopTcp
 from igrun.plugins.trace_bind import TraceBind
 from igrun.plugins.trace_capabilities import TraceCapabilities
@@ -73,6 +74,7 @@ GADGETS: dict[str, type[Gadget]] = {
     "top ebpf": TopEbpf,
     "snapshot process": SnapshotProcess,
     "snapshot socket": SnapshotSocket,
+    "top file": TopFile,
 }
 
 NOT_WRITTEN = {
@@ -112,6 +114,7 @@ ADDITIONS: dict[str, set[str]] = {
     "top ebpf": set(),
     "snapshot process": set(),
     "snapshot socket": set(),
+    "top file": set(),
 }
 """igrun's keys that ``ig`` does not have: added, never in place of one of ``ig``'s."""
 
@@ -124,7 +127,7 @@ SIGNED = {
 OLD_NAMES = {"retval", "k8s.pod", "k8s.container"}
 """Keys igrun used to write where ``ig`` writes others (``ret``, ``podName``...)."""
 
-_UNSIGNED = {"uint8", "uint16", "uint32", "uint64", "fs.FileMode"}
+_UNSIGNED = {"byte", "uint8", "uint16", "uint32", "uint64", "fs.FileMode"}
 _SIGNED = {"int", "int32", "int64", "Time", "time.Duration"}
 _TEXT = {"string", "RuntimeName", "EventType", "EndpointKind"}
 
