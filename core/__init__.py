@@ -2,8 +2,9 @@
 
 Everything a plugin needs is importable from here; the submodules hold the details.
 :class:`BpfTracer` (with its resources :class:`MntnsFilter` and :class:`SharedMaps`),
-:class:`BpfTop`, :class:`BpfObject` and :func:`compile_bpf` are imported when first named
-(``from igrun.core import BpfTracer``): the C extension loads with them, not with this package.
+:class:`BpfTop`, :class:`BpfHistogram`, :class:`BpfObject` and :func:`compile_bpf` are imported
+when first named (``from igrun.core import BpfTracer``): the C extension loads with them, not
+with this package.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -68,10 +69,12 @@ from igrun.core.run.resources import MissingDependency, Resources
 if TYPE_CHECKING:
     from igrun.core.bpf.build import compile_bpf
     from igrun.core.bpf.objects import BpfObject
+    from igrun.core.histogram import BpfHistogram
     from igrun.core.top import BpfTop
     from igrun.core.tracer import BpfTracer, MntnsFilter, SharedMaps
 
 LAZY = {
+    "BpfHistogram": "igrun.core.histogram",
     "BpfTop": "igrun.core.top",
     "BpfTracer": "igrun.core.tracer",
     "MntnsFilter": "igrun.core.tracer",
@@ -103,6 +106,7 @@ __all__ = [
     "PRIORITY_SORT",
     "Batch",
     "BpfError",
+    "BpfHistogram",
     "BpfObject",
     "BpfTop",
     "BpfTracer",
