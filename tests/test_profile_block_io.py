@@ -23,14 +23,14 @@ pytestmark = pytest.mark.bpf
 
 READS = 37
 BLOCK = 4096
-READER = """
+READER = f"""
 import mmap, os, sys
 fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
-buf = mmap.mmap(-1, {block})
+buf = mmap.mmap(-1, {BLOCK})
 for i in range(int(sys.argv[2])):
-    assert os.preadv(fd, [buf], i * {block}) == {block}
+    assert os.preadv(fd, [buf], i * {BLOCK}) == {BLOCK}
 os.close(fd)
-""".format(block=BLOCK)
+"""
 """Reads N blocks of the device with O_DIRECT into a page-aligned buffer: one request each."""
 
 
