@@ -6,12 +6,16 @@ whether the run ends by ``-t``, Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +172,73 @@ def test_formats_are_listed_and_checked_before_anything_loads(igrun_cli: IgrunCl
     assert done.stderr.splitlines() == [
         "igrun: error: --disk: no block device 'no-such-disk0' (see /sys/class/block)"
     ]
+
+
+BOUNDS = [float(2 ** (i + 1) - 1) for i in range(27)]
+"""The last value of each log2 bucket (1, 3, 7 ... µs): the bucket rows land on them exactly."""
+
+
+def test_the_histogram_is_a_prometheus_histogram(
+    igrun_cli: IgrunCli, loop_disk: str, tmp_path: Path
+) -> None:
+    """With --interval each interval's buckets add to a Prometheus histogram of the disk:
+    every read counted once, in the bucket of the report's rows."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    config = tmp_path / "metrics.toml"
+    config.write_text(
+        "[[histograms]]\n"
+        'name = "igrun_block_io_latency_microseconds"\n'
+        'labels = ["disk"]\n'
+        'field = "end"\n'
+        'count = "count"\n'
+        f"buckets = {[int(b) for b in BOUNDS]}\n"
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = igrun_cli.start(
+        "profile", "block-io", "-D", "--disk", loop_disk, "--interval", "500ms",
+        "-o", "json", "--metrics-config", str(config),
+        "--metrics-listen-address", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    read_blocks(loop_disk)
+    name = "igrun_block_io_latency_microseconds"
+    deadline = time.monotonic() + 10
+    samples: dict[tuple[str, float], float] = {}
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        samples = {
+            (s.name, float(s.labels.get("le", "nan"))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name.startswith(name) and s.labels.get("disk") == loop_disk
+        }
+        if sum(v for (n, _), v in samples.items() if n == f"{name}_count") == READS:
+            break
+        time.sleep(0.2)
+    out, err = run.stop()
+    assert sum(v for (n, _), v in samples.items() if n == f"{name}_count") == READS, err
+    assert samples[(f"{name}_bucket", math.inf)] == READS
+    rows: dict[int, int] = {}
+    for line in out.splitlines():  # the same reads, as the intervals printed them
+        for i in json.loads(line).get("intervals", []):
+            rows[i["end"]] = rows.get(i["end"], 0) + i["count"]
+    cumulative = 0
+    for bound in BOUNDS:
+        cumulative += rows.get(int(bound), 0)
+        assert samples[(f"{name}_bucket", bound)] == cumulative
+
+
+def test_a_histograms_count_must_be_an_integer_field() -> None:
+    from igrun.core import ParamError
+    from igrun.operators.metrics_config import parse_config
+    from igrun.plugins.profile_block_io import SCHEMA
+
+    text = '[[histograms]]\nname = "h"\nfield = "end"\ncount = "{}"\nbuckets = [1, 3]\n'
+    with pytest.raises(ParamError) as caught:
+        parse_config(text.format("disk"), SCHEMA)
+    assert str(caught.value) == 'metrics config: histograms[0].count: "disk" is a str, not a count'
+    [metric] = parse_config(text.format("count"), SCHEMA)
+    assert metric.count is not None and metric.count.name == "count"
