@@ -253,6 +253,104 @@ def test_veth_pair_between_namespaces(igrun_cli: IgrunCli) -> None:
     plausible_loopback(h)
 
 
+DELAY_LINE = r"""
+import ctypes, fcntl, heapq, os, select, struct, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+TUNSETIFF, IFF_TUN, IFF_NO_PI, CLONE_NEWNET = 0x400454CA, 0x0001, 0x1000, 0x40000000
+
+def open_tun(ns, name):
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    if libc.setns(fd, CLONE_NEWNET):
+        raise OSError(ctypes.get_errno(), f"setns {ns}")
+    os.close(fd)
+    tun = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(tun, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+    return tun
+
+a, b = open_tun(sys.argv[1], sys.argv[2]), open_tun(sys.argv[3], sys.argv[4])
+delay, other, queue, seq = float(sys.argv[5]), {a: b, b: a}, [], 0
+print("ready", flush=True)
+while True:
+    timeout = max(0.0, queue[0][0] - time.monotonic()) if queue else None
+    readable, _, _ = select.select([a, b], [], [], timeout)
+    for fd in readable:
+        heapq.heappush(queue, (time.monotonic() + delay, seq, other[fd], os.read(fd, 65536)))
+        seq += 1
+    while queue and queue[0][0] <= time.monotonic():
+        _, _, fd, packet = heapq.heappop(queue)
+        os.write(fd, packet)
+"""
+"""A delay line between two namespaces: every IP packet that leaves one through its TUN device
+enters the other through its own after ``delay`` seconds (``tc netem delay``, in user space)."""
+
+
+@contextmanager
+def delayed_link(one_way: float) -> Iterator[Link]:
+    """Two network namespaces joined by TUN devices and a delay line: a round trip takes
+    ``2 * one_way`` seconds more than on loopback. Kernels without sch_netem (this one has
+    none: ``tc qdisc add ... netem`` fails) cannot delay packets in the kernel."""
+    tag = uuid.uuid4().hex[:6]
+    client_ns, server_ns = f"igrun-dc{tag}", f"igrun-ds{tag}"
+    tun_c, tun_s = f"igr{tag}c", f"igr{tag}s"
+    net = random.randrange(1, 250)
+    client, server = f"10.202.{net}.1", f"10.202.{net}.2"
+    made: list[str] = []
+    line: subprocess.Popen[str] | None = None
+    try:
+        for ns in (client_ns, server_ns):
+            subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+            made.append(ns)
+        for ns, tun, here, there in (
+            (client_ns, tun_c, client, server),
+            (server_ns, tun_s, server, client),
+        ):
+            for argv in (
+                ["ip", "-n", ns, "tuntap", "add", "dev", tun, "mode", "tun"],
+                ["ip", "-n", ns, "addr", "add", here, "peer", there, "dev", tun],
+                ["ip", "-n", ns, "link", "set", tun, "up"],
+                ["ip", "-n", ns, "link", "set", "lo", "up"],
+            ):
+                subprocess.run(argv, check=True, capture_output=True)
+        line = subprocess.Popen(
+            [sys.executable, "-c", DELAY_LINE, client_ns, tun_c, server_ns, tun_s, str(one_way)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert line.stdout is not None and line.stdout.readline() == "ready\n"
+        yield Link(
+            server,
+            client,
+            7008,
+            server_ns=("ip", "netns", "exec", server_ns),
+            client_ns=("ip", "netns", "exec", client_ns),
+        )
+    finally:
+        if line is not None:
+            line.kill()
+            line.wait()
+        for ns in made:  # its TUN device goes with it
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_a_20ms_round_trip_lands_in_its_bucket(igrun_cli: IgrunCli) -> None:
+    """10 ms each way: no smoothed RTT of the client's side is below 16384 µs (the delay is a
+    floor), most are in 16384 -> 32767 µs, and their mean is near 20 ms. What lies above comes
+    from the scheduling of the delay line (a Python process on a busy host), so the ceiling
+    is looser than the floor."""
+    with delayed_link(0.010) as link:
+        run = igrun_cli.start("profile", "tcprtt", "-B", "--raddr", link.server, "-o", "json")
+        transfer(link, round_trips=50)
+        out, err = run.stop()
+    assert run.returncode == 0, err
+    [h] = histograms(out)
+    assert (h["address"], h["addressType"]) == (link.server, "Remote")
+    counts = {i["start"]: i["count"] for i in h["intervals"] if i["count"]}
+    assert min(counts) == 16384, counts
+    assert counts[16384] * 3 >= 2 * total(h), counts
+    assert max(counts) <= 65536, counts
+    assert 20_000 <= h["average"] < 40_000, (counts, h["average"])
+
+
 def test_bad_flags_are_one_line_before_anything_loads(igrun_cli: IgrunCli) -> None:
     cases = {
         ("-b", "-B"): "local and remote address histograms cannot be enabled at the same time",
