@@ -21,16 +21,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from igrun.core.bpf.attachpoints import skip_missing
 from igrun.core.bpf.objects import BpfObject, Map, MapType
-from igrun.core.errors import IgrunError
+from igrun.core.errors import IgrunError, ParamError
 from igrun.core.events.schema import Batch, Column, Field, Kind
 from igrun.core.gadget import PARAM_INTERVAL, Gadget, GadgetContext, GadgetType
-from igrun.core.tracer import join_shared, open_object, pin_maps
+from igrun.core.tracer import LOST_EVENTS_MAP, join_shared, open_object, pin_maps
+
+if TYPE_CHECKING:
+    from igrun.core.operator import RunPlan
 
 TICK_S = 0.1
 """How often the run looks at Ctrl-C and its timeout while it collects."""
@@ -179,7 +182,17 @@ class BpfHistogram(Gadget):
         self.value: np.dtype[Any] | None = None
         self.syscalls = 0
         """Syscalls the last drain took."""
+        self.lost_map: Map | None = None
+        self._lost_seen = 0
         self._constants: dict[str, int] = {}
+
+    @classmethod
+    def check_params(cls, plan: RunPlan) -> None:
+        if plan.runtime_params.get("buffer-size"):
+            raise ParamError(
+                f"--buffer-size: {cls.full_name()} has no events buffer (its histograms are "
+                "a BPF map, read once)"
+            )
 
     # -- what subclasses override
 
@@ -231,6 +244,7 @@ class BpfHistogram(Gadget):
                     f"({self.key.itemsize}) and struct {self.value_struct} "
                     f"({self.value.itemsize})"
                 )
+            self.lost_map = obj.map(LOST_EVENTS_MAP) if obj.has_map(LOST_EVENTS_MAP) else None
             pin_maps(ctx, obj, self.id())
             obj.attach_all()
         except BaseException:
@@ -299,11 +313,25 @@ class BpfHistogram(Gadget):
     def report(self, ctx: GadgetContext) -> None:
         """Drain, emit the rows (even none), end the window: the output writes it whole."""
         assert ctx.schema is not None
-        ctx.emit(self.transform(Batch(ctx.schema, self.read())))
+        rows = self.read()
+        self._report_lost(ctx)
+        ctx.emit(self.transform(Batch(ctx.schema, rows)))
         ctx.end_window()
+
+    def _report_lost(self, ctx: GadgetContext) -> None:
+        """Values that found the map of histograms full (a key too many): reported lost,
+        never silently left out of the result."""
+        if self.lost_map is None:
+            return
+        counts = self.lost_map.lookup_per_cpu((0).to_bytes(4, "little")) or []
+        total = sum(int.from_bytes(c[:8], "little") for c in counts)
+        if total > self._lost_seen:
+            ctx.report_lost(total - self._lost_seen)
+            self._lost_seen = total
 
     def close(self) -> None:
         self.map = None
+        self.lost_map = None
         if self.obj is not None:
             self.obj.close()
             self.obj = None

@@ -363,6 +363,8 @@ def test_bad_flags_are_one_line_before_anything_loads(igrun_cli: IgrunCli) -> No
             "::1",
         ): "filtering by any IPv4 and IPv6 address is not permitted",
         ("--lport", "70000"): "--lport: 70000 is not a port (0 to 65535)",
+        ("--buffer-size", "4M"): "--buffer-size: profile tcprtt has no events buffer "
+        "(its histograms are a BPF map, read once)",
     }
     for flags, message in cases.items():
         done = igrun_cli.run("profile", "tcprtt", *flags)

@@ -244,6 +244,7 @@ class ProfileTcprtt(BpfHistogram):
 
     @classmethod
     def check_params(cls, plan: RunPlan) -> None:
+        super().check_params(plan)
         p = plan.gadget_params
         if p.get(PARAM_BY_LADDR) and p.get(PARAM_BY_RADDR):
             raise ParamError(
