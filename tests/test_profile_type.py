@@ -139,3 +139,29 @@ def test_an_unknown_format_is_refused_before_the_run() -> None:
     params = runtime.params_for(Rows, {"operator.output.output": "summary=n"})
     with pytest.raises(ParamError, match="only columns takes a column list"):
         runtime.check(Rows, *params)
+
+
+class Stream(Gadget):
+    """A trace gadget with a format of its own that takes each batch as it comes."""
+
+    name = "stream"
+    category = Category.TRACE
+    type = GadgetType.TRACE
+    schema = SCHEMA
+
+    @classmethod
+    def output_formats(cls) -> tuple[dict[str, OutputFormat], str]:
+        each = OutputFormat("sizes", "rows per batch", lambda b: f"{len(b)}\n".encode())
+        return {"sizes": each}, ""
+
+    def run(self, ctx: GadgetContext) -> None:
+        ctx.emit(Batch(SCHEMA, np.array([(1,), (2,)], ROW)))
+        ctx.emit(Batch(SCHEMA, np.array([(3,)], ROW)))
+        wait(ctx)
+
+
+def test_any_gadget_may_declare_formats() -> None:
+    """A trace gadget's format without requires_combined_result: one transform per batch; its
+    default stays columns (the header as soon as it is ready, one row per line)."""
+    assert run(Stream, "sizes") == "2\n1\n"
+    assert run(Stream).split() == ["N", "1", "2", "3"]
