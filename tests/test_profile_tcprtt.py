@@ -28,7 +28,7 @@ ECHO = r"""
 import socket, sys
 role = sys.argv[1]
 if role == "server":
-    s = socket.socket()
+    s = socket.socket(socket.AF_INET6 if ":" in sys.argv[2] else socket.AF_INET)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((sys.argv[2], int(sys.argv[3])))
     s.listen(1)
@@ -87,7 +87,7 @@ def transfer(link: Link, round_trips: int = ROUND_TRIPS) -> None:
 
 
 def free_port(addr: str) -> int:
-    with socket.socket() as s:
+    with socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET) as s:
         s.bind((addr, 0))
         return int(s.getsockname()[1])
 
@@ -181,6 +181,22 @@ def test_address_filter_and_report(igrun_cli: IgrunCli, loopback: Link) -> None:
     ]
     assert all(bars) and lines[-1] == ""
     assert sum(int(b[3]) for b in bars if b) > 0
+
+
+def test_ipv6_filter_and_grouping(igrun_cli: IgrunCli) -> None:
+    """``--raddrv6`` keeps the IPv6 client's side (no IPv4 sample passes), grouped by local
+    address: ``::1``."""
+    link = Link("::1", "::1", free_port("::1"))
+    run = igrun_cli.start(
+        "profile", "tcprtt", "-b", "--raddrv6", "::1", "--rport", str(link.port), "-o", "json"
+    )
+    transfer(link)
+    out, err = run.stop()
+    assert run.returncode == 0, err
+    [h] = histograms(out)
+    assert (h["address"], h["addressType"], h["remotePort"]) == ("::1", "Local", link.port)
+    assert total(h) > 0
+    plausible_loopback(h)
 
 
 def test_milliseconds(igrun_cli: IgrunCli, loopback: Link) -> None:
