@@ -184,6 +184,8 @@ class BpfHistogram(Gadget):
         """Syscalls the last drain took."""
         self.lost_map: Map | None = None
         self._lost_seen = 0
+        self.counted = 0
+        """Rows reported so far (the run says so when there were none)."""
         self._constants: dict[str, int] = {}
 
     @classmethod
@@ -275,6 +277,8 @@ class BpfHistogram(Gadget):
             cap = TICK_S if due is None else min(TICK_S, max(0.0, due - time.monotonic()))
             time.sleep(ctx.remaining(cap))
         self.report(ctx)  # what was collected since the last report: the result
+        if not self.counted:
+            ctx.logger.info("nothing_counted", why="no value reached the histograms")
 
     def read(self) -> np.ndarray[Any, Any]:
         """The histograms, drained from the map in one batch: one row per bucket of each key,
@@ -314,6 +318,7 @@ class BpfHistogram(Gadget):
         """Drain, emit the rows (even none), end the window: the output writes it whole."""
         assert ctx.schema is not None
         rows = self.read()
+        self.counted += len(rows)
         self._report_lost(ctx)
         ctx.emit(self.transform(Batch(ctx.schema, rows)))
         ctx.end_window()

@@ -155,6 +155,7 @@ def test_an_empty_run_prints_igs_empty_result(igrun_cli: IgrunCli, loop_disk: st
     done = igrun_cli.run("profile", "block-io", "--disk", loop_disk, "-t", "300ms", "-o", "json")
     assert done.returncode == 0, done.stderr
     assert done.stdout == '{"unit":"µs"}\n'
+    assert "nothing_counted" in done.stderr  # said on stderr, the data stays ig's
 
 
 def test_formats_are_listed_and_checked_before_anything_loads(igrun_cli: IgrunCli) -> None:
