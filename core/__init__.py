@@ -2,7 +2,8 @@
 
 Everything a plugin needs is importable from here; the submodules hold the details.
 :class:`BpfTracer` (with its resources :class:`MntnsFilter` and :class:`SharedMaps`),
-:class:`BpfTop`, :class:`BpfSnapshot`, :class:`BpfObject` and :func:`compile_bpf` are imported
+:class:`BpfTop`, :class:`BpfSnapshot`, :class:`BpfHistogram`, :class:`BpfObject` and
+:func:`compile_bpf` are imported
 when first named (``from igrun.core import BpfTracer``): the C extension loads with them, not
 with this package.
 """
@@ -69,12 +70,14 @@ from igrun.core.run.resources import MissingDependency, Resources
 if TYPE_CHECKING:
     from igrun.core.bpf.build import compile_bpf
     from igrun.core.bpf.objects import BpfObject
+    from igrun.core.histogram import BpfHistogram
     from igrun.core.snapshot import BpfSnapshot
     from igrun.core.top import BpfTop
     from igrun.core.tracer import BpfTracer, MntnsFilter, SharedMaps
 
 LAZY = {
     "BpfSnapshot": "igrun.core.snapshot",
+    "BpfHistogram": "igrun.core.histogram",
     "BpfTop": "igrun.core.top",
     "BpfTracer": "igrun.core.tracer",
     "MntnsFilter": "igrun.core.tracer",
@@ -106,6 +109,7 @@ __all__ = [
     "PRIORITY_SORT",
     "Batch",
     "BpfError",
+    "BpfHistogram",
     "BpfObject",
     "BpfSnapshot",
     "BpfTop",

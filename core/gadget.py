@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from igrun.core.bpf.pins import PinDir
     from igrun.core.containers.collection import Container
     from igrun.core.log import Logger
+    from igrun.core.operator import RunPlan
 
 
 class Category(enum.StrEnum):
@@ -81,8 +82,9 @@ class GadgetType(enum.StrEnum):
     @property
     def ends_windows(self) -> bool:
         """Whether the gadget itself says when a window ends (:meth:`GadgetContext.end_window`:
-        after each interval's rows, each snapshot) instead of the runtime's clock."""
-        return self in (GadgetType.TRACE_INTERVALS, GadgetType.ONE_SHOT)
+        after each interval's rows, each snapshot, a profile's result) instead of the runtime's
+        clock."""
+        return self in (GadgetType.TRACE_INTERVALS, GadgetType.ONE_SHOT, GadgetType.PROFILE)
 
 
 PARAM_INTERVAL = "interval"
@@ -109,6 +111,12 @@ class Gadget:
     requires: ClassVar[tuple[builtins.type, ...]] = ()
     """Resources (see :mod:`igrun.core.run.resources`) an operator of the run must provide: the
     run is refused before anything loads, naming both, when none in the chain does."""
+
+    @classmethod
+    def check_params(cls, plan: RunPlan) -> None:
+        """Rules across the gadget's params that their types cannot say (two flags that
+        exclude each other), checked with the rest before anything loads: raise
+        :class:`~igrun.core.errors.ParamError`."""
 
     @classmethod
     def full_name(cls) -> str:
@@ -176,7 +184,16 @@ class ContainerAttacher(Protocol):
 
 @dataclass(frozen=True)
 class OutputFormat:
-    """An extra ``-o`` format a gadget offers for its combined result."""
+    """An extra ``-o`` format a gadget offers (``ig``'s ``GadgetOutputFormats``): ``-o NAME``
+    picks it, ``--help`` lists it with :attr:`description`.
+
+    ``transform`` turns the run's result into the bytes written to stdout: for a
+    :class:`ResultRunner`, the bytes :meth:`~ResultRunner.run_with_result` returned; for any
+    other gadget, with :attr:`requires_combined_result`, one :class:`Batch` holding every row of
+    a window (the whole run, or one ``--interval``; after filters, sort and limit), called when
+    the window ends; without it, each batch as it comes. A format named like a built-in one
+    (``json``) replaces it for this gadget: a histogram gadget's ``json`` is ``ig``'s object.
+    """
 
     name: str
     description: str
@@ -186,9 +203,37 @@ class OutputFormat:
 
 @runtime_checkable
 class OutputFormats(Protocol):
-    """Extra output formats, and which of them is the default."""
+    """Extra output formats, and which of them is the default (``""``: the built-in
+    ``columns``). A classmethod: the formats are known before anything loads, so ``-o`` is
+    checked and ``--help`` lists them without an instance."""
 
     def output_formats(self) -> tuple[dict[str, OutputFormat], str]: ...
+
+
+def gadget_output_formats(gadget: builtins.type[Gadget]) -> tuple[dict[str, OutputFormat], str]:
+    """The formats ``gadget`` declares (by ``-o`` name) and its default one; none and ``""``
+    when it declares none. Read from the class (a classmethod, or a method of an instance
+    made for it: gadgets load nothing before :meth:`InitClose.init`)."""
+    import inspect
+
+    declared = inspect.getattr_static(gadget, "output_formats", None)
+    if declared is None:
+        return {}, ""
+    if isinstance(declared, classmethod | staticmethod):
+        formats, default = gadget.output_formats()  # type: ignore[attr-defined]
+    else:
+        formats, default = gadget().output_formats()  # type: ignore[attr-defined]
+    return dict(formats), default
+
+
+def gadget_param_defaults(gadget: builtins.type[Gadget]) -> dict[str, str]:
+    """:attr:`Gadget.param_defaults`, with the gadget's default output format as the default
+    of ``-o`` (``report`` for a histogram gadget) unless the gadget gives one itself."""
+    defaults = dict(gadget.param_defaults)
+    _, default_format = gadget_output_formats(gadget)
+    if default_format:
+        defaults.setdefault("output", default_format)
+    return defaults
 
 
 @dataclass
@@ -212,9 +257,9 @@ class GadgetContext:
     end_window: Callable[[], None] = field(default=lambda: None)
     """Set by the runtime: ends the current window (sort and limit release it, the output
     writes it whole, metrics take it as one gauge window). Gadgets whose type
-    :attr:`~GadgetType.ends_windows` (top and snapshot gadgets) call it after each interval's
-    rows or each snapshot, an empty one included; other gadgets' windows follow the clock of
-    ``--interval``."""
+    :attr:`~GadgetType.ends_windows` (top, snapshot and profile gadgets) call it after each
+    interval's rows, each snapshot or a profile's result, an empty one included; other
+    gadgets' windows follow the clock of ``--interval``."""
     heartbeat: Callable[[], None] = field(default=lambda: None)
     """Set by the runtime: gadgets call it between polls (interval ticks, loss reports)."""
     pins: PinDir | None = None

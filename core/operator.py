@@ -114,6 +114,11 @@ class Operator:
     def warn(self, message: str) -> None:
         """A warning for the user that belongs in the data stream (e.g. lost events)."""
 
+    def result(self, data: bytes) -> bool:
+        """A :class:`~igrun.core.gadget.ResultRunner`'s whole result, once, when the run
+        ends; return whether this operator wrote it (the output does)."""
+        return False
+
     def started(self) -> None:
         """Every program of the run is attached (just before the ``ready`` line): what a
         user waits for to know tracing has begun goes out here (the columns header)."""
@@ -145,6 +150,10 @@ class Chain:
     def warn(self, message: str) -> None:
         for op in self.operators:
             op.warn(message)
+
+    def result(self, data: bytes) -> bool:
+        """Hand a result gadget's result to the operators; whether one of them wrote it."""
+        return any([op.result(data) for op in self.operators])
 
     def started(self) -> None:
         for op in self.operators:

@@ -12,7 +12,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar, get_args
 
 from igrun.core.errors import ParamError
-from igrun.core.events.schema import Field, Schema
+from igrun.core.events.schema import Field, Kind, Schema
 from igrun.core.files import FileRefused, read_text
 from igrun.operators._common import resolve_column
 from igrun.operators.filter import Filter, parse_filter
@@ -81,6 +81,9 @@ class Metric:
     scale: float = 1.0
     """What the field's values are multiplied by (to the unit the name says: 1e-6 makes
     microseconds ``_seconds``)."""
+    count: Field | None = None
+    """A histogram of rows that each stand for several values (a histogram gadget's bucket
+    rows): the field that says how many; ``None``: each row is one value."""
     top: int = 0
     """A gauge of a windowed run (a top gadget's intervals, snapshots): only the label sets
     with the ``top`` highest values of each window are shown (0: all)."""
@@ -200,6 +203,20 @@ def _config_model() -> Any:
         reserved: ClassVar[frozenset[str]] = frozenset({"le"})  # the bucket label
         field: str
         buckets: list[float]
+        count: str = ""
+
+        @field_validator("count")
+        @classmethod
+        def _count(cls, value: str, info: ValidationInfo) -> str:
+            if not value:
+                return value
+            try:
+                f = _resolve(value, schema_of(info))
+            except ValueError as exc:
+                raise problem(str(exc)) from None
+            if f.kind not in (Kind.INT, Kind.UINT):
+                raise problem(f'"{value}" is a {f.kind.value}, not a count')
+            return value
 
         @field_validator("field")
         @classmethod
@@ -392,6 +409,7 @@ def _metrics(data: Any, schema: Schema) -> list[Metric]:
                 window=float(getattr(m, "window", 0.0)),
                 scale=m.scale,
                 top=int(getattr(m, "top", 0)),
+                count=_resolve(m.count, schema) if getattr(m, "count", "") else None,
             )
             where = f"{section}[{i}].name"
             for series in metric.series():

@@ -129,6 +129,14 @@ def aggregate(metric: Metric, batch: Batch, labels: LabelColumns) -> Aggregate |
     assert values is not None
     width = len(metric.buckets) + 1
     bucket = np.searchsorted(np.asarray(metric.buckets), values, side="left")  # v <= le
+    if metric.count is not None:  # each row stands for `count` values (a bucket's row)
+        weights = np.asarray(batch[metric.count.name], dtype=np.int64)
+        if keep is not None:
+            weights = weights[keep]
+        slots = np.bincount(inverse * width + bucket, weights=weights, minlength=groups * width)
+        counts = slots.round().astype(np.int64)
+        sums = np.bincount(inverse, weights=values * weights, minlength=groups)
+        return Aggregate(keys, counts.reshape(groups, width), sums)
     counts = np.bincount(inverse * width + bucket, minlength=groups * width)
     sums = np.bincount(inverse, weights=values, minlength=groups)
     return Aggregate(keys, counts.reshape(groups, width), sums)

@@ -16,18 +16,19 @@ screen with each interval instead (:data:`CLEAR_SCREEN`), as ``top`` does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from igrun.core.errors import ParamError, output_failed
 from igrun.core.events.schema import Batch, Field, Schema
-from igrun.core.gadget import Gadget, GadgetContext, OutputFormat
+from igrun.core.gadget import GadgetContext, OutputFormat, ResultRunner, gadget_output_formats
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_OUTPUT, Operator
 from igrun.core.output.columns import ColumnLines, fit
@@ -46,21 +47,22 @@ NORMAL = "normal"
 the others)."""
 
 
-def gadget_formats(gadget: type[Gadget]) -> dict[str, OutputFormat]:
-    """The ``-o`` formats a gadget adds to the usual ones (``OutputFormats``, e.g. ``tree`` of
-    ``snapshot process``), by name."""
-    offered = getattr(gadget, "output_formats", None)
-    return dict(offered()[0]) if offered is not None else {}
-
-
-def parse_output(spec: str, schema: Schema, extra: Sequence[str] = ()) -> tuple[str, list[Field]]:
-    """``"columns=+uid,-ppid"`` -> ("columns", [the fields to show, in order]). ``extra``
-    names the gadget's own formats."""
+def parse_output(
+    spec: str, schema: Schema, extra: Mapping[str, OutputFormat] | None = None
+) -> tuple[str, list[Field]]:
+    """``"columns=+uid,-ppid"`` -> ("columns", [the fields to show, in order]); ``extra`` are
+    the gadget's own formats (:class:`~igrun.core.gadget.OutputFormats`), which win over a
+    built-in one of the same name."""
     fmt, equals, selection = spec.partition("=")
     fmt = fmt.strip()
-    if fmt not in FORMATS and fmt not in extra:
-        allowed = ", ".join((*FORMATS, *extra))
-        raise ParamError(f'invalid output "{spec}": use one of {allowed}')
+    extra = extra or {}
+    if fmt in extra:
+        if equals:
+            raise ParamError(f'invalid output "{spec}": only columns takes a column list')
+        return fmt, list(schema.fields)
+    if fmt not in FORMATS:
+        known = [*FORMATS, *(name for name in extra if name not in FORMATS)]
+        raise ParamError(f'invalid output "{spec}": use one of {", ".join(known)}')
     if fmt != "columns":
         if equals:
             raise ParamError(f'invalid output "{spec}": only columns takes a column list')
@@ -157,7 +159,8 @@ class OutputOperator(Operator):
             alias="o",
             default="columns",
             description="columns, json, jsonpretty, yaml, columns=a,b (these columns), "
-            "columns=+x,-y (the default ones plus x, minus y) or none (print no events)",
+            "columns=+x,-y (the default ones plus x, minus y), none (print no events), or a "
+            "format of the gadget's own (listed below when it has some)",
         ),
     )
 
@@ -189,20 +192,29 @@ class OutputOperator(Operator):
         """Shared when several gadgets write to one stdout (whole batches, never mixed)."""
         self._failed = False
         """A write failed (reported once, by the error that ends the run): write no more."""
-        self._formats = gadget_formats(ctx.gadget)
-        """The gadget's own formats: each is handed a window's rows and writes them whole."""
+        self.gadget_formats = gadget_output_formats(ctx.gadget)[0]
+        self.custom: OutputFormat | None = None
+        """The gadget's own format ``-o`` chose (a report, a flame graph), if any."""
+        self._result_gadget = issubclass(ctx.gadget, ResultRunner)
+        """The gadget returns its whole result at the end (:meth:`result`) instead of rows."""
+        self._schema: Schema | None = None
 
     @classmethod
     def check(cls, plan: RunPlan, params: Params, schema: Schema) -> None:
-        parse_output(params.raw("output"), schema, tuple(gadget_formats(plan.gadget)))
+        parse_output(params.raw("output"), schema, gadget_output_formats(plan.gadget)[0])
 
     @classmethod
     def share(cls, process: Resources) -> None:
         process.provide(OutputLock(), by=cls.name)
 
     def pre_run(self, schema: Schema) -> None:
-        spec = self.values.raw("output")
-        self.format, self.columns = parse_output(spec, schema, tuple(self._formats))
+        self.format, self.columns = parse_output(
+            self.values.raw("output"), schema, self.gadget_formats
+        )
+        self._schema = schema
+        self.custom = self.gadget_formats.get(self.format)
+        if self.custom is not None:
+            return
         self.widths = header_widths(self.columns)
         if self.format == "json":
             self._json = JsonLines(self.columns, self.tag, self._type)
@@ -271,7 +283,13 @@ class OutputOperator(Operator):
     def process(self, batch: Batch) -> Batch:
         if self.format == "none":  # a metrics exporter: the events go to Prometheus only
             return batch
-        if self.intervals or self.format in self._formats:
+        if self.custom is not None:
+            if self.custom.requires_combined_result:
+                self._window.append(batch)
+            else:
+                self.write_bytes(memoryview(self.custom.transform(batch)))
+            return batch
+        if self.intervals:
             self._window.append(batch)
             return batch
         if self.format == "columns":
@@ -289,15 +307,38 @@ class OutputOperator(Operator):
     def flush(self) -> Batch | None:
         if self.format == "none":
             return None
-        if self.format in self._formats:
-            held, self._window = self._window, []
-            rows = Batch.concat(held).to_dicts(self.columns) if held else []
-            self.write_bytes(memoryview(self._formats[self.format].transform(rows)))
-        elif self.intervals:
+        if self.custom is not None:
+            if self.custom.requires_combined_result and not self._result_gadget:
+                self._write_combined(self.custom)
+            return None
+        if self.intervals:
             self._write_window()
         elif self.windowed:
             self._header_due = True
         return None
+
+    def _write_combined(self, fmt: OutputFormat) -> None:
+        """The window that ends now (the whole run of a profile gadget), in the gadget's
+        format: one transform of every row it held, written in one call."""
+        held, self._window = self._window, []
+        assert self._schema is not None
+        batch = Batch.concat(held) if held else self._schema.empty()
+        self.write_bytes(memoryview(fmt.transform(batch)))
+
+    def result(self, data: bytes) -> bool:
+        """A :class:`~igrun.core.gadget.ResultRunner`'s whole result: in the gadget's format
+        when ``-o`` chose one, else as it came (``jsonpretty`` re-indents a JSON result)."""
+        if self.format == "none":
+            return True
+        if self.custom is not None:
+            data = self.custom.transform(data)
+        elif self.format == "jsonpretty":
+            with contextlib.suppress(ValueError):  # not JSON: as it came
+                data = (json.dumps(json.loads(data), indent=2) + "\n").encode()
+        if data and not data.endswith(b"\n"):
+            data += b"\n"
+        self.write_bytes(memoryview(data))
+        return True
 
     def _write_window(self) -> None:
         """The window that ends now, whole: a JSON array (``[]`` when empty), or a columns
@@ -325,7 +366,7 @@ class OutputOperator(Operator):
                 self.write("---\n" + yaml.safe_dump(records, sort_keys=False))
 
     def warn(self, message: str) -> None:
-        if self.format not in ("columns", "none"):
+        if self.format not in ("columns", "none") and self.custom is None:
             record = {"gadget": self.tag} if self.tag else {}
             self.write(self._records([{**record, "type": "warn", "message": message}]))
 
@@ -334,10 +375,14 @@ class OutputOperator(Operator):
         libbpf-tools print theirs: a quiet run is seen to be tracing, not to hang. Windows
         (``--interval``, sorting gadgets) keep a header per window."""
         if self.format == "columns" and self.columns and not self.windowed and self._header_due:
+            if self._result_gadget:
+                return  # its result has no columns: no header before it
             self._header_due = False
             self.write(self._header())
 
     def post_run(self) -> None:
+        if self._result_gadget:
+            return  # a result has no columns: no header after it
         if self.columns and self.format == "columns" and not self._started and self._header_due:
             self.write(self._header())  # an empty run still says what it would have shown
 

@@ -111,6 +111,21 @@ def _fields_help(gadget: type[Gadget], operators: Sequence[type[Operator]] = ())
     return "\n".join(lines)
 
 
+def _formats_help(gadget: type[Gadget]) -> str:
+    """The output formats the gadget adds to ``-o`` (its default marked), or ``""``."""
+    from igrun.core.gadget import gadget_output_formats
+
+    formats, default = gadget_output_formats(gadget)
+    if not formats:
+        return ""
+    lines = ["output formats of this gadget (-o NAME; * = the default):"]
+    width = max(len(name) for name in formats)
+    for name, fmt in formats.items():
+        mark = "*" if name == default else " "
+        lines.append(f"  {mark} {name:<{width}}  {fmt.description}")
+    return "\n".join(lines)
+
+
 def join_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
     """``--sort -pid`` means the value ``-pid``: argparse would read a flag, so write it as
     ``--sort=-pid`` for every option that takes a value."""
@@ -137,6 +152,7 @@ def join_dash_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[s
 def gadget_parser(
     gadget: type[Gadget], registry: PluginRegistry
 ) -> tuple[Parser, dict[str, tuple[str, str]]]:
+    from igrun.core.gadget import gadget_param_defaults
     from igrun.core.params import with_defaults
     from igrun.core.run.local import RUNTIME_PARAMS, Runtime
 
@@ -144,7 +160,11 @@ def gadget_parser(
     epilog = []
     if gadget.examples:
         epilog.append("examples:\n" + "\n".join(f"  {e}" for e in gadget.examples))
+    formats = _formats_help(gadget)
+    if formats:
+        epilog.append(formats)
     epilog.append(_fields_help(gadget, operators))
+    defaults = gadget_param_defaults(gadget)
     parser = Parser(
         prog=f"{PROG} {gadget.full_name()}",
         description=gadget.description,
@@ -158,14 +178,14 @@ def gadget_parser(
         for dest, desc in add_params(group, gadget.params, "g.").items():
             routes[dest] = ("", desc.key)
     group = parser.add_argument_group("runtime")
-    runtime_params = with_defaults(RUNTIME_PARAMS, gadget.param_defaults)
+    runtime_params = with_defaults(RUNTIME_PARAMS, defaults)
     for dest, desc in add_params(group, runtime_params, "r.").items():
         routes[dest] = ("runtime.", desc.key)
     for op in operators:
         if not op.params:
             continue
         group = parser.add_argument_group(f"operator {op.name}", op.description or None)
-        op_params = with_defaults(op.params, gadget.param_defaults)
+        op_params = with_defaults(op.params, defaults)
         for dest, desc in add_params(group, op_params, f"o.{op.name}.").items():
             routes[dest] = (f"operator.{op.name}.", desc.key)
     return parser, routes

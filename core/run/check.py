@@ -94,6 +94,7 @@ def check_run(plan: RunPlan) -> None:
     as a :class:`ParamError` (exit code 2)."""
     for params in (plan.gadget_params, plan.runtime_params, *plan.operator_params.values()):
         params.validate()
+    plan.gadget.check_params(plan)
     schema = plan.gadget.schema
     for position, op in enumerate(plan.chain):
         check_operator(plan, op, schema, position)

@@ -279,9 +279,10 @@ class Runtime:
         self, gadget: type[Gadget], values: Mapping[str, str] | None = None
     ) -> tuple[Params, Params, dict[str, Params]]:
         """Fresh gadget, runtime and operator params for ``gadget`` (with flat-map values)."""
+        from igrun.core.gadget import gadget_param_defaults
         from igrun.core.params import params_from_map, with_defaults
 
-        defaults = gadget.param_defaults
+        defaults = gadget_param_defaults(gadget)
         gadget_params = Params(gadget.params)
         runtime_params = Params(with_defaults(RUNTIME_PARAMS, defaults))
         operator_params = {
@@ -440,7 +441,9 @@ class Runtime:
             if isinstance(gadget, Runner):
                 gadget.run(ctx)
             elif isinstance(gadget, ResultRunner):
-                _write_result(gadget.run_with_result(ctx))
+                result = gadget.run_with_result(ctx)
+                if not run.chain.result(result):  # no output operator in the chain
+                    _write_result(result)
         finally:
             run.flush_lost()
         run.finish()

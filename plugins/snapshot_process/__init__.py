@@ -115,7 +115,12 @@ class SnapshotProcess(BpfSnapshot):
     @classmethod
     def output_formats(cls) -> tuple[dict[str, OutputFormat], str]:
         """``-o tree``: each container's processes as a tree, as ``ig``'s ``pstree`` output."""
-        tree = OutputFormat("tree", "A pstree like output", write_tree)
+        tree = OutputFormat(
+            "tree",
+            "A pstree like output",
+            lambda batch: write_tree(batch.to_dicts()),
+            requires_combined_result=True,
+        )
         return {"tree": tree}, "columns"
 
     @classmethod
