@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from igrun.core.errors import ParamError, output_failed
 from igrun.core.events.schema import Batch, Field, Schema
-from igrun.core.gadget import GadgetContext
+from igrun.core.gadget import Gadget, GadgetContext
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_OUTPUT, Operator
 from igrun.core.output.columns import ColumnLines, fit
@@ -180,6 +180,12 @@ class OutputOperator(Operator):
         """Shared when several gadgets write to one stdout (whole batches, never mixed)."""
         self._failed = False
         """A write failed (reported once, by the error that ends the run): write no more."""
+
+    @classmethod
+    def can_operate_on(cls, gadget: type[Gadget]) -> bool:
+        """Not for a gadget with its own ``--output`` (a file it writes its result to, as
+        ``ig``'s advisors have): it prints what it makes itself."""
+        return all(p.key != "output" for p in gadget.params)
 
     @classmethod
     def check(cls, plan: RunPlan, params: Params, schema: Schema) -> None:
