@@ -33,6 +33,7 @@ GADGETS = [
     "tcp",
     "tcpdrop",
     "tcpretrans",
+    "network",
 ]
 TOP = {"tcp": "Stats", "block-io": "Stats"}
 """Top gadgets: their struct (one row of an interval's array)."""
