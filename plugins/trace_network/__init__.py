@@ -24,12 +24,13 @@ container's network namespace has (:mod:`igrun.core.containers.addresses`, which
 that misses); the ``remote`` column shows ``p/<namespace>/<pod>`` for a pod,
 ``c/<container>`` for another known container, and the address otherwise.
 
-What it misses: forwarded and routed traffic no local process sends or receives (a host
-acting as a router, NAT, bridged traffic between containers seen from the host), raw and
-packet sockets, ICMP, SCTP; TCP connections that are never accepted (still in the listen
-queue) and UDP datagrams read without asking for their source address (``recv()`` on an
-unconnected socket); connects and sends made through io_uring are reported at the
-thread's next hooked connect or send, without their local port. A UDP socket's local address
+What it misses: traffic no local process sends or receives (a host routing, forwarding or
+NATing for others), raw and packet sockets, ICMP, SCTP; TCP connections that are never
+accepted (still in the listen queue) and UDP datagrams read without asking for their source
+address (``recv()`` on an unconnected socket). A connect or send made through io_uring has
+no syscall exit: its event leaves late (at the same thread's next new flow), without its
+local port, or not at all. A blocking connect that failed (refused) shows no local end, as
+the kernel has cleared it. A UDP socket's local address
 is the one it is bound to (``0.0.0.0`` when it is bound to none). A flow forgotten by the LRU
 hash (over 65,536 flows) is reported again when seen again.
 """
