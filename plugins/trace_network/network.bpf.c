@@ -94,12 +94,15 @@ static __always_inline void flow_key_of(struct flow_key *k, const struct event *
 	__builtin_memcpy(k->remote, e->conn.daddr, 16);
 }
 
-/* Whether the flow of `e` is new (and now recorded). */
+/* Whether the flow of `e` is new (and now recorded). A lookup first: most packets belong
+ * to a known flow, and an LRU update takes a free node even when the key exists. */
 static __always_inline bool new_flow(const struct event *e)
 {
 	struct flow_key k;
 
 	flow_key_of(&k, e);
+	if (bpf_map_lookup_elem(&flows, &k))
+		return false;
 	return bpf_map_update_elem(&flows, &k, &seen, BPF_NOEXIST) == 0;
 }
 
@@ -208,11 +211,12 @@ static __always_inline int egress(struct bpf_sock_addr *ctx, bool v6, bool is_se
 	p->event.proto = proto;
 	p->event.pkt_type = NET_EGRESS;
 	p->event.port = p->event.conn.dport;
-	gadget_process_populate(&p->event.proc);
+	p->event.proc.pid = bpf_get_current_pid_tgid() >> 32; /* the rest once the flow is new */
 	if (is_send && answers(&p->event, sk->src_port))
 		return 1;
 	if (!new_flow(&p->event))
 		return 1;
+	gadget_process_populate(&p->event.proc);
 	p->event.timestamp = bpf_ktime_get_boot_ns();
 	p->sk = (__u64)sk;
 	hold(p);
@@ -263,11 +267,12 @@ static __always_inline int received(struct bpf_sock_addr *ctx, bool v6)
 	p->event.proto = IPPROTO_UDP;
 	p->event.pkt_type = NET_INGRESS;
 	p->event.port = sk->src_port;
-	gadget_process_populate(&p->event.proc);
+	p->event.proc.pid = bpf_get_current_pid_tgid() >> 32;
 	if (answers(&p->event, 0))
 		return 1;
 	if (!new_flow(&p->event))
 		return 1;
+	gadget_process_populate(&p->event.proc);
 	p->event.timestamp = bpf_ktime_get_boot_ns();
 	/* Read back from the map: the verifier lets a plain number, not the bpf_sock, be read
 	 * through as a struct sock. */
@@ -386,9 +391,10 @@ static __always_inline int accepted(struct trace_event_raw_sys_exit *ctx)
 	p->event.pkt_type = NET_INGRESS;
 	local_of(&p->event, sk);
 	p->event.port = p->event.conn.sport;
-	gadget_process_populate(&p->event.proc);
+	p->event.proc.pid = bpf_get_current_pid_tgid() >> 32;
 	if (!new_flow(&p->event))
 		return 0;
+	gadget_process_populate(&p->event.proc);
 	p->event.timestamp = bpf_ktime_get_boot_ns();
 	send_event(&p->event);
 	return 0;
