@@ -455,3 +455,36 @@ def test_container_addresses_from_fib_trie() -> None:
         """)
     assert _ipv4_local(trie) == {"10.88.0.5", "127.0.0.1"}
     assert "127.0.0.1" not in namespace_addresses(os.getpid())
+
+
+def test_container_addresses_read_again_when_late(nets: Nets) -> None:
+    """A container whose address comes after it was seen (a CNI hook, say) is found once it
+    has one; a removed container is not."""
+    from igrun.core.containers import addresses
+    from igrun.core.containers.addresses import ContainerAddresses
+    from igrun.core.containers.collection import ContainerCollection
+
+    subprocess.run(["ip", "netns", "add", f"{nets.c}l"], check=True)
+    sleeper = subprocess.Popen(["ip", "netns", "exec", f"{nets.c}l", "sleep", "30"])
+    try:
+        time.sleep(0.2)  # the exec into the namespace
+        netns = os.stat(f"/proc/{sleeper.pid}/ns/net").st_ino
+        collection = ContainerCollection()
+        late = Container("late-id", "late", "runc", sleeper.pid, netns=netns)
+        collection.add(late)
+        peers = ContainerAddresses(collection)
+        addr = f"{nets.ip_c[: nets.ip_c.rindex('.')]}.9"
+        assert peers.get(addr) is None and peers.addresses(late) == set()
+        subprocess.run(["ip", "-n", f"{nets.c}l", "addr", "add", f"{addr}/32", "dev", "lo"],
+                       check=True)  # fmt: skip
+        subprocess.run(["ip", "-n", f"{nets.c}l", "link", "set", "lo", "up"], check=True)
+        time.sleep(addresses.RETRY_SECONDS)
+        found = peers.get(addr)
+        assert found is not None and found.name == "late"
+        collection.sync([])
+        assert peers.get(addr) is None
+        peers.close()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        subprocess.run(["ip", "netns", "del", f"{nets.c}l"], capture_output=True)
