@@ -28,7 +28,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from igrun.core.errors import ParamError, output_failed
 from igrun.core.events.schema import Batch, Field, Schema
-from igrun.core.gadget import GadgetContext, OutputFormat, ResultRunner, gadget_output_formats
+from igrun.core.gadget import (
+    Gadget,
+    GadgetContext,
+    OutputFormat,
+    ResultRunner,
+    gadget_output_formats,
+)
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_OUTPUT, Operator
 from igrun.core.output.columns import ColumnLines, fit
@@ -198,6 +204,12 @@ class OutputOperator(Operator):
         self._result_gadget = issubclass(ctx.gadget, ResultRunner)
         """The gadget returns its whole result at the end (:meth:`result`) instead of rows."""
         self._schema: Schema | None = None
+
+    @classmethod
+    def can_operate_on(cls, gadget: type[Gadget]) -> bool:
+        """Not for a gadget with its own ``--output`` (a file it writes its result to, as
+        ``ig``'s advisors have): it prints what it makes itself."""
+        return all(p.key != "output" for p in gadget.params)
 
     @classmethod
     def check(cls, plan: RunPlan, params: Params, schema: Schema) -> None:

@@ -34,6 +34,7 @@ GADGETS = [
     "tcp",
     "tcpdrop",
     "tcpretrans",
+    "network",
 ]
 TOP = {"tcp": "Stats", "block-io": "Stats", "ebpf": "Stats", "file": "Stats"}
 """Top gadgets: their struct (one row of an interval's array)."""

@@ -42,6 +42,7 @@ from igrun.plugins.trace_capabilities import TraceCapabilities
 from igrun.plugins.trace_exec import TraceExec
 from igrun.plugins.trace_fsslower import TraceFsslower
 from igrun.plugins.trace_mount import TraceMount
+from igrun.plugins.trace_network import TraceNetwork
 from igrun.plugins.trace_oomkill import TraceOomkill
 from igrun.plugins.trace_open import TraceOpen
 from igrun.plugins.trace_signal import TraceSignal
@@ -69,6 +70,7 @@ GADGETS: dict[str, type[Gadget]] = {
     "trace tcp": TraceTcp,
     "trace tcpdrop": TraceTcpdrop,
     "trace tcpretrans": TraceTcpretrans,
+    "trace network": TraceNetwork,
     "top tcp": TopTcp,
     "top block-io": TopBlockIo,
     "top ebpf": TopEbpf,
@@ -84,6 +86,10 @@ NOT_WRITTEN = {
         f"{end}.{key}": "set by ig's KubeIPResolver operator (Kubernetes), not by the gadget"
         for end in ("src", "dst")
         for key in ("namespace", "podname", "kind", "podlabels")
+    },
+    **{
+        key: "the local pod's details ig takes from the Kubernetes API server (trace network)"
+        for key in ("podHostIP", "podIP", "podOwner", "podLabels")
     },
     "src.proto": "the v0.25 tracers of these gadgets leave it 0 (omitted)",
     "dst.proto": "the v0.25 tracers of these gadgets leave it 0 (omitted)",
@@ -109,6 +115,14 @@ ADDITIONS: dict[str, set[str]] = {
     "trace tcp": {"tid", "error"},
     "trace tcpdrop": {"tid", "ownerKnown"},
     "trace tcpretrans": {"tid", "ownerKnown"},
+    "trace network": {
+        "direction",
+        "src.addr",
+        "src.version",
+        "src.port",
+        "dst.port",
+        "dst.containerName",
+    },
     "top tcp": set(),
     "top block-io": set(),
     "top ebpf": set(),
@@ -211,7 +225,9 @@ def check_event(gadget: str, event: dict[str, Any]) -> None:
             if ig[key]["omitempty"] and not ig[key]["type"].startswith(("*", "struct ")):
                 assert not empty(value), (gadget, key, "empty value of an omitempty key")
         else:
-            assert key in ADDITIONS[gadget], (gadget, key, "neither ig's nor a known addition")
+            added = ADDITIONS[gadget]
+            whole = any(a.startswith(f"{key}.") for a in added)  # an added object
+            assert key in added or whole, (gadget, key, "neither ig's nor a known addition")
     assert not OLD_NAMES & set(flat), event
 
 
@@ -636,3 +652,24 @@ def test_top_ebpf(igrun_cli: IgrunCli) -> None:
     assert own["name"] == "ig_top_ebpf_it" and own["type"] == "Tracing"
     assert own["currentRunCount"] > 0 and own["currentRuntime"] > 0
     assert own["runtime"] == {} and own["k8s"] == {"node": node_name()}
+
+
+def test_network(igrun_cli: IgrunCli) -> None:
+    box: dict[str, int] = {}
+
+    def action() -> None:
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen()
+            box["port"] = server.getsockname()[1]
+            with socket.create_connection(("127.0.0.1", box["port"])) as c:
+                box["sport"] = c.getsockname()[1]
+                server.accept()[0].close()
+
+    events, _ = run(igrun_cli, "trace network", action, "-F", f"pid:{os.getpid()}")
+    mine = [e for e in events if e.get("port") == box["port"]]
+    assert sorted(e["pktType"] for e in mine) == ["HOST", "OUTGOING"], events
+    (out,) = [e for e in mine if e["pktType"] == "OUTGOING"]
+    assert out["dst"] == {"addr": "127.0.0.1", "version": 4, "port": box["port"]}
+    assert out["src"] == {"addr": "127.0.0.1", "version": 4, "port": box["sport"]}
+    assert out["proto"] == "TCP" and out["netnsid"] > 0 and out["runtime"] == {}
