@@ -154,7 +154,7 @@ class ProfileBlockIo(BpfHistogram):
             alias="m",
             default="false",
             type_hint=TypeHint.BOOL,
-            description="Show histogram in milliseconds instead of microseconds",
+            description="show histogram in milliseconds instead of microseconds",
         ),
         ParamDesc(
             PARAM_PER_DISK,

@@ -201,27 +201,27 @@ class ProfileTcprtt(BpfHistogram):
         "igrun profile tcprtt --byraddr --rport 443",
     )
     params = (
-        _bool("Show histogram in milliseconds instead of microseconds", PARAM_MILLISECONDS, "m"),
-        _bool("Show histogram by local address", PARAM_BY_LADDR, "b"),
-        _bool("Show histogram by remote address", PARAM_BY_RADDR, "B"),
+        _bool("show histogram in milliseconds instead of microseconds", PARAM_MILLISECONDS, "m"),
+        _bool("show histogram by local address", PARAM_BY_LADDR, "b"),
+        _bool("show histogram by remote address", PARAM_BY_RADDR, "B"),
         ParamDesc(
             PARAM_LPORT,
             default="0",
             type_hint=TypeHint.UINT,
-            description="Filter for local port",
+            description="filter for local port",
             check=_port,
         ),
         ParamDesc(
             PARAM_RPORT,
             default="0",
             type_hint=TypeHint.UINT,
-            description="Filter for remote port",
+            description="filter for remote port",
             check=_port,
         ),
-        ParamDesc(PARAM_LADDR, description="Filter for local address", check=_ipv4),
-        ParamDesc(PARAM_RADDR, description="Filter for remote address", check=_ipv4),
-        ParamDesc(PARAM_LADDR_V6, description="Filter for local address using IPv6", check=_ipv6),
-        ParamDesc(PARAM_RADDR_V6, description="Filter for remote address using IPv6", check=_ipv6),
+        ParamDesc(PARAM_LADDR, description="filter for local address", check=_ipv4),
+        ParamDesc(PARAM_RADDR, description="filter for remote address", check=_ipv4),
+        ParamDesc(PARAM_LADDR_V6, description="filter for local address using IPv6", check=_ipv6),
+        ParamDesc(PARAM_RADDR_V6, description="filter for remote address using IPv6", check=_ipv6),
     )
     _formats: ClassVar[dict[str, OutputFormat]] = {
         "report": OutputFormat(
