@@ -69,7 +69,7 @@ ARCHITECTURES["arm64"] = ARCHITECTURES["aarch64"]
 
 PROFILE_FORMAT = "profile"
 
-ROW_DTYPE = np.dtype([("mntns_id", "<u8")])
+ROW_DTYPE = np.dtype([("timestamp", "<u8"), ("mntns_id", "<u8")])
 
 
 def syscall_names(bitmap: bytes, table: Mapping[int, str]) -> list[str]:
@@ -120,6 +120,7 @@ class AdviseSeccompProfile(Gadget):
     )
     schema = Schema(
         [
+            fields.timestamp("when the container started (or was first seen)"),
             fields.mntns(),
             Field(
                 "syscalls",
@@ -136,6 +137,8 @@ class AdviseSeccompProfile(Gadget):
         self._lock = threading.Lock()
         self._containers: dict[str, tuple[Container, list[str] | None]] = {}
         """Each attached container by id, with its syscalls once read (when it stopped)."""
+        self._attached: dict[str, int] = {}
+        """Boot time each container was attached at (a time it surely ran)."""
         self._table = syscall_table()
 
     @classmethod
@@ -161,6 +164,7 @@ class AdviseSeccompProfile(Gadget):
     def attach_container(self, container: Container) -> None:
         with self._lock:
             self._containers[container.id] = (container, None)
+            self._attached[container.id] = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
 
     def detach_container(self, container: Container) -> None:
         """Read the container's syscalls now and forget its namespace's bitmap: the number
@@ -190,6 +194,9 @@ class AdviseSeccompProfile(Gadget):
         assert ctx.schema is not None
         raw = np.zeros(len(rows), dtype=ROW_DTYPE)
         raw["mntns_id"] = [c.mntns for c, _ in rows]
+        # Its start names the container (a stopped one too, while igrun remembers it): the
+        # containers operator matches a time in its life to its mount namespace.
+        raw["timestamp"] = [c.started_ns or self._attached.get(c.id, 0) for c, _ in rows]
         column = np.empty(len(rows), dtype=object)
         for i, (_, names) in enumerate(rows):  # one list per cell, never a 2-D array
             column[i] = names
