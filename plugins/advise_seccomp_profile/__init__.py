@@ -123,6 +123,7 @@ class AdviseSeccompProfile(Gadget):
     category = Category.ADVISE
     type = GadgetType.PROFILE
     description = "Generate seccomp profiles based on recorded syscalls activity"
+    bpf_object: ClassVar[str] = "seccomp.bpf.o"
     param_defaults: ClassVar[Mapping[str, str]] = {"output": PROFILE_FORMAT}
     examples: ClassVar[tuple[str, ...]] = (
         "igrun advise seccomp-profile -c mycontainer -t 30s > profile.json",
@@ -159,7 +160,7 @@ class AdviseSeccompProfile(Gadget):
         return {PROFILE_FORMAT: profile}, PROFILE_FORMAT
 
     def init(self, ctx: GadgetContext) -> None:
-        obj = self.obj = open_object(importlib.resources.files(__name__) / "seccomp.bpf.o")
+        obj = self.obj = open_object(importlib.resources.files(__name__) / self.bpf_object)
         try:
             join_shared(ctx, obj)
             obj.load()

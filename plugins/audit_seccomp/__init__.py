@@ -24,6 +24,7 @@ count). ``tid`` is only known for trap and kill (0, left out, otherwise).
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import os
 import select
 import time
@@ -115,6 +116,7 @@ class AuditSeccomp(Gadget):
     name = "seccomp"
     category = Category.AUDIT
     description = "Audit syscalls according to the seccomp profile"
+    bpf_object: ClassVar[str] = "audit_seccomp.bpf.o"
     examples: ClassVar[tuple[str, ...]] = (
         "igrun audit seccomp",
         "igrun audit seccomp -c mycontainer -o json",
@@ -161,7 +163,7 @@ class AuditSeccomp(Gadget):
         try:
             self._log_actions(ctx)
             self.sock = open_stream()
-            obj = self.obj = open_object(Path(__file__).with_name("audit_seccomp.bpf.o"))
+            obj = self.obj = open_object(importlib.resources.files(__name__) / self.bpf_object)
             obj.load()
             pin_maps(ctx, obj, self.id())
             obj.attach_all()
