@@ -11,4 +11,17 @@ struct seen {
 	__u32 pad;
 };
 
+/* A SIGSYS that a seccomp filter forced on a thread (trap, or a kill that dumps core). */
+struct sigsys_event {
+	__u64 timestamp; /* boot-time ns */
+	__u64 mntns_id;
+	__u32 pid;
+	__u32 tid;
+	char comm[16];
+	__u32 syscall;
+	__s32 data; /* si_errno: the filter's SECCOMP_RET_DATA */
+	__u32 arch; /* AUDIT_ARCH_* of the call */
+	__u32 pad;
+};
+
 #endif
