@@ -36,6 +36,7 @@ import contextlib
 import importlib.resources
 import os
 import select
+import socket
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -46,6 +47,7 @@ from igrun.core import (
     Batch,
     Category,
     Column,
+    EnvironmentProblem,
     Field,
     Gadget,
     GadgetContext,
@@ -181,7 +183,7 @@ class AuditSeccomp(Gadget):
 
     def __init__(self) -> None:
         self.obj: BpfObject | None = None
-        self.sock: Any = None
+        self.sock: socket.socket | None = None
         self._saved_actions: str | None = None
         self._filter: Any = None
         self._unknown = 0
@@ -192,7 +194,13 @@ class AuditSeccomp(Gadget):
     def init(self, ctx: GadgetContext) -> None:
         try:
             self._log_actions(ctx)
-            self.sock = open_stream()
+            try:
+                self.sock = open_stream()
+            except OSError as exc:
+                raise EnvironmentProblem(
+                    f"cannot read the kernel's audit stream (needs CAP_AUDIT_READ and a "
+                    f"kernel with CONFIG_AUDIT): {exc.strerror or exc}"
+                ) from None
             obj = self.obj = open_object(importlib.resources.files(__name__) / self.bpf_object)
             join_shared(ctx, obj)
             obj.load()
@@ -217,8 +225,14 @@ class AuditSeccomp(Gadget):
         wanted = [a for a in WANTED_ACTIONS if a not in before]
         if not wanted:
             return
+        try:
+            ACTIONS_LOGGED.write_text(" ".join([*before, *wanted]))
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"cannot make seccomp log {', '.join(wanted)} ({ACTIONS_LOGGED}): "
+                f"{exc.strerror or exc}"
+            ) from None
         self._saved_actions = " ".join(before)
-        ACTIONS_LOGGED.write_text(" ".join([*before, *wanted]))
         ctx.logger.info("seccomp_actions_logged", added=",".join(wanted))
 
     def _mntns_tid(self, record: SeccompRecord, offset: int) -> tuple[int, int]:
