@@ -135,6 +135,26 @@ def test_json_is_the_raw_list_per_container_at_sigterm(
     assert row["mountnsid"] > 0
 
 
+@pytest.mark.bpf
+def test_a_container_still_running_at_the_end_is_read_then(
+    igrun_cli: IgrunCli,
+    podman: Podman,  # noqa: F811
+) -> None:
+    name = f"igrun-advise-{uuid.uuid4().hex[:6]}"
+    proc = igrun_cli.start("advise", "seccomp-profile", "-c", name, "-o", "json")
+    try:
+        running = podman.run(name)  # sh looping on sleep 1
+        time.sleep(1.5)  # a sleep or two: sh forks, execs and waits
+    finally:
+        out, err = proc.stop()
+    assert proc.returncode == 0, err
+    (row,) = igrun_cli.events(out)
+    assert row["runtime"]["containerName"] == name
+    assert row["mountnsid"] == running.mntns
+    assert {"execve", "clone", "wait4"} <= set(row["syscalls"])
+    assert {"nanosleep", "clock_nanosleep"} & set(row["syscalls"])  # busybox sleep's libc
+
+
 # ---- audit seccomp ---------------------------------------------------------------------------
 
 
