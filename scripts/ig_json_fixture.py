@@ -40,6 +40,8 @@ TOP = {"tcp": "Stats", "block-io": "Stats", "ebpf": "Stats", "file": "Stats"}
 """Top gadgets: their struct (one row of an interval's array)."""
 SNAPSHOTS = {"process": "process-collector.go", "socket": "socket-collector.go"}
 """Snapshot gadgets, by the file of their ``Event`` struct in ``types/``."""
+OTHERS = {"audit seccomp": ("pkg/gadgets/audit/seccomp/types/types.go", "Event")}
+"""Gadgets of other categories: the file and name of the struct ``ig`` writes."""
 _STRUCT = re.compile(r"^type (\w+) struct \{\n(.*?)^\}", re.M | re.S)
 _FIELD = re.compile(r"^\s*(\w+)\s+([\w.\[\]*]+)\s+`([^`]*)`")
 _EMBEDDED = re.compile(r"^\s*([\w.]+)\s*(`[^`]*`)?\s*$")
@@ -107,6 +109,8 @@ def main(repo: str) -> None:
     for name, file in SNAPSHOTS.items():
         path = f"pkg/gadgets/snapshot/{name}/types/{file}"
         gadgets[f"snapshot {name}"] = keys(structs(show(repo, path))["Event"], path, common)
+    for gadget, (path, struct) in OTHERS.items():
+        gadgets[gadget] = keys(structs(show(repo, path))[struct], path, common)
     fixture = {
         "about": "JSON keys of Inspektor Gadget's ig v0.25.0 (encoding/json of each gadget's "
         "Event struct): per gadget, each key (dotted for nesting) with its Go type, whether the "

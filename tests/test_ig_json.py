@@ -31,6 +31,7 @@ import pytest
 from igrun.core.events.schema import Field, Kind
 from igrun.core.gadget import Gadget
 from igrun.operators.containers import ENRICHED, node_name
+from igrun.plugins.audit_seccomp import AuditSeccomp
 from igrun.plugins.snapshot_process import SnapshotProcess
 from igrun.plugins.snapshot_socket import SnapshotSocket
 from igrun.plugins.top_block_io import TopBlockIo
@@ -61,6 +62,7 @@ GADGETS: dict[str, type[Gadget]] = {
     "trace exec": TraceExec,
     "trace open": TraceOpen,
     "trace signal": TraceSignal,
+    "audit seccomp": AuditSeccomp,
     "trace mount": TraceMount,
     "trace bind": TraceBind,
     "trace capabilities": TraceCapabilities,
@@ -106,6 +108,7 @@ ADDITIONS: dict[str, set[str]] = {
     "trace exec": {"tid", "truncated"},
     "trace open": {"tid"},
     "trace signal": set(),
+    "audit seccomp": {"tid"},
     "trace mount": set(),
     "trace bind": {"tid", "error"},
     "trace capabilities": {"tid"},
