@@ -1,0 +1,448 @@
+"""Naming sampled instruction addresses: kernel ones from ``/proc/kallsyms``, user ones from
+the ELF symbols of the binary mapped at that address in that process.
+
+Everything works on arrays: the distinct addresses of a process are found once
+(``np.unique``), matched to their mapping and then to their symbol with ``searchsorted``.
+Binaries are opened through ``/proc/<pid>/root`` (so a container's own files are read, not
+the host's of the same name) and their symbol tables are kept once per build id (or file,
+when there is none). A process is looked at while it still runs (:meth:`Symbolizer.remember`),
+so one that exits before the profile ends is still named. An address that cannot be named
+becomes ``module+0xoffset`` (``[unknown]+0xaddress`` outside any mapping): a frame never
+vanishes.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Array = np.ndarray[Any, Any]
+
+MAX_SYMBOLS = 20_000_000
+"""Symbols read from one table at most: a corrupt header cannot make igrun allocate more."""
+MAX_TABLE_BYTES = 1 << 30
+"""Bytes of one symbol or string table read at most."""
+STT_FUNC, STT_GNU_IFUNC = 2, 10
+SHN_UNDEF = 0
+PF_X = 1
+
+
+def _sym_dtype(little: bool) -> np.dtype[Any]:
+    order = "<" if little else ">"
+    return np.dtype(
+        [
+            ("name", order + "u4"),
+            ("info", "u1"),
+            ("other", "u1"),
+            ("shndx", order + "u2"),
+            ("value", order + "u8"),
+            ("size", order + "u8"),
+        ]
+    )
+
+
+@dataclass
+class ElfSymbols:
+    """One binary's function symbols, sorted by address, and how file offsets map to them."""
+
+    name: str
+    build_id: str
+    values: Array = field(default_factory=lambda: np.zeros(0, np.uint64))
+    ends: Array = field(default_factory=lambda: np.zeros(0, np.uint64))
+    name_offsets: Array = field(default_factory=lambda: np.zeros(0, np.int64))
+    strtabs: list[bytes] = field(default_factory=list)
+    table_of: Array = field(default_factory=lambda: np.zeros(0, np.int64))
+    loads: list[tuple[int, int, int]] = field(default_factory=list)
+    """Executable ``PT_LOAD`` segments: ``(file offset, virtual address, file size)``."""
+
+    def vaddrs(self, offsets: Array) -> Array:
+        """File offsets as the addresses the symbols use (the segment containing each)."""
+        out = offsets.astype(np.uint64).copy()
+        for off, vaddr, size in self.loads:
+            inside = (offsets >= off) & (offsets < off + size)
+            out[inside] = offsets[inside] - np.uint64(off) + np.uint64(vaddr)
+        return out
+
+    def names(self, offsets: Array) -> list[str | None]:
+        """The function containing each file offset, or None."""
+        if not len(self.values):
+            return [None] * len(offsets)
+        addrs = self.vaddrs(offsets)
+        idx = np.searchsorted(self.values, addrs, side="right") - 1
+        ok = (idx >= 0) & (addrs < self.ends[np.maximum(idx, 0)])
+        out: list[str | None] = []
+        for i, good in zip(idx.tolist(), ok.tolist(), strict=True):
+            out.append(self._name(i) if good else None)
+        return out
+
+    def _name(self, i: int) -> str | None:
+        table = self.strtabs[int(self.table_of[i])]
+        start = int(self.name_offsets[i])
+        if start >= len(table):
+            return None
+        end = table.find(b"\0", start)
+        return table[start : end if end >= 0 else len(table)].decode("utf-8", "replace")
+
+
+def _shdr_dtype(order: str) -> np.dtype[Any]:
+    return np.dtype(
+        [("name", order + "u4"), ("type", order + "u4"), ("flags", order + "u8"),
+         ("addr", order + "u8"), ("offset", order + "u8"), ("size", order + "u8"),
+         ("link", order + "u4"), ("info", order + "u4"), ("addralign", order + "u8"),
+         ("entsize", order + "u8")]
+    )  # fmt: skip
+
+
+def _phdr_dtype(order: str) -> np.dtype[Any]:
+    return np.dtype(
+        [("type", order + "u4"), ("flags", order + "u4"), ("offset", order + "u8"),
+         ("vaddr", order + "u8"), ("paddr", order + "u8"), ("filesz", order + "u8"),
+         ("memsz", order + "u8"), ("align", order + "u8")]
+    )  # fmt: skip
+
+
+SHT_SYMTAB, SHT_DYNSYM = 2, 11
+PT_LOAD, PT_NOTE = 1, 4
+NT_GNU_BUILD_ID = 3
+MAX_NOTES_BYTES = 1 << 16
+
+
+def read_elf_symbols(fd: int, label: str) -> ElfSymbols | None:
+    """The function symbols of ``.symtab`` and ``.dynsym`` of the ELF file open at ``fd``, or
+    None when it is no 64-bit ELF file igrun can read (not ELF, truncated, a header that
+    points outside the file): its frames then show ``module+offset``.
+
+    pyelftools checks and decodes the ELF header; the section and program header tables and
+    the symbol tables are read whole into numpy arrays (one read each, every offset and size
+    checked against the file's size), which is what keeps a large binary cheap."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    try:
+        size = os.fstat(fd).st_size
+        with os.fdopen(os.dup(fd), "rb") as f:
+            elf = ELFFile(f)
+            if elf.elfclass != 64:
+                return None  # 32-bit binaries: their frames show module+offset
+            return _read(f, elf.header, "<" if elf.little_endian else ">", size, label)
+    except (OSError, ELFError, ValueError, KeyError, IndexError):
+        return None
+
+
+def _table(f: Any, offset: int, count: int, entsize: int, dtype: np.dtype[Any], size: int) -> Array:
+    """``count`` records of ``dtype`` at ``offset``, after checking they are in the file."""
+    if entsize != dtype.itemsize or count < 0 or offset < 0 or offset + count * entsize > size:
+        raise ValueError("ELF table outside the file")
+    f.seek(offset)
+    data = f.read(count * entsize)
+    if len(data) != count * entsize:
+        raise ValueError("short read")
+    return np.frombuffer(data, dtype)
+
+
+def _chunk(f: Any, offset: int, length: int, size: int, limit: int = MAX_TABLE_BYTES) -> bytes:
+    if offset < 0 or length < 0 or length > limit or offset + length > size:
+        raise ValueError("ELF section outside the file")
+    f.seek(offset)
+    data = bytes(f.read(length))
+    if len(data) != length:
+        raise ValueError("short read")
+    return data
+
+
+def _build_id(notes: bytes, order: str) -> str:
+    """The GNU build id among the notes of one ``PT_NOTE`` segment (4-byte aligned)."""
+    pos = 0
+    while pos + 12 <= len(notes):
+        namesz, descsz, kind = np.frombuffer(notes, order + "u4", 3, pos).tolist()
+        name_at = pos + 12
+        desc_at = name_at + (namesz + 3) // 4 * 4
+        end = desc_at + (descsz + 3) // 4 * 4
+        if end > len(notes):
+            return ""
+        if kind == NT_GNU_BUILD_ID and notes[name_at : name_at + namesz] == b"GNU\0":
+            return notes[desc_at : desc_at + descsz].hex()
+        pos = end
+    return ""
+
+
+def _read(f: Any, header: Any, order: str, size: int, label: str) -> ElfSymbols:
+    phdrs = _table(
+        f, header["e_phoff"], header["e_phnum"], header["e_phentsize"], _phdr_dtype(order), size
+    )
+    loads = [
+        (int(p["offset"]), int(p["vaddr"]), int(p["filesz"]))
+        for p in phdrs[(phdrs["type"] == PT_LOAD) & ((phdrs["flags"] & PF_X) != 0)]
+    ]
+    build_id = ""
+    for p in phdrs[phdrs["type"] == PT_NOTE]:
+        length = min(int(p["filesz"]), MAX_NOTES_BYTES)
+        build_id = _build_id(_chunk(f, int(p["offset"]), length, size), order)
+        if build_id:
+            break
+    shdrs = _table(
+        f, header["e_shoff"], header["e_shnum"], header["e_shentsize"], _shdr_dtype(order), size
+    )
+    dtype = _sym_dtype(order == "<")
+    values, sizes, names, tables, strtabs = [], [], [], [], []
+    for sec in shdrs[(shdrs["type"] == SHT_SYMTAB) | (shdrs["type"] == SHT_DYNSYM)]:
+        link = int(sec["link"])
+        if not 0 < link < len(shdrs) or int(sec["entsize"]) not in (0, dtype.itemsize):
+            continue
+        count = int(sec["size"]) // dtype.itemsize
+        if count > MAX_SYMBOLS:
+            continue
+        syms = _table(f, int(sec["offset"]), count, dtype.itemsize, dtype, size)
+        kind = syms["info"] & 0xF
+        keep = (
+            ((kind == STT_FUNC) | (kind == STT_GNU_IFUNC))
+            & (syms["shndx"] != SHN_UNDEF)
+            & (syms["value"] != 0)
+        )
+        strtab = shdrs[link]
+        strtabs.append(_chunk(f, int(strtab["offset"]), int(strtab["size"]), size))
+        values.append(syms["value"][keep].astype(np.uint64))
+        sizes.append(syms["size"][keep].astype(np.uint64))
+        names.append(syms["name"][keep].astype(np.int64))
+        tables.append(np.full(int(keep.sum()), len(strtabs) - 1, np.int64))
+    out = ElfSymbols(label, build_id, loads=loads, strtabs=strtabs)
+    if values:
+        v = np.concatenate(values)
+        order_ = np.argsort(v, kind="stable")
+        v = v[order_]
+        s = np.concatenate(sizes)[order_]
+        # A symbol with no size reaches the next one (hand-written assembly, some stubs).
+        nxt = np.append(v[1:], np.uint64(np.iinfo(np.uint64).max))
+        out.values = v
+        out.ends = np.where(s > 0, v + s, np.maximum(nxt, v + np.uint64(1)))
+        out.name_offsets = np.concatenate(names)[order_]
+        out.table_of = np.concatenate(tables)[order_]
+    return out
+
+
+class KernelSymbols:
+    """``/proc/kallsyms``' text symbols, sorted: read once, on the first kernel frame."""
+
+    def __init__(self, path: str = "/proc/kallsyms") -> None:
+        addrs, names = [], []
+        with open(path, "rb") as f:
+            for line in f.read().splitlines():
+                parts = line.split(None, 3)
+                if len(parts) < 3 or parts[1] not in (b"t", b"T", b"w", b"W"):
+                    continue
+                addrs.append(int(parts[0], 16))
+                names.append(parts[2])
+        order = np.argsort(np.array(addrs, np.uint64), kind="stable")
+        self.addrs = np.array(addrs, np.uint64)[order]
+        self.names = np.array([n.decode("utf-8", "replace") for n in names], dtype=object)[order]
+        self.hidden = not len(self.addrs) or not self.addrs.any()
+        """Addresses all zero (kptr_restrict, not root): nothing can be named."""
+
+    def lookup(self, ips: Array) -> Array:
+        """Names of kernel addresses (``[kernel]+0xaddress`` below the first symbol)."""
+        out = np.empty(len(ips), dtype=object)
+        if self.hidden:
+            out[:] = [f"[kernel]+0x{ip:x}" for ip in ips.tolist()]
+            return out
+        idx = np.searchsorted(self.addrs, ips, side="right") - 1
+        ok = idx >= 0
+        out[ok] = self.names[idx[ok]]
+        out[~ok] = [f"[kernel]+0x{ip:x}" for ip in ips[~ok].tolist()]
+        return out
+
+
+@dataclass
+class ProcessMaps:
+    """A process's executable mappings, as seen while it ran."""
+
+    starts: Array
+    ends: Array
+    offsets: Array
+    modules: list[tuple[str, FileKey | None]]
+    """Per mapping: its module's short name and file (None: no file, or it could not be
+    opened)."""
+
+
+FileKey = tuple[int, int, int, int]
+"""A binary: device, inode, size and modification time."""
+MAX_OPEN_FILES = 4096
+"""Binaries held open at most (each one open once, however many processes map it)."""
+
+
+def _read_maps(pid: int, proc: str) -> list[tuple[int, int, int, str, str]]:
+    out = []
+    with open(f"{proc}/{pid}/maps", "rb") as f:
+        for line in f.read().splitlines():
+            parts = line.split(None, 5)
+            if len(parts) < 5 or b"x" not in parts[1]:
+                continue
+            start, _, end = parts[0].partition(b"-")
+            path = parts[5].decode("utf-8", "replace").strip() if len(parts) > 5 else ""
+            rng = parts[0].decode()
+            out.append((int(start, 16), int(end, 16), int(parts[2], 16), path, rng))
+    return out
+
+
+class Symbolizer:
+    """Names for the frames of many stacks at once; keeps what it learns for the next run."""
+
+    def __init__(self, proc: str = "/proc", kallsyms: str = "/proc/kallsyms") -> None:
+        self.proc = proc
+        self.kallsyms_path = kallsyms
+        self._kernel: KernelSymbols | None = None
+        self._procs: dict[int, ProcessMaps | None] = {}
+        self._files: dict[FileKey, int] = {}
+        self._labels: dict[FileKey, str] = {}
+        self._by_file: dict[FileKey, ElfSymbols | None] = {}
+        self._by_build_id: dict[str, ElfSymbols] = {}
+        self._seen: set[tuple[int, Any]] = set()
+        self._refreshed: set[int] = set()
+
+    @property
+    def kernel(self) -> KernelSymbols:
+        if self._kernel is None:
+            self._kernel = KernelSymbols(self.kallsyms_path)
+        return self._kernel
+
+    def kernel_names(self, ips: Array) -> Array:
+        uniq, inverse = np.unique(ips.astype(np.uint64), return_inverse=True)
+        return self.kernel.lookup(uniq)[inverse.reshape(-1)]
+
+    def remember(self, pids: Any, comms: Any = None) -> None:
+        """Read the mappings (and binaries) of processes not seen yet, while they run. With
+        ``comms``, a process seen under a new name has exec'd something else since: it is
+        read again (a sample taken between fork and exec must not fix the wrong binary)."""
+        names = comms if comms is not None else [None] * len(pids)
+        stale = set()
+        for pid, comm in zip(pids, names, strict=True):
+            pid = int(pid)
+            if pid not in self._procs or (comm is not None and (pid, comm) not in self._seen):
+                stale.add(pid)
+            if comm is not None:
+                self._seen.add((pid, comm))
+        for pid in stale:  # once each: the mappings now are those of its latest exec
+            fresh = self._load_process(pid)
+            if fresh is not None or pid not in self._procs:
+                self._procs[pid] = fresh  # a process gone meanwhile keeps what was read
+
+    def _refresh(self, pid: int) -> ProcessMaps | None:
+        """The mappings read again, once, for addresses outside all those known (the
+        process mapped something since, or exec'd)."""
+        if pid in self._refreshed:
+            return self._procs.get(pid)
+        self._refreshed.add(pid)
+        fresh = self._load_process(pid)
+        if fresh is not None:
+            self._procs[pid] = fresh
+        return self._procs.get(pid)
+
+    def _load_process(self, pid: int) -> ProcessMaps | None:
+        try:
+            maps = _read_maps(pid, self.proc)
+        except OSError:
+            return None  # gone already: its frames show addresses
+        modules = []
+        for _, _, _, path, rng in maps:
+            modules.append((os.path.basename(path) or "[anon]", self._module(pid, path, rng)))
+        return ProcessMaps(
+            np.array([m[0] for m in maps], np.uint64),
+            np.array([m[1] for m in maps], np.uint64),
+            np.array([m[2] for m in maps], np.uint64),
+            modules,
+        )
+
+    def _module(self, pid: int, path: str, rng: str) -> FileKey | None:
+        """Open the binary of a mapping now, while the process runs, and keep it open: its
+        symbols are read only if a sample falls in it, maybe after the process (or its
+        container) is gone."""
+        if not path.startswith("/"):
+            return None  # [vdso], [anon], a JIT's memory: no file to read
+        # The process's own view of its files (a container's root), then the mapping itself
+        # (a binary deleted or replaced since it started).
+        for candidate in (f"{self.proc}/{pid}/root{path}", f"{self.proc}/{pid}/map_files/{rng}"):
+            try:
+                fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                os.close(fd)
+                continue
+            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            if not stat.S_ISREG(st.st_mode) or key in self._files:
+                os.close(fd)
+                if key in self._files:
+                    return key
+                continue
+            if len(self._files) >= MAX_OPEN_FILES:
+                os.close(fd)
+                return None
+            self._files[key] = fd
+            self._labels[key] = os.path.basename(path)
+            return key
+        return None
+
+    def symbols(self, key: FileKey | None) -> ElfSymbols | None:
+        """A binary's symbols, read on first use and kept by build id."""
+        if key is None:
+            return None
+        if key not in self._by_file:
+            syms = read_elf_symbols(self._files[key], self._labels[key])
+            if syms is not None and syms.build_id:
+                syms = self._by_build_id.setdefault(syms.build_id, syms)
+            self._by_file[key] = syms
+        return self._by_file[key]
+
+    def close(self) -> None:
+        """Close the binaries held open (what was read from them stays)."""
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+    @staticmethod
+    def _mapping_of(maps: ProcessMaps, addrs: Array) -> Array:
+        """The index of the mapping holding each address, -1 for none."""
+        if not len(maps.starts):
+            return np.full(len(addrs), -1, np.int64)
+        order = np.argsort(maps.starts)
+        starts, ends = maps.starts[order], maps.ends[order]
+        pos = np.searchsorted(starts, addrs, side="right") - 1
+        inside = (pos >= 0) & (addrs < ends[np.maximum(pos, 0)])
+        return np.where(inside, order[np.maximum(pos, 0)], -1)
+
+    def user_names(self, pid: int, ips: Array) -> Array:
+        """Names of one process's user addresses."""
+        self.remember([pid])
+        uniq, inverse = np.unique(ips.astype(np.uint64), return_inverse=True)
+        out = np.empty(len(uniq), dtype=object)
+        maps = self._procs.get(pid)
+        if maps is None:
+            maps = self._refresh(pid)
+        if maps is None:
+            out[:] = [f"[unknown]+0x{ip:x}" for ip in uniq.tolist()]
+            return out[inverse.reshape(-1)]
+        mapping = self._mapping_of(maps, uniq)
+        if (mapping < 0).any():
+            again = self._refresh(pid)
+            if again is not None and again is not maps:
+                maps = again
+                mapping = self._mapping_of(maps, uniq)
+        for m in np.unique(mapping).tolist():
+            sel = np.flatnonzero(mapping == m)
+            if m < 0:
+                out[sel] = [f"[unknown]+0x{ip:x}" for ip in uniq[sel].tolist()]
+                continue
+            label, key = maps.modules[m]
+            syms = self.symbols(key)
+            offsets = uniq[sel] - maps.starts[m] + maps.offsets[m]
+            names = syms.names(offsets) if syms is not None else [None] * len(sel)
+            out[sel] = [
+                n if n is not None else f"{label}+0x{o:x}"
+                for n, o in zip(names, offsets.tolist(), strict=True)
+            ]
+        return out[inverse.reshape(-1)]

@@ -1,0 +1,360 @@
+"""``profile cpu`` for real: a C program built here, sampled by the kernel, named by igrun.
+
+The program has a distinctive function, ``burn_cpu_marker``, that spins for a given CPU time
+(however busy the machine, so the wall time may be longer), and
+``syscall_loop_marker``, which calls getppid() in a loop. Sampling is at 49 Hz per CPU (ig's
+default), on the CPU clock: a process gets about 49 samples per second of CPU time it uses.
+The expected count is taken from the child's own CPU time (``wait4``'s rusage), not from the
+wall clock, because other work on this small machine may share its CPUs; the tolerance is
+±25 % plus 3 samples (the clock's phase at the start and end, and the kernel's frequency
+adjustment over the first samples).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
+
+from igrun.core import run_gadget
+from igrun.plugins.profile_cpu import DEFAULT_FREQUENCY, ProfileCpu, formats
+
+if TYPE_CHECKING:
+    from conftest import IgrunCli
+
+pytestmark = pytest.mark.bpf
+
+SOURCE = r"""
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+/* CPU time, not wall time: the program uses `seconds` of CPU however busy the machine is. */
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+__attribute__((noinline)) unsigned long burn_cpu_marker(double seconds)
+{
+	volatile unsigned long x = 0;
+	double end = now() + seconds;
+	while (now() < end)
+		for (int i = 0; i < 2000000; i++) /* ~1 ms between two looks at the clock */
+			x += i;
+	return x;
+}
+
+__attribute__((noinline)) void syscall_loop_marker(double seconds)
+{
+	double end = now() + seconds;
+	while (now() < end)
+		for (int i = 0; i < 1000; i++)
+			syscall(SYS_getppid);
+}
+
+int main(int argc, char **argv)
+{
+	double seconds = argc > 2 ? atof(argv[2]) : 2.0;
+	if (argc > 1 && argv[1][0] == 's')
+		syscall_loop_marker(seconds);
+	else
+		burn_cpu_marker(seconds);
+	return 0;
+}
+"""
+MARKER = "burn_cpu_marker"
+TOLERANCE = 0.25
+SLACK = 3
+
+
+@pytest.fixture(scope="module")
+def burn(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test program: static (it runs as it is in a busybox container), with frame
+    pointers (the kernel walks user stacks by them)."""
+    out = tmp_path_factory.mktemp("burn") / "burn"
+    src = out.with_suffix(".c")
+    src.write_text(SOURCE)
+    subprocess.run(
+        ["cc", "-O2", "-fno-omit-frame-pointer", "-static", "-o", str(out), str(src)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def run_child(argv: list[str]) -> tuple[int, float]:
+    """Run ``argv`` to its end: its pid and the CPU seconds it used."""
+    child = subprocess.Popen(argv)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode == 0
+    return child.pid, usage.ru_utime + usage.ru_stime
+
+
+def profile_while(argv: list[str], params: dict[str, Any] | None = None) -> tuple[Any, int, float]:
+    """Profile the host while ``argv`` runs; the run's one result batch, the child's pid and
+    CPU seconds."""
+    settings = {"operator.containers.host": True, "runtime.timeout": "60s", **(params or {})}
+    with run_gadget("profile cpu", settings, ["containers"]) as run:
+        run.wait_ready()
+        pid, cpu = run_child(argv)
+        run.cancel()
+        batches = list(run.batches())
+    assert len(batches) == 1  # the whole result, once
+    return batches[0], pid, cpu
+
+
+def rows_of(batch: Any, pid: int) -> list[dict[str, Any]]:
+    keep = batch["pid"] == pid
+    return [
+        {"comm": c, "user": u, "kernel": k, "count": n}
+        for c, u, k, n in zip(
+            batch["comm"][keep].tolist(), batch["userStack"][keep].tolist(),
+            batch["kernelStack"][keep].tolist(), batch["count"][keep].tolist(), strict=True,
+        )
+    ]  # fmt: skip
+
+
+def expected_samples(cpu_seconds: float) -> tuple[float, float]:
+    want = DEFAULT_FREQUENCY * cpu_seconds
+    return want * (1 - TOLERANCE) - SLACK, want * (1 + TOLERANCE) + SLACK
+
+
+@pytest.fixture(scope="module")
+def burned(burn: Path) -> tuple[Any, int, float]:
+    """One profile of the spinning program, shared by the tests of its outputs."""
+    return profile_while([str(burn), "b", "2"])
+
+
+def test_the_marker_is_named_with_about_frequency_times_seconds_samples(
+    burned: tuple[Any, int, float],
+) -> None:
+    batch, pid, cpu = burned
+    rows = rows_of(batch, pid)
+    assert rows and {r["comm"] for r in rows} == {"burn"}
+    in_marker = sum(r["count"] for r in rows if MARKER in r["user"])
+    total = sum(r["count"] for r in rows)
+    low, high = expected_samples(cpu)
+    assert cpu >= 2.0  # it spins for 2 s of CPU time
+    assert low <= total <= high, (total, cpu)
+    # Nearly all its time is in the marker; a sample in the clock_gettime() it calls may
+    # lose the marker frame (glibc's code keeps no frame pointer), and the start-up has a few.
+    assert in_marker >= 0.9 * total, rows
+    # Leaf first, as ig: the marker is the innermost user frame, main its caller.
+    top = max((r for r in rows if MARKER in r["user"]), key=lambda r: r["count"])
+    assert top["user"][:2] == [MARKER, "main"]
+    assert np.all(np.diff(batch["count"]) >= 0)  # ig's order: ascending count
+
+
+def test_a_syscall_loop_shows_the_syscall_in_kernel_stacks(burn: Path) -> None:
+    batch, pid, cpu = profile_while([str(burn), "s", "1.5"])
+    rows = rows_of(batch, pid)
+    kernel = [r for r in rows if r["kernel"]]
+    in_getppid = sum(r["count"] for r in kernel if any("sys_getppid" in f for f in r["kernel"]))
+    assert in_getppid > 0, kernel
+    low, high = expected_samples(cpu)
+    assert low <= sum(r["count"] for r in rows) <= high
+    with_sys = next(r for r in kernel if any("sys_getppid" in f for f in r["kernel"]))
+    # The kernel stack is entered from the syscall entry (outermost); the user stack's
+    # innermost frame is the C library's syscall() (which keeps no frame pointer, so its
+    # caller, the loop, is skipped by the kernel's frame-pointer walk: main comes next).
+    assert with_sys["kernel"][-1].startswith("entry_SYSCALL")
+    assert with_sys["user"][:2] == ["syscall", "main"]
+
+
+def test_kernel_only_and_user_only(burn: Path) -> None:
+    batch, pid, _ = profile_while([str(burn), "s", "1"], {"kernel-stack": True})
+    rows = rows_of(batch, pid)
+    assert rows and all(r["user"] == [] for r in rows)
+    assert any(r["kernel"] for r in rows)
+    batch, pid, _ = profile_while([str(burn), "s", "1"], {"user-stack": True})
+    rows = rows_of(batch, pid)
+    assert rows and all(r["kernel"] == [] for r in rows)
+    assert any(r["user"][:2] == ["syscall", "main"] for r in rows)
+
+
+def test_folded_output_parses(burned: tuple[Any, int, float]) -> None:
+    batch, _, _ = burned
+    text = formats.to_folded(batch).decode()
+    lines = text.splitlines()
+    assert lines and text.endswith("\n")
+    total = 0
+    for line in lines:
+        path, _, count = line.rpartition(" ")
+        frames = path.split(";")
+        assert all(frames) and int(count) > 0
+        total += int(count)
+    assert total == int(batch["count"].sum())
+    ours = [line for line in lines if line.startswith("burn;") and f";{MARKER}" in line]
+    assert ours
+    # Root first: the command, then outer frames down to the marker.
+    assert any(line.rpartition(" ")[0].endswith(f"main;{MARKER}") for line in ours)
+
+
+def _pprof_message() -> Any:
+    """``perftools.profiles.Profile`` built from profile.proto's field numbers with the
+    protobuf package (no protoc): an independent reader of what igrun wrote."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto
+    f = descriptor_pb2.FileDescriptorProto(name="profile.proto", package="perftools.profiles")
+
+    def msg(name: str, *fields: tuple[str, int, int, int, str]) -> None:
+        m = f.message_type.add(name=name)
+        for fname, number, type_, label, type_name in fields:
+            fd = m.field.add(name=fname, number=number, type=type_, label=label)
+            if type_name:
+                fd.type_name = f".perftools.profiles.{type_name}"
+
+    R, OPT = F.LABEL_REPEATED, F.LABEL_OPTIONAL
+    msg(
+        "Profile",
+        ("sample_type", 1, F.TYPE_MESSAGE, R, "ValueType"),
+        ("sample", 2, F.TYPE_MESSAGE, R, "Sample"),
+        ("location", 4, F.TYPE_MESSAGE, R, "Location"),
+        ("function", 5, F.TYPE_MESSAGE, R, "Function"),
+        ("string_table", 6, F.TYPE_STRING, R, ""),
+        ("duration_nanos", 10, F.TYPE_INT64, OPT, ""),
+        ("period_type", 11, F.TYPE_MESSAGE, OPT, "ValueType"),
+        ("period", 12, F.TYPE_INT64, OPT, ""),
+    )
+    msg("ValueType", ("type", 1, F.TYPE_INT64, OPT, ""), ("unit", 2, F.TYPE_INT64, OPT, ""))
+    msg(
+        "Sample",
+        ("location_id", 1, F.TYPE_UINT64, R, ""),
+        ("value", 2, F.TYPE_INT64, R, ""),
+        ("label", 3, F.TYPE_MESSAGE, R, "Label"),
+    )
+    msg(
+        "Label",
+        ("key", 1, F.TYPE_INT64, OPT, ""),
+        ("str", 2, F.TYPE_INT64, OPT, ""),
+        ("num", 3, F.TYPE_INT64, OPT, ""),
+    )
+    msg(
+        "Location",
+        ("id", 1, F.TYPE_UINT64, OPT, ""),
+        ("line", 4, F.TYPE_MESSAGE, R, "Line"),
+    )
+    msg("Line", ("function_id", 1, F.TYPE_UINT64, OPT, ""), ("line", 2, F.TYPE_INT64, OPT, ""))
+    msg(
+        "Function",
+        ("id", 1, F.TYPE_UINT64, OPT, ""),
+        ("name", 2, F.TYPE_INT64, OPT, ""),
+        ("system_name", 3, F.TYPE_INT64, OPT, ""),
+        ("filename", 4, F.TYPE_INT64, OPT, ""),
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(f)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("perftools.profiles.Profile"))
+
+
+def test_pprof_output_loads_with_a_protobuf_reader(burned: tuple[Any, int, float]) -> None:
+    batch, pid, _ = burned
+    fmts, default = ProfileCpu().output_formats()
+    assert default == "columns" and {"folded", "pprof", "svg"} <= set(fmts)
+    data = fmts["pprof"].transform(batch)
+    profile = _pprof_message().FromString(gzip.decompress(data))
+    s = list(profile.string_table)
+    assert s[0] == ""
+    assert [(s[t.type], s[t.unit]) for t in profile.sample_type] == [
+        ("samples", "count"),
+        ("cpu", "nanoseconds"),
+    ]
+    assert profile.period == 1_000_000_000 // DEFAULT_FREQUENCY
+    names = {f.id: s[f.name] for f in profile.function}
+    loc_fn = {loc.id: names[loc.line[0].function_id] for loc in profile.location}
+    assert sum(x.value[0] for x in profile.sample) == int(batch["count"].sum())
+    ours = [
+        x for x in profile.sample
+        if any(s[lab.key] == "pid" and lab.num == pid for lab in x.label)
+    ]  # fmt: skip
+    assert ours
+    marked = [x for x in ours if loc_fn[x.location_id[0]] == MARKER]  # leaf first
+    assert marked
+    assert all(x.value[1] == x.value[0] * profile.period for x in ours)
+    assert loc_fn[marked[0].location_id[-1]] == "burn"  # the root: the command
+
+
+def test_svg_is_well_formed_and_has_the_marker(burned: tuple[Any, int, float]) -> None:
+    batch, _, _ = burned
+    data = formats.to_svg(batch, title="a <test> & title")
+    root = ET.fromstring(data)
+    ns = "{http://www.w3.org/2000/svg}"
+    assert root.tag == f"{ns}svg"
+    names = [g.get("data-name") for g in root.iter(f"{ns}g") if g.get("class") == "f"]
+    assert MARKER in names and "burn" in names and "all" in names
+    titles = [t.text or "" for t in root.iter(f"{ns}title")]
+    assert any(t.startswith(f"{MARKER} (") and "samples" in t for t in titles)
+    texts = {t.get("id"): t.text for t in root.iter(f"{ns}text")}
+    assert texts["title"] == "a <test> & title"
+    assert "search" in texts and "unzoom" in texts
+    script = next(root.iter(f"{ns}script")).text or ""
+    assert "function zoom" in script and "function search" in script
+
+
+def test_formats_take_ig_json_reports_too() -> None:
+    """A saved ``-o json`` turns into the same folded stacks as the live result."""
+    reports = [
+        {"comm": "a", "pid": 1, "userStack": ["leaf", "main"], "count": 3},
+        {"comm": "a", "pid": 2, "userStack": ["leaf", "main"], "kernelStack": ["k"], "count": 2},
+        {"comm": "b;x", "pid": 3, "count": 1},
+    ]
+    assert formats.to_folded(reports) == b"a;main;leaf 3\na;main;leaf;k 2\nb_x 1\n"
+
+
+def test_the_json_has_igs_keys(igrun_cli: IgrunCli, burn: Path) -> None:
+    proc = igrun_cli.start("profile", "cpu", "--host", "-o", "json")
+    pid, _ = run_child([str(burn), "b", "1"])
+    time.sleep(0.2)
+    out, _ = proc.stop()
+    proc.assert_released()
+    events = [e for e in igrun_cli.events(out) if e.get("pid") == pid]
+    assert events
+    keys = set().union(*(e.keys() for e in events))
+    assert {"comm", "pid", "userStack", "count"} <= keys
+    assert keys <= {
+        "comm", "pid", "userStack", "kernelStack", "count", "mountnsid", "runtime", "k8s", "type",
+    }  # fmt: skip
+    assert any(MARKER in e["userStack"] for e in events)
+
+
+def test_a_container_is_symbolized_through_its_root(
+    igrun_cli: IgrunCli,
+    podman: Podman,  # noqa: F811
+    burn: Path,
+) -> None:
+    """The binary exists only inside the container (a path the host does not have): its
+    frames are named from the container's root, and only the container's processes show."""
+    name = f"igrun-prof-{uuid.uuid4().hex[:6]}"
+    box = podman.run(name)
+    inside = f"/burn-{uuid.uuid4().hex[:6]}"
+    assert not os.path.exists(inside)
+    podman("cp", str(burn), f"{name}:{inside}")
+    proc = igrun_cli.start("profile", "cpu", "-c", name, "-o", "json")
+    started = time.monotonic()
+    podman("exec", name, inside, "b", "2")
+    assert time.monotonic() - started >= 2
+    time.sleep(0.2)
+    out, _ = proc.stop()
+    proc.assert_released()
+    events = igrun_cli.events(out)
+    ours = [e for e in events if e.get("comm") == inside[1:16]]
+    assert ours, events
+    assert {e["runtime"]["containerName"] for e in events} == {name}
+    assert all(e["mountnsid"] == box.mntns for e in events)
+    assert sum(e["count"] for e in ours if MARKER in e.get("userStack", [])) > 0, json.dumps(ours)
