@@ -356,9 +356,9 @@ def symbolize_rows(
 
 def _split(frames: np.ndarray[Any, Any], names: np.ndarray[Any, Any]) -> list[list[str]]:
     """``names`` (of the non-zero addresses of ``frames``, row by row) cut back into rows."""
-    per_row = (frames != 0).sum(axis=1)
-    cuts = np.cumsum(per_row)[:-1]
-    return [part.tolist() for part in np.split(names, cuts)]
+    ends = np.cumsum((frames != 0).sum(axis=1)).tolist()
+    flat = names.tolist()
+    return [flat[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
 
 @hookimpl

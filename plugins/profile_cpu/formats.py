@@ -312,3 +312,44 @@ def to_svg(result: Batch | Iterable[Mapping[str, Any]], title: str = "Flame Grap
         '<g id="frames">\n'
     )
     return (head + body + "\n</g>\n</svg>\n").encode()
+
+
+# ---- a saved profile, converted later -----------------------------------------------------
+
+CONVERTERS = {"folded": to_folded, "pprof": to_pprof, "svg": to_svg}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m igrun.plugins.profile_cpu {folded,pprof,svg} [FILE]``: the JSON of
+    ``igrun profile cpu -o json`` (one report per line; FILE or stdin) as folded stacks, pprof or
+    a flame-graph SVG on stdout."""
+    import json
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in CONVERTERS or len(args) > 2:
+        names = ",".join(CONVERTERS)
+        print(f"usage: python -m igrun.plugins.profile_cpu {{{names}}} [FILE]", file=sys.stderr)
+        return 2
+    try:
+        if len(args) == 2:
+            with open(args[1], encoding="utf-8") as f:
+                text = f.read()
+        else:
+            text = sys.stdin.read()
+        reports = []
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("["):
+                reports += json.loads(line)
+            elif line.startswith("{"):
+                reports.append(json.loads(line))
+        if not all(isinstance(r, dict) for r in reports):
+            raise ValueError("a report that is not a JSON object")
+        data = CONVERTERS[args[0]](reports)
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        print(f"profile cpu: cannot convert: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+    return 0

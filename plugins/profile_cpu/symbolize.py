@@ -14,6 +14,7 @@ vanishes.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,16 +69,15 @@ class ElfSymbols:
         return out
 
     def names(self, offsets: Array) -> list[str | None]:
-        """The function containing each file offset, or None."""
+        """The function containing each file offset, or None (each symbol decoded once)."""
         if not len(self.values):
             return [None] * len(offsets)
         addrs = self.vaddrs(offsets)
         idx = np.searchsorted(self.values, addrs, side="right") - 1
         ok = (idx >= 0) & (addrs < self.ends[np.maximum(idx, 0)])
-        out: list[str | None] = []
-        for i, good in zip(idx.tolist(), ok.tolist(), strict=True):
-            out.append(self._name(i) if good else None)
-        return out
+        uniq, inverse = np.unique(np.where(ok, idx, -1), return_inverse=True)
+        table = [self._name(i) if i >= 0 else None for i in uniq.tolist()]
+        return [table[j] for j in inverse.reshape(-1).tolist()]
 
     def _name(self, i: int) -> str | None:
         table = self.strtabs[int(self.table_of[i])]
@@ -224,21 +224,29 @@ def _read(f: Any, header: Any, order: str, size: int, label: str) -> ElfSymbols:
     return out
 
 
+_KALLSYMS_TEXT = re.compile(rb"^([0-9a-fA-F]+) [tTwW] ([^\s]+)", re.MULTILINE)
+"""A text symbol's line of /proc/kallsyms: address, type, name (then maybe [module])."""
+
+
 class KernelSymbols:
     """``/proc/kallsyms``' text symbols, sorted: read once, on the first kernel frame."""
 
     def __init__(self, path: str = "/proc/kallsyms") -> None:
-        addrs, names = [], []
         with open(path, "rb") as f:
-            for line in f.read().splitlines():
-                parts = line.split(None, 3)
-                if len(parts) < 3 or parts[1] not in (b"t", b"T", b"w", b"W"):
-                    continue
-                addrs.append(int(parts[0], 16))
-                names.append(parts[2])
-        order = np.argsort(np.array(addrs, np.uint64), kind="stable")
-        self.addrs = np.array(addrs, np.uint64)[order]
-        self.names = np.array([n.decode("utf-8", "replace") for n in names], dtype=object)[order]
+            data = f.read()
+        # One pass in C over the whole file; names are decoded only when a frame needs one.
+        found = _KALLSYMS_TEXT.findall(data)
+        hexes = [a for a, _ in found]
+        joined = b"".join(hexes)
+        if len(joined) == 16 * len(hexes):  # 64-bit: every address has 16 digits
+            addrs = np.frombuffer(bytes.fromhex(joined.decode()), ">u8").astype(np.uint64)
+        else:  # 32-bit kernels, or a file that is not the usual shape
+            addrs = np.array([int(h, 16) for h in hexes], np.uint64)
+        order = np.argsort(addrs, kind="stable")
+        self.addrs = addrs[order]
+        names = np.empty(len(found), dtype=object)
+        names[:] = [n for _, n in found]
+        self.names = names[order]
         self.hidden = not len(self.addrs) or not self.addrs.any()
         """Addresses all zero (kptr_restrict, not root): nothing can be named."""
 
@@ -250,7 +258,10 @@ class KernelSymbols:
             return out
         idx = np.searchsorted(self.addrs, ips, side="right") - 1
         ok = idx >= 0
-        out[ok] = self.names[idx[ok]]
+        uniq, inverse = np.unique(idx[ok], return_inverse=True)
+        decoded = np.empty(len(uniq), dtype=object)
+        decoded[:] = [n.decode("utf-8", "replace") for n in self.names[uniq].tolist()]
+        out[ok] = decoded[inverse.reshape(-1)]
         out[~ok] = [f"[kernel]+0x{ip:x}" for ip in ips[~ok].tolist()]
         return out
 
@@ -392,7 +403,10 @@ class Symbolizer:
         if key is None:
             return None
         if key not in self._by_file:
-            syms = read_elf_symbols(self._files[key], self._labels[key])
+            fd = self._files.get(key)
+            if fd is None:
+                return None  # closed (the run has ended) before anything needed it
+            syms = read_elf_symbols(fd, self._labels[key])
             if syms is not None and syms.build_id:
                 syms = self._by_build_id.setdefault(syms.build_id, syms)
             self._by_file[key] = syms
