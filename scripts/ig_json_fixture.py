@@ -34,6 +34,8 @@ GADGETS = [
     "tcpdrop",
     "tcpretrans",
 ]
+REPORTS = [("profile cpu", "pkg/gadgets/profile/cpu/types/types.go", "Report")]
+"""Gadgets whose JSON record is not an ``Event``: name, types file, struct."""
 _STRUCT = re.compile(r"^type (\w+) struct \{\n(.*?)^\}", re.M | re.S)
 _FIELD = re.compile(r"^\s*(\w+)\s+([\w.\[\]*]+)\s+`([^`]*)`")
 _EMBEDDED = re.compile(r"^\s*([\w.]+)\s*(`[^`]*`)?\s*$")
@@ -95,6 +97,8 @@ def main(repo: str) -> None:
     for name in GADGETS:
         path = f"pkg/gadgets/trace/{name}/types/types.go"
         gadgets[f"trace {name}"] = keys(structs(show(repo, path))["Event"], path, common)
+    for gadget, path, struct in REPORTS:
+        gadgets[gadget] = keys(structs(show(repo, path))[struct], path, common)
     fixture = {
         "about": "JSON keys of Inspektor Gadget's ig v0.25.0 (encoding/json of each gadget's "
         "Event struct): per gadget, each key (dotted for nesting) with its Go type, whether the "

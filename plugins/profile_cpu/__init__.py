@@ -12,6 +12,7 @@ folded stacks, pprof, or an interactive flame-graph SVG (:mod:`.formats`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from typing import Any, ClassVar
@@ -120,7 +121,7 @@ class ProfileCpu(Gadget):
     )
     schema = Schema(
         [
-            fields.mntns(),
+            dataclasses.replace(fields.mntns(), json="-"),  # ig's MntnsID is json:"-"
             Field("comm", Kind.STR, "command name", column=Column(max_width=16), omit_empty=True),
             Field(
                 "pid",
