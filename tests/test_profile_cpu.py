@@ -15,7 +15,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
+import sys
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -28,6 +30,7 @@ from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
 
 from igrun.core import run_gadget
 from igrun.plugins.profile_cpu import DEFAULT_FREQUENCY, ProfileCpu, formats
+from igrun.plugins.profile_cpu.symbolize import Symbolizer, read_elf_symbols
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -328,7 +331,7 @@ def test_the_json_has_igs_keys(igrun_cli: IgrunCli, burn: Path) -> None:
     keys = set().union(*(e.keys() for e in events))
     assert {"comm", "pid", "userStack", "count"} <= keys
     assert keys <= {
-        "comm", "pid", "userStack", "kernelStack", "count", "mountnsid", "runtime", "k8s", "type",
+        "comm", "pid", "userStack", "kernelStack", "count", "runtime", "k8s", "type",
     }  # fmt: skip
     assert any(MARKER in e["userStack"] for e in events)
 
@@ -356,5 +359,118 @@ def test_a_container_is_symbolized_through_its_root(
     ours = [e for e in events if e.get("comm") == inside[1:16]]
     assert ours, events
     assert {e["runtime"]["containerName"] for e in events} == {name}
-    assert all(e["mountnsid"] == box.mntns for e in events)
+    assert box.pid not in {e["pid"] for e in ours}  # the exec'd program, not the container's sh
     assert sum(e["count"] for e in ours if MARKER in e.get("userStack", [])) > 0, json.dumps(ours)
+
+
+# ---- naming frames, without BPF: real processes and real (or broken) binaries --------------
+
+
+def _symbol(binary: Path, name: str) -> int:
+    """A function's address, as ``nm`` reads it from the unstripped binary."""
+    out = subprocess.run(["nm", str(binary)], check=True, capture_output=True, text=True).stdout
+    return next(int(a, 16) for a, _, n in (line.split() for line in out.splitlines()) if n == name)
+
+
+def _spinning(binary: Path) -> subprocess.Popen[bytes]:
+    child = subprocess.Popen([str(binary), "b", "30"])
+    deadline = time.monotonic() + 5
+    while f"{binary.name[:15]}" not in Path(f"/proc/{child.pid}/comm").read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    return child
+
+
+def test_a_stripped_binary_shows_module_and_offset(burn: Path, tmp_path: Path) -> None:
+    """No symbol to name an address: the frame is ``module+0xfile offset`` (what
+    ``addr2line -e module`` takes), never dropped; an address outside every mapping is
+    ``[unknown]+0xaddress``."""
+    stripped = tmp_path / "burn-stripped"
+    shutil.copy(burn, stripped)
+    subprocess.run(["strip", str(stripped)], check=True)
+    marker = _symbol(burn, MARKER)
+    child = _spinning(stripped)
+    try:
+        sym = Symbolizer()
+        # Static, not PIE: mapped at the link address, text at file offset address - 0x400000.
+        names = sym.user_names(child.pid, np.array([marker + 4, 0x10], np.uint64))
+        assert names.tolist() == [f"burn-stripped+0x{marker + 4 - 0x400000:x}", "[unknown]+0x10"]
+        named = Symbolizer().user_names(child.pid, np.array([marker + 4], np.uint64))
+        assert named.tolist() == [f"burn-stripped+0x{marker + 4 - 0x400000:x}"]
+        sym.close()
+    finally:
+        child.kill()
+        child.wait()
+    child = _spinning(burn)
+    try:
+        sym = Symbolizer()
+        assert sym.user_names(child.pid, np.array([marker], np.uint64)).tolist() == [MARKER]
+        sym.close()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_process_gone_before_the_end_is_named_from_what_was_read(burn: Path) -> None:
+    child = _spinning(burn)
+    sym = Symbolizer()
+    sym.remember([child.pid], [b"burn"])
+    child.kill()
+    child.wait()
+    assert not Path(f"/proc/{child.pid}").exists()
+    marker = _symbol(burn, MARKER)
+    assert sym.user_names(child.pid, np.array([marker], np.uint64)).tolist() == [MARKER]
+    sym.close()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated", "not elf", "section table past the end", "symbol table past the end"],
+)
+def test_a_broken_binary_is_refused_not_trusted(burn: Path, tmp_path: Path, damage: str) -> None:
+    """Every offset and size in the file is checked against the file: a damaged binary gives
+    no symbols (its frames then show module+offset), never a crash or a huge allocation."""
+    data = bytearray(burn.read_bytes())
+    shoff = int.from_bytes(data[0x28:0x30], "little")
+    if damage == "truncated":
+        data = data[:4096]
+    elif damage == "not elf":
+        data[:4] = b"\x7fELG"
+    elif damage == "section table past the end":
+        data[0x28:0x30] = (len(data) - 64).to_bytes(8, "little")
+    else:  # the .symtab entry's size, made huge
+        shdrs = np.frombuffer(bytes(data[shoff : shoff + 64 * data[0x3C]]), "<u4").reshape(-1, 16)
+        symtab = int(np.flatnonzero(shdrs[:, 1] == 2)[0])
+        at = shoff + symtab * 64 + 32  # sh_size
+        data[at : at + 8] = (1 << 40).to_bytes(8, "little")
+    path = tmp_path / "broken"
+    path.write_bytes(bytes(data))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        syms = read_elf_symbols(fd, "broken")
+    finally:
+        os.close(fd)
+    if damage == "symbol table past the end":  # that table is skipped, the file still read
+        assert syms is not None and len(syms.values) == 0 and syms.loads
+    else:
+        assert syms is None
+
+
+def test_a_saved_json_profile_converts(tmp_path: Path) -> None:
+    reports = [
+        {"comm": "app", "pid": 7, "userStack": [MARKER, "main"], "kernelStack": [], "count": 5},
+        {"comm": "app", "pid": 7, "userStack": ["main"], "kernelStack": ["do_sys"], "count": 1},
+    ]
+    saved = tmp_path / "cpu.json"
+    saved.write_text("".join(json.dumps(r) + "\n" for r in reports))
+    command = [sys.executable, "-m", "igrun.plugins.profile_cpu"]
+    folded = subprocess.run([*command, "folded", str(saved)], capture_output=True, check=True)
+    assert folded.stdout == f"app;main;{MARKER} 5\napp;main;do_sys 1\n".encode()
+    svg = subprocess.run([*command, "svg", str(saved)], capture_output=True, check=True)
+    names = {g.get("data-name") for g in ET.fromstring(svg.stdout).iter() if g.get("data-name")}
+    assert {"all", "app", "main", MARKER, "do_sys"} == names
+    bad = subprocess.run([*command, "svg", str(tmp_path / "nope")], capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.startswith("profile cpu: cannot convert")
+    assert bad.stderr.count("\n") == 1
+    usage = subprocess.run([*command, "gif"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
