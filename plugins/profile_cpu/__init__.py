@@ -1,13 +1,14 @@
 """``profile cpu``: where the CPUs spend their time, as sampled stacks.
 
-A software CPU-clock perf event on every online CPU (no hardware PMU needed) runs a BPF
-program ``ig``'s 49 times a second by default; it counts each (process, user stack, kernel
-stack) in the kernel, and nothing crosses to user space until the run ends (timeout, Ctrl-C,
-SIGTERM). Then the counts and the stacks are read once, the frames are named (kernel ones
-from ``/proc/kallsyms``, user ones from each binary's ELF symbols, see :mod:`.symbolize`) and
-the result is one row per stack: ``ig``'s columns and JSON (``comm``, ``pid``, ``count``,
-``userStack``, ``kernelStack``, leaf first), or, with the gadget's own output formats,
-folded stacks, pprof, or an interactive flame-graph SVG (:mod:`.formats`).
+A software CPU-clock perf event on every online CPU (no hardware PMU needed) runs a BPF program
+49 times a second on each CPU by default (``ig``'s rate); it counts each (process, user stack,
+kernel stack) in the kernel, and nothing crosses to user space until the run ends (timeout,
+Ctrl-C, SIGTERM). Then the counts and the stacks are read once and every frame is named: kernel
+frames from ``/proc/kallsyms``, user frames from the ELF symbols of each binary, opened through
+``/proc/<pid>/root`` (a container's own files); a frame that cannot be named reads
+``module+0xoffset``. The result is one row per stack: ``ig``'s columns and JSON (``comm``,
+``pid``, ``count``, ``userStack`` and ``kernelStack``, innermost frame first), or the gadget's
+own formats: folded stacks, pprof, or an interactive flame-graph SVG (docs/profiling.md).
 """
 
 from __future__ import annotations
