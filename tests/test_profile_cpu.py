@@ -179,6 +179,23 @@ def test_a_syscall_loop_shows_the_syscall_in_kernel_stacks(burn: Path) -> None:
     assert with_sys["user"][:2] == ["syscall", "main"]
 
 
+class TinyProfile(ProfileCpu):
+    counts_entries = 2
+
+
+def test_a_full_counts_map_is_reported_as_lost(burn: Path) -> None:
+    """Samples of a stack that finds no room are counted and reported, not dropped silently."""
+    settings = {"operator.containers.host": True, "runtime.timeout": "60s"}
+    with run_gadget(TinyProfile, settings, ["containers"]) as run:
+        run.wait_ready()
+        run_child([str(burn), "s", "1"])
+        run.cancel()
+        batches = list(run.batches())
+        lost = run.lost
+    assert len(batches) == 1 and len(batches[0]) <= 2
+    assert lost is not None and lost > 0
+
+
 def test_kernel_only_and_user_only(burn: Path) -> None:
     batch, pid, _ = profile_while([str(burn), "s", "1"], {"kernel-stack": True})
     rows = rows_of(batch, pid)
@@ -188,6 +205,26 @@ def test_kernel_only_and_user_only(burn: Path) -> None:
     rows = rows_of(batch, pid)
     assert rows and all(r["kernel"] == [] for r in rows)
     assert any(r["user"][:2] == ["syscall", "main"] for r in rows)
+
+
+def test_stacks_output_is_igs_columns_with_the_frames_under_each_row(
+    burned: tuple[Any, int, float],
+) -> None:
+    batch, pid, _ = burned
+    lines = formats.to_stacks(batch).decode().splitlines()
+    assert lines[0].split() == ["RUNTIME.CONTAINERNAME", "COMM", "PID", "COUNT"]
+    rows = [i for i, line in enumerate(lines) if not line.startswith("\t")][1:]
+    assert len(rows) == len(batch)
+    ours = [i for i in rows if lines[i].split()[:2] == ["burn", str(pid)]]
+    assert ours
+    top = max(ours, key=lambda i: int(lines[i].split()[-1]))
+    frames = []
+    for line in lines[top + 1 :]:
+        if not line.startswith("\t"):
+            break
+        frames.append(line[1:])
+    # ig's order: the user stack from its outermost frame in: main, then the marker, last.
+    assert frames[-2:] == ["main", MARKER]
 
 
 def test_folded_output_parses(burned: tuple[Any, int, float]) -> None:
@@ -269,7 +306,7 @@ def _pprof_message() -> Any:
 def test_pprof_output_loads_with_a_protobuf_reader(burned: tuple[Any, int, float]) -> None:
     batch, pid, _ = burned
     fmts, default = ProfileCpu().output_formats()
-    assert default == "columns" and {"folded", "pprof", "svg"} <= set(fmts)
+    assert default == "stacks" and {"stacks", "folded", "pprof", "svg"} == set(fmts)
     data = fmts["pprof"].transform(batch)
     profile = _pprof_message().FromString(gzip.decompress(data))
     s = list(profile.string_table)

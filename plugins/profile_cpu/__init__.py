@@ -158,6 +158,10 @@ class ProfileCpu(Gadget):
         struct="profile_key",
     )
 
+    counts_entries: ClassVar[int] = 0
+    """The counts map's ``max_entries`` (distinct stacks per run); 0 keeps the object's
+    10,240, ``ig``'s ``MAX_ENTRIES``."""
+
     def __init__(self) -> None:
         self.obj: Any = None
         self.symbolizer = Symbolizer()
@@ -172,10 +176,17 @@ class ProfileCpu(Gadget):
         return ["count"]  # ig prints the busiest stack last, nearest the prompt
 
     def output_formats(self) -> tuple[dict[str, OutputFormat], str]:
-        """Folded stacks, pprof and a flame-graph SVG, from the run's rows; ``columns`` (ig's
-        table) stays the default."""
+        """ig's table with the stacks under each row (the default, as ``ig`` prints it),
+        folded stacks, pprof and a flame-graph SVG, from the run's rows (after sort, filter
+        and limit); igrun's plain ``columns`` and ``json`` stay available."""
         period = 1_000_000_000 // self.frequency
         found = {
+            "stacks": OutputFormat(
+                "stacks",
+                "ig's columns with each stack's frames under its row (ig's default output)",
+                formats.to_stacks,
+                requires_combined_result=True,
+            ),
             "folded": OutputFormat(
                 "folded",
                 "folded stacks, one 'comm;frame;...;frame count' line per stack "
@@ -196,7 +207,7 @@ class ProfileCpu(Gadget):
                 requires_combined_result=True,
             ),
         }
-        return found, "columns"
+        return found, "stacks"
 
     # -- lifecycle
 
@@ -211,12 +222,14 @@ class ProfileCpu(Gadget):
         if user_only and kernel_only:
             raise ParamError("--user-stack and --kernel-stack exclude each other")
         self.frequency = _parse_frequency(str(p.get("frequency") or DEFAULT_FREQUENCY))
-        where = importlib.resources.files(type(self).__module__) / self.bpf_object
+        where = importlib.resources.files(__name__) / self.bpf_object  # subclasses too
         obj = self.obj = open_object(where)
         try:
             obj.set_global("user_stacks_only", user_only)
             obj.set_global("kernel_stacks_only", kernel_only)
             join_shared(ctx, obj)
+            if self.counts_entries:
+                obj.set_max_entries("counts", self.counts_entries)
             key = obj.struct_dtype("profile_key", nested=True)
             if key.itemsize + 8 != ROW.itemsize:
                 raise IgrunError(

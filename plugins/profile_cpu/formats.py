@@ -28,6 +28,8 @@ class Stack:
     """Innermost first, as ``ig``'s ``userStack``."""
     kernel: tuple[str, ...]
     count: int
+    container: str = ""
+    """``runtime.containerName``, when the containers operator named one."""
 
     def path(self) -> list[str]:
         """The frames from the root (the command) to the leaf."""
@@ -37,19 +39,37 @@ class Stack:
 def stacks(result: Batch | Iterable[Mapping[str, Any]]) -> list[Stack]:
     """The stacks of a result, whichever form it has."""
     if isinstance(result, Batch):
-        cols = [result[n].tolist() for n in ("comm", "pid", "userStack", "kernelStack", "count")]
+        names = ("comm", "pid", "userStack", "kernelStack", "count")
+        cols = [result[n].tolist() for n in names]
+        cols.append(
+            result["runtime.containerName"].tolist()
+            if "runtime.containerName" in result.schema
+            else [""] * len(result)
+        )
         rows: Iterable[Sequence[Any]] = zip(*cols, strict=True)
     else:
         rows = (
             (r.get("comm", ""), r.get("pid", 0), r.get("userStack") or (),
-             r.get("kernelStack") or (), r.get("count", 0))
+             r.get("kernelStack") or (), r.get("count", 0),
+             (r.get("runtime") or {}).get("containerName", ""))
             for r in result
         )  # fmt: skip
     return [
-        Stack(str(c), int(p), tuple(map(str, u)), tuple(map(str, k)), int(n))
-        for c, p, u, k, n in rows
+        Stack(str(c), int(p), tuple(map(str, u)), tuple(map(str, k)), int(n), str(ct or ""))
+        for c, p, u, k, n, ct in rows
         if int(n) > 0
     ]
+
+
+def to_stacks(result: Batch | Iterable[Mapping[str, Any]]) -> bytes:
+    """``ig``'s columns output of ``profile cpu``: one line per stack (container, command,
+    pid, samples) followed by its frames, one per tab-indented line, in ``ig``'s order (the
+    kernel stack from its outermost frame in, then the user stack from its outermost in)."""
+    lines = [f"{'RUNTIME.CONTAINERNAME':<30} {'COMM':<16} {'PID':>7} {'COUNT':>7}"]
+    for s in stacks(result):
+        lines.append(f"{s.container[:30]:<30} {s.comm[:16]:<16} {s.pid:>7} {s.count:>7}")
+        lines += [f"\t{frame}" for frame in (*reversed(s.kernel), *reversed(s.user))]
+    return ("\n".join(lines) + "\n").encode()
 
 
 _SEMI = re.compile(r"[;\n\r]")
@@ -316,7 +336,7 @@ def to_svg(result: Batch | Iterable[Mapping[str, Any]], title: str = "Flame Grap
 
 # ---- a saved profile, converted later -----------------------------------------------------
 
-CONVERTERS = {"folded": to_folded, "pprof": to_pprof, "svg": to_svg}
+CONVERTERS = {"folded": to_folded, "pprof": to_pprof, "svg": to_svg, "stacks": to_stacks}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
