@@ -12,6 +12,7 @@ adjustment over the first samples).
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
@@ -29,8 +30,11 @@ import pytest
 from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
 
 from igrun.core import run_gadget
+from igrun.core.bpf.objects import BpfObject, Map, MapType, SizeError, online_cpus
+from igrun.core.errors import BpfError
 from igrun.plugins.profile_cpu import DEFAULT_FREQUENCY, ProfileCpu, formats
 from igrun.plugins.profile_cpu.symbolize import Symbolizer, read_elf_symbols
+from igrun.testing import BpfIds, assert_released
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -117,7 +121,9 @@ def profile_while(argv: list[str], params: dict[str, Any] | None = None) -> tupl
         pid, cpu = run_child(argv)
         run.cancel()
         batches = list(run.batches())
+        folder = run.pin_folder
     assert len(batches) == 1  # the whole result, once
+    assert_released(BpfIds(programs=run.program_ids), [folder])  # program, links, pins
     return batches[0], pid, cpu
 
 
@@ -511,3 +517,41 @@ def test_a_saved_json_profile_converts(tmp_path: Path) -> None:
     assert bad.stderr.count("\n") == 1
     usage = subprocess.run([*command, "gif"], capture_output=True, text=True)
     assert usage.returncode == 2 and "usage:" in usage.stderr
+
+
+# ---- the C helpers it adds: every size checked --------------------------------------------
+
+
+def test_lookup_many_reads_many_keys_in_one_call_and_checks_sizes() -> None:
+    m = Map.create(MapType.HASH, "igrun_lm_test", 4, 8, 16)
+    try:
+        for k in (1, 5):
+            m.update(k.to_bytes(4, "little"), (k * 100).to_bytes(8, "little"))
+        values, found = m.lookup_many(np.array([5, 2, 1], "<u4"))
+        assert found.tolist() == [True, False, True]
+        assert values.view("<u8").reshape(-1).tolist() == [500, 0, 100]
+        empty, none = m.lookup_many(np.zeros(0, "<u4"))
+        assert empty.shape == (0, 8) and none.shape == (0,)
+        with pytest.raises(SizeError):
+            m.lookup_many(np.array([1], "<u2"))  # 2 bytes: not a 4-byte key
+    finally:
+        m.close()
+
+
+def test_perf_event_attach_checks_its_arguments() -> None:
+    import importlib.resources
+
+    with BpfObject.open(
+        importlib.resources.files("igrun.plugins.profile_cpu") / "profile.bpf.o"
+    ) as obj:
+        obj.load()
+        program = obj.programs["ig_prof_cpu"]
+        with pytest.raises(SizeError):
+            program.attach_perf_event(0, 0)  # no frequency
+        with pytest.raises(SizeError):
+            program.attach_perf_event(-1, 49)
+        with pytest.raises(BpfError) as no_cpu:
+            program.attach_perf_event(max(online_cpus()) + 1000, 49)
+        assert no_cpu.value.errno in (errno.ENODEV, errno.EINVAL, errno.ENXIO)
+        link = program.attach_perf_event(min(online_cpus()), 49)
+        link.destroy()
