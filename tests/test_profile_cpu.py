@@ -34,7 +34,7 @@ from igrun.core.bpf.objects import BpfObject, Map, MapType, SizeError, online_cp
 from igrun.core.errors import BpfError
 from igrun.plugins.profile_cpu import DEFAULT_FREQUENCY, ProfileCpu, formats
 from igrun.plugins.profile_cpu.symbolize import Symbolizer, read_elf_symbols
-from igrun.testing import BpfIds, assert_released
+from igrun.testing import BpfIds, assert_released, without_ready
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -555,3 +555,20 @@ def test_perf_event_attach_checks_its_arguments() -> None:
         assert no_cpu.value.errno in (errno.ENODEV, errno.EINVAL, errno.ENXIO)
         link = program.attach_perf_event(min(online_cpus()), 49)
         link.destroy()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-U", "-K"], "igrun: error: --user-stack and --kernel-stack exclude each other\n"),
+        (["--frequency", "0"], "igrun: error: --frequency: 0 Hz is outside 1-10000\n"),
+        (["--frequency", "20000"], "igrun: error: --frequency: 20000 Hz is outside 1-10000\n"),
+    ],
+)
+def test_bad_flags_are_one_line_and_exit_2(
+    igrun_cli: IgrunCli, args: list[str], message: str
+) -> None:
+    done = igrun_cli.run("profile", "cpu", "--host", "--timeout", "1", *args)
+    assert done.returncode == 2
+    assert without_ready(done.stderr) == message
+    assert done.stdout == ""

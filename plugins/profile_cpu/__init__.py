@@ -237,6 +237,12 @@ class ProfileCpu(Gadget):
                 )
             ctx.schema = self.schema.bind(ROW)
             obj.load()
+            counts = obj.map("counts")
+            if (counts.key_size, counts.value_size) != (key.itemsize, 8):
+                raise IgrunError(
+                    f"map counts holds {counts.key_size}-byte keys and {counts.value_size}-byte "
+                    f"values, not struct profile_key ({key.itemsize}) and a u64"
+                )
             pin_maps(ctx, obj, self.id())
             program = obj.programs["ig_prof_cpu"]
             for cpu in online_cpus():
@@ -264,7 +270,7 @@ class ProfileCpu(Gadget):
 
     def remember_processes(self) -> int:
         """Read the mappings of the processes sampled so far (one batched read of the
-        counts), while they still run; how many processes were sampled so far."""
+        counts), while they still run; how many keys the counts map holds."""
         counts = self.obj.map("counts")
         keys, _, _ = counts.drain(delete=False)
         if len(keys):
