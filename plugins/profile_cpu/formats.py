@@ -77,7 +77,7 @@ _SEMI = re.compile(r"[;\n\r]")
 
 def _frame(name: str) -> str:
     """A frame name the folded format can carry: no ``;`` (the separator) nor line breaks."""
-    return _SEMI.sub("_", name).replace(" ", "_") if name else "[unknown]"
+    return _SEMI.sub("_", name) if name else "[unknown]"
 
 
 def to_folded(result: Batch | Iterable[Mapping[str, Any]]) -> bytes:
