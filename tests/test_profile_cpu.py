@@ -572,3 +572,49 @@ def test_bad_flags_are_one_line_and_exit_2(
     assert done.returncode == 2
     assert without_ready(done.stderr) == message
     assert done.stdout == ""
+
+
+def test_binaries_are_read_once_per_build_id_and_found_when_deleted(
+    burn: Path, tmp_path: Path
+) -> None:
+    """Two copies of one binary share one symbol table (keyed by build id); a binary deleted
+    after its process started is read through the mapping itself (``map_files``)."""
+    a, b = tmp_path / "copy-a", tmp_path / "copy-b"
+    shutil.copy(burn, a)
+    shutil.copy(burn, b)
+    marker = _symbol(burn, MARKER)
+    first, second = _spinning(a), _spinning(b)
+    try:
+        b.unlink()  # gone from the file system, still mapped
+        sym = Symbolizer()
+        sym.remember([first.pid, second.pid])
+        for child in (first, second):
+            named = sym.user_names(child.pid, np.array([marker], np.uint64))
+            assert named.tolist() == [MARKER]
+        keys = {m[1] for pid in (first.pid, second.pid) for m in sym._procs[pid].modules if m[1]}
+        tables = {id(sym.symbols(k)) for k in keys if sym.symbols(k) is not None}
+        assert len(keys) == 2 and len(tables) == 1
+        sym.close()
+    finally:
+        for child in (first, second):
+            child.kill()
+            child.wait()
+
+
+def test_a_binary_replaced_on_disk_is_read_as_mapped(burn: Path, tmp_path: Path) -> None:
+    """An upgrade replaced the file after the process started: the path now names another
+    file (another inode), so the mapping itself is read, not the newcomer."""
+    path, other = tmp_path / "app", tmp_path / "app.new"
+    shutil.copy(burn, path)
+    shutil.copy(burn, other)
+    subprocess.run(["strip", str(other)], check=True)
+    marker = _symbol(burn, MARKER)
+    child = _spinning(path)
+    try:
+        os.replace(other, path)
+        sym = Symbolizer()
+        assert sym.user_names(child.pid, np.array([marker], np.uint64)).tolist() == [MARKER]
+        sym.close()
+    finally:
+        child.kill()
+        child.wait()

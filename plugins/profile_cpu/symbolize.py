@@ -284,17 +284,20 @@ MAX_OPEN_FILES = 4096
 """Binaries held open at most (each one open once, however many processes map it)."""
 
 
-def _read_maps(pid: int, proc: str) -> list[tuple[int, int, int, str, str]]:
+def _read_maps(pid: int, proc: str) -> list[tuple[int, int, int, str, str, int]]:
     out = []
     with open(f"{proc}/{pid}/maps", "rb") as f:
         for line in f.read().splitlines():
             parts = line.split(None, 5)
             if len(parts) < 5 or b"x" not in parts[1]:
                 continue
-            start, _, end = parts[0].partition(b"-")
+            low, _, high = parts[0].partition(b"-")
+            start, end = int(low, 16), int(high, 16)
             path = parts[5].decode("utf-8", "replace").strip() if len(parts) > 5 else ""
-            rng = parts[0].decode()
-            out.append((int(start, 16), int(end, 16), int(parts[2], 16), path, rng))
+            path = path.removesuffix(" (deleted)")  # still mapped: read through map_files
+            # map_files names a mapping by its bounds in hex without leading zeros.
+            inode = int(parts[4]) if parts[4].isdigit() else 0
+            out.append((start, end, int(parts[2], 16), path, f"{start:x}-{end:x}", inode))
     return out
 
 
@@ -357,8 +360,9 @@ class Symbolizer:
         except OSError:
             return None  # gone already: its frames show addresses
         modules = []
-        for _, _, _, path, rng in maps:
-            modules.append((os.path.basename(path) or "[anon]", self._module(pid, path, rng)))
+        for _, _, _, path, rng, inode in maps:
+            label = os.path.basename(path) or "[anon]"
+            modules.append((label, self._module(pid, path, rng, inode)))
         return ProcessMaps(
             np.array([m[0] for m in maps], np.uint64),
             np.array([m[1] for m in maps], np.uint64),
@@ -366,37 +370,45 @@ class Symbolizer:
             modules,
         )
 
-    def _module(self, pid: int, path: str, rng: str) -> FileKey | None:
+    def _module(self, pid: int, path: str, rng: str, inode: int = 0) -> FileKey | None:
         """Open the binary of a mapping now, while the process runs, and keep it open: its
         symbols are read only if a sample falls in it, maybe after the process (or its
         container) is gone."""
         if not path.startswith("/"):
             return None  # [vdso], [anon], a JIT's memory: no file to read
-        # The process's own view of its files (a container's root), then the mapping itself
-        # (a binary deleted or replaced since it started).
+        # The process's own view of its files (a container's root); when the file there is
+        # not the one mapped (replaced, deleted), the mapping itself.
+        doubtful = None
         for candidate in (f"{self.proc}/{pid}/root{path}", f"{self.proc}/{pid}/map_files/{rng}"):
-            try:
-                fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-            except OSError:
+            key = self._open(candidate, path)
+            if key is None:
                 continue
-            try:
-                st = os.fstat(fd)
-            except OSError:
-                os.close(fd)
-                continue
-            key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            if not stat.S_ISREG(st.st_mode) or key in self._files:
-                os.close(fd)
-                if key in self._files:
-                    return key
-                continue
-            if len(self._files) >= MAX_OPEN_FILES:
-                os.close(fd)
-                return None
-            self._files[key] = fd
-            self._labels[key] = os.path.basename(path)
-            return key
-        return None
+            if not inode or key[1] == inode or candidate.endswith(rng):
+                return key
+            doubtful = key  # overlay file systems may show other inode numbers: keep it
+        return doubtful
+
+    def _open(self, candidate: str, path: str) -> FileKey | None:
+        """The key of the regular file at ``candidate``, held open (once per file)."""
+        try:
+            fd = os.open(candidate, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            os.close(fd)
+            return None
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if key in self._files or not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            return key if key in self._files else None
+        if len(self._files) >= MAX_OPEN_FILES:
+            os.close(fd)
+            return None
+        self._files[key] = fd
+        self._labels[key] = os.path.basename(path)
+        return key
 
     def symbols(self, key: FileKey | None) -> ElfSymbols | None:
         """A binary's symbols, read on first use and kept by build id."""
