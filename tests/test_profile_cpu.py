@@ -185,6 +185,17 @@ def test_a_syscall_loop_shows_the_syscall_in_kernel_stacks(burn: Path) -> None:
     assert with_sys["user"][:2] == ["syscall", "main"]
 
 
+def test_stacks_lost_to_collisions_still_count(burn: Path) -> None:
+    """A stack map of 2 slots: most stacks collide and read as lost, but every sample is still
+    counted (the frame says why, it never vanishes)."""
+    batch, pid, cpu = profile_while([str(burn), "s", "1"], {"stack-storage-size": 2})
+    rows = rows_of(batch, pid)
+    lost = "[stack lost: stack map collision]"
+    assert any(lost in r["user"] or lost in r["kernel"] for r in rows)
+    low, high = expected_samples(cpu)
+    assert low <= sum(r["count"] for r in rows) <= high
+
+
 class TinyProfile(ProfileCpu):
     counts_entries = 2
 

@@ -42,6 +42,9 @@ DEFAULT_FREQUENCY = 49
 """Samples a second per CPU: ``ig`` v0.25's ``perfSampleFreq`` (a prime, so sampling does not
 beat in step with timers)."""
 MAX_STACK_DEPTH = 127
+DEFAULT_STACK_STORAGE = 16384
+"""Slots of the stack map (about 1 KiB of kernel memory each), as bcc's profile."""
+MAX_STACK_STORAGE = 1 << 20
 STACK_NOT_COLLECTED = 0x7FFFFFFF
 """A stack id the BPF side writes for the stack ``-U`` or ``-K`` leaves out."""
 EFAULT, EEXIST = 14, 17
@@ -56,6 +59,16 @@ def _missing(batch: Batch) -> Any:
     out = np.empty(len(batch), dtype=object)
     out[:] = [[] for _ in range(len(batch))]
     return out
+
+
+def _parse_storage(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise ParamError(f"--stack-storage-size: {value!r} is not a whole number") from None
+    if not 1 <= n <= MAX_STACK_STORAGE:
+        raise ParamError(f"--stack-storage-size: {n} is outside 1-{MAX_STACK_STORAGE}")
+    return n
 
 
 def _parse_frequency(value: str) -> int:
@@ -112,6 +125,14 @@ class ProfileCpu(Gadget):
             default=str(DEFAULT_FREQUENCY),
             description="samples a second on each CPU (ig's 49)",
             check=_parse_frequency,
+        ),
+        ParamDesc(
+            "stack-storage-size",
+            type_hint=TypeHint.INT,
+            default=str(DEFAULT_STACK_STORAGE),
+            description="distinct stacks the kernel can keep (a stack whose slot is taken by "
+            "another reads [stack lost: stack map collision]; a warning says how many)",
+            check=_parse_storage,
         ),
     )
     examples: ClassVar[tuple[str, ...]] = (
@@ -230,6 +251,8 @@ class ProfileCpu(Gadget):
             join_shared(ctx, obj)
             if self.counts_entries:
                 obj.set_max_entries("counts", self.counts_entries)
+            storage = _parse_storage(str(p.get("stack-storage-size") or DEFAULT_STACK_STORAGE))
+            obj.set_max_entries("stacks", storage)
             key = obj.struct_dtype("profile_key", nested=True)
             if key.itemsize + 8 != ROW.itemsize:
                 raise IgrunError(
@@ -266,6 +289,18 @@ class ProfileCpu(Gadget):
         rows = rows[np.argsort(rows["count"], kind="stable")]  # ig's order: ascending count
         self.result = self.rows_batch(ctx.schema or self.schema.bind(ROW), rows)
         self._report_lost(ctx)
+        collided = int(
+            rows["count"][
+                (rows["user_stack_id"] == -EEXIST) | (rows["kern_stack_id"] == -EEXIST)
+            ].sum()
+        )
+        if collided:
+            ctx.logger.warning(
+                "stacks_lost",
+                samples=collided,
+                hint="two stacks hashed to one slot of the stack map: a larger "
+                "--stack-storage-size keeps more",
+            )
         ctx.emit(self.result)
 
     def remember_processes(self) -> int:

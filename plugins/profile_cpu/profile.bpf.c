@@ -25,7 +25,7 @@ const volatile bool user_stacks_only = false;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 16384); /* --stack-storage-size */
 	__type(key, __u32);
 	__uint(value_size, MAX_STACK_DEPTH * sizeof(__u64));
 } stacks SEC(".maps");
