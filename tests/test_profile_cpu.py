@@ -347,6 +347,34 @@ def test_pprof_output_loads_with_a_protobuf_reader(burned: tuple[Any, int, float
     assert loc_fn[marked[0].location_id[-1]] == "burn"  # the root: the command
 
 
+def test_go_tool_pprof_reads_it(burned: tuple[Any, int, float], tmp_path: Path) -> None:
+    """The reference reader, where Go is installed: its top list names the marker with the
+    samples the run counted in it."""
+    if shutil.which("go") is None:
+        pytest.skip("needs go (go tool pprof)")
+    batch, _, _ = burned
+    path = tmp_path / "cpu.pb.gz"
+    path.write_bytes(formats.to_pprof(batch))
+    env = {**os.environ, "HOME": str(tmp_path), "PPROF_TMPDIR": str(tmp_path)}
+    top = subprocess.run(
+        ["go", "tool", "pprof", "-top", "-sample_index=samples", "-nodecount=100000", str(path)],
+        capture_output=True, text=True, env=env, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    # pprof's flat samples of a function: those whose innermost frame it is (no kernel frame).
+    counts = [
+        row["count"]
+        for row in _reports(batch)
+        if row["userStack"][:1] == [MARKER] and not row["kernelStack"]
+    ]
+    flat = next(line.split() for line in top.splitlines() if line.endswith(f" {MARKER}"))
+    assert int(flat[0]) == sum(counts)
+
+
+def _reports(batch: Any) -> list[dict[str, Any]]:
+    cols = [batch[n].tolist() for n in ("userStack", "kernelStack", "count")]
+    return [{"userStack": u, "kernelStack": k, "count": n} for u, k, n in zip(*cols, strict=True)]
+
+
 def test_svg_is_well_formed_and_has_the_marker(burned: tuple[Any, int, float]) -> None:
     batch, _, _ = burned
     data = formats.to_svg(batch, title="a <test> & title")
