@@ -90,6 +90,8 @@ def overhead(seconds: float) -> dict[str, Any]:
         for line in proc.stderr:
             if " ready " in line:
                 break
+        else:
+            raise SystemExit(f"igrun ended before it was ready (exit {proc.wait()})")
         ready = time.monotonic()
         cpu0, (ns0, cnt0) = cpu_seconds(proc.pid), prog_stats(proc.pid)
         time.sleep(seconds)
