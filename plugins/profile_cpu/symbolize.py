@@ -86,7 +86,7 @@ MAX_OPEN_FILES = 4096
 """Binaries held open at most (each one open once, however many processes map it)."""
 
 
-def _read_maps(pid: int, proc: str) -> list[tuple[int, int, int, str, str, int]]:
+def _read_maps(pid: int, proc: str) -> list[tuple[int, int, int, str, str, int, str]]:
     out = []
     with open(f"{proc}/{pid}/maps", "rb") as f:
         for line in f.read().splitlines():
@@ -99,7 +99,8 @@ def _read_maps(pid: int, proc: str) -> list[tuple[int, int, int, str, str, int]]
             path = path.removesuffix(" (deleted)")  # still mapped: read through map_files
             # map_files names a mapping by its bounds in hex without leading zeros.
             inode = int(parts[4]) if parts[4].isdigit() else 0
-            out.append((start, end, int(parts[2], 16), path, f"{start:x}-{end:x}", inode))
+            rng = f"{start:x}-{end:x}"
+            out.append((start, end, int(parts[2], 16), path, rng, inode, parts[3].decode()))
     return out
 
 
@@ -112,6 +113,7 @@ class Symbolizer:
         self._kernel: KernelSymbols | None = None
         self._procs: dict[int, ProcessMaps | None] = {}
         self._files: dict[FileKey, int] = {}
+        self._by_mapping: dict[tuple[str, int], FileKey] = {}
         self._labels: dict[FileKey, str] = {}
         self._by_file: dict[FileKey, ElfSymbols | None] = {}
         self._by_build_id: dict[str, ElfSymbols] = {}
@@ -162,9 +164,16 @@ class Symbolizer:
         except OSError:
             return None  # gone already: its frames show addresses
         modules = []
-        for _, _, _, path, rng, inode in maps:
+        for _, _, _, path, rng, inode, device in maps:
             label = os.path.basename(path) or "[anon]"
-            modules.append((label, self._module(pid, path, rng, inode)))
+            # A file already open for another process (same device and inode as the kernel
+            # names them): no syscall; most processes of a host map the same few libraries.
+            known = self._by_mapping.get((device, inode)) if inode else None
+            if known is None:
+                known = self._module(pid, path, rng, inode)
+                if known is not None and inode:
+                    self._by_mapping[(device, inode)] = known
+            modules.append((label, known))
         return ProcessMaps(
             np.array([m[0] for m in maps], np.uint64),
             np.array([m[1] for m in maps], np.uint64),
