@@ -91,7 +91,12 @@ ROW = np.dtype(
 )
 """One row: ``struct profile_key`` (profile.h, 40 bytes with its padding) then its count."""
 KEY_PID = np.dtype(
-    {"names": ["pid", "comm"], "formats": ["<u4", "S16"], "offsets": [8, 20], "itemsize": 40}
+    {
+        "names": ["pid", "user_stack_id", "comm"],
+        "formats": ["<u4", "<i4", "S16"],
+        "offsets": [8, 12, 20],
+        "itemsize": 40,
+    }
 )
 
 
@@ -309,7 +314,9 @@ class ProfileCpu(Gadget):
         counts = self.obj.map("counts")
         keys, _, _ = counts.drain(delete=False)
         if len(keys):
-            seen = np.unique(np.ascontiguousarray(keys).view(KEY_PID).reshape(-1))
+            found = np.ascontiguousarray(keys).view(KEY_PID).reshape(-1)
+            # Only processes with a user stack need their mappings (not kernel threads).
+            seen = np.unique(found[["pid", "comm"]][_collected(found["user_stack_id"])])
             self.symbolizer.remember(seen["pid"].tolist(), seen["comm"].tolist())
         return len(keys)
 

@@ -86,21 +86,27 @@ MAX_OPEN_FILES = 4096
 """Binaries held open at most (each one open once, however many processes map it)."""
 
 
+_EXEC_MAPPING = re.compile(
+    rb"^([0-9a-f]+)-([0-9a-f]+) ..x. ([0-9a-f]+) ([0-9a-f]+:[0-9a-f]+) (\d+)[ \t]*(.*)$",
+    re.MULTILINE,
+)
+"""An executable mapping's line of /proc/<pid>/maps: bounds, offset, device, inode, path."""
+
+
 def _read_maps(pid: int, proc: str) -> list[tuple[int, int, int, str, str, int, str]]:
-    out = []
+    """The executable mappings of a process (one regex pass over its maps file):
+    start, end, file offset, path, the ``map_files`` name, inode and device."""
     with open(f"{proc}/{pid}/maps", "rb") as f:
-        for line in f.read().splitlines():
-            parts = line.split(None, 5)
-            if len(parts) < 5 or b"x" not in parts[1]:
-                continue
-            low, _, high = parts[0].partition(b"-")
-            start, end = int(low, 16), int(high, 16)
-            path = parts[5].decode("utf-8", "replace").strip() if len(parts) > 5 else ""
-            path = path.removesuffix(" (deleted)")  # still mapped: read through map_files
-            # map_files names a mapping by its bounds in hex without leading zeros.
-            inode = int(parts[4]) if parts[4].isdigit() else 0
-            rng = f"{start:x}-{end:x}"
-            out.append((start, end, int(parts[2], 16), path, rng, inode, parts[3].decode()))
+        data = f.read()
+    out = []
+    for low, high, offset, device, inode, raw in _EXEC_MAPPING.findall(data):
+        start, end = int(low, 16), int(high, 16)
+        path = raw.decode("utf-8", "replace").strip()
+        path = path.removesuffix(" (deleted)")  # still mapped: read through map_files
+        # map_files names a mapping by its bounds in hex without leading zeros.
+        out.append(
+            (start, end, int(offset, 16), path, f"{start:x}-{end:x}", int(inode), device.decode())
+        )
     return out
 
 
