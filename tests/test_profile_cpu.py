@@ -30,7 +30,14 @@ import pytest
 from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
 
 from igrun.core import run_gadget
-from igrun.core.bpf.objects import BpfObject, Map, MapType, SizeError, online_cpus
+from igrun.core.bpf.objects import (
+    BpfObject,
+    Map,
+    MapType,
+    SizeError,
+    StatsSwitch,
+    online_cpus,
+)
 from igrun.core.errors import BpfError
 from igrun.plugins.profile_cpu import DEFAULT_FREQUENCY, ProfileCpu, formats
 from igrun.plugins.profile_cpu.symbolize import Symbolizer, read_elf_symbols
@@ -594,8 +601,20 @@ def test_perf_event_attach_checks_its_arguments() -> None:
         with pytest.raises(BpfError) as no_cpu:
             program.attach_perf_event(max(online_cpus()) + 1000, 49)
         assert no_cpu.value.errno in (errno.ENODEV, errno.EINVAL, errno.ENXIO)
-        link = program.attach_perf_event(min(online_cpus()), 49)
-        link.destroy()
+        # The frequency holds (the clock ticks on an idle CPU too: the program then returns at
+        # once): about 997 runs in a second, counted by the kernel's BPF statistics.
+        stats = StatsSwitch()
+        try:
+            _, before = program.run_stats()
+            link = program.attach_perf_event(min(online_cpus()), 997)
+            started = time.monotonic()
+            time.sleep(1.0)
+            elapsed = time.monotonic() - started
+            _, after = program.run_stats()
+            link.destroy()
+        finally:
+            stats.close()
+        assert 0.8 * 997 * elapsed <= after - before <= 1.2 * 997 * elapsed + 5
 
 
 @pytest.mark.parametrize(
