@@ -449,6 +449,9 @@ def test_a_container_is_symbolized_through_its_root(
     assert ours, events
     assert {e["runtime"]["containerName"] for e in events} == {name}
     assert box.pid not in {e["pid"] for e in ours}  # the exec'd program, not the container's sh
+    svg = ET.fromstring(formats.to_svg(events, title="CPU"))
+    title = next(t for t in svg.iter("{http://www.w3.org/2000/svg}text") if t.get("id") == "title")
+    assert title.text == f"CPU: container {name}"
     table = formats.to_stacks(ours).decode().splitlines()
     assert all(line.startswith(name) for line in table[1:] if not line.startswith("\t"))
     assert sum(e["count"] for e in ours if MARKER in e.get("userStack", [])) > 0, json.dumps(ours)

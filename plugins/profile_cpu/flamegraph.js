@@ -71,7 +71,9 @@ function reset_search() {
   matchedtxt.classList.add("hide");
 }
 function search(term) {
-  var re = new RegExp(term), gs = frames.querySelectorAll("g.f"), total = 0, spans = [];
+  var re;
+  try { re = new RegExp(term); } catch (e) { alert("Not a regular expression: " + term); return; }
+  var gs = frames.querySelectorAll("g.f"), total = 0, spans = [];
   for (var i = 0; i < gs.length; i++) {
     var r = gs[i].querySelector("rect");
     if (attr(r, "y") === attr(document.getElementById("root"), "y")) total = attr(r, "data-w");

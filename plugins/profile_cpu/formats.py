@@ -269,8 +269,13 @@ def to_svg(result: Batch | Iterable[Mapping[str, Any]], title: str = "Flame Grap
     frame as wide as its share of the samples, user frames in warm colours and kernel frames
     in orange. Hover shows a frame's samples and share, a click zooms in on it, "Reset Zoom"
     zooms out, "Search" (or Ctrl-F) colours every frame matching a regular expression and
-    shows their share. Self-contained: one file, a little JavaScript, no fetches."""
-    root = _tree(stacks(result))
+    shows their share. Self-contained: one file, a little JavaScript, no fetches. When every
+    stack comes from one container, the title names it."""
+    all_stacks = stacks(result)
+    containers = {s.container for s in all_stacks}
+    if len(containers) == 1 and "" not in containers:
+        title = f"{title}: container {containers.pop()}"
+    root = _tree(all_stacks)
     total = max(root.total, 1)
     scale = (WIDTH - 2 * PAD_SIDE) / total
     rows: list[str] = []
