@@ -1,5 +1,5 @@
 """Developer sessions: ``nox -s tests``, ``lint``, ``typecheck``, ``docs``, ``bench``,
-``topbench``, ``soak``, ``asan``."""
+``topbench``, ``profilebench``, ``soak``, ``asan``."""
 
 import tomllib
 from pathlib import Path
@@ -81,6 +81,16 @@ def topbench(session: nox.Session) -> None:
     session.install("-e", ".", "--config-settings", "editable_mode=strict")
     session.run("python", "-c", COMPILE_IGRUN)
     session.run("python", "bench/topbench.py", *session.posargs)
+
+
+@nox.session
+def profilebench(session: nox.Session) -> None:
+    """What ``profile cpu`` costs at 49 Hz on every busy CPU (igrun's CPU time and the BPF
+    program's run time, root) and how fast it names 10,000 distinct stacks;
+    bench/results/profile-<time>.json and a table (bench/profilebench.py)."""
+    session.install("-e", ".", "--config-settings", "editable_mode=strict")
+    session.run("python", "-c", COMPILE_IGRUN)
+    session.run("python", "bench/profilebench.py", *session.posargs)
 
 
 @nox.session

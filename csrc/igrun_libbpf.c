@@ -650,6 +650,108 @@ struct bpf_link *igr_attach_cgroup(struct bpf_program *prog, int cgroup_fd, int 
     return igr_check_link(bpf_program__attach_cgroup(prog, cgroup_fd), err);
 }
 
+/* Look up `count` keys of `key_size` bytes each (one C loop, no Python per key) into `values`
+ * (`value_size` bytes each); found[i] is 1 when key i was there (its value written), else 0.
+ * For maps with no batch lookup, e.g. a stack-trace map read by the ids another map holds. */
+int igr_map_lookup_many(int fd, const void *keys, size_t keys_size, size_t key_size, void *values,
+                        size_t values_size, size_t value_size, unsigned char *found, size_t count)
+{
+    unsigned long long map_key, map_value;
+    size_t need_keys, need_values, i;
+    int err;
+
+    if (!keys || !values || !found || key_size == 0 || value_size == 0)
+        return -EINVAL;
+    err = igr_map_elem_sizes(fd, &map_key, &map_value);
+    if (err)
+        return err;
+    if (map_key != key_size || map_value != value_size)
+        return -EINVAL;
+    if (__builtin_mul_overflow(count, key_size, &need_keys) ||
+        __builtin_mul_overflow(count, value_size, &need_values) || need_keys > keys_size ||
+        need_values > values_size)
+        return -ENOSPC;
+    for (i = 0; i < count; i++) {
+        err = bpf_map_lookup_elem(fd, (const char *)keys + i * key_size,
+                                  (char *)values + i * value_size);
+        if (err == -ENOENT) {
+            found[i] = 0;
+            continue;
+        }
+        if (err)
+            return err;
+        found[i] = 1;
+    }
+    return 0;
+}
+
+/* Sample `cpu`'s software CPU clock `freq` times a second (frequency mode: the kernel adjusts
+ * the period) and run `prog` on each sample. Software events need no PMU, so this works in VMs.
+ * The returned link owns the perf event: destroying it detaches the program and closes it. */
+struct bpf_link *igr_attach_perf_event(struct bpf_program *prog, int cpu, unsigned long long freq,
+                                       int *err)
+{
+    struct perf_event_attr attr;
+    struct bpf_link *link;
+    long e;
+    int fd;
+
+    if (!prog || !err)
+        return NULL;
+    if (cpu < 0 || freq == 0 || freq > (unsigned long long)INT_MAX) {
+        *err = -EINVAL;
+        return NULL;
+    }
+    memset(&attr, 0, sizeof(attr));
+    attr.size = sizeof(attr);
+    attr.type = PERF_TYPE_SOFTWARE;
+    attr.config = PERF_COUNT_SW_CPU_CLOCK;
+    attr.freq = 1;
+    attr.sample_freq = freq;
+    fd = (int)syscall(__NR_perf_event_open, &attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC);
+    if (fd < 0) {
+        *err = -errno;
+        return NULL;
+    }
+    link = bpf_program__attach_perf_event(prog, fd);
+    e = libbpf_get_error(link);
+    if (e) {
+        close(fd); /* libbpf takes the event only when the attach succeeds */
+        *err = (int)e;
+        return NULL;
+    }
+    *err = 0;
+    return link;
+}
+
+/* Turn on the kernel's run-time statistics of BPF programs (run_time_ns, run_cnt) for as long
+ * as the returned fd is open; a negative errno when the kernel refuses. */
+int igr_enable_stats(void)
+{
+    int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+
+    return fd < 0 ? -errno : fd;
+}
+
+/* A program's run-time statistics: nanoseconds spent in it and times it ran, since it was
+ * loaded, counted while statistics are on. */
+int igr_prog_stats(int prog_fd, unsigned long long *run_time_ns, unsigned long long *run_cnt)
+{
+    struct bpf_prog_info info;
+    __u32 len = sizeof(info);
+    int err;
+
+    if (!run_time_ns || !run_cnt)
+        return -EINVAL;
+    memset(&info, 0, sizeof(info));
+    err = bpf_obj_get_info_by_fd(prog_fd, &info, &len);
+    if (err)
+        return err;
+    *run_time_ns = info.run_time_ns;
+    *run_cnt = info.run_cnt;
+    return 0;
+}
+
 /* Run an iterator once and return all it wrote, in a buffer the caller frees with igr_free. */
 int igr_iter_read(struct bpf_link *link, char **out, size_t *out_len)
 {

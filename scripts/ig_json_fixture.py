@@ -40,7 +40,10 @@ TOP = {"tcp": "Stats", "block-io": "Stats", "ebpf": "Stats", "file": "Stats"}
 """Top gadgets: their struct (one row of an interval's array)."""
 SNAPSHOTS = {"process": "process-collector.go", "socket": "socket-collector.go"}
 """Snapshot gadgets, by the file of their ``Event`` struct in ``types/``."""
-OTHERS = {"audit seccomp": ("pkg/gadgets/audit/seccomp/types/types.go", "Event")}
+OTHERS = {
+    "audit seccomp": ("pkg/gadgets/audit/seccomp/types/types.go", "Event"),
+    "profile cpu": ("pkg/gadgets/profile/cpu/types/types.go", "Report"),
+}
 """Gadgets of other categories: the file and name of the struct ``ig`` writes."""
 _STRUCT = re.compile(r"^type (\w+) struct \{\n(.*?)^\}", re.M | re.S)
 _FIELD = re.compile(r"^\s*(\w+)\s+([\w.\[\]*]+)\s+`([^`]*)`")

@@ -153,6 +153,33 @@ def possible_cpus() -> int:
     return int(n)
 
 
+def online_cpus(path: str = "/sys/devices/system/cpu/online") -> list[int]:
+    """The CPUs online now (``0-3,6``): where a per-CPU perf event can be opened."""
+    with open(path) as f:
+        text = f.read().strip()
+    cpus: list[int] = []
+    for part in filter(None, text.split(",")):
+        low, _, high = part.partition("-")
+        cpus.extend(range(int(low), int(high or low) + 1))
+    return cpus
+
+
+class StatsSwitch:
+    """The kernel's BPF run-time statistics, on while this is open (an fd; not a sysctl left
+    set): :meth:`Program.run_stats` then counts."""
+
+    def __init__(self) -> None:
+        fd = lib.igr_enable_stats()
+        if fd < 0:
+            _raise("cannot enable BPF statistics", fd)
+        self.fd = int(fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 def has_ktime_get_boot_ns() -> bool:
     """Whether BPF programs can call ``bpf_ktime_get_boot_ns`` (Linux 5.7+)."""
     return bool(lib.igr_has_ktime_get_boot_ns() == 1)
@@ -530,6 +557,28 @@ class Map:
             int(calls[0]),
         )
 
+    def lookup_many(
+        self, keys: np.ndarray[Any, Any]
+    ) -> tuple[np.ndarray[Any, np.dtype[np.uint8]], np.ndarray[Any, np.dtype[np.bool_]]]:
+        """The values of many keys (an array of ``key_size``-byte records) in one C loop:
+        ``count × value_len`` bytes and whether each key was there (a missing key's value is
+        zeros). For maps the kernel cannot read in batches, such as stack-trace maps."""
+        raw = np.ascontiguousarray(keys).view(np.uint8).reshape(-1)
+        if raw.nbytes % max(self.key_size, 1):
+            raise SizeError(f"map {self.name}: keys are not whole {self.key_size}-byte records")
+        n = raw.nbytes // max(self.key_size, 1)
+        values = np.zeros(max(n, 1) * self._value_len, np.uint8)
+        found = np.zeros(max(n, 1), np.uint8)
+        if n:
+            err = lib.igr_map_lookup_many(
+                self.fd, ffi.from_buffer(raw), raw.nbytes, self.key_size,
+                ffi.from_buffer(values), values.nbytes, self._value_len,
+                ffi.from_buffer(found), n,
+            )  # fmt: skip
+            if err:
+                _raise(f"map {self.name}: lookup of {n} keys failed", err)
+        return values[: n * self._value_len].reshape(n, self._value_len), found[:n].astype(bool)
+
     def clear(self) -> None:
         for key in list(self.keys()):
             self.delete(key)
@@ -698,6 +747,30 @@ class Program:
             _raise(f"cannot attach uprobe {self.name} to {binary}:{func or hex(offset)}", err[0])
         _log_attached(self.name, f"{self.section} {binary}:{func or hex(offset)} pid {pid}")
         return Link(link, self.name)
+
+    def attach_perf_event(self, cpu: int, freq: int) -> Link:
+        """Run this ``perf_event`` program ``freq`` times a second on ``cpu``, from a software
+        CPU-clock event (no hardware PMU needed). The link owns the event."""
+        err = ffi.new("int *")
+        link = lib.igr_attach_perf_event(
+            self._live(),
+            _in_range("perf event cpu", cpu, 0, (1 << 31) - 1),
+            _in_range("perf event frequency", freq, 1, (1 << 31) - 1),
+            err,
+        )
+        if link == ffi.NULL:
+            _raise(f"cannot attach {self.name} to cpu {cpu}'s clock at {freq} Hz", err[0])
+        _log_attached(self.name, f"{self.section} cpu {cpu} {freq} Hz")
+        return Link(link, self.name)
+
+    def run_stats(self) -> tuple[int, int]:
+        """``(run_time_ns, run_cnt)``: time spent in this program and runs, counted while
+        :func:`enable_stats` is on."""
+        ns, cnt = ffi.new("unsigned long long *"), ffi.new("unsigned long long *")
+        err = lib.igr_prog_stats(self.fd, ns, cnt)
+        if err:
+            _raise(f"cannot read program {self.name}'s statistics", err)
+        return int(ns[0]), int(cnt[0])
 
     def attach_cgroup(self, cgroup: str | os.PathLike[str]) -> Link:
         """Attach to a cgroup (v2) folder with a link: programs others attached there stay,
