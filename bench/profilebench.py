@@ -73,10 +73,10 @@ def prog_stats(pid: int) -> tuple[int, int]:
 
 
 def overhead(seconds: float) -> dict[str, Any]:
-    from igrun.core.bpf.objects import StatsSwitch, online_cpus
+    from igrun.core.bpf.objects import RunTimeStats, online_cpus
 
     cpus = len(online_cpus())
-    stats = StatsSwitch()
+    stats = RunTimeStats()
     busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(cpus)]
     try:
         proc = subprocess.Popen(

@@ -724,18 +724,9 @@ struct bpf_link *igr_attach_perf_event(struct bpf_program *prog, int cpu, unsign
     return link;
 }
 
-/* Turn on the kernel's run-time statistics of BPF programs (run_time_ns, run_cnt) for as long
- * as the returned fd is open; a negative errno when the kernel refuses. */
-int igr_enable_stats(void)
-{
-    int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
-
-    return fd < 0 ? -errno : fd;
-}
-
 /* A program's run-time statistics: nanoseconds spent in it and times it ran, since it was
  * loaded, counted while statistics are on. */
-int igr_prog_stats(int prog_fd, unsigned long long *run_time_ns, unsigned long long *run_cnt)
+int igr_prog_run_stats(int prog_fd, unsigned long long *run_time_ns, unsigned long long *run_cnt)
 {
     struct bpf_prog_info info;
     __u32 len = sizeof(info);

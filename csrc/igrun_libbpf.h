@@ -122,8 +122,7 @@ struct bpf_link *igr_attach_perf_event(struct bpf_program *prog, int cpu, unsign
                                        int *err);
 int igr_map_lookup_many(int fd, const void *keys, size_t keys_size, size_t key_size, void *values,
                         size_t values_size, size_t value_size, unsigned char *found, size_t count);
-int igr_enable_stats(void);
-int igr_prog_stats(int prog_fd, unsigned long long *run_time_ns, unsigned long long *run_cnt);
+int igr_prog_run_stats(int prog_fd, unsigned long long *run_time_ns, unsigned long long *run_cnt);
 int igr_iter_read(struct bpf_link *link, char **out, size_t *out_len);
 int bpf_link__destroy(struct bpf_link *link);
 int bpf_link__fd(const struct bpf_link *link);

@@ -32,6 +32,7 @@ from igrun.core.gadget import (
     Gadget,
     GadgetContext,
     OutputFormat,
+    OutputFormats,
     ResultRunner,
     gadget_output_formats,
 )
@@ -220,6 +221,9 @@ class OutputOperator(Operator):
         process.provide(OutputLock(), by=cls.name)
 
     def pre_run(self, schema: Schema) -> None:
+        live = self.ctx.resources.get(self.ctx.gadget)
+        if isinstance(live, OutputFormats):  # the run's own instance: formats that read its
+            self.gadget_formats = dict(live.output_formats()[0])  # state at the end (pprof)
         self.format, self.columns = parse_output(
             self.values.raw("output"), schema, self.gadget_formats
         )

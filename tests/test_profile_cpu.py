@@ -34,8 +34,8 @@ from igrun.core.bpf.objects import (
     BpfObject,
     Map,
     MapType,
+    RunTimeStats,
     SizeError,
-    StatsSwitch,
     online_cpus,
 )
 from igrun.core.errors import BpfError
@@ -606,7 +606,7 @@ def test_perf_event_attach_checks_its_arguments() -> None:
         assert no_cpu.value.errno in (errno.ENODEV, errno.EINVAL, errno.ENXIO)
         # The frequency holds (the clock ticks on an idle CPU too: the program then returns at
         # once): about 997 runs in a second, counted by the kernel's BPF statistics.
-        stats = StatsSwitch()
+        stats = RunTimeStats()
         try:
             _, before = program.run_stats()
             link = program.attach_perf_event(min(online_cpus()), 997)

@@ -164,22 +164,6 @@ def online_cpus(path: str = "/sys/devices/system/cpu/online") -> list[int]:
     return cpus
 
 
-class StatsSwitch:
-    """The kernel's BPF run-time statistics, on while this is open (an fd; not a sysctl left
-    set): :meth:`Program.run_stats` then counts."""
-
-    def __init__(self) -> None:
-        fd = lib.igr_enable_stats()
-        if fd < 0:
-            _raise("cannot enable BPF statistics", fd)
-        self.fd = int(fd)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
 def has_ktime_get_boot_ns() -> bool:
     """Whether BPF programs can call ``bpf_ktime_get_boot_ns`` (Linux 5.7+)."""
     return bool(lib.igr_has_ktime_get_boot_ns() == 1)
@@ -765,9 +749,9 @@ class Program:
 
     def run_stats(self) -> tuple[int, int]:
         """``(run_time_ns, run_cnt)``: time spent in this program and runs, counted while
-        :func:`enable_stats` is on."""
+        :class:`RunTimeStats` is on."""
         ns, cnt = ffi.new("unsigned long long *"), ffi.new("unsigned long long *")
-        err = lib.igr_prog_stats(self.fd, ns, cnt)
+        err = lib.igr_prog_run_stats(self.fd, ns, cnt)
         if err:
             _raise(f"cannot read program {self.name}'s statistics", err)
         return int(ns[0]), int(cnt[0])

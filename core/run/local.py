@@ -411,6 +411,7 @@ class Runtime:
         ctx.schema = None
         preload_logging()  # while the programs load: the ready line then costs no import
         gadget = ctx.gadget()
+        ctx.resources.provide(gadget, by="runtime")  # the live instance (its own -o formats)
         if isinstance(gadget, InitClose):
             gadget.init(ctx)
             stack.callback(gadget.close)

@@ -223,7 +223,10 @@ class ProfileCpu(Gadget):
             "pprof": OutputFormat(
                 "pprof",
                 "gzipped pprof profile.proto (go tool pprof, Grafana Pyroscope)",
-                functools.partial(formats.to_pprof, period_ns=period, duration_ns=self.duration_ns),
+                # The run's duration is known at its end, when the transform is called.
+                lambda result: formats.to_pprof(
+                    result, period_ns=period, duration_ns=self.duration_ns
+                ),
                 requires_combined_result=True,
             ),
             "svg": OutputFormat(
