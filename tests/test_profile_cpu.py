@@ -425,6 +425,28 @@ def test_the_json_has_igs_keys(igrun_cli: IgrunCli, burn: Path) -> None:
     assert any(MARKER in e["userStack"] for e in events)
 
 
+@pytest.mark.parametrize("fmt", ["folded", "svg", "stacks"])
+def test_the_command_writes_each_format(igrun_cli: IgrunCli, burn: Path, fmt: str) -> None:
+    """``-o folded|svg|stacks`` on the command line: the format, once, on stdout."""
+    proc = igrun_cli.start("profile", "cpu", "--host", "-o", fmt)
+    pid, _ = run_child([str(burn), "b", "1"])
+    time.sleep(0.2)
+    out, err = proc.stop()
+    assert proc.returncode == 0, err
+    proc.assert_released()
+    if fmt == "folded":
+        lines = [line.rpartition(" ") for line in out.splitlines()]
+        assert lines and all(count.isdigit() for _, _, count in lines)
+        assert any(MARKER in stack for stack, _, _ in lines)
+    elif fmt == "svg":
+        import xml.etree.ElementTree as ET
+
+        assert MARKER in out and ET.fromstring(out).tag.endswith("svg")
+    else:
+        assert out.count("COMM") == 1 and MARKER in out  # one table, frames under rows
+    assert str(pid) in out or fmt != "stacks"
+
+
 def test_a_container_is_symbolized_through_its_root(
     igrun_cli: IgrunCli,
     podman: Podman,  # noqa: F811
