@@ -25,12 +25,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from igrun.core.bpf.attachpoints import skip_missing
-from igrun.core.bpf.objects import BpfObject, Map, MapType
+from igrun.core.bpf.objects import MapType
 from igrun.core.errors import IgrunError, ParamError
 from igrun.core.events.schema import Batch, Column, Field, Kind
-from igrun.core.gadget import PARAM_INTERVAL, Gadget, GadgetContext, GadgetType
-from igrun.core.tracer import LOST_EVENTS_MAP, join_shared, open_object, pin_maps
+from igrun.core.gadget import PARAM_INTERVAL, GadgetContext, GadgetType
+from igrun.core.top import BpfMapGadget
 
 if TYPE_CHECKING:
     from igrun.core.operator import RunPlan
@@ -158,32 +157,21 @@ def json_line(value: Any) -> bytes:
     return (json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
-class BpfHistogram(Gadget):
+class BpfHistogram(BpfMapGadget):
     """Base class of gadgets that bucket values in BPF log2 histograms and report them once."""
 
     type = GadgetType.PROFILE
-    bpf_object: ClassVar[str]
-    """File name of the compiled object, in the gadget's package."""
-    hist_map: ClassVar[str] = "hists"
+    stats_map: ClassVar[str] = "hists"
     """The hash map of histograms, one per key."""
+    map_types: ClassVar[tuple[int, ...]] = (MapType.HASH, MapType.ARRAY)
     key_struct: ClassVar[str] = "hist_key"
     value_struct: ClassVar[str] = "hist"
-    """The map's key and value structs (kept in BTF by ``GADGET_TOPPER``)."""
     slots_member: ClassVar[str] = "slots"
     """The value's array of bucket counts."""
-    optional_programs: ClassVar[tuple[str, ...]] = ()
     param_defaults: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self) -> None:
-        self.obj: BpfObject | None = None
-        self.map: Map | None = None
-        self.row: np.dtype[Any] | None = None
-        self.key: np.dtype[Any] | None = None
-        self.value: np.dtype[Any] | None = None
-        self.syscalls = 0
-        """Syscalls the last drain took."""
-        self.lost_map: Map | None = None
-        self._lost_seen = 0
+        super().__init__()
         self.counted = 0
         """Rows reported so far (the run says so when there were none)."""
         self._constants: dict[str, int] = {}
@@ -196,62 +184,16 @@ class BpfHistogram(Gadget):
                 "a BPF map, read once)"
             )
 
-    # -- what subclasses override
-
-    def constants(self, ctx: GadgetContext) -> dict[str, int | bool | bytes]:
-        """Values for the object's ``const volatile`` globals, from the params."""
-        return {}
-
     def row_constants(self, ctx: GadgetContext) -> dict[str, int]:
         """Members every row carries with one value for the run (``ms`` = 1 when the
         histogram is in milliseconds): what the output formats need beside the buckets."""
         return {}
 
-    def configure(self, ctx: GadgetContext, obj: BpfObject) -> None:
-        """The opened object, before load (programs' autoload, map sizes)."""
-
-    def transform(self, batch: Batch) -> Batch:
-        """A last look at the rows before they go down the chain."""
-        return batch
-
-    # -- lifecycle
-
-    def object_path(self) -> Any:
-        import importlib.resources
-
-        return importlib.resources.files(type(self).__module__) / self.bpf_object
-
-    def init(self, ctx: GadgetContext) -> None:
-        obj = self.obj = open_object(self.object_path())
-        try:
-            for name, constant in self.constants(ctx).items():
-                obj.set_global(name, constant)
-            join_shared(ctx, obj)
-            if obj.map_type(self.hist_map) not in (MapType.HASH, MapType.ARRAY):
-                raise IgrunError(f"{self.id()}: map {self.hist_map} is not a hash map")
-            self.key = obj.struct_dtype(self.key_struct, nested=True)
-            self.value = obj.struct_dtype(self.value_struct, nested=True)
-            self._constants = self.row_constants(ctx)
-            self.row = self._row_dtype()
-            ctx.schema = self.schema.bind(self.row)
-            if self.optional_programs:
-                skip_missing(obj, self.optional_programs)
-            self.configure(ctx, obj)
-            obj.load()
-            self.map = obj.map(self.hist_map)
-            if self.map.key_size != self.key.itemsize or self.map.value_size != self.value.itemsize:
-                raise IgrunError(
-                    f"{self.id()}: map {self.hist_map} holds {self.map.key_size}-byte keys and "
-                    f"{self.map.value_size}-byte values, not struct {self.key_struct} "
-                    f"({self.key.itemsize}) and struct {self.value_struct} "
-                    f"({self.value.itemsize})"
-                )
-            self.lost_map = obj.map(LOST_EVENTS_MAP) if obj.has_map(LOST_EVENTS_MAP) else None
-            pin_maps(ctx, obj, self.id())
-            obj.attach_all()
-        except BaseException:
-            self.close()
-            raise
+    def layout(self, ctx: GadgetContext, key: np.dtype[Any], value: np.dtype[Any]) -> np.dtype[Any]:
+        """One row per bucket: the key's members, the value's other members, the run's
+        constants, then the bucket (slot, start, end, count)."""
+        self._constants = self.row_constants(ctx)
+        return self._row_dtype()
 
     def _row_dtype(self) -> np.dtype[Any]:
         assert self.key is not None and self.value is not None
@@ -322,21 +264,3 @@ class BpfHistogram(Gadget):
         self._report_lost(ctx)
         ctx.emit(self.transform(Batch(ctx.schema, rows)))
         ctx.end_window()
-
-    def _report_lost(self, ctx: GadgetContext) -> None:
-        """Values that found the map of histograms full (a key too many): reported lost,
-        never silently left out of the result."""
-        if self.lost_map is None:
-            return
-        counts = self.lost_map.lookup_per_cpu((0).to_bytes(4, "little")) or []
-        total = sum(int.from_bytes(c[:8], "little") for c in counts)
-        if total > self._lost_seen:
-            ctx.report_lost(total - self._lost_seen)
-            self._lost_seen = total
-
-    def close(self) -> None:
-        self.map = None
-        self.lost_map = None
-        if self.obj is not None:
-            self.obj.close()
-            self.obj = None

@@ -80,31 +80,36 @@ def sum_per_cpu(
     return out
 
 
-class BpfTop(Gadget):
-    """Base class of gadgets that count per key in a BPF hash map and report every interval."""
+class BpfMapGadget(Gadget):
+    """Base class of gadgets whose programs count per key in one BPF hash map that igrun
+    drains (:class:`BpfTop` every interval, :class:`~igrun.core.histogram.BpfHistogram` at
+    the end): the object loaded with its constants and the run's filter, the row layout read
+    from the key and value structs' BTF, the map checked against them, every program attached,
+    and the keys that found the map full reported as lost."""
 
-    type = GadgetType.TRACE_INTERVALS
     bpf_object: ClassVar[str]
     """File name of the compiled object, in the gadget's package."""
     stats_map: ClassVar[str] = "stats"
     """The hash map (or per-CPU hash map: its numbers are summed) the programs count in."""
+    map_types: ClassVar[tuple[int, ...]] = (MapType.HASH, MapType.PERCPU_HASH)
+    """The map types the gadget reads."""
     key_struct: ClassVar[str]
     value_struct: ClassVar[str]
     """The map's key and value structs (kept in BTF by ``GADGET_TOPPER``)."""
     stats_entries: ClassVar[int] = 0
-    """The map's ``max_entries`` (keys per interval); 0 keeps the object's."""
+    """The map's ``max_entries`` (keys it holds at once); 0 keeps the object's."""
     optional_programs: ClassVar[tuple[str, ...]] = ()
     """Programs the gadget can do without, skipped when the kernel lacks their attach point."""
-    param_defaults: ClassVar[Mapping[str, str]] = {PARAM_INTERVAL: "1s", PARAM_MAX_ROWS: "50"}
-    """``ig`` v0.25's defaults for interval gadgets: every second, at most 50 rows."""
 
     def __init__(self) -> None:
         self.obj: BpfObject | None = None
         self.map: Map | None = None
         self.lost_map: Map | None = None
         self.row: np.dtype[Any] | None = None
+        self.key: np.dtype[Any] | None = None
+        self.value: np.dtype[Any] | None = None
         self.syscalls = 0
-        """Syscalls the last interval's drain took (the benchmark reports them)."""
+        """Syscalls the last drain took (the benchmark reports them)."""
         self._lost_seen = 0
 
     # -- what subclasses override
@@ -117,9 +122,14 @@ class BpfTop(Gadget):
         """The opened object, before load (programs' autoload, map sizes)."""
 
     def transform(self, batch: Batch) -> Batch:
-        """A last look at an interval's rows before they go down the chain (derived
-        columns, rows to drop)."""
+        """A last look at the rows before they go down the chain (derived columns, rows to
+        drop)."""
         return batch
+
+    def layout(self, ctx: GadgetContext, key: np.dtype[Any], value: np.dtype[Any]) -> np.dtype[Any]:
+        """The layout of a row, from the key and value structs: by default the key's members,
+        then the value's (:func:`row_dtype`)."""
+        return row_dtype(key, value)
 
     # -- lifecycle
 
@@ -135,13 +145,13 @@ class BpfTop(Gadget):
             for name, constant in self.constants(ctx).items():
                 obj.set_global(name, constant)
             join_shared(ctx, obj)
-            if obj.map_type(self.stats_map) not in (MapType.HASH, MapType.PERCPU_HASH):
+            if obj.map_type(self.stats_map) not in self.map_types:
                 raise IgrunError(f"{self.id()}: map {self.stats_map} is not a hash map")
             if self.stats_entries:
                 obj.set_max_entries(self.stats_map, self.stats_entries)
-            key = obj.struct_dtype(self.key_struct, nested=True)
-            value = obj.struct_dtype(self.value_struct, nested=True)
-            self.row = row_dtype(key, value)
+            key = self.key = obj.struct_dtype(self.key_struct, nested=True)
+            value = self.value = obj.struct_dtype(self.value_struct, nested=True)
+            self.row = self.layout(ctx, key, value)
             ctx.schema = self.schema.bind(self.row)
             if self.optional_programs:
                 skip_missing(obj, self.optional_programs)
@@ -160,6 +170,30 @@ class BpfTop(Gadget):
         except BaseException:
             self.close()
             raise
+
+    def _report_lost(self, ctx: GadgetContext) -> None:
+        if self.lost_map is None:
+            return
+        counts = self.lost_map.lookup_per_cpu((0).to_bytes(4, "little")) or []
+        total = sum(int.from_bytes(c[:8], "little") for c in counts)
+        if total > self._lost_seen:
+            ctx.report_lost(total - self._lost_seen)
+            self._lost_seen = total
+
+    def close(self) -> None:
+        self.map = None
+        self.lost_map = None
+        if self.obj is not None:
+            self.obj.close()
+            self.obj = None
+
+
+class BpfTop(BpfMapGadget):
+    """Base class of gadgets that count per key in a BPF hash map and report every interval."""
+
+    type = GadgetType.TRACE_INTERVALS
+    param_defaults: ClassVar[Mapping[str, str]] = {PARAM_INTERVAL: "1s", PARAM_MAX_ROWS: "50"}
+    """``ig`` v0.25's defaults for interval gadgets: every second, at most 50 rows."""
 
     def interval(self, ctx: GadgetContext) -> float:
         return float(ctx.runtime_params.get(PARAM_INTERVAL) or DEFAULT_INTERVAL)
@@ -205,19 +239,3 @@ class BpfTop(Gadget):
         self._report_lost(ctx)
         ctx.emit(self.transform(Batch(ctx.schema, rows)))
         ctx.end_window()
-
-    def _report_lost(self, ctx: GadgetContext) -> None:
-        if self.lost_map is None:
-            return
-        counts = self.lost_map.lookup_per_cpu((0).to_bytes(4, "little")) or []
-        total = sum(int.from_bytes(c[:8], "little") for c in counts)
-        if total > self._lost_seen:
-            ctx.report_lost(total - self._lost_seen)
-            self._lost_seen = total
-
-    def close(self) -> None:
-        self.map = None
-        self.lost_map = None
-        if self.obj is not None:
-            self.obj.close()
-            self.obj = None
