@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from igrun.core import Batch, Category, Column, Field, Kind, ParamDesc, Schema, hookimpl
+from igrun.core.errors import ParamError
 from igrun.core.events import fields
 from igrun.core.events.fields import duration_field, ip_address_field
 from igrun.core.gadget import GadgetContext
-from igrun.core.errors import ParamError
 from igrun.core.params import TypeHint
 from igrun.plugins._packet import PacketTracer, owner_fields, packet_types, protocols
 
