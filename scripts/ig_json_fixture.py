@@ -33,7 +33,11 @@ GADGETS = [
     "tcp",
     "tcpdrop",
     "tcpretrans",
+    "dns",
+    "sni",
 ]
+TYPES_FILES = {"dns": "dns.go", "sni": "snisnoop.go"}
+"""Trace gadgets whose ``Event`` is not in ``types/types.go``."""
 TOP = {"tcp": "Stats", "block-io": "Stats"}
 """Top gadgets: their struct (one row of an interval's array)."""
 _STRUCT = re.compile(r"^type (\w+) struct \{\n(.*?)^\}", re.M | re.S)
@@ -95,7 +99,7 @@ def main(repo: str) -> None:
     ).strip()
     gadgets = {}
     for name in GADGETS:
-        path = f"pkg/gadgets/trace/{name}/types/types.go"
+        path = f"pkg/gadgets/trace/{name}/types/{TYPES_FILES.get(name, 'types.go')}"
         gadgets[f"trace {name}"] = keys(structs(show(repo, path))["Event"], path, common)
     for name, struct in TOP.items():
         path = f"pkg/gadgets/top/{name}/types/types.go"

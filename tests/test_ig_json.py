@@ -35,12 +35,14 @@ from igrun.plugins.top_block_io import TopBlockIo
 from igrun.plugins.top_tcp import TopTcp
 from igrun.plugins.trace_bind import TraceBind
 from igrun.plugins.trace_capabilities import TraceCapabilities
+from igrun.plugins.trace_dns import TraceDns
 from igrun.plugins.trace_exec import TraceExec
 from igrun.plugins.trace_fsslower import TraceFsslower
 from igrun.plugins.trace_mount import TraceMount
 from igrun.plugins.trace_oomkill import TraceOomkill
 from igrun.plugins.trace_open import TraceOpen
 from igrun.plugins.trace_signal import TraceSignal
+from igrun.plugins.trace_sni import TraceSni
 from igrun.plugins.trace_tcp import TraceTcp
 from igrun.plugins.trace_tcpconnect import TraceTcpconnect
 from igrun.plugins.trace_tcpdrop import TraceTcpdrop
@@ -65,6 +67,8 @@ GADGETS: dict[str, type[Gadget]] = {
     "trace tcp": TraceTcp,
     "trace tcpdrop": TraceTcpdrop,
     "trace tcpretrans": TraceTcpretrans,
+    "trace dns": TraceDns,
+    "trace sni": TraceSni,
     "top tcp": TopTcp,
     "top block-io": TopBlockIo,
 }
@@ -95,6 +99,8 @@ ADDITIONS: dict[str, set[str]] = {
     "trace tcp": {"tid", "error"},
     "trace tcpdrop": {"tid", "ownerKnown"},
     "trace tcpretrans": {"tid", "ownerKnown"},
+    "trace dns": {"ownerKnown"},
+    "trace sni": {"ownerKnown", "pktType"},
     "top tcp": set(),
     "top block-io": set(),
 }
@@ -111,7 +117,7 @@ OLD_NAMES = {"retval", "k8s.pod", "k8s.container"}
 
 _UNSIGNED = {"uint8", "uint16", "uint32", "uint64", "fs.FileMode"}
 _SIGNED = {"int", "int32", "int64", "Time", "time.Duration"}
-_TEXT = {"string", "RuntimeName", "EventType", "EndpointKind"}
+_TEXT = {"string", "RuntimeName", "EventType", "EndpointKind", "DNSPktType"}
 
 
 def json_type_ok(go: str, value: Any) -> bool:
