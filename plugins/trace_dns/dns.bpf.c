@@ -34,6 +34,12 @@
 
 const volatile __u64 dns_timeout_ns = 10000000000ULL;
 
+static __always_inline char hex_digit(__u16 v)
+{
+	v &= 0xf;
+	return v < 10 ? '0' + v : 'a' + v - 10;
+}
+
 struct dns_event {
 	gadget_timestamp timestamp;
 	struct gadget_process proc; /* the socket's owner; zero when not known */
@@ -49,6 +55,7 @@ struct dns_event {
 	__u16 qtype;
 	__u16 ancount;
 	__u16 anaddrcount;
+	char id_text[6]; /* the id in hex, as ig writes it: written as it is, never per event */
 	__u8 name[DNS_NAME_LEN];      /* the question's labels, NUL-padded */
 	__u8 anaddr[DNS_MAX_ADDRS][16]; /* IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d) */
 };
@@ -274,6 +281,11 @@ int ig_trace_dns(struct __sk_buff *skb)
 	e->proto = p.proto;
 	e->pkt_type = p.pkt_type;
 	e->id = bpf_ntohs(hdr[0]);
+	e->id_text[0] = hex_digit(e->id >> 12);
+	e->id_text[1] = hex_digit(e->id >> 8);
+	e->id_text[2] = hex_digit(e->id >> 4);
+	e->id_text[3] = hex_digit(e->id);
+	e->id_text[4] = 0;
 	e->qr = flags >> 15;
 	e->rcode = e->qr ? flags & 0xf : 0;
 	e->ancount = bpf_ntohs(hdr[3]);
