@@ -511,6 +511,63 @@ def test_oomkill(igrun_cli: IgrunCli) -> None:
     assert type(event["tuid"]) is int and type(event["tgid"]) is int
 
 
+def test_dns_and_sni(igrun_cli: IgrunCli) -> None:
+    """A query and its response (with an A and an AAAA answer) on the loopback, and a TLS
+    ClientHello naming a server, as ``ig`` writes them."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def exchange() -> None:
+        question = b"\x04json\x05igrun\x04test\x00\x00\x01\x00\x01"
+        client.sendto(b"\x4a\x53\x01\x00\x00\x01" + bytes(6) + question, server.getsockname())
+        query, peer = server.recvfrom(512)
+        answers = (
+            b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x0a\x01\x02\x03"
+            b"\xc0\x0c\x00\x1c\x00\x01\x00\x00\x00\x3c\x00\x10" + bytes(15) + b"\x01"
+        )
+        server.sendto(query[:2] + b"\x81\x80\x00\x01\x00\x02" + bytes(4) + question + answers,
+                      peer)  # fmt: skip
+        client.recv(512)
+
+    with server, client:
+        events, _ = run(igrun_cli, "trace dns", exchange)
+    mine = [e for e in events if e.get("name") == "json.igrun.test."]
+    assert {(e["qr"], e["pktType"]) for e in mine} == {
+        ("Q", "OUTGOING"), ("Q", "HOST"), ("R", "OUTGOING"), ("R", "HOST")
+    }  # fmt: skip
+    (response,) = [e for e in mine if e["qr"] == "R" and e["pktType"] == "HOST"]
+    assert response["id"] == "4a53" and response["addresses"] == ["10.1.2.3", "::1"]
+    assert response["latency"] > 0 and response["numAnswers"] == 2
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    hello = bytes.fromhex(
+        "16030100"
+        "3d"
+        "01000039"
+        "0303" + "00" * 32 + "00"
+        "0002"
+        "1301"
+        "0100"
+        "000e"
+        "0000000a"
+        "0008"
+        "00"
+        "0005" + "6a736f6e2e"[:10]
+    )  # a ClientHello whose only extension names "json."
+
+    def connect() -> None:
+        with socket.create_connection(listener.getsockname()) as sock:
+            sock.sendall(hello)
+            time.sleep(0.2)
+
+    with listener:
+        events, _ = run(igrun_cli, "trace sni", connect)
+    assert any(e["name"] == "json." for e in events), events
+
+
 def test_top_tcp(igrun_cli: IgrunCli) -> None:
     """A top gadget's rows, inside the array of each interval."""
     box: dict[str, int] = {}

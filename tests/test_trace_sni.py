@@ -76,6 +76,7 @@ def test_the_client_hello_names_the_server_and_the_client(
     (sent,) = [e for e in hellos if e["pktType"] == "OUTGOING"]
     assert (sent["pid"], sent["tid"], sent["comm"]) == (client.pid, client.pid, "openssl")
     assert sent["ownerKnown"] is True
+    # The server's socket was open before the run: the start-up pass found its owner.
     (received,) = [e for e in hellos if e["pktType"] == "HOST"]
     assert (received["pid"], received["comm"]) == (server_pid, "openssl")
     run.assert_released()

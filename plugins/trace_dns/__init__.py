@@ -238,7 +238,7 @@ class TraceDns(PacketTracer):
             PARAM_DNS_TIMEOUT,
             type_hint=TypeHint.DURATION,
             default="10s",
-            description="Timeout waiting for a response to a DNS query (used to calculate latency)",
+            description="how long to wait for the response to a query (no latency after that)",
             check=_check_timeout,
         ),
     )
