@@ -3,6 +3,7 @@ run as a script inside a network namespace.
 
     python3 dnslab.py serve                       # UDP and TCP port 53, IPv4 and IPv6
     python3 dnslab.py query SERVER NAME TYPE ID [tcp]
+    python3 dnslab.py query-later SERVER NAME ID  # connect now, ask after a line on stdin
     python3 dnslab.py raw SERVER HEX              # one UDP datagram of those bytes
 
 The server knows ``host1.igrun.test`` (two A records, one AAAA record, compressed names) and
@@ -130,6 +131,19 @@ def ask(server: str, name: str, qtype: str, qid: int, tcp: bool) -> None:
     print(flags & 0xF, ancount, flush=True)
 
 
+def ask_later(server: str, name: str, qid: int) -> None:
+    """A UDP socket connected now; the query goes (with send(), not sendto()) once a line
+    arrives on stdin."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(5)
+    sock.connect((server, 53))
+    print(os.getpid(), flush=True)
+    sys.stdin.readline()
+    sock.send(query(qid, name, 1))
+    flags, _, ancount = struct.unpack("!HHH", sock.recv(4096)[2:8])
+    print(flags & 0xF, ancount, flush=True)
+
+
 def raw(server: str, payload: str) -> None:
     print(os.getpid(), flush=True)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -142,5 +156,7 @@ if __name__ == "__main__":
         serve()
     elif command == "query":
         ask(args[0], args[1], args[2], int(args[3], 0), len(args) > 4 and args[4] == "tcp")
+    elif command == "query-later":
+        ask_later(args[0], args[1], int(args[2], 0))
     elif command == "raw":
         raw(args[0], args[1])

@@ -142,6 +142,36 @@ def test_queries_and_responses_of_a_container_namespace(
     }
 
 
+def test_a_socket_connected_before_the_run_is_its_owners(
+    igrun_cli: IgrunCli,
+    dns_server: NetnsPair,
+    podman: Podman,  # noqa: F811
+) -> None:
+    """A connected UDP socket made before the gadget started, sending with send() (which no
+    sendmsg hook sees): its packets still name its process."""
+    pair = dns_server
+    ctr = podman.run(unique("igrun-dns"), network=f"ns:/run/netns/{pair.b}")
+    client = subprocess.Popen(
+        pair.run(pair.b, sys.executable, str(LAB), "query-later", pair.addr_a,
+                 "host1.igrun.test", "0x4401"),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert client.stdin is not None and client.stdout is not None
+    pid = int(client.stdout.readline())
+    run = igrun_cli.start("trace", "dns", "-c", ctr.name, "-o", "json")
+    client.stdin.write("go\n")
+    client.stdin.flush()
+    assert client.stdout.readline() == "0 2\n"
+    client.wait(timeout=10)
+    time.sleep(0.5)
+    out, err = run.stop()
+    assert run.returncode == 0, err
+    query, response = by_qr(of_id(igrun_cli.events(out), 0x4401))
+    for event in (query, response):
+        assert (event["pid"], event["comm"], event["ownerKnown"]) == (pid, COMM, True)
+    assert response["addresses"] == ["10.9.8.7", "10.9.8.6"] and response["latency"] > 0
+
+
 def test_malformed_messages_are_skipped_and_nothing_breaks(
     igrun_cli: IgrunCli,
     dns_server: NetnsPair,

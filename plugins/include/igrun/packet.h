@@ -184,6 +184,10 @@ static __always_inline __u32 gadget_current_netns(void)
 			return 1;                                                              \
 		cookie = bpf_get_socket_cookie(skb);                                           \
 		owner = bpf_map_lookup_elem(&gadget_sockets, &cookie);                         \
+		if (!owner) { /* found at start without a cookie: keyed by its address */     \
+			cookie = (__u64)sk;                                                    \
+			owner = bpf_map_lookup_elem(&gadget_sockets, &cookie);                 \
+		}                                                                              \
 		if (owner)                                                                     \
 			gadget_packet_remember(sk->__sk_common.skc_net.net->ns.inum,           \
 					       sk->sk_protocol, sk->__sk_common.skc_num,       \
