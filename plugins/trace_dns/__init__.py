@@ -157,21 +157,48 @@ def _addresses(batch: Batch) -> Any:
     return out
 
 
-def _coded(keys: list[Any], text: Any) -> tuple[Any, Any]:
-    """A table of ``text(key)`` per distinct key and each row's position in it, by dict
-    (cheaper than sorting long byte strings)."""
-    index: dict[Any, int] = {}
-    codes = np.fromiter(
-        (index.setdefault(k, len(index)) for k in keys), dtype=np.int32, count=len(keys)
-    )
-    table = np.empty(len(index), dtype=object)
-    table[:] = [text(k) for k in index]
+_MULTIPLIERS = np.random.default_rng(0x1D5).integers(1, 2**63, size=64, dtype=np.uint64) | 1
+"""Odd 64-bit factors of the row hash in :func:`distinct_rows`."""
+
+
+def distinct_rows(rows: Any) -> tuple[Any, Any]:
+    """The distinct rows of a ``(n, w)`` byte array (``w`` a multiple of 8, at most 512):
+    the index of each one's first row, and each row's position among them. Rows are told
+    apart by a 64-bit hash sorted as integers (fast), then every row is compared with the
+    row it was matched to, byte for byte: a hash collision falls back to a dict, never to a
+    wrong answer."""
+    rows = np.ascontiguousarray(rows)
+    words = rows.view("<u8").reshape(len(rows), -1)
+    keys = (words * _MULTIPLIERS[: words.shape[1]]).sum(axis=1, dtype=np.uint64)
+    _, first, codes = np.unique(keys, return_index=True, return_inverse=True)
+    codes = codes.reshape(-1)
+    if bool((rows == rows[first[codes]]).all()):
+        return first, codes
+    index: dict[bytes, int] = {}
+    keyed = rows.view(f"V{rows.shape[1]}").reshape(-1).tolist()
+    codes = np.fromiter((index.setdefault(r, len(index)) for r in keyed), np.intp, len(rows))
+    first = np.zeros(len(index), dtype=np.intp)
+    first[codes[::-1]] = np.arange(len(rows) - 1, -1, -1)
+    return first, codes
+
+
+def _coded(rows: Any, text: Any) -> tuple[Any, Any]:
+    """A table of ``text(row bytes)`` per distinct row and each row's position in it."""
+    first, codes = distinct_rows(rows)
+    table = np.empty(len(first), dtype=object)
+    table[:] = [text(rows[i].tobytes()) for i in first.tolist()]
     return table, codes
+
+
+def _ip_text(key: bytes) -> str:
+    if key[16] == 6:
+        return socket.inet_ntop(socket.AF_INET6, key[:16])
+    return socket.inet_ntoa(key[:4])
 
 
 def _ip_coded(batch: Batch, member: str) -> tuple[Any, Any]:
     raw = np.ascontiguousarray(batch.member(member)).view(np.uint8).reshape(len(batch), 16)
-    version = batch.member("conn.ipversion").astype(np.uint8).reshape(-1, 1)
+    version = batch.member("conn.ipversion").astype(np.uint8)
     if bool((version == 4).all()):  # IPv4 alone: distinct as 32-bit integers, a fast sort
         words, codes = np.unique(
             np.ascontiguousarray(raw[:, :4]).view("<u4").reshape(-1), return_inverse=True
@@ -179,25 +206,38 @@ def _ip_coded(batch: Batch, member: str) -> tuple[Any, Any]:
         table = np.empty(len(words), dtype=object)
         table[:] = [socket.inet_ntoa(int(w).to_bytes(4, "little")) for w in words.tolist()]
         return table, codes.reshape(-1)
-    keys = np.ascontiguousarray(np.concatenate([raw, version], axis=1)).view("V17")
-    return _coded(
-        keys.reshape(-1).tolist(),
-        lambda k: (
-            socket.inet_ntop(socket.AF_INET6, k[:16]) if k[16] == 6 else socket.inet_ntoa(k[:4])
-        ),
-    )
+    rows = np.zeros((len(batch), 24), dtype=np.uint8)
+    rows[:, :16] = raw
+    rows[:, 16] = version
+    return _coded(rows, _ip_text)
+
+
+def _address_list(key: bytes) -> list[str]:
+    count = key[-8]
+    return [_address(key[i : i + 16]) for i in range(0, 16 * count, 16)]
 
 
 def _addresses_coded(batch: Batch) -> tuple[Any, Any]:
-    counts = np.minimum(batch.member("anaddrcount"), MAX_ADDRS).astype(np.intp)
     raw = np.ascontiguousarray(batch.member("anaddr")).view(np.uint8).reshape(len(batch), -1)
-    # Bytes past a row's count are zero (the kernel clears them): the rows themselves are keys.
-    keys = raw.view(f"V{raw.shape[1]}").reshape(-1).tolist()
-    table, codes = _coded(
-        [(k, c) for k, c in zip(keys, counts.tolist(), strict=True)],
-        lambda kc: [_address(kc[0][i : i + 16]) for i in range(0, 16 * kc[1], 16)],
-    )
-    return table, codes
+    rows = np.zeros((len(batch), raw.shape[1] + 8), dtype=np.uint8)
+    rows[:, : raw.shape[1]] = raw
+    rows[:, raw.shape[1]] = np.minimum(batch.member("anaddrcount"), MAX_ADDRS)
+    return _coded(rows, _address_list)
+
+
+def _comm_text(key: bytes) -> str:
+    if not key[16]:
+        return UNKNOWN_OWNER
+    return key[:16].partition(b"\0")[0].decode("utf-8", "replace")
+
+
+def _comms_coded(batch: Batch) -> tuple[Any, Any]:
+    comm = np.ascontiguousarray(batch.member("proc.comm")).view(np.uint8).reshape(len(batch), -1)
+    rows = np.zeros((len(batch), 24), dtype=np.uint8)
+    known = batch.member("owner_known") != 0
+    rows[:, :16] = np.where(known[:, None], comm[:, :16], 0)
+    rows[:, 16] = known
+    return _coded(rows, _comm_text)
 
 
 def _tables() -> dict[str, Any]:
@@ -310,12 +350,9 @@ class TraceDns(PacketTracer):
         servers = np.concatenate([src, dst])
         batch.set_coded("nameserver", servers, np.where(qr != 0, src_codes, dst_codes + len(src)))
         names = np.ascontiguousarray(batch.member("name")).view(np.uint8).reshape(len(batch), -1)
-        batch.set_coded("name", *_coded(names.view(f"S{names.shape[1]}").reshape(-1).tolist(),
-                                        label_text))  # fmt: skip
+        batch.set_coded("name", *_coded(names, label_text))
         batch.set_coded("addresses", *_addresses_coded(batch))
-        comms = np.where(batch.member("owner_known") != 0, batch.member("proc.comm"),
-                         UNKNOWN_OWNER.encode())  # fmt: skip
-        batch.set_coded("comm", *_coded(comms.tolist(), lambda c: c.decode("utf-8", "replace")))
+        batch.set_coded("comm", *_comms_coded(batch))
         return batch
 
     def constants(self, ctx: GadgetContext) -> dict[str, int | bool | bytes]:
