@@ -246,7 +246,6 @@ def _tables() -> dict[str, Any]:
         "type": np.array([*PACKET_TYPES, "UNKNOWN"], dtype=object),
         "proto": np.array([{6: "TCP", 17: "UDP"}.get(p, str(p)) for p in range(256)],
                           dtype=object),
-        "qtype": np.array([QTYPES.get(t, "UNASSIGNED") for t in range(65536)], dtype=object),
         "rcode": np.array([RCODES.get(c, "UNKNOWN") for c in range(16)] + [""], dtype=object),
     }  # fmt: skip
 
@@ -333,14 +332,14 @@ class TraceDns(PacketTracer):
         output writes each distinct text once, not once per event."""
         if not len(batch):
             return batch
-        if not TABLES:
-            TABLES.update(_tables())
         qr = batch.member("qr").astype(np.int32) & 1
         batch.set_coded("qr", TABLES["qr"], qr)
         batch.set_coded("type", TABLES["type"], np.minimum(batch.member("pkt_type"), 8))
         batch.set_coded("proto", TABLES["proto"], batch.member("proto").astype(np.int32))
         qtypes, qtype_codes = np.unique(batch.member("qtype"), return_inverse=True)
-        batch.set_coded("qtype", TABLES["qtype"][qtypes], qtype_codes.reshape(-1))
+        qtype_texts = np.empty(len(qtypes), dtype=object)
+        qtype_texts[:] = [QTYPES.get(t, "UNASSIGNED") for t in qtypes.tolist()]
+        batch.set_coded("qtype", qtype_texts, qtype_codes.reshape(-1))
         rcode = np.where(qr != 0, batch.member("rcode").astype(np.int32) & 15, 16)
         batch.set_coded("rcode", TABLES["rcode"], rcode)
         src, src_codes = _ip_coded(batch, "conn.saddr")
@@ -354,6 +353,11 @@ class TraceDns(PacketTracer):
         batch.set_coded("addresses", *_addresses_coded(batch))
         batch.set_coded("comm", *_comms_coded(batch))
         return batch
+
+    def init(self, ctx: GadgetContext) -> None:
+        if not TABLES:
+            TABLES.update(_tables())
+        super().init(ctx)
 
     def constants(self, ctx: GadgetContext) -> dict[str, int | bool | bytes]:
         seconds = float(ctx.gadget_params.get(PARAM_DNS_TIMEOUT) or 10.0)
