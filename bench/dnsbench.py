@@ -3,9 +3,8 @@
 ``dnsload.c`` (compiled here) answers UDP queries on the loopback and sends queries at a
 given rate (0: as fast as one core can, batched with sendmmsg) while ``igrun trace dns
 --host -o json -F name:load.igrun.test.`` runs as users run it, its JSON read and counted by
-this script. On the loopback the
-packet socket sees every datagram twice (leaving and arriving), so a query and its reply make
-four events: the expected count is ``2 * (queries sent + replies sent)``. Lost events are the
+this script. On the loopback the packet socket sees every datagram twice (leaving and
+arriving), so a query and its reply make four events: the expected count is ``2 * (queries sent + replies sent)``. Lost events are the
 ``lost N events`` warnings igrun writes; the rest of any gap is what the run did not deliver
 by the end (it should be none).
 
