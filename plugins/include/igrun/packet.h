@@ -155,9 +155,17 @@ static __always_inline void gadget_packet_remember(__u32 netns, __u8 proto, __u1
 						   const struct gadget_process *owner)
 {
 	struct gadget_packet_owner_key key = { .netns = netns, .proto = proto, .port = port };
+	const struct gadget_process *known;
 
-	if (port && (proto == GADGET_IPPROTO_TCP || proto == GADGET_IPPROTO_UDP))
-		bpf_map_update_elem(&gadget_packet_owners, &key, owner, BPF_ANY);
+	if (!port || (proto != GADGET_IPPROTO_TCP && proto != GADGET_IPPROTO_UDP))
+		return;
+	/* Most packets come from the owner already recorded: no write for them. */
+	known = bpf_map_lookup_elem(&gadget_packet_owners, &key);
+	if (known && known->tid == owner->tid && known->mntns_id == owner->mntns_id &&
+	    *(const __u64 *)known->comm == *(const __u64 *)owner->comm &&
+	    *(const __u64 *)(known->comm + 8) == *(const __u64 *)(owner->comm + 8))
+		return;
+	bpf_map_update_elem(&gadget_packet_owners, &key, owner, BPF_ANY);
 }
 
 static __always_inline __u32 gadget_current_netns(void)
