@@ -35,7 +35,11 @@ GADGETS = [
     "tcpdrop",
     "tcpretrans",
     "network",
+    "dns",
+    "sni",
 ]
+TYPES_FILES = {"dns": "dns.go", "sni": "snisnoop.go"}
+"""Trace gadgets whose ``Event`` is not in ``types/types.go``."""
 TOP = {"tcp": "Stats", "block-io": "Stats", "ebpf": "Stats", "file": "Stats"}
 """Top gadgets: their struct (one row of an interval's array)."""
 SNAPSHOTS = {"process": "process-collector.go", "socket": "socket-collector.go"}
@@ -104,7 +108,7 @@ def main(repo: str) -> None:
     ).strip()
     gadgets = {}
     for name in GADGETS:
-        path = f"pkg/gadgets/trace/{name}/types/types.go"
+        path = f"pkg/gadgets/trace/{name}/types/{TYPES_FILES.get(name, 'types.go')}"
         gadgets[f"trace {name}"] = keys(structs(show(repo, path))["Event"], path, common)
     for name, struct in TOP.items():
         path = f"pkg/gadgets/top/{name}/types/types.go"

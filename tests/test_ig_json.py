@@ -41,6 +41,7 @@ from igrun.plugins.top_file import TopFile
 from igrun.plugins.top_tcp import TopTcp
 from igrun.plugins.trace_bind import TraceBind
 from igrun.plugins.trace_capabilities import TraceCapabilities
+from igrun.plugins.trace_dns import TraceDns
 from igrun.plugins.trace_exec import TraceExec
 from igrun.plugins.trace_fsslower import TraceFsslower
 from igrun.plugins.trace_mount import TraceMount
@@ -48,6 +49,7 @@ from igrun.plugins.trace_network import TraceNetwork
 from igrun.plugins.trace_oomkill import TraceOomkill
 from igrun.plugins.trace_open import TraceOpen
 from igrun.plugins.trace_signal import TraceSignal
+from igrun.plugins.trace_sni import TraceSni
 from igrun.plugins.trace_tcp import TraceTcp
 from igrun.plugins.trace_tcpconnect import TraceTcpconnect
 from igrun.plugins.trace_tcpdrop import TraceTcpdrop
@@ -74,6 +76,8 @@ GADGETS: dict[str, type[Gadget]] = {
     "trace tcpdrop": TraceTcpdrop,
     "trace tcpretrans": TraceTcpretrans,
     "trace network": TraceNetwork,
+    "trace dns": TraceDns,
+    "trace sni": TraceSni,
     "top tcp": TopTcp,
     "top block-io": TopBlockIo,
     "top ebpf": TopEbpf,
@@ -128,6 +132,8 @@ ADDITIONS: dict[str, set[str]] = {
         "dst.port",
         "dst.containerName",
     },
+    "trace dns": {"ownerKnown"},
+    "trace sni": {"ownerKnown", "pktType"},
     "top tcp": set(),
     "top block-io": set(),
     "top ebpf": set(),
@@ -153,7 +159,7 @@ OLD_NAMES = {"retval", "k8s.pod", "k8s.container"}
 
 _UNSIGNED = {"byte", "uint8", "uint16", "uint32", "uint64", "fs.FileMode"}
 _SIGNED = {"int", "int32", "int64", "Time", "time.Duration"}
-_TEXT = {"string", "RuntimeName", "EventType", "EndpointKind"}
+_TEXT = {"string", "RuntimeName", "EventType", "EndpointKind", "DNSPktType"}
 
 
 def json_type_ok(go: str, value: Any) -> bool:
@@ -561,6 +567,63 @@ def test_oomkill(igrun_cli: IgrunCli) -> None:
     (event,) = [e for e in events if e.get("kpid") == child.pid]
     assert event["kcomm"] == event["tcomm"] and event["pages"] > 0
     assert type(event["tuid"]) is int and type(event["tgid"]) is int
+
+
+def test_dns_and_sni(igrun_cli: IgrunCli) -> None:
+    """A query and its response (with an A and an AAAA answer) on the loopback, and a TLS
+    ClientHello naming a server, as ``ig`` writes them."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def exchange() -> None:
+        question = b"\x04json\x05igrun\x04test\x00\x00\x01\x00\x01"
+        client.sendto(b"\x4a\x53\x01\x00\x00\x01" + bytes(6) + question, server.getsockname())
+        query, peer = server.recvfrom(512)
+        answers = (
+            b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x0a\x01\x02\x03"
+            b"\xc0\x0c\x00\x1c\x00\x01\x00\x00\x00\x3c\x00\x10" + bytes(15) + b"\x01"
+        )
+        server.sendto(query[:2] + b"\x81\x80\x00\x01\x00\x02" + bytes(4) + question + answers,
+                      peer)  # fmt: skip
+        client.recv(512)
+
+    with server, client:
+        events, _ = run(igrun_cli, "trace dns", exchange)
+    mine = [e for e in events if e.get("name") == "json.igrun.test."]
+    assert {(e["qr"], e["pktType"]) for e in mine} == {
+        ("Q", "OUTGOING"), ("Q", "HOST"), ("R", "OUTGOING"), ("R", "HOST")
+    }  # fmt: skip
+    (response,) = [e for e in mine if e["qr"] == "R" and e["pktType"] == "HOST"]
+    assert response["id"] == "4a53" and response["addresses"] == ["10.1.2.3", "::1"]
+    assert response["latency"] > 0 and response["numAnswers"] == 2
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    hello = bytes.fromhex(
+        "16030100"
+        "3d"
+        "01000039"
+        "0303" + "00" * 32 + "00"
+        "0002"
+        "1301"
+        "0100"
+        "000e"
+        "0000000a"
+        "0008"
+        "00"
+        "0005" + "6a736f6e2e"[:10]
+    )  # a ClientHello whose only extension names "json."
+
+    def connect() -> None:
+        with socket.create_connection(listener.getsockname()) as sock:
+            sock.sendall(hello)
+            time.sleep(0.2)
+
+    with listener:
+        events, _ = run(igrun_cli, "trace sni", connect)
+    assert any(e["name"] == "json." for e in events), events
 
 
 def test_top_tcp(igrun_cli: IgrunCli) -> None:
