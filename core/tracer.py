@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import importlib.resources
 import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,6 +22,7 @@ from igrun.core.bpf.attachpoints import skip_missing
 from igrun.core.bpf.objects import BpfObject, Map, MapType, Reader
 from igrun.core.events.schema import Batch
 from igrun.core.gadget import Gadget, GadgetContext
+from igrun.core.lazy import preload as preload_numpy
 
 FILTER_BY_MNTNS = "gadget_filter_by_mntns"
 MNTNS_FILTER_MAP = "gadget_mntns_filter_map"
@@ -74,6 +78,23 @@ whose struct has room for long strings has 8 KiB slots. The rest stays in the bu
 the next poll, which follows at once."""
 LOST_CHECK_S = 0.25
 """How often the drop counter is read while running (and always at the final drain)."""
+
+
+SWITCH_INTERVAL_S = 0.0002
+
+
+@contextmanager
+def _prompt_switches() -> Iterator[None]:
+    """While the programs load and attach, the thread importing numpy (and structlog) gives
+    the interpreter back every 0.2 ms instead of every 5: each libbpf call releases it, and
+    waiting out 5 ms to take it back after every one of them would add tens of
+    milliseconds before the programs are attached."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, SWITCH_INTERVAL_S))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 @dataclass(frozen=True)
@@ -152,12 +173,26 @@ class BpfTracer(Gadget):
             if self.optional_programs:
                 skip_missing(obj, self.optional_programs)
             self.configure(ctx, obj)
-            obj.load()
-            self._pin(ctx, obj)
-            # The reader comes before the programs: a perf event array without its reader's
-            # perf events would drop every event emitted until then.
-            self.reader = self._open_reader(ctx, obj)
-            obj.attach_all()
+            ring = obj.map_type(self.buffer_map) == MapType.RINGBUF
+            if not ring:  # the event layout is needed first (below)
+                self._bind(ctx, obj)
+            preload_numpy()  # while the kernel verifies: the first batch finds it imported
+            with _prompt_switches():
+                obj.load()
+                self._pin(ctx, obj)
+                if ring:
+                    # Attached first: a ring buffer holds what the programs emit until the
+                    # reader drains it, so events are captured from here on, while numpy
+                    # (the event layout's dtype) is still being imported.
+                    obj.attach_all()
+            if ring:
+                self._bind(ctx, obj)
+                self.reader = self._open_reader(ctx, obj)
+            else:
+                # The reader comes before the programs: a perf event array without its
+                # reader's perf events would drop every event emitted until then.
+                self.reader = self._open_reader(ctx, obj)
+                obj.attach_all()
         except BaseException:
             self.close()
             raise
@@ -190,10 +225,14 @@ class BpfTracer(Gadget):
         for name, value in self.constants(ctx).items():
             obj.set_global(name, value)
         join_shared(ctx, obj)
-        if self.schema.struct:
-            ctx.schema = self.schema.bind(obj.struct_dtype(self.schema.struct, nested=True))
         if obj.map_type(self.buffer_map) == MapType.RINGBUF:
             obj.set_max_entries(self.buffer_map, self.buffer_size)
+
+    def _bind(self, ctx: GadgetContext, obj: BpfObject) -> None:
+        """The schema bound to the event struct's layout (the object's BTF), as a numpy
+        dtype."""
+        if self.schema.struct:
+            ctx.schema = self.schema.bind(obj.struct_dtype(self.schema.struct, nested=True))
 
     def _pin(self, ctx: GadgetContext, obj: BpfObject) -> None:
         if ctx.pins is None:

@@ -16,9 +16,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from igrun.core.lazy import numpy as np
 
 from igrun.core import _libbpf  # type: ignore[attr-defined]
 from igrun.core.errors import BpfError
@@ -33,13 +36,17 @@ SO_DETACH_BPF = 27
 
 
 def _check_version() -> None:
-    from importlib.metadata import PackageNotFoundError, version
+    from igrun.core import dists
 
     built = ffi.string(lib.igr_version()).decode()
-    try:
-        installed = version("igrun")
-    except PackageNotFoundError:  # pragma: no cover - running from an unusual layout
-        return
+    installed = dists.version()  # its dist-info folder: no importlib.metadata on the way
+    if installed is None:  # pragma: no cover - running from an unusual layout
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("igrun")
+        except PackageNotFoundError:
+            return
     if built != installed:
         raise ImportError(
             f"igrun.core._libbpf was built for igrun {built} but igrun {installed} is installed: "
