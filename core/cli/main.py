@@ -149,14 +149,19 @@ def _quiet_stdout() -> None:
 
 def _interrupt_on_stop_signals() -> None:
     """Until a run takes them over, SIGTERM and SIGHUP interrupt like Ctrl-C: igrun undoes
-    what it started and exits 0, quietly (start-up, ``list-containers -w``)."""
+    what it started and exits 0, quietly (start-up, ``list-containers -w``). The handler
+    the package set while the launcher was being imported is replaced too (SIGINT's by
+    Python's own)."""
     import signal
     import threading
 
+    from igrun.core.cli import note_stop
+
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            if signal.getsignal(sig) is signal.SIG_DFL:  # not when ignored (nohup)
-                signal.signal(sig, signal.default_int_handler)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            current = signal.getsignal(sig)
+            if current is note_stop or (current is signal.SIG_DFL and sig != signal.SIGINT):
+                signal.signal(sig, signal.default_int_handler)  # not when ignored (nohup)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,7 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    from igrun.core.cli import stopped
+
     _interrupt_on_stop_signals()
+    if stopped:  # a stop signal while the launcher was imported: nothing was started
+        return 0
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = _verbosity(args)
     while args and _verbosity(args[:1]):
