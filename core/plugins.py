@@ -12,7 +12,6 @@ it never breaks ``igrun list`` or another gadget.
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from types import TracebackType
@@ -270,6 +269,8 @@ def _frames(tb: TracebackType | None) -> Any:
 def _close_names(shown: str, known: list[str]) -> list[str]:
     """Names the user may have meant: the gadget's own name compared within its category
     (``trace exce`` suggests ``trace exec``, not every ``trace …``), else the whole name."""
+    import difflib
+
     category, _, name = shown.partition(" ")
     same = {k.partition(" ")[2]: k for k in known if k.partition(" ")[0] == category}
     if same and name:

@@ -9,7 +9,6 @@ starts), and drains its ring buffer in batches until the run ends.
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 import sys
 import time
@@ -154,19 +153,32 @@ class BpfTracer(Gadget):
     def object_path(self) -> Any:
         """Where the compiled object is: by default :attr:`bpf_object` in the gadget's
         package. Override it to return a ``str`` or :class:`~pathlib.Path` of a file."""
+        module = sys.modules.get(type(self).__module__)
+        folder = os.path.dirname(getattr(module, "__file__", None) or "")
+        path = os.path.join(folder, self.bpf_object)
+        if folder and os.path.isfile(path):  # a package on disk: importlib.resources not needed
+            return path
+        import importlib.resources
+
         return importlib.resources.files(type(self).__module__) / self.bpf_object
+
+    @staticmethod
+    def _open(where: Any) -> BpfObject:
+        """Open the object :meth:`object_path` names (a path, or a resource of a package
+        that is not on disk)."""
+        if isinstance(where, str | os.PathLike):
+            return BpfObject.open(where)
+        import importlib.resources
+
+        with importlib.resources.as_file(where) as path:
+            return BpfObject.open(path)
 
     def init(self, ctx: GadgetContext) -> None:
         wanted = ctx.runtime_params.get("buffer-size") if "buffer-size" in ctx.runtime_params else 0
         if wanted:  # a power of two, in whole pages: checked by the param
             self.buffer_size = wanted
             self.perf_pages = wanted // PAGE_SIZE
-        where = self.object_path()
-        if isinstance(where, str | os.PathLike):
-            obj = BpfObject.open(where)
-        else:
-            with importlib.resources.as_file(where) as path:
-                obj = BpfObject.open(path)
+        obj = self._open(self.object_path())
         self.obj = obj
         try:
             self._configure(ctx, obj)
@@ -206,8 +218,7 @@ class BpfTracer(Gadget):
         constants. Nothing is attached; the caller closes the copy (which detaches what it
         attached through it)."""
         assert self.obj is not None, "object_copy is for after init"
-        with importlib.resources.as_file(self.object_path()) as path:
-            copy = BpfObject.open(path)
+        copy = self._open(self.object_path())
         try:
             for name, value in {**self.constants(ctx), **constants}.items():
                 copy.set_global(name, value)

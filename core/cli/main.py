@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -236,11 +235,15 @@ def _main(argv: Sequence[str] | None) -> int:
         return 0
     except IgrunError as exc:
         if verbose:
+            import traceback
+
             traceback.print_exc()
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return exc.exit_code
     except Exception as exc:  # a plugin's failure, or igrun's bug: one line either way
         if verbose:
+            import traceback
+
             traceback.print_exc()
         sys.stderr.write(failure_line(exc))
         return 1
