@@ -22,6 +22,7 @@ from igrun.core.bpf.objects import BpfObject, Map, MapType, Reader
 from igrun.core.events.schema import Batch
 from igrun.core.gadget import Gadget, GadgetContext
 from igrun.core.lazy import preload as preload_numpy
+from igrun.core.run.headstart import EVENTS_MAP, HeadStart, take_head_start
 
 FILTER_BY_MNTNS = "gadget_filter_by_mntns"
 MNTNS_FILTER_MAP = "gadget_mntns_filter_map"
@@ -178,10 +179,14 @@ class BpfTracer(Gadget):
         if wanted:  # a power of two, in whole pages: checked by the param
             self.buffer_size = wanted
             self.perf_pages = wanted // PAGE_SIZE
+        constants = self.constants(ctx)
+        head = take_head_start(self.id())
+        if head is not None and self._take_head_start(ctx, head, constants):
+            return
         obj = self._open(self.object_path())
         self.obj = obj
         try:
-            self._configure(ctx, obj)
+            self._configure(ctx, obj, constants)
             if self.optional_programs:
                 skip_missing(obj, self.optional_programs)
             self.configure(ctx, obj)
@@ -209,6 +214,62 @@ class BpfTracer(Gadget):
             self.close()
             raise
 
+    def _take_head_start(
+        self,
+        ctx: GadgetContext,
+        head: HeadStart,
+        constants: dict[str, int | bool | bytes],
+    ) -> bool:
+        """Use the object the launcher loaded and attached ahead of the run
+        (:mod:`igrun.core.run.headstart`) when it is exactly the one :meth:`init` would
+        load; otherwise close it. Whether it was used."""
+        why = self._head_start_differs(ctx, head, constants)
+        ctx.logger.debug("head_start", used=why is None, why=why or "")
+        if why is not None:
+            head.discard()
+            return False
+        obj = head.obj
+        assert obj is not None
+        self.obj = obj
+        try:
+            self._pin(ctx, obj)
+            preload_numpy()
+            self._bind(ctx, obj)
+            self.reader = self._open_reader(ctx, obj)
+        except BaseException:
+            self.close()
+            raise
+        return True
+
+    def _head_start_differs(
+        self,
+        ctx: GadgetContext,
+        head: HeadStart,
+        constants: dict[str, int | bool | bytes],
+    ) -> str | None:
+        """Why the head start's object is not the one this run would load, or ``None``."""
+        obj = head.obj
+        if obj is None:
+            return f"it failed: {head.error}"
+        where = self.object_path()
+        if not isinstance(where, str | os.PathLike) or not os.path.samefile(where, head.path):
+            return "another object"
+        if type(self).configure is not BpfTracer.configure or self.optional_programs:
+            return "the gadget configures its object"
+        if self.buffer_map != EVENTS_MAP or self.buffer_size != head.ring_bytes:
+            return "another events buffer"
+        if ctx.resources.get(MntnsFilter) is not None and obj.has_global(FILTER_BY_MNTNS):
+            return "a mount-ns filter"
+        shared = ctx.resources.get(SharedMaps)
+        if shared is not None and any(obj.has_map(name) for name in shared.maps):
+            return "a shared map"
+        if constants:
+            with BpfObject.open(head.path) as fresh:  # the compiled values, as loaded
+                for name, value in constants.items():
+                    if fresh.pack_global(name, value) != fresh.global_value(name):
+                        return f"constant {name}"
+        return None
+
     def object_copy(
         self, ctx: GadgetContext, constants: dict[str, int | bool | bytes]
     ) -> BpfObject:
@@ -232,8 +293,10 @@ class BpfTracer(Gadget):
             raise
         return copy
 
-    def _configure(self, ctx: GadgetContext, obj: BpfObject) -> None:
-        for name, value in self.constants(ctx).items():
+    def _configure(
+        self, ctx: GadgetContext, obj: BpfObject, constants: dict[str, int | bool | bytes]
+    ) -> None:
+        for name, value in constants.items():
             obj.set_global(name, value)
         join_shared(ctx, obj)
         if obj.map_type(self.buffer_map) == MapType.RINGBUF:

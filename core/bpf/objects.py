@@ -669,6 +669,13 @@ class BpfObject:
         """Set a ``.rodata``/``.data``/``.bss`` variable before load (e.g. a target pid).
         Bytes must be exactly the variable's size and a number must fit it: nothing is cut
         or padded silently."""
+        data = self.pack_global(name, value)
+        err = lib.igr_set_global(self._obj(), _c_name("global name", name), data, len(data))
+        if err:
+            _raise(f"{self.source}: cannot set {name} ({len(data)} bytes)", err)
+
+    def pack_global(self, name: str, value: bytes | int | bool) -> bytes:
+        """The bytes :meth:`set_global` would write to ``name`` for ``value``."""
         size = self.global_size(name)
         if size is None:
             known = ", ".join(self.global_names()) or "none"
@@ -687,9 +694,7 @@ class BpfObject:
                 raise SizeError(f"{self.source}: global {name} is {size} bytes, {len(data)} given")
         else:
             raise SizeError(f"{self.source}: global {name}: {type(value).__name__} given")
-        err = lib.igr_set_global(self._obj(), _c_name("global name", name), data, len(data))
-        if err:
-            _raise(f"{self.source}: cannot set {name} ({len(data)} bytes, has {size})", err)
+        return data
 
     def has_global(self, name: str) -> bool:
         found = lib.igr_set_global(self._obj(), _c_name("global name", name), ffi.NULL, 0)

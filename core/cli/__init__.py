@@ -22,7 +22,7 @@ def note_stop(signum: int, frame: object) -> None:
     stopped.append(signum)
 
 
-def _launched() -> bool:
+def launched() -> bool:
     """Whether this process is the ``igrun`` command, not a program importing igrun."""
     main_file = getattr(sys.modules.get("__main__"), "__file__", None) or ""
     return os.path.basename(main_file) == "igrun" or main_file.endswith(
@@ -37,5 +37,5 @@ def _hold_stop_signals() -> None:
             signal.signal(sig, note_stop)
 
 
-if _launched():
+if launched():
     _hold_stop_signals()

@@ -8,6 +8,7 @@ a runtime failure one line and exit code 1; ``-v`` adds details. Data goes to st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,8 @@ from igrun.core.errors import (
     output_failed,
 )
 from igrun.core.gadget import Category, Gadget
+from igrun.core.run.headstart import begin as begin_head_start
+from igrun.core.run.headstart import discard as discard_head_start
 
 if TYPE_CHECKING:
     from igrun.core.plugins import PluginRegistry
@@ -177,7 +180,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    from igrun.core.cli import stopped
+    try:
+        return _dispatch(argv)
+    finally:
+        # A head start no run took (bad flags, --help, a failure); after a second stop
+        # signal, the process's end releases it as well.
+        with contextlib.suppress(KeyboardInterrupt):
+            discard_head_start()
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
+    from igrun.core.cli import launched, stopped
 
     _interrupt_on_stop_signals()
     if stopped:  # a stop signal while the launcher was imported: nothing was started
@@ -187,6 +200,8 @@ def _main(argv: Sequence[str] | None) -> int:
     while args and _verbosity(args[:1]):
         args.pop(0)
     _configure_logging(verbose)
+    if launched():  # the igrun command: a program calling main() gets no thread of this
+        begin_head_start(args)
     try:
         from igrun.core.plugins import registry
 
