@@ -49,8 +49,9 @@ def test_a_head_start_the_run_would_not_load_is_dropped_with_its_events(
     igrun_cli: IgrunCli,
 ) -> None:
     """Failing execs every few ms from before the launch: the head start (compiled to show
-    every exec) catches some, but ``--ignore-errors`` sets another constant, so the run
-    drops it and loads its own, and no failure is shown."""
+    every exec) catches some, but ``IGRUN_IGNORE_ERRORS=true`` (which the launcher's guess
+    does not look at) sets another constant, so the run drops it and loads its own, and no
+    failure is shown."""
     missing = f"/nonexistent-{uuid.uuid4().hex[:12]}"
     loop = subprocess.Popen(
         [
@@ -65,7 +66,8 @@ def test_a_head_start_the_run_would_not_load_is_dropped_with_its_events(
         ]
     )
     try:
-        proc = igrun_cli.start("-v", "trace", "exec", "--host", "--ignore-errors", "-o", "json")
+        env = {**os.environ, "IGRUN_IGNORE_ERRORS": "true"}
+        proc = igrun_cli.start("-v", "trace", "exec", "--host", "-o", "json", env=env)
         time.sleep(0.3)
         out, err = proc.stop()
     finally:
@@ -78,10 +80,15 @@ def test_a_head_start_the_run_would_not_load_is_dropped_with_its_events(
     proc.assert_released()
 
 
-def test_no_head_start_without_host_or_when_turned_off(igrun_cli: IgrunCli) -> None:
+def test_no_head_start_without_host_with_a_gadget_flag_or_when_turned_off(
+    igrun_cli: IgrunCli,
+) -> None:
     done = igrun_cli.run("-v", "trace", "exec", "-t", "200ms")
     assert done.returncode == 0, done.stderr
     assert "head_start" not in done.stderr  # a mount-ns filter is to be joined: not guessed
+    done = igrun_cli.run("-v", "trace", "exec", "--host", "--ignore-errors", "-t", "200ms")
+    assert done.returncode == 0, done.stderr
+    assert "head_start" not in done.stderr  # a constant the compiled object does not have
     env = {**os.environ, "IGRUN_NO_HEAD_START": "1"}
     done = igrun_cli.run("-v", "trace", "exec", "--host", "-t", "200ms", env=env)
     assert done.returncode == 0, done.stderr

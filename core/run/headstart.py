@@ -15,7 +15,8 @@ the params give equal to the compiled one, the default ring size, no mount-ns fi
 shared map to join, nothing the gadget configures itself. Otherwise it closes it (its events
 with it: nothing of it is shown) and loads its own, as without a head start. A run that
 never gets there (bad flags, ``--help``) ends with the process, which releases what the
-thread attached. ``IGRUN_NO_HEAD_START=1`` turns it off.
+thread attached. Only tried when every flag leaves the object as compiled
+(:data:`GUESSABLE`); ``IGRUN_NO_HEAD_START=1`` turns it off.
 """
 
 from __future__ import annotations
@@ -40,9 +41,26 @@ SWITCH_INTERVAL_S = 0.0002
 the thread needs it for a moment between its libbpf calls, and should not wait 5 ms each
 time while the main thread imports."""
 OPT_OUT = "IGRUN_NO_HEAD_START"
-UNGUESSABLE = ("-c", "--containername", "--config", "-h", "--help", "--buffer-size")
-"""Flags with which the object would not be taken (a mount-ns filter, another ring size) or
-no run starts: no head start then."""
+GUESSABLE = {
+    "--host": 0,
+    "-o": 1,
+    "--output": 1,
+    "-t": 1,
+    "--timeout": 1,
+    "--interval": 1,
+    "-F": 1,
+    "--filter": 1,
+    "--sort": 1,
+    "-m": 1,
+    "--max-rows": 1,
+    "-v": 0,
+    "--verbose": 0,
+}
+"""The flags (and how many values follow each) that leave the gadget's object as compiled:
+with any other (a gadget's own flag sets a constant, ``-c`` a mount-ns filter, ``--buffer-size``
+another ring) the run would not take the object, and the head start is not tried. ``-m`` is
+``--max-rows`` for every built-in trace gadget but ``trace fsslower``, whose ``-m`` is its
+own ``--min``: that one does not take the object either way."""
 
 
 class HeadStart:
@@ -84,14 +102,21 @@ class HeadStart:
         return self.obj
 
     def discard(self) -> None:
-        """Close the object: its programs are detached and its events dropped."""
+        """Close the object: its programs are detached and its events dropped. In a thread
+        of its own: detaching a tracepoint's program waits for the kernel (tens of ms
+        each), which the run loading its own object does not need to wait for."""
         obj = self.wait()
         self.obj = None
         if obj is not None:
-            obj.close()
+            thread = threading.Thread(target=obj.close, name="igrun-head-start-close", daemon=True)
+            thread.start()
+            _closing.append(thread)
 
 
 _pending: HeadStart | None = None
+_closing: list[threading.Thread] = []
+_left: list[HeadStart] = []
+"""Head starts no run took, kept (not closed) until the process ends, which releases them."""
 
 
 def _object_of(gadget_id: str) -> str | None:
@@ -112,15 +137,28 @@ def _object_of(gadget_id: str) -> str | None:
     return os.path.join(folder, found[0]) if len(found) == 1 else None
 
 
+def _guessable(flags: Sequence[str]) -> bool:
+    """Whether every flag is one of :data:`GUESSABLE` (given as ``--flag=value`` or with
+    its value next)."""
+    values = 0
+    for arg in flags:
+        if values:
+            values -= 1
+            continue
+        name, equals, _ = arg.partition("=")
+        if name not in GUESSABLE:
+            return False
+        values = 0 if equals else GUESSABLE[name]
+    return True
+
+
 def begin(args: Sequence[str]) -> None:
     """Start the head start for ``igrun trace NAME --host …`` (the launcher's arguments,
     ``-v`` removed), when root may load programs and nothing in the flags rules it out."""
     global _pending
     if _pending is not None or os.environ.get(OPT_OUT) == "1" or os.geteuid() != 0:
         return
-    if len(args) < 3 or args[0] != "trace" or "--host" not in args:
-        return
-    if any(a.partition("=")[0] in UNGUESSABLE for a in args) or "--" in args:
+    if len(args) < 3 or args[0] != "trace" or "--host" not in args or not _guessable(args[2:]):
         return
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
         return
@@ -147,8 +185,9 @@ def take_head_start(gadget_id: str) -> HeadStart | None:
 
 
 def discard() -> None:
-    """Close a head start no run took (the launcher calls it when a run ends)."""
+    """Let go of a head start no run took (the launcher calls it before it returns): the
+    process is ending, and its end detaches and frees what the thread attached."""
     global _pending
     head, _pending = _pending, None
     if head is not None:
-        head.discard()
+        _left.append(head)
