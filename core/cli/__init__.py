@@ -4,7 +4,8 @@ Run as the ``igrun`` command (its script, or ``python -m igrun.core.cli``), this
 SIGTERM, SIGINT and SIGHUP first thing, before the launcher's modules are imported: a stop
 signal in the first fraction of a second is noted, and :func:`igrun.core.cli.main.main`
 then exits 0 at once, as it does for one that comes later, instead of the process dying of
-it (143) or printing a traceback from the middle of an import.
+it (143) or printing a traceback from the middle of an import. It also starts the head start
+of ``igrun trace NAME --host`` (:mod:`igrun.core.run.headstart`), before those imports too.
 """
 
 import os
@@ -23,11 +24,16 @@ def note_stop(signum: int, frame: object) -> None:
 
 
 def launched() -> bool:
-    """Whether this process is the ``igrun`` command, not a program importing igrun."""
+    """Whether this process is the ``igrun`` command (its script, or ``python -m
+    igrun.core.cli``, whose package is imported before ``__main__`` is set), not a program
+    importing igrun."""
+    orig = list(getattr(sys, "orig_argv", []))
+    if "-m" in orig:
+        return orig[orig.index("-m") + 1 : orig.index("-m") + 2] == [__name__]
+    if f"-m{__name__}" in orig:
+        return True
     main_file = getattr(sys.modules.get("__main__"), "__file__", None) or ""
-    return os.path.basename(main_file) == "igrun" or main_file.endswith(
-        os.path.join("cli", "__main__.py")
-    )
+    return os.path.basename(main_file) == "igrun"
 
 
 def _hold_stop_signals() -> None:
@@ -39,3 +45,7 @@ def _hold_stop_signals() -> None:
 
 if launched():
     _hold_stop_signals()
+    # The gadget's programs load in a thread while the launcher's modules are imported.
+    from igrun.core.run.headstart import begin as _begin_head_start
+
+    _begin_head_start(sys.argv[1:])

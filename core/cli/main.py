@@ -21,7 +21,6 @@ from igrun.core.errors import (
     output_failed,
 )
 from igrun.core.gadget import Category, Gadget
-from igrun.core.run.headstart import begin as begin_head_start
 from igrun.core.run.headstart import discard as discard_head_start
 
 if TYPE_CHECKING:
@@ -190,7 +189,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def _dispatch(argv: Sequence[str] | None) -> int:
-    from igrun.core.cli import launched, stopped
+    from igrun.core.cli import stopped
 
     _interrupt_on_stop_signals()
     if stopped:  # a stop signal while the launcher was imported: nothing was started
@@ -200,8 +199,6 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     while args and _verbosity(args[:1]):
         args.pop(0)
     _configure_logging(verbose)
-    if launched():  # the igrun command: a program calling main() gets no thread of this
-        begin_head_start(args)
     try:
         from igrun.core.plugins import registry
 

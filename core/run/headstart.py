@@ -152,10 +152,13 @@ def _guessable(flags: Sequence[str]) -> bool:
     return True
 
 
-def begin(args: Sequence[str]) -> None:
-    """Start the head start for ``igrun trace NAME --host …`` (the launcher's arguments,
-    ``-v`` removed), when root may load programs and nothing in the flags rules it out."""
+def begin(argv: Sequence[str]) -> None:
+    """Start the head start for ``igrun [-v] trace NAME --host …`` (the launcher's
+    arguments), when root may load programs and nothing in the flags rules it out."""
     global _pending
+    args = list(argv)
+    while args and args[0] in ("-v", "-vv", "-vvv", "--verbose"):
+        args.pop(0)
     if _pending is not None or os.environ.get(OPT_OUT) == "1" or os.geteuid() != 0:
         return
     if len(args) < 3 or args[0] != "trace" or "--host" not in args or not _guessable(args[2:]):
