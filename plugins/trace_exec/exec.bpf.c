@@ -32,11 +32,12 @@ const volatile bool get_cwd = false;
 
 static const struct event empty_event = {};
 
-/* The execs in flight, by pid: each event without its cwd (EVENT_HEAD_SIZE). */
+/* The execs in flight, by pid: each event without its cwd (EVENT_HEAD_SIZE). Sizes, not BTF
+ * types: the kernel takes a map's BTF only with both a key and a value type. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 10240);
-	__type(key, __u32);
+	__uint(key_size, sizeof(__u32));
 	__uint(value_size, EVENT_HEAD_SIZE);
 } execs SEC(".maps");
 
