@@ -62,7 +62,7 @@ def test_default_config_is_complete_and_valid(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     (run,) = tomllib.loads(result.stdout)["run"]
     assert run["gadget"] == "trace exec"
-    assert run["params"] == {"ignore-errors": False}
+    assert run["params"] == {"cwd": False, "ignore-errors": False}
     names = [op["name"] for op in run["operators"]]
     known = [n for n in names if n in ("containers", "filter", "sort", "limit", "output")]
     assert known == ["containers", "filter", "sort", "limit", "output"]  # in chain order

@@ -325,7 +325,8 @@ def test_snapshot_windows_keep_repeating_the_header() -> None:
 
 def test_json_prints_one_array_per_window() -> None:
     """As ``ig``'s interval gadgets: one JSON array per window, on one line (``[]`` when the
-    window had no events); ``jq`` reads each line as one array."""
+    window had no events); ``jq`` reads each line as one array. A lost-events warning is no
+    line between them (the runtime logs it on stderr)."""
     text = output(
         "json",
         ROWS.take(np.array([0, 1])),
@@ -344,13 +345,13 @@ def test_json_prints_one_array_per_window() -> None:
         "ts": 1_700_000_000_123_456_789,
         "args": ["ls", "-x"],
     }
-    assert windows[3] == {"type": "warn", "message": "lost 3 events"}
+    assert len(windows) == 3 and all(isinstance(w, list) for w in windows)
     jq = shutil.which("jq")
     if jq is not None:
         program = 'if type == "array" then [.[].pid] else .type end'
         done = subprocess.run([jq, "-c", program], input=text, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.split() == ["[10,20]", "[]", "[40]", '"warn"']
+        assert done.stdout.split() == ["[10,20]", "[]", "[40]"]
 
 
 def test_jsonpretty_and_yaml_windows_are_lists() -> None:
