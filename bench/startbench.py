@@ -1,14 +1,21 @@
 """Launch to first captured event, for every ``trace`` gadget, against execsnoop and opensnoop.
 
-Measured from outside, as a user sees it: a trigger process is already running when the
-tracer is launched and, every few milliseconds from that moment, execs a program, opens a
-file, checks a capability, sends itself a signal, calls mount, binds, connects (to a
-listening port and to a closed one) and fsyncs, each carrying a marker (its exec argument,
-its file name, or the trigger's pid). The figure is the time from just before the tracer is
-spawned to the moment the first line showing one of those actions reaches the benchmark
-through the tracer's stdout pipe: interpreter start, imports, BPF load, attach and the first
-batch all count. The time of the tracer's own ready signal (igrun's ``ready`` line,
-libbpf-tools' header) is noted too.
+Measured from outside: a trigger process is already running when the tracer is launched and,
+every few milliseconds from that moment, execs a program, opens a file, checks a capability,
+sends itself a signal, calls mount, binds, connects (to a listening port and to a closed one)
+and fsyncs, each carrying a marker (its exec argument, its file name, or the trigger's pid).
+
+Two figures per launch, both from just before the tracer is spawned:
+
+- captured: when the first action the tracer reports happened. For igrun, the event's own
+  ``timestamp`` (wall-clock nanoseconds); for execsnoop and opensnoop, which print no precise
+  time, the time the trigger noted for the action numbered in the marker (``TAG-N``). The
+  programs were attached at most one tick (5 ms) before it: this is the start-up of tracing.
+- shown: when the first line showing one of those actions reached the benchmark through the
+  tracer's stdout pipe (what a user watching the output waits for).
+
+The time of the tracer's own ready signal (igrun's ``ready`` line, libbpf-tools' header) is
+noted too.
 
 Run as root: ``nox -s startup`` or ``python bench/startbench.py --runs 5`` prints a Markdown
 table and writes every figure to ``bench/results/startup-<time>.json`` (``--out FILE``);
@@ -23,6 +30,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -63,7 +71,9 @@ IGRUN: dict[str, list[str]] = {"igrun": igrun_command()}
 
 
 def trigger(tag: str, folder: Path, stop: threading.Event) -> None:
-    """Every :data:`TICK` until ``stop``: one of each action the gadgets trace."""
+    """Every :data:`TICK` until ``stop``: one of each action the gadgets trace, numbered N in
+    the markers that can carry it (``TAG-N``); the wall-clock time each round began is
+    written to ``FOLDER/TAG.times`` (a JSON list, index N - 1) when it stops."""
     libc = ctypes.CDLL(None, use_errno=True)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -73,19 +83,22 @@ def trigger(tag: str, folder: Path, stop: threading.Event) -> None:
     closed_port = closed.getsockname()[1]
     closed.close()  # nothing listens there: a SYN to it is dropped (tcpdrop)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    path = folder / tag
+    times: list[float] = []
     n = 0
     while not stop.is_set():
         n += 1
+        times.append(time.time())
         subprocess.Popen(["/bin/true", f"{tag}-{n}"]).wait()
+        path = folder / f"{tag}-{n}"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         os.write(fd, b"x")
         os.fsync(fd)
         os.close(fd)
+        path.unlink()
         with contextlib.suppress(OSError):
             os.setuid(0)  # a CAP_SETUID check
         os.kill(os.getpid(), signal.SIGUSR1)
-        libc.mount(b"none", f"/nonexistent-{tag}".encode(), b"tmpfs", 0, None)
+        libc.mount(b"none", f"/nonexistent-{tag}-{n}".encode(), b"tmpfs", 0, None)
         for port in (listener.getsockname()[1], closed_port):
             with socket.socket() as s, contextlib.suppress(OSError):
                 s.bind(("127.0.0.1", 0))
@@ -95,7 +108,7 @@ def trigger(tag: str, folder: Path, stop: threading.Event) -> None:
             listener.accept()[0].close()
         time.sleep(TICK)
     listener.close()
-    path.unlink(missing_ok=True)
+    (folder / f"{tag}.times").write_text(json.dumps(times))
 
 
 def tracer_argv(name: str) -> list[str]:
@@ -110,8 +123,8 @@ def tracer_argv(name: str) -> list[str]:
 
 
 def one_run(name: str, folder: str) -> dict[str, Any]:
-    """One launch of tracer ``name`` with the trigger already going: ms to its first line
-    showing a triggered action, and to its ready signal."""
+    """One launch of tracer ``name`` with the trigger already going: ms to the first
+    triggered action it captured, to its first line showing one, and to its ready signal."""
     tag = f"igstart-{uuid.uuid4().hex[:8]}"
     marks = [tag.encode()]
     trigger_cmd = [sys.executable, __file__, "--trigger", tag, folder]
@@ -120,6 +133,7 @@ def one_run(name: str, folder: str) -> dict[str, Any]:
     trig.stdout.readline()  # the trigger is going
     marks += [f'"pid":{trig.pid},'.encode(), f'"pid": {trig.pid},'.encode()]
     ready_ms: list[float] = []
+    launched = time.time()
     started = time.monotonic()
     proc = subprocess.Popen(
         tracer_argv(name),
@@ -136,6 +150,7 @@ def one_run(name: str, folder: str) -> dict[str, Any]:
 
     threading.Thread(target=watch_stderr, daemon=True).start()
     first_ms = None
+    first_line = b""
     assert proc.stdout is not None
     timer = threading.Timer(TIMEOUT, proc.kill)
     timer.start()
@@ -144,6 +159,7 @@ def one_run(name: str, folder: str) -> dict[str, Any]:
             ready_ms.append((time.monotonic() - started) * 1000)
         if any(m in line for m in marks):
             first_ms = (time.monotonic() - started) * 1000
+            first_line = line
             break
     timer.cancel()
     proc.send_signal(signal.SIGINT)
@@ -154,7 +170,21 @@ def one_run(name: str, folder: str) -> dict[str, Any]:
         proc.wait()
     trig.send_signal(signal.SIGINT)
     trig.wait(15)
-    return {"first_event_ms": first_ms, "ready_ms": ready_ms[0] if ready_ms else None}
+    times_file = Path(folder) / f"{tag}.times"
+    times = json.loads(times_file.read_text())
+    times_file.unlink()
+    captured_ms = None
+    if first_line and not name.endswith("snoop"):
+        captured_ms = (json.loads(first_line)["timestamp"] / 1e9 - launched) * 1000
+    elif first_line:
+        found = re.search(rb"%s-(\d+)" % tag.encode(), first_line)
+        if found:
+            captured_ms = (times[int(found.group(1)) - 1] - launched) * 1000
+    return {
+        "captured_ms": None if captured_ms is None else round(captured_ms, 1),
+        "first_event_ms": first_ms,
+        "ready_ms": ready_ms[0] if ready_ms else None,
+    }
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -206,24 +236,32 @@ def main() -> None:
                 run = one_run(name, folder)
                 results["tracers"].setdefault(name, []).append(run)
                 print(f"run {i + 1} {name}: {run}", file=sys.stderr, flush=True)
-    table = ["| tracer | first event ms (median, min–max) | ready ms (median) | missed |"]
-    table.append("|---|---|---|---|")
+    table = [
+        "| tracer | captured ms: median (min–max) | shown ms: median (min–max) "
+        "| ready ms (median) | missed |",
+        "|---|---|---|---|---|",
+    ]
+
+    def cell(figures: dict[str, Any] | None) -> str:
+        if not figures:
+            return "–"
+        return f"{figures['median']:.0f} ({figures['min']:.0f}–{figures['max']:.0f})"
+
     for name, runs in results["tracers"].items():
-        firsts = [r["first_event_ms"] for r in runs if r["first_event_ms"] is not None]
-        readies = [r["ready_ms"] for r in runs if r["ready_ms"] is not None]
-        entry = {"runs": runs, "missed": len(runs) - len(firsts)}
-        if firsts:
-            entry["first_event_ms"] = summary(firsts)
-        if readies:
-            entry["ready_ms"] = summary(readies)
+        entry: dict[str, Any] = {"runs": runs}
+        for key in ("captured_ms", "first_event_ms", "ready_ms"):
+            values = [r[key] for r in runs if r[key] is not None]
+            if values:
+                entry[key] = summary(values)
+        entry["missed"] = sum(1 for r in runs if r["first_event_ms"] is None)
         results["tracers"][name] = entry
-        f = entry.get("first_event_ms")
-        r = entry.get("ready_ms")
+        ready = entry.get("ready_ms")
         table.append(
-            f"| {name} | {f['median']:.0f} ({f['min']:.0f}–{f['max']:.0f}) | "
-            f"{r['median']:.0f} | {entry['missed']} |"
-            if f and r
-            else f"| {name} | – | – | {entry['missed']} |"
+            f"| {name} | {cell(entry.get('captured_ms'))} | {cell(entry.get('first_event_ms'))} "
+            f"| {ready['median']:.0f} | {entry['missed']} |"
+            if ready
+            else f"| {name} | {cell(entry.get('captured_ms'))} | "
+            f"{cell(entry.get('first_event_ms'))} | – | {entry['missed']} |"
         )
     out = args.out or Path(__file__).resolve().parent / "results" / time.strftime(
         "startup-%Y%m%dT%H%M%S.json", time.gmtime()

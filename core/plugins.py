@@ -12,16 +12,14 @@ it never breaks ``igrun list`` or another gadget.
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import pluggy
 
-from igrun.core import hookspecs
+from igrun.core import dists, hookspecs
 from igrun.core.errors import GadgetNotFound, PluginError
 from igrun.core.events.schema import Schema
 from igrun.core.gadget import Category, Gadget
@@ -30,6 +28,13 @@ from igrun.core.operator import Operator
 GADGETS_GROUP = "igrun.gadgets"
 OPERATORS_GROUP = "igrun.operators"
 BUILTIN_DIST = "igrun"
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint as MetadataEntryPoint
+
+EntryPoint = Union["MetadataEntryPoint", dists.OwnEntryPoint]
+"""An entry point as ``importlib.metadata`` gives it, or one of igrun's own read directly
+(:mod:`igrun.core.dists`: the usual case, when no other distribution has igrun plugins)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ class PluginLoadError:
 
 
 def _dist(ep: EntryPoint) -> tuple[str, str]:
+    if isinstance(ep, dists.OwnEntryPoint):
+        return (BUILTIN_DIST, ep.version)
     dist = ep.dist
     if dist is None:
         return ("unknown", "")
@@ -111,16 +118,21 @@ class PluginRegistry:
         """``"distribution version"`` of the package that registered ``cls`` (read from its
         metadata when first asked: running a gadget never needs it)."""
         found = self._providers.get(cls, "unknown")
-        if isinstance(found, EntryPoint):
+        if not isinstance(found, str):
             found = self._providers[cls] = " ".join(_dist(found)).strip()
         return found
 
     # -- loading
 
     def _entry_points(self, group: str) -> list[EntryPoint]:
+        own = dists.own_entry_points(group)
+        if own is not None:  # igrun's own are the only ones: no other to allow or block
+            return list(own)
+        from importlib.metadata import entry_points
+
         allowed = {d.strip() for d in os.environ.get("IGRUN_PLUGINS", "").split(",") if d.strip()}
         blocked = os.environ.get("IGRUN_NO_PLUGINS") == "1"
-        out = []
+        out: list[EntryPoint] = []
         seen = set()
         for ep in entry_points(group=group):
             if (ep.name, ep.value) in seen:
@@ -214,7 +226,7 @@ class PluginRegistry:
             raise PluginError(f"gadget {cls.full_name()!r} is already registered")
         self._gadgets[cls.id()] = cls
         self._providers[cls] = provider
-        if isinstance(provider, EntryPoint):
+        if not isinstance(provider, str):
             self._claim(cls.__module__, provider)
 
     def add_operator(self, cls: Any, provider: str | EntryPoint) -> None:
@@ -228,7 +240,7 @@ class PluginRegistry:
             raise PluginError(f"operator {cls.name!r} is already registered")
         self._operators[cls.name] = cls
         self._providers[cls] = provider
-        if isinstance(provider, EntryPoint):
+        if not isinstance(provider, str):
             self._claim(cls.__module__, provider)
 
 
@@ -257,6 +269,8 @@ def _frames(tb: TracebackType | None) -> Any:
 def _close_names(shown: str, known: list[str]) -> list[str]:
     """Names the user may have meant: the gadget's own name compared within its category
     (``trace exce`` suggests ``trace exec``, not every ``trace …``), else the whole name."""
+    import difflib
+
     category, _, name = shown.partition(" ")
     same = {k.partition(" ")[2]: k for k in known if k.partition(" ")[0] == category}
     if same and name:

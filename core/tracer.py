@@ -9,9 +9,11 @@ starts), and drains its ring buffer in batches until the run ends.
 
 from __future__ import annotations
 
-import importlib.resources
 import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,6 +21,8 @@ from igrun.core.bpf.attachpoints import skip_missing
 from igrun.core.bpf.objects import BpfObject, Map, MapType, Reader
 from igrun.core.events.schema import Batch
 from igrun.core.gadget import Gadget, GadgetContext
+from igrun.core.lazy import preload as preload_numpy
+from igrun.core.run.headstart import EVENTS_MAP, HeadStart, take_head_start
 
 FILTER_BY_MNTNS = "gadget_filter_by_mntns"
 MNTNS_FILTER_MAP = "gadget_mntns_filter_map"
@@ -56,9 +60,12 @@ def join_shared(ctx: GadgetContext, obj: BpfObject) -> None:
 
 
 def open_object(where: Any) -> BpfObject:
-    """Open a gadget's compiled object: a path, or a resource of its package."""
+    """Open a gadget's compiled object: a path, or a resource of a package that is not on
+    disk."""
     if isinstance(where, str | os.PathLike):
         return BpfObject.open(where)
+    import importlib.resources
+
     with importlib.resources.as_file(where) as path:
         return BpfObject.open(path)
 
@@ -91,6 +98,23 @@ whose struct has room for long strings has 8 KiB slots. The rest stays in the bu
 the next poll, which follows at once."""
 LOST_CHECK_S = 0.25
 """How often the drop counter is read while running (and always at the final drain)."""
+
+
+SWITCH_INTERVAL_S = 0.0002
+
+
+@contextmanager
+def _prompt_switches() -> Iterator[None]:
+    """While the programs load and attach, the thread importing numpy (and structlog) gives
+    the interpreter back every 0.2 ms instead of every 5: each libbpf call releases it, and
+    waiting out 5 ms to take it back after every one of them would add tens of
+    milliseconds before the programs are attached."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, SWITCH_INTERVAL_S))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 @dataclass(frozen=True)
@@ -173,6 +197,13 @@ class BpfTracer(Gadget):
     def object_path(self) -> Any:
         """Where the compiled object is: by default :attr:`bpf_object` in the gadget's
         package. Override it to return a ``str`` or :class:`~pathlib.Path` of a file."""
+        module = sys.modules.get(type(self).__module__)
+        folder = os.path.dirname(getattr(module, "__file__", None) or "")
+        path = os.path.join(folder, self.bpf_object)
+        if folder and os.path.isfile(path):  # a package on disk: importlib.resources not needed
+            return path
+        import importlib.resources
+
         return importlib.resources.files(type(self).__module__) / self.bpf_object
 
     def init(self, ctx: GadgetContext) -> None:
@@ -180,21 +211,96 @@ class BpfTracer(Gadget):
         if wanted:  # a power of two, in whole pages: checked by the param
             self.buffer_size = wanted
             self.perf_pages = wanted // PAGE_SIZE
-        obj = self.obj = open_object(self.object_path())
+        constants = self.constants(ctx)
+        head = take_head_start(self.id())
+        if head is not None and self._take_head_start(ctx, head, constants):
+            return
+        obj = open_object(self.object_path())
+        self.obj = obj
         try:
-            self._configure(ctx, obj)
+            self._configure(ctx, obj, constants)
             if self.optional_programs:
                 skip_missing(obj, self.optional_programs)
             self.configure(ctx, obj)
-            obj.load()
-            self._pin(ctx, obj)
-            # The reader comes before the programs: a perf event array without its reader's
-            # perf events would drop every event emitted until then.
-            self.reader = self._open_reader(ctx, obj)
-            obj.attach_all()
+            ring = obj.map_type(self.buffer_map) == MapType.RINGBUF
+            if not ring:  # the event layout is needed first (below)
+                self._bind(ctx, obj)
+            preload_numpy()  # while the kernel verifies: the first batch finds it imported
+            with _prompt_switches():
+                obj.load()
+                self._pin(ctx, obj)
+                if ring:
+                    # Attached first: a ring buffer holds what the programs emit until the
+                    # reader drains it, so events are captured from here on, while numpy
+                    # (the event layout's dtype) is still being imported.
+                    obj.attach_all()
+            if ring:
+                self._bind(ctx, obj)
+                self.reader = self._open_reader(ctx, obj)
+            else:
+                # The reader comes before the programs: a perf event array without its
+                # reader's perf events would drop every event emitted until then.
+                self.reader = self._open_reader(ctx, obj)
+                obj.attach_all()
         except BaseException:
             self.close()
             raise
+
+    def _take_head_start(
+        self,
+        ctx: GadgetContext,
+        head: HeadStart,
+        constants: dict[str, int | bool | bytes],
+    ) -> bool:
+        """Use the object the launcher loaded and attached ahead of the run
+        (:mod:`igrun.core.run.headstart`) when it is exactly the one :meth:`init` would
+        load; otherwise close it. Whether it was used."""
+        why = self._head_start_differs(ctx, head, constants)
+        ctx.logger.debug("head_start", used=why is None, why=why or "")
+        if why is not None:
+            head.discard()
+            return False
+        obj = head.obj
+        assert obj is not None
+        self.obj = obj
+        try:
+            self._pin(ctx, obj)
+            preload_numpy()
+            self._bind(ctx, obj)
+            self.reader = self._open_reader(ctx, obj)
+        except BaseException:
+            self.close()
+            raise
+        return True
+
+    def _head_start_differs(
+        self,
+        ctx: GadgetContext,
+        head: HeadStart,
+        constants: dict[str, int | bool | bytes],
+    ) -> str | None:
+        """Why the head start's object is not the one this run would load, or ``None``."""
+        obj = head.obj
+        if obj is None:
+            return f"it failed: {head.error}"
+        where = self.object_path()
+        if not isinstance(where, str | os.PathLike) or not os.path.samefile(where, head.path):
+            return "another object"
+        if type(self).configure is not BpfTracer.configure or self.optional_programs:
+            return "the gadget configures its object"
+        if self.buffer_map != EVENTS_MAP or self.buffer_size != head.ring_bytes:
+            return "another events buffer"
+        if ctx.resources.get(MntnsFilter) is not None and obj.has_global(FILTER_BY_MNTNS):
+            return "a mount-ns filter"
+        shared = ctx.resources.get(SharedMaps)
+        if shared is not None and any(obj.has_map(name) for name in shared.maps):
+            return "a shared map"
+        if constants:
+            with BpfObject.open(head.path) as fresh:  # the compiled values, as loaded
+                for name, value in constants.items():
+                    if fresh.pack_global(name, value) != fresh.global_value(name):
+                        return f"constant {name}"
+        return None
 
     def object_copy(
         self, ctx: GadgetContext, constants: dict[str, int | bool | bytes]
@@ -205,8 +311,7 @@ class BpfTracer(Gadget):
         constants. Nothing is attached; the caller closes the copy (which detaches what it
         attached through it)."""
         assert self.obj is not None, "object_copy is for after init"
-        with importlib.resources.as_file(self.object_path()) as path:
-            copy = BpfObject.open(path)
+        copy = open_object(self.object_path())
         try:
             for name, value in {**self.constants(ctx), **constants}.items():
                 copy.set_global(name, value)
@@ -220,14 +325,20 @@ class BpfTracer(Gadget):
             raise
         return copy
 
-    def _configure(self, ctx: GadgetContext, obj: BpfObject) -> None:
-        for name, value in self.constants(ctx).items():
+    def _configure(
+        self, ctx: GadgetContext, obj: BpfObject, constants: dict[str, int | bool | bytes]
+    ) -> None:
+        for name, value in constants.items():
             obj.set_global(name, value)
         join_shared(ctx, obj)
-        if self.schema.struct:
-            ctx.schema = self.schema.bind(obj.struct_dtype(self.schema.struct, nested=True))
         if obj.map_type(self.buffer_map) == MapType.RINGBUF:
             obj.set_max_entries(self.buffer_map, self.buffer_size)
+
+    def _bind(self, ctx: GadgetContext, obj: BpfObject) -> None:
+        """The schema bound to the event struct's layout (the object's BTF), as a numpy
+        dtype."""
+        if self.schema.struct:
+            ctx.schema = self.schema.bind(obj.struct_dtype(self.schema.struct, nested=True))
 
     def _pin(self, ctx: GadgetContext, obj: BpfObject) -> None:
         pin_maps(ctx, obj, self.id())

@@ -32,7 +32,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from igrun.core.lazy import numpy as np
 
 from igrun.core.bpf.objects import Map, MapType
 from igrun.core.containers.collection import (
@@ -305,6 +308,8 @@ class ContainersOperator(Operator):
             SelectedContainers(self.collection, self.selector, self.host), by=self.name
         )
         self.discovery: Discovery | None = None
+        self._starting: tuple[threading.Thread, list[BaseException]] | None = None
+        self._abandoned = False
         self.filter_map: Map | None = None
         self.mntns_field: Field | None = None
         """The field events are attributed by: the mount-ns id, else the network-ns id."""
@@ -317,7 +322,9 @@ class ContainersOperator(Operator):
         """The collection has no container, running or recently removed."""
         self._known: tuple[int, list[Container], dict[str, Array]] | None = None
         """(mount-ns id, pool, tables) of the last one-namespace batch."""
-        self._codes: Array = np.zeros(0, dtype=np.int32)
+        self._codes: Array | None = None
+        """Codes 0 for a batch of no container (made with the first batch: numpy is not
+        imported before the programs are attached)."""
 
     @classmethod
     def can_operate_on(cls, gadget: type[Gadget]) -> bool:
@@ -353,11 +360,43 @@ class ContainersOperator(Operator):
             if self.kernel_filter:
                 self._make_filter_map()
             self.discovery = Discovery(self.collection, clients)
-            self.discovery.start(cancelled=lambda: ctx.done)
+            if self.kernel_filter or issubclass(ctx.gadget, ContainerAttacher):
+                # The kernel's filter (or the per-container attach) needs the containers
+                # before the programs run: events from before would be lost.
+                self.discovery.start(cancelled=lambda: ctx.done)
+            else:
+                self._start_meanwhile(self.discovery)
         except BaseException:
             self.post_run()
             raise
         return self
+
+    def _start_meanwhile(self, discovery: Discovery) -> None:
+        """With ``--host`` nothing is filtered in the kernel: the first scan runs in a
+        thread while the gadget's programs load and attach, and :meth:`pre_run` waits for
+        it, so that the first batch is still enriched with every running container."""
+        failed: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                discovery.start(cancelled=lambda: self.ctx.done or self._abandoned)
+            except BaseException as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=start, name="igrun-discovery-start", daemon=True)
+        self._starting = (thread, failed)
+        thread.start()
+
+    def _started(self) -> None:
+        """Wait for a first scan started by :meth:`_start_meanwhile`; its failure (the only
+        runtime asked for did not answer) is the run's."""
+        if self._starting is None:
+            return
+        thread, failed = self._starting
+        thread.join()
+        self._starting = None
+        if failed:
+            raise failed[0]
 
     def _share_filter_map(self, shared: SharedContainers) -> None:
         key = tuple(sorted(self.selector.names))
@@ -421,6 +460,7 @@ class ContainersOperator(Operator):
         )
 
     def pre_run(self, schema: Schema) -> None:
+        self._started()
         self._notice()
         self.mntns_field = schema.tagged("mntns")
         if self.mntns_field is None:  # a gadget that attaches per container, by netns
@@ -459,7 +499,7 @@ class ContainersOperator(Operator):
 
     def _zeros(self, n: int) -> Array:
         """``n`` codes 0, as a read-only view of one array kept for the stream."""
-        if len(self._codes) < n:
+        if self._codes is None or len(self._codes) < n:
             self._codes = np.zeros(max(n, BATCH_HINT), dtype=np.int32)
             self._codes.flags.writeable = False
         return self._codes[:n]
@@ -508,6 +548,10 @@ class ContainersOperator(Operator):
             for keeper in keepers:
                 if keeper is not self:
                     keeper.post_run()
+        if self._starting is not None:  # the run ended before its first scan was waited for
+            self._abandoned = True
+            self._starting[0].join()
+            self._starting = None
         if self.discovery is not None:
             self.discovery.stop()
             self.discovery = None

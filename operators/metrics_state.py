@@ -9,7 +9,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from igrun.core.lazy import numpy as np
 
 from igrun.core.events.schema import Array, Batch, Field, Kind, decode_cstrings
 from igrun.core.gadget import GadgetContext

@@ -382,7 +382,10 @@ class OutputOperator(Operator):
                 self.write("---\n" + yaml.safe_dump(records, sort_keys=False))
 
     def warn(self, message: str) -> None:
-        if self.format not in ("columns", "none") and self.custom is None:
+        """A ``{"type": "warn"}`` record in the stream, as ``ig`` writes one, except between
+        windows: written whole at each interval, they are one array each and nothing else,
+        so there the warning is only the line the runtime logs on stderr."""
+        if self.format not in ("columns", "none") and not self.intervals and self.custom is None:
             record = {"gadget": self.tag} if self.tag else {}
             self.write(self._records([{**record, "type": "warn", "message": message}]))
 

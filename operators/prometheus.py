@@ -41,13 +41,12 @@ from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_FILTER, Operator
 from igrun.core.params import ParamDesc, Params
 from igrun.operators._common import windowed
-from igrun.operators.metrics_config import load_config, registered_names
-from igrun.operators.metrics_state import MetricsCollector, RunStats
 
 if TYPE_CHECKING:
     from igrun.core.operator import RunPlan
     from igrun.core.run.resources import Resources
     from igrun.operators import metrics_http
+    from igrun.operators.metrics_state import MetricsCollector
 
 
 PRIORITY_METRICS = PRIORITY_FILTER + 50
@@ -110,6 +109,8 @@ class PrometheusOperator(Operator):
         from igrun.operators.metrics_http import parse_listen_address
 
         parse_listen_address(str(params.get("metrics-listen-address")))
+        from igrun.operators.metrics_config import load_config
+
         load_config(config, schema, plan.gadget.full_name())
 
     @classmethod
@@ -117,6 +118,10 @@ class PrometheusOperator(Operator):
         config = params.raw("metrics-config").strip()
         if not config:
             return None
+        # Imported only for a run that exports metrics: the others do not wait for them.
+        from igrun.operators.metrics_config import load_config, registered_names
+        from igrun.operators.metrics_state import MetricsCollector, RunStats
+
         path = str(params.get("metrics-path"))
         schema = ctx.schema if ctx.schema is not None else ctx.gadget.schema
         collector = MetricsCollector(

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from igrun.core.lazy import numpy as np
 
 from igrun.core.errors import ParamError
 from igrun.core.events.schema import Array, Batch, Field, Kind, Schema

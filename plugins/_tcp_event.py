@@ -4,9 +4,12 @@ the connect errno of trace tcp and trace tcpconnect."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from igrun.core.lazy import numpy as np
 
 from igrun.core import Batch, Column, Field, Kind, fields, process_fields
 from igrun.core.events.schema import decode_cstrings
@@ -14,10 +17,9 @@ from igrun.core.events.schema import decode_cstrings
 UNKNOWN_OWNER = "(unknown)"
 """The comm of an event whose socket owner is not known: never a guessed process."""
 
-TCP_STATES = np.array(
-    ["", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE",
-     "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV"],
-    dtype=object,
+TCP_STATES = (
+    "", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE",
+    "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV",
 )  # fmt: skip
 TCP_FLAGS = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")
 
@@ -34,7 +36,8 @@ def _flags(batch: Batch) -> Any:
 def _states(batch: Batch) -> Any:
     states = batch.member("state").astype(np.intp)
     known = states < len(TCP_STATES)
-    return np.where(known, TCP_STATES[np.where(known, states, 0)], states.astype(str))
+    names = np.array(TCP_STATES, dtype=object)[np.where(known, states, 0)]
+    return np.where(known, names, states.astype(str))
 
 
 def _comms(batch: Batch) -> Any:

@@ -19,6 +19,7 @@ import containerlab
 import pytest
 from clilab import IGRUN, fresh_registry, igrun, run  # noqa: F401 (fresh_registry: autouse)
 
+from igrun import testing
 from igrun.core import plugins
 from igrun.core.cli.flags import version_text
 
@@ -349,6 +350,54 @@ def test_sigterm_ends_a_config_run_with_0(igrun_cli: IgrunCli, tmp_path: Path) -
     proc.stop(signal.SIGTERM)
     assert proc.returncode == 0
     proc.assert_released()
+
+
+def caught_signals(pid: int) -> int:
+    """The mask of signals process ``pid`` has a handler for (``SigCgt``), 0 once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    (line,) = [ln for ln in status.splitlines() if ln.startswith("SigCgt:")]
+    return int(line.split()[1], 16)
+
+
+@pytest.mark.bpf
+@pytest.mark.parametrize(
+    ("sig", "delay"),
+    [
+        (signal.SIGTERM, 0.0),
+        (signal.SIGTERM, 0.05),
+        (signal.SIGTERM, 0.1),
+        (signal.SIGTERM, 0.2),
+        (signal.SIGINT, 0.0),
+        (signal.SIGINT, 0.1),
+    ],
+)
+def test_a_stop_signal_while_starting_exits_0_and_leaves_nothing(
+    sig: signal.Signals, delay: float
+) -> None:
+    """The installed ``igrun`` script, stopped while it imports, loads or attaches: exit 0,
+    no traceback, no pin folder of its own left. Timed from the moment the interpreter ran
+    igrun's first module (it takes the stop signals there): before that, the interpreter
+    itself is starting (about 20 ms on an idle machine) and a signal has its default action."""
+    proc = subprocess.Popen(
+        [os.path.join(BIN, "igrun"), "trace", "exec", "--host", "-o", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    taken = 1 << (signal.SIGTERM - 1)  # python handles SIGINT from the start: igrun, SIGTERM
+    deadline = time.monotonic() + 20
+    while not caught_signals(proc.pid) & taken:
+        assert proc.poll() is None and time.monotonic() < deadline, "igrun never took the signal"
+        time.sleep(0.001)
+    time.sleep(delay)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "error" not in err, err
+    assert testing.pins_of(proc.pid) == []
 
 
 # ---- -v and -vv ------------------------------------------------------------------------------

@@ -55,9 +55,8 @@ IG_TRACE: dict[str, Flags] = {
     "tcpretrans": {},
 }
 
-MISSING: dict[str, set[str]] = {"exec": {"cwd"}}
-"""``ig`` flags igrun does not have yet: ``trace exec --cwd`` needs the working directory read
-in the kernel (the walk ``trace open --full-path`` does, per exec)."""
+MISSING: dict[str, set[str]] = {}
+"""``ig`` flags igrun does not have yet (none)."""
 
 IGRUN_SHORT_EXTRAS = {"h": "help", "v": "verbose", "m": "max-rows"}
 """Short letters igrun adds where ``ig`` has none for the gadget."""

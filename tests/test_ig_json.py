@@ -89,7 +89,6 @@ GADGETS: dict[str, type[Gadget]] = {
 
 NOT_WRITTEN = {
     "message": "only on ig's err, warn, debug and info records, never on an event",
-    "cwd": "exec's --paths of ig, which igrun does not have",
     **{
         f"{end}.{key}": "set by ig's KubeIPResolver operator (Kubernetes), not by the gadget"
         for end in ("src", "dst")
@@ -328,6 +327,7 @@ def test_exec(igrun_cli: IgrunCli) -> None:
     assert good["runtime"] == {} and good["k8s"] == {"node": node_name()}  # a host process
     bad = [e for e in events if e.get("args", [""])[0] == missing]
     assert bad and {e["ret"] for e in bad} == {-errno.ENOENT}
+    assert all("cwd" not in e for e in events)  # only with --cwd
     # A filter on the container name does not match host events, with jq as users run it
     # (on the test's own lines: containers elsewhere on the host may exec meanwhile).
     if shutil.which("jq"):
@@ -338,6 +338,18 @@ def test_exec(igrun_cli: IgrunCli) -> None:
             input=own, capture_output=True, text=True, check=True,
         )  # fmt: skip
         assert picked.stdout == ""
+
+
+def test_exec_cwd(igrun_cli: IgrunCli, tmp_path: Path) -> None:
+    """``--cwd``: ig's ``cwd`` key, the exact directory the child was started in."""
+    mark = f"igrun-{uuid.uuid4().hex[:8]}"
+
+    def action() -> None:
+        subprocess.run(["/bin/echo", mark], cwd=tmp_path, stdout=subprocess.DEVNULL, check=True)
+
+    events, _ = run(igrun_cli, "trace exec", action, "--cwd")
+    (good,) = [e for e in events if e.get("args") == ["/bin/echo", mark]]
+    assert good["cwd"] == os.path.realpath(tmp_path)
 
 
 def test_open(igrun_cli: IgrunCli, tmp_path: Path) -> None:

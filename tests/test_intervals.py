@@ -55,6 +55,28 @@ def test_json_windows_are_arrays_jq_reads(igrun_cli: IgrunCli) -> None:
     proc.assert_released()
 
 
+def test_lost_events_between_json_windows_go_to_stderr_only(igrun_cli: IgrunCli) -> None:
+    """A 4K ring buffer under a burst of opens loses events: with ``--interval`` and JSON,
+    stdout stays one array per window (no warning object between them, as between ``ig``'s
+    interval arrays), and stderr says how many were lost."""
+    proc = igrun_cli.start(
+        "trace", "open", "--host", "--interval", "300ms", "-o", "json", "--buffer-size", "4K"
+    )  # fmt: skip
+    for _ in range(20000):
+        os.close(os.open("/dev/null", os.O_RDONLY))
+    time.sleep(1.5)  # the per-second warning of the last losses, and a window after it
+    out, err = proc.stop()
+    assert proc.returncode == 0, err
+    assert re.search(r"\[warning\] lost \d+ events", err), err
+    windows = [json.loads(line) for line in out.splitlines()]
+    assert len(windows) >= 2
+    assert all(isinstance(w, list) for w in windows), [
+        w for w in windows if not isinstance(w, list)
+    ]
+    assert all(e["type"] == "normal" for w in windows for e in w)
+    proc.assert_released()
+
+
 def test_columns_windows_are_timestamped_blocks(igrun_cli: IgrunCli) -> None:
     tag = marker()
     started = datetime.now(UTC).replace(tzinfo=None)

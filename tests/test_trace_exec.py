@@ -91,6 +91,38 @@ def test_ignore_errors_hides_failed_exec() -> None:
     assert len(with_arg(rows, ok)) == 1
 
 
+def test_cwd_is_the_working_directory_of_the_process_that_execd(tmp_path: Path) -> None:
+    """--cwd: the directory each child was started in, as getcwd says it, for an exec that
+    succeeded and one that failed; the root is "/"."""
+    mark = marker()
+    deep = tmp_path / "a b" / "c"
+    deep.mkdir(parents=True)
+    missing = f"/nonexistent/{mark}"
+
+    def run() -> None:
+        subprocess.run(["/bin/true", mark, "deep"], cwd=deep, check=True)
+        subprocess.run(["/bin/true", mark, "root"], cwd="/", check=True)
+        with pytest.raises(FileNotFoundError):
+            subprocess.run([missing], cwd=deep)
+
+    rows = trace(run, {"cwd": "true"})
+    by_place = {r["args"][2]: r for r in with_arg(rows, mark)}
+    assert by_place["deep"]["cwd"] == os.path.realpath(deep)
+    assert by_place["root"]["cwd"] == "/"
+    (failed,) = [r for r in rows if r["args"][:1] == [missing]]
+    assert failed["ret"] == -errno.ENOENT
+    assert failed["cwd"] == os.path.realpath(deep)
+
+
+def test_no_cwd_without_the_flag(tmp_path: Path) -> None:
+    mark = marker()
+    rows = with_arg(
+        trace(lambda: subprocess.run(["/bin/true", mark], cwd=tmp_path, check=True)), mark
+    )
+    assert len(rows) == 1
+    assert rows[0]["cwd"] == ""  # the kernel left it empty: JSON omits the key
+
+
 def test_long_and_many_args_are_marked_truncated() -> None:
     mark = marker()
     exact = "a" * 127  # fits: 127 bytes and the NUL

@@ -16,9 +16,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from igrun.core.lazy import numpy as np
 
 from igrun.core import _libbpf  # type: ignore[attr-defined]
 from igrun.core.errors import BpfError
@@ -33,13 +36,17 @@ SO_DETACH_BPF = 27
 
 
 def _check_version() -> None:
-    from importlib.metadata import PackageNotFoundError, version
+    from igrun.core import dists
 
     built = ffi.string(lib.igr_version()).decode()
-    try:
-        installed = version("igrun")
-    except PackageNotFoundError:  # pragma: no cover - running from an unusual layout
-        return
+    installed = dists.version()  # its dist-info folder: no importlib.metadata on the way
+    if installed is None:  # pragma: no cover - running from an unusual layout
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            installed = version("igrun")
+        except PackageNotFoundError:
+            return
     if built != installed:
         raise ImportError(
             f"igrun.core._libbpf was built for igrun {built} but igrun {installed} is installed: "
@@ -940,6 +947,13 @@ class BpfObject:
         """Set a ``.rodata``/``.data``/``.bss`` variable before load (e.g. a target pid).
         Bytes must be exactly the variable's size and a number must fit it: nothing is cut
         or padded silently."""
+        data = self.pack_global(name, value)
+        err = lib.igr_set_global(self._obj(), _c_name("global name", name), data, len(data))
+        if err:
+            _raise(f"{self.source}: cannot set {name} ({len(data)} bytes)", err)
+
+    def pack_global(self, name: str, value: bytes | int | bool) -> bytes:
+        """The bytes :meth:`set_global` would write to ``name`` for ``value``."""
         size = self.global_size(name)
         if size is None:
             known = ", ".join(self.global_names()) or "none"
@@ -958,9 +972,7 @@ class BpfObject:
                 raise SizeError(f"{self.source}: global {name} is {size} bytes, {len(data)} given")
         else:
             raise SizeError(f"{self.source}: global {name}: {type(value).__name__} given")
-        err = lib.igr_set_global(self._obj(), _c_name("global name", name), data, len(data))
-        if err:
-            _raise(f"{self.source}: cannot set {name} ({len(data)} bytes, has {size})", err)
+        return data
 
     def has_global(self, name: str) -> bool:
         found = lib.igr_set_global(self._obj(), _c_name("global name", name), ffi.NULL, 0)

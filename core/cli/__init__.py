@@ -1,1 +1,51 @@
-"""The ``igrun`` launcher."""
+"""The ``igrun`` launcher.
+
+Run as the ``igrun`` command (its script, or ``python -m igrun.core.cli``), this package takes
+SIGTERM, SIGINT and SIGHUP first thing, before the launcher's modules are imported: a stop
+signal in the first fraction of a second is noted, and :func:`igrun.core.cli.main.main`
+then exits 0 at once, as it does for one that comes later, instead of the process dying of
+it (143) or printing a traceback from the middle of an import. It also starts the head start
+of ``igrun trace NAME --host`` (:mod:`igrun.core.run.headstart`), before those imports too.
+"""
+
+import os
+import signal
+import sys
+
+HELD_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
+"""SIGTERM last: once a process has a handler for it (``SigCgt``), it has all three."""
+stopped: list[int] = []
+"""The stop signals that came before ``main`` took them over."""
+
+
+def note_stop(signum: int, frame: object) -> None:
+    """The early handler: the signal is noted, and ``main`` acts on it."""
+    stopped.append(signum)
+
+
+def launched() -> bool:
+    """Whether this process is the ``igrun`` command (its script, or ``python -m
+    igrun.core.cli``, whose package is imported before ``__main__`` is set), not a program
+    importing igrun."""
+    orig = list(getattr(sys, "orig_argv", []))
+    if "-m" in orig:
+        return orig[orig.index("-m") + 1 : orig.index("-m") + 2] == [__name__]
+    if f"-m{__name__}" in orig:
+        return True
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None) or ""
+    return os.path.basename(main_file) == "igrun"
+
+
+def _hold_stop_signals() -> None:
+    untouched = (signal.SIG_DFL, signal.default_int_handler)
+    for sig in HELD_SIGNALS:
+        if signal.getsignal(sig) in untouched:  # not when ignored (nohup) or handled
+            signal.signal(sig, note_stop)
+
+
+if launched():
+    _hold_stop_signals()
+    # The gadget's programs load in a thread while the launcher's modules are imported.
+    from igrun.core.run.headstart import begin as _begin_head_start
+
+    _begin_head_start(sys.argv[1:])

@@ -8,9 +8,9 @@ a runtime failure one line and exit code 1; ``-v`` adds details. Data goes to st
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +21,7 @@ from igrun.core.errors import (
     output_failed,
 )
 from igrun.core.gadget import Category, Gadget
+from igrun.core.run.headstart import discard as discard_head_start
 
 if TYPE_CHECKING:
     from igrun.core.plugins import PluginRegistry
@@ -149,14 +150,19 @@ def _quiet_stdout() -> None:
 
 def _interrupt_on_stop_signals() -> None:
     """Until a run takes them over, SIGTERM and SIGHUP interrupt like Ctrl-C: igrun undoes
-    what it started and exits 0, quietly (start-up, ``list-containers -w``)."""
+    what it started and exits 0, quietly (start-up, ``list-containers -w``). The handler
+    the package set while the launcher was being imported is replaced too (SIGINT's by
+    Python's own)."""
     import signal
     import threading
 
+    from igrun.core.cli import note_stop
+
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            if signal.getsignal(sig) is signal.SIG_DFL:  # not when ignored (nohup)
-                signal.signal(sig, signal.default_int_handler)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            current = signal.getsignal(sig)
+            if current is note_stop or (current is signal.SIG_DFL and sig != signal.SIGINT):
+                signal.signal(sig, signal.default_int_handler)  # not when ignored (nohup)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,7 +179,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    try:
+        return _dispatch(argv)
+    finally:
+        # A head start no run took (bad flags, --help, a failure); after a second stop
+        # signal, the process's end releases it as well.
+        with contextlib.suppress(KeyboardInterrupt):
+            discard_head_start()
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
+    from igrun.core.cli import stopped
+
     _interrupt_on_stop_signals()
+    if stopped:  # a stop signal while the launcher was imported: nothing was started
+        return 0
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = _verbosity(args)
     while args and _verbosity(args[:1]):
@@ -227,11 +247,15 @@ def _main(argv: Sequence[str] | None) -> int:
         return 0
     except IgrunError as exc:
         if verbose:
+            import traceback
+
             traceback.print_exc()
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return exc.exit_code
     except Exception as exc:  # a plugin's failure, or igrun's bug: one line either way
         if verbose:
+            import traceback
+
             traceback.print_exc()
         sys.stderr.write(failure_line(exc))
         return 1

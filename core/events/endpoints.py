@@ -9,9 +9,12 @@ bytes), a port in host byte order and an IP version (4 or 6), and describes it w
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from igrun.core.lazy import numpy as np
 
 from igrun.core.events.helpers import ip_strings
 from igrun.core.events.schema import Batch, Column, Field, Kind

@@ -11,10 +11,13 @@ import ipaddress
 import socket
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+else:
+    from igrun.core.lazy import numpy as np
 
 _PROTOCOLS = {
     0: "IP",

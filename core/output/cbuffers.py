@@ -9,9 +9,13 @@ positions here.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from igrun.core.lazy import numpy as np
 
 from igrun.core.bpf.objects import ffi
 from igrun.core.events.schema import Array
@@ -84,8 +88,11 @@ def texts_table(texts: list[bytes]) -> Texts:
     return ffi.from_buffer(b"".join(texts)), offsets, pointer, len(texts)
 
 
-_ONLY_ROW = np.zeros(1, dtype=np.int32)
-_ONLY_ROW_POINTER = ffi.cast("const char *", ffi.from_buffer(_ONLY_ROW))
+@cache
+def _only_row() -> tuple[Array, Any]:
+    """Code 0 (and a C pointer to it), every row's when a table has one text."""
+    row = np.zeros(1, dtype=np.int32)
+    return row, ffi.cast("const char *", ffi.from_buffer(row))
 
 
 def positions(codes: Array, count: int) -> tuple[Array, Any, int]:
@@ -94,7 +101,7 @@ def positions(codes: Array, count: int) -> tuple[Array, Any, int]:
     the table, as numpy indexing does. A table of one text is every row's: one code, read
     with stride 0 (an enricher's column when nothing is enriched)."""
     if count == 1:
-        return _ONLY_ROW, _ONLY_ROW_POINTER, 0
+        return (*_only_row(), 0)
     rows = np.ascontiguousarray(codes, dtype=np.int32)
     return rows, ffi.cast("const char *", ffi.from_buffer(rows)), 4
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -346,7 +345,7 @@ class Runtime:
         check_host(self.pin_root)
         timeout = runtime_params.get("timeout") or None
         ctx = GadgetContext(
-            id=uuid.uuid4().hex[:12],
+            id=os.urandom(6).hex(),  # 12 hex digits, as uuid4().hex[:12] without uuid
             gadget=gadget_cls,
             gadget_params=gadget_params,
             runtime_params=runtime_params,

@@ -7,9 +7,13 @@ bound, the socket options (``opts``) and the interface of ``SO_BINDTODEVICE`` (`
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from functools import cache
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from igrun.core.lazy import numpy as np
 
 from igrun.core import (
     Batch,
@@ -64,10 +68,14 @@ _PROTOCOLS = {
     255: "RAW",
     262: "MPTCP",
 }
-_PROTOCOL_TABLE = np.array(
-    [_PROTOCOLS.get(i, "UNKNOWN") for i in range(max(_PROTOCOLS) + 2)], dtype=object
-)
-"""Index = protocol number; the last entry (UNKNOWN) catches every larger number."""
+
+
+@cache
+def _protocol_table() -> Any:
+    """Index = protocol number; the last entry (UNKNOWN) catches every larger number
+    (built with the first batch, not at import)."""
+    names = [_PROTOCOLS.get(i, "UNKNOWN") for i in range(max(_PROTOCOLS) + 2)]
+    return np.array(names, dtype=object)
 
 
 def _options_text(bits: int) -> str:
@@ -78,17 +86,20 @@ def _options_text(bits: int) -> str:
     )
 
 
-_OPTIONS_TABLE = np.array([_options_text(i) for i in range(32)], dtype=object)
-"""All 32 combinations of the five option bits, so decoding a batch is one lookup."""
+@cache
+def _options_table() -> Any:
+    """All 32 combinations of the five option bits, so decoding a batch is one lookup."""
+    return np.array([_options_text(i) for i in range(32)], dtype=object)
 
 
 def _protocols(batch: Batch) -> Any:
     protos = batch.member("proto").astype(np.intp)
-    return _PROTOCOL_TABLE[np.minimum(protos, len(_PROTOCOL_TABLE) - 1)]
+    table = _protocol_table()
+    return table[np.minimum(protos, len(table) - 1)]
 
 
 def _options(batch: Batch) -> Any:
-    return _OPTIONS_TABLE[batch.member("opts").astype(np.intp) & 31]
+    return _options_table()[batch.member("opts").astype(np.intp) & 31]
 
 
 def _interfaces(batch: Batch) -> Any:

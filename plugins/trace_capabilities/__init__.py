@@ -21,9 +21,12 @@ import platform
 import stat
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from igrun.core.lazy import numpy as np
 
 from igrun.core import (
     Batch,
@@ -74,7 +77,9 @@ CALLERS: dict[str, int] = {
 }
 """Kernel functions that decide a check's options, by name (``.cold``/``.isra`` parts too)."""
 
-_RANGE = np.dtype([("start", "=u8"), ("end", "=u8"), ("kind", "=u4"), ("pad", "=u4")])
+_RANGE_LAYOUT = [("start", "=u8"), ("end", "=u8"), ("kind", "=u4"), ("pad", "=u4")]
+_RANGE_SIZE = 24
+"""One caller range in the ``callers`` global: start, end, kind, padding."""
 
 CAP_NAMES: tuple[str, ...] = (
     "CHOWN",
@@ -121,9 +126,17 @@ CAP_NAMES: tuple[str, ...] = (
 )
 """Capability names by number, as Inspektor Gadget prints them (``capName``: no ``CAP_``)."""
 
-_CAP_NAMES = np.array(CAP_NAMES, dtype=object)
-_CAPS_LOWER = np.array([n.lower() for n in CAP_NAMES], dtype=object)
-"""``capsNames`` are lower case in Inspektor Gadget (its capability library's spelling)."""
+
+@cache
+def _cap_tables() -> tuple[Any, Any]:
+    """The capability names as arrays to index, and their lower-case spelling: ``capsNames``
+    are lower case in Inspektor Gadget (its capability library's). Built with the first
+    batch, not at import."""
+    return (
+        np.array(CAP_NAMES, dtype=object),
+        np.array([n.lower() for n in CAP_NAMES], dtype=object),
+    )
+
 
 _HIDDEN_ID = Column(min_width=8, hidden=True)
 _NS = Column(width=12, hidden=True, align="right")
@@ -155,7 +168,7 @@ def caller_ranges(kallsyms: Path = KALLSYMS) -> bytes:
             kind = CALLERS.get(parts[2].partition(".")[0])
             if kind:
                 found.append((kind, addr))
-    table = np.zeros(MAX_CALLERS, dtype=_RANGE)
+    table = np.zeros(MAX_CALLERS, dtype=np.dtype(_RANGE_LAYOUT))
     if not found:
         return table.tobytes()
     addrs = np.unique(np.array(starts, dtype=np.uint64))
@@ -199,7 +212,7 @@ def cached_caller_ranges(cache_dir: Path = CACHE_DIR, kallsyms: Path = KALLSYMS)
     would stand between launch and attach at every start; kernel text addresses only
     change at boot, so the first run of a boot keeps the table for the ones after it.
     """
-    size = MAX_CALLERS * _RANGE.itemsize
+    size = MAX_CALLERS * _RANGE_SIZE
     cache = _cache_file(cache_dir) if os.geteuid() == 0 else None
     if cache is not None and _trusted(cache_dir):
         with contextlib.suppress(OSError):
@@ -243,7 +256,7 @@ def _syscalls(batch: Batch) -> Any:
 
 
 def _cap_names(batch: Batch) -> Any:
-    return _named(batch.member("cap"), _CAP_NAMES, "UNKNOWN (%d)")
+    return _named(batch.member("cap"), _cap_tables()[0], "UNKNOWN (%d)")
 
 
 def _verdicts(batch: Batch) -> Any:
@@ -254,10 +267,11 @@ def _caps_names(batch: Batch) -> Any:
     """The names of the effective capabilities, computed once per distinct set in the batch."""
     masks, inverse = np.unique(batch.member("cap_effective"), return_inverse=True)
     octets = masks.astype("<u8").view(np.uint8).reshape(-1, 8)
-    bits = np.unpackbits(octets, axis=1, bitorder="little")[:, : len(_CAPS_LOWER)].astype(bool)
+    lower = _cap_tables()[1]
+    bits = np.unpackbits(octets, axis=1, bitorder="little")[:, : len(lower)].astype(bool)
     names = np.empty(len(masks), dtype=object)
     for i, row in enumerate(bits):
-        names[i] = _CAPS_LOWER[row].tolist()
+        names[i] = lower[row].tolist()
     return names[inverse.reshape(-1)]
 
 

@@ -6,9 +6,12 @@ any kernel with BTF, kprobes or not.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from igrun.core.lazy import numpy as np
 
 from igrun.core import (
     Batch,
@@ -30,6 +33,7 @@ from igrun.core.tracer import BpfTracer
 _RIGHT = Column(align="right")
 _HIDDEN_RIGHT = Column(hidden=True, align="right")
 _AUDIT = Column(width=10, hidden=True, align="right")
+_CWD_COLUMN = Column(width=40)
 
 
 def _args(batch: Batch) -> Any:
@@ -53,6 +57,13 @@ class TraceExec(BpfTracer):
     bpf_object = "exec.bpf.o"
     params = (
         ParamDesc(
+            "cwd",
+            type_hint=TypeHint.BOOL,
+            default="false",
+            description="show the working directory of the process that exec'd (the cwd "
+            "column; read in the kernel, as getcwd would say it)",
+        ),
+        ParamDesc(
             "ignore-errors",
             type_hint=TypeHint.BOOL,
             default="false",
@@ -64,6 +75,7 @@ class TraceExec(BpfTracer):
         "igrun trace exec -o json --timeout 10s",
         "igrun trace exec -F comm:bash --ignore-errors",
         "igrun trace exec -o columns=+uid,+timestamp",
+        "igrun trace exec --cwd",
     )
     schema = Schema(
         [
@@ -115,12 +127,29 @@ class TraceExec(BpfTracer):
                 member="args_truncated",
                 column=Column(hidden=True),
             ),
+            Field(
+                "cwd",
+                Kind.STR,
+                "working directory of the process that exec'd (with --cwd)",
+                column=Column(width=40, hidden=True),
+                omit_empty=True,
+            ),
         ],
         struct="event",
     )
 
     def constants(self, ctx: GadgetContext) -> dict[str, int | bool | bytes]:
-        return {"ignore_failed": bool(ctx.gadget_params.get("ignore-errors"))}
+        return {
+            "ignore_failed": bool(ctx.gadget_params.get("ignore-errors")),
+            "get_cwd": bool(ctx.gadget_params.get("cwd")),
+        }
+
+    def init(self, ctx: GadgetContext) -> None:
+        super().init(ctx)
+        if ctx.gadget_params.get("cwd") and ctx.schema is not None:
+            # --cwd shows the column by default, as ig's column tag does; without it the
+            # kernel leaves the directory empty, and JSON omits the key.
+            ctx.schema = ctx.schema.with_column("cwd", _CWD_COLUMN)
 
 
 @hookimpl

@@ -5,6 +5,11 @@
  * The enter tracepoint records who is exec'ing and reads the arguments from user memory (they
  * are gone once the new program runs); the exit tracepoint adds the result and the new comm and
  * sends the record, trimmed to the arguments it holds.
+ *
+ * With --cwd the exit tracepoint also writes the working directory, walking its dentries up
+ * to the task's root (crossing mounts) in a bounded loop, as trace open's --full-path does
+ * for a relative path's directory: no kprobes, no bpf_d_path. exec does not change the
+ * working directory, so it is the one the process had when it called exec.
  */
 #include <vmlinux.h>
 #include <bpf/bpf_core_read.h>
@@ -17,17 +22,39 @@
 
 #include "exec.h"
 
+#define NAME_MAX 255
+/* Enough steps for the shortest components ("a/") to fill PATH_MAX: only room limits a name. */
+#define MAX_PATH_DEPTH (PATH_MAX / 2)
+
 const volatile bool ignore_failed = false;
 const volatile __u32 targ_uid = INVALID_UID;
+const volatile bool get_cwd = false;
 
 static const struct event empty_event = {};
 
+/* The execs in flight, by pid: each event without its cwd (EVENT_HEAD_SIZE). Sizes, not BTF
+ * types: the kernel takes a map's BTF only with both a key and a value type. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 10240);
-	__type(key, __u32);
-	__type(value, struct event);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, EVENT_HEAD_SIZE);
 } execs SEC(".maps");
+
+/* Room too big for the stack, for --cwd: the whole event, and the directory's name being
+ * written backwards to end at path[PATH_MAX - 1] (the second half only gives the verifier
+ * room for a name's copy that starts anywhere in the first). */
+struct scratch {
+	struct event event;
+	char path[PATH_MAX * 2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} heap SEC(".maps");
 
 GADGET_RINGBUF(events);
 GADGET_TRACER(exec, events, event);
@@ -115,10 +142,103 @@ static __always_inline __u8 upper_layer(void)
 	return upper != NULL;
 }
 
+/* Where the walk up the working directory's dentries is; bpf_loop carries it from one step
+ * to the next. */
+struct walk {
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt;
+	struct dentry *root_dentry;
+	struct vfsmount *root_mnt;
+	__u32 pos;
+	bool done; /* reached the root: the name is whole */
+};
+
+static long walk_step(__u32 index, struct walk *w)
+{
+	struct dentry *dentry = w->dentry;
+	struct vfsmount *vfsmnt = w->vfsmnt;
+	struct mount *mnt = w->mnt;
+	struct mount *mnt_parent;
+	struct dentry *parent;
+	const unsigned char *name;
+	struct scratch *s;
+	__u32 zero = 0;
+	__u32 pos = w->pos;
+	__u32 len;
+
+	if (dentry == w->root_dentry && vfsmnt == w->root_mnt) {
+		w->done = true;
+		return 1;
+	}
+	if (dentry == BPF_CORE_READ(vfsmnt, mnt_root)) {
+		/* Top of a mount: go on from where it is mounted. */
+		mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (mnt_parent == mnt) {
+			w->done = true; /* the root of the mount tree */
+			return 1;
+		}
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = mnt_parent;
+		w->vfsmnt = __builtin_preserve_access_index(&mnt_parent->mnt);
+		return 0;
+	}
+	parent = BPF_CORE_READ(dentry, d_parent);
+	if (parent == dentry) {
+		w->done = true; /* the root of a tree no mount holds */
+		return 1;
+	}
+	len = BPF_CORE_READ(dentry, d_name.len);
+	name = BPF_CORE_READ(dentry, d_name.name);
+	if (len > NAME_MAX || pos < len + 1)
+		return 1; /* no room: getcwd would fail with ENAMETOOLONG too */
+	s = bpf_map_lookup_elem(&heap, &zero);
+	if (!s)
+		return 1;
+	pos -= len;
+	bpf_probe_read_kernel(&s->path[pos & (PATH_MAX - 1)], len & NAME_MAX, name);
+	pos -= 1;
+	s->path[pos & (PATH_MAX - 1)] = '/';
+	w->pos = pos;
+	w->dentry = parent;
+	return 0;
+}
+
+/* The working directory of the current task into s->event.cwd, as getcwd says it (seen from
+ * the task's root, so a process in a container or a chroot has its own); left empty when it
+ * is longer than PATH_MAX. */
+static __always_inline void read_cwd(struct scratch *s)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct path pwd = BPF_CORE_READ(task, fs, pwd);
+	struct path root = BPF_CORE_READ(task, fs, root);
+	struct walk w = {
+		.dentry = pwd.dentry,
+		.vfsmnt = pwd.mnt,
+		.mnt = container_of(pwd.mnt, struct mount, mnt),
+		.root_dentry = root.dentry,
+		.root_mnt = root.mnt,
+		.pos = PATH_MAX - 1,
+	};
+
+	s->event.cwd[0] = '\0';
+	s->path[PATH_MAX - 1] = '\0';
+	bpf_loop(MAX_PATH_DEPTH, walk_step, &w, 0);
+	if (!w.done)
+		return;
+	if (w.pos == PATH_MAX - 1) { /* the root itself */
+		w.pos -= 1;
+		s->path[w.pos & (PATH_MAX - 1)] = '/';
+	}
+	bpf_probe_read_kernel_str(s->event.cwd, PATH_MAX, &s->path[w.pos & (PATH_MAX - 1)]);
+}
+
 static __always_inline int exit_exec(long ret)
 {
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 	struct event *event = bpf_map_lookup_elem(&execs, &pid);
+	struct scratch *s;
+	__u32 zero = 0;
 	__u64 len;
 
 	if (!event)
@@ -130,8 +250,20 @@ static __always_inline int exit_exec(long ret)
 		event->upper_layer = upper_layer();
 	bpf_get_current_comm(&event->proc.comm, sizeof(event->proc.comm));
 	len = EVENT_SIZE(event);
-	if (len <= sizeof(*event))
+	if (len > EVENT_HEAD_SIZE)
+		goto cleanup;
+	if (!get_cwd) {
 		gadget_output_buf(&events, event, len);
+		goto cleanup;
+	}
+	s = bpf_map_lookup_elem(&heap, &zero);
+	if (!s)
+		goto cleanup;
+	/* The part of the event in use, then the directory: the record is sent whole. */
+	if (len > 0 && bpf_probe_read_kernel(&s->event, len, event))
+		goto cleanup;
+	read_cwd(s);
+	gadget_output_buf(&events, &s->event, sizeof(s->event));
 cleanup:
 	bpf_map_delete_elem(&execs, &pid);
 	return 0;

@@ -11,9 +11,12 @@ the whole syscall's, and an open counts the path lookup too.
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from igrun.core.lazy import numpy as np
 
 from igrun.core import (
     Batch,
@@ -42,7 +45,7 @@ _U64_MAX = 2**64 - 1
 _FS_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 # Inspektor Gadget's op letters, indexed by the BPF side's enum fs_file_op.
-_OPS = np.array(["R", "W", "O", "F"], dtype=object)
+_OPS = ("R", "W", "O", "F")
 
 # A choice that covers two kernel type names: Inspektor Gadget's "nfs" hooks the NFS client's
 # functions, which serve NFSv4 mounts (type "nfs4") as well; its "fuse" serves "fuseblk" too.
@@ -54,7 +57,7 @@ def _ops(batch: Batch) -> Any:
     codes = batch.member("op").astype(np.intp)
     out = np.full(len(codes), "?", dtype=object)
     known = codes < len(_OPS)
-    out[known] = _OPS[codes[known]]
+    out[known] = np.array(_OPS, dtype=object)[codes[known]]
     return out
 
 

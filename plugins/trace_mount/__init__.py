@@ -9,9 +9,13 @@ naming the call and ``call`` showing it as it was made.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from functools import cache
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from igrun.core.lazy import numpy as np
 
 from igrun.core import (
     Batch,
@@ -30,10 +34,16 @@ from igrun.core import (
 from igrun.core.tracer import BpfTracer
 
 # The order of enum op in mount.h.
-OPERATIONS = np.array(
-    ["mount", "umount", "fsopen", "fsmount", "move_mount", "unknown"], dtype=object
-)
-UNKNOWN_OP = len(OPERATIONS) - 1
+OPERATION_NAMES = ("mount", "umount", "fsopen", "fsmount", "move_mount", "unknown")
+UNKNOWN_OP = len(OPERATION_NAMES) - 1
+
+
+@cache
+def operations() -> Any:
+    """:data:`OPERATION_NAMES` as an array to index (built with the first batch, so that
+    numpy is not imported before the programs are attached)."""
+    return np.array(OPERATION_NAMES, dtype=object)
+
 
 Names = Sequence[tuple[int, str]]
 
@@ -140,7 +150,7 @@ def decode_flags(op: str, flags: int) -> list[str]:
 
 def _operations(batch: Batch) -> Any:
     ops = batch.member("op").astype(np.intp)
-    return OPERATIONS[np.where(ops < UNKNOWN_OP, ops, UNKNOWN_OP)]
+    return operations()[np.where(ops < UNKNOWN_OP, ops, UNKNOWN_OP)]
 
 
 def _flag_lists(batch: Batch) -> Any:
@@ -155,7 +165,7 @@ def _flag_lists(batch: Batch) -> Any:
     unique, inverse = np.unique(keys, return_inverse=True)
     decoded = np.empty(len(unique), dtype=object)
     for i, (op, fl) in enumerate(unique.tolist()):  # one by one: numpy would nest equal lists
-        decoded[i] = decode_flags(OPERATIONS[min(int(op), UNKNOWN_OP)], int(fl))
+        decoded[i] = decode_flags(OPERATION_NAMES[min(int(op), UNKNOWN_OP)], int(fl))
     out[:] = decoded[inverse.reshape(-1)]
     return out
 

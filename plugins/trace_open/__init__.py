@@ -15,9 +15,12 @@ links stay as written. A path that is absolute already is its own full path.
 from __future__ import annotations
 
 import struct
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from igrun.core.lazy import numpy as np
 
 from igrun.core import (
     Batch,

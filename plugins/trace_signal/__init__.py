@@ -10,9 +10,13 @@ All are stable tracepoints: no kprobe is needed.
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from functools import cache
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from igrun.core.lazy import numpy as np
 
 from igrun.core import (
     Batch,
@@ -87,7 +91,12 @@ def signal_name(number: int) -> str:
     return f"SIG{number}"
 
 
-_NAME_TABLE = np.array([signal_name(n) for n in range(SIGRTMAX + 1)], dtype=object)
+@cache
+def _name_table() -> Any:
+    """Every signal's name by number (built with the first batch, not at import)."""
+    return np.array([signal_name(n) for n in range(SIGRTMAX + 1)], dtype=object)
+
+
 _BY_NAME = {name: n for n, name in enumerate(SIGNAL_NAMES) if name} | _ALIASES
 _RT = re.compile(r"^SIGRT(MIN|MAX)(?:([+-])(\d+))?$")
 
@@ -126,7 +135,7 @@ def _signals(batch: Batch) -> Any:
     EINVAL) is formatted once per distinct value."""
     sig = batch.member("sig").astype(np.int64)
     known = (sig >= 0) & (sig <= SIGRTMAX)
-    out = _NAME_TABLE[np.where(known, sig, 0)]
+    out = _name_table()[np.where(known, sig, 0)]
     if not known.all():
         values, inverse = np.unique(sig[~known], return_inverse=True)
         out[~known] = np.array([signal_name(v) for v in values.tolist()], dtype=object)[

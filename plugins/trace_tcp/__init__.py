@@ -9,9 +9,12 @@ the gadget started have no recorded owner: their close is not reported.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+else:
+    from igrun.core.lazy import numpy as np
 
 from igrun.core import (
     Batch,
@@ -31,14 +34,14 @@ from igrun.core import (
 from igrun.core.tracer import BpfTracer
 from igrun.plugins._tcp_event import connect_error_field
 
-OPERATIONS = np.array(["unknown", "connect", "accept", "close"], dtype=object)
-LETTERS = np.array(["U", "C", "A", "X"], dtype=object)
+OPERATIONS = ("unknown", "connect", "accept", "close")
+LETTERS = ("U", "C", "A", "X")
 
 
-def _operation(table: Any) -> Any:
+def _operation(names: tuple[str, ...]) -> Any:
     def decode(batch: Batch) -> Any:
         ops = batch.member("operation").astype(np.intp)
-        return table[np.where(ops < len(table), ops, 0)]
+        return np.array(names, dtype=object)[np.where(ops < len(names), ops, 0)]
 
     return decode
 

@@ -1,0 +1,196 @@
+"""A head start for igrun's own trace gadgets: their programs load and attach while the
+launcher is still importing.
+
+From launch to attach, most of a run's time is Python importing its modules (the launcher,
+the gadget, the operators), and the kernel's load of the programs only starts after that.
+``igrun trace NAME --host`` is guessed at the start instead: the gadget's object (the one
+``*.bpf.o`` next to igrun's own module for it) is opened, loaded and attached in a thread
+with its compiled defaults, while the main thread imports (each in its own CPU: the load
+runs in the kernel, without the interpreter's lock). Events from then on wait in the ring
+buffer.
+
+When the run reaches the gadget's ``init``, :meth:`igrun.core.tracer.BpfTracer.init` takes the
+object only if it is exactly what the run would have loaded: the same file, every constant
+the params give equal to the compiled one, the default ring size, no mount-ns filter or
+shared map to join, nothing the gadget configures itself. Otherwise it closes it (its events
+with it: nothing of it is shown) and loads its own, as without a head start. A run that
+never gets there (bad flags, ``--help``) ends with the process, which releases what the
+thread attached. Only tried when every flag leaves the object as compiled
+(:data:`GUESSABLE`); ``IGRUN_NO_HEAD_START=1`` turns it off.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from igrun.core.bpf.objects import BpfObject
+
+RING_BYTES = 256 * 1024
+"""The ring size the object gets: :attr:`igrun.core.tracer.BpfTracer.ring_buffer_size`'s
+default, or the gadget's own in :data:`RING_SIZES` (a gadget whose size is another does not
+take the object)."""
+RING_SIZES = {"trace_open": 2 << 20, "trace_fsslower": 1 << 20}
+EVENTS_MAP = "events"
+SWITCH_INTERVAL_S = 0.0002
+"""While the thread works, the interpreter's lock changes hands every 0.2 ms instead of 5:
+the thread needs it for a moment between its libbpf calls, and should not wait 5 ms each
+time while the main thread imports."""
+OPT_OUT = "IGRUN_NO_HEAD_START"
+GUESSABLE = {
+    "--host": 0,
+    "-o": 1,
+    "--output": 1,
+    "-t": 1,
+    "--timeout": 1,
+    "--interval": 1,
+    "-F": 1,
+    "--filter": 1,
+    "--sort": 1,
+    "-m": 1,
+    "--max-rows": 1,
+    "-v": 0,
+    "--verbose": 0,
+}
+"""The flags (and how many values follow each) that leave the gadget's object as compiled:
+with any other (a gadget's own flag sets a constant, ``-c`` a mount-ns filter, ``--buffer-size``
+another ring) the run would not take the object, and the head start is not tried. ``-m`` is
+``--max-rows`` for every built-in trace gadget but ``trace fsslower``, whose ``-m`` is its
+own ``--min``: that one does not take the object either way."""
+
+
+class HeadStart:
+    """The object loading (then loaded and attached) in a thread for gadget ``gadget_id``."""
+
+    def __init__(self, gadget_id: str, path: str) -> None:
+        self.gadget_id = gadget_id
+        self.path = path
+        self.ring_bytes = RING_SIZES.get(gadget_id, RING_BYTES)
+        self.obj: BpfObject | None = None
+        self.error: BaseException | None = None
+        self._switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch, SWITCH_INTERVAL_S))
+        self._thread = threading.Thread(target=self._load, name="igrun-head-start", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        obj = None
+        try:
+            from igrun.core.bpf.objects import BpfObject, MapType
+
+            obj = BpfObject.open(self.path)
+            if not obj.has_map(EVENTS_MAP) or obj.map_type(EVENTS_MAP) != MapType.RINGBUF:
+                raise LookupError("no ring buffer named events")  # a perf reader comes first
+            obj.set_max_entries(EVENTS_MAP, self.ring_bytes)
+            obj.load()
+            obj.attach_all()
+            self.obj = obj
+        except BaseException as exc:  # the run loads the object itself, and reports
+            self.error = exc
+            if obj is not None:
+                obj.close()
+
+    def wait(self) -> BpfObject | None:
+        """The loaded and attached object, once the thread is done (``None`` when it
+        failed)."""
+        self._thread.join()
+        sys.setswitchinterval(self._switch)
+        return self.obj
+
+    def discard(self) -> None:
+        """Close the object: its programs are detached and its events dropped. In a thread
+        of its own: detaching a tracepoint's program waits for the kernel (tens of ms
+        each), which the run loading its own object does not need to wait for."""
+        obj = self.wait()
+        self.obj = None
+        if obj is not None:
+            thread = threading.Thread(target=obj.close, name="igrun-head-start-close", daemon=True)
+            thread.start()
+            _closing.append(thread)
+
+
+_pending: HeadStart | None = None
+_closing: list[threading.Thread] = []
+_left: list[HeadStart] = []
+"""Head starts no run took, kept (not closed) until the process ends, which releases them."""
+
+
+def _object_of(gadget_id: str) -> str | None:
+    """The one ``*.bpf.o`` next to igrun's own module for ``gadget_id``, or ``None``."""
+    import importlib.util
+
+    from igrun.core import dists
+
+    own = dists.own_entry_points("igrun.gadgets")
+    module = next((ep.module for ep in own or () if ep.name == gadget_id), None)
+    if module is None:
+        return None
+    spec = importlib.util.find_spec(module)  # imports its parent packages, not the module
+    if spec is None or not spec.origin or not spec.submodule_search_locations:
+        return None
+    folder = os.path.dirname(spec.origin)
+    found = [n for n in os.listdir(folder) if n.endswith(".bpf.o")]
+    return os.path.join(folder, found[0]) if len(found) == 1 else None
+
+
+def _guessable(flags: Sequence[str]) -> bool:
+    """Whether every flag is one of :data:`GUESSABLE` (given as ``--flag=value`` or with
+    its value next)."""
+    values = 0
+    for arg in flags:
+        if values:
+            values -= 1
+            continue
+        name, equals, _ = arg.partition("=")
+        if name not in GUESSABLE:
+            return False
+        values = 0 if equals else GUESSABLE[name]
+    return True
+
+
+def begin(argv: Sequence[str]) -> None:
+    """Start the head start for ``igrun [-v] trace NAME --host …`` (the launcher's
+    arguments), when root may load programs and nothing in the flags rules it out."""
+    global _pending
+    args = list(argv)
+    while args and args[0] in ("-v", "-vv", "-vvv", "--verbose"):
+        args.pop(0)
+    if _pending is not None or os.environ.get(OPT_OUT) == "1" or os.geteuid() != 0:
+        return
+    if len(args) < 3 or args[0] != "trace" or "--host" not in args or not _guessable(args[2:]):
+        return
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        return
+    gadget_id = f"trace_{args[1].replace('-', '_')}"
+    try:
+        path = _object_of(gadget_id)
+    except (OSError, ImportError, ValueError):
+        return
+    if path is not None:
+        _pending = HeadStart(gadget_id, path)
+
+
+def take_head_start(gadget_id: str) -> HeadStart | None:
+    """The head start of ``gadget_id``, waited for, or ``None``; it is the caller's from
+    then on (to use or :meth:`HeadStart.discard`)."""
+    global _pending
+    head, _pending = _pending, None
+    if head is not None and head.gadget_id != gadget_id:
+        head.discard()
+        return None
+    if head is not None:
+        head.wait()
+    return head
+
+
+def discard() -> None:
+    """Let go of a head start no run took (the launcher calls it before it returns): the
+    process is ending, and its end detaches and frees what the thread attached."""
+    global _pending
+    head, _pending = _pending, None
+    if head is not None:
+        _left.append(head)

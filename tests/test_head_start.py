@@ -1,0 +1,95 @@
+"""The head start (``igrun.core.run.headstart``): a built-in trace gadget's object loaded and
+attached while the launcher imports, taken by the run only when it is the object the run
+would load, and otherwise dropped with every event it caught."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from conftest import IgrunCli
+
+pytestmark = pytest.mark.bpf
+
+
+def head_start_line(stderr: str) -> str:
+    (line,) = [ln for ln in stderr.splitlines() if "[debug] head_start " in ln]
+    return line
+
+
+def test_the_run_takes_the_head_start_and_shows_exact_events(
+    igrun_cli: IgrunCli, tmp_path: Path
+) -> None:
+    program = tmp_path / f"p{uuid.uuid4().hex[:12]}"
+    shutil.copy("/bin/true", program)
+    proc = igrun_cli.start("-v", "trace", "exec", "--host", "-o", "json")
+    child = subprocess.run([str(program), "hello"], check=True)
+    time.sleep(0.3)
+    out, err = proc.stop()
+    assert proc.returncode == 0, err
+    assert "used=True" in head_start_line(err), err
+    mine = [e for e in igrun_cli.events(out) if e["args"][:1] == [str(program)]]
+    assert len(mine) == 1, mine
+    assert mine[0]["args"] == [str(program), "hello"]
+    assert mine[0]["ppid"] == os.getpid()
+    assert child.returncode == 0 and "ret" not in mine[0]  # 0: omitted, as ig does
+    proc.assert_released()
+
+
+def test_a_head_start_the_run_would_not_load_is_dropped_with_its_events(
+    igrun_cli: IgrunCli,
+) -> None:
+    """Failing execs every few ms from before the launch: the head start (compiled to show
+    every exec) catches some, but ``IGRUN_IGNORE_ERRORS=true`` (which the launcher's guess
+    does not look at) sets another constant, so the run drops it and loads its own, and no
+    failure is shown."""
+    missing = f"/nonexistent-{uuid.uuid4().hex[:12]}"
+    loop = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, time\n"
+            "while True:\n"
+            "    try:\n"
+            f"        os.execv({missing!r}, [{missing!r}])\n"
+            "    except OSError:\n"
+            "        time.sleep(0.003)\n",
+        ]
+    )
+    try:
+        env = {**os.environ, "IGRUN_IGNORE_ERRORS": "true"}
+        proc = igrun_cli.start("-v", "trace", "exec", "--host", "-o", "json", env=env)
+        time.sleep(0.3)
+        out, err = proc.stop()
+    finally:
+        loop.kill()
+        loop.wait()
+    assert proc.returncode == 0, err
+    assert "used=False why='constant ignore_failed'" in head_start_line(err), err
+    assert [e for e in igrun_cli.events(out) if e.get("ret")] == []
+    assert missing not in out
+    proc.assert_released()
+
+
+def test_no_head_start_without_host_with_a_gadget_flag_or_when_turned_off(
+    igrun_cli: IgrunCli,
+) -> None:
+    done = igrun_cli.run("-v", "trace", "exec", "-t", "200ms")
+    assert done.returncode == 0, done.stderr
+    assert "head_start" not in done.stderr  # a mount-ns filter is to be joined: not guessed
+    done = igrun_cli.run("-v", "trace", "exec", "--host", "--ignore-errors", "-t", "200ms")
+    assert done.returncode == 0, done.stderr
+    assert "head_start" not in done.stderr  # a constant the compiled object does not have
+    env = {**os.environ, "IGRUN_NO_HEAD_START": "1"}
+    done = igrun_cli.run("-v", "trace", "exec", "--host", "-t", "200ms", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "head_start" not in done.stderr
