@@ -1,0 +1,307 @@
+"""The agent (``igrun serve``) and its clients, with real agents in processes of their own.
+
+Each agent sees this same host, so a process the test runs is seen once by each of them:
+through the fan-out client it comes back once per agent, tagged with that agent's node.
+TCP agents use mutual TLS with certificates the test makes with ``openssl``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from igrun.core.remote import RemoteError, Tls, run_remote
+from igrun.core.remote.client import channel
+from igrun.core.remote.protocol import LIST
+from igrun.testing import CliRun, IgrunCli, pins_of, without_ready
+
+pytestmark = pytest.mark.bpf
+grpc = pytest.importorskip("grpc")
+
+TRACE = ["trace", "exec", "--host", "-o", "json"]
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _signed(folder: Path, name: str, ca: str, san: str | None = None) -> None:
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=folder,
+    )  # fmt: skip
+    ext = folder / f"{name}.ext"
+    ext.write_text(f"subjectAltName={san}\n" if san else "extendedKeyUsage=clientAuth\n")
+    _openssl(
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+        "-CAcreateserial", "-out", f"{name}.pem", "-days", "1", "-extfile", ext.name, cwd=folder,
+    )  # fmt: skip
+
+
+def _ca(folder: Path, name: str) -> None:
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "1", "-subj", f"/CN={name}",
+        cwd=folder,
+    )  # fmt: skip
+
+
+@dataclass
+class Certs:
+    folder: Path
+
+    def tls(self, side: str, ca: str = "ca") -> Tls:
+        return Tls(
+            self.folder / f"{side}.pem", self.folder / f"{side}.key", self.folder / f"{ca}.pem"
+        )
+
+    def flags(self, side: str) -> list[str]:
+        t = self.tls(side)
+        return ["--tls-cert", str(t.cert), "--tls-key", str(t.key), "--tls-ca", str(t.ca)]
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """A CA signing the agents' and the client's certificates, and a rogue CA signing a
+    client certificate the agents must refuse."""
+    folder = tmp_path_factory.mktemp("tls")
+    _ca(folder, "ca")
+    _ca(folder, "rogue-ca")
+    _signed(folder, "server", "ca", "IP:127.0.0.1,DNS:localhost")
+    _signed(folder, "client", "ca")
+    _signed(folder, "rogue", "rogue-ca")
+    return Certs(folder)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class AgentProc:
+    run: CliRun
+    address: str
+    node: str
+
+
+Start = Callable[..., AgentProc]
+
+
+@pytest.fixture
+def agents(igrun_cli: IgrunCli, tmp_path: Path, certs: Certs) -> Iterator[Start]:
+    """Starts agents (``tcp=True``: on a TCP port with mutual TLS, else a unix socket);
+    each is stopped, and must have left nothing pinned, at the end of the test."""
+    started: list[AgentProc] = []
+
+    def start(tcp: bool = False) -> AgentProc:
+        node = f"node-{uuid.uuid4().hex[:6]}"
+        if tcp:
+            address = f"127.0.0.1:{_free_port()}"
+            args = ["--listen", address, *certs.flags("server")]
+        else:
+            address = f"unix://{tmp_path / node}.sock"
+            args = ["--listen", address]
+        run = igrun_cli.start("serve", "--node-name", node, *args)
+        started.append(AgentProc(run, address, node))
+        return started[-1]
+
+    yield start
+    for a in started:
+        assert a.run.poll() is None, f"agent {a.node} died:\n{a.run.stderr_so_far}"
+        _, err = a.run.stop()
+        assert a.run.returncode == 0, err
+        assert pins_of(a.run.pid) == []
+
+
+def _calls(agent: AgentProc, certs: Certs) -> list[dict[str, Any]]:
+    tls = certs.tls("client") if not agent.address.startswith("unix:") else None
+    ch = channel(agent.address, tls)
+    try:
+        return list(json.loads(ch.unary_unary(LIST)(b"{}", timeout=10)))
+    finally:
+        ch.close()
+
+
+def _settle(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not after {timeout}s: {what}")
+        time.sleep(0.05)
+
+
+def _exec_marked(n: int) -> tuple[str, list[int]]:
+    marker = f"agent-{uuid.uuid4().hex[:10]}"
+    pids = []
+    for _ in range(n):
+        proc = subprocess.Popen(["/bin/true", marker])
+        proc.wait()
+        pids.append(proc.pid)
+    return marker, pids
+
+
+def _marked(stdout: str, marker: str) -> list[dict[str, Any]]:
+    return [e for e in IgrunCli.events(stdout) if e.get("args") == ["/bin/true", marker]]
+
+
+def test_fan_out_to_three_agents_tags_every_event_once_per_node(
+    igrun_cli: IgrunCli, agents: Start, certs: Certs
+) -> None:
+    nodes = [agents(), agents(tcp=True), agents(tcp=True)]
+    addresses = ",".join(a.address for a in nodes)
+    client = igrun_cli.start("--remote", addresses, *certs.flags("client"), *TRACE)
+    for a in nodes:
+        _settle(lambda a=a: len(_calls(a, certs)) == 1, f"one run on {a.node}")
+        assert len(pins_of(a.run.pid)) == 1
+    marker, pids = _exec_marked(3)
+    time.sleep(0.5)  # the rings are read every 100 ms: let the last events through
+    out, err = client.stop(signal.SIGINT)
+    assert client.returncode == 0, err
+    assert without_ready(err) == ""
+    events = _marked(out, marker)
+    by_node = {
+        a.node: sorted(e["pid"] for e in events if e["k8s"]["node"] == a.node) for a in nodes
+    }
+    assert by_node == {a.node: sorted(pids) for a in nodes}  # none lost, none twice
+    assert len(events) == 9
+    for a in nodes:  # Ctrl-C of the client ended the run of every agent
+        _settle(lambda a=a: pins_of(a.run.pid) == [], f"nothing pinned by {a.node}")
+        assert _calls(a, certs) == []
+
+
+def test_start_stream_stop_through_the_python_api(agents: Start) -> None:
+    agent = agents()
+    with run_remote(agent.address, "trace exec", {"operator.containers.host": True}) as run:
+        chunks: list[bytes] = []
+        import threading
+
+        reader = threading.Thread(target=lambda: chunks.extend(run.output()))
+        reader.start()
+        run.wait_ready()
+        assert run.node == agent.node
+        marker, pids = _exec_marked(2)
+        time.sleep(0.3)
+        assert run.stop()  # the last events still come, then the stream ends
+        reader.join(15)
+        assert not reader.is_alive()
+    events = _marked(b"".join(chunks).decode(), marker)
+    assert sorted(e["pid"] for e in events) == sorted(pids)
+    assert {e["k8s"]["node"] for e in events} == {agent.node}
+    assert run.lost == 0 and run.summary is None
+    _settle(lambda: pins_of(agent.run.pid) == [], "the run's pins removed")
+
+
+def test_two_clients_and_one_killed_mid_stream(
+    igrun_cli: IgrunCli, agents: Start, certs: Certs
+) -> None:
+    agent = agents()
+    first = igrun_cli.start("--remote", agent.address, *TRACE)
+    second = igrun_cli.start("--remote", agent.address, *TRACE)
+    _settle(lambda: len(_calls(agent, certs)) == 2, "two runs")
+    assert len(pins_of(agent.run.pid)) == 2
+    marker, pids = _exec_marked(1)
+    time.sleep(0.5)
+    first.kill()  # SIGKILL: its connection closes, nothing said
+    first.wait()
+    _settle(lambda: len(_calls(agent, certs)) == 1, "the killed client's run stopped")
+    _settle(lambda: len(pins_of(agent.run.pid)) == 1, "the killed client's pins removed")
+    later, later_pids = _exec_marked(1)
+    time.sleep(0.5)
+    out, err = second.stop()
+    assert second.returncode == 0, err
+    assert [e["pid"] for e in _marked(out, marker)] == pids
+    assert [e["pid"] for e in _marked(out, later)] == later_pids  # the agent kept serving
+    _settle(lambda: pins_of(agent.run.pid) == [], "nothing pinned")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["trace", "nope"],
+        ["trace", "exec", "-o", "bogus"],
+        ["trace", "exec", "--filter", "nosuchcolumn:1"],
+    ],
+)
+def test_a_bad_request_gets_the_cli_s_one_line(
+    igrun_cli: IgrunCli, agents: Start, args: list[str]
+) -> None:
+    agent = agents()
+    local = igrun_cli.run(*args)
+    remote = igrun_cli.run("--remote", agent.address, *args)
+    assert local.returncode == 2
+    assert (remote.returncode, remote.stderr, remote.stdout) == (2, local.stderr, "")
+    assert local.stderr.startswith("igrun: error: ") and local.stderr.count("\n") == 1
+
+
+def test_the_api_refuses_a_bad_request_and_keeps_serving(agents: Start) -> None:
+    agent = agents()
+    for gadget, params, line in [
+        ("trace nope", {}, 'unknown gadget "trace nope" (did you mean "trace open"?)'),
+        ("trace exec", {"runtime.timeout": "soon"}, None),
+    ]:
+        with run_remote(agent.address, gadget, params) as run, pytest.raises(RemoteError) as exc:
+            list(run.output())
+        assert exc.value.exit_code == 2
+        if line is not None:
+            assert str(exc.value) == line
+    ch = grpc.insecure_channel(agent.address)
+    with pytest.raises(grpc.RpcError) as raw:
+        list(ch.unary_stream("/igrun.Agent/Run")(b"not json"))
+    assert raw.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    ch.close()
+    with run_remote(
+        agent.address, "trace exec", {"operator.containers.host": True, "runtime.timeout": "1s"}
+    ) as run:
+        assert b"".join(run.output()) is not None  # still serving; the run ends by its timeout
+    assert run.id is not None and run.node == agent.node
+
+
+def test_mutual_tls_refuses_a_client_without_a_valid_certificate(
+    igrun_cli: IgrunCli, agents: Start, certs: Certs
+) -> None:
+    agent = agents(tcp=True)
+    rogue = certs.tls("rogue", ca="ca")  # signed by a CA the agent does not trust
+    for tls in (rogue,):
+        with run_remote(agent.address, "trace exec", tls=tls) as run:
+            with pytest.raises(RemoteError) as exc:
+                list(run.output())
+            assert exc.value.exit_code == 1
+    anonymous = grpc.secure_channel(  # trusts the agent, shows no certificate
+        agent.address,
+        grpc.ssl_channel_credentials(root_certificates=certs.tls("client").ca.read_bytes()),
+    )
+    with pytest.raises(grpc.RpcError):
+        anonymous.unary_unary(LIST)(b"{}", timeout=5)
+    anonymous.close()
+    plain = grpc.insecure_channel(agent.address)  # no TLS at all
+    with pytest.raises(grpc.RpcError):
+        plain.unary_unary(LIST)(b"{}", timeout=5)
+    plain.close()
+    cli = igrun_cli.run(
+        "--remote", agent.address, "--tls-cert", str(rogue.cert), "--tls-key", str(rogue.key),
+        "--tls-ca", str(rogue.ca), *TRACE,
+    )  # fmt: skip
+    assert cli.returncode == 1
+    assert cli.stderr.startswith(f"igrun: error: {agent.address}: ") and cli.stderr.count("\n") == 1
+    assert _calls(agent, certs) == []  # a trusted client is still served
+
+
+def test_tcp_without_tls_is_refused(igrun_cli: IgrunCli) -> None:
+    result = igrun_cli.run("serve", "--listen", "127.0.0.1:1")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "igrun: error: TCP address '127.0.0.1:1' needs mutual TLS "
+        "(--tls-cert, --tls-key, --tls-ca)\n"
+    )
