@@ -11,6 +11,7 @@ import json
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -305,3 +306,116 @@ def test_tcp_without_tls_is_refused(igrun_cli: IgrunCli) -> None:
         "igrun: error: TCP address '127.0.0.1:1' needs mutual TLS "
         "(--tls-cert, --tls-key, --tls-ca)\n"
     )
+
+
+# ---- kubectl igrun: the agents found through a (fake) Kubernetes API server -------------------
+# No cluster runs here: a small HTTP server stands in for the API server, answering the pod
+# list the plugin asks for, as the real one does (the same path, selector and bearer token).
+
+TOKEN = "t0ken"
+
+
+def _pod(name: str, node: str, ip: str, phase: str = "Running") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "igrun"},
+        "spec": {"nodeName": node},
+        "status": {"phase": phase, "podIP": ip},
+    }
+
+
+@pytest.fixture
+def api_server(tmp_path: Path) -> Iterator[tuple[Path, list[dict[str, Any]], list[str]]]:
+    """A fake API server; yields its kubeconfig, the pods it lists, and the paths asked."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    pods: list[dict[str, Any]] = []
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            wanted = "/api/v1/namespaces/igrun/pods?labelSelector=app.kubernetes.io%2Fname%3Digrun"
+            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                self.send_response(401)
+                self.end_headers()
+                return
+            body = json.dumps({"kind": "PodList", "items": pods if self.path == wanted else []})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        f"""apiVersion: v1
+kind: Config
+current-context: test
+contexts: [{{name: test, context: {{cluster: fake, user: me}}}}]
+clusters: [{{name: fake, cluster: {{server: "http://127.0.0.1:{server.server_port}"}}}}]
+users: [{{name: me, user: {{token: {TOKEN}}}}}]
+"""
+    )
+    yield config, pods, asked
+    server.shutdown()
+
+
+KUBECTL_IGRUN = (sys.executable, "-c", "from igrun.core.remote.kube import main; exit(main())")
+
+
+def test_kubectl_igrun_finds_the_running_agent_pods(
+    api_server: tuple[Path, list[dict[str, Any]], list[str]],
+) -> None:
+    config, pods, asked = api_server
+    pods += [
+        _pod("igrun-b", "node-b", "10.0.0.2"),
+        _pod("igrun-a", "node-a", "10.0.0.1"),
+        _pod("igrun-c", "node-c", "fd00::3"),
+        _pod("igrun-d", "node-d", "", phase="Pending"),
+    ]
+    cli = IgrunCli(command=KUBECTL_IGRUN)
+    found = cli.run("--kubeconfig", str(config), "agents")
+    assert (found.returncode, found.stderr) == (0, "")
+    assert found.stdout == (
+        "node-a\tigrun-a\t10.0.0.1:7443\nnode-b\tigrun-b\t10.0.0.2:7443\n"
+        "node-c\tigrun-c\t[fd00::3]:7443\n"
+    )
+    assert asked == ["/api/v1/namespaces/igrun/pods?labelSelector=app.kubernetes.io%2Fname%3Digrun"]
+    one = cli.run("--kubeconfig", str(config), "--node", "node-b", "--agent-port", "9", "agents")
+    assert one.stdout == "node-b\tigrun-b\t10.0.0.2:9\n"
+    missing = cli.run("--kubeconfig", str(config), "--node", "node-d", "agents")
+    assert (missing.returncode, missing.stderr) == (
+        2,
+        "kubectl igrun: error: no running agent on node node-d\n",
+    )
+    config.write_text(config.read_text().replace(TOKEN, "wrong"))
+    refused = cli.run("--kubeconfig", str(config), "agents")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("kubectl igrun: error: the API server refused /api/v1/")
+    assert refused.stderr.endswith(": 401 Unauthorized\n")
+
+
+def test_kubectl_igrun_runs_the_gadget_on_the_agents_it_found(
+    api_server: tuple[Path, list[dict[str, Any]], list[str]], agents: Start, certs: Certs
+) -> None:
+    config, pods, _ = api_server
+    agent = agents(tcp=True)
+    port = agent.address.rpartition(":")[2]
+    pods.append(_pod("igrun-x", agent.node, "127.0.0.1"))
+    cli = IgrunCli(command=KUBECTL_IGRUN)
+    run = cli.start(
+        "--kubeconfig", str(config), "--agent-port", port, *certs.flags("client"), *TRACE
+    )
+    marker, pids = _exec_marked(2)
+    time.sleep(0.5)
+    out, err = run.stop()
+    assert run.returncode == 0, err
+    events = _marked(out, marker)
+    assert sorted(e["pid"] for e in events) == sorted(pids)
+    assert {e["k8s"]["node"] for e in events} == {agent.node}
+    _settle(lambda: pins_of(agent.run.pid) == [], "nothing pinned")
