@@ -419,3 +419,30 @@ def test_kubectl_igrun_runs_the_gadget_on_the_agents_it_found(
     assert sorted(e["pid"] for e in events) == sorted(pids)
     assert {e["k8s"]["node"] for e in events} == {agent.node}
     _settle(lambda: pins_of(agent.run.pid) == [], "nothing pinned")
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "line"),
+    [
+        (["--remote", "unix:///nonexistent/igrun.sock"], 2,
+         "igrun: error: --remote runs one gadget: igrun --remote ADDR trace exec [flags]\n"),
+        (["--remote", "10.0.0.1:7443", "trace", "exec"], 2,
+         "igrun: error: TCP address '10.0.0.1:7443' needs mutual TLS "
+         "(--tls-cert, --tls-key, --tls-ca)\n"),
+        (["--tls-ca", "ca.pem", "trace", "exec"], 2,
+         "igrun: error: --tls-ca is for --remote runs\n"),
+        (["--remote", "unix:///nonexistent/igrun.sock", "trace", "exec"], 1, None),
+    ],
+)  # fmt: skip
+def test_remote_usage_mistakes_get_one_line(
+    igrun_cli: IgrunCli, args: list[str], code: int, line: str | None
+) -> None:
+    result = igrun_cli.run(*args)
+    assert (result.returncode, result.stdout) == (code, "")
+    if line is not None:
+        assert result.stderr == line
+    else:
+        assert result.stderr.startswith(
+            "igrun: error: unix:///nonexistent/igrun.sock: cannot reach the agent ("
+        )
+        assert result.stderr.count("\n") == 1

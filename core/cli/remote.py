@@ -77,6 +77,8 @@ def run_remote_gadget(
     from igrun.core.log import get_logger
     from igrun.core.remote.client import OUTPUT_KEY, RemoteRun, fan_out
 
+    if not args or args[0].startswith("-"):
+        raise UsageError(f"--remote runs one gadget: {PROG} --remote ADDR trace exec [flags]")
     name, rest = split_gadget_name(args)
     gadget = registry.gadget(name)
     values = gadget_values(registry, gadget, rest, config)

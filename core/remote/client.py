@@ -72,6 +72,8 @@ def _as_error(exc: Any, address: str) -> RemoteError:
         return RemoteError(exc.details(), p.INVALID_EXIT)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return RemoteError(exc.details(), 1)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return RemoteError(f"{address}: cannot reach the agent ({exc.details()})", 1)
     if code == grpc.StatusCode.CANCELLED:
         return RemoteError(f"{address}: the call was cancelled", 1)
     return RemoteError(f"{address}: {exc.details() or code.name.lower()}", 1)
