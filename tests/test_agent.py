@@ -446,3 +446,33 @@ def test_remote_usage_mistakes_get_one_line(
             "igrun: error: unix:///nonexistent/igrun.sock: cannot reach the agent ("
         )
         assert result.stderr.count("\n") == 1
+
+
+def test_a_run_that_fails_on_the_agent_ends_its_call_only(
+    igrun_cli: IgrunCli, agents: Start, certs: Certs, tmp_path: Path
+) -> None:
+    """The metrics port is taken: the run fails once started, on the agent as locally."""
+    agent = agents()
+    metrics = tmp_path / "metrics.toml"
+    metrics.write_text('[[counters]]\nname = "t_events_total"\nlabels = ["comm"]\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        args = [*TRACE, "--metrics-config", str(metrics)]
+        args += ["--metrics-listen-address", f"127.0.0.1:{port}", "-t", "2s"]
+        local = igrun_cli.run(*args)
+        remote = igrun_cli.run("--remote", agent.address, *args)
+    assert local.returncode == 1
+    assert (
+        local.stderr
+        == f"igrun: error: cannot serve metrics on 127.0.0.1:{port}: Address already in use\n"
+    )
+    assert (remote.returncode, remote.stderr) == (1, local.stderr)
+    assert agent.run.poll() is None
+    assert _calls(agent, certs) == [] and pins_of(agent.run.pid) == []
+    client = igrun_cli.start("--remote", agent.address, *TRACE)  # the agent still serves
+    marker, pids = _exec_marked(1)
+    time.sleep(0.5)
+    out, err = client.stop()
+    assert [e["pid"] for e in _marked(out, marker)] == pids, err
