@@ -476,3 +476,23 @@ def test_a_run_that_fails_on_the_agent_ends_its_call_only(
     time.sleep(0.5)
     out, err = client.stop()
     assert [e["pid"] for e in _marked(out, marker)] == pids, err
+
+
+def test_an_agent_that_stops_ends_its_runs_and_tells_their_clients(
+    igrun_cli: IgrunCli, tmp_path: Path
+) -> None:
+    address = f"unix://{tmp_path}/stopping.sock"
+    agent = igrun_cli.start("serve", "--listen", address, "--node-name", "stopping")
+    client = igrun_cli.start("--remote", address, *TRACE)
+    marker, pids = _exec_marked(1)
+    time.sleep(0.5)
+    _, agent_err = agent.stop(signal.SIGTERM)
+    assert agent.returncode == 0, agent_err
+    assert pins_of(agent.pid) == [] and not (tmp_path / "stopping.sock").exists()
+    out, err = client.communicate(15)
+    assert client.returncode == 0
+    assert [e["pid"] for e in _marked(out, marker)] == pids  # its last events came
+    lines = without_ready(err).splitlines()
+    assert len(lines) == 1 and lines[0].endswith(
+        "[warning] the agent stopped: this run ended node=stopping"
+    ), err

@@ -117,6 +117,7 @@ class Agent:
         self.lock = threading.Lock()
         self.log = get_logger(node=node)
         self._ids = iter(range(1, 1 << 62))
+        self.stopping = False
 
     # -- Run
 
@@ -159,7 +160,7 @@ class Agent:
             if error.exit_code == p.INVALID_EXIT:
                 code = grpc.StatusCode.INVALID_ARGUMENT
             context.abort(code, str(error))
-        yield p.frame(p.END, _end_record(run))
+        yield p.frame(p.END, {**_end_record(run), "agent_stopped": self.stopping})
 
     def _start(
         self, call: Call, gadget: str, params: dict[str, str], operators: list[str] | None
@@ -208,6 +209,14 @@ class Agent:
         except Exception as exc:  # a gadget's bug: its call fails, the agent goes on
             error = error or IgrunError(f"{type(exc).__name__}: {exc}")
         return error
+
+    def stop_all(self) -> None:
+        """The agent is stopping: end every run (each call then ends with :data:`END`)."""
+        self.stopping = True
+        with self.lock:
+            runs = [c.run for c in self.calls.values() if c.run is not None]
+        for run in runs:
+            run.cancel()
 
     # -- List, Stop
 
@@ -315,6 +324,10 @@ def serve(addresses: Sequence[str], node: str, tls: p.Tls | None, grace: float =
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        agent.stop_all()  # every run ends with its last events, its client sees it end
+        deadline = time.monotonic() + grace
+        while agent.calls and time.monotonic() < deadline:
+            time.sleep(0.05)
         server.stop(grace).wait()
         for path in sockets:
             path.unlink(missing_ok=True)

@@ -130,6 +130,8 @@ class RemoteRun:
                 elif kind == p.END:
                     end = json.loads(body)
                     self.lost, self.summary = end["lost"], end["summary"]
+                    if end.get("agent_stopped") and self.on_warning is not None:
+                        self.on_warning(self, "the agent stopped: this run ended")
         except grpc.RpcError as exc:
             if self._cancelled and exc.code() == grpc.StatusCode.CANCELLED:
                 return  # ended on purpose

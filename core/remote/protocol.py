@@ -35,8 +35,9 @@ READY = b"r"
 WARN = b"w"
 """A warning of the run as text (``lost 12 events``), logged on the client's stderr."""
 END = b"e"
-"""JSON ``{"lost": N|null, "summary": "lost N events (buffer full): try ..."|null}``: the
-run has ended and drained; nothing follows."""
+"""JSON ``{"lost": N|null, "summary": "lost N events (buffer full): try ..."|null,
+"agent_stopped": bool}``: the run has ended and drained (``agent_stopped``: because the agent
+is stopping); nothing follows."""
 
 INVALID_EXIT = 2
 """The exit code of a refused request, as the CLI's for bad input."""
