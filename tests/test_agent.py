@@ -496,3 +496,22 @@ def test_an_agent_that_stops_ends_its_runs_and_tells_their_clients(
     assert len(lines) == 1 and lines[0].endswith(
         "[warning] the agent stopped: this run ended node=stopping"
     ), err
+
+
+def test_a_config_file_s_run_goes_to_the_agent(
+    igrun_cli: IgrunCli, agents: Start, tmp_path: Path
+) -> None:
+    """The file's params and chain, with the command line's flags, as a local run takes them."""
+    agent = agents()
+    config = tmp_path / "exec.toml"
+    config.write_text(
+        '[[run]]\ngadget = "trace exec"\n[[run.operators]]\nname = "filter"\n'
+        'with = { filter = "comm:true" }\n'
+    )
+    client = igrun_cli.start("--config", str(config), "--remote", agent.address, *TRACE)
+    marker, pids = _exec_marked(1)
+    subprocess.run(["/bin/sh", "-c", f"exec /bin/echo {marker}"], capture_output=True)
+    time.sleep(0.5)
+    out, err = client.stop()
+    assert [e["pid"] for e in _marked(out, marker)] == pids, err
+    assert {e["comm"] for e in IgrunCli.events(out)} == {"true"}  # echo filtered out there

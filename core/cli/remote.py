@@ -74,6 +74,7 @@ def run_remote_gadget(
     """``igrun --remote ... <gadget> [flags]``: the flags parsed here, the run on the agents."""
     from igrun.core.cli.flags import split_gadget_name
     from igrun.core.cli.main import gadget_values
+    from igrun.core.config.runs import RunSpec
     from igrun.core.log import get_logger
     from igrun.core.remote.client import OUTPUT_KEY, RemoteRun, fan_out
 
@@ -81,7 +82,8 @@ def run_remote_gadget(
         raise UsageError(f"--remote runs one gadget: {PROG} --remote ADDR trace exec [flags]")
     name, rest = split_gadget_name(args)
     gadget = registry.gadget(name)
-    values = gadget_values(registry, gadget, rest, config)
+    spec = RunSpec(gadget)
+    values = gadget_values(registry, gadget, rest, config, spec=spec)
     if OUTPUT_KEY not in values and len(target.addresses) > 1:
         values[OUTPUT_KEY] = "columns=+k8s.node"
 
@@ -90,7 +92,9 @@ def run_remote_gadget(
         get_logger(gadget=gadget.full_name()).info("ready", nodes=nodes)
 
     values.setdefault(OUTPUT_KEY, "columns")
-    runs = fan_out(target.addresses, gadget.full_name(), values, tls=target.tls, on_ready=ready)
+    runs = fan_out(
+        target.addresses, gadget.full_name(), values, spec.chain, tls=target.tls, on_ready=ready
+    )
     for run in runs:
         if run.summary:
             sys.stderr.write(f"{PROG}: {run.node or run.address}: {run.summary}\n")

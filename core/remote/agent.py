@@ -171,7 +171,7 @@ class Agent:
             raise UsageError("the agent runs installed gadgets only, not object files")
         cls = resolve(gadget)
         out = type("output", (_CallOutput,), {"put": call.frames.put})
-        chain = None if operators is None else [o for o in operators if o != "output"]
+        chain = None if operators is None else _chain(operators)
         run = GadgetRun(
             cls, params, chain, collect=False, sinks=(out,), on_ready=self._ready_frame(call)
         )
@@ -260,6 +260,20 @@ class Agent:
                 "Stop": grpc.unary_unary_rpc_method_handler(self.stop),
             },
         )
+
+
+def _chain(names: list[str]) -> list[str]:
+    """A chain as the local runtime runs it: the operators that are always on first, and
+    those after the output's priority (metrics), around the named ones; the output is the
+    call's own."""
+    from igrun.core.operator import PRIORITY_OUTPUT
+    from igrun.core.plugins import registry
+
+    installed = registry().operators()
+    first = [op.name for op in installed if op.always and op.name not in names]
+    last = [op.name for op in installed if op.priority >= PRIORITY_OUTPUT and op.name != "output"]
+    named = [n for n in names if n != "output" and n not in last]
+    return first + named + last
 
 
 def _drain(frames: queue.SimpleQueue[bytes]) -> Iterator[bytes]:
