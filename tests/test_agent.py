@@ -515,3 +515,20 @@ def test_a_config_file_s_run_goes_to_the_agent(
     out, err = client.stop()
     assert [e["pid"] for e in _marked(out, marker)] == pids, err
     assert {e["comm"] for e in IgrunCli.events(out)} == {"true"}  # echo filtered out there
+
+
+def test_columns_of_several_agents_add_their_node(igrun_cli: IgrunCli, agents: Start) -> None:
+    nodes = [agents(), agents()]
+    client = igrun_cli.start(
+        "--remote", ",".join(a.address for a in nodes), "trace", "exec", "--host"
+    )
+    marker, pids = _exec_marked(1)
+    time.sleep(0.5)
+    out, err = client.stop()
+    assert client.returncode == 0, err
+    lines = out.splitlines()
+    headers = [line for line in lines if line.startswith("RUNTIME.CONTAINERNAME")]
+    assert len(headers) == 2 and all(h.split()[-2:] == ["ARGS", "K8S.NODE"] for h in headers)
+    rows = sorted(line.split()[-1] for line in lines if f"/bin/true {marker}" in line)
+    assert rows == sorted(a.node for a in nodes)
+    assert all(f"{pids[0]} " in line for line in lines if f"/bin/true {marker}" in line)
