@@ -12,6 +12,7 @@ context's server, CA, and token or client certificate), read with plain HTTPS.
 from __future__ import annotations
 
 import argparse
+import atexit
 import base64
 import json
 import os
@@ -73,6 +74,7 @@ class ApiServer:
 def _data_file(data: str, suffix: str) -> Path:
     """A kubeconfig's inline ``*-data`` (base64 PEM) as a file, for the ssl module."""
     handle = tempfile.NamedTemporaryFile("wb", suffix=suffix, delete=False)  # noqa: SIM115
+    atexit.register(os.unlink, handle.name)  # removed again as the command ends
     with handle:
         handle.write(base64.b64decode(data))
     return Path(handle.name)
