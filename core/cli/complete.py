@@ -27,13 +27,14 @@ COMMANDS = (
     "list",
     "list-containers",
     "run",
+    "serve",
     "config",
     "completion",
     "man",
     "version",
     "help",
 )
-TOP_FLAGS = ("--config", "--help", "--version", "-v", "-vv")
+TOP_FLAGS = ("--config", "--help", "--remote", "--version", "-v", "-vv")
 SHELLS = ("bash", "zsh", "fish")
 
 BASH = """\

@@ -24,6 +24,7 @@ from igrun.core.gadget import Category, Gadget
 from igrun.core.run.headstart import discard as discard_head_start
 
 if TYPE_CHECKING:
+    from igrun.core.config.runs import RunSpec
     from igrun.core.plugins import PluginRegistry
 
 from igrun.core.cli.commands import (
@@ -52,6 +53,7 @@ from igrun.core.cli.flags import (
     join_dash_values,
     split_gadget_name,
 )
+from igrun.core.cli.remote import TLS_FLAGS, run_remote_gadget, take_remote
 
 ADDED_TO_THE_FILE = ("operator.filter.filter",)
 """Values the command line adds to those of the config file, rather than replacing them."""
@@ -74,6 +76,28 @@ def run_gadget_class(
 ) -> int:
     """Parse ``argv`` against ``gadget``'s flags and run it (``prog`` names the command in
     help and errors, e.g. ``igrun run x.bpf.o``)."""
+    from igrun.core.config.runs import RunSpec
+    from igrun.core.run.local import Runtime
+
+    spec = RunSpec(gadget)
+    values = gadget_values(registry, gadget, argv, config, prog, spec)
+    runtime = Runtime(registry.operators(), chain=spec.chain)
+    gadget_params, runtime_params, operator_params = runtime.params_for(gadget, values)
+    ctx = runtime.run(gadget, gadget_params, runtime_params, operator_params, hooks=registry.hook)
+    report_lost(ctx)
+    return 0
+
+
+def gadget_values(
+    registry: PluginRegistry,
+    gadget: type[Gadget],
+    argv: list[str],
+    config: Path | None = None,
+    prog: str | None = None,
+    spec: RunSpec | None = None,
+) -> dict[str, str]:
+    """The flat param map of a run of ``gadget``: its flags, then ``IGRUN_<KEY>``, then the
+    config file (whose chain, if any, goes into ``spec``)."""
     from igrun.core.config import runs as cfg
     from igrun.core.run.local import RUNTIME_PARAMS, Runtime
 
@@ -83,18 +107,17 @@ def run_gadget_class(
     args = parser.parse_args(join_dash_values(parser, argv))
     if args.verbose:
         _configure_logging(args.verbose)
-    spec = spec_from_file(registry, gadget, config)
-    runtime = Runtime(registry.operators(), chain=spec.chain)
+    found = spec_from_file(registry, gadget, config)
+    if spec is not None:
+        spec.chain = found.chain
+    runtime = Runtime(registry.operators(), chain=found.chain)
     environment = cfg.from_environment(gadget, runtime.operators_for(gadget), RUNTIME_PARAMS)
     given = flag_values(args, routes)
-    values = {**spec.values, **environment, **given}
+    values = {**found.values, **environment, **given}
     for key in ADDED_TO_THE_FILE:  # the file's filters hold, the command line's are added
-        if key in given and spec.values.get(key):
-            values[key] = f"{spec.values[key]},{given[key]}"
-    gadget_params, runtime_params, operator_params = runtime.params_for(gadget, values)
-    ctx = runtime.run(gadget, gadget_params, runtime_params, operator_params, hooks=registry.hook)
-    report_lost(ctx)
-    return 0
+        if key in given and found.values.get(key):
+            values[key] = f"{found.values[key]},{given[key]}"
+    return values
 
 
 def _configure_logging(level: int) -> None:
@@ -208,6 +231,10 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         config, args = take_config(args)
         while args and _verbosity(args[:1]):  # igrun --config FILE -v trace exec
             args.pop(0)
+        if args[:1] and args[0].split("=", 1)[0] in ("--remote", *TLS_FLAGS):
+            target, args = take_remote(args)
+            if target is not None:
+                return run_remote_gadget(reg, target, args, config)
         if config is not None and (not args or args[0].startswith("-")):
             if any(a in ("-h", "--help") for a in args):
                 config_flags(["--help"])
@@ -230,6 +257,10 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         }
         if command in commands:
             return commands[command]()
+        if command == "serve":
+            from igrun.core.cli.remote import cmd_serve
+
+            return cmd_serve(rest)
         if command == "run":
             from igrun.core.cli.run import cmd_run
 

@@ -20,6 +20,8 @@ COMMANDS = (
     ("list-containers [-w] [-o columns|json] [-r RUNTIMES]", "the containers igrun sees"),
     ("run FILE.bpf.o [flags]", "run a compiled CO-RE object"),
     ("--config FILE [runtime flags]", "start every run of a config file"),
+    ("serve [--listen ADDR] [--node-name NAME]", "the agent: run gadgets on request over gRPC"),
+    ("--remote ADDR[,ADDR] CATEGORY GADGET [flags]", "run a gadget on agents, merged"),
     ("config default|view [CATEGORY GADGET]", "a complete config | what igrun makes of yours"),
     ("completion bash|zsh|fish", "a shell completion script"),
     ("man", "this page, in roff"),

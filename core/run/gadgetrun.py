@@ -83,8 +83,11 @@ class GadgetRun:
         *,
         on_ready: Callable[[GadgetRun], None] | None = None,
         collect: bool = True,
+        sinks: Sequence[type[Operator]] = (),
     ) -> None:
         self.gadget = gadget
+        self.sinks = tuple(sinks)
+        """Operators added to the chain, e.g. an output writing elsewhere than stdout."""
         self.params = {key: _flat(value) for key, value in params.items()}
         self.operators = operators
         self.collect = collect
@@ -144,6 +147,7 @@ class GadgetRun:
                     op = known[op]
                 pool.append(op)
                 chain.append(op.name)
+        pool.extend(self.sinks)
         if self.collect:
             pool.append(type("collect", (_Collector,), {"sink": self._queue}))
         runtime = Runtime(pool, chain=chain)
