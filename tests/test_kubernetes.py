@@ -4,9 +4,11 @@ kustomize``, validates offline against the Kubernetes API schemas, gives the age
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -230,3 +232,57 @@ def test_the_metrics_only_overlay_runs_as_rendered(tmp_path: Path, igrun_cli: An
         out, err = run.stop()
     assert run.returncode == 0, err
     assert out == ""  # -o none: an exporter
+
+
+CGROUP_PROBE = (
+    "import sys; from igrun.core.containers.collection import _cgroup; "
+    "print(_cgroup(int(sys.argv[1]))[1])"
+)
+
+
+@needs_kubectl
+def test_the_agent_enters_the_hosts_cgroup_namespace(tmp_path: Path) -> None:
+    """In a pod's own cgroup namespace another process's cgroup reads ``/../..``: igrun finds
+    no cgroup id for it. The DaemonSet's command enters pid 1's; here this test's process
+    stands in for the host's pid 1, and a cgroup namespace rooted in a child cgroup for the
+    pod's."""
+    from igrun.core.containers.collection import _cgroup, cgroup2_root
+
+    _, _, container = _mounts("base")
+    command = list(container["command"])
+    assert command[-1] == "igrun" and command[0] == "nsenter"
+    assert "--cgroup=/proc/1/ns/cgroup" in command
+    root = cgroup2_root()
+    if root is None or not os.access(root, os.W_OK):
+        pytest.skip("no writable cgroup v2 hierarchy")
+    tag = marker()
+    pod, ctr = root / f"{tag}-pod", root / f"{tag}-ctr"
+    pod.mkdir()
+    ctr.mkdir()
+    target = subprocess.Popen(["sh", "-c", f"echo $$ > {ctr}/cgroup.procs && exec sleep 30"])
+    try:
+        deadline = time.monotonic() + 10
+        while _cgroup(target.pid)[0] != f"/{ctr.name}" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        want = ctr.stat().st_ino  # a container's cgroup, as igrun maps it on the host
+        assert _cgroup(target.pid) == (f"/{ctr.name}", want)
+        enter = [
+            a.replace("/proc/1/", f"/proc/{os.getpid()}/") for a in command[:-1]
+        ]  # nsenter --cgroup=/proc/<this test>/ns/cgroup --
+        probe = [sys.executable, "-c", CGROUP_PROBE, str(target.pid)]
+
+        def in_pod(cmd: list[str]) -> int:
+            script = f'echo $$ > {pod}/cgroup.procs && exec unshare --cgroup "$@"'
+            done = subprocess.run(
+                ["sh", "-c", script, "sh", *cmd], capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 0, done.stderr
+            return int(done.stdout)
+
+        assert in_pod(probe) == 0  # the pod's own namespace: "/../<ctr>", not found
+        assert in_pod([*enter, *probe]) == want  # the DaemonSet's command: found
+    finally:
+        target.kill()
+        target.wait()
+        pod.rmdir()
+        ctr.rmdir()
