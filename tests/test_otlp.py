@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -220,3 +221,75 @@ def test_without_the_sdk_the_flag_is_one_line(igrun_cli: IgrunCli, tmp_path: Pat
         "igrun: error: --otlp-endpoint needs the OpenTelemetry SDK and its OTLP gRPC "
         "exporter: pip install 'igrun[otlp]'"
     ]
+
+
+def _certs(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl."""
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    key = ["-newkey", "rsa:2048", "-nodes"]
+    ssl("req", "-x509", *key, "-days", "1", "-subj", "/CN=ca", "-keyout", "ca.key",
+        "-out", "ca.pem")  # fmt: skip
+    for name, ext in (
+        ("server", "subjectAltName=IP:127.0.0.1"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
+        ssl("req", *key, "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        (folder / f"{name}.ext").write_text(ext + "\n")
+        sign = ["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1"]
+        ssl("x509", "-req", "-in", f"{name}.csr", *sign, "-extfile", f"{name}.ext",
+            "-out", f"{name}.pem")  # fmt: skip
+    names = ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")
+    return {n: folder / n for n in names}
+
+
+@pytest.mark.bpf
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_mutual_tls_to_the_collector(igrun_cli: IgrunCli, tmp_path: Path) -> None:
+    """https:// with --otlp-ca, --otlp-cert and --otlp-key: a collector that requires a client
+    certificate signed by its CA gets the events; without the client certificate, none."""
+    certs = _certs(tmp_path)
+    got: list[Any] = []
+
+    class Logs(logs_grpc.LogsServiceServicer):  # type: ignore[misc,name-defined]
+        def Export(self, request: Any, context: Any) -> Any:
+            got.append(request)
+            return logs_pb2.ExportLogsServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    logs_grpc.add_LogsServiceServicer_to_server(Logs(), server)
+    credentials = grpc.ssl_server_credentials(
+        [(certs["server.key"].read_bytes(), certs["server.pem"].read_bytes())],
+        root_certificates=certs["ca.pem"].read_bytes(),
+        require_client_auth=True,
+    )
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    try:
+        endpoint = f"https://127.0.0.1:{port}"
+        common = ("trace", "exec", "--host", "-o", "json", "--otlp-timeout", "2s",
+                  "--otlp-endpoint", endpoint, "--otlp-ca", str(certs["ca.pem"]))  # fmt: skip
+        tag = marker()
+        run = igrun_cli.start(
+            *common, "--otlp-cert", str(certs["client.pem"]), "--otlp-key", str(certs["client.key"])
+        )
+        child = subprocess.run(["/bin/echo", tag], capture_output=True, check=True)
+        assert child.returncode == 0
+        _, err = run.stop()
+        assert run.returncode == 0, err
+        bodies = [r.body.string_value for q in got for rl in q.resource_logs
+                  for sl in rl.scope_logs for r in sl.log_records]  # fmt: skip
+        assert len([b for b in bodies if tag in b]) == 1
+        assert "otlp_exported" in err
+
+        got.clear()
+        run = igrun_cli.start(*common)  # no client certificate: refused
+        subprocess.run(["/bin/true"], check=True)
+        _, err = run.stop()
+        assert run.returncode == 0, err
+        assert got == []
+        assert "otlp_not_exported" in err and "exported=0" in err
+    finally:
+        server.stop(None)
