@@ -115,14 +115,14 @@ class ProfileCpu(Gadget):
             alias="U",
             type_hint=TypeHint.BOOL,
             default="false",
-            description="Show stacks from user space only (no kernel space stacks)",
+            description="show stacks from user space only (no kernel space stacks)",
         ),
         ParamDesc(
             "kernel-stack",
             alias="K",
             type_hint=TypeHint.BOOL,
             default="false",
-            description="Show stacks from kernel space only (no user space stacks)",
+            description="show stacks from kernel space only (no user space stacks)",
         ),
         ParamDesc(
             "frequency",
