@@ -215,7 +215,11 @@ def _main(argv: Sequence[str] | None) -> int:
 
             return cmd_run(rest)
         standalone = {c.value for c in Category if c.standalone}
-        if command in {c.value for c in Category} - standalone and rest[:1] in ([], ["-h"], ["--help"]):
+        if command in {c.value for c in Category} - standalone and rest[:1] in (
+            [],
+            ["-h"],
+            ["--help"],
+        ):
             return cmd_category(reg, command, STDOUT)
         name, rest = split_gadget_name(args)
         return run_gadget(reg, name, rest, config)

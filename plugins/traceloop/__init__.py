@@ -48,7 +48,6 @@ from igrun.core import (
     GadgetContext,
     Kind,
     ParamDesc,
-    ParamError,
     Schema,
     TypeHint,
     fields,
@@ -178,7 +177,9 @@ def _prot(value: int) -> str:
 def _map_flags(value: int) -> str:
     import mmap
 
-    table = [(v, n) for v, n in _consts("MAP_", mmap) if n not in ("MAP_DENYWRITE", "MAP_EXECUTABLE")]
+    table = [
+        (v, n) for v, n in _consts("MAP_", mmap) if n not in ("MAP_DENYWRITE", "MAP_EXECUTABLE")
+    ]
     return _names(value, table)
 
 
@@ -255,7 +256,9 @@ def _as_bytes(records: Any) -> Any:
     ``char[384]`` are numpy strings, which lose their trailing zeros."""
     dtype = records.dtype
     formats = [
-        ("u1", (int(dtype.fields[n][0].itemsize),)) if dtype.fields[n][0].kind == "S" else dtype.fields[n][0]
+        ("u1", (int(dtype.fields[n][0].itemsize),))
+        if dtype.fields[n][0].kind == "S"
+        else dtype.fields[n][0]
         for n in dtype.names
     ]
     layout = np.dtype(
@@ -391,11 +394,38 @@ class Traceloop(Gadget):
         [
             fields.timestamp("when the syscall was entered"),
             fields.mntns(),
-            Field("cpu", Kind.UINT, "CPU it ran on", column=Column(width=3, fixed=True, align="right"), omit_empty=True),
-            Field("pid", Kind.UINT, "process id", column=Column(min_width=7, align="right"), omit_empty=True),
-            Field("tid", Kind.UINT, "thread id", column=Column(min_width=7, align="right", hidden=True), omit_empty=True),
-            Field("comm", Kind.STR, "command of the thread", column=Column(width=16), omit_empty=True),
-            Field("syscall", Kind.STR, "the syscall's name", decode=_decoded("syscall"), column=Column(width=16), omit_empty=True),
+            Field(
+                "cpu",
+                Kind.UINT,
+                "CPU it ran on",
+                column=Column(width=3, fixed=True, align="right"),
+                omit_empty=True,
+            ),
+            Field(
+                "pid",
+                Kind.UINT,
+                "process id",
+                column=Column(min_width=7, align="right"),
+                omit_empty=True,
+            ),
+            Field(
+                "tid",
+                Kind.UINT,
+                "thread id",
+                column=Column(min_width=7, align="right", hidden=True),
+                omit_empty=True,
+            ),
+            Field(
+                "comm", Kind.STR, "command of the thread", column=Column(width=16), omit_empty=True
+            ),
+            Field(
+                "syscall",
+                Kind.STR,
+                "the syscall's name",
+                decode=_decoded("syscall"),
+                column=Column(width=16),
+                omit_empty=True,
+            ),
             Field(
                 "params",
                 Kind.STR,
@@ -420,7 +450,12 @@ class Traceloop(Gadget):
                 decode=_decoded("retval"),
                 column=Column(hidden=True, align="right", errno="returned"),
             ),
-            Field("seq", Kind.UINT, "its place among the container's syscalls (1: first)", column=Column(hidden=True, align="right")),
+            Field(
+                "seq",
+                Kind.UINT,
+                "its place among the container's syscalls (1: first)",
+                column=Column(hidden=True, align="right"),
+            ),
         ],
         struct=RECORD,
     )
@@ -474,7 +509,9 @@ class Traceloop(Gadget):
             empty = bytes(record)
             for slot in range(self.size + 1):
                 ring.update(struct.pack("<I", slot), empty)
-            self.obj.map("rings").update(struct.pack("<Q", container.mntns), struct.pack("<I", ring.fd))
+            self.obj.map("rings").update(
+                struct.pack("<Q", container.mntns), struct.pack("<I", ring.fd)
+            )
         except BaseException:
             ring.close()
             raise
