@@ -374,7 +374,7 @@ class Traceloop(Gadget):
         ParamDesc(
             PARAM_SYSCALL_FILTERS,
             type_hint=TypeHint.STRING_LIST,
-            description="Filter out by syscall names. Join multiple names with ','",
+            description="record only these syscalls, by name (join several with ',')",
             check=_checked_filters,
         ),
         ParamDesc(
