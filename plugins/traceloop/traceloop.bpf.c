@@ -2,10 +2,10 @@
 /*
  * traceloop: the last syscalls of each selected container, kept in the kernel.
  *
- * raw_tracepoint/sys_enter writes each syscall of a traced mount namespace into the next
+ * tp_btf/sys_enter (a raw tracepoint with typed arguments) writes each syscall of a traced mount namespace into the next
  * slot of that container's ring (a hash map of ring_size slots plus a head, found in
  * `rings` by mount-ns id), with its arguments and up to CONTENTS of the strings and buffers
- * they point to; raw_tracepoint/sys_exit adds the return value (and the buffers a call fills,
+ * they point to; tp_btf/sys_exit adds the return value (and the buffers a call fills,
  * such as read's) to the same slot, found again through the thread's local storage. Nothing
  * is sent to user space while the run lasts: user space reads the rings when asked.
  */
@@ -61,7 +61,9 @@ struct pending {
 	__u64 seq;
 	__u64 mntns_id;
 	__u32 slot;
-	__u32 nr;
+	__u16 nr;
+	__u8 at_exit; /* an argument is copied at exit (read's buffer) */
+	__u8 pad;
 };
 
 struct {
@@ -71,32 +73,16 @@ struct {
 	__type(value, struct pending);
 } pending SEC(".maps");
 
-/* libbpf 1.1 has no PT_REGS_PARM6_CORE_SYSCALL: the sixth argument's register. */
+/* The syscall's arguments, read straight from the registers it was called with: in a
+ * tp_btf program the pt_regs pointer is typed, so these are plain loads, not helper calls. */
 #if defined(__TARGET_ARCH_x86)
-#define SYSCALL_PARM6(regs) BPF_CORE_READ(regs, r9)
+#define SYSCALL_ARGS_OF(regs) {regs->di, regs->si, regs->dx, regs->r10, regs->r8, regs->r9}
 #elif defined(__TARGET_ARCH_arm64)
-#define SYSCALL_PARM6(regs) BPF_CORE_READ(regs, regs[5])
+#define SYSCALL_ARGS_OF(regs)                                                                 \
+	{regs->orig_x0, regs->regs[1], regs->regs[2], regs->regs[3], regs->regs[4], regs->regs[5]}
 #else
 #error "traceloop: unknown architecture"
 #endif
-
-static __always_inline __u64 syscall_arg(struct pt_regs *regs, int i)
-{
-	switch (i) {
-	case 0:
-		return PT_REGS_PARM1_CORE_SYSCALL(regs);
-	case 1:
-		return PT_REGS_PARM2_CORE_SYSCALL(regs);
-	case 2:
-		return PT_REGS_PARM3_CORE_SYSCALL(regs);
-	case 3:
-		return PT_REGS_PARM4_CORE_SYSCALL(regs);
-	case 4:
-		return PT_REGS_PARM5_CORE_SYSCALL(regs);
-	default:
-		return SYSCALL_PARM6(regs);
-	}
-}
 
 /* Copy `len` bytes (at most CONTENT_LEN) of user memory into content `c` of `r`. */
 static __always_inline void copy_buf(struct syscall_record *r, __u32 c, __u64 ptr, __u64 len)
@@ -129,17 +115,17 @@ static __always_inline void copy_str(struct syscall_record *r, __u32 c, __u64 pt
 	r->content_cut[c] = n == CONTENT_LEN;
 }
 
-SEC("raw_tracepoint/sys_enter")
-int ig_traceloop_e(struct bpf_raw_tracepoint_args *ctx)
+SEC("tp_btf/sys_enter")
+int BPF_PROG(ig_traceloop_e, struct pt_regs *regs, long id)
 {
-	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
 	struct task_struct *task = bpf_get_current_task_btf();
-	__u32 nr = ctx->args[1];
-	__u64 mntns_id = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	__u32 nr = id;
+	__u64 mntns_id = task->nsproxy->mnt_ns->ns.inum;
 	struct syscall_record *head, *r;
 	struct syscall_def *def;
 	struct pending *p;
 	__u32 key, slot, c = 0;
+	__u8 at_exit = 0;
 	__u64 seq, pid_tgid;
 	void *ring;
 	int i;
@@ -178,9 +164,11 @@ int ig_traceloop_e(struct bpf_raw_tracepoint_args *ctx)
 		r->content_len[i] = 0;
 		r->content_cut[i] = 0;
 	}
-#pragma unroll
-	for (i = 0; i < SYSCALL_ARGS; i++)
-		r->args[i] = syscall_arg(regs, i);
+	{
+		__u64 args[SYSCALL_ARGS] = SYSCALL_ARGS_OF(regs);
+
+		__builtin_memcpy(r->args, args, sizeof(args));
+	}
 
 	def = bpf_map_lookup_elem(&syscalls, &nr);
 	if (def) {
@@ -191,6 +179,8 @@ int ig_traceloop_e(struct bpf_raw_tracepoint_args *ctx)
 			if (kind == COPY_NONE || c >= CONTENTS)
 				continue;
 			r->content_arg[c] = i;
+			if (kind == COPY_BUF_RET || kind == COPY_STR_RET)
+				at_exit = 1;
 			if (kind == COPY_STR) {
 				copy_str(r, c, r->args[i]);
 			} else if (kind == COPY_BUF) {
@@ -209,20 +199,21 @@ int ig_traceloop_e(struct bpf_raw_tracepoint_args *ctx)
 		p->mntns_id = mntns_id;
 		p->slot = slot;
 		p->nr = nr;
+		p->at_exit = at_exit;
 	}
 	r->seq = seq;
 	return 0;
 }
 
-SEC("raw_tracepoint/sys_exit")
-int ig_traceloop_x(struct bpf_raw_tracepoint_args *ctx)
+SEC("tp_btf/sys_exit")
+int BPF_PROG(ig_traceloop_x, struct pt_regs *regs, long ret)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct syscall_record *r;
 	struct syscall_def *def;
 	struct pending *p;
 	__u64 seq;
-	__s64 ret;
+	__u32 nr;
 	void *ring;
 	int c;
 
@@ -237,10 +228,12 @@ int ig_traceloop_x(struct bpf_raw_tracepoint_args *ctx)
 	r = bpf_map_lookup_elem(ring, &p->slot);
 	if (!r || r->seq != seq)
 		return 0; /* overwritten meanwhile */
-	ret = ctx->args[1];
 	r->ret = ret;
 	r->exited = 1;
-	def = bpf_map_lookup_elem(&syscalls, &p->nr);
+	if (!p->at_exit)
+		return 0;
+	nr = p->nr;
+	def = bpf_map_lookup_elem(&syscalls, &nr);
 	if (!def)
 		return 0;
 #pragma unroll
