@@ -39,6 +39,8 @@ TOP = {"tcp": "Stats", "block-io": "Stats", "ebpf": "Stats", "file": "Stats"}
 """Top gadgets: their struct (one row of an interval's array)."""
 SNAPSHOTS = {"process": "process-collector.go", "socket": "socket-collector.go"}
 """Snapshot gadgets, by the file of their ``Event`` struct in ``types/``."""
+STANDALONE = {"traceloop": "pkg/gadgets/traceloop/types/types.go"}
+"""Gadgets of no category (``ig traceloop``), by the file of their ``Event`` struct."""
 _STRUCT = re.compile(r"^type (\w+) struct \{\n(.*?)^\}", re.M | re.S)
 _FIELD = re.compile(r"^\s*(\w+)\s+([\w.\[\]*]+)\s+`([^`]*)`")
 _EMBEDDED = re.compile(r"^\s*([\w.]+)\s*(`[^`]*`)?\s*$")
@@ -106,6 +108,8 @@ def main(repo: str) -> None:
     for name, file in SNAPSHOTS.items():
         path = f"pkg/gadgets/snapshot/{name}/types/{file}"
         gadgets[f"snapshot {name}"] = keys(structs(show(repo, path))["Event"], path, common)
+    for name, path in STANDALONE.items():
+        gadgets[name] = keys(structs(show(repo, path))["Event"], path, common)
     fixture = {
         "about": "JSON keys of Inspektor Gadget's ig v0.25.0 (encoding/json of each gadget's "
         "Event struct): per gadget, each key (dotted for nesting) with its Go type, whether the "

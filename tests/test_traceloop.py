@@ -73,7 +73,7 @@ def test_a_container_started_later_is_recorded_from_its_first_syscall(
     # Every syscall since the container's first one, in order: 1, 2, 3, ... none missing.
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert events[0]["comm"].startswith("runc")
-    calls = [(e["syscall"], params(e), e["ret"], e.get("retval", 0), e["pid"]) for e in events]
+    calls = [(e["syscall"], params(e), e["ret"], e.get("result", 0), e["pid"]) for e in events]
     opens = [
         i for i, c in enumerate(calls) if c[0] == "openat" and c[1]["filename"] == '"/tmp/out"'
     ]
@@ -138,7 +138,7 @@ def test_a_running_container_is_printed_at_the_end(igrun_cli: IgrunCli, podman: 
     out, _ = run.communicate(30)
     events = of_container(igrun_cli.events(out), c.name)
     writes = [e for e in events if e["syscall"] == "write" and params(e)["buf"] == f'"{mark}"']
-    assert len(writes) == 1 and writes[0]["retval"] == len(mark)
+    assert len(writes) == 1 and writes[0]["result"] == len(mark)
     assert all(e["mountnsid"] == c.mntns for e in events)  # podman exec enters its namespace
 
 

@@ -1,7 +1,7 @@
 """``traceloop``: a flight recorder of each container's syscalls, read after the fact.
 
 Every syscall of a selected container is written, in the kernel, into that container's own
-ring of ``--max-syscalls`` slots (raw tracepoints ``sys_enter``/``sys_exit``): who made it
+ring of ``--max-syscalls`` slots (``tp_btf/sys_enter`` and ``sys_exit``): who made it
 (pid, tid, comm, CPU), when, its six arguments, up to three of the strings and buffers they
 point to (paths, written and read bytes), and what it returned. Nothing crosses to user space
 while the run lasts; when it ends (Ctrl-C, SIGTERM, ``-t``) each container's ring is read and
@@ -277,7 +277,7 @@ class _Decoded:
     syscall: Any
     params: Any
     ret: Any
-    retval: Any
+    result: Any
 
 
 def decode_records(records: Any) -> _Decoded:
@@ -289,7 +289,7 @@ def decode_records(records: Any) -> _Decoded:
     names = np.empty(n, dtype=object)
     params = np.empty(n, dtype=object)
     rets = np.empty(n, dtype=object)
-    retvals = np.zeros(n, dtype=np.int64)
+    results = np.zeros(n, dtype=np.int64)
     content = records["content"]
     for row in range(n):
         rec = records[row]
@@ -328,8 +328,8 @@ def decode_records(records: Any) -> _Decoded:
         exited = bool(rec["exited"])
         ret = int(rec["ret"])
         rets[row] = ret_text(ret, exited, name)
-        retvals[row] = ret if exited else 0
-    return _Decoded(names, params, rets, retvals)
+        results[row] = ret if exited else 0
+    return _Decoded(names, params, rets, results)
 
 
 def _decoded(attr: str) -> Any:
@@ -428,7 +428,7 @@ class Traceloop(Gadget):
             ),
             Field(
                 "params",
-                Kind.STR,
+                Kind.LIST,
                 "each argument (name, value, and the string or bytes it points to)",
                 json="parameters",
                 decode=_decoded("params"),
@@ -444,10 +444,10 @@ class Traceloop(Gadget):
                 omit_empty=True,
             ),
             Field(
-                "retval",
+                "result",
                 Kind.INT,
                 "the return value as a number (-errno on failure)",
-                decode=_decoded("retval"),
+                decode=_decoded("result"),
                 column=Column(hidden=True, align="right", errno="returned"),
             ),
             Field(
@@ -489,7 +489,8 @@ class Traceloop(Gadget):
             pin_maps(ctx, obj, self.id())
             defs = obj.map("syscalls")
             for nr, value in syscall_defs().items():
-                defs.update(struct.pack("<I", nr), value)
+                if nr < defs.max_entries:
+                    defs.update(struct.pack("<I", nr), value)
             wanted = obj.map("syscall_filters")
             numbers = syscall_numbers()
             for name in filters:
@@ -548,6 +549,10 @@ class Traceloop(Gadget):
     def _emit(self, ctx: GadgetContext, entry: _Ring) -> None:
         assert ctx.schema is not None
         records = self.read_ring(entry.map)
+        made = int(records["seq"][-1]) if len(records) else 0
+        ctx.logger.debug(
+            "ring_read", container=entry.container.name, syscalls=made, kept=len(records)
+        )
         if len(records):
             ctx.emit(Batch(ctx.schema, records))
 

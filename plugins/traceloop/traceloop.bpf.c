@@ -42,15 +42,16 @@ struct {
 	__array(values, struct ring);
 } rings SEC(".maps");
 
+/* By syscall number: arrays, whose lookups the verifier inlines (no hashing per syscall). */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct syscall_def);
 	__uint(max_entries, 1024);
 } syscalls SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, __u8);
 	__uint(max_entries, 1024);
@@ -133,8 +134,12 @@ int BPF_PROG(ig_traceloop_e, struct pt_regs *regs, long id)
 	ring = bpf_map_lookup_elem(&rings, &mntns_id);
 	if (!ring)
 		return 0;
-	if (filter_syscall && !bpf_map_lookup_elem(&syscall_filters, &nr))
-		return 0;
+	if (filter_syscall) {
+		__u8 *wanted = bpf_map_lookup_elem(&syscall_filters, &nr);
+
+		if (!wanted || !*wanted)
+			return 0;
+	}
 	pid_tgid = bpf_get_current_pid_tgid();
 	if (pid_tgid >> 32 == ignore_tgid)
 		return 0;
@@ -171,7 +176,7 @@ int BPF_PROG(ig_traceloop_e, struct pt_regs *regs, long id)
 	}
 
 	def = bpf_map_lookup_elem(&syscalls, &nr);
-	if (def) {
+	if (def && def->kind[0] | def->kind[1] | def->kind[2] | def->kind[3] | def->kind[4] | def->kind[5]) {
 #pragma unroll
 		for (i = 0; i < SYSCALL_ARGS; i++) {
 			__u8 kind = def->kind[i];
