@@ -56,6 +56,7 @@ LOOP_C = r"""
 #include <time.h>
 #include <unistd.h>
 #include <sys/syscall.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 static double cpu_ms(void) {
 	struct timespec t;
