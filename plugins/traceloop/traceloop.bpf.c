@@ -162,7 +162,8 @@ int BPF_PROG(ig_traceloop_e, struct pt_regs *regs, long id)
 	r->nr = nr;
 	r->ret = 0;
 	r->exited = 0;
-	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	/* task->comm with two loads (the typed task pointer allows them), not a helper call */
+	__builtin_memcpy(r->comm, task->comm, sizeof(r->comm));
 #pragma unroll
 	for (i = 0; i < CONTENTS; i++) {
 		r->content_arg[i] = 0xff;
