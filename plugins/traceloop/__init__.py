@@ -28,6 +28,7 @@ as many bytes as it returned (``read``, ``getcwd``).
 from __future__ import annotations
 
 import errno
+import importlib.resources
 import os
 import signal
 import struct
@@ -207,7 +208,7 @@ def named_value(syscall: str, arg: Arg, value: int) -> str | None:
         return _prot(value)
     if syscall == "mmap" and arg.name == "flags":
         return _map_flags(value)
-    if arg.name in ("sig", "signum") or (syscall == "kill" and arg.name == "sig"):
+    if arg.name in ("sig", "signum"):
         return _signal(value)
     if arg.name == "whence":
         return _WHENCE.get(value)
@@ -477,8 +478,6 @@ class Traceloop(Gadget):
         self.ctx = ctx
         self.size = int(ctx.gadget_params.get(PARAM_MAX_SYSCALLS) or DEFAULT_MAX_SYSCALLS)
         filters = _checked_filters(ctx.gadget_params.get(PARAM_SYSCALL_FILTERS) or [])
-        import importlib.resources
-
         obj = self.obj = open_object(importlib.resources.files(__name__) / self.bpf_object)
         try:
             obj.set_global("ring_size", self.size)
