@@ -5,6 +5,7 @@ keeps exactly the last ``--max-syscalls``; a container that stops during the run
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any
 
 import pytest
@@ -140,6 +141,28 @@ def test_a_running_container_is_printed_at_the_end(igrun_cli: IgrunCli, podman: 
     writes = [e for e in events if e["syscall"] == "write" and params(e)["buf"] == f'"{mark}"']
     assert len(writes) == 1 and writes[0]["result"] == len(mark)
     assert all(e["mountnsid"] == c.mntns for e in events)  # podman exec enters its namespace
+
+
+def test_sigusr1_prints_the_rings_and_recording_goes_on(
+    igrun_cli: IgrunCli,
+    podman: Podman,  # noqa: F811
+) -> None:
+    c = podman.run(unique("igrun-tl"))
+    first, second = unique("first"), unique("second")
+    run = igrun_cli.start("traceloop", "-c", c.name, "-o", "json")
+    podman("exec", c.name, "sh", "-c", f"echo -n {first} > /tmp/x")
+    run.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while first.encode() not in b"".join(run._out):  # printed while the run goes on
+        assert time.monotonic() < deadline, "nothing printed after SIGUSR1"
+        time.sleep(0.1)
+    podman("exec", c.name, "sh", "-c", f"echo -n {second} > /tmp/x")
+    out, _ = run.stop()
+    events = of_container(igrun_cli.events(out), c.name)
+    written = [params(e)["buf"] for e in events if e["syscall"] == "write"]
+    # The first write twice (at SIGUSR1 and at the end), the second once, at the end.
+    assert written.count(f'"{first}"') == 2 and written.count(f'"{second}"') == 1
+    assert written.index(f'"{second}"') > written.index(f'"{first}"')
 
 
 def test_an_unknown_syscall_is_refused(igrun_cli: IgrunCli) -> None:

@@ -5,7 +5,8 @@ ring of ``--max-syscalls`` slots (``tp_btf/sys_enter`` and ``sys_exit``): who ma
 (pid, tid, comm, CPU), when, its six arguments, up to three of the strings and buffers they
 point to (paths, written and read bytes), and what it returned. Nothing crosses to user space
 while the run lasts; when it ends (Ctrl-C, SIGTERM, ``-t``) each container's ring is read and
-its syscalls are printed in the order they were made. A container that stops during the run
+its syscalls are printed in the order they were made. SIGUSR1 prints every ring as it is at
+that moment, and the recording goes on. A container that stops during the run
 is printed as it stops (while it can still be named), and its ring freed.
 
 Why a ring of slots (a hash map of ``--max-syscalls`` entries and a head counter per
@@ -473,9 +474,14 @@ class Traceloop(Gadget):
         self.stopped: list[_Ring] = []
         """Rings of containers that stopped, to print and free."""
         self.done = False
+        self.asked = threading.Event()
+        """Set by SIGUSR1: print every ring as it is now, and go on recording."""
+        self._previous_usr1: Any = None
 
     def init(self, ctx: GadgetContext) -> None:
         self.ctx = ctx
+        if threading.current_thread() is threading.main_thread():  # the command line
+            self._previous_usr1 = signal.signal(signal.SIGUSR1, lambda *_: self.asked.set())
         self.size = int(ctx.gadget_params.get(PARAM_MAX_SYSCALLS) or DEFAULT_MAX_SYSCALLS)
         filters = _checked_filters(ctx.gadget_params.get(PARAM_SYSCALL_FILTERS) or [])
         obj = self.obj = open_object(importlib.resources.files(__name__) / self.bpf_object)
@@ -559,6 +565,12 @@ class Traceloop(Gadget):
         assert self.obj is not None
         while not ctx.done:
             self._print_stopped(ctx)
+            if self.asked.is_set():
+                self.asked.clear()
+                with self.lock:
+                    live = list(self.rings.values())
+                for entry in live:
+                    self._emit(ctx, entry)
             ctx.heartbeat()
             time.sleep(ctx.remaining(0.1))
         for link in list(self.obj.links):  # what is in the rings now is what is printed
@@ -581,6 +593,9 @@ class Traceloop(Gadget):
                 entry.map.close()
 
     def close(self) -> None:
+        if self._previous_usr1 is not None:
+            signal.signal(signal.SIGUSR1, self._previous_usr1)
+            self._previous_usr1 = None
         with self.lock:
             self.done = True
             entries = [*self.rings.values(), *self.stopped]
