@@ -43,6 +43,12 @@ class Category(enum.StrEnum):
     def description(self) -> str:
         return CATEGORY_DESCRIPTIONS[self]
 
+    @property
+    def standalone(self) -> bool:
+        """A category that is one gadget of the same name: ``igrun traceloop`` (``ig
+        traceloop``), not ``igrun traceloop <gadget>``."""
+        return self is Category.TRACELOOP
+
 
 CATEGORY_DESCRIPTIONS = {
     Category.ADVISE: "Recommend system configurations based on collected information",
@@ -120,13 +126,18 @@ class Gadget:
 
     @classmethod
     def full_name(cls) -> str:
-        """``"trace exec"``: how users type it."""
+        """``"trace exec"``: how users type it (``"traceloop"`` for the gadget that is its
+        category, see :attr:`Category.standalone`)."""
+        if cls.category.standalone and cls.name == cls.category.value:
+            return cls.name
         return f"{cls.category.value} {cls.name}"
 
     @classmethod
     def id(cls) -> str:
         """``"trace_exec"``: the entry-point name and the key in config files (a dash in the
         name becomes ``_``: ``top block-io`` is ``top_block_io``, a Python module name)."""
+        if cls.category.standalone and cls.name == cls.category.value:
+            return cls.name
         return f"{cls.category.value}_{cls.name.replace('-', '_')}"
 
 

@@ -47,6 +47,7 @@ SNAPSHOTS = {"process": "process-collector.go", "socket": "socket-collector.go"}
 OTHERS = {
     "audit seccomp": ("pkg/gadgets/audit/seccomp/types/types.go", "Event"),
     "profile cpu": ("pkg/gadgets/profile/cpu/types/types.go", "Report"),
+    "traceloop": ("pkg/gadgets/traceloop/types/types.go", "Event"),
 }
 """Gadgets of other categories: the file and name of the struct ``ig`` writes."""
 _STRUCT = re.compile(r"^type (\w+) struct \{\n(.*?)^\}", re.M | re.S)

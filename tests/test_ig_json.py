@@ -54,6 +54,7 @@ from igrun.plugins.trace_tcp import TraceTcp
 from igrun.plugins.trace_tcpconnect import TraceTcpconnect
 from igrun.plugins.trace_tcpdrop import TraceTcpdrop
 from igrun.plugins.trace_tcpretrans import TraceTcpretrans
+from igrun.plugins.traceloop import Traceloop
 
 if TYPE_CHECKING:
     from conftest import IgrunCli, NetnsPair
@@ -85,6 +86,7 @@ GADGETS: dict[str, type[Gadget]] = {
     "snapshot socket": SnapshotSocket,
     "top file": TopFile,
     "profile cpu": ProfileCpu,
+    "traceloop": Traceloop,
 }
 
 NOT_WRITTEN = {
@@ -140,6 +142,7 @@ ADDITIONS: dict[str, set[str]] = {
     "snapshot socket": set(),
     "top file": set(),
     "profile cpu": set(),
+    "traceloop": {"tid", "result", "seq"},
 }
 """igrun's keys that ``ig`` does not have: added, never in place of one of ``ig``'s."""
 
@@ -179,6 +182,11 @@ def json_type_ok(go: str, value: Any) -> bool:
         return type(value) is list and all(
             set(p) <= {"pid", "comm"} and type(p.get("pid", 0)) is int for p in value
         )
+    if go == "[]SyscallParam":  # traceloop: {"name", "value", "content"}, strings, omitempty
+        return type(value) is list and all(
+            set(p) <= {"name", "value", "content"} and all(type(v) is str for v in p.values())
+            for p in value
+        )
     if go.startswith(("struct ", "map[")):
         return type(value) is dict
     raise AssertionError(f"no rule for Go type {go}")
@@ -190,7 +198,7 @@ KINDS = {
     Kind.TIME: {"Time"},
     Kind.STR: _TEXT,
     Kind.BOOL: {"bool", "*bool"},
-    Kind.LIST: {"[]string", "[]*Process"},
+    Kind.LIST: {"[]string", "[]*Process", "[]SyscallParam"},
     Kind.FLOAT: {"float64"},
 }
 """The Go types each igrun kind may stand for (an unsigned count where Go says ``int``)."""
@@ -699,6 +707,19 @@ def test_profile_cpu(igrun_cli: IgrunCli) -> None:
     assert mine and all(e["count"] > 0 and e["comm"] for e in mine)
     assert any(e.get("userStack") for e in mine)
     assert "mountnsid" not in mine[0]  # ig's MntnsID is json:"-"
+
+
+def test_traceloop(igrun_cli: IgrunCli, tmp_path: Path) -> None:
+    path = tmp_path / "traceloop-json"
+    flags = ("--syscall-filters", "openat", "--max-syscalls", "20000")
+    events, _ = run(igrun_cli, "traceloop", lambda: path.write_text("x"), *flags)
+    mine = [
+        e
+        for e in events
+        if e["pid"] == os.getpid() and any(p.get("content") == f'"{path}"' for p in e["parameters"])
+    ]
+    assert [e["syscall"] for e in mine] == ["openat"]
+    assert int(mine[0]["ret"]) >= 3 and mine[0]["result"] == int(mine[0]["ret"])
 
 
 def test_jsonpretty_follows_the_same_rules(igrun_cli: IgrunCli) -> None:

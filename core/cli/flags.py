@@ -206,6 +206,8 @@ def split_gadget_name(argv: list[str]) -> tuple[str, list[str]]:
     """``["trace", "exec", ...]`` or ``["trace_exec", ...]`` -> ``("trace exec", rest)``."""
     first = argv[0]
     categories = {c.value for c in Category}
+    if first in categories and Category(first).standalone:  # igrun traceloop -c web
+        return first, argv[1:]
     if first in categories:
         if len(argv) < 2 or argv[1].startswith("-"):
             raise UsageError(f"{PROG} {first}: name a gadget (see '{PROG} {first} --help')")

@@ -265,7 +265,12 @@ def _dispatch(argv: Sequence[str] | None) -> int:
             from igrun.core.cli.run import cmd_run
 
             return cmd_run(rest)
-        if command in {c.value for c in Category} and rest[:1] in ([], ["-h"], ["--help"]):
+        standalone = {c.value for c in Category if c.standalone}
+        if command in {c.value for c in Category} - standalone and rest[:1] in (
+            [],
+            ["-h"],
+            ["--help"],
+        ):
             return cmd_category(reg, command, STDOUT)
         name, rest = split_gadget_name(args)
         return run_gadget(reg, name, rest, config)
