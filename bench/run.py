@@ -34,10 +34,11 @@ from typing import IO, Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from build import build  # noqa: E402
 from contention import contention  # noqa: E402
 from contention import markdown as contention_markdown  # noqa: E402
 from execbench import exec_storm, startup  # noqa: E402
+
+from build import build  # noqa: E402
 
 RATES = (10_000, 100_000, 300_000, 1_000_000, 3_000_000)
 PER_TRIGGER = 50

@@ -24,10 +24,10 @@ from typing import Any, ClassVar
 from igrun.core.errors import IgrunError, UsageError
 from igrun.core.gadget import GadgetContext
 from igrun.core.log import get_logger
+from igrun.core.operator import Operator
 from igrun.core.params import Params
 from igrun.core.remote import protocol as p
 from igrun.core.run.gadgetrun import GadgetRun
-from igrun.operators.output import OutputOperator
 
 POLL = 0.1
 """How often a call with nothing to send looks whether its client is still there."""
@@ -55,18 +55,28 @@ class _Sink:
         return False
 
 
-class _CallOutput(OutputOperator):
-    """``output``, writing into its call (one subclass per run, as ``collect`` is)."""
+class _CallOutput:
+    """Mixed into the installed ``output`` operator (core imports no operator: it is found
+    through the registry), writing into its call: one class per run, as ``collect`` is."""
 
     put: ClassVar[Callable[[bytes], None]]
 
     @classmethod
-    def instantiate(cls, ctx: GadgetContext, params: Params) -> OutputOperator:
-        return cls(ctx, params, stream=_Sink(cls.put))  # type: ignore[arg-type]
+    def instantiate(cls, ctx: GadgetContext, params: Params) -> Any:
+        return cls(ctx, params, stream=_Sink(cls.put))  # type: ignore[call-arg]
 
     def warn(self, message: str) -> None:
         type(self).put(p.frame(p.WARN, message))
-        super().warn(message)
+        super().warn(message)  # type: ignore[misc]
+
+
+def _call_output(put: Callable[[bytes], None]) -> type[Operator]:
+    """The ``output`` operator of this installation, writing a run's bytes into its call."""
+    from igrun.core.plugins import registry
+
+    (base,) = [op for op in registry().operators() if op.name == "output"]
+    made: type[Operator] = type("output", (_CallOutput, base), {"put": put})
+    return made
 
 
 @dataclass
@@ -170,7 +180,7 @@ class Agent:
         if gadget.endswith(".o"):
             raise UsageError("the agent runs installed gadgets only, not object files")
         cls = resolve(gadget)
-        out = type("output", (_CallOutput,), {"put": call.frames.put})
+        out = _call_output(call.frames.put)
         chain = None if operators is None else _chain(operators)
         run = GadgetRun(
             cls, params, chain, collect=False, sinks=(out,), on_ready=self._ready_frame(call)

@@ -155,8 +155,12 @@ class AdviseSeccompProfile(Gadget):
     @classmethod
     def output_formats(cls) -> tuple[dict[str, OutputFormat], str]:
         """``-o profile``: the OCI seccomp profile of each container."""
-        profile = OutputFormat(PROFILE_FORMAT, "an OCI seccomp profile per container",
-                               write_profiles)  # fmt: skip
+        profile = OutputFormat(
+            PROFILE_FORMAT,
+            "an OCI seccomp profile per container",
+            lambda batch: write_profiles(batch.to_dicts()),
+            requires_combined_result=True,  # the whole run's rows, once
+        )
         return {PROFILE_FORMAT: profile}, PROFILE_FORMAT
 
     def init(self, ctx: GadgetContext) -> None:

@@ -48,7 +48,7 @@ MAX_STACK_STORAGE = 1 << 20
 STACK_NOT_COLLECTED = 0x7FFFFFFF
 """A stack id the BPF side writes for the stack ``-U`` or ``-K`` leaves out."""
 EFAULT, EEXIST = 14, 17
-REMEMBER_EVERY_S = 1.0
+REMEMBER_EVERY_S = 0.25
 """How often the run looks for processes not seen yet, to read their mappings while they
 run (a process that exits before the end is still named)."""
 TICK_S = 0.1
