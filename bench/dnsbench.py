@@ -16,6 +16,7 @@ table and writes ``bench/results/dns-<time>.json`` (``--out FILE``).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -32,6 +33,8 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results"
 NAME = "load.igrun.test."
+F_SETPIPE_SZ = 1031
+PIPE_BYTES = 1 << 20
 _LOST = re.compile(rb'"lost (\d+) events"')
 
 
@@ -142,6 +145,8 @@ def main() -> int:
             print("dnsbench: igrun did not start", file=sys.stderr)
             return 1
         threading.Thread(target=igrun.stderr.read, daemon=True).start()
+        # A wide pipe, so that igrun's writes never wait on this counter's wakeups.
+        fcntl.fcntl(igrun.stdout.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
         counter = Counter(igrun.stdout)
         rows = [one_rate(load, counter, int(r), args.seconds) for r in args.rates.split(",")]
         igrun.send_signal(2)
