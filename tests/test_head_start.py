@@ -93,3 +93,14 @@ def test_no_head_start_without_host_with_a_gadget_flag_or_when_turned_off(
     done = igrun_cli.run("-v", "trace", "exec", "--host", "-t", "200ms", env=env)
     assert done.returncode == 0, done.stderr
     assert "head_start" not in done.stderr
+
+
+def test_the_head_start_loads_without_importing_numpy() -> None:
+    # numpy's import (about 100 ms) would hold the interpreter's lock while the head start
+    # thread waits for it: the loader and what it needs must import without it.
+    code = (
+        "import sys, igrun.core.run.headstart, igrun.core.bpf.objects;"
+        "print('numpy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

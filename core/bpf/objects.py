@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import functools
 import os
 import socket
 import sys
@@ -178,29 +179,29 @@ def has_ktime_get_boot_ns() -> bool:
 
 # ---- the programs in the kernel ----------------------------------------------------------
 
-PROG_STAT_DTYPE: np.dtype[Any] = np.dtype(
-    {
-        "names": ["id", "type", "run_time_ns", "run_cnt", "map_memory", "map_count", "name", "tag"],
-        "formats": ["<u4", "<u4", "<u8", "<u8", "<u8", "<u4", "S16", ("u1", 8)],
-        "offsets": [0, 4, 8, 16, 24, 32, 36, 52],
-        "itemsize": 64,
-    }
-)
-"""One row of :func:`program_stats`: ``struct igr_prog_stat`` (csrc/igrun_libbpf.h)."""
+@functools.cache
+def prog_stat_dtype() -> np.dtype[Any]:
+    """One row of :func:`program_stats`: ``struct igr_prog_stat`` (csrc/igrun_libbpf.h).
 
-
-def _check_prog_stat_layout() -> None:
-    """The C struct and the dtype must agree byte for byte: C writes rows into the array."""
+    Built on first use, not at import: this module is imported before a run's programs are
+    loaded, and numpy must not be (:mod:`igrun.core.lazy`). The C struct and the dtype must
+    agree byte for byte, since C writes rows into the array: checked here, once."""
+    dtype = np.dtype(
+        {
+            "names": ["id", "type", "run_time_ns", "run_cnt", "map_memory", "map_count", "name",
+                      "tag"],
+            "formats": ["<u4", "<u4", "<u8", "<u8", "<u8", "<u4", "S16", ("u1", 8)],
+            "offsets": [0, 4, 8, 16, 24, 32, 36, 52],
+            "itemsize": 64,
+        }
+    )  # fmt: skip
     c_struct = "struct igr_prog_stat"
-    assert PROG_STAT_DTYPE.fields is not None
-    if ffi.sizeof(c_struct) != PROG_STAT_DTYPE.itemsize or any(
-        ffi.offsetof(c_struct, name) != PROG_STAT_DTYPE.fields[name][1]
-        for name in PROG_STAT_DTYPE.names or ()
+    assert dtype.fields is not None
+    if ffi.sizeof(c_struct) != dtype.itemsize or any(
+        ffi.offsetof(c_struct, name) != dtype.fields[name][1] for name in dtype.names or ()
     ):
-        raise ImportError(f"{c_struct} does not match PROG_STAT_DTYPE: rebuild the extension")
-
-
-_check_prog_stat_layout()
+        raise ImportError(f"{c_struct} does not match prog_stat_dtype(): rebuild the extension")
+    return dtype
 
 _FIRST_ROOM = 256
 _MOST_ROWS = 1 << 22
@@ -295,14 +296,14 @@ def _map_table(maps: MapMemory | None) -> tuple[Any, Any, int]:
 
 
 def program_stats(maps: MapMemory | None = None, room: int = _FIRST_ROOM) -> np.ndarray[Any, Any]:
-    """Every BPF program in the kernel, ascending by id, as rows of :data:`PROG_STAT_DTYPE`,
+    """Every BPF program in the kernel, ascending by id, as rows of :func:`prog_stat_dtype`,
     in one C call (three syscalls a program). ``maps`` is :func:`map_memory`'s table: a
     program's ``map_memory`` is the sum of its maps' there (0 without it)."""
     map_ids, map_mem, nmaps = _map_table(maps)
     box: dict[str, Any] = {}
 
     def fill(size: int, count: Any) -> int:
-        box["rows"] = rows = np.zeros(size, dtype=PROG_STAT_DTYPE)
+        box["rows"] = rows = np.zeros(size, dtype=prog_stat_dtype())
         out = ffi.from_buffer("struct igr_prog_stat[]", rows)
         return int(lib.igr_prog_stats(out, size, count, map_ids, map_mem, nmaps))
 
@@ -312,10 +313,10 @@ def program_stats(maps: MapMemory | None = None, room: int = _FIRST_ROOM) -> np.
 
 
 def program_stat(fd: int, maps: MapMemory | None = None) -> np.void:
-    """The :data:`PROG_STAT_DTYPE` row of the program ``fd`` refers to (its id, type, run
+    """The :func:`prog_stat_dtype` row of the program ``fd`` refers to (its id, type, run
     count...)."""
     map_ids, map_mem, nmaps = _map_table(maps)
-    rows = np.zeros(1, dtype=PROG_STAT_DTYPE)
+    rows = np.zeros(1, dtype=prog_stat_dtype())
     err = lib.igr_prog_stat_of(
         _in_range("program fd", fd, 0, (1 << 31) - 1),
         ffi.from_buffer("struct igr_prog_stat[]", rows),
