@@ -295,10 +295,13 @@ class BpfTracer(Gadget):
         shared = ctx.resources.get(SharedMaps)
         if shared is not None and any(obj.has_map(name) for name in shared.maps):
             return "a shared map"
+        if set(head.constants) - set(constants):
+            return f"constant {min(set(head.constants) - set(constants))}"
         if constants:
             with BpfObject.open(head.path) as fresh:  # the compiled values, as loaded
                 for name, value in constants.items():
-                    if fresh.pack_global(name, value) != fresh.global_value(name):
+                    loaded = head.constants.get(name, fresh.global_value(name))
+                    if fresh.pack_global(name, value) != loaded:
                         return f"constant {name}"
         return None
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from conftest import IgrunCli
 
 pytestmark = pytest.mark.bpf
+CAP_SYS_CHROOT = 18
 
 
 def head_start_line(stderr: str) -> str:
@@ -99,8 +100,33 @@ def test_the_head_start_loads_without_importing_numpy() -> None:
     # numpy's import (about 100 ms) would hold the interpreter's lock while the head start
     # thread waits for it: the loader and what it needs must import without it.
     code = (
-        "import sys, igrun.core.run.headstart, igrun.core.bpf.objects;"
-        "print('numpy' in sys.modules)"
+        "import sys, igrun.core.run.headstart, igrun.core.bpf.objects;print('numpy' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_trace_capabilities_takes_a_head_start_with_this_boots_kernel_addresses(
+    igrun_cli: IgrunCli,
+) -> None:
+    """Its object needs this boot's kernel addresses (``callers``), which no compiled object
+    holds: the head start sets them from the cache, and a check's audit flag (read through
+    them) is right."""
+    from igrun.plugins.trace_capabilities import cached_caller_ranges
+
+    assert any(cached_caller_ranges())  # the cache a first start of the boot leaves
+    proc = igrun_cli.start("-v", "trace", "capabilities", "--host", "-o", "json")
+    child = subprocess.Popen([sys.executable, "-c", "import os; os.chroot('/')"])
+    child.wait()
+    time.sleep(0.3)
+    out, err = proc.stop()
+    assert proc.returncode == 0, err
+    assert "used=True" in head_start_line(err), err
+    assert child.returncode == 0
+    mine = [
+        (e["syscall"], e["capName"], e["verdict"], e["audit"], e["insetid"])
+        for e in igrun_cli.events(out)
+        if e["pid"] == child.pid and e["cap"] == CAP_SYS_CHROOT
+    ]
+    assert mine == [("chroot", "SYS_CHROOT", "Allow", 1, False)], mine
+    proc.assert_released()

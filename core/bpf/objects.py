@@ -179,6 +179,7 @@ def has_ktime_get_boot_ns() -> bool:
 
 # ---- the programs in the kernel ----------------------------------------------------------
 
+
 @functools.cache
 def prog_stat_dtype() -> np.dtype[Any]:
     """One row of :func:`program_stats`: ``struct igr_prog_stat`` (csrc/igrun_libbpf.h).
@@ -202,6 +203,7 @@ def prog_stat_dtype() -> np.dtype[Any]:
     ):
         raise ImportError(f"{c_struct} does not match prog_stat_dtype(): rebuild the extension")
     return dtype
+
 
 _FIRST_ROOM = 256
 _MOST_ROWS = 1 << 22

@@ -11,12 +11,18 @@ buffer.
 
 When the run reaches the gadget's ``init``, :meth:`igrun.core.tracer.BpfTracer.init` takes the
 object only if it is exactly what the run would have loaded: the same file, every constant
-the params give equal to the compiled one, the default ring size, no mount-ns filter or
+the params give equal to the compiled one (or to the one the head start set, below), the
+default ring size, no mount-ns filter or
 shared map to join, nothing the gadget configures itself. Otherwise it closes it (its events
 with it: nothing of it is shown) and loads its own, as without a head start. A run that
 never gets there (bad flags, ``--help``) ends with the process, which releases what the
 thread attached. Only tried when every flag leaves the object as compiled
 (:data:`GUESSABLE`); ``IGRUN_NO_HEAD_START=1`` turns it off.
+
+A gadget whose object needs a constant no compiled object can hold (``trace capabilities``:
+this boot's kernel addresses) names, in :data:`HEAD_START_CONSTANTS`, a module next to its
+own whose ``head_start_constants()`` gives them cheaply (from a cache) or ``None`` (then no
+head start); it is read from its file, without importing the gadget's package.
 """
 
 from __future__ import annotations
@@ -63,12 +69,21 @@ another ring) the run would not take the object, and the head start is not tried
 own ``--min``: that one does not take the object either way."""
 
 
-class HeadStart:
-    """The object loading (then loaded and attached) in a thread for gadget ``gadget_id``."""
+HEAD_START_CONSTANTS = {"trace_capabilities": "callers.py"}
+"""Gadgets whose head start sets constants, and the module (a file in the gadget's folder)
+whose ``head_start_constants() -> dict[str, bytes] | None`` gives them."""
 
-    def __init__(self, gadget_id: str, path: str) -> None:
+
+class HeadStart:
+    """The object loading (then loaded and attached) in a thread for gadget ``gadget_id``,
+    with ``constants`` set over the compiled ones."""
+
+    def __init__(
+        self, gadget_id: str, path: str, constants: dict[str, bytes] | None = None
+    ) -> None:
         self.gadget_id = gadget_id
         self.path = path
+        self.constants = dict(constants or {})
         self.ring_bytes = RING_SIZES.get(gadget_id, RING_BYTES)
         self.obj: BpfObject | None = None
         self.error: BaseException | None = None
@@ -86,6 +101,8 @@ class HeadStart:
             if not obj.has_map(EVENTS_MAP) or obj.map_type(EVENTS_MAP) != MapType.RINGBUF:
                 raise LookupError("no ring buffer named events")  # a perf reader comes first
             obj.set_max_entries(EVENTS_MAP, self.ring_bytes)
+            for name, value in self.constants.items():
+                obj.set_global(name, value)
             obj.load()
             obj.attach_all()
             self.obj = obj
@@ -137,6 +154,25 @@ def _object_of(gadget_id: str) -> str | None:
     return os.path.join(folder, found[0]) if len(found) == 1 else None
 
 
+def _constants_of(gadget_id: str, folder: str) -> dict[str, bytes] | None:
+    """The constants :data:`HEAD_START_CONSTANTS` gives ``gadget_id`` (``{}`` for a gadget
+    that needs none), or ``None`` when they are not to be had cheaply."""
+    module_file = HEAD_START_CONSTANTS.get(gadget_id)
+    if module_file is None:
+        return {}
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        f"_igrun_head_start_{gadget_id}", os.path.join(folder, module_file)
+    )
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    constants: dict[str, bytes] | None = module.head_start_constants()
+    return constants
+
+
 def _guessable(flags: Sequence[str]) -> bool:
     """Whether every flag is one of :data:`GUESSABLE` (given as ``--flag=value`` or with
     its value next)."""
@@ -168,10 +204,11 @@ def begin(argv: Sequence[str]) -> None:
     gadget_id = f"trace_{args[1].replace('-', '_')}"
     try:
         path = _object_of(gadget_id)
+        constants = _constants_of(gadget_id, os.path.dirname(path)) if path else None
     except (OSError, ImportError, ValueError):
         return
-    if path is not None:
-        _pending = HeadStart(gadget_id, path)
+    if path is not None and constants is not None:
+        _pending = HeadStart(gadget_id, path, constants)
 
 
 def take_head_start(gadget_id: str) -> HeadStart | None:

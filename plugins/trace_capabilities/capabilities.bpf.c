@@ -27,7 +27,7 @@
 
 #include "capabilities.h"
 
-const volatile bool audit_only = false;
+const volatile bool audit_only = true; /* the param's default, as ig's */
 const volatile bool unique = false;
 const volatile struct caller_range callers[MAX_CALLERS] = {};
 
