@@ -300,7 +300,11 @@ class BpfTracer(Gadget):
         if constants:
             with BpfObject.open(head.path) as fresh:  # the compiled values, as loaded
                 for name, value in constants.items():
-                    loaded = head.constants.get(name, fresh.global_value(name))
+                    loaded = (
+                        fresh.pack_global(name, head.constants[name])
+                        if name in head.constants
+                        else fresh.global_value(name)
+                    )
                     if fresh.pack_global(name, value) != loaded:
                         return f"constant {name}"
         return None

@@ -130,3 +130,23 @@ def test_trace_capabilities_takes_a_head_start_with_this_boots_kernel_addresses(
     ]
     assert mine == [("chroot", "SYS_CHROOT", "Allow", 1, False)], mine
     proc.assert_released()
+
+
+def test_trace_fsslower_takes_a_head_start_with_its_own_flags(igrun_cli: IgrunCli) -> None:
+    """``-m`` is fsslower's ``--min`` (and not an interpreter's ``-m``): the head start reads
+    it and ``-f`` into the object's constants, and the run's events are those it asked for."""
+    name = f"hs{uuid.uuid4().hex[:12]}"
+    proc = igrun_cli.start("-v", "trace", "fsslower", "--host", "-m", "0", "-f", "tmpfs",
+                           "-o", "json")  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", f"import os; fd = os.open('/dev/shm/{name}', os.O_CREAT | "
+         f"os.O_WRONLY, 0o600); os.fsync(fd); os.unlink('/dev/shm/{name}')"]
+    )  # fmt: skip
+    child.wait()
+    time.sleep(0.3)
+    out, err = proc.stop()
+    assert proc.returncode == 0, err
+    assert "used=True" in head_start_line(err), err
+    ops = [e["op"] for e in igrun_cli.events(out) if e["pid"] == child.pid and e["file"] == name]
+    assert ops == ["O", "F"], ops
+    proc.assert_released()

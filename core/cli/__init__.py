@@ -28,6 +28,9 @@ def launched() -> bool:
     igrun.core.cli``, whose package is imported before ``__main__`` is set), not a program
     importing igrun."""
     orig = list(getattr(sys, "orig_argv", []))
+    # The interpreter's own options only: a gadget's ``-m`` (``trace fsslower -m 0``,
+    # ``--max-rows``) comes after them, where ``sys.argv`` begins.
+    orig = orig[: max(len(orig) - len(sys.argv) + 1, 0)]
     if "-m" in orig:
         return orig[orig.index("-m") + 1 : orig.index("-m") + 2] == [__name__]
     if f"-m{__name__}" in orig:

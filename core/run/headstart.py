@@ -19,10 +19,11 @@ never gets there (bad flags, ``--help``) ends with the process, which releases w
 thread attached. Only tried when every flag leaves the object as compiled
 (:data:`GUESSABLE`); ``IGRUN_NO_HEAD_START=1`` turns it off.
 
-A gadget whose object needs a constant no compiled object can hold (``trace capabilities``:
-this boot's kernel addresses) names, in :data:`HEAD_START_CONSTANTS`, a module next to its
-own whose ``head_start_constants()`` gives them cheaply (from a cache) or ``None`` (then no
-head start); it is read from its file, without importing the gadget's package.
+A gadget whose own flags set constants (``trace fsslower -f tmpfs --min 0``), or whose object
+needs a constant no compiled object can hold (``trace capabilities``: this boot's kernel
+addresses), names in :data:`HEAD_START_CONSTANTS` a module next to its own that gives them
+cheaply, or ``None`` (then no head start); it is read from its file, without importing the
+gadget's package.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from igrun.core.bpf.objects import BpfObject
@@ -69,9 +70,14 @@ another ring) the run would not take the object, and the head start is not tried
 own ``--min``: that one does not take the object either way."""
 
 
-HEAD_START_CONSTANTS = {"trace_capabilities": "callers.py"}
+HEAD_START_CONSTANTS = {
+    "trace_capabilities": "callers.py",
+    "trace_fsslower": "constants.py",
+}
 """Gadgets whose head start sets constants, and the module (a file in the gadget's folder)
-whose ``head_start_constants() -> dict[str, bytes] | None`` gives them."""
+that gives them: ``HEAD_START_FLAGS`` (the gadget's flags it reads, each with a value: the
+param it sets) and ``head_start_constants(values) -> dict | None`` (by param name; ``None``:
+no head start)."""
 
 
 class HeadStart:
@@ -79,7 +85,7 @@ class HeadStart:
     with ``constants`` set over the compiled ones."""
 
     def __init__(
-        self, gadget_id: str, path: str, constants: dict[str, bytes] | None = None
+        self, gadget_id: str, path: str, constants: Mapping[str, int | bool | bytes] | None = None
     ) -> None:
         self.gadget_id = gadget_id
         self.path = path
@@ -154,14 +160,14 @@ def _object_of(gadget_id: str) -> str | None:
     return os.path.join(folder, found[0]) if len(found) == 1 else None
 
 
-def _constants_of(gadget_id: str, folder: str) -> dict[str, bytes] | None:
-    """The constants :data:`HEAD_START_CONSTANTS` gives ``gadget_id`` (``{}`` for a gadget
-    that needs none), or ``None`` when they are not to be had cheaply."""
-    module_file = HEAD_START_CONSTANTS.get(gadget_id)
-    if module_file is None:
-        return {}
+def _constants_module(gadget_id: str, folder: str) -> Any:
+    """The module :data:`HEAD_START_CONSTANTS` names for ``gadget_id``, read from its file
+    in ``folder`` (its package is not imported), or ``None``."""
     import importlib.util
 
+    module_file = HEAD_START_CONSTANTS.get(gadget_id)
+    if module_file is None:
+        return None
     spec = importlib.util.spec_from_file_location(
         f"_igrun_head_start_{gadget_id}", os.path.join(folder, module_file)
     )
@@ -169,23 +175,34 @@ def _constants_of(gadget_id: str, folder: str) -> dict[str, bytes] | None:
         return None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    constants: dict[str, bytes] | None = module.head_start_constants()
-    return constants
+    return module
 
 
-def _guessable(flags: Sequence[str]) -> bool:
-    """Whether every flag is one of :data:`GUESSABLE` (given as ``--flag=value`` or with
-    its value next)."""
-    values = 0
+def _gadget_values(flags: Sequence[str], own: Mapping[str, str]) -> dict[str, str] | None:
+    """The values of the gadget's own flags ``own`` (flag: param name) among ``flags``, by
+    param name, when every other flag is one of :data:`GUESSABLE` (given as
+    ``--flag=value`` or with its value next); else ``None``."""
+    values: dict[str, str] = {}
+    skip = 0
+    param = ""
     for arg in flags:
-        if values:
-            values -= 1
+        if param:
+            values[param], param = arg, ""
             continue
-        name, equals, _ = arg.partition("=")
-        if name not in GUESSABLE:
-            return False
-        values = 0 if equals else GUESSABLE[name]
-    return True
+        if skip:
+            skip -= 1
+            continue
+        name, equals, value = arg.partition("=")
+        if name in own:
+            if equals:
+                values[own[name]] = value
+            else:
+                param = own[name]
+        elif name in GUESSABLE:
+            skip = 0 if equals else GUESSABLE[name]
+        else:
+            return None
+    return None if param else values
 
 
 def begin(argv: Sequence[str]) -> None:
@@ -197,17 +214,21 @@ def begin(argv: Sequence[str]) -> None:
         args.pop(0)
     if _pending is not None or os.environ.get(OPT_OUT) == "1" or os.geteuid() != 0:
         return
-    if len(args) < 3 or args[0] != "trace" or "--host" not in args or not _guessable(args[2:]):
+    if len(args) < 3 or args[0] != "trace" or "--host" not in args:
         return
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
         return
     gadget_id = f"trace_{args[1].replace('-', '_')}"
     try:
         path = _object_of(gadget_id)
-        constants = _constants_of(gadget_id, os.path.dirname(path)) if path else None
+        module = _constants_module(gadget_id, os.path.dirname(path)) if path else None
+        values = _gadget_values(args[2:], getattr(module, "HEAD_START_FLAGS", {}))
+        if path is None or values is None:
+            return
+        constants = module.head_start_constants(values) if module is not None else {}
     except (OSError, ImportError, ValueError):
         return
-    if path is not None and constants is not None:
+    if constants is not None:
         _pending = HeadStart(gadget_id, path, constants)
 
 

@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -140,10 +141,17 @@ def cached_caller_ranges(cache_dir: Path = CACHE_DIR, kallsyms: Path = KALLSYMS)
     return table
 
 
-def head_start_constants(cache_dir: Path = CACHE_DIR) -> dict[str, bytes] | None:
+HEAD_START_FLAGS: dict[str, str] = {}
+"""The gadget's flags the head start reads: none (``--audit-only`` and ``--unique`` rule it
+out)."""
+
+
+def head_start_constants(
+    values: Mapping[str, str], cache_dir: Path = CACHE_DIR
+) -> dict[str, bytes] | None:
     """The constants the head start loads the object with: this boot's table when the cache
     has it, else ``None`` (no head start: the run reads kallsyms and keeps the table for the
-    next one)."""
+    next one). ``values`` (the gadget's flags) is empty."""
     cache = _cache_file(cache_dir) if os.geteuid() == 0 else None
     if cache is None or not _trusted(cache_dir):
         return None

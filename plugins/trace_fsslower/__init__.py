@@ -10,7 +10,6 @@ the whole syscall's, and an open counts the path lookup too.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -34,22 +33,18 @@ from igrun.core import (
     hookimpl,
     process_fields,
 )
-from igrun.core.errors import ParamError
 from igrun.core.tracer import BpfTracer
+from igrun.plugins.trace_fsslower.constants import (
+    FS_NAME_LEN,
+    MIN_LATENCY_DEFAULT_MS,
+    fs_name_constant,
+    object_constants,
+)
 
-FS_NAME_LEN = 32
-"""Size of the BPF side's file system name buffers (``fsslower.h``), NUL included."""
-MIN_LATENCY_DEFAULT_MS = 10
-"""Inspektor Gadget's default ``--min``."""
-_U64_MAX = 2**64 - 1
-_FS_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+__all__ = ["FS_NAME_LEN", "MIN_LATENCY_DEFAULT_MS", "TraceFsslower", "fs_name_constant"]
 
 # Inspektor Gadget's op letters, indexed by the BPF side's enum fs_file_op.
 _OPS = ("R", "W", "O", "F")
-
-# A choice that covers two kernel type names: Inspektor Gadget's "nfs" hooks the NFS client's
-# functions, which serve NFSv4 mounts (type "nfs4") as well; its "fuse" serves "fuseblk" too.
-_ALSO = {"nfs": "nfs4", "fuse": "fuseblk"}
 
 
 def _ops(batch: Batch) -> Any:
@@ -59,19 +54,6 @@ def _ops(batch: Batch) -> Any:
     known = codes < len(_OPS)
     out[known] = np.array(_OPS, dtype=object)[codes[known]]
     return out
-
-
-def fs_name_constant(name: str) -> bytes:
-    """``name`` as the BPF side's NUL-padded ``char[FS_NAME_LEN]``, checked: the kernel's
-    type names are short words (ext4, btrfs, tmpfs …), and one that does not fit would
-    silently match its own prefix."""
-    raw = name.encode()
-    if not _FS_NAME.match(name) or len(raw) >= FS_NAME_LEN:
-        raise ParamError(
-            f"--filesystem: {name!r} is not a file system type name "
-            f"(as in /proc/filesystems, at most {FS_NAME_LEN - 1} characters)"
-        )
-    return raw.ljust(FS_NAME_LEN, b"\0")
 
 
 class TraceFsslower(BpfTracer):
@@ -161,12 +143,7 @@ class TraceFsslower(BpfTracer):
         means "nothing" rather than an overflow) and the file system names, compared in the
         kernel so that only matching files ever take a map entry."""
         p = ctx.gadget_params
-        fs = str(p.get("filesystem"))
-        return {
-            "min_lat_ns": min(int(p.get("min")) * 1_000_000, _U64_MAX),
-            "target_fs": fs_name_constant(fs),
-            "target_fs_alt": fs_name_constant(_ALSO[fs]) if fs in _ALSO else bytes(FS_NAME_LEN),
-        }
+        return object_constants(str(p.get("filesystem")), int(p.get("min")))
 
 
 @hookimpl
