@@ -26,6 +26,8 @@ VERBOSE_HELP = (
     "show what igrun did: runtimes asked, containers selected, buffers, programs attached "
     "(-vv: libbpf's own messages too)"
 )
+TLS_FLAGS = ("--tls-cert", "--tls-key", "--tls-ca")
+"""The flags that, with ``--remote``, come before the command: they run it on an agent."""
 
 
 class Parser(argparse.ArgumentParser):

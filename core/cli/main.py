@@ -48,12 +48,12 @@ from igrun.core.cli.configs import (
 )
 from igrun.core.cli.flags import (
     PROG,
+    TLS_FLAGS,
     flag_values,
     gadget_parser,
     join_dash_values,
     split_gadget_name,
 )
-from igrun.core.cli.remote import TLS_FLAGS, run_remote_gadget, take_remote
 
 ADDED_TO_THE_FILE = ("operator.filter.filter",)
 """Values the command line adds to those of the config file, rather than replacing them."""
@@ -232,6 +232,8 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         while args and _verbosity(args[:1]):  # igrun --config FILE -v trace exec
             args.pop(0)
         if args[:1] and args[0].split("=", 1)[0] in ("--remote", *TLS_FLAGS):
+            from igrun.core.cli.remote import run_remote_gadget, take_remote
+
             target, args = take_remote(args)
             if target is not None:
                 return run_remote_gadget(reg, target, args, config)

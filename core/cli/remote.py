@@ -16,14 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from igrun.core.cli.flags import PROG
+from igrun.core.cli.flags import PROG, TLS_FLAGS
 from igrun.core.errors import UsageError
 from igrun.core.remote import protocol as p
 
 if TYPE_CHECKING:
     from igrun.core.plugins import PluginRegistry
-
-TLS_FLAGS = ("--tls-cert", "--tls-key", "--tls-ca")
 
 
 @dataclass

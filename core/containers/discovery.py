@@ -27,8 +27,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from inotify_simple import INotify, flags  # type: ignore[import-untyped]
-
 from igrun.core.containers.collection import Container, ContainerCollection, boot_ns
 from igrun.core.containers.engines import (
     RUNTIME_NAMES,
@@ -50,8 +48,17 @@ RETRIES = 3
 LOW_LEVEL = ("runc", "crun")
 """Runtimes under a manager: a container they list may be a manager's, named by it."""
 SETTLE_MS = 10  # let a burst of state writes arrive before rescanning
-WATCHED = flags.CREATE | flags.DELETE | flags.MOVED_TO | flags.CLOSE_WRITE | flags.ONLYDIR
-APPEARING = flags.CREATE | flags.MOVED_TO | flags.ONLYDIR
+# inotify's flags (linux/inotify.h: a stable ABI), here rather than from inotify_simple, whose
+# import (ctypes and subprocess, about 30 ms) waits until a watch is made.
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_ISDIR = 0x40000000
+WATCHED = IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_ONLYDIR
+APPEARING = IN_CREATE | IN_MOVED_TO | IN_ONLYDIR
 """What a missing state folder's nearest existing parent is watched for: something new in it,
 which may be the folder or a step towards it."""
 
@@ -323,6 +330,8 @@ class StateWatcher:
     """
 
     def __init__(self, roots: Iterable[Path]) -> None:
+        from inotify_simple import INotify  # type: ignore[import-untyped]
+
         self._inotify = INotify()
         self._interrupt_r, self._interrupt_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._poller = select.poll()
@@ -397,14 +406,14 @@ class StateWatcher:
         only a missing root's parent)."""
         changed = False
         for event in events:
-            if event.mask & flags.IGNORED:  # a folder gone, or a parent's watch removed
+            if event.mask & IN_IGNORED:  # a folder gone, or a parent's watch removed
                 self._parents.pop(event.wd, None)
                 changed |= self._watched.pop(event.wd, None) is not None
                 continue
             if event.wd in self._parents:
                 continue
             changed = True
-            if event.mask & flags.ISDIR and event.mask & (flags.CREATE | flags.MOVED_TO):
+            if event.mask & IN_ISDIR and event.mask & (IN_CREATE | IN_MOVED_TO):
                 parent = self._watched.get(event.wd)
                 if parent is not None and parent in self._roots:
                     self._add(parent / event.name)
