@@ -22,7 +22,7 @@ from igrun.core.bpf.objects import BpfObject, Map, MapType, Reader
 from igrun.core.events.schema import Batch
 from igrun.core.gadget import Gadget, GadgetContext
 from igrun.core.lazy import preload as preload_numpy
-from igrun.core.run.headstart import EVENTS_MAP, HeadStart, take_head_start
+from igrun.core.run.headstart import EVENTS_MAP, HeadStart, head_start_ring, take_head_start
 
 FILTER_BY_MNTNS = "gadget_filter_by_mntns"
 MNTNS_FILTER_MAP = "gadget_mntns_filter_map"
@@ -263,6 +263,7 @@ class BpfTracer(Gadget):
         obj = head.obj
         assert obj is not None
         self.obj = obj
+        self.buffer_size = head.ring_bytes  # the ring the events waited in, kept
         try:
             self._pin(ctx, obj)
             preload_numpy()
@@ -288,7 +289,7 @@ class BpfTracer(Gadget):
             return "another object"
         if type(self).configure is not BpfTracer.configure or self.optional_programs:
             return "the gadget configures its object"
-        if self.buffer_map != EVENTS_MAP or self.buffer_size != head.ring_bytes:
+        if self.buffer_map != EVENTS_MAP or head_start_ring(self.buffer_size) != head.ring_bytes:
             return "another events buffer"
         if ctx.resources.get(MntnsFilter) is not None and obj.has_global(FILTER_BY_MNTNS):
             return "a mount-ns filter"

@@ -5,6 +5,7 @@ would load, and otherwise dropped with every event it caught."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -149,4 +150,35 @@ def test_trace_fsslower_takes_a_head_start_with_its_own_flags(igrun_cli: IgrunCl
     assert "used=True" in head_start_line(err), err
     ops = [e["op"] for e in igrun_cli.events(out) if e["pid"] == child.pid and e["file"] == name]
     assert ops == ["O", "F"], ops
+    proc.assert_released()
+
+
+def test_execs_during_the_start_wait_in_a_ring_big_enough(igrun_cli: IgrunCli) -> None:
+    """About 400 execs a second from before the launch: between the head start's attach and
+    the run's first read (a few hundred ms) they wait in its ring, which holds 2 MiB (311 of
+    exec's 6.7 KB records; the gadget's default 256 KiB holds 38): none is lost."""
+    storm = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, time\n"
+            "while True:\n"
+            "    os.waitpid(os.posix_spawn('/bin/true', ['/bin/true'], os.environ), 0)\n"
+            "    time.sleep(0.0025)\n",
+        ]
+    )
+    try:
+        time.sleep(0.2)
+        proc = igrun_cli.start("-v", "trace", "exec", "--host", "-o", "json")
+        time.sleep(0.3)
+        out, err = proc.stop()
+    finally:
+        storm.kill()
+        storm.wait()
+    assert proc.returncode == 0, err
+    assert "used=True" in head_start_line(err), err
+    assert "bytes=2097152" in err, err
+    assert not re.search(r"lost \d+ events", err), err
+    execs = [e for e in igrun_cli.events(out) if e.get("ppid") == storm.pid]
+    assert len(execs) > 40, len(execs)  # more than the default ring could have held
     proc.assert_released()

@@ -38,10 +38,15 @@ if TYPE_CHECKING:
     from igrun.core.bpf.objects import BpfObject
 
 RING_BYTES = 256 * 1024
-"""The ring size the object gets: :attr:`igrun.core.tracer.BpfTracer.ring_buffer_size`'s
-default, or the gadget's own in :data:`RING_SIZES` (a gadget whose size is another does not
-take the object)."""
+"""A gadget's default ring: :attr:`igrun.core.tracer.BpfTracer.ring_buffer_size`'s default,
+or the gadget's own in :data:`RING_SIZES` (a gadget whose size is another does not take the
+object). The head start's ring is at least :data:`HEAD_START_RING_MIN`."""
 RING_SIZES = {"trace_open": 2 << 20, "trace_fsslower": 1 << 20}
+HEAD_START_RING_MIN = 2 << 20
+"""The smallest ring a head start gets: its events wait there from the attach until the run
+reads them, a few hundred ms later, so a gadget whose default ring holds few records (``trace
+exec``'s 256 KiB: 38 of its 6.7 KB records) would lose a busy host's events in between. The
+run keeps that ring (:func:`head_start_ring`)."""
 EVENTS_MAP = "events"
 SWITCH_INTERVAL_S = 0.0002
 """While the thread works, the interpreter's lock changes hands every 0.2 ms instead of 5:
@@ -80,6 +85,11 @@ param it sets) and ``head_start_constants(values) -> dict | None`` (by param nam
 no head start)."""
 
 
+def head_start_ring(default_bytes: int) -> int:
+    """The ring a head start loads for a gadget whose default ring is ``default_bytes``."""
+    return max(default_bytes, HEAD_START_RING_MIN)
+
+
 class HeadStart:
     """The object loading (then loaded and attached) in a thread for gadget ``gadget_id``,
     with ``constants`` set over the compiled ones."""
@@ -90,7 +100,7 @@ class HeadStart:
         self.gadget_id = gadget_id
         self.path = path
         self.constants = dict(constants or {})
-        self.ring_bytes = RING_SIZES.get(gadget_id, RING_BYTES)
+        self.ring_bytes = head_start_ring(RING_SIZES.get(gadget_id, RING_BYTES))
         self.obj: BpfObject | None = None
         self.error: BaseException | None = None
         self._switch = sys.getswitchinterval()
