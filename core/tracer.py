@@ -169,6 +169,7 @@ class BpfTracer(Gadget):
         self.obj: BpfObject | None = None
         self.reader: Reader | None = None
         self._lost_due = 0.0
+        self._head_start_losses = False
         self.counts_lost = True
         """Whether the reader can count what the kernel drops: a perf event array always
         can, a ring buffer only with igrun's ``gadget_lost_events`` counter (igrun/buffer.h)."""
@@ -264,6 +265,7 @@ class BpfTracer(Gadget):
         assert obj is not None
         self.obj = obj
         self.buffer_size = head.ring_bytes  # the ring the events waited in, kept
+        self._head_start_losses = True  # until the first read (:meth:`_drain`)
         try:
             self._pin(ctx, obj)
             preload_numpy()
@@ -409,8 +411,14 @@ class BpfTracer(Gadget):
         if not timeout_ms or now >= self._lost_due:  # a syscall: not for every small batch
             self._lost_due = now + LOST_CHECK_S
             lost = self.reader.lost()
-            if lost:
+            if lost and self._head_start_losses:
+                # Dropped while the launcher still imported, before the run's first read
+                # (the ring holds the earliest): events from before the start was done,
+                # which a run without a head start would not have traced at all.
+                ctx.logger.info("head_start_ring_full", not_shown=lost)
+            elif lost:
                 ctx.report_lost(lost)
+            self._head_start_losses = False
             if self.buffer_use is not None:
                 self.buffer_use.add(self.reader.fill_peak())
         if raw is None:
