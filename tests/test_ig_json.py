@@ -95,9 +95,9 @@ GADGETS: dict[str, type[Gadget]] = {
 NOT_WRITTEN = {
     "message": "only on ig's err, warn, debug and info records, never on an event",
     **{
-        f"{end}.{key}": "set by ig's KubeIPResolver operator (Kubernetes), not by the gadget"
+        f"{end}.podlabels": "a pod's labels: ig's KubeIPResolver reads them from the "
+        "Kubernetes API server (igrun fills namespace, podname and kind: test_endpoint_pods)"
         for end in ("src", "dst")
-        for key in ("namespace", "podname", "kind", "podlabels")
     },
     **{
         key: "the local pod's details ig takes from the Kubernetes API server (trace network)"
@@ -133,6 +133,9 @@ ADDITIONS: dict[str, set[str]] = {
         "src.addr",
         "src.version",
         "src.port",
+        "src.namespace",
+        "src.podname",
+        "src.kind",
         "dst.port",
         "dst.containerName",
     },
