@@ -45,6 +45,7 @@ from igrun.core.containers.collection import (
     Selector,
 )
 from igrun.core.containers.discovery import Discovery, runtime_names, select_clients
+from igrun.core.containers.endpoints import EndpointPods, pod_ends
 from igrun.core.events.schema import Array, Batch, Column, Field, Kind, Schema
 from igrun.core.gadget import ContainerAttacher, Gadget, GadgetContext, GadgetType
 from igrun.core.hookspecs import hookimpl
@@ -325,6 +326,8 @@ class ContainersOperator(Operator):
         self._codes: Array | None = None
         """Codes 0 for a batch of no container (made with the first batch: numpy is not
         imported before the programs are attached)."""
+        self._endpoints: EndpointPods | None = None
+        """Fills the pod keys of the events' endpoints (``src.podname``...), if they have any."""
 
     @classmethod
     def can_operate_on(cls, gadget: type[Gadget]) -> bool:
@@ -467,6 +470,9 @@ class ContainersOperator(Operator):
             self.mntns_field = schema.tagged("netns")
             self._candidates = self.collection.candidates_by_netns
         self.boot_field = schema.tagged("boot_time")
+        ends = pod_ends(schema)
+        if ends:
+            self._endpoints = EndpointPods(self.collection, ends, host_netns())
 
     def process(self, batch: Batch) -> Batch:
         generation = self.collection.generation
@@ -510,7 +516,9 @@ class ContainersOperator(Operator):
         batch.set_coded_group(tables, owners)
         if self.host and self.selector.names:
             selected = np.array([self.selector.matches(c) for c in pool] + [True], dtype=bool)
-            return batch.take(selected[owners])
+            batch = batch.take(selected[owners])
+        if self._endpoints is not None:
+            self._endpoints.resolve(batch)
         return batch
 
     def _tables(self, pool: list[Container]) -> dict[str, Array]:
@@ -536,6 +544,9 @@ class ContainersOperator(Operator):
         return tables
 
     def post_run(self) -> None:
+        endpoints, self._endpoints = self._endpoints, None
+        if endpoints is not None:
+            endpoints.close()
         shared, self.shared = self.shared, None
         if shared is not None:
             with shared.lock:

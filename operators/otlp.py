@@ -250,13 +250,14 @@ class OtlpOperator(Operator):
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
         from opentelemetry.sdk.resources import Resource
 
-        from igrun.core.output.jsonlines import JsonLines
+        from igrun.core.output.jsonlines import JsonLines, ig_order
         from igrun.operators.otlp_export import CountingExporter
         from igrun.operators.output import NORMAL, parse_output
 
         _, columns = parse_output("json", schema)
         kind = None if self.ctx.gadget.type.is_periodic else NORMAL
-        self._json = JsonLines(columns, self.ctx.tag, kind)
+        order = ig_order(self.ctx.gadget.full_name())  # as -o json writes them
+        self._json = JsonLines(columns, self.ctx.tag, kind, order)
 
         sdk_logger = logging.getLogger("opentelemetry")
         sdk_logger.propagate = False

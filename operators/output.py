@@ -39,7 +39,7 @@ from igrun.core.gadget import (
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_OUTPUT, Operator
 from igrun.core.output.columns import ColumnLines, fit
-from igrun.core.output.jsonlines import JsonLines, dumps
+from igrun.core.output.jsonlines import JsonLines, dumps, ig_order, record_order
 from igrun.core.output.printable import printable
 from igrun.core.params import ParamDesc, Params
 from igrun.core.run.resources import Resources
@@ -233,7 +233,7 @@ class OutputOperator(Operator):
             return
         self.widths = header_widths(self.columns)
         if self.format == "json":
-            self._json = JsonLines(self.columns, self.tag, self._type)
+            self._json = JsonLines(self.columns, self.tag, self._type, self._order())
         if self.format == "columns" and self.stream.isatty():
             self.widths = scale_widths(self.columns, shutil.get_terminal_size().columns)
             self.redraw = self._periodic
@@ -314,11 +314,18 @@ class OutputOperator(Operator):
             self.write_bytes(self._json.encode(batch))
         else:
             lead = {"gadget": self.tag} if self.tag else {}
-            if self._type:
-                lead["type"] = self._type
-            rows = batch.to_dicts(self.columns, omit_empty=True)
-            self.write(self._records([{**lead, **row} for row in rows]))
+            fields, keys = record_order(self.columns, self._type, self._order())
+            fixed = {"type": self._type} if self._type else {}
+            rows = batch.to_dicts(fields, omit_empty=True)
+            records = [
+                {k: r[k] for k in keys if k in r} for r in ({**fixed, **row} for row in rows)
+            ]
+            self.write(self._records([{**lead, **r} for r in records]))
         return batch
+
+    def _order(self) -> tuple[str, ...]:
+        """The order of JSON keys: ``ig``'s for the gadget, igrun's additions after them."""
+        return ig_order(self.ctx.gadget.full_name())
 
     def flush(self) -> Batch | None:
         if self.format == "none":
@@ -373,7 +380,9 @@ class OutputOperator(Operator):
             objects = lines.rstrip(b"\n").split(b"\n") if lines else []
             self.write_bytes(memoryview(b"[" + b",".join(objects) + b"]\n"))
         else:
-            records = batch.to_dicts(self.columns, omit_empty=True) if batch is not None else []
+            fields, keys = record_order(self.columns, None, self._order())
+            dicts = batch.to_dicts(fields, omit_empty=True) if batch is not None else []
+            records = [{k: r[k] for k in keys if k in r} for r in dicts]
             if self.format == "jsonpretty":
                 self.write(json.dumps(records, indent=2) + "\n")
             else:

@@ -232,6 +232,7 @@ def test_populate_fills_every_member_the_group_shows(
     (event,) = trace(FieldsTracer, action)
     assert event["timestamp"] > 0
     del event["timestamp"]
+    no_pod = {"namespace": "", "podname": "", "kind": ""}  # an address of no known pod
     assert event == {
         "mountnsid": os.stat(f"/proc/{os.getpid()}/ns/mnt").st_ino,
         "pid": pid,
@@ -241,7 +242,7 @@ def test_populate_fills_every_member_the_group_shows(
         "gid": NOBODY,
         "comm": CHILD_COMM,
         "ipversion": 4,
-        "src": {"addr": "127.0.0.1", "version": 4, "port": 1234},
-        "dst": {"addr": "10.0.0.2", "version": 4, "port": 443},
+        "src": {"addr": "127.0.0.1", "version": 4, "port": 1234, **no_pod},
+        "dst": {"addr": "10.0.0.2", "version": 4, "port": 443, **no_pod},
         "marker": 0x1EE7,
     }

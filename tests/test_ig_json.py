@@ -30,6 +30,7 @@ import pytest
 
 from igrun.core.events.schema import Field, Kind
 from igrun.core.gadget import Gadget
+from igrun.core.output import igorder
 from igrun.operators.containers import ENRICHED, node_name
 from igrun.plugins.audit_seccomp import AuditSeccomp
 from igrun.plugins.profile_cpu import ProfileCpu
@@ -61,6 +62,8 @@ if TYPE_CHECKING:
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "ig_v0.25_json.json").read_text())
 IG: dict[str, dict[str, dict[str, Any]]] = FIXTURE["gadgets"]
+ORDER: dict[str, list[str]] = FIXTURE["order"]
+"""Per gadget, ``ig``'s keys in the order Go writes them (under ``""``, the common ones)."""
 
 GADGETS: dict[str, type[Gadget]] = {
     "trace exec": TraceExec,
@@ -92,9 +95,9 @@ GADGETS: dict[str, type[Gadget]] = {
 NOT_WRITTEN = {
     "message": "only on ig's err, warn, debug and info records, never on an event",
     **{
-        f"{end}.{key}": "set by ig's KubeIPResolver operator (Kubernetes), not by the gadget"
+        f"{end}.podlabels": "a pod's labels: ig's KubeIPResolver reads them from the "
+        "Kubernetes API server (igrun fills namespace, podname and kind: test_endpoint_pods)"
         for end in ("src", "dst")
-        for key in ("namespace", "podname", "kind", "podlabels")
     },
     **{
         key: "the local pod's details ig takes from the Kubernetes API server (trace network)"
@@ -130,6 +133,9 @@ ADDITIONS: dict[str, set[str]] = {
         "src.addr",
         "src.version",
         "src.port",
+        "src.namespace",
+        "src.podname",
+        "src.kind",
         "dst.port",
         "dst.containerName",
     },
@@ -225,6 +231,29 @@ def flatten(event: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def written_order(event: dict[str, Any]) -> list[str]:
+    """The event's keys as written, each object's members (dotted) right after it."""
+    out = []
+    for key, value in event.items():
+        out.append(key)
+        if key in ("runtime", "k8s", "src", "dst") and isinstance(value, dict):
+            out += [f"{key}.{k}" for k in value]
+    return out
+
+
+def check_order(gadget: str, event: dict[str, Any]) -> None:
+    """``ig``'s keys in ``ig``'s order (Go's struct order), igrun's additions after them: at
+    the top and in each object."""
+    written = written_order(event)
+    ours = [k for k in written if k in IG[gadget]]
+    assert ours == [k for k in ORDER[gadget] if k in ours], (gadget, written)
+    for outer in ("", "runtime.", "k8s.", "src.", "dst."):
+        level = [k for k in written if k.startswith(outer) and "." not in k[len(outer) :]]
+        named = [k in IG[gadget] for k in level]
+        if False in named:  # an addition: no key of ig's after it
+            assert True not in named[named.index(False) :], (gadget, written)
+
+
 def check_event(gadget: str, event: dict[str, Any]) -> None:
     """One event as ``ig`` would write it: every key of ``ig``'s that is not omitempty, its
     objects, the right value types, no empty value of an omitempty key, ``type`` normal (none
@@ -254,6 +283,7 @@ def check_event(gadget: str, event: dict[str, Any]) -> None:
             whole = any(a.startswith(f"{key}.") for a in added)  # an added object
             assert key in added or whole, (gadget, key, "neither ig's nor a known addition")
     assert not OLD_NAMES & set(flat), event
+    check_order(gadget, event)
 
 
 # ---- the schemas ----------------------------------------------------------------------------
@@ -269,6 +299,20 @@ def test_fixture_is_igs_v0_25_0() -> None:
         "source": "pkg/gadgets/trace/exec/types/types.go",
     }
     assert IG["trace exec"]["k8s.podName"]["source"] == "pkg/types/types.go"
+    # Go writes an embedded struct's fields in place of the embedding field: Event first.
+    assert ORDER["trace exec"][:3] == ["runtime", "runtime.runtimeName", "runtime.containerId"]
+    assert ORDER["trace exec"][12:17] == ["timestamp", "type", "message", "mountnsid", "pid"]
+    assert ORDER["trace tcpdrop"][15:20] == ["mountnsid", "netnsid", "pid", "comm", "uid"]
+    for name in GADGETS:
+        assert ORDER[name] == list(IG[name])
+
+
+def test_writer_follows_the_fixtures_order() -> None:
+    """The order the JSON writer follows is the fixture's, generated from the same sources."""
+    assert {name: list(keys) for name, keys in igorder.ORDER.items()} == {
+        name: keys for name, keys in ORDER.items() if name and name != "about"
+    }
+    assert list(igorder.EVENT) == ORDER[""]
 
 
 @pytest.mark.parametrize("name", sorted(GADGETS))

@@ -238,3 +238,52 @@ def test_only_empty_fields_leave_only_the_lead() -> None:
         b'{"type":"normal","runtime":{}}\n' * 2
     )
     assert bytes(JsonLines(fields).encode(batch)) == b'{"runtime":{}}\n' * 2
+
+
+def test_order_is_gos_struct_order_with_additions_after(batch: Batch) -> None:
+    """With an order (``ig``'s, as Go writes its struct): its keys in its order, an object
+    where its first member is (its own additions after its named members), ``type`` where
+    the order names it, the keys it does not name after every named one, in schema order;
+    the values are those of the unordered writer, whichever way C reads them."""
+    order = ("runtime", "runtime.args", "k8s", "k8s.pod", "ts", "type", "comm", "ok", "pid")
+    writer = JsonLines(FIELDS, "trace x", "normal", order)
+    lines = bytes(writer.encode(batch)).decode().splitlines()
+    plain = bytes(JsonLines(FIELDS, "trace x", "normal").encode(batch)).decode().splitlines()
+    for line, same in zip(lines, plain, strict=True):
+        row = json.loads(line)
+        assert row == json.loads(same)
+        assert list(row) == [
+            *("gadget", "runtime", "k8s", "ts", "type", "comm", "ok", "pid"),
+            *("ret", "s8", "ratio"),  # not in the order: after it, in schema order
+        ]
+        assert list(row["runtime"]) == ["args", "containerName"]
+    assert lines[0].startswith('{"gadget":"trace x","runtime":{"args":["a"],"containerName"')
+
+
+def test_order_keeps_commas_right_around_omitted_keys() -> None:
+    """A placed ``type`` between keys that may all be left out, and one after every named
+    key: the comma before and after it is decided per row."""
+    fields = [
+        Field("n", Kind.UINT, omit_empty=True),
+        Field("m", Kind.UINT, omit_empty=True),
+        Field("runtime.x", Kind.UINT, omit_empty=True),
+    ]
+    dtype = np.dtype([("n", "<u4"), ("m", "<u4")])
+    raw = np.zeros(4, dtype)
+    raw["n"] = [0, 1, 0, 1]
+    raw["m"] = [0, 0, 2, 2]
+    batch = Batch(Schema(fields, "event", dtype), raw)
+    batch.set_column("runtime.x", np.array([0, 0, 0, 3], dtype=np.uint32))
+    got = bytes(JsonLines(fields, None, "normal", ("n", "type", "m", "runtime")).encode(batch))
+    assert got.decode().splitlines() == [
+        '{"type":"normal","runtime":{}}',  # the order names the object, not its member
+        '{"n":1,"type":"normal","runtime":{}}',
+        '{"type":"normal","m":2,"runtime":{}}',
+        '{"n":1,"type":"normal","m":2,"runtime":{"x":3}}',
+    ]
+    # No order names type: after the named keys (here the last, after an object).
+    got = bytes(JsonLines(fields, "g", "normal", ("runtime", "n", "m")).encode(batch))
+    assert got.decode().splitlines()[0] == '{"gadget":"g","runtime":{},"type":"normal"}'
+    # Last after keys that may all be left out: it cannot know the comma, so goes first.
+    got = bytes(JsonLines(fields[:2], None, "normal", ("n", "m")).encode(batch))
+    assert got.decode().splitlines()[:2] == ['{"type":"normal"}', '{"type":"normal","n":1}']

@@ -111,4 +111,9 @@ def test_l4_endpoints_look_like_igs() -> None:
     raw["ipversion"] = [4, 6, 4]
     batch = Batch(schema, raw)
     assert batch["dst"].tolist() == ["10.1.2.3:443", "[::1]:8080", "10.1.2.3:53"]
-    assert batch.to_dicts()[1] == {"dst": {"addr": "::1", "version": 6, "port": 8080}}
+    assert batch.to_dicts(omit_empty=True)[1] == {
+        "dst": {"addr": "::1", "version": 6, "port": 8080}
+    }
+    # ig's L3Endpoint's pod keys, empty (left out of JSON) until an address is a known pod's
+    no_pod = {"namespace": "", "podname": "", "kind": ""}
+    assert batch.to_dicts()[1] == {"dst": {"addr": "::1", "version": 6, "port": 8080, **no_pod}}

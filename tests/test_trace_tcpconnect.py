@@ -31,6 +31,10 @@ from igrun.plugins.trace_tcpconnect import TraceTcpconnect
 if TYPE_CHECKING:
     from conftest import IgrunCli
 
+NO_POD = {"namespace": "", "podname": "", "kind": ""}
+"""An endpoint of no known pod, as the Python API gives it (JSON leaves its keys out)."""
+
+
 pytestmark = pytest.mark.bpf
 
 COMM = Path(sys.executable).name[:15]
@@ -142,8 +146,8 @@ def test_connect_event_has_exact_fields(
     assert event["gid"] == os.getgid()
     assert event["comm"] == COMM
     assert event["ipversion"] == version
-    assert event["src"] == {"addr": host, "version": version, "port": from_port}
-    assert event["dst"] == {"addr": host, "version": version, "port": port}
+    assert event["src"] == {"addr": host, "version": version, "port": from_port, **NO_POD}
+    assert event["dst"] == {"addr": host, "version": version, "port": port, **NO_POD}
     assert event["mountnsid"] == os.stat("/proc/self/ns/mnt").st_ino
     assert event["error"] == ""
     # Measured in the kernel from SYN sent to ESTABLISHED: within the child's connect() call.
@@ -251,8 +255,8 @@ def test_refused_connect_is_reported_with_its_errno(
     (event,) = of_pid(rows, refused_pid)
     assert event["error"] == "ECONNREFUSED"
     assert (event["tid"], event["comm"], event["uid"]) == (refused["tid"], COMM, os.getuid())
-    assert event["src"] == {"addr": host, "version": version, "port": from_port}
-    assert event["dst"] == {"addr": host, "version": version, "port": closed_port}
+    assert event["src"] == {"addr": host, "version": version, "port": from_port, **NO_POD}
+    assert event["dst"] == {"addr": host, "version": version, "port": closed_port, **NO_POD}
     assert 0 < event["latency"] <= refused["took"]  # SYN sent to reset received
     ok_pid, ok = seen["ok"]
     assert ok["errno"] == 0
@@ -277,8 +281,13 @@ def test_timed_out_connect_is_reported_with_etimedout() -> None:
         (event,) = of_pid(rows, seen["pid"])
         assert event["error"] == "ETIMEDOUT"
         assert (event["tid"], event["comm"]) == (seen["pid"], COMM)
-        assert event["src"] == {"addr": blackhole.addr, "version": 4, "port": from_port}
-        assert event["dst"] == {"addr": blackhole.addr, "version": 4, "port": blackhole.port}
+        assert event["src"] == {"addr": blackhole.addr, "version": 4, "port": from_port, **NO_POD}
+        assert event["dst"] == {
+            "addr": blackhole.addr,
+            "version": 4,
+            "port": blackhole.port,
+            **NO_POD,
+        }
         # At least the one retransmission (1 s) before giving up; no later than connect() returned.
         assert 1_000_000_000 <= event["latency"] <= seen["child"]["took"]
 
@@ -299,8 +308,13 @@ def test_connect_answered_by_icmp_unreachable_is_ehostunreach() -> None:
         assert seen["child"]["errno"] == errno.EHOSTUNREACH
         (event,) = of_pid(rows, seen["pid"])
         assert (event["error"], event["comm"]) == ("EHOSTUNREACH", COMM)
-        assert event["src"] == {"addr": blackhole.addr, "version": 4, "port": from_port}
-        assert event["dst"] == {"addr": blackhole.addr, "version": 4, "port": blackhole.unreachable}
+        assert event["src"] == {"addr": blackhole.addr, "version": 4, "port": from_port, **NO_POD}
+        assert event["dst"] == {
+            "addr": blackhole.addr,
+            "version": 4,
+            "port": blackhole.unreachable,
+            **NO_POD,
+        }
 
 
 def test_connect_closed_before_any_answer_is_econnaborted() -> None:
@@ -468,6 +482,7 @@ def test_cli_json_prints_the_connection(igrun_cli: IgrunCli) -> None:
     (event,) = [e for e in igrun_cli.events(out) if e["pid"] == pid]
     assert event["comm"] == COMM
     assert event["ipversion"] == 4
+    # JSON leaves out the pod keys of an address of no pod, as ig does
     assert event["src"] == {"addr": "127.0.0.1", "version": 4, "port": seen["from_port"]}
     assert event["dst"] == {"addr": "127.0.0.1", "version": 4, "port": seen["port"]}
     assert 0 < event["latency"] <= seen["took"]

@@ -335,7 +335,7 @@ class Layout:
             self.member(f"{path}.{name}", fmt, offset + m.offset)
         if layer == 4:
             self.fields += l4_endpoint(
-                path, f"{path}.addr_raw", f"{path}.port", f"{path}.version", path
+                path, f"{path}.addr_raw", f"{path}.port", f"{path}.version", path, pod=False
             )
             self.fields.append(
                 Field(

@@ -38,6 +38,7 @@ from igrun.core.output.cbuffers import (
     text_key,
     texts_table,
 )
+from igrun.core.output.igorder import EVENT, ORDER
 
 INT, UINT, BOOL, CSTR, TEXT, WALL_TIME = (
     lib.IGR_JSON_INT,
@@ -81,34 +82,118 @@ class Piece:
     field: Field
 
 
-def layout(fields: Sequence[Field], lead: str = "") -> tuple[list[Piece], str]:
+def ig_order(gadget: str) -> tuple[str, ...]:
+    """The order of ``gadget``'s JSON keys (``"trace exec"``) as ``ig`` v0.25 writes them;
+    for a gadget ``ig`` does not have, the order of ``ig``'s common event keys."""
+    return ORDER.get(gadget, EVENT)
+
+
+Item = Field | str
+"""A field, or a text written whole where it stands (``"type":"normal"``)."""
+
+
+def arrange(fields: Sequence[Field], order: Sequence[str], placed: dict[str, str]) -> list[Item]:
+    """``fields`` and the ``placed`` texts (by key) in the order a row writes them.
+
+    Without ``order``: flat keys first, then one object per dotted prefix, as
+    :meth:`Batch.to_dicts` writes them, and the placed texts first. With ``order`` (dotted
+    keys, as Go writes its struct: see :mod:`igrun.core.output.igorder`): the keys it names
+    in its order, then the keys it does not name (placed texts first, then fields in their
+    own order). An object stands where the order names it or its first member, whichever
+    comes first, with its members (those named in order, then the others). A text placed
+    last, after keys that may all be left out, goes first instead: it could not know
+    whether a comma is due.
+    """
+    if not order:
+        flat: list[Item] = [f for f in fields if "." not in f.json_key]
+        groups: dict[str, list[Field]] = {}
+        for f in fields:
+            if "." in f.json_key:
+                groups.setdefault(f.json_key.partition(".")[0], []).append(f)
+        return [*placed.values(), *flat, *(f for members in groups.values() for f in members)]
+    rank = {key: i for i, key in enumerate(order)}
+    unnamed = len(order)
+
+    def where(key: str, i: int) -> tuple[int, int]:
+        return (rank[key], 0) if key in rank else (unnamed, i)
+
+    entries: list[tuple[tuple[int, int], list[Item]]] = []
+    objects: dict[str, list[tuple[tuple[int, int], Field]]] = {}
+    for n, (key, text) in enumerate(placed.items()):
+        entries.append((where(key, n - len(placed)), [text]))
+    for i, f in enumerate(fields):
+        if "." in f.json_key:
+            objects.setdefault(f.json_key.partition(".")[0], []).append((where(f.json_key, i), f))
+        else:
+            entries.append((where(f.json_key, i), [f]))
+    for outer, members in objects.items():
+        members.sort(key=lambda m: m[0])
+        named = where(outer, members[0][0][1])  # the order may name the object itself
+        entries.append((min(named, members[0][0]), [f for _, f in members]))
+    entries.sort(key=lambda e: e[0])
+    items = [item for _, group in entries for item in group]
+    while items and isinstance(items[-1], str) and not _comma_certain(items):
+        items.insert(0, items.pop())  # see above: the text goes first
+    return items
+
+
+def record_order(
+    fields: Sequence[Field], event_type: str | None, order: Sequence[str]
+) -> tuple[list[Field], list[str]]:
+    """For records built as dicts (``jsonpretty``, ``yaml``), the order :class:`JsonLines`
+    writes: the fields to build them from (an object's members in order, as
+    :meth:`Batch.to_dicts` keeps them) and the top-level keys in order (``type`` among them
+    when ``event_type`` is written)."""
+    placed = {"type": "type"} if event_type else {}
+    items = arrange([f for f in fields if f.in_json], order, placed)
+    top = (i if isinstance(i, str) else i.json_key.partition(".")[0] for i in items)
+    return [i for i in items if isinstance(i, Field)], list(dict.fromkeys(top))
+
+
+def _comma_certain(items: Sequence[Item]) -> bool:
+    """Whether a row of ``items`` always writes something before its trailing texts: a
+    field that is never left out, or an object (Go writes a struct even when empty)."""
+    return any(
+        isinstance(item, Field) and ("." in item.json_key or not item.omit_empty) for item in items
+    )
+
+
+def _join(text: str, value: bool, more: str) -> str:
+    """``more`` after ``text`` (a comma between them when ``text`` ends with a value); with no
+    ``text``, the writer decides the comma when the row is written."""
+    return text + ("," if value else "") + more if text else more
+
+
+def layout(items: Sequence[Item], lead: str = "") -> tuple[list[Piece], str]:
     """Each field's piece of a row, and the text after the last one.
 
-    Keys come in :meth:`Batch.to_dicts` order: flat keys first, then one object per dotted
-    prefix (``runtime.containerName`` goes into ``"runtime":{…}``). ``lead`` is written first
-    in every object (``"gadget":"trace exec"`` when several gadgets share the output).
+    ``items`` come in the order the row writes them (see :func:`arrange`); the fields of one
+    object next to each other (``runtime.containerName`` goes into ``"runtime":{…}``).
+    ``lead`` is written first in every object (``"gadget":"trace exec"`` when several
+    gadgets share the output).
     """
-    flat = [(f.json_key, f) for f in fields if "." not in f.json_key]
-    groups: dict[str, list[tuple[str, Field]]] = {}
-    for f in fields:
-        if "." in f.json_key:
-            outer, _, inner = f.json_key.partition(".")
-            groups.setdefault(outer, []).append((inner, f))
     pieces: list[Piece] = []
-    row_open = "{" + lead
-    for key, f in flat:
-        pieces.append(Piece(0, row_open, bool(lead) and row_open != "", f"{dumps(key)}:", f))
-        row_open = ""
-    closes = 0
-    for outer, members in groups.items():
-        first = row_open + ("," if lead else "") if row_open else ""  # the row's own start
-        opening = first + f"{dumps(outer)}:{{"
-        for key, f in members:
-            pieces.append(Piece(closes, opening, False, f"{dumps(key)}:", f))
-            opening, closes = "", 0
-        row_open, closes = "", 1
-    suffix = ("}}" if groups else "}") if pieces else "{" + lead + "}"
-    return pieces, suffix + "\n"
+    text, value = "{" + lead, bool(lead)  # written before the next key, ends with a value
+    closes, current = 0, ""  # objects to close before it; the open object's name
+    for item in items:
+        outer, dot, inner = ("", "", "") if isinstance(item, str) else item.json_key.partition(".")
+        outer = outer if dot else ""
+        if current and outer != current:
+            closes, current = 1, ""
+        if isinstance(item, str):
+            text, value = _join(text, value, item), True
+            continue
+        if outer and outer != current:
+            text, value, current = _join(text, value, f"{dumps(outer)}:{{"), False, outer
+        key = inner if outer else item.json_key
+        pieces.append(Piece(closes, text, value and text != "", f"{dumps(key)}:", item))
+        text, value, closes = "", False, 0
+    end = "}" * (1 if current else 0)
+    if not pieces:
+        return pieces, text + "}\n"
+    if text:  # trailing texts after pieces: arrange made sure a comma is due
+        return pieces, end + "," + text + "}\n"
+    return pieces, end + "}\n"
 
 
 def _c_kind(dtype: np.dtype[Any], f: Field) -> tuple[int, int] | None:
@@ -155,15 +240,20 @@ class JsonLines:
     """Encodes batches of one schema's ``fields`` as JSON lines (UTF-8 bytes)."""
 
     def __init__(
-        self, fields: Sequence[Field], tag: str | None = None, event_type: str | None = None
+        self,
+        fields: Sequence[Field],
+        tag: str | None = None,
+        event_type: str | None = None,
+        order: Sequence[str] = (),
     ) -> None:
-        """``tag`` is written first as ``"gadget"``, then ``event_type`` as ``"type"`` (``ig``
-        writes ``"type":"normal"`` on every event)."""
-        lead = ",".join(
-            ([f'"gadget":{dumps(tag)}'] if tag else [])
-            + ([f'"type":{dumps(event_type)}'] if event_type else [])
-        )
-        self.pieces, suffix = layout([f for f in fields if f.in_json], lead)
+        """``tag`` is written first as ``"gadget"``; ``event_type`` as ``"type"`` (``ig``
+        writes ``"type":"normal"`` on every event). Keys follow ``order`` (see
+        :func:`arrange`; :func:`ig_order` gives ``ig``'s), or without one the order of
+        :meth:`Batch.to_dicts` with ``type`` first."""
+        lead = f'"gadget":{dumps(tag)}' if tag else ""
+        placed = {"type": f'"type":{dumps(event_type)}'} if event_type else {}
+        items = arrange([f for f in fields if f.in_json], order, placed)
+        self.pieces, suffix = layout(items, lead)
         self._names = [p.field.name for p in self.pieces]
         self._prefixes = [p.key.encode() for p in self.pieces]
         self._opens = [p.open.encode() for p in self.pieces]

@@ -176,9 +176,6 @@ class TraceNetwork(BpfTracer):
                 column=Column(width=24, hidden=True),
             ),
             _peer_field("dst.containerName", "container that has the remote address"),
-            _peer_field("dst.podname", "Kubernetes pod that has the remote address"),
-            _peer_field("dst.namespace", "Kubernetes namespace of that pod"),
-            _peer_field("dst.kind", "pod when the remote address is a known pod's"),
             Field(
                 "remote",
                 Kind.STR,
