@@ -592,13 +592,22 @@ class ContainersOperator(Operator):
 
 
 def selector(params: Params) -> Selector:
-    """The run's container selection from its flags."""
+    """The run's container selection from its flags; pod labels from the API server where
+    one is at hand (see :mod:`igrun.core.containers.podlabels`)."""
+    labels = parse_label_selector(params.get("k8s-selector"))
+    labels_of = None
+    if labels:
+        from igrun.core.containers.podlabels import ApiPodLabels, reachable_api
+
+        api = reachable_api()
+        labels_of = ApiPodLabels(api) if api is not None else None
     return Selector(
         names=tuple(params.get("containername")),
         namespaces=tuple(params.get("k8s-namespace")),
         pods=tuple(params.get("k8s-podname")),
         k8s_containers=tuple(params.get("k8s-containername")),
-        labels=parse_label_selector(params.get("k8s-selector")),
+        labels=labels,
+        labels_of=labels_of,
     )
 
 

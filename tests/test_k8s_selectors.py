@@ -10,12 +10,14 @@ kubelet-made container.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import struct
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -282,3 +284,94 @@ def test_kubectl_igrun_namespace_defaults_to_the_context_s(
             want[in_web[0]] = (in_web[1], "sleep", other, "web")
         assert {k: v for k, v in got.items() if k in (in_cart[0], in_web[0])} == want, args
         _settle(lambda: pins_of(agent.run.pid) == [], "nothing pinned")
+
+
+@pytest.fixture
+def pod_api(tmp_path: Path) -> Iterator[tuple[Path, dict[str, dict[str, str]], list[str]]]:
+    """An API server answering ``GET /api/v1/namespaces/NS/pods/NAME`` with the labels set
+    in the dict it yields (404 for other pods); its kubeconfig, the dict, the paths asked."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    labels: dict[str, dict[str, str]] = {}
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            parts = self.path.split("/")  # '', api, v1, namespaces, NS, pods, NAME
+            key = f"{parts[4]}/{parts[6]}" if len(parts) == 7 else ""
+            if self.headers.get("Authorization") != "Bearer t0ken" or key not in labels:
+                self.send_response(404 if key else 401)
+                self.end_headers()
+                return
+            pod = {"kind": "Pod", "metadata": {"name": parts[6], "labels": labels[key]}}
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(json.dumps(pod).encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        f"""apiVersion: v1
+kind: Config
+current-context: test
+contexts: [{{name: test, context: {{cluster: fake, user: me}}}}]
+clusters: [{{name: fake, cluster: {{server: "http://127.0.0.1:{server.server_port}"}}}}]
+users: [{{name: me, user: {{token: t0ken}}}}]
+"""
+    )
+    yield config, labels, asked
+    server.shutdown()
+
+
+def test_pod_labels_come_from_the_api_server_when_there_is_one(
+    igrun_cli: TestCli,
+    podman: Podman,  # noqa: F811
+    pod_api: tuple[Path, dict[str, dict[str, str]], list[str]],
+) -> None:
+    """With ``$KUBECONFIG`` set, ``--k8s-selector`` matches the labels the API server gives
+    the pod, not the runtime's; a pod it does not know falls back to the runtime's; an API
+    server out of reach is one warning, and the runtime's labels again."""
+    config, labels, asked = pod_api
+    shop = unique("shop")
+    cart = pod_container(podman, shop, "cart", {"app": "cart"})
+    web = pod_container(podman, shop, "web", {"app": "web"})
+    ghost = pod_container(podman, shop, "ghost", {"team": "a"})  # unknown to the API
+    labels[f"{shop}/cart"] = {"team": "b"}
+    labels[f"{shop}/web"] = {"team": "a", "app": "web"}
+    env = {**os.environ, "KUBECONFIG": str(config)}
+    proc = igrun_cli.start("trace", "exec", "-o", "json", "--k8s-selector", "team=a", env=env)
+    (pins,) = igrun_cli.pin_dirs_of(proc.pid)
+    assert filter_keys(pins) == {web.mntns, ghost.mntns}
+    in_web, in_cart = exec_sleep(podman, web), exec_sleep(podman, cart)
+    events = stop_and_read(igrun_cli, proc)
+    assert {k: v for k, v in slept(events).items() if k in (in_web[0], in_cart[0])} == {
+        in_web[0]: (in_web[1], "sleep", shop, "web")
+    }
+    for pod in ("cart", "web", "ghost"):
+        assert f"/api/v1/namespaces/{shop}/pods/{pod}" in asked
+    config.write_text(f"""apiVersion: v1
+kind: Config
+current-context: test
+contexts: [{{name: test, context: {{cluster: gone, user: me}}}}]
+clusters: [{{name: gone, cluster: {{server: "http://127.0.0.1:{_closed_port()}"}}}}]
+users: [{{name: me, user: {{token: t0ken}}}}]
+""")  # fmt: skip
+    proc = igrun_cli.start("trace", "exec", "-o", "json", "--k8s-selector", "app=cart", env=env)
+    (pins,) = igrun_cli.pin_dirs_of(proc.pid)
+    assert filter_keys(pins) == {cart.mntns}  # the runtime's labels
+    _, err = proc.stop()
+    assert err.count("pod_labels_unavailable") == 1
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -246,6 +246,11 @@ class Selector:
     pods: tuple[str, ...] = ()
     k8s_containers: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
+    labels_of: Callable[[Container], Mapping[str, str]] | None = field(
+        default=None, compare=False, hash=False
+    )
+    """Where a container's pod labels come from (the API server's answer); None: the
+    runtime's (:func:`pod_labels`)."""
 
     @property
     def everything(self) -> bool:
@@ -273,7 +278,7 @@ class Selector:
         if self.k8s_containers and c.k8s_container not in self.k8s_containers:
             return False
         if self.labels:
-            have = pod_labels(c)
+            have = (self.labels_of or pod_labels)(c)
             return all(have.get(k) == v for k, v in self.labels)
         return True
 

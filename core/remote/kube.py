@@ -55,7 +55,7 @@ class ApiServer:
     """The namespace of the kubeconfig's context (the pod's own in a cluster): what
     ``-n`` defaults to."""
 
-    def get(self, path: str) -> Any:
+    def get(self, path: str, timeout: float = 10.0) -> Any:
         request = urllib.request.Request(self.url.rstrip("/") + path)
         request.add_header("Accept", "application/json")
         if self.token:
@@ -69,7 +69,7 @@ class ApiServer:
             if self.cert and self.key:
                 context.load_cert_chain(str(self.cert), str(self.key))
         try:
-            with urllib.request.urlopen(request, timeout=10, context=context) as reply:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as reply:
                 return json.load(reply)
         except urllib.error.HTTPError as exc:
             raise EnvironmentProblem(
