@@ -269,6 +269,8 @@ def test_kubectl_igrun_namespace_defaults_to_the_context_s(
         (["trace", "exec", "-o", "json", "-A"], {shop, other}),
         (["trace", "exec", "-o", "json", "-A", "-l", "app=web"], {other}),
         (["trace", "exec", "-o", "json", "-p", "web"], set()),  # web is not in shop
+        (["trace", "exec", "-o", "json", "-A", "-p", "web", "-c", "main"], {other}),
+        (["trace", "exec", "-o", "json", "-A", "--containername=other"], set()),
     ]
     for args, namespaces in cases:
         run = cli.start(*base, *args)
