@@ -479,6 +479,8 @@ class ContainersOperator(Operator):
         if not running and not self.host and self.selector.everything:
             log.info("no_containers", note="no container runs now: --host shows host processes")
         selected = [c.name for c in running if self.selector.matches(c)]
+        if not selected and not names and not self.selector.everything:
+            log.info("no_container_selected_yet", by=_describe(self.selector), note=later)
         log.debug(
             "containers_selected",
             count=len(selected),

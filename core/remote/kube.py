@@ -289,6 +289,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", required=False)
     parser.add_argument("--tls-key", required=False)
     parser.add_argument("--tls-ca", required=False)
+    chosen = parser.add_argument_group(
+        "pods to trace (before the gadget's name or among its flags, as kubectl gadget's)"
+    )
+    chosen.add_argument("-n", "--namespace", help="default: the context's, else 'default'")
+    chosen.add_argument("-A", "--all-namespaces", action="store_true")
+    chosen.add_argument("-p", "--podname", help="pod names (comma-separated)")
+    chosen.add_argument("-l", "--selector", help="pod labels: key=value[,key=value,...]")
+    chosen.add_argument("-c", "--containername", help="container names in the pod's spec")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="agents | <gadget> [flags]")
     return parser
 
