@@ -10,7 +10,10 @@ mount-namespace id — a whole batch at a time, grouped by id. Keys are ``ig`` v
 are left out of JSON, as ``ig``'s ``omitempty`` leaves them.
 
 Defaults are ``ig``'s: no flag traces every container and no host process; ``--host`` adds
-host processes; ``-c/--containername`` selects containers by name or id.
+host processes; ``-c/--containername`` selects containers by name or id; ``--k8s-namespace``,
+``--k8s-podname``, ``--k8s-containername`` and ``--k8s-selector`` (later ``ig``'s names;
+``kubectl igrun``'s ``-n``, ``-p``, ``-c``, ``-l``) select them by their pod, all of them in
+the kernel's filter as ``-c`` does.
 
 Several runs of one process (a config file with several gadgets) share one collection, one
 discovery and one filter map per selection, through a :class:`SharedContainers` this operator
@@ -43,6 +46,7 @@ from igrun.core.containers.collection import (
     ContainerCollection,
     SelectedContainers,
     Selector,
+    parse_label_selector,
 )
 from igrun.core.containers.discovery import Discovery, runtime_names, select_clients
 from igrun.core.containers.endpoints import EndpointPods, pod_ends
@@ -254,7 +258,7 @@ class SharedContainers:
     collection: ContainerCollection = field(default_factory=ContainerCollection)
     discovery: Discovery | None = None
     users: int = 0
-    filters: dict[tuple[str, ...], ContainersOperator] = field(default_factory=dict)
+    filters: dict[tuple[object, ...], ContainersOperator] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -271,6 +275,32 @@ class ContainersOperator(Operator):
             type_hint=TypeHint.STRING_LIST,
             value_hint=ValueHint.LOCAL_CONTAINER,
             description="trace only these containers (names or ids; repeat or comma-separate)",
+        ),
+        ParamDesc(
+            "k8s-namespace",
+            type_hint=TypeHint.STRING_LIST,
+            value_hint=ValueHint.K8S_NAMESPACE,
+            description="trace only containers of pods in these Kubernetes namespaces",
+        ),
+        ParamDesc(
+            "k8s-podname",
+            type_hint=TypeHint.STRING_LIST,
+            value_hint=ValueHint.K8S_POD_NAME,
+            description="trace only containers of the pods of these names",
+        ),
+        ParamDesc(
+            "k8s-containername",
+            type_hint=TypeHint.STRING_LIST,
+            value_hint=ValueHint.K8S_CONTAINER_NAME,
+            description="trace only containers of these names in their pod's spec",
+        ),
+        ParamDesc(
+            "k8s-selector",
+            type_hint=TypeHint.STRING_LIST,
+            value_hint=ValueHint.K8S_LABELS,
+            check=parse_label_selector,
+            description="trace only containers of pods with all these labels "
+            "(key=value[,key=value,...])",
         ),
         ParamDesc(
             "host",
@@ -297,7 +327,7 @@ class ContainersOperator(Operator):
 
     def __init__(self, ctx: GadgetContext, params: Params) -> None:
         super().__init__(ctx, params)
-        self.selector = Selector(tuple(params.get("containername")))
+        self.selector = selector(params)
         self.host = bool(params.get("host"))
         self.shared: SharedContainers | None = ctx.resources.get(SharedContainers)
         given = ctx.resources.get(ContainerCollection)  # a caller's own (tests)
@@ -402,7 +432,7 @@ class ContainersOperator(Operator):
             raise failed[0]
 
     def _share_filter_map(self, shared: SharedContainers) -> None:
-        key = tuple(sorted(self.selector.names))
+        key = self.selector.key
         keeper = shared.filters.get(key)
         if keeper is None:
             self._make_filter_map()
@@ -449,15 +479,17 @@ class ContainersOperator(Operator):
         later = "it is not in this snapshot" if once else "it is traced as soon as it starts"
         for name in unmatched:
             log.info("container_not_found_yet", name=name, note=later)
-        if not running and not self.host and not names:
+        if not running and not self.host and self.selector.everything:
             log.info("no_containers", note="no container runs now: --host shows host processes")
         selected = [c.name for c in running if self.selector.matches(c)]
+        if not selected and not names and not self.selector.everything:
+            log.info("no_container_selected_yet", by=_describe(self.selector), note=later)
         log.debug(
             "containers_selected",
             count=len(selected),
             names=",".join(selected),
             of=len(running),
-            by=",".join(names) or "all",
+            by=_describe(self.selector),
             host=self.host,
             kernel_filter=self.kernel_filter,
         )
@@ -514,7 +546,7 @@ class ContainersOperator(Operator):
         self, batch: Batch, pool: list[Container], tables: dict[str, Array], owners: Array
     ) -> Batch:
         batch.set_coded_group(tables, owners)
-        if self.host and self.selector.names:
+        if self.host and not self.selector.everything:
             selected = np.array([self.selector.matches(c) for c in pool] + [True], dtype=bool)
             batch = batch.take(selected[owners])
         if self._endpoints is not None:
@@ -570,6 +602,37 @@ class ContainersOperator(Operator):
             self.filter_map.close()
             self.filter_map = None
             self.ctx.resources.withdraw(MntnsFilter)
+
+
+def selector(params: Params) -> Selector:
+    """The run's container selection from its flags; pod labels from the API server where
+    one is at hand (see :mod:`igrun.core.containers.podlabels`)."""
+    labels = parse_label_selector(params.get("k8s-selector"))
+    labels_of = None
+    if labels:
+        from igrun.core.containers.podlabels import ApiPodLabels, reachable_api
+
+        api = reachable_api()
+        labels_of = ApiPodLabels(api) if api is not None else None
+    return Selector(
+        names=tuple(params.get("containername")),
+        namespaces=tuple(params.get("k8s-namespace")),
+        pods=tuple(params.get("k8s-podname")),
+        k8s_containers=tuple(params.get("k8s-containername")),
+        labels=labels,
+        labels_of=labels_of,
+    )
+
+
+def _describe(s: Selector) -> str:
+    parts = [
+        ",".join(s.names),
+        ",".join(f"namespace={n}" for n in s.namespaces),
+        ",".join(f"pod={p}" for p in s.pods),
+        ",".join(f"k8s-container={c}" for c in s.k8s_containers),
+        ",".join(f"{k}={v}" for k, v in s.labels),
+    ]
+    return ",".join(p for p in parts if p) or "all"
 
 
 @hookimpl

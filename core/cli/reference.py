@@ -24,7 +24,8 @@ HEADER = """\
 Generated from the gadgets themselves by `python -m igrun.core.cli.reference`; do not edit by
 hand. Every gadget also takes the common flags (`-o`, `-F`, `--sort`, `-m/--max-rows`,
 `--interval`, `-t`, `-v`) described in the README, and the container flags
-(`-c/--containername`, `--host`, `-r/--runtimes`, `--containerd-namespace`) when its events
+(`-c/--containername`, `--k8s-namespace`, `--k8s-podname`, `--k8s-containername`,
+`--k8s-selector`, `--host`, `-r/--runtimes`, `--containerd-namespace`) when its events
 carry a mount-namespace id. A gadget's own short flag wins: `trace fsslower -m` is its
 minimum latency, as in `ig`, and max-rows is `--max-rows` there.
 """

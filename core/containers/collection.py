@@ -192,16 +192,95 @@ def boot_ns() -> int:
 # ---- selection ---------------------------------------------------------------------------
 
 
+RUNTIME_KEYS = (
+    "io.kubernetes.",
+    "io.cri-containerd.",
+    "io.containerd.",
+    "io.containers.",
+    "io.container.",
+    "io.podman.",
+    "org.opencontainers.",
+    "containerd.",
+    "bundle",
+)
+"""Prefixes of the labels and annotations runtimes and the kubelet put on a container for
+themselves; the rest are taken as its pod's labels."""
+
+
+def pod_labels(c: Container) -> dict[str, str]:
+    """The labels of ``c``'s pod as its runtime tells them, when no API server says: the
+    container's labels and annotations but the runtimes' and the kubelet's own
+    (:data:`RUNTIME_KEYS`); a label wins over an annotation of the same key."""
+    return {
+        k: v
+        for source in (c.annotations, c.labels)
+        for k, v in source.items()
+        if not k.startswith(RUNTIME_KEYS)
+    }
+
+
+def parse_label_selector(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """``key=value`` items (``kubectl gadget -l``'s: equality only) as pairs; raises
+    ``ValueError`` for any other item."""
+    pairs = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or "=" in value or key != key.strip():
+            raise ValueError(
+                f"{item!r} is not key=value: give a comma-separated list of "
+                "key=value pairs (key=value[,key=value,...])"
+            )
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class Selector:
-    """Which containers a run traces: by name (any of them), or all when none are named."""
+    """Which containers a run traces: every criterion given must hold (a container named by
+    any of ``names``, in any of ``namespaces``, of any of ``pods``, of a Kubernetes container
+    named any of ``k8s_containers``, whose pod has every label of ``labels``); all of them
+    when none is given."""
 
     names: tuple[str, ...] = ()
+    namespaces: tuple[str, ...] = ()
+    pods: tuple[str, ...] = ()
+    k8s_containers: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    labels_of: Callable[[Container], Mapping[str, str]] | None = field(
+        default=None, compare=False, hash=False
+    )
+    """Where a container's pod labels come from (the API server's answer); None: the
+    runtime's (:func:`pod_labels`)."""
+
+    @property
+    def everything(self) -> bool:
+        return not (self.names or self.namespaces or self.pods or self.k8s_containers) and (
+            not self.labels
+        )
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """The same for selectors that select the same containers."""
+        return tuple(
+            tuple(sorted(part))
+            for part in (self.names, self.namespaces, self.pods, self.k8s_containers, self.labels)
+        )
 
     def matches(self, c: Container) -> bool:
-        if not self.names:
-            return True
-        return any(n in (c.name, c.id, c.short_id, c.k8s_container) for n in self.names)
+        if self.names and not any(
+            n in (c.name, c.id, c.short_id, c.k8s_container) for n in self.names
+        ):
+            return False
+        if self.namespaces and c.k8s_namespace not in self.namespaces:
+            return False
+        if self.pods and c.k8s_pod not in self.pods:
+            return False
+        if self.k8s_containers and c.k8s_container not in self.k8s_containers:
+            return False
+        if self.labels:
+            have = (self.labels_of or pod_labels)(c)
+            return all(have.get(k) == v for k, v in self.labels)
+        return True
 
 
 def host_container() -> Container:

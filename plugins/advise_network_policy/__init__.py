@@ -209,7 +209,8 @@ class Advisor:
             if c.netns == self.host_netns:
                 continue
             chosen = self.selected
-            if chosen is not None and chosen.selector.names and not chosen.selector.matches(c):
+            everything = chosen is None or chosen.selector.everything
+            if chosen is not None and not everything and not chosen.selector.matches(c):
                 continue  # --host with -c: the kernel kept every container's events
             addr = str(addrs[i])
             if not egress[i] and addr in self.host_addrs:
