@@ -28,11 +28,11 @@ from containerlab import IMAGE as BUSYBOX
 from containerlab import needs, unique
 from promlab import SCRAPE_INTERVAL, prometheus
 from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
-from test_kubernetes import needs_kubectl, one, render
+from test_kubernetes import one, render
 
 from igrun.testing import CliRun, IgrunCli, pins_of, without_ready
 
-pytestmark = [pytest.mark.bpf, needs_kubectl]
+pytestmark = pytest.mark.bpf
 IMAGE = os.environ.get("IGRUN_IMAGE", "")
 
 SCHEDULING = {
@@ -64,7 +64,11 @@ class Pod:
     """Mount path -> what is mounted there (host path or the test's folder), for the docs."""
 
     @classmethod
-    def from_manifest(cls, target: str, node: str, folder: Path) -> Pod:
+    def from_manifest(
+        cls, target: str, node: str, folder: Path, without: tuple[str, ...] = ()
+    ) -> Pod:
+        """The pod of ``target``'s DaemonSet, as node ``node`` (its files in ``folder``);
+        ``without`` the mounts at these paths (to show what they are for)."""
         docs = render(target)
         template = one(docs, "DaemonSet")["spec"]["template"]
         spec = template["spec"]
@@ -77,6 +81,9 @@ class Pod:
         host_network = bool(spec.get("hostNetwork"))
         argv.append("--network=host" if host_network else "--network=bridge")
         (container,) = spec["containers"]
+        kept = [m for m in container["volumeMounts"] if m["mountPath"] not in without]
+        assert len(kept) == len(container["volumeMounts"]) - len(without), without
+        container = {**container, "volumeMounts": kept}
         unknown = set(container) - {
             "name", "image", "imagePullPolicy", "command", "args", "env", "ports",
             "resources", "securityContext", "volumeMounts",
@@ -214,12 +221,16 @@ def _host_pid_1(command: list[str]) -> list[str]:
     return command
 
 
+def marker() -> str:
+    return f"image-{uuid.uuid4().hex[:10]}"
+
+
 @pytest.fixture
 def image(podman_env: dict[str, str]) -> dict[str, str]:  # noqa: F811
     """podman's environment, once an image is named (IGRUN_IMAGE)."""
     if not IMAGE:
         pytest.skip("set IGRUN_IMAGE to an image built by scripts/build-image.sh")
-    needs("podman", "runc")
+    needs("podman", "runc", "kubectl")  # kubectl renders the DaemonSet the pods are run from
     return podman_env
 
 
@@ -277,6 +288,37 @@ def test_the_agent_names_the_hosts_podman_containers(
         assert event["k8s"] == {"node": node}  # NODE_NAME, from the downward API
         assert event["mountnsid"] == box.mntns
     assert [e for e in events if e["args"][1:] == [host]] == []  # containers only
+
+
+def test_without_the_storage_mount_the_agent_cannot_name_them(
+    image: dict[str, str],
+    podman: Podman,  # noqa: F811
+    igrun_cli: IgrunCli,
+    tmp_path: Path,
+) -> None:
+    """What ``/var/lib/containers`` is for: without it the agent sees a podman container
+    only through runc's state, named by its id."""
+    node = unique("node")
+    pod = Pod.from_manifest("base", node, tmp_path / node, without=("/var/lib/containers",))
+    box = podman.run(unique("igrun-unnamed"))
+    agent = pod.start(image)
+    agent_pid = int(pod.inspect(image, "{{.State.Pid}}"))
+    try:
+        address = f"unix://{pod.run_igrun}/igrun.sock"
+        client = igrun_cli.start("--remote", address, "trace", "exec", "-o", "json")
+        mark = marker()
+        podman("exec", box.name, "/bin/echo", mark)
+        time.sleep(0.5)
+        out, err = client.stop(signal.SIGINT)
+        assert client.returncode == 0, err
+    finally:
+        _stop(pod, agent, agent_pid, image)
+    (event,) = [e for e in IgrunCli.events(out) if e["args"] == ["/bin/echo", mark]]
+    assert event["runtime"] == {
+        "containerName": box.id,
+        "containerId": box.id,
+        "runtimeName": "runc",
+    }
 
 
 def test_the_metrics_only_pod_is_scraped_by_prometheus(
@@ -341,10 +383,6 @@ def nodes(image: dict[str, str], tmp_path: Path) -> Iterator[list[tuple[str, str
     finally:
         for pod, _, pid, run in started:
             _stop(pod, run, pid, image)
-
-
-def marker() -> str:
-    return f"image-{uuid.uuid4().hex[:10]}"
 
 
 def test_three_agent_containers_through_the_fan_out_client(
