@@ -22,6 +22,8 @@ for tool in mmdebstrap podman; do
 done
 version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 [ "$version" = 3.11 ] || { echo "build-image: $PYTHON is $version, Debian 12 has 3.11" >&2; exit 1; }
+"$PYTHON" -m pip --version >/dev/null 2>&1 ||
+    { echo "build-image: $PYTHON has no pip (PYTHON=.venv/bin/python takes the venv's)" >&2; exit 1; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -21,9 +21,29 @@ apt_get install -y --no-install-recommends \
     python3 python3-venv python3-dev gcc make pkg-config \
     clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev \
     podman runc busybox-static containerd docker.io nftables iproute2 \
-    libbpf-tools zsh fish openssl jq \
+    libbpf-tools zsh fish openssl jq mmdebstrap \
     >/dev/null  # real containers and network namespaces for the tests; execsnoop for the bench;
-                # the shells whose completion scripts the tests run
+                # the shells whose completion scripts the tests run; mmdebstrap for the image
+
+# A real Prometheus for the tests that it scrapes igrun (they start their own, on a free
+# port). Debian's package would start its own service on :9090: a policy-rc.d that refuses
+# starts keeps it off while it installs (where none is there already), and it is disabled
+# for the next boot.
+if ! dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q 'ok installed'; then
+    policy=/usr/sbin/policy-rc.d
+    made_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && made_policy=1
+    fi
+    apt_get install -y --no-install-recommends prometheus >/dev/null || rc=$?
+    [ "$made_policy" = 1 ] && rm -f "$policy"
+    [ "${rc:-0}" = 0 ] || exit "$rc"
+    if [ -d /run/systemd/system ]; then
+        systemctl disable prometheus.service >/dev/null 2>&1 || true
+    else
+        update-rc.d prometheus disable >/dev/null 2>&1 || true
+    fi
+fi
 
 # The kernel file systems gadgets need.
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf

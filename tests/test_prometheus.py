@@ -24,7 +24,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 import structlog
+from containerlab import IMAGE, unique
 from prometheus_client.parser import text_string_to_metric_families
+from promlab import SCRAPE_INTERVAL, needs_prometheus, prometheus
+from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
 
 from igrun.core import Category, Field, Gadget, GadgetContext, Kind, Schema
 from igrun.core.bpf.build import compile_bpf
@@ -948,3 +951,72 @@ def test_an_ig_metrics_file_drives_a_run(igrun_cli: IgrunCli, tmp_path: Path) ->
     assert got[("opened_files_total", labels(path=f"{folder}/f"))] == 6.0
     assert not [k for k in got if k[0].startswith("executed_processes")]  # trace exec's
     assert got[("igrun_events_total", labels(gadget="trace open"))] == 6.0
+
+
+@pytest.mark.bpf
+def test_a_real_prometheus_stores_the_exact_counts(
+    igrun_cli: IgrunCli,
+    podman: Podman,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Debian's ``prometheus`` scrapes ``igrun trace exec -c NAME --metrics-config`` every
+    0.5 s; its query API gives the exact counts of the execs in that container: the run's own
+    ``igrun_events_total`` (the container selection is in the kernel, so every event the run
+    sees is one of them), a counter and a last-value gauge of the file."""
+    needs_prometheus()
+    name = unique("igrun-prom")
+    podman.names.append(name)  # sleep as its init: no exec of its own while the test counts
+    podman("run", "-d", "--pull=never", "--network", "none", "--name", name, IMAGE, "sleep", "600")
+    config = tmp_path / "metrics.toml"
+    config.write_text(
+        """
+        [[counters]]
+        name = "igrun_execs_total"
+        labels = ["comm", "runtime.containerName"]
+        [[gauges]]
+        name = "igrun_exec_last_uid"
+        labels = ["runtime.containerName"]
+        field = "uid"
+        """
+    )
+    port = free_port()
+    run = igrun_cli.start(
+        "trace", "exec", "-c", name, "-o", "none", "--metrics-config", str(config),
+        "--metrics-listen-address", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    execs = 5
+    try:
+        with prometheus(tmp_path / "prometheus", f"127.0.0.1:{port}") as prom:
+            for _ in range(execs):
+                podman("exec", "--user", "4321", name, "/bin/echo", "x")
+            execs_total = f'igrun_execs_total{{runtime_container_name="{name}"}}'
+            (series,) = prom.wait_for(execs_total, str(execs))
+            time.sleep(3 * SCRAPE_INTERVAL)  # later scrapes: no more than that
+            events = prom.values('igrun_events_total{job="igrun"}')
+            stored = prom.values(f'{{job="igrun", runtime_container_name="{name}"}}')
+            lost = prom.values('igrun_lost_events_total{job="igrun"}')
+            up = prom.values('up{job="igrun"}')
+    finally:
+        out, err = run.stop()
+    assert run.returncode == 0, err
+    assert out == ""  # -o none
+    instance = {("instance", f"127.0.0.1:{port}"), ("job", "igrun")}
+    assert series["metric"] == {
+        "__name__": "igrun_execs_total",
+        "comm": "echo",
+        "runtime_container_name": name,
+        "instance": f"127.0.0.1:{port}",
+        "job": "igrun",
+    }
+    execs_labels = {*instance, ("comm", "echo"), ("runtime_container_name", name)}
+    stored.pop(frozenset({*execs_labels, ("__name__", "igrun_execs_created")}), None)
+    assert stored == {
+        frozenset({*execs_labels, ("__name__", "igrun_execs_total")}): str(execs),
+        frozenset(
+            {*instance, ("__name__", "igrun_exec_last_uid"), ("runtime_container_name", name)}
+        ): "4321",
+    }
+    run_labels = {*instance, ("gadget", "trace exec")}
+    assert events == {frozenset({*run_labels, ("__name__", "igrun_events_total")}): str(execs)}
+    assert lost == {frozenset({*run_labels, ("__name__", "igrun_lost_events_total")}): "0"}
+    assert up == {frozenset({*instance, ("__name__", "up")}): "1"}
