@@ -19,6 +19,8 @@ from igrun.core.gadget import GadgetContext
 from igrun.operators.metrics_config import (
     BUFFER_SIZE_METRIC,
     BUFFER_USE_METRICS,
+    KERNEL_MODULE,
+    MODULES_COLUMN,
     RUN_METRICS,
     LabelKey,
     Metric,
@@ -114,6 +116,8 @@ def aggregate(metric: Metric, batch: Batch, labels: LabelColumns) -> Aggregate |
     if keep is not None:
         columns = [(texts, codes[keep]) for texts, codes in columns]
     inverse, keys = group_rows(columns, rows)
+    if metric.frames:
+        return function_samples(metric.frames, batch, keep, inverse, keys)
     groups = len(keys)
     values = None
     if metric.field is not None:
@@ -143,6 +147,74 @@ def aggregate(metric: Metric, batch: Batch, labels: LabelColumns) -> Aggregate |
     counts = np.bincount(inverse * width + bucket, minlength=groups * width)
     sums = np.bincount(inverse, weights=values, minlength=groups)
     return Aggregate(keys, counts.reshape(groups, width), sums)
+
+
+UNKNOWN = "[unknown]"
+UNKNOWN_FRAME = f"{UNKNOWN}+0x"
+"""How a profile names a user address outside every mapping (``[unknown]+0xaddress``)."""
+
+
+def function_samples(
+    frames: str, batch: Batch, keep: Array | None, group: Array, groups: list[LabelKey]
+) -> Aggregate | None:
+    """Samples per (function, module, label set) of a profile's stack rows: ``self``, the
+    stacks whose innermost frame is the function; ``total``, the stacks with the function
+    anywhere (once per stack, however deep it recurses). The frames of all rows are laid out
+    flat once (kernel frames, then user frames, each row's innermost first) and counted with
+    ``np.unique`` and ``np.bincount``; Python touches each frame list once, to flatten it."""
+    from itertools import chain
+
+    kernel, user = batch["kernelStack"], batch["userStack"]
+    counts = np.asarray(batch["count"], dtype=np.float64)
+    modules = batch[MODULES_COLUMN] if batch.overlaid(MODULES_COLUMN) else None
+    if keep is not None:
+        kernel, user, counts = kernel[keep], user[keep], counts[keep]
+        modules = modules[keep] if modules is not None else None
+    n = len(counts)
+    klen = np.fromiter(map(len, kernel), np.intp, n)
+    ulen = np.fromiter(map(len, user), np.intp, n)
+    names = np.empty(int(klen.sum() + ulen.sum()), dtype=object)
+    if not len(names):
+        return None
+    names[:] = [*chain.from_iterable(kernel), *chain.from_iterable(user)]
+    mods = np.empty(len(names), dtype=object)
+    mods[: klen.sum()] = KERNEL_MODULE
+    # Rows made elsewhere (a saved profile) may not say the modules: "[unknown]" then.
+    mods[klen.sum() :] = [*chain.from_iterable(modules)] if modules is not None else UNKNOWN
+    rows = np.concatenate([np.repeat(np.arange(n), klen), np.repeat(np.arange(n), ulen)])
+    # One id per (function, module): the two tables are small, the frames many.
+    fnames, fcode = np.unique(names, return_inverse=True)
+    # An address outside every mapping (often a garbage frame under code without frame
+    # pointers) is one "[unknown]" function, not one label value per address.
+    outside = np.array([f.startswith(UNKNOWN_FRAME) for f in fnames.tolist()], dtype=bool)
+    if outside.any():
+        fnames = fnames.copy()
+        fnames[outside] = UNKNOWN
+        fnames, remap = np.unique(fnames, return_inverse=True)
+        fcode = remap.reshape(-1)[fcode.reshape(-1)]
+    fmods, mcode = np.unique(mods, return_inverse=True)
+    pair = fcode.reshape(-1) * len(fmods) + mcode.reshape(-1)
+    distinct, fid = np.unique(pair, return_inverse=True)
+    fid = fid.reshape(-1)
+    width = len(distinct)
+    if frames == "self":  # the innermost frame: the kernel's first, else the user's first
+        kstart = np.cumsum(klen) - klen
+        ustart = klen.sum() + np.cumsum(ulen) - ulen
+        leaf = np.where(klen > 0, kstart, np.where(ulen > 0, ustart, -1))
+        pick = leaf[leaf >= 0]
+        frame_rows, frame_fids = rows[pick], fid[pick]
+    else:  # each function once per stack
+        once = np.unique(rows * width + fid)
+        frame_rows, frame_fids = once // width, once % width
+    slot = group[frame_rows] * width + frame_fids
+    found, where = np.unique(slot, return_inverse=True)
+    values = np.bincount(where.reshape(-1), weights=counts[frame_rows], minlength=len(found))
+    which = distinct[found % width]
+    function = fnames[which // len(fmods)].tolist()
+    module = fmods[which % len(fmods)].tolist()
+    label_sets = [groups[g] for g in (found // width).tolist()]
+    keys = [(f, m, *rest) for f, m, rest in zip(function, module, label_sets, strict=True)]
+    return Aggregate(keys, values)
 
 
 @dataclass
@@ -206,7 +278,8 @@ class MetricState:
         labels = list(m.label_names)
         if m.kind is MetricKind.COUNTER:
             counter = CounterMetricFamily(m.name, m.help, labels=labels)
-            for key, value in self.values.items() if with_samples else ():
+            values = _top(self.values, m.top) if with_samples else {}
+            for key, value in values.items():
                 counter.add_metric(list(key), value)
             return counter
         if m.kind is MetricKind.GAUGE:
