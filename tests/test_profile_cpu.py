@@ -480,6 +480,7 @@ def test_per_function_samples_are_top_n_prometheus_counters(
     samples = scrape(port)
     out, err = proc.stop()
     assert proc.returncode == 0, err
+    assert "functions_only_at_the_end" not in err
     proc.assert_released()
 
     def marker(name: str) -> float:
@@ -537,6 +538,19 @@ def test_a_bad_functions_config_is_one_line_and_exit_2(
     file.write_text(f'[[functions]]\nname = "igrun_cpu_self_samples"\n{config}\n')
     done = igrun_cli.run("profile", "cpu", "--host", "-t", "5s", "--metrics-config", str(file))
     assert (done.returncode, done.stderr, done.stdout) == (2, f"igrun: error: {message}\n", "")
+
+
+def test_per_function_samples_without_interval_are_warned_about(
+    igrun_cli: IgrunCli, tmp_path: Path
+) -> None:
+    config = tmp_path / "functions.toml"
+    config.write_text(FUNCTIONS_CONFIG)
+    done = igrun_cli.run(
+        "profile", "cpu", "--host", "-t", "1s", "-o", "none", "--metrics-config", str(config),
+        "--metrics-listen-address", f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "[warning] functions_only_at_the_end" in done.stderr
 
 
 def test_per_function_samples_need_a_profile_of_stacks(igrun_cli: IgrunCli, tmp_path: Path) -> None:
