@@ -50,6 +50,20 @@ RUN_SERIES = frozenset(
 )
 
 
+DEFAULT_TOP_FUNCTIONS = 20
+"""Functions a ``[[functions]]`` metric exports at most (``top``): the label sets stay few."""
+FUNCTION_LABELS = ("function", "module")
+KERNEL_MODULE = "[kernel]"
+"""The module label of kernel frames."""
+"""The labels of a per-function metric, before the file's own."""
+STACK_FIELDS = ("userStack", "kernelStack", "count")
+"""What a gadget's rows need for per-function metrics: frames innermost first and the
+samples of the stack."""
+MODULES_COLUMN = "userModules"
+"""A column beside a profile's fields (in no output): the module (binary) of each user frame,
+which per-function metrics label the frames with."""
+
+
 class MetricKind(enum.StrEnum):
     COUNTER = "counter"
     GAUGE = "gauge"
@@ -86,7 +100,12 @@ class Metric:
     rows): the field that says how many; ``None``: each row is one value."""
     top: int = 0
     """A gauge of a windowed run (a top gadget's intervals, snapshots): only the label sets
-    with the ``top`` highest values of each window are shown (0: all)."""
+    with the ``top`` highest values of each window are shown (0: all). A per-function
+    counter: only the ``top`` functions with the most samples so far."""
+    frames: str = ""
+    """A per-function counter of a profile's samples (``[[functions]]``): ``self`` counts
+    the samples whose innermost frame is the function, ``total`` those with the function
+    anywhere in the stack (once per stack); empty for the other metrics."""
 
     def series(self) -> set[str]:
         """The sample names this metric exposes, to find clashes between metrics."""
@@ -121,7 +140,17 @@ def _resolve(name: str, schema: Schema) -> Field:
 @cache
 def _config_model() -> Any:
     """The pydantic models of the config file, built on first use (pydantic costs ~70 ms)."""
-    from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
+    from pydantic import (
+        BaseModel,
+        ConfigDict,
+        StrictInt,
+        ValidationInfo,
+        field_validator,
+        model_validator,
+    )
+    from pydantic import (
+        Field as PydanticField,
+    )
     from pydantic_core import PydanticCustomError
 
     def problem(message: str) -> PydanticCustomError:
@@ -130,15 +159,14 @@ def _config_model() -> Any:
     def schema_of(info: ValidationInfo) -> Schema:
         return (info.context or {})["schema"]  # type: ignore[no-any-return]
 
-    class MetricConfig(BaseModel):
+    class NamedConfig(BaseModel):
+        """What every section has: a name, labels and filters."""
+
         model_config = ConfigDict(extra="forbid", frozen=True)
         reserved: ClassVar[frozenset[str]] = frozenset()
         name: str
         help: str = ""
         labels: list[str] = []
-        field: str = ""
-        filter: list[str] = []
-        scale: float = 1.0
 
         @field_validator("name")
         @classmethod
@@ -167,6 +195,21 @@ def _config_model() -> Any:
                 names[name] = label
             return value
 
+        @field_validator("filter", check_fields=False)  # declared by each section, in order
+        @classmethod
+        def _filter(cls, value: list[str], info: ValidationInfo) -> list[str]:
+            for expr in value:
+                try:
+                    parse_filter(expr, schema_of(info))
+                except ParamError as exc:
+                    raise problem(str(exc)) from None
+            return value
+
+    class MetricConfig(NamedConfig):
+        field: str = ""
+        filter: list[str] = PydanticField(default_factory=list)
+        scale: float = 1.0
+
         @field_validator("field")
         @classmethod
         def _field(cls, value: str, info: ValidationInfo) -> str:
@@ -187,16 +230,6 @@ def _config_model() -> Any:
                 raise problem("the scale is a finite number other than 0")
             if value != 1 and not info.data.get("field"):
                 raise problem("a scale multiplies the field: give the field")
-            return value
-
-        @field_validator("filter")
-        @classmethod
-        def _filter(cls, value: list[str], info: ValidationInfo) -> list[str]:
-            for expr in value:
-                try:
-                    parse_filter(expr, schema_of(info))
-                except ParamError as exc:
-                    raise problem(str(exc)) from None
             return value
 
     class HistogramConfig(MetricConfig):
@@ -254,17 +287,52 @@ def _config_model() -> Any:
                 raise problem("the window is a number of seconds above 0")
             return value
 
+    class FunctionsConfig(NamedConfig):
+        """Per-function sample counters of a profile's stacks (``profile cpu``)."""
+
+        reserved: ClassVar[frozenset[str]] = frozenset(FUNCTION_LABELS)
+        filter: list[str] = PydanticField(default_factory=list)
+        total_name: str = ""
+        top: StrictInt = DEFAULT_TOP_FUNCTIONS
+
+        @field_validator("total_name")
+        @classmethod
+        def _total_name(cls, value: str, info: ValidationInfo) -> str:
+            if value and not _METRIC_NAME.match(value):
+                raise problem(f'"{value}" is not a Prometheus metric name')
+            if value and value.removesuffix("_total") == str(
+                info.data.get("name", "")
+            ).removesuffix("_total"):
+                raise problem("the total samples need a name other than the self samples'")
+            return value
+
+        @field_validator("top")
+        @classmethod
+        def _top(cls, value: int) -> int:
+            if value < 1:
+                raise problem(f"top is a number of functions, 1 or more (not {value})")
+            return value
+
+        @model_validator(mode="after")
+        def _stacks(self, info: ValidationInfo) -> FunctionsConfig:
+            names = {f.name for f in schema_of(info).fields}
+            if not set(STACK_FIELDS) <= names:
+                raise problem("per-function samples need a profile of stacks (profile cpu)")
+            return self
+
     class MetricsConfig(BaseModel):
         model_config = ConfigDict(extra="forbid", frozen=True)
         counters: list[MetricConfig] = []
         gauges: list[GaugeConfig] = []
         histograms: list[HistogramConfig] = []
+        functions: list[FunctionsConfig] = []
 
         @model_validator(mode="after")
         def _some(self) -> MetricsConfig:
-            if not (self.counters or self.gauges or self.histograms):
+            if not (self.counters or self.gauges or self.histograms or self.functions):
                 raise problem(
-                    "declares no metrics (add [[counters]], [[gauges]] or [[histograms]])"
+                    "declares no metrics (add [[counters]], [[gauges]], [[histograms]] "
+                    "or [[functions]])"
                 )
             return self
 
@@ -419,7 +487,37 @@ def _metrics(data: Any, schema: Schema) -> list[Metric]:
                     )
             seen.update(dict.fromkeys(metric.series(), f"{where} ({m.name})"))
             metrics.append(metric)
+    for i, m in enumerate(config.functions):
+        labels = tuple(_resolve(name, schema) for name in m.labels)
+        for frames, name, key in (("self", m.name, "name"), ("total", m.total_name, "total_name")):
+            if not name:
+                continue
+            metric = Metric(
+                kind=MetricKind.COUNTER,
+                name=name,
+                help=m.help or _FUNCTION_HELP[frames],
+                labels=labels,
+                label_names=(*FUNCTION_LABELS, *(label_name(f) for f in labels)),
+                filters=tuple(parse_filter(expr, schema) for expr in m.filter),
+                top=m.top,
+                frames=frames,
+            )
+            where = f"functions[{i}].{key}"
+            for series in metric.series():
+                if series in seen:
+                    raise ParamError(
+                        f'metrics config: {where}: "{name}" clashes with {seen[series]}'
+                    )
+            seen.update(dict.fromkeys(metric.series(), f"{where} ({name})"))
+            metrics.append(metric)
     return metrics
+
+
+_FUNCTION_HELP = {
+    "self": "CPU samples whose innermost frame is the function, since the run began",
+    "total": "CPU samples with the function anywhere in the stack (once per stack), since "
+    "the run began",
+}
 
 
 def load_config(path: str, schema: Schema, gadget: str = "") -> list[Metric]:

@@ -19,6 +19,8 @@ from igrun.core.gadget import GadgetContext
 from igrun.operators.metrics_config import (
     BUFFER_SIZE_METRIC,
     BUFFER_USE_METRICS,
+    KERNEL_MODULE,
+    MODULES_COLUMN,
     RUN_METRICS,
     LabelKey,
     Metric,
@@ -69,11 +71,20 @@ class LabelColumns:
     def __init__(self, batch: Batch) -> None:
         self.batch = batch
         self._made: dict[str, LabelColumn] = {}
+        self._frames: FrameTable | None = None
+        self._frames_made = False
 
     def __getitem__(self, f: Field) -> LabelColumn:
         if f.name not in self._made:
             self._made[f.name] = label_column(self.batch, f)
         return self._made[f.name]
+
+    def frames(self) -> FrameTable | None:
+        """The batch's stack frames, coded once for every per-function metric."""
+        if not self._frames_made:
+            self._frames = frame_table(self.batch)
+            self._frames_made = True
+        return self._frames
 
 
 def group_rows(columns: list[LabelColumn], rows: int) -> tuple[Array, list[LabelKey]]:
@@ -114,6 +125,8 @@ def aggregate(metric: Metric, batch: Batch, labels: LabelColumns) -> Aggregate |
     if keep is not None:
         columns = [(texts, codes[keep]) for texts, codes in columns]
     inverse, keys = group_rows(columns, rows)
+    if metric.frames:
+        return function_samples(metric.frames, labels.frames(), keep, inverse, keys)
     groups = len(keys)
     values = None
     if metric.field is not None:
@@ -143,6 +156,118 @@ def aggregate(metric: Metric, batch: Batch, labels: LabelColumns) -> Aggregate |
     counts = np.bincount(inverse * width + bucket, minlength=groups * width)
     sums = np.bincount(inverse, weights=values, minlength=groups)
     return Aggregate(keys, counts.reshape(groups, width), sums)
+
+
+UNKNOWN = "[unknown]"
+UNKNOWN_FRAME = f"{UNKNOWN}+0x"
+"""How a profile names a user address outside every mapping (``[unknown]+0xaddress``)."""
+
+
+@dataclass
+class FrameTable:
+    """The frames of a batch of stack rows, laid out flat once (each row's kernel frames,
+    then its user frames, innermost first) and coded by (function, module)."""
+
+    rows: Array
+    """Per frame: its row."""
+    fid: Array
+    """Per frame: its (function, module) id, an index of :attr:`functions`."""
+    functions: list[tuple[str, str]]
+    leaf: Array
+    """Per row: the index of its innermost frame, -1 for a row without frames."""
+    counts: Array
+    """Per row: its samples."""
+
+
+def frame_table(batch: Batch) -> FrameTable | None:
+    """:class:`FrameTable` of ``batch``; Python touches each frame list once, to flatten it,
+    and the frames are coded with ``np.unique`` (None: no frames)."""
+    from itertools import chain
+
+    kernel, user = batch["kernelStack"], batch["userStack"]
+    counts = np.asarray(batch["count"], dtype=np.float64)
+    n = len(counts)
+    klen = np.fromiter(map(len, kernel), np.intp, n)
+    ulen = np.fromiter(map(len, user), np.intp, n)
+    kernel_frames = int(klen.sum())
+    names = np.empty(kernel_frames + int(ulen.sum()), dtype=object)
+    if not len(names):
+        return None
+    names[:] = [*chain.from_iterable(kernel), *chain.from_iterable(user)]
+    rows = np.concatenate([np.repeat(np.arange(n), klen), np.repeat(np.arange(n), ulen)])
+    fnames, fcode = np.unique(names, return_inverse=True)
+    fcode = fcode.reshape(-1)
+    # An address outside every mapping (often a garbage frame under code without frame
+    # pointers) is one "[unknown]" function, not one label value per address.
+    outside = np.array([f.startswith(UNKNOWN_FRAME) for f in fnames.tolist()], dtype=bool)
+    if outside.any():
+        fnames = fnames.copy()
+        fnames[outside] = UNKNOWN
+        fnames, remap = np.unique(fnames, return_inverse=True)
+        fcode = remap.reshape(-1)[fcode]
+    # Modules: "[kernel]" for kernel frames; a user frame's from the column beside the
+    # fields (a batch without it, such as a saved profile's rows: "[unknown]").
+    fmods = [KERNEL_MODULE]
+    mcode = np.zeros(len(names), dtype=np.intp)
+    if batch.overlaid(MODULES_COLUMN) and len(names) > kernel_frames:
+        user_mods = np.empty(len(names) - kernel_frames, dtype=object)
+        user_mods[:] = [*chain.from_iterable(batch[MODULES_COLUMN])]
+        table, codes = np.unique(user_mods, return_inverse=True)
+        fmods += table.tolist()
+        mcode[kernel_frames:] = codes.reshape(-1) + 1
+    elif len(names) > kernel_frames:
+        fmods.append(UNKNOWN)
+        mcode[kernel_frames:] = 1
+    distinct, fid = np.unique(fcode * len(fmods) + mcode, return_inverse=True)
+    functions = list(
+        zip(
+            fnames[distinct // len(fmods)].tolist(),
+            [fmods[m] for m in (distinct % len(fmods)).tolist()],
+            strict=True,
+        )
+    )
+    kstart = np.cumsum(klen) - klen
+    ustart = kernel_frames + np.cumsum(ulen) - ulen
+    leaf = np.where(klen > 0, kstart, np.where(ulen > 0, ustart, -1))
+    return FrameTable(rows, fid.reshape(-1), functions, leaf, counts)
+
+
+def function_samples(
+    frames: str,
+    table: FrameTable | None,
+    keep: Array | None,
+    group: Array,
+    groups: list[LabelKey],
+) -> Aggregate | None:
+    """Samples per (function, module, label set) of the rows ``keep`` selects: ``self``,
+    the stacks whose innermost frame is the function; ``total``, the stacks with the
+    function anywhere (once per stack, however deep it recurses); ``group`` is each kept
+    row's label set."""
+    if table is None:
+        return None
+    width = len(table.functions)
+    if frames == "self":  # the innermost frame: the kernel's first, else the user's first
+        with_frames = np.flatnonzero(table.leaf >= 0)
+        frame_rows, frame_fids = with_frames, table.fid[table.leaf[with_frames]]
+    else:  # each function once per stack
+        once = np.unique(table.rows * width + table.fid)
+        frame_rows, frame_fids = once // width, once % width
+    if keep is not None:
+        kept = keep[frame_rows]
+        frame_rows, frame_fids = frame_rows[kept], frame_fids[kept]
+        position = np.cumsum(keep) - 1  # a kept row's index among the kept rows
+        slot = group[position[frame_rows]] * width + frame_fids
+    else:
+        slot = group[frame_rows] * width + frame_fids
+    if not len(slot):
+        return None
+    found, where = np.unique(slot, return_inverse=True)
+    values = np.bincount(where.reshape(-1), weights=table.counts[frame_rows], minlength=len(found))
+    keys = [
+        (*table.functions[f], *groups[g])
+        for f, g in zip((found % width).tolist(), (found // width).tolist(), strict=True)
+    ]
+    return Aggregate(keys, values)
 
 
 @dataclass
@@ -206,7 +331,8 @@ class MetricState:
         labels = list(m.label_names)
         if m.kind is MetricKind.COUNTER:
             counter = CounterMetricFamily(m.name, m.help, labels=labels)
-            for key, value in self.values.items() if with_samples else ():
+            values = _top(self.values, m.top) if with_samples else {}
+            for key, value in values.items():
                 counter.add_metric(list(key), value)
             return counter
         if m.kind is MetricKind.GAUGE:

@@ -40,7 +40,7 @@ from igrun.core.gadget import GadgetContext
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_FILTER, Operator
 from igrun.core.params import ParamDesc, Params
-from igrun.operators._common import windowed
+from igrun.operators._common import by_interval, windowed
 
 if TYPE_CHECKING:
     from igrun.core.operator import RunPlan
@@ -162,6 +162,12 @@ class PrometheusOperator(Operator):
         host = str(self.server.server.server_address[0])
         host = f"[{host}]" if ":" in host else host
         self.ctx.logger.info("metrics_serving", url=f"http://{host}:{self.server.port}{self.path}")
+        if any(m.frames for m in self.collector.metrics) and not by_interval(self.ctx):
+            self.ctx.logger.warning(
+                "functions_only_at_the_end",
+                hint="a profile reports when its run ends, and the endpoint closes then: "
+                "give --interval to serve per-function samples while it runs",
+            )
 
     def process(self, batch: Batch) -> Batch:
         self.collector.add(batch)

@@ -425,6 +425,241 @@ def test_the_json_has_igs_keys(igrun_cli: IgrunCli, burn: Path) -> None:
     assert any(MARKER in e["userStack"] for e in events)
 
 
+FUNCTIONS_CONFIG = """\
+[[functions]]
+name = "igrun_cpu_self_samples"
+total_name = "igrun_cpu_total_samples"
+labels = ["comm"]
+top = 5
+"""
+
+
+def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """The samples of the endpoint, by sample name: (labels, value)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_per_function_samples_are_top_n_prometheus_counters(
+    igrun_cli: IgrunCli, burn: Path, tmp_path: Path
+) -> None:
+    """With --interval each interval's stacks are counted per function while the run goes
+    on: the marker has its ~frequency x CPU-seconds samples (self: it is the innermost
+    frame; total: anywhere in the stack), at most top = 5 functions are exported per
+    metric, and the counts are exactly those of the rows printed for the same intervals."""
+    config = tmp_path / "functions.toml"
+    config.write_text(FUNCTIONS_CONFIG)
+    port = free_port()
+    proc = igrun_cli.start(
+        "profile", "cpu", "--host", "--interval", "500ms", "-o", "json",
+        "--metrics-config", str(config), "--metrics-listen-address", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    pid, cpu = run_child([str(burn), "b", "2"])
+    # Two reports after the child's end: every sample it had is in the counters.
+    ended = scrape(port)["igrun_batches_total"][0][1]
+    deadline = time.monotonic() + 20
+    while scrape(port)["igrun_batches_total"][0][1] < ended + 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    samples = scrape(port)
+    out, err = proc.stop()
+    assert proc.returncode == 0, err
+    assert "functions_only_at_the_end" not in err
+    proc.assert_released()
+
+    def marker(name: str) -> float:
+        found = [
+            value
+            for labels, value in samples[name]
+            if labels["function"] == MARKER and labels["comm"] == "burn"
+        ]
+        assert len(found) == 1, samples[name]
+        return found[0]
+
+    self_samples = marker("igrun_cpu_self_samples_total")
+    total_samples = marker("igrun_cpu_total_samples_total")
+    low, high = expected_samples(cpu)
+    assert 0.9 * low <= total_samples <= high, (total_samples, cpu)
+    assert 0.8 * low <= self_samples <= total_samples
+    for name in ("igrun_cpu_self_samples_total", "igrun_cpu_total_samples_total"):
+        assert len(samples[name]) == 5, samples[name]  # more functions ran: the top 5
+        for labels, _ in samples[name]:
+            assert set(labels) == {"function", "module", "comm"}
+        assert {"function": MARKER, "module": "burn", "comm": "burn"} in [
+            labels for labels, _ in samples[name]
+        ]
+    # The same intervals' rows, as printed: the marker in the stacks of the child's pid.
+    events = [e for e in igrun_cli.events(out) if e.get("pid") == pid]
+    printed = sum(e["count"] for e in events if MARKER in e.get("userStack", []))
+    assert printed == total_samples
+    printed_self = sum(
+        e["count"]
+        for e in events
+        if not e.get("kernelStack") and e.get("userStack", [None])[0] == MARKER
+    )
+    assert printed_self == self_samples
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ("top = 0", "metrics config: functions[0].top: top is a number of functions, 1 or more "
+         "(not 0)"),
+        ('top = "20"', "metrics config: functions[0].top: Input should be a valid integer"),
+        ("top = 2.5", "metrics config: functions[0].top: Input should be a valid integer"),
+        ("tpo = 5", "metrics config: functions[0].tpo: unknown key (known: name, help, labels, "
+         "filter, total_name, top)"),
+        ('labels = ["function"]', "metrics config: functions[0].labels: no column "
+         '"function"'),
+        ('total_name = "igrun_cpu_self_samples_total"', "metrics config: "
+         "functions[0].total_name: the total samples need a name other than the self samples'"),
+    ],
+)  # fmt: skip
+def test_a_bad_functions_config_is_one_line_and_exit_2(
+    igrun_cli: IgrunCli, tmp_path: Path, config: str, message: str
+) -> None:
+    file = tmp_path / "functions.toml"
+    file.write_text(f'[[functions]]\nname = "igrun_cpu_self_samples"\n{config}\n')
+    done = igrun_cli.run("profile", "cpu", "--host", "-t", "5s", "--metrics-config", str(file))
+    assert (done.returncode, done.stderr, done.stdout) == (2, f"igrun: error: {message}\n", "")
+
+
+def test_per_function_samples_without_interval_are_warned_about(
+    igrun_cli: IgrunCli, tmp_path: Path
+) -> None:
+    config = tmp_path / "functions.toml"
+    config.write_text(FUNCTIONS_CONFIG)
+    done = igrun_cli.run(
+        "profile", "cpu", "--host", "-t", "1s", "-o", "none", "--metrics-config", str(config),
+        "--metrics-listen-address", f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "[warning] functions_only_at_the_end" in done.stderr
+
+
+def test_per_function_samples_need_a_profile_of_stacks(igrun_cli: IgrunCli, tmp_path: Path) -> None:
+    file = tmp_path / "functions.toml"
+    file.write_text('[[functions]]\nname = "igrun_execs_self_samples"\n')
+    done = igrun_cli.run("trace", "exec", "--host", "-t", "5s", "--metrics-config", str(file))
+    assert done.returncode == 2
+    assert done.stderr == (
+        "igrun: error: metrics config: functions[0]: per-function samples need a profile of "
+        "stacks (profile cpu)\n"
+    )
+
+
+def objects(lists: list[list[str]]) -> Any:
+    """A column of frame lists (an object array, each cell a list)."""
+    out = np.empty(len(lists), dtype=object)
+    for i, frames in enumerate(lists):
+        out[i] = frames
+    return out
+
+
+@pytest.mark.parametrize("doc", ["metrics.md", "profiling.md"])
+def test_the_functions_examples_of_the_docs_run(
+    igrun_cli: IgrunCli, tmp_path: Path, doc: str
+) -> None:
+    import re
+
+    text = (Path(__file__).parent.parent / "docs" / doc).read_text()
+    blocks = [b for b in re.findall(r"```toml\n(.*?)```", text, re.S) if "[[functions]]" in b]
+    assert blocks
+    for block in blocks:
+        config = tmp_path / "cpu.toml"
+        config.write_text(block)
+        done = igrun_cli.run(
+            "profile", "cpu", "--host", "--interval", "500ms", "-t", "1s", "-o", "none",
+            "--metrics-config", str(config), "--metrics-listen-address", f"127.0.0.1:{free_port()}",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+
+
+def test_functions_are_counted_once_per_stack_and_escaped() -> None:
+    """Self and total samples of known rows, exactly: a recursive function counts once per
+    stack, a kernel frame is innermost, unnamed addresses are one "[unknown]", only the top N
+    are exported, and a symbol with quotes, a backslash or a newline is escaped as a label
+    value (it reads back the same)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from igrun.core import Batch
+    from igrun.operators.metrics_config import MODULES_COLUMN, parse_config
+    from igrun.operators.metrics_state import MetricsCollector
+    from igrun.plugins import profile_cpu
+    from igrun.plugins.profile_cpu import ROW
+
+    assert profile_cpu.MODULES_COLUMN == MODULES_COLUMN
+
+    odd = 'op"er\\ator\nnew'
+    rows = np.zeros(4, ROW)
+    rows["comm"] = [b"a", b"a", b"b", b"a"]
+    rows["count"] = [5, 3, 4, 7]
+    user = [
+        ["rec", "rec", "rec", "main"],
+        ["leaf", "rec", "main"],
+        [odd, "[unknown]+0x1234", "main"],
+        ["[unknown]+0x99", "[unknown]+0x1234"],
+    ]
+    modules = [["p"] * 4, ["p"] * 3, ["q", "[unknown]", "q"], ["[unknown]"] * 2]
+    kernel: list[list[str]] = [[], ["do_sys"], [], []]
+    batch = Batch(
+        ProfileCpu.schema.bind(ROW),
+        rows,
+        columns={
+            "userStack": objects(user),
+            "kernelStack": objects(kernel),
+            "userModules": objects(modules),
+        },
+    )
+    metrics = parse_config(
+        FUNCTIONS_CONFIG.replace("top = 5", "top = 3"), ProfileCpu.schema.bind(ROW)
+    )
+    collector = MetricsCollector(metrics)
+    collector.add(batch)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    found: dict[str, dict[tuple[str, str, str], float]] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for s in family.samples:
+            if s.name.endswith("_samples_total"):
+                key = (s.labels["function"], s.labels["module"], s.labels["comm"])
+                found.setdefault(s.name, {})[key] = s.value
+    assert found["igrun_cpu_self_samples_total"] == {  # the top 3 of 4 (do_sys: 3)
+        ("[unknown]", "[unknown]", "a"): 7,
+        ("rec", "p", "a"): 5,
+        (odd, "q", "b"): 4,
+    }
+    assert collector.states[0].values == {  # all kept; the kernel frame is the innermost
+        ("[unknown]", "[unknown]", "a"): 7,
+        ("rec", "p", "a"): 5,
+        (odd, "q", "b"): 4,
+        ("do_sys", "[kernel]", "a"): 3,
+    }
+    assert found["igrun_cpu_total_samples_total"] == {  # the top 3 of 8
+        ("main", "p", "a"): 8,
+        ("rec", "p", "a"): 8,
+        ("[unknown]", "[unknown]", "a"): 7,
+    }
+    assert b'function="op\\"er\\\\ator\\nnew"' in generate_latest(registry)
+
+
 @pytest.mark.parametrize("fmt", ["folded", "svg", "stacks"])
 def test_the_command_writes_each_format(igrun_cli: IgrunCli, burn: Path, fmt: str) -> None:
     """``-o folded|svg|stacks`` on the command line: the format, once, on stdout."""

@@ -515,7 +515,8 @@ def test_no_config_no_operator() -> None:
         ),
         (
             '[[countres]]\nname = "a"',
-            "metrics config: countres: unknown key (known: counters, gauges, histograms)",
+            "metrics config: countres: unknown key "
+            "(known: counters, gauges, histograms, functions)",
         ),
         (
             '[[counters]]\nname = "a"\nfield = "comm"',
@@ -548,7 +549,7 @@ def test_no_config_no_operator() -> None:
             'metrics config: gauges[0].labels: "retval" and "ret" are the same label retval',
         ),
         ("", "metrics config: declares no metrics "
-         "(add [[counters]], [[gauges]] or [[histograms]])"),
+         "(add [[counters]], [[gauges]], [[histograms]] or [[functions]])"),
         ("[[counters]\n", "metrics config: not valid TOML: Expected ']]' at the end of an array "
          "declaration (at line 1, column 11)"),
     ],

@@ -34,9 +34,9 @@ from igrun.core import (
 )
 from igrun.core.errors import IgrunError, ParamError
 from igrun.core.events import fields
-from igrun.core.gadget import Gadget, GadgetType, OutputFormat
+from igrun.core.gadget import PARAM_INTERVAL, Gadget, GadgetType, OutputFormat
 from igrun.plugins.profile_cpu import formats
-from igrun.plugins.profile_cpu.symbolize import Symbolizer
+from igrun.plugins.profile_cpu.symbolize import UNKNOWN_MODULE, Symbolizer
 
 DEFAULT_FREQUENCY = 49
 """Samples a second per CPU: ``ig`` v0.25's ``perfSampleFreq`` (a prime, so sampling does not
@@ -47,6 +47,9 @@ DEFAULT_STACK_STORAGE = 16384
 MAX_STACK_STORAGE = 1 << 20
 STACK_NOT_COLLECTED = 0x7FFFFFFF
 """A stack id the BPF side writes for the stack ``-U`` or ``-K`` leaves out."""
+MODULES_COLUMN = "userModules"
+"""The column beside the fields with each user frame's module (the metrics operator's
+``MODULES_COLUMN``; not imported from it, which would cost every run its import)."""
 EFAULT, EEXIST = 14, 17
 REMEMBER_EVERY_S = 0.25
 """How often the run looks for processes not seen yet, to read their mappings while they
@@ -194,6 +197,9 @@ class ProfileCpu(Gadget):
         self.frequency = DEFAULT_FREQUENCY
         self.started = 0.0
         self.duration_ns = 0
+        self.lost_reported = 0
+        self.collided = 0
+        """Samples whose stack was lost to a collision in the stack map, this run."""
         self.result: Batch | None = None
         """The run's rows, once it has ended (what the output formats transform)."""
 
@@ -285,30 +291,44 @@ class ProfileCpu(Gadget):
     def run(self, ctx: GadgetContext) -> None:
         self.started = time.monotonic()
         due = self.started + REMEMBER_EVERY_S
+        every = float(ctx.runtime_params.get(PARAM_INTERVAL) or 0.0)
+        report_due = self.started + every if every else None
         while not ctx.done:
             ctx.heartbeat()
             time.sleep(ctx.remaining(TICK_S))
             if time.monotonic() >= due:
                 ctx.logger.debug("processes_remembered", count=self.remember_processes())
                 due = time.monotonic() + REMEMBER_EVERY_S
-        self.duration_ns = int((time.monotonic() - self.started) * 1e9)
-        self.remember_processes()
-        rows = self.read()
-        rows = rows[np.argsort(rows["count"], kind="stable")]  # ig's order: ascending count
-        self.result = self.rows_batch(ctx.schema or self.schema.bind(ROW), rows)
-        self._report_lost(ctx)
-        collided = int(
-            rows["count"][
-                (rows["user_stack_id"] == -EEXIST) | (rows["kern_stack_id"] == -EEXIST)
-            ].sum()
-        )
-        if collided:
+            if report_due is not None and time.monotonic() >= report_due:
+                report_due += every
+                self.report(ctx, interval=True)
+                ctx.end_window()
+        self.report(ctx, interval=bool(every))
+        if self.collided:
             ctx.logger.warning(
                 "stacks_lost",
-                samples=collided,
+                samples=self.collided,
                 hint="two stacks hashed to one slot of the stack map: a larger "
                 "--stack-storage-size keeps more",
             )
+
+    def report(self, ctx: GadgetContext, interval: bool) -> None:
+        """Emit the stacks counted so far, named. With ``--interval`` each report takes its
+        counts out of the map (each interval counts from zero, as the histogram gadgets do,
+        and a long run never fills the map)."""
+        now = time.monotonic()
+        self.duration_ns = int((now - self.started) * 1e9)
+        self.started = now
+        self.remember_processes()
+        rows = self.read(delete=interval)
+        rows = rows[np.argsort(rows["count"], kind="stable")]  # ig's order: ascending count
+        self.result = self.rows_batch(ctx.schema or self.schema.bind(ROW), rows)
+        self._report_lost(ctx)
+        self.collided += int(
+            rows["count"][
+                (rows["user_stack_id"] == -EEXIST) | (rows["kern_stack_id"] == -EEXIST)
+            ].sum()
+        )  # warned about once, at the end (not every interval)
         ctx.emit(self.result)
 
     def remember_processes(self) -> int:
@@ -323,10 +343,11 @@ class ProfileCpu(Gadget):
             self.symbolizer.remember(seen["pid"].tolist(), seen["comm"].tolist())
         return len(keys)
 
-    def read(self) -> np.ndarray[Any, Any]:
-        """Every (key, count) of the counts map, in one batched read."""
+    def read(self, delete: bool = False) -> np.ndarray[Any, Any]:
+        """Every (key, count) of the counts map, in one batched read (``delete``: taken out
+        of the map)."""
         counts = self.obj.map("counts")
-        keys, values, _ = counts.drain(delete=False)
+        keys, values, _ = counts.drain(delete=delete)
         rows = np.empty(len(keys), ROW)
         raw = rows.view(np.uint8).reshape(len(keys), ROW.itemsize)
         raw[:, : counts.key_size] = keys
@@ -336,8 +357,11 @@ class ProfileCpu(Gadget):
     def rows_batch(self, schema: Schema, rows: np.ndarray[Any, Any]) -> Batch:
         """The rows with their stacks named."""
         stacks = self.obj.map("stacks")
-        user, kernel = symbolize_rows(self.symbolizer, stacks, rows)
-        return Batch(schema, rows, columns={"userStack": user, "kernelStack": kernel})
+        user, kernel, modules = symbolize_rows(self.symbolizer, stacks, rows, modules=True)
+        # The modules ride beside the fields, not as one: no output shows them; per-function
+        # metrics label the frames with them (they follow the rows through filters and sort).
+        columns = {"userStack": user, "kernelStack": kernel, MODULES_COLUMN: modules}
+        return Batch(schema, rows, columns=columns)
 
     def _report_lost(self, ctx: GadgetContext) -> None:
         from igrun.core.tracer import LOST_EVENTS_MAP
@@ -346,8 +370,9 @@ class ProfileCpu(Gadget):
             return
         counts = self.obj.map(LOST_EVENTS_MAP).lookup_per_cpu((0).to_bytes(4, "little")) or []
         total = sum(int.from_bytes(c[:8], "little") for c in counts)
-        if total:
-            ctx.report_lost(total)
+        if total > self.lost_reported:  # the map keeps the run's total: report what is new
+            ctx.report_lost(total - self.lost_reported)
+            self.lost_reported = total
 
     def close(self) -> None:
         self.symbolizer.close()
@@ -381,12 +406,14 @@ def stack_frames(
 
 
 def symbolize_rows(
-    symbolizer: Symbolizer, stacks: Any, rows: np.ndarray[Any, Any]
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Each row's user and kernel frames (lists of names, innermost first)."""
+    symbolizer: Symbolizer, stacks: Any, rows: np.ndarray[Any, Any], modules: bool = False
+) -> Any:
+    """Each row's user and kernel frames (lists of names, innermost first); with ``modules``
+    a third array, the module of each user frame."""
     n = len(rows)
     user = np.empty(n, dtype=object)
     kernel = np.empty(n, dtype=object)
+    user_modules = np.empty(n, dtype=object)
     kids, uids, pids = rows["kern_stack_id"], rows["user_stack_id"], rows["pid"]
     # Kernel stacks: one name per distinct address, the same for every process.
     valid = np.unique(kids[_collected(kids)])
@@ -403,6 +430,7 @@ def symbolize_rows(
     # User stacks: addresses mean something only in their process.
     valid = np.unique(uids[_collected(uids)])
     named: dict[tuple[int, int], list[str]] = {}
+    named_modules: dict[tuple[int, int], list[str]] = {}
     if len(valid):
         frames, found = stack_frames(stacks, valid)
         slot = {k: i for i, k in enumerate(valid.tolist())}
@@ -412,11 +440,19 @@ def symbolize_rows(
             per_pid.setdefault(p, []).append(u)
         for p, ids in per_pid.items():
             sub = frames[[slot[u] for u in ids]]
-            names = _split(sub, symbolizer.user_names(p, sub[sub != 0]))
+            frame_names, frame_modules = symbolizer.user_frames(p, sub[sub != 0])
+            names, mods = _split(sub, frame_names), _split(sub, frame_modules)
             for j, u in enumerate(ids):
-                named[(p, u)] = names[j] if found[slot[u]] else ["[stack lost: evicted]"]
+                there = bool(found[slot[u]])
+                named[(p, u)] = names[j] if there else ["[stack lost: evicted]"]
+                named_modules[(p, u)] = mods[j] if there else [UNKNOWN_MODULE]
     for i, (p, u) in enumerate(zip(pids.tolist(), uids.tolist(), strict=True)):
         user[i] = named[(p, u)] if (p, u) in named else _lost_frame(u)
+        user_modules[i] = (
+            named_modules[(p, u)] if (p, u) in named else [UNKNOWN_MODULE] * len(user[i])
+        )
+    if modules:
+        return user, kernel, user_modules
     return user, kernel
 
 

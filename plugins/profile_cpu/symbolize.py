@@ -30,6 +30,10 @@ _KALLSYMS_TEXT = re.compile(rb"^([0-9a-fA-F]+) [tTwW] ([^\s]+)", re.MULTILINE)
 """A text symbol's line of /proc/kallsyms: address, type, name (then maybe [module])."""
 
 
+UNKNOWN_MODULE = "[unknown]"
+"""The module of a user address outside every mapping known."""
+
+
 class KernelSymbols:
     """``/proc/kallsyms``' text symbols, sorted: read once, on the first kernel frame."""
 
@@ -260,15 +264,22 @@ class Symbolizer:
 
     def user_names(self, pid: int, ips: Array) -> Array:
         """Names of one process's user addresses."""
+        return self.user_frames(pid, ips)[0]
+
+    def user_frames(self, pid: int, ips: Array) -> tuple[Array, Array]:
+        """Names of one process's user addresses, and the module (binary) of each: a
+        per-function metric keeps ``main`` of two programs apart."""
         self.remember([pid])
         uniq, inverse = np.unique(ips.astype(np.uint64), return_inverse=True)
         out = np.empty(len(uniq), dtype=object)
+        modules = np.full(len(uniq), UNKNOWN_MODULE, dtype=object)
         maps = self._procs.get(pid)
         if maps is None:
             maps = self._refresh(pid)
+        back = inverse.reshape(-1)
         if maps is None:
             out[:] = [f"[unknown]+0x{ip:x}" for ip in uniq.tolist()]
-            return out[inverse.reshape(-1)]
+            return out[back], modules[back]
         mapping = self._mapping_of(maps, uniq)
         if (mapping < 0).any():
             again = self._refresh(pid)
@@ -281,6 +292,7 @@ class Symbolizer:
                 out[sel] = [f"[unknown]+0x{ip:x}" for ip in uniq[sel].tolist()]
                 continue
             label, key = maps.modules[m]
+            modules[sel] = label
             syms = self.symbols(key)
             offsets = uniq[sel] - maps.starts[m] + maps.offsets[m]
             names = syms.names(offsets) if syms is not None else [None] * len(sel)
@@ -288,4 +300,4 @@ class Symbolizer:
                 n if n is not None else f"{label}+0x{o:x}"
                 for n, o in zip(names, offsets.tolist(), strict=True)
             ]
-        return out[inverse.reshape(-1)]
+        return out[back], modules[back]
