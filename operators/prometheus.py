@@ -61,7 +61,7 @@ class PrometheusOperator(Operator):
         ParamDesc(
             "metrics-config",
             description="TOML file declaring the metrics ([[counters]], [[gauges]], "
-            "[[histograms]]); without it nothing is exported",
+            "[[histograms]], [[functions]]); without it nothing is exported",
         ),
         ParamDesc(
             "metrics-listen-address",
