@@ -31,7 +31,7 @@ import functools
 import os
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -47,6 +47,7 @@ from igrun.core.containers.collection import (
     SelectedContainers,
     Selector,
     parse_label_selector,
+    pod_labels,
 )
 from igrun.core.containers.discovery import Discovery, runtime_names, select_clients
 from igrun.core.containers.endpoints import EndpointPods, pod_ends
@@ -175,6 +176,18 @@ ENRICHED: tuple[tuple[Field, Callable[[Container], object]], ...] = (
     ),
     (
         Field(
+            "k8s.labels",
+            Kind.MAP,
+            "labels of the Kubernetes pod (as later ig versions name them): from the API "
+            "server where one is at hand, else those its runtime tells",
+            json="k8s.podLabels",
+            column=Column(hidden=True),
+            omit_empty=True,
+        ),
+        lambda c: pod_labels_of(c),
+    ),
+    (
+        Field(
             "k8s.container",
             Kind.STR,
             "Kubernetes container",
@@ -205,6 +218,23 @@ all); the others are empty."""
 
 
 ENRICHED_NAMES = tuple(f.name for f, _ in ENRICHED)
+
+
+@functools.cache
+def _pod_labels_source() -> Callable[[Container], Mapping[str, str]]:
+    """Where pod labels come from in this process: the API server when one is at hand (the
+    pod's service account, or ``$KUBECONFIG``), asked once per pod and cached, else the
+    runtime's labels (:func:`pod_labels`)."""
+    from igrun.core.containers.podlabels import ApiPodLabels, reachable_api
+
+    api = reachable_api()
+    return ApiPodLabels(api) if api is not None else pod_labels
+
+
+def pod_labels_of(c: Container) -> dict[str, str]:
+    """The labels of ``c``'s pod, as ``ig``'s ``k8s.podLabels``; none for a container that
+    is no pod's."""
+    return dict(_pod_labels_source()(c)) if c.k8s_pod else {}
 
 
 def attribute(

@@ -28,7 +28,7 @@ from igrun.core.gadget import GadgetContext
 
 if TYPE_CHECKING:
     from igrun.core.operator import RunPlan
-from igrun.core.events.schema import Array, Batch, Field, Kind, Schema
+from igrun.core.events.schema import Array, Batch, Field, Kind, Schema, map_text
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_FILTER, Operator
 from igrun.core.params import ParamDesc, Params
@@ -72,6 +72,8 @@ class Filter:
         if self.field.kind is Kind.LIST:  # as the columns show it
             show = self.field.column.text or " ".join
             col = np.array([show(v) for v in col], dtype=object)
+        elif self.field.kind is Kind.MAP:  # as the columns show it: k=v,k2=v2
+            col = np.array([map_text(v) for v in col], dtype=object)
         elif self.field.kind is Kind.BYTES:  # as the columns show them: hex
             col = np.array([bytes(v).hex() for v in col], dtype=object)
         if self.regex is not None:

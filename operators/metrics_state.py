@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 else:
     from igrun.core.lazy import numpy as np
 
-from igrun.core.events.schema import Array, Batch, Field, Kind, decode_cstrings
+from igrun.core.events.schema import Array, Batch, Field, Kind, decode_cstrings, map_text
 from igrun.core.gadget import GadgetContext
 from igrun.operators.metrics_config import (
     BUFFER_SIZE_METRIC,
@@ -37,6 +37,8 @@ def _texts(values: Array, kind: Kind) -> Array:
         out = ["true" if v else "false" for v in values.tolist()]
     elif kind is Kind.LIST:
         out = [" ".join(v) if isinstance(v, list | tuple) else str(v) for v in values.tolist()]
+    elif kind is Kind.MAP:
+        out = [map_text(v) for v in values.tolist()]
     else:
         out = [str(v) for v in values.tolist()]
     return np.array(out, dtype=object)
@@ -60,6 +62,8 @@ def label_column(batch: Batch, f: Field) -> LabelColumn:
         col = batch[f.name]
         if f.kind is Kind.LIST:
             col = np.array([" ".join(v) for v in col], dtype=object)
+        elif f.kind is Kind.MAP:
+            col = np.array([map_text(v) for v in col], dtype=object)
         table, codes = np.unique(col, return_inverse=True)
     texts, remap = np.unique(_texts(table, f.kind), return_inverse=True)  # equal texts merge
     return texts, remap.reshape(-1)[codes.reshape(-1)]  # a code of -1 is the table's last row

@@ -17,7 +17,7 @@ else:
     from igrun.core.lazy import numpy as np
 
 from igrun.core.errors import ParamError
-from igrun.core.events.schema import Array, Batch, Field, Kind, Schema
+from igrun.core.events.schema import Array, Batch, Field, Kind, Schema, map_text
 from igrun.core.gadget import GadgetContext
 from igrun.core.hookspecs import hookimpl
 from igrun.core.operator import PRIORITY_SORT, Operator
@@ -55,6 +55,8 @@ def _ranks(col: Array, f: Field) -> Array:
     if f.kind is Kind.LIST:
         show = f.column.text or " ".join
         col = np.array([show(v) for v in col], dtype=object)
+    elif f.kind is Kind.MAP:
+        col = np.array([map_text(v) for v in col], dtype=object)
     _, inverse = np.unique(col, return_inverse=True)
     return inverse.astype(np.int64).reshape(-1)
 

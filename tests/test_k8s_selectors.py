@@ -15,6 +15,7 @@ import os
 import random
 import signal
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -377,3 +378,41 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_events_carry_their_pod_s_labels(
+    igrun_cli: TestCli,
+    podman: Podman,  # noqa: F811
+    pod_api: tuple[Path, dict[str, dict[str, str]], list[str]],
+) -> None:
+    """``k8s.podLabels`` (the key and column ``labels`` later ``ig`` versions have; after
+    v0.25's keys): the runtime's labels of the pod without an API server, the API server's
+    with one; nothing for an event of no pod; ``k=v`` pairs in columns."""
+    shop = unique("shop")
+    cart = pod_container(podman, shop, "cart", {"app": "cart", "tier": "web"})
+    proc = igrun_cli.start("trace", "exec", "-o", "json", "-c", cart.name)
+    seconds, pid = exec_sleep(podman, cart)
+    events = stop_and_read(igrun_cli, proc)
+    (mine,) = [e for e in events if e["pid"] == pid]
+    assert mine["args"] == ["/bin/sleep", seconds]
+    assert mine["k8s"]["podLabels"] == {"app": "cart", "tier": "web"}
+    assert list(mine["k8s"]) == ["node", "namespace", "podName", "containerName", "podLabels"]
+
+    config, labels, _ = pod_api
+    labels[f"{shop}/cart"] = {"app": "cart", "release": "v2"}
+    env = {**os.environ, "KUBECONFIG": str(config)}
+    proc = igrun_cli.start(
+        "trace", "exec", "-c", cart.name, "-o", "columns=pid,k8s.labels", env=env
+    )
+    seconds, pid = exec_sleep(podman, cart)
+    out, err = proc.stop()
+    assert proc.returncode == 0, err
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [str(pid), "app=cart,release=v2"] in rows, out
+
+    proc = igrun_cli.start("trace", "exec", "--host", "-o", "json")
+    host = subprocess.Popen(["/bin/true"])
+    host.wait()
+    events = stop_and_read(igrun_cli, proc)
+    (on_host,) = [e for e in events if e["pid"] == host.pid]
+    assert on_host["k8s"] == {"node": on_host["k8s"]["node"]}  # no pod: no pod keys

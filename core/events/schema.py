@@ -41,6 +41,8 @@ class Kind(enum.StrEnum):
     """Nanoseconds since the epoch (wall time); printed as RFC 3339."""
     LIST = "list"
     """A list of strings (e.g. exec args)."""
+    MAP = "map"
+    """String keys and values (e.g. a pod's labels): a JSON object, ``k=v,k2=v2`` as text."""
 
     @property
     def numeric(self) -> bool:
@@ -91,6 +93,7 @@ _DEFAULT_WIDTH = {
     Kind.BYTES: 16,
     Kind.TIME: 35,
     Kind.LIST: 40,
+    Kind.MAP: 40,
 }
 
 
@@ -403,6 +406,12 @@ class Batch:
             for i, row in enumerate(rows):
                 row[outer] = {key: vals[i] for f, key, vals in cols if kept(f, vals[i])}
         return rows
+
+
+def map_text(value: Any) -> str:
+    """A :attr:`Kind.MAP` value as the columns output shows it (and filters and sorts
+    see it): ``k=v`` pairs by key, joined by commas."""
+    return ",".join(f"{k}={v}" for k, v in sorted(dict(value or {}).items()))
 
 
 def is_empty(value: Any) -> bool:

@@ -24,7 +24,7 @@ else:
 
 from igrun.core.bpf.objects import ffi, lib
 from igrun.core.events.helpers import format_rfc3339_ns
-from igrun.core.events.schema import CUT_MARK, Array, Batch, Field, Kind
+from igrun.core.events.schema import CUT_MARK, Array, Batch, Field, Kind, map_text
 from igrun.core.output.cbuffers import (
     DescriptionError,
     OutputBuffer,
@@ -56,6 +56,8 @@ def format_value(kind: Kind, value: Any) -> str:
         return format_rfc3339_ns(value)
     if kind is Kind.LIST:
         return printable(" ".join(value))
+    if kind is Kind.MAP:
+        return printable(map_text(value))
     if kind is Kind.BOOL:
         return "true" if value else "false"
     if kind is Kind.BYTES:
