@@ -214,14 +214,17 @@ def _main(argv: Sequence[str] | None) -> int:
 def _dispatch(argv: Sequence[str] | None) -> int:
     from igrun.core.cli import stopped
 
-    _interrupt_on_stop_signals()
-    if stopped:  # a stop signal while the launcher was imported: nothing was started
+    try:  # from here a stop signal is a KeyboardInterrupt: nothing started yet, exit 0
+        _interrupt_on_stop_signals()
+        if stopped:  # a stop signal while the launcher was imported: nothing was started
+            return 0
+        args = list(sys.argv[1:] if argv is None else argv)
+        verbose = _verbosity(args)
+        while args and _verbosity(args[:1]):
+            args.pop(0)
+        _configure_logging(verbose)
+    except KeyboardInterrupt:
         return 0
-    args = list(sys.argv[1:] if argv is None else argv)
-    verbose = _verbosity(args)
-    while args and _verbosity(args[:1]):
-        args.pop(0)
-    _configure_logging(verbose)
     try:
         from igrun.core.plugins import registry
 
