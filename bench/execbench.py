@@ -36,7 +36,8 @@ TRUE = "/bin/true"
 ATTACH_TIMEOUT = 60.0  # loading and attaching takes well under this even on a busy host
 STOP_TIMEOUT = 15.0
 SETTLE = 1.0  # after a storm: time for the tracer to drain its buffer before it is stopped
-IGRUN_LOST = re.compile(r"lost (\d+) events")
+IGRUN_LOST = re.compile(r"lost (\d+) events(?! \(buffer full\))")
+"""igrun's warnings of lost events as they happen, not its summary of them all at exit."""
 EXEC_LINKS = 4  # trace exec attaches execve and execveat, each at enter and exit
 LINK_POLL = 0.001
 EXECSNOOP_LOST = re.compile(r"Lost (\d+) events on CPU")
