@@ -635,22 +635,16 @@ class ContainersOperator(Operator):
 
 
 def selector(params: Params) -> Selector:
-    """The run's container selection from its flags; pod labels from the API server where
-    one is at hand (see :mod:`igrun.core.containers.podlabels`)."""
+    """The run's container selection from its flags; pod labels from where the events' own
+    come from (:func:`_pod_labels_source`)."""
     labels = parse_label_selector(params.get("k8s-selector"))
-    labels_of = None
-    if labels:
-        from igrun.core.containers.podlabels import ApiPodLabels, reachable_api
-
-        api = reachable_api()
-        labels_of = ApiPodLabels(api) if api is not None else None
     return Selector(
         names=tuple(params.get("containername")),
         namespaces=tuple(params.get("k8s-namespace")),
         pods=tuple(params.get("k8s-podname")),
         k8s_containers=tuple(params.get("k8s-containername")),
         labels=labels,
-        labels_of=labels_of,
+        labels_of=_pod_labels_source() if labels else None,
     )
 
 

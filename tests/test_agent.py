@@ -352,17 +352,22 @@ def api_server(tmp_path: Path) -> Iterator[tuple[Path, list[dict[str, Any]], lis
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     config = tmp_path / "kubeconfig"
-    config.write_text(
+    write_kubeconfig(config, server.server_port, TOKEN)
+    yield config, pods, asked
+    server.shutdown()
+
+
+def write_kubeconfig(path: Path, port: int, token: str) -> None:
+    """A kubeconfig whose current context is the API server on 127.0.0.1:``port``."""
+    path.write_text(
         f"""apiVersion: v1
 kind: Config
 current-context: test
 contexts: [{{name: test, context: {{cluster: fake, user: me}}}}]
-clusters: [{{name: fake, cluster: {{server: "http://127.0.0.1:{server.server_port}"}}}}]
-users: [{{name: me, user: {{token: {TOKEN}}}}}]
+clusters: [{{name: fake, cluster: {{server: "http://127.0.0.1:{port}"}}}}]
+users: [{{name: me, user: {{token: {token}}}}}]
 """
     )
-    yield config, pods, asked
-    server.shutdown()
 
 
 KUBECTL_IGRUN = (sys.executable, "-c", "from igrun.core.remote.kube import main; exit(main())")

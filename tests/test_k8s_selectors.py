@@ -34,6 +34,7 @@ from test_agent import (  # noqa: F401 (fixtures)
     agents,
     api_server,
     certs,
+    write_kubeconfig,
 )
 from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
 
@@ -319,15 +320,7 @@ def pod_api(tmp_path: Path) -> Iterator[tuple[Path, dict[str, dict[str, str]], l
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     config = tmp_path / "kubeconfig"
-    config.write_text(
-        f"""apiVersion: v1
-kind: Config
-current-context: test
-contexts: [{{name: test, context: {{cluster: fake, user: me}}}}]
-clusters: [{{name: fake, cluster: {{server: "http://127.0.0.1:{server.server_port}"}}}}]
-users: [{{name: me, user: {{token: t0ken}}}}]
-"""
-    )
+    write_kubeconfig(config, server.server_port, "t0ken")
     yield config, labels, asked
     server.shutdown()
 
@@ -358,13 +351,7 @@ def test_pod_labels_come_from_the_api_server_when_there_is_one(
     }
     for pod in ("cart", "web", "ghost"):
         assert f"/api/v1/namespaces/{shop}/pods/{pod}" in asked
-    config.write_text(f"""apiVersion: v1
-kind: Config
-current-context: test
-contexts: [{{name: test, context: {{cluster: gone, user: me}}}}]
-clusters: [{{name: gone, cluster: {{server: "http://127.0.0.1:{_closed_port()}"}}}}]
-users: [{{name: me, user: {{token: t0ken}}}}]
-""")  # fmt: skip
+    write_kubeconfig(config, _closed_port(), "t0ken")  # an API server out of reach
     proc = igrun_cli.start("trace", "exec", "-o", "json", "--k8s-selector", "app=cart", env=env)
     (pins,) = igrun_cli.pin_dirs_of(proc.pid)
     assert filter_keys(pins) == {cart.mntns}  # the runtime's labels
