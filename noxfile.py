@@ -66,8 +66,9 @@ def bench(session: nox.Session) -> None:
 def startup(session: nox.Session) -> None:
     """Launch to first captured event of every ``trace`` gadget, against execsnoop and
     opensnoop in the same runs (root): bench/results/startup-<time>.json and a table.
-    ``nox -s startup -- --runs 3 --only exec,open,execsnoop`` narrows it (bench/startbench.py).
-    Byte-compiled first, as for ``bench``."""
+    ``nox -s startup -- --runs 3 --only exec,open,execsnoop`` narrows it, ``-- --containers``
+    measures igrun's default, only containers, with the trigger in a podman container
+    (bench/startbench.py). Byte-compiled first, as for ``bench``."""
     session.install("-e", ".", "--config-settings", "editable_mode=strict")
     session.run("python", "-c", COMPILE_IGRUN)
     session.run("python", "bench/startbench.py", *session.posargs)

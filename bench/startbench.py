@@ -2,7 +2,8 @@
 
 Measured from outside: a trigger process is already running when the tracer is launched and,
 every few milliseconds from that moment, execs a program, opens a file, checks a capability,
-sends itself a signal, calls mount, binds, connects (to a listening port and to a closed one)
+sends itself a signal, calls mount, binds, connects (to a listening port, to a closed one and to
+one whose socket filter drops every packet, whose SYNs are sent again after 1 s)
 and fsyncs, each carrying a marker (its exec argument, its file name, or the trigger's pid).
 
 Two figures per launch, both from just before the tracer is spawned:
@@ -21,11 +22,16 @@ Run as root: ``nox -s startup`` or ``python bench/startbench.py --runs 5`` print
 table and writes every figure to ``bench/results/startup-<time>.json`` (``--out FILE``);
 ``--igrun before=/other/venv/bin/igrun`` measures another install in the same runs,
 interleaved with this one, ``--only exec,open,execsnoop`` narrows it.
+
+``--containers`` runs the trigger in a podman container (busybox, with the host's Python
+mounted) and igrun without ``--host``, as ``igrun trace GADGET`` runs by default: only
+containers, filtered in the kernel by mount namespace.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import ctypes
 import json
@@ -34,17 +40,20 @@ import re
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from execbench import igrun_command, snoop_command
+from podmanlab import IMAGE, ensure_image, host_mounts, podman_env
 
 TICK = 0.005  # the trigger acts every 5 ms
 TIMEOUT = 15.0  # a tracer that shows nothing by then counts as a failure
@@ -60,20 +69,52 @@ GADGETS: dict[str, list[str]] = {
     "signal": [],
     "tcp": [],
     "tcpconnect": [],
+    "tcpdrop": [],
+    "tcpretrans": [],
 }
-"""The gadgets the trigger makes events for, with the flags that let it: ``trace oomkill``
-(an out-of-memory kill), ``trace tcpretrans`` (a lost TCP segment) and ``trace tcpdrop`` (a
-packet the kernel drops) have no event a loop can make every few milliseconds without harm,
-so they are not measured."""
+"""The gadgets the trigger makes events for, with the flags that let it: ``trace oomkill`` (an
+out-of-memory kill) has no event a loop can make every few milliseconds without harm, so it is
+not measured."""
+WARM_UP_S = 1.2
+"""The trigger says it is going only after this long: a SYN to its listener that drops
+every packet is first sent again after 1 s (the initial retransmission timeout), so from then
+on its loop makes a retransmission every tick too."""
 
 IGRUN: dict[str, list[str]] = {"igrun": igrun_command()}
 """The igrun installs measured, by label (``--igrun before=/other/venv/bin/igrun``)."""
+PODMAN: dict[str, str] = {}
+"""With ``--containers``: the environment podman runs the trigger's container in."""
+PODMAN_SETTLE_S = 0.5
+"""How long the benchmark waits after podman has started the trigger's container, before the
+tracer's launch: podman's own start-up work would otherwise share the two CPUs with it."""
 
 
-def trigger(tag: str, folder: Path, stop: threading.Event) -> None:
+SO_ATTACH_FILTER = 26
+DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)
+"""A classic BPF program of one instruction, ``ret #0``: every packet is dropped."""
+
+
+def deaf_listener() -> socket.socket:
+    """A listening socket on 127.0.0.1 whose socket filter drops every packet: each SYN sent
+    to it is dropped by its owner's filter (tcpdrop, reason SOCKET_FILTER, owner known), and
+    sent again by the connecting socket after 1 s (tcpretrans)."""
+    program = ctypes.create_string_buffer(DROP_ALL)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    fprog = struct.pack("HL", 1, ctypes.addressof(program))
+    listener.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)  # copied by the kernel
+    listener.listen(64)
+    return listener
+
+
+def trigger(
+    tag: str, folder: Path, stop: threading.Event, going: Callable[[int], None] | None
+) -> None:
     """Every :data:`TICK` until ``stop``: one of each action the gadgets trace, numbered N in
     the markers that can carry it (``TAG-N``); the wall-clock time each round began is
-    written to ``FOLDER/TAG.times`` (a JSON list, index N - 1) when it stops."""
+    written to ``FOLDER/TAG.times`` (a JSON list, index N - 1) when it stops. ``going`` is
+    called once with the closed port (the destination of the dropped SYNs) after
+    :data:`WARM_UP_S`."""
     libc = ctypes.CDLL(None, use_errno=True)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -82,10 +123,22 @@ def trigger(tag: str, folder: Path, stop: threading.Event) -> None:
     closed.bind(("127.0.0.1", 0))
     closed_port = closed.getsockname()[1]
     closed.close()  # nothing listens there: a SYN to it is dropped (tcpdrop)
+    full = deaf_listener()
+    waiting: collections.deque[tuple[float, socket.socket]] = collections.deque()
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     times: list[float] = []
     n = 0
+    began = time.monotonic()
     while not stop.is_set():
+        if going is not None and time.monotonic() - began >= WARM_UP_S:
+            going(closed_port)
+            going = None
+        waiting.append((time.monotonic(), socket.socket()))
+        waiting[-1][1].setblocking(False)
+        with contextlib.suppress(OSError):
+            waiting[-1][1].connect(full.getsockname())
+        while waiting[0][0] < time.monotonic() - 3:
+            waiting.popleft()[1].close()
         n += 1
         times.append(time.time())
         subprocess.Popen(["/bin/true", f"{tag}-{n}"]).wait()
@@ -108,6 +161,9 @@ def trigger(tag: str, folder: Path, stop: threading.Event) -> None:
             listener.accept()[0].close()
         time.sleep(TICK)
     listener.close()
+    full.close()
+    for _, waiter in waiting:
+        waiter.close()
     (folder / f"{tag}.times").write_text(json.dumps(times))
 
 
@@ -119,7 +175,29 @@ def tracer_argv(name: str) -> list[str]:
             raise FileNotFoundError(name)
         return argv
     label, _, gadget = name.rpartition("/")
-    return [*IGRUN[label], "trace", gadget, "--host", "-o", "json", *GADGETS[gadget]]
+    host = [] if PODMAN else ["--host"]
+    return [*IGRUN[label], "trace", gadget, *host, "-o", "json", *GADGETS[gadget]]
+
+
+def start_trigger(tag: str, folder: str) -> tuple[subprocess.Popen[str], int, int]:
+    """The trigger, going, its pid as the tracers see it (the host's): a child of this
+    process, or with ``--containers`` a podman container's first process; and the port its
+    dropped SYNs go to."""
+    command = [sys.executable, __file__, "--trigger", tag, folder]
+    if PODMAN:
+        # NET_ADMIN: a socket filter is refused in a container without it (here).
+        command = ["podman", "run", "--rm", "--pull=never", "--network", "none", "--name", tag,
+                   "--cap-add", "NET_ADMIN", *host_mounts(Path(folder)), IMAGE,
+                   *command]  # fmt: skip
+    trig = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=PODMAN or None)
+    assert trig.stdout is not None
+    closed_port = int(trig.stdout.readline().split()[1])  # the trigger is going
+    if not PODMAN:
+        return trig, trig.pid, closed_port
+    inspect = ["podman", "inspect", "-f", "{{.State.Pid}}", tag]
+    pid = subprocess.run(inspect, env=PODMAN, capture_output=True, text=True, check=True)
+    time.sleep(PODMAN_SETTLE_S)
+    return trig, int(pid.stdout), closed_port
 
 
 def one_run(name: str, folder: str) -> dict[str, Any]:
@@ -127,11 +205,9 @@ def one_run(name: str, folder: str) -> dict[str, Any]:
     triggered action it captured, to its first line showing one, and to its ready signal."""
     tag = f"igstart-{uuid.uuid4().hex[:8]}"
     marks = [tag.encode()]
-    trigger_cmd = [sys.executable, __file__, "--trigger", tag, folder]
-    trig = subprocess.Popen(trigger_cmd, stdout=subprocess.PIPE, text=True)
-    assert trig.stdout is not None
-    trig.stdout.readline()  # the trigger is going
-    marks += [f'"pid":{trig.pid},'.encode(), f'"pid": {trig.pid},'.encode()]
+    trig, trig_pid, closed_port = start_trigger(tag, folder)
+    marks += [f'"pid":{trig_pid},'.encode(), f'"pid": {trig_pid},'.encode()]
+    marks += [f'"version":4,"port":{closed_port}}}'.encode()]  # a drop with no owner known
     ready_ms: list[float] = []
     launched = time.time()
     started = time.monotonic()
@@ -207,20 +283,32 @@ def main() -> None:
         metavar="LABEL=COMMAND",
         help="an igrun to measure beside this one (another install's), e.g. before=PATH",
     )
+    parser.add_argument(
+        "--containers",
+        action="store_true",
+        help="the trigger in a podman container, igrun without --host",
+    )
     parser.add_argument("--trigger", nargs=2, metavar=("TAG", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.trigger:  # the trigger process itself
         stop = threading.Event()
         signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a container's first process
         with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
             comm.write("igstart-trigger")
-        print("going", flush=True)
-        trigger(args.trigger[0], Path(args.trigger[1]), stop)
+
+        def going(closed_port: int) -> None:
+            print(f"going {closed_port}", flush=True)
+
+        trigger(args.trigger[0], Path(args.trigger[1]), stop, going)
         return
     for spec in args.igrun:
         label, _, command = spec.partition("=")
         IGRUN[label] = [command]
     only = set(args.only.split(",")) if args.only else None
+    if args.containers:
+        PODMAN.update(podman_env(Path(tempfile.mkdtemp(prefix="igstart-podman-"))))
+        ensure_image(PODMAN)
     names = [f"{label}/{g}" for g in GADGETS for label in IGRUN if only is None or g in only]
     names += [n for n in ("execsnoop", "opensnoop") if only is None or n in only]
     results: dict[str, Any] = {
@@ -228,6 +316,7 @@ def main() -> None:
         "tick_ms": TICK * 1000,
         "igrun": IGRUN,
         "load_average": os.getloadavg(),
+        "containers": args.containers,
         "tracers": {},
     }
     with tempfile.TemporaryDirectory(dir=SHM) as folder:

@@ -38,7 +38,9 @@ from pathlib import Path
 from igrun.core.bpf.build import compile_bpf
 from igrun.core.bpf.objects import BpfObject
 
-IMAGE = "localhost/igrun-test-busybox:latest"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from podmanlab import IMAGE, ensure_image, podman_env
+
 RESULTS = Path(__file__).resolve().parent / "results"
 CONDITIONS = ("none", "hooks", "traced", "other", "host")
 
@@ -95,15 +97,6 @@ WORKLOADS = {
         "for f in /bench/src/*.c; do gcc -O2 -c $f -o /tmp/$(basename $f).o || exit 1; done",
     ],
 }  # fmt: skip
-
-
-def podman_env(folder: Path) -> dict[str, str]:
-    conf = folder / "containers.conf"
-    conf.write_text(
-        '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n'
-        '[engine]\nruntime = "runc"\n'
-    )
-    return {**os.environ, "CONTAINERS_CONF": str(conf)}
 
 
 def prepare(folder: Path) -> None:
@@ -166,6 +159,7 @@ def main() -> None:
         folder = Path(tmp)
         prepare(folder)
         env = podman_env(folder)
+        ensure_image(env)
         name = f"igrun-tl-bench-{uuid.uuid4().hex[:6]}"
         mounts = [f"{folder}:/bench:ro", "/usr:/usr:ro"]
         mounts += [f"{d}:{d}:ro" for d in ("/lib", "/lib64") if Path(d).is_dir()]

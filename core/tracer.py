@@ -18,14 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from igrun.core.bpf.attachpoints import skip_missing
+from igrun.core.bpf.mntnsfilter import FILTER_BY_MNTNS, MNTNS_FILTER_MAP
 from igrun.core.bpf.objects import BpfObject, Map, MapType, Reader
 from igrun.core.events.schema import Batch
 from igrun.core.gadget import Gadget, GadgetContext
 from igrun.core.lazy import preload as preload_numpy
 from igrun.core.run.headstart import EVENTS_MAP, HeadStart, head_start_ring, take_head_start
 
-FILTER_BY_MNTNS = "gadget_filter_by_mntns"
-MNTNS_FILTER_MAP = "gadget_mntns_filter_map"
 LOST_EVENTS_MAP = "gadget_lost_events"
 
 
@@ -293,11 +292,16 @@ class BpfTracer(Gadget):
             return "the gadget configures its object"
         if self.buffer_map != EVENTS_MAP or head_start_ring(self.buffer_size) != head.ring_bytes:
             return "another events buffer"
-        if ctx.resources.get(MntnsFilter) is not None and obj.has_global(FILTER_BY_MNTNS):
-            return "a mount-ns filter"
+        mntns = ctx.resources.get(MntnsFilter)
+        run_filter = mntns.map if mntns is not None and obj.has_global(FILTER_BY_MNTNS) else None
+        if run_filter is not head.filter_map:
+            return "another mount-ns filter"
         shared = ctx.resources.get(SharedMaps)
-        if shared is not None and any(obj.has_map(name) for name in shared.maps):
-            return "a shared map"
+        joined = {n: m for n, m in (shared.maps if shared else {}).items() if obj.has_map(n)}
+        if joined.keys() != head.shared.keys() or any(
+            m is not head.shared[n] for n, m in joined.items()
+        ):
+            return "another shared map"
         if set(head.constants) - set(constants):
             return f"constant {min(set(head.constants) - set(constants))}"
         if constants:

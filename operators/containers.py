@@ -40,12 +40,14 @@ if TYPE_CHECKING:
 else:
     from igrun.core.lazy import numpy as np
 
-from igrun.core.bpf.objects import Map, MapType
+from igrun.core.bpf.mntnsfilter import MNTNS_FILTER_MAP, new_filter_map
+from igrun.core.bpf.objects import Map
 from igrun.core.containers.collection import (
     Container,
     ContainerCollection,
     SelectedContainers,
     Selector,
+    boot_ns,
     parse_label_selector,
     pod_labels,
 )
@@ -57,13 +59,13 @@ from igrun.core.hookspecs import hookimpl
 from igrun.core.log import get_logger
 from igrun.core.operator import PRIORITY_ENRICH, Operator
 from igrun.core.params import ParamDesc, Params, TypeHint, ValueHint
+from igrun.core.run.headstart import take_filter_map
 from igrun.core.run.resources import Resources
-from igrun.core.tracer import MNTNS_FILTER_MAP, MntnsFilter
+from igrun.core.tracer import MntnsFilter
 
 if TYPE_CHECKING:
     from igrun.core.operator import RunPlan
 
-FILTER_MAP_SIZE = 1024
 BATCH_HINT = 4096  # codes are kept for batches this big at least
 _KEY = struct.Struct("<Q")
 _PRESENT = struct.pack("<I", 1)
@@ -388,6 +390,12 @@ class ContainersOperator(Operator):
         imported before the programs are attached)."""
         self._endpoints: EndpointPods | None = None
         """Fills the pod keys of the events' endpoints (``src.podname``...), if they have any."""
+        self._prefilled: set[int] = set()
+        """Mount-ns ids the head start put in the filter map, until the first scan says
+        which of them are selected containers'."""
+        self._screen_before: int | None = None
+        """Events from before this boot time may come from a namespace the head start let
+        through and the selection does not want: they are checked here, and dropped."""
 
     @classmethod
     def can_operate_on(cls, gadget: type[Gadget]) -> bool:
@@ -415,6 +423,7 @@ class ContainersOperator(Operator):
                         discovery = Discovery(self.collection, clients)
                         discovery.start(cancelled=lambda: ctx.done)
                         self.shared.discovery = discovery
+                    self._settle_prefilled()
                 except BaseException:
                     self.shared.users -= 1
                     raise
@@ -427,6 +436,7 @@ class ContainersOperator(Operator):
                 # The kernel's filter (or the per-container attach) needs the containers
                 # before the programs run: events from before would be lost.
                 self.discovery.start(cancelled=lambda: ctx.done)
+                self._settle_prefilled()
             else:
                 self._start_meanwhile(self.discovery)
         except BaseException:
@@ -477,11 +487,35 @@ class ContainersOperator(Operator):
         return not self.host
 
     def _make_filter_map(self) -> None:
-        self.filter_map = Map.create(MapType.HASH, "mntns_filter", 8, 4, FILTER_MAP_SIZE)
+        # The head start's object already filters through a map of its own, holding every
+        # namespace but the host's: kept, with the others removed after the first scan.
+        taken = take_filter_map()
+        self.filter_map, prefilled = taken if taken is not None else (new_filter_map(), ())
+        self._prefilled = set(prefilled)
         if self.ctx.pins is not None:
             self.filter_map.pin(self.ctx.pins.path / MNTNS_FILTER_MAP)
         self.ctx.resources.provide(MntnsFilter(self.filter_map), by=self.name)
         self.collection.subscribe(self._sync_filter)
+
+    def _settle_prefilled(self) -> None:
+        """After the first scan: remove from the filter map the namespaces the head start
+        put there that no selected container has, and check the events from before."""
+        filter_map = self.filter_map
+        if not self._prefilled or filter_map is None:
+            return
+
+        def settle(live: list[Container]) -> None:
+            wanted = {c.mntns for c in live if self.selector.matches(c)}
+            unwanted = self._prefilled - wanted
+            for ns in unwanted:  # a container told meanwhile would have its namespace back
+                filter_map.delete(_KEY.pack(ns))
+            get_logger().debug(
+                "head_start_filter", namespaces=len(self._prefilled), removed=len(unwanted)
+            )
+
+        self.collection.while_unchanged(settle)
+        self._prefilled = set()
+        self._screen_before = boot_ns()
 
     def _sync_filter(self, kind: str, c: Container) -> None:
         """Called in the thread that changed the collection (runc may be waiting on it): the
@@ -579,9 +613,27 @@ class ContainersOperator(Operator):
         if self.host and not self.selector.everything:
             selected = np.array([self.selector.matches(c) for c in pool] + [True], dtype=bool)
             batch = batch.take(selected[owners])
+        elif self._screen_before is not None:
+            batch = self._screen(batch, pool, owners)
         if self._endpoints is not None:
             self._endpoints.resolve(batch)
         return batch
+
+    def _screen(self, batch: Batch, pool: list[Container], owners: Array) -> Batch:
+        """Drop the events of the head start's first moments that the kernel's filter let
+        through for a namespace the selection does not want (no container's, or another
+        container's); stop checking once a batch starts after the filter was settled."""
+        assert self._screen_before is not None
+        boot = self.boot_field
+        if (
+            boot is not None
+            and len(batch)
+            and int(batch.member(boot.source).min()) > (self._screen_before)
+        ):
+            self._screen_before = None
+            return batch
+        selected = np.array([self.selector.matches(c) for c in pool] + [False], dtype=bool)
+        return batch.take(selected[owners])
 
     def _tables(self, pool: list[Container]) -> dict[str, Array]:
         """One small table per enriched field, the last row being "no container". Batches

@@ -18,6 +18,7 @@ from igrun.core.hookspecs import hookimpl
 from igrun.core.log import get_logger
 from igrun.core.operator import PRIORITY_ENRICH, Operator
 from igrun.core.params import Params
+from igrun.core.run.headstart import take_socket_enricher
 from igrun.core.tracer import SharedMaps
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ class SocketsOperator(Operator):
         from igrun.plugins.socket_enricher import SOCKETS_MAP, SocketEnricher
 
         try:
-            enricher = SocketEnricher()
+            enricher = take_socket_enricher() or SocketEnricher()
         except IgrunError as exc:
             get_logger().warning("socket_enricher_unavailable", error=str(exc),
                                  note="events whose owner is unknown say so")  # fmt: skip

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from containerlab import IMAGE
+from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
 
 if TYPE_CHECKING:
     from conftest import IgrunCli
@@ -82,12 +84,7 @@ def test_a_head_start_the_run_would_not_load_is_dropped_with_its_events(
     proc.assert_released()
 
 
-def test_no_head_start_without_host_with_a_gadget_flag_or_when_turned_off(
-    igrun_cli: IgrunCli,
-) -> None:
-    done = igrun_cli.run("-v", "trace", "exec", "-t", "200ms")
-    assert done.returncode == 0, done.stderr
-    assert "head_start" not in done.stderr  # a mount-ns filter is to be joined: not guessed
+def test_no_head_start_with_a_gadget_flag_or_when_turned_off(igrun_cli: IgrunCli) -> None:
     done = igrun_cli.run("-v", "trace", "exec", "--host", "--ignore-errors", "-t", "200ms")
     assert done.returncode == 0, done.stderr
     assert "head_start" not in done.stderr  # a constant the compiled object does not have
@@ -95,6 +92,60 @@ def test_no_head_start_without_host_with_a_gadget_flag_or_when_turned_off(
     done = igrun_cli.run("-v", "trace", "exec", "--host", "-t", "200ms", env=env)
     assert done.returncode == 0, done.stderr
     assert "head_start" not in done.stderr
+
+
+def echo_loop(word: str) -> str:
+    """A shell loop exec'ing ``/bin/echo WORD`` every 3 ms."""
+    return f"while true; do /bin/echo {word} >/dev/null; usleep 3000; done"
+
+
+def test_without_host_the_head_start_shows_only_the_selected_containers(
+    igrun_cli: IgrunCli,
+    podman: Podman,  # noqa: F811
+) -> None:
+    """Without ``--host`` the head start's object filters by mount namespace from its attach,
+    through a map that holds every namespace but the host's until the run's first container
+    scan says which are wanted. Two containers, a process in a private mount namespace that
+    is no container, and a host process exec every 3 ms from before the launch: with ``-c
+    A`` only A's execs are shown, also from the first moments; without ``-c``, A's and B's;
+    never the others'."""
+    tag = uuid.uuid4().hex[:8]
+    names = {w: f"igrun-hs-{w.lower()}-{tag}" for w in ("A", "B")}
+    for word, name in names.items():
+        podman.names.append(name)
+        podman("run", "-d", "--pull=never", "--network", "none", "--name", name, IMAGE,
+               "sh", "-c", echo_loop(f"{word}{tag}"))  # fmt: skip
+    loops = [
+        subprocess.Popen(["unshare", "-m", "/bin/busybox", "sh", "-c", echo_loop(f"U{tag}")]),
+        subprocess.Popen(["/bin/busybox", "sh", "-c", echo_loop(f"H{tag}")]),
+    ]
+    try:
+        time.sleep(0.2)
+        shown = {}
+        for selection in (["-c", names["A"]], []):
+            proc = igrun_cli.start("-v", "trace", "exec", *selection, "-o", "json")
+            time.sleep(0.6)
+            out, err = proc.stop()
+            assert proc.returncode == 0, err
+            assert "used=True" in head_start_line(err), err
+            proc.assert_released()
+            words = [e["args"][1] for e in igrun_cli.events(out) if e["args"][:1] == ["/bin/echo"]]
+            owners = {
+                e["args"][1]: e.get("runtime", {}).get("containerName")
+                for e in igrun_cli.events(out)
+                if e["args"][:1] == ["/bin/echo"]
+            }
+            shown[bool(selection)] = (set(words), owners)
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+    words, owners = shown[True]
+    assert words == {f"A{tag}"}, words
+    assert owners == {f"A{tag}": names["A"]}
+    words, owners = shown[False]
+    assert {f"A{tag}", f"B{tag}"} <= words and not {f"U{tag}", f"H{tag}"} & words, words
+    assert owners[f"B{tag}"] == names["B"]
 
 
 def test_the_head_start_loads_without_importing_numpy() -> None:
@@ -181,4 +232,47 @@ def test_execs_during_the_start_wait_in_a_ring_big_enough(igrun_cli: IgrunCli) -
     assert not re.search(r"lost \d+ events", err), err
     execs = [e for e in igrun_cli.events(out) if e.get("ppid") == storm.pid]
     assert len(execs) > 40, len(execs)  # more than the default ring could have held
+    proc.assert_released()
+
+
+DEAF_CONNECT = """
+import ctypes, socket, struct
+program = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # ret #0
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HL", 1, ctypes.addressof(program)))
+listener.listen(8)
+print(listener.getsockname()[1], flush=True)
+client = socket.socket()
+client.settimeout(0.3)
+try:
+    client.connect(listener.getsockname())
+except OSError:
+    pass
+"""
+"""A listener whose socket filter drops every packet (SO_ATTACH_FILTER, ``ret #0``), and a
+connect to it: the SYN is dropped by the listener's filter, owned by this process."""
+
+
+def test_trace_tcpdrop_takes_a_head_start_with_the_socket_enricher(igrun_cli: IgrunCli) -> None:
+    """The object looks socket owners up: the head start starts the socket enricher before
+    it loads and the run's sockets operator takes that enricher, so the run uses the head
+    start and names the owner of a dropped SYN."""
+    proc = igrun_cli.start("-v", "trace", "tcpdrop", "--host", "-o", "json")
+    child = subprocess.Popen(
+        [sys.executable, "-c", DEAF_CONNECT], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    port = int(child.stdout.readline())
+    assert child.wait(10) == 0
+    time.sleep(0.3)
+    out, err = proc.stop()
+    assert proc.returncode == 0, err
+    assert "used=True" in head_start_line(err), err
+    mine = {
+        (e["pid"], e["reason"], e["tcpflags"], e["ownerKnown"])
+        for e in igrun_cli.events(out)
+        if e["dst"]["port"] == port
+    }
+    assert mine == {(child.pid, "SOCKET_FILTER", "SYN", True)}, mine
     proc.assert_released()

@@ -1013,6 +1013,19 @@ class BpfObject:
         """The type a map has (or will have once loaded), e.g. :attr:`MapType.RINGBUF`."""
         return int(lib.igr_map_type(self._map_ptr(name)))
 
+    def new_map_like(self, name: str) -> Map:
+        """A new map of the type, key and value sizes and size that map ``name`` of this
+        object will have: made before any object loads, it can be given to several of them
+        (:meth:`reuse_map`), which then load at the same time. Not for maps with flags."""
+        ptr = self._map_ptr(name)
+        return Map.create(
+            int(lib.igr_map_type(ptr)),
+            name,
+            int(lib.bpf_map__key_size(ptr)),
+            int(lib.bpf_map__value_size(ptr)),
+            int(lib.bpf_map__max_entries(ptr)),
+        )
+
     def set_max_entries(self, name: str, n: int) -> None:
         n = _in_range(f"{self.source}: map {name}: max entries", n, 0, U32_MAX)
         err = lib.bpf_map__set_max_entries(self._map_ptr(name), n)

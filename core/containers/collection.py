@@ -345,6 +345,13 @@ class ContainerCollection:
             if listener in self._listeners:
                 self._listeners.remove(listener)
 
+    def while_unchanged(self, work: Callable[[list[Container]], None]) -> None:
+        """Call ``work`` with the live containers; no change is made (nor told to a listener)
+        until it returns, so that what it decides from them is not undone by a change told
+        meanwhile."""
+        with self._changing:
+            work(self.containers())
+
     def containers(self) -> list[Container]:
         with self._lock:
             return sorted(self._live.values(), key=lambda c: (c.runtime, c.name))

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from igrun.core.bpf.btf import BtfError, ObjectBtf
+from igrun.core.bpf.mntnsfilter import FILTER_BY_MNTNS
 from igrun.core.bpf.objects import BpfObject, MapType, _c_name, lib
 from igrun.core.errors import BpfError, UsageError
 from igrun.core.events.schema import Field, Schema
@@ -38,7 +39,6 @@ from igrun.core.objectrun.gadgets import (
 from igrun.core.objectrun.layout import event_layout
 from igrun.core.objectrun.params import object_params
 from igrun.core.params import ParamDesc, TypeHint
-from igrun.core.tracer import FILTER_BY_MNTNS
 
 TRACER_PREFIX = "gadget_tracer_"
 SNAPSHOTTER_PREFIX = "gadget_snapshotter_"

@@ -3,16 +3,25 @@ launcher is still importing.
 
 From launch to attach, most of a run's time is Python importing its modules (the launcher,
 the gadget, the operators), and the kernel's load of the programs only starts after that.
-``igrun trace NAME --host`` is guessed at the start instead: the gadget's object (the one
+``igrun trace NAME`` is guessed at the start instead: the gadget's object (the one
 ``*.bpf.o`` next to igrun's own module for it) is opened, loaded and attached in a thread
 with its compiled defaults, while the main thread imports (each in its own CPU: the load
 runs in the kernel, without the interpreter's lock). Events from then on wait in the ring
 buffer.
 
+Without ``--host`` a run shows only containers, filtered in the kernel by mount namespace
+(:mod:`igrun.core.bpf.mntnsfilter`): the head start then loads the object with the filter on
+and a filter map of its own, holding every mount namespace that is not the host's (pid 1's)
+— the containers' among them, known before any runtime is asked. The containers operator,
+when the run gets to it, takes that map (:func:`take_filter_map`) instead of making one,
+keeps the selected containers' namespaces in it and removes the others after its first
+scan; the events of those others captured until then are dropped by the operator, not
+shown.
+
 When the run reaches the gadget's ``init``, :meth:`igrun.core.tracer.BpfTracer.init` takes the
 object only if it is exactly what the run would have loaded: the same file, every constant
 the params give equal to the compiled one (or to the one the head start set, below), the
-default ring size, no mount-ns filter or
+default ring size, the mount-ns filter map the run uses (or none with ``--host``), no
 shared map to join, nothing the gadget configures itself. Otherwise it closes it (its events
 with it: nothing of it is shown) and loads its own, as without a head start. A run that
 never gets there (bad flags, ``--help``) ends with the process, which releases what the
@@ -35,7 +44,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from igrun.core.bpf.objects import BpfObject
+    from igrun.core.bpf.objects import BpfObject, Map
+    from igrun.plugins.socket_enricher import SocketEnricher
 
 RING_BYTES = 256 * 1024
 """A gadget's default ring: :attr:`igrun.core.tracer.BpfTracer.ring_buffer_size`'s default,
@@ -48,6 +58,8 @@ reads them, a few hundred ms later, so a gadget whose default ring holds few rec
 exec``'s 256 KiB: 38 of its 6.7 KB records) would lose a busy host's events in between. The
 run keeps that ring (:func:`head_start_ring`)."""
 EVENTS_MAP = "events"
+SOCKETS_MAP = "gadget_sockets"
+"""The socket enricher's map of owners (``igrun/sockets.h``), in the objects that use it."""
 SWITCH_INTERVAL_S = 0.0002
 """While the thread works, the interpreter's lock changes hands every 0.2 ms instead of 5:
 the thread needs it for a moment between its libbpf calls, and should not wait 5 ms each
@@ -55,6 +67,15 @@ time while the main thread imports."""
 OPT_OUT = "IGRUN_NO_HEAD_START"
 GUESSABLE = {
     "--host": 0,
+    "-c": 1,
+    "--containername": 1,
+    "--k8s-namespace": 1,
+    "--k8s-podname": 1,
+    "--k8s-containername": 1,
+    "--k8s-selector": 1,
+    "-r": 1,
+    "--runtimes": 1,
+    "--containerd-namespace": 1,
     "-o": 1,
     "--output": 1,
     "-t": 1,
@@ -69,8 +90,9 @@ GUESSABLE = {
     "--verbose": 0,
 }
 """The flags (and how many values follow each) that leave the gadget's object as compiled:
-with any other (a gadget's own flag sets a constant, ``-c`` a mount-ns filter, ``--buffer-size``
-another ring) the run would not take the object, and the head start is not tried. ``-m`` is
+the container selection only decides what the run puts in the filter map. With any other (a
+gadget's own flag sets a constant, ``--buffer-size`` another ring) the run would not take the
+object, and the head start is not tried. ``-m`` is
 ``--max-rows`` for every built-in trace gadget but ``trace fsslower``, whose ``-m`` is its
 own ``--min``: that one does not take the object either way."""
 
@@ -92,17 +114,40 @@ def head_start_ring(default_bytes: int) -> int:
 
 class HeadStart:
     """The object loading (then loaded and attached) in a thread for gadget ``gadget_id``,
-    with ``constants`` set over the compiled ones."""
+    with ``constants`` set over the compiled ones; with ``containers``, filtered by mount
+    namespace through :attr:`filter_map`."""
 
     def __init__(
-        self, gadget_id: str, path: str, constants: Mapping[str, int | bool | bytes] | None = None
+        self,
+        gadget_id: str,
+        path: str,
+        constants: Mapping[str, int | bool | bytes] | None = None,
+        containers: bool = False,
     ) -> None:
         self.gadget_id = gadget_id
         self.path = path
         self.constants = dict(constants or {})
+        self.containers = containers
         self.ring_bytes = head_start_ring(RING_SIZES.get(gadget_id, RING_BYTES))
         self.obj: BpfObject | None = None
         self.error: BaseException | None = None
+        self.filter_map: Map | None = None
+        """With ``containers``: the mount-ns filter map the object uses."""
+        self.prefilled: tuple[int, ...] = ()
+        """The mount-ns ids put in :attr:`filter_map` (every one but the host's)."""
+        self.filter_taken = False
+        """The containers operator took :attr:`filter_map` (and closes it)."""
+        self._filter_made = threading.Event()
+        self.enricher: SocketEnricher | None = None
+        """For an object that looks socket owners up (its ``gadget_sockets`` map): the socket
+        enricher, loaded beside it and filling the map the object uses (the object attaches
+        once the enricher has recorded the sockets already open)."""
+        self.enricher_taken = False
+        self.enricher_error: BaseException | None = None
+        self._enricher_made = threading.Event()
+        self._enriching: threading.Thread | None = None
+        self.shared: dict[str, Map] = {}
+        """The operators' maps the object uses instead of its own, by name."""
         self._switch = sys.getswitchinterval()
         sys.setswitchinterval(min(self._switch, SWITCH_INTERVAL_S))
         self._thread = threading.Thread(target=self._load, name="igrun-head-start", daemon=True)
@@ -119,18 +164,80 @@ class HeadStart:
             obj.set_max_entries(EVENTS_MAP, self.ring_bytes)
             for name, value in self.constants.items():
                 obj.set_global(name, value)
+            if self.containers:
+                self._filter(obj)
+            enriching = self._enriching = self._enrich(obj)
             obj.load()
+            if enriching is not None:  # owners known from the first event: attached after it
+                enriching.join()
+                if self.enricher is None:
+                    raise self.enricher_error or LookupError("no socket enricher")
             obj.attach_all()
             self.obj = obj
         except BaseException as exc:  # the run loads the object itself, and reports
             self.error = exc
             if obj is not None:
                 obj.close()
+        finally:
+            self._filter_made.set()
+            if self._enriching is None:  # else the enricher's thread says when it is done
+                self._enricher_made.set()
+
+    def _enrich(self, obj: BpfObject) -> threading.Thread | None:
+        """For an object that looks socket owners up in its map: the socket enricher, started
+        in a thread of its own with a map both use, so that the two load at the same time
+        (the thread ends once the enricher has recorded the sockets already open)."""
+        if not obj.has_map(SOCKETS_MAP):
+            return None
+        sockets = obj.new_map_like(SOCKETS_MAP)
+        try:
+            obj.reuse_map(SOCKETS_MAP, sockets)
+        except BaseException:
+            sockets.close()
+            raise
+        self.shared[SOCKETS_MAP] = sockets
+        thread = threading.Thread(
+            target=self._start_enricher,
+            args=(sockets,),
+            name="igrun-head-start-sockets",
+            daemon=True,
+        )
+        thread.start()
+        return thread
+
+    def _start_enricher(self, sockets: Map) -> None:
+        try:
+            from igrun.plugins.socket_enricher import SocketEnricher
+
+            self.enricher = SocketEnricher(sockets)
+        except BaseException as exc:  # the head start fails with it
+            sockets.close()
+            self.enricher_error = exc
+        finally:
+            self._enricher_made.set()  # the sockets operator may take it now
+
+    def _filter(self, obj: BpfObject) -> None:
+        from igrun.core.bpf.mntnsfilter import (
+            FILTER_BY_MNTNS,
+            FILTER_MAP_SIZE,
+            MNTNS_FILTER_MAP,
+            new_filter_map,
+        )
+
+        if not obj.has_global(FILTER_BY_MNTNS) or not obj.has_map(MNTNS_FILTER_MAP):
+            raise LookupError("no mount-ns filter")  # the run shows every process itself
+        self.filter_map = new_filter_map()
+        self.prefilled = _prefill(self.filter_map, FILTER_MAP_SIZE)
+        self._filter_made.set()  # the operator may take it now, while the kernel verifies
+        obj.set_global(FILTER_BY_MNTNS, True)
+        obj.reuse_map(MNTNS_FILTER_MAP, self.filter_map)
 
     def wait(self) -> BpfObject | None:
         """The loaded and attached object, once the thread is done (``None`` when it
         failed)."""
         self._thread.join()
+        if self._enriching is not None:
+            self._enriching.join()
         sys.setswitchinterval(self._switch)
         return self.obj
 
@@ -140,10 +247,46 @@ class HeadStart:
         each), which the run loading its own object does not need to wait for."""
         obj = self.wait()
         self.obj = None
+        if self.filter_map is not None and not self.filter_taken:
+            self.filter_map.close()
+        self.filter_map = None
+        if self.enricher is not None and not self.enricher_taken:
+            self.enricher.close()
+        self.enricher = None
         if obj is not None:
             thread = threading.Thread(target=obj.close, name="igrun-head-start-close", daemon=True)
             thread.start()
             _closing.append(thread)
+
+
+def _prefill(filter_map: Map, limit: int) -> tuple[int, ...]:
+    """Put in ``filter_map`` the mount-ns id of every process that is not in pid 1's mount
+    namespace (igrun's own when pid 1's cannot be read), at most ``limit``, and return
+    them."""
+    import struct
+
+    for path in ("/proc/1/ns/mnt", "/proc/self/ns/mnt"):  # pid 1's may be out of reach
+        try:
+            host = os.stat(path).st_ino
+            break
+        except OSError:
+            continue
+    else:
+        return ()
+    found: set[int] = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            ns = os.stat(f"/proc/{name}/ns/mnt").st_ino
+        except OSError:  # gone meanwhile
+            continue
+        if ns != host and ns not in found:
+            filter_map.update(struct.pack("<Q", ns), struct.pack("<I", 1))
+            found.add(ns)
+            if len(found) >= limit:
+                break
+    return tuple(sorted(found))
 
 
 _pending: HeadStart | None = None
@@ -216,15 +359,15 @@ def _gadget_values(flags: Sequence[str], own: Mapping[str, str]) -> dict[str, st
 
 
 def begin(argv: Sequence[str]) -> None:
-    """Start the head start for ``igrun [-v] trace NAME --host …`` (the launcher's
-    arguments), when root may load programs and nothing in the flags rules it out."""
+    """Start the head start for ``igrun [-v] trace NAME …`` (the launcher's arguments), when
+    root may load programs and nothing in the flags rules it out."""
     global _pending
     args = list(argv)
     while args and args[0] in ("-v", "-vv", "-vvv", "--verbose"):
         args.pop(0)
     if _pending is not None or os.environ.get(OPT_OUT) == "1" or os.geteuid() != 0:
         return
-    if len(args) < 3 or args[0] != "trace" or "--host" not in args:
+    if len(args) < 2 or args[0] != "trace":
         return
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
         return
@@ -239,7 +382,35 @@ def begin(argv: Sequence[str]) -> None:
     except (OSError, ImportError, ValueError):
         return
     if constants is not None:
-        _pending = HeadStart(gadget_id, path, constants)
+        _pending = HeadStart(gadget_id, path, constants, containers="--host" not in args)
+
+
+def take_socket_enricher() -> SocketEnricher | None:
+    """The socket enricher the pending head start started (the caller closes it when the
+    run ends), or ``None``: the sockets operator takes it instead of starting its own."""
+    head = _pending
+    if head is None:
+        return None
+    head._enricher_made.wait()
+    if head.enricher is None or head.enricher_taken:
+        return None
+    head.enricher_taken = True
+    return head.enricher
+
+
+def take_filter_map() -> tuple[Map, tuple[int, ...]] | None:
+    """The mount-ns filter map of the pending head start and the mount-ns ids in it (every
+    one but the host's: the caller keeps the selected ones, removes the others, and closes
+    the map when the run ends), or ``None`` when there is none. The containers operator
+    takes it so that the head start's object filters by the run's selection."""
+    head = _pending
+    if head is None or not head.containers:
+        return None
+    head._filter_made.wait()
+    if head.filter_map is None or head.filter_taken:
+        return None
+    head.filter_taken = True
+    return head.filter_map, head.prefilled
 
 
 def take_head_start(gadget_id: str) -> HeadStart | None:
