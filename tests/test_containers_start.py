@@ -381,6 +381,98 @@ def test_killing_igrun_mid_hold_lets_runc_go_on(runc_bundles: Any) -> None:
             runc.wait()
 
 
+STOPPABLE = """
+import time
+from igrun.core.containers.starthold import StartHold
+
+def learn(birth):
+    print("held", birth.id, flush=True)
+    time.sleep(120)
+
+hold = StartHold(learn, bound=1.0)
+assert hold.start()
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def _guards(parent: int) -> list[int]:
+    """Pids of the hold's guard processes that ``parent`` started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or b"holdguard" not in (entry / "cmdline").read_bytes():
+                continue
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if f"\nPPid:\t{parent}\n" in status:
+            found.append(int(entry.name))
+    return found
+
+
+def _running(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (an exited orphan may wait as a zombie a while)."""
+    running = []
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if stat.rpartition(")")[2].split()[0] != "Z":
+            running.append(pid)
+    return running
+
+
+@pytest.mark.parametrize("stopped", ["while holding", "before the start"])
+def test_a_stopped_igrun_holds_runc_for_the_bound_at_most(runc_bundles: Any, stopped: str) -> None:
+    """SIGSTOP (a debugger, Ctrl-Z) leaves igrun's events unanswered, and fanotify permission
+    events have no timeout: its guard process answers for it what is late, a held start
+    after the bound (1 s here) and half a second, an exec of runc nobody reads after half a
+    second. The guard ends with igrun."""
+    make, ids = runc_bundles
+    id = f"igrun-stop-{uuid.uuid4().hex[:6]}"
+    bundle = make(id, id, ARGS)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", STOPPABLE], stdout=subprocess.PIPE, text=True, stderr=subprocess.PIPE
+    )
+    assert holder.stdout is not None
+    runc: subprocess.Popen[bytes] | None = None
+    try:
+        assert holder.stdout.readline() == "ready\n"
+        time.sleep(0.5)  # the guard is started by the hold's thread
+        guards = _guards(holder.pid)
+        assert len(guards) == 1
+        if stopped == "before the start":
+            os.kill(holder.pid, signal.SIGSTOP)
+        ids.append(id)
+        began = time.monotonic()
+        runc = subprocess.Popen(
+            ["runc", "run", "--bundle", str(bundle), id],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if stopped == "while holding":
+            while (line := holder.stdout.readline()) != f"held {id}\n":
+                assert line, holder.stderr.read() if holder.stderr else ""
+            os.kill(holder.pid, signal.SIGSTOP)
+        assert runc.wait(timeout=20) == 0
+        took = time.monotonic() - began
+        assert took < 5.0, took
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+        holder.kill()
+        holder.communicate()
+        if runc is not None and runc.poll() is None:
+            runc.kill()
+            runc.wait()
+    deadline = time.monotonic() + 3
+    while _running(guards) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _running(guards) == []
+
+
 STUCK_STDERR = """
 import fcntl, os, sys, time
 from igrun.core.containers.starthold import StartHold

@@ -22,7 +22,10 @@ runcfanotify holds runc. How runc 1.1 starts a container, and where it is held:
 
 The hold is bounded (:data:`HOLD_SECONDS`): past it the open is allowed and a warning logged,
 so a slow igrun delays a runtime by at most that much. If igrun dies its fanotify group is
-closed, and the kernel lets every held event go on by itself. Opens by igrun itself are let
+closed, and the kernel lets every held event go on by itself. If igrun is stopped (SIGSTOP,
+Ctrl-Z, a debugger) it answers nothing, and permission events have no timeout: a guard
+process (:mod:`igrun.core.containers.holdguard`), told of every hold, answers for it what is
+late. Opens by igrun itself are let
 go at once. fanotify permission events need ``CAP_SYS_ADMIN`` in the host pid namespace and a
 kernel built with ``CONFIG_FANOTIFY_ACCESS_PERMISSIONS``; without them discovery works as
 before, from state folders alone. The fifo itself cannot be held: recent kernels send no
@@ -36,13 +39,15 @@ import os
 import queue
 import select
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from igrun.core.containers import fanotify
+from igrun.core.containers import fanotify, holdguard
 from igrun.core.log import get_logger
 
 HOLD_SECONDS = 2.0
@@ -177,6 +182,9 @@ class StartHold:
         can block (a full stderr pipe, a paused terminal), and an unanswered event would
         then hold runc for as long."""
         self._reporter: threading.Thread | None = None
+        self._guard: subprocess.Popen[bytes] | None = None
+        self._guard_pipe = -1
+        """igrun's end of the pipe to the guard process: ``h FD`` held, ``d FD`` answered."""
         self.held = 0
         self.expired = 0
 
@@ -224,7 +232,48 @@ class StartHold:
 
     # ---- the fanotify thread: never waits on anything but the kernel ----------------------
 
+    def _start_guard(self) -> None:
+        """Start the guard process (in the hold's thread: not on the way to the attach)."""
+        read, write = os.pipe2(os.O_CLOEXEC)
+        try:
+            self._guard = subprocess.Popen(
+                [sys.executable, "-I", "-S", holdguard.__file__,
+                 str(self._group), str(read), str(self.bound)],
+                pass_fds=(self._group, read),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # not stopped with igrun's process group (Ctrl-Z)
+            )  # fmt: skip
+        except OSError as exc:
+            os.close(write)
+            self._warn(f"no guard process: {exc}")
+            return
+        finally:
+            os.close(read)
+        os.set_blocking(write, False)
+        self._guard_pipe = write
+
+    def _tell_guard(self, kind: bytes, fd: int) -> None:
+        if self._guard_pipe >= 0:
+            with contextlib.suppress(OSError):  # a full pipe: the guard is far behind anyway
+                os.write(self._guard_pipe, b"%s %d\n" % (kind, fd))
+
+    def _stop_guard(self) -> None:
+        """Close the guard's pipe, which ends it; its copy of the group goes with it."""
+        if self._guard_pipe >= 0:
+            os.close(self._guard_pipe)
+            self._guard_pipe = -1
+        if self._guard is not None:
+            try:
+                self._guard.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                self._guard.kill()
+                self._guard.wait()
+            self._guard = None
+
     def _loop(self) -> None:
+        self._start_guard()
         poller = select.poll()
         poller.register(self._group, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
@@ -287,6 +336,7 @@ class StartHold:
         birth = Birth(folder.name, pid, folder, _bundle(event.pid))
         with self._lock:
             self._pending[event.fd] = (time.monotonic() + self.bound, birth)
+            self._tell_guard(b"h", event.fd)
         self.held += 1
         threading.Thread(
             target=self._learn, args=(event.fd, birth), name="igrun-start-learn", daemon=True
@@ -345,6 +395,7 @@ class StartHold:
             if self._pending.pop(fd, None) is None:
                 return False
             self._allow(fd)
+            self._tell_guard(b"d", fd)
         return True
 
     def _allow(self, fd: int) -> None:
@@ -366,6 +417,7 @@ class StartHold:
             self._pending.clear()
             for fd in held:
                 self._allow(fd)
+            self._stop_guard()
             os.close(self._group)  # drops every mark; anything still queued is allowed
             self._group = -1
         os.close(self._wake_r)
