@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import functools
 import os
-import struct
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
 else:
     from igrun.core.lazy import numpy as np
 
-from igrun.core.bpf.mntnsfilter import MNTNS_FILTER_MAP, new_filter_map
+from igrun.core.bpf import mntnsfilter
 from igrun.core.bpf.objects import Map
 from igrun.core.containers.collection import (
     Container,
@@ -67,8 +66,6 @@ if TYPE_CHECKING:
     from igrun.core.operator import RunPlan
 
 BATCH_HINT = 4096  # codes are kept for batches this big at least
-_KEY = struct.Struct("<Q")
-_PRESENT = struct.pack("<I", 1)
 
 
 @functools.cache
@@ -490,10 +487,12 @@ class ContainersOperator(Operator):
         # The head start's object already filters through a map of its own, holding every
         # namespace but the host's: kept, with the others removed after the first scan.
         taken = take_filter_map()
-        self.filter_map, prefilled = taken if taken is not None else (new_filter_map(), ())
+        if taken is None:
+            taken = (mntnsfilter.new_filter_map(), ())
+        self.filter_map, prefilled = taken
         self._prefilled = set(prefilled)
         if self.ctx.pins is not None:
-            self.filter_map.pin(self.ctx.pins.path / MNTNS_FILTER_MAP)
+            self.filter_map.pin(self.ctx.pins.path / mntnsfilter.MNTNS_FILTER_MAP)
         self.ctx.resources.provide(MntnsFilter(self.filter_map), by=self.name)
         self.collection.subscribe(self._sync_filter)
 
@@ -508,7 +507,7 @@ class ContainersOperator(Operator):
             wanted = {c.mntns for c in live if self.selector.matches(c)}
             unwanted = self._prefilled - wanted
             for ns in unwanted:  # a container told meanwhile would have its namespace back
-                filter_map.delete(_KEY.pack(ns))
+                mntnsfilter.stop(filter_map, ns)
             get_logger().debug(
                 "head_start_filter", namespaces=len(self._prefilled), removed=len(unwanted)
             )
@@ -524,13 +523,12 @@ class ContainersOperator(Operator):
             return
         if not self.selector.matches(c) and kind != "changed":
             return
-        key = _KEY.pack(c.mntns)
         if kind != "removed" and self.selector.matches(c):
-            self.filter_map.update(key, _PRESENT)
+            mntnsfilter.let_through(self.filter_map, c.mntns)
         elif not any(
             o.mntns == c.mntns and self.selector.matches(o) for o in self.collection.containers()
         ):
-            self.filter_map.delete(key)
+            mntnsfilter.stop(self.filter_map, c.mntns)
 
     def _notice(self) -> None:
         log = get_logger()

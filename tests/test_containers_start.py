@@ -3,6 +3,7 @@ named by its runtime, and runc never held long by igrun (:mod:`igrun.core.contai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -339,11 +340,55 @@ def learn(birth):
     print("held", birth.id, flush=True)
     time.sleep(120)
 
-hold = StartHold(learn, bound=120)
+hold = StartHold(learn, bound=float(sys.argv[1]))
 assert hold.start()
 print("ready", flush=True)
 time.sleep(120)
 """
+"""A process that holds every runc start and never learns the container: it says ``held ID``
+and waits, until the bound (its argument) runs out."""
+
+
+@contextlib.contextmanager
+def holder_process(bound: float) -> Iterator[subprocess.Popen[str]]:
+    """:data:`HOLDER`, ready; killed (and let go on, if stopped) afterwards."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(bound)],
+        stdout=subprocess.PIPE, text=True, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert holder.stdout is not None
+    try:
+        assert holder.stdout.readline() == "ready\n"
+        yield holder
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(holder.pid, signal.SIGCONT)
+        holder.kill()
+        holder.communicate()
+
+
+@contextlib.contextmanager
+def runc_running(bundle: Path, id: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``runc run`` of ``bundle`` as ``id``, in the background; killed if still running."""
+    runc = subprocess.Popen(
+        ["runc", "run", "--bundle", str(bundle), id],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield runc
+    finally:
+        if runc.poll() is None:
+            runc.kill()
+            runc.wait()
+
+
+def wait_held(holder: subprocess.Popen[str], id: str) -> None:
+    """Until ``holder`` says it holds container ``id``."""
+    assert holder.stdout is not None
+    while (line := holder.stdout.readline()) != f"held {id}\n":
+        assert line, holder.stderr.read() if holder.stderr else ""
 
 
 def test_killing_igrun_mid_hold_lets_runc_go_on(runc_bundles: Any) -> None:
@@ -351,49 +396,16 @@ def test_killing_igrun_mid_hold_lets_runc_go_on(runc_bundles: Any) -> None:
     make, ids = runc_bundles
     id = f"igrun-kill-{uuid.uuid4().hex[:6]}"
     bundle = make(id, id, ARGS)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, text=True, stderr=subprocess.PIPE
-    )
-    assert holder.stdout is not None
-    runc: subprocess.Popen[bytes] | None = None
-    try:
-        assert holder.stdout.readline() == "ready\n"
+    with holder_process(120) as holder:
         ids.append(id)
-        runc = subprocess.Popen(
-            ["runc", "run", "--bundle", str(bundle), id],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        while (line := holder.stdout.readline()) != f"held {id}\n":
-            assert line, holder.stderr.read() if holder.stderr else ""
-        time.sleep(0.5)
-        assert runc.poll() is None  # held
-        os.kill(holder.pid, signal.SIGKILL)
-        killed = time.monotonic()
-        assert runc.wait(timeout=10) == 0
-        assert time.monotonic() - killed < 2.0
-    finally:
-        holder.kill()
-        holder.communicate()
-        if runc is not None and runc.poll() is None:
-            runc.kill()
-            runc.wait()
-
-
-STOPPABLE = """
-import time
-from igrun.core.containers.starthold import StartHold
-
-def learn(birth):
-    print("held", birth.id, flush=True)
-    time.sleep(120)
-
-hold = StartHold(learn, bound=1.0)
-assert hold.start()
-print("ready", flush=True)
-time.sleep(120)
-"""
+        with runc_running(bundle, id) as runc:
+            wait_held(holder, id)
+            time.sleep(0.5)
+            assert runc.poll() is None  # held
+            os.kill(holder.pid, signal.SIGKILL)
+            killed = time.monotonic()
+            assert runc.wait(timeout=10) == 0
+            assert time.monotonic() - killed < 2.0
 
 
 def _guards(parent: int) -> list[int]:
@@ -433,13 +445,7 @@ def test_a_stopped_igrun_holds_runc_for_the_bound_at_most(runc_bundles: Any, sto
     make, ids = runc_bundles
     id = f"igrun-stop-{uuid.uuid4().hex[:6]}"
     bundle = make(id, id, ARGS)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", STOPPABLE], stdout=subprocess.PIPE, text=True, stderr=subprocess.PIPE
-    )
-    assert holder.stdout is not None
-    runc: subprocess.Popen[bytes] | None = None
-    try:
-        assert holder.stdout.readline() == "ready\n"
+    with holder_process(1.0) as holder:
         time.sleep(0.5)  # the guard is started by the hold's thread
         guards = _guards(holder.pid)
         assert len(guards) == 1
@@ -447,26 +453,13 @@ def test_a_stopped_igrun_holds_runc_for_the_bound_at_most(runc_bundles: Any, sto
             os.kill(holder.pid, signal.SIGSTOP)
         ids.append(id)
         began = time.monotonic()
-        runc = subprocess.Popen(
-            ["runc", "run", "--bundle", str(bundle), id],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        if stopped == "while holding":
-            while (line := holder.stdout.readline()) != f"held {id}\n":
-                assert line, holder.stderr.read() if holder.stderr else ""
-            os.kill(holder.pid, signal.SIGSTOP)
-        assert runc.wait(timeout=20) == 0
-        took = time.monotonic() - began
+        with runc_running(bundle, id) as runc:
+            if stopped == "while holding":
+                wait_held(holder, id)
+                os.kill(holder.pid, signal.SIGSTOP)
+            assert runc.wait(timeout=20) == 0
+            took = time.monotonic() - began
         assert took < 5.0, took
-    finally:
-        os.kill(holder.pid, signal.SIGCONT)
-        holder.kill()
-        holder.communicate()
-        if runc is not None and runc.poll() is None:
-            runc.kill()
-            runc.wait()
     deadline = time.monotonic() + 3
     while _running(guards) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -11,6 +11,8 @@ before the operator exists and hands the operator the map the object already use
 
 from __future__ import annotations
 
+import struct
+
 from igrun.core.bpf.objects import Map, MapType
 
 FILTER_BY_MNTNS = "gadget_filter_by_mntns"
@@ -18,10 +20,22 @@ MNTNS_FILTER_MAP = "gadget_mntns_filter_map"
 FILTER_MAP_SIZE = 1024
 """``GADGET_MAX_CONTAINERS`` of ``igrun/mntns_filter.h``: the selected containers a run can
 filter on at once."""
-KEY_BYTES = 8
-VALUE_BYTES = 4
+KEY = struct.Struct("<Q")
+"""A key: the mount-ns id (``__u64``)."""
+PRESENT = struct.pack("<I", 1)
+"""The value of every key (``__u32``): only the key's presence counts."""
 
 
 def new_filter_map() -> Map:
     """An empty filter map (no event passes it until a container's mount-ns id is added)."""
-    return Map.create(MapType.HASH, "mntns_filter", KEY_BYTES, VALUE_BYTES, FILTER_MAP_SIZE)
+    return Map.create(MapType.HASH, "mntns_filter", KEY.size, len(PRESENT), FILTER_MAP_SIZE)
+
+
+def let_through(filter_map: Map, mntns: int) -> None:
+    """Let the events of mount namespace ``mntns`` through ``filter_map``."""
+    filter_map.update(KEY.pack(mntns), PRESENT)
+
+
+def stop(filter_map: Map, mntns: int) -> None:
+    """Stop the events of mount namespace ``mntns`` at ``filter_map`` (if they passed)."""
+    filter_map.delete(KEY.pack(mntns))

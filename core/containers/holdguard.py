@@ -65,7 +65,6 @@ class Guard:
         self.held: dict[int, float] = {}
         """igrun's held events: number and since when."""
         self.unread_since: float | None = None
-        self.answered = 0
         self._buffer = b""
 
     def run(self) -> None:
@@ -103,7 +102,6 @@ class Guard:
             if now - since > self.late_after:
                 allow_all(self.group, fd)
                 del self.held[fd]
-                self.answered += 1
         unread = select.select([self.group], [], [], 0)[0]
         if not unread:
             self.unread_since = None
@@ -119,7 +117,6 @@ class Guard:
             allow_all(self.group, event.fd)
             with contextlib.suppress(OSError):
                 os.close(event.fd)
-            self.answered += 1
         self.unread_since = None
 
 

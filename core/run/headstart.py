@@ -263,7 +263,7 @@ def _prefill(filter_map: Map, limit: int) -> tuple[int, ...]:
     """Put in ``filter_map`` the mount-ns id of every process that is not in pid 1's mount
     namespace (igrun's own when pid 1's cannot be read), at most ``limit``, and return
     them."""
-    import struct
+    from igrun.core.bpf.mntnsfilter import let_through
 
     for path in ("/proc/1/ns/mnt", "/proc/self/ns/mnt"):  # pid 1's may be out of reach
         try:
@@ -282,7 +282,7 @@ def _prefill(filter_map: Map, limit: int) -> tuple[int, ...]:
         except OSError:  # gone meanwhile
             continue
         if ns != host and ns not in found:
-            filter_map.update(struct.pack("<Q", ns), struct.pack("<I", 1))
+            let_through(filter_map, ns)
             found.add(ns)
             if len(found) >= limit:
                 break
