@@ -3,8 +3,10 @@
 Measured from outside: a trigger process is already running when the tracer is launched and,
 every few milliseconds from that moment, execs a program, opens a file, checks a capability,
 sends itself a signal, calls mount, binds, connects (to a listening port, to a closed one and to
-one whose socket filter drops every packet, whose SYNs are sent again after 1 s)
-and fsyncs, each carrying a marker (its exec argument, its file name, or the trigger's pid).
+one whose socket filter drops every packet, whose SYNs are sent again after 1 s), fsyncs,
+sends a DNS query (UDP, to port 53 of the loopback) and a TLS ClientHello (over a connection
+to its listener), each carrying a marker (its exec argument, its file name, the name asked
+about or the server named, or the trigger's pid).
 
 Two figures per launch, both from just before the tracer is spawned:
 
@@ -71,10 +73,18 @@ GADGETS: dict[str, list[str]] = {
     "tcpconnect": [],
     "tcpdrop": [],
     "tcpretrans": [],
+    "dns": [],
+    "sni": [],
+    "network": [],
+    "oomkill": [],
 }
-"""The gadgets the trigger makes events for, with the flags that let it: ``trace oomkill`` (an
-out-of-memory kill) has no event a loop can make every few milliseconds without harm, so it is
-not measured."""
+"""The gadgets the trigger makes events for, with the flags that let it. For ``trace oomkill``
+(and only then: it costs a few ms of CPU every tick) the trigger also forks a child every tick
+that allocates until the kernel's OOM killer ends it, in a memory cgroup of
+:data:`OOM_LIMIT_MB` made for the run (with ``--containers``, the container's own limit)."""
+OOM_LIMIT_MB = 16
+OOM_COMM = "igstart-oom"
+"""The comm of the trigger's children that run out of memory (``kcomm`` of their kill)."""
 WARM_UP_S = 1.2
 """The trigger says it is going only after this long: a SYN to its listener that drops
 every packet is first sent again after 1 s (the initial retransmission timeout), so from then
@@ -87,6 +97,23 @@ PODMAN: dict[str, str] = {}
 PODMAN_SETTLE_S = 0.5
 """How long the benchmark waits after podman has started the trigger's container, before the
 tracer's launch: podman's own start-up work would otherwise share the two CPUs with it."""
+
+
+def dns_query(name: str, qid: int) -> bytes:
+    """A DNS query for the A records of ``name``: what ``trace dns`` shows."""
+    labels = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".") if p)
+    return struct.pack("!HHHHHH", qid & 0xFFFF, 0x0100, 1, 0, 0, 0) + labels + b"\0\0\1\0\1"
+
+
+def client_hello(name: str) -> bytes:
+    """A TLS ClientHello whose one extension names ``name``: what ``trace sni`` shows."""
+    host = name.encode()
+    server_name = struct.pack("!HBH", len(host) + 3, 0, len(host)) + host
+    extension = struct.pack("!HH", 0, len(server_name)) + server_name
+    body = (b"\3\3" + bytes(32) + b"\0" + struct.pack("!HH", 2, 0x1301) + b"\1\0"
+            + struct.pack("!H", len(extension)) + extension)  # fmt: skip
+    handshake = b"\1" + len(body).to_bytes(3, "big") + body
+    return b"\x16\3\1" + struct.pack("!H", len(handshake)) + handshake
 
 
 SO_ATTACH_FILTER = 26
@@ -107,14 +134,77 @@ def deaf_listener() -> socket.socket:
     return listener
 
 
+def memory_cgroup(tag: str) -> Path | None:
+    """A memory cgroup (cgroup v1's controller, or v2's when the root's children have it)
+    limited to :data:`OOM_LIMIT_MB` without swap, or ``None`` when there is none here."""
+    limit = str(OOM_LIMIT_MB << 20)
+    v1 = Path("/sys/fs/cgroup/memory")
+    if (v1 / "memory.limit_in_bytes").exists():
+        path = v1 / tag
+        path.mkdir()
+        (path / "memory.limit_in_bytes").write_text(limit)
+        if (path / "memory.memsw.limit_in_bytes").exists():
+            (path / "memory.memsw.limit_in_bytes").write_text(limit)
+        return path
+    v2 = Path("/sys/fs/cgroup")
+    with contextlib.suppress(OSError):
+        if "memory" in (v2 / "cgroup.subtree_control").read_text().split():
+            path = v2 / tag
+            path.mkdir()
+            (path / "memory.max").write_text(limit)
+            with contextlib.suppress(OSError):
+                (path / "memory.swap.max").write_text("0")
+            return path
+    return None
+
+
+def remove_cgroup(path: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:  # busy until the last killed child is gone
+            time.sleep(0.05)
+
+
+def run_out_of_memory(cgroup: str) -> None:
+    """Fork a child that joins ``cgroup`` (its ``cgroup.procs``; empty: stay in this one) and
+    allocates until the OOM killer ends it, and wait for it."""
+    pid = os.fork()
+    if pid:
+        os.waitpid(pid, 0)
+        return
+    try:
+        with open("/proc/self/comm", "w") as comm:
+            comm.write(OOM_COMM)
+        with open("/proc/self/oom_score_adj", "w") as score:
+            score.write("1000")  # the victim, before the trigger in the same cgroup
+        if cgroup:
+            with open(cgroup, "w") as procs:
+                procs.write(str(os.getpid()))
+        held = []
+        while True:
+            held.append(b"\1" * (1 << 20))  # touched: charged to the cgroup
+    finally:
+        os._exit(1)
+
+
 def trigger(
-    tag: str, folder: Path, stop: threading.Event, going: Callable[[int], None] | None
+    tag: str,
+    folder: Path,
+    stop: threading.Event,
+    going: Callable[[int], None] | None,
+    oom: str | None = None,
 ) -> None:
     """Every :data:`TICK` until ``stop``: one of each action the gadgets trace, numbered N in
     the markers that can carry it (``TAG-N``); the wall-clock time each round began is
     written to ``FOLDER/TAG.times`` (a JSON list, index N - 1) when it stops. ``going`` is
     called once with the closed port (the destination of the dropped SYNs) after
-    :data:`WARM_UP_S`."""
+    :data:`WARM_UP_S`. With ``oom`` (a memory cgroup's ``cgroup.procs``, or empty for the
+    trigger's own cgroup), a child is killed for want of memory every tick too."""
     libc = ctypes.CDLL(None, use_errno=True)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -124,6 +214,7 @@ def trigger(
     closed_port = closed.getsockname()[1]
     closed.close()  # nothing listens there: a SYN to it is dropped (tcpdrop)
     full = deaf_listener()
+    resolver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     waiting: collections.deque[tuple[float, socket.socket]] = collections.deque()
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     times: list[float] = []
@@ -148,6 +239,8 @@ def trigger(
         os.fsync(fd)
         os.close(fd)
         path.unlink()
+        if oom is not None:
+            run_out_of_memory(oom)
         with contextlib.suppress(OSError):
             os.setuid(0)  # a CAP_SETUID check
         os.kill(os.getpid(), signal.SIGUSR1)
@@ -156,12 +249,19 @@ def trigger(
             with socket.socket() as s, contextlib.suppress(OSError):
                 s.bind(("127.0.0.1", 0))
                 s.connect(("127.0.0.1", port))
+        with contextlib.suppress(OSError):
+            resolver.sendto(dns_query(f"{tag}-{n}.test", n), ("127.0.0.1", 53))
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.connect(listener.getsockname())
+            s.sendall(client_hello(f"{tag}-{n}.test"))
         with contextlib.suppress(BlockingIOError):
             listener.setblocking(False)
-            listener.accept()[0].close()
+            while True:
+                listener.accept()[0].close()
         time.sleep(TICK)
     listener.close()
     full.close()
+    resolver.close()
     for _, waiter in waiting:
         waiter.close()
     (folder / f"{tag}.times").write_text(json.dumps(times))
@@ -179,16 +279,22 @@ def tracer_argv(name: str) -> list[str]:
     return [*IGRUN[label], "trace", gadget, *host, "-o", "json", *GADGETS[gadget]]
 
 
-def start_trigger(tag: str, folder: str) -> tuple[subprocess.Popen[str], int, int]:
+def start_trigger(
+    tag: str, folder: str, oom: Path | None = None
+) -> tuple[subprocess.Popen[str], int, int]:
     """The trigger, going, its pid as the tracers see it (the host's): a child of this
     process, or with ``--containers`` a podman container's first process; and the port its
-    dropped SYNs go to."""
+    dropped SYNs go to. With ``oom`` (a memory cgroup, or the container's own limit with
+    ``--containers``), it makes an OOM kill every tick too."""
     command = [sys.executable, __file__, "--trigger", tag, folder]
+    if oom is not None:
+        command += ["--oom", "" if PODMAN else str(oom / "cgroup.procs")]
     if PODMAN:
         # NET_ADMIN: a socket filter is refused in a container without it (here).
+        limit = ["--memory", f"{OOM_LIMIT_MB * 4}m", "--memory-swap", f"{OOM_LIMIT_MB * 4}m"]
         command = ["podman", "run", "--rm", "--pull=never", "--network", "none", "--name", tag,
-                   "--cap-add", "NET_ADMIN", *host_mounts(Path(folder)), IMAGE,
-                   *command]  # fmt: skip
+                   "--cap-add", "NET_ADMIN", *(limit if oom is not None else []),
+                   *host_mounts(Path(folder)), IMAGE, *command]  # fmt: skip
     trig = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=PODMAN or None)
     assert trig.stdout is not None
     closed_port = int(trig.stdout.readline().split()[1])  # the trigger is going
@@ -204,8 +310,23 @@ def one_run(name: str, folder: str) -> dict[str, Any]:
     """One launch of tracer ``name`` with the trigger already going: ms to the first
     triggered action it captured, to its first line showing one, and to its ready signal."""
     tag = f"igstart-{uuid.uuid4().hex[:8]}"
-    marks = [tag.encode()]
-    trig, trig_pid, closed_port = start_trigger(tag, folder)
+    marks = [tag.encode(), f'"kcomm":"{OOM_COMM}"'.encode()]
+    oom = None
+    if name.endswith("/oomkill"):
+        oom = Path(".") if PODMAN else memory_cgroup(tag)
+        if oom is None:
+            raise SystemExit("trace oomkill: no memory cgroup controller here")
+    try:
+        return measure(name, folder, tag, marks, oom)
+    finally:
+        if oom is not None and not PODMAN:
+            remove_cgroup(oom)
+
+
+def measure(
+    name: str, folder: str, tag: str, marks: list[bytes], oom: Path | None
+) -> dict[str, Any]:
+    trig, trig_pid, closed_port = start_trigger(tag, folder, oom)
     marks += [f'"pid":{trig_pid},'.encode(), f'"pid": {trig_pid},'.encode()]
     marks += [f'"version":4,"port":{closed_port}}}'.encode()]  # a drop with no owner known
     ready_ms: list[float] = []
@@ -289,6 +410,7 @@ def main() -> None:
         help="the trigger in a podman container, igrun without --host",
     )
     parser.add_argument("--trigger", nargs=2, metavar=("TAG", "FOLDER"), help=argparse.SUPPRESS)
+    parser.add_argument("--oom", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.trigger:  # the trigger process itself
         stop = threading.Event()
@@ -300,7 +422,7 @@ def main() -> None:
         def going(closed_port: int) -> None:
             print(f"going {closed_port}", flush=True)
 
-        trigger(args.trigger[0], Path(args.trigger[1]), stop, going)
+        trigger(args.trigger[0], Path(args.trigger[1]), stop, going, args.oom)
         return
     for spec in args.igrun:
         label, _, command = spec.partition("=")

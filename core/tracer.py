@@ -169,6 +169,9 @@ class BpfTracer(Gadget):
         self.reader: Reader | None = None
         self._lost_due = 0.0
         self._head_start_losses = False
+        self.head_start: HeadStart | None = None
+        """The launcher's head start whose object this run took, if it did: what else it
+        attached early is there for the gadget to adopt (a packet gadget's sockets)."""
         self.counts_lost = True
         """Whether the reader can count what the kernel drops: a perf event array always
         can, a ring buffer only with igrun's ``gadget_lost_events`` counter (igrun/buffer.h)."""
@@ -263,6 +266,7 @@ class BpfTracer(Gadget):
         obj = head.obj
         assert obj is not None
         self.obj = obj
+        self.head_start = head
         self.buffer_size = head.ring_bytes  # the ring the events waited in, kept
         self._head_start_losses = True  # until the first read (:meth:`_drain`)
         try:

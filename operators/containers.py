@@ -58,7 +58,7 @@ from igrun.core.hookspecs import hookimpl
 from igrun.core.log import get_logger
 from igrun.core.operator import PRIORITY_ENRICH, Operator
 from igrun.core.params import ParamDesc, Params, TypeHint, ValueHint
-from igrun.core.run.headstart import take_filter_map
+from igrun.core.run.headstart import settle_packet_sockets, take_filter_map
 from igrun.core.run.resources import Resources
 from igrun.core.tracer import MntnsFilter
 
@@ -390,6 +390,9 @@ class ContainersOperator(Operator):
         self._prefilled: set[int] = set()
         """Mount-ns ids the head start put in the filter map, until the first scan says
         which of them are selected containers'."""
+        self._head_start = False
+        """The filter map is the head start's: what it let through is settled after the
+        first scan."""
         self._screen_before: int | None = None
         """Events from before this boot time may come from a namespace the head start let
         through and the selection does not want: they are checked here, and dropped."""
@@ -487,6 +490,7 @@ class ContainersOperator(Operator):
         # The head start's object already filters through a map of its own, holding every
         # namespace but the host's: kept, with the others removed after the first scan.
         taken = take_filter_map()
+        self._head_start = taken is not None
         if taken is None:
             taken = (mntnsfilter.new_filter_map(), ())
         self.filter_map, prefilled = taken
@@ -498,22 +502,26 @@ class ContainersOperator(Operator):
 
     def _settle_prefilled(self) -> None:
         """After the first scan: remove from the filter map the namespaces the head start
-        put there that no selected container has, and check the events from before."""
+        put there that no selected container has, close its packet filter in the network
+        namespaces no selected container has, and check the events from before."""
         filter_map = self.filter_map
-        if not self._prefilled or filter_map is None:
+        if not self._head_start or filter_map is None:
             return
 
         def settle(live: list[Container]) -> None:
-            wanted = {c.mntns for c in live if self.selector.matches(c)}
+            selected = [c for c in live if self.selector.matches(c)]
+            wanted = {c.mntns for c in selected}
             unwanted = self._prefilled - wanted
             for ns in unwanted:  # a container told meanwhile would have its namespace back
                 mntnsfilter.stop(filter_map, ns)
+            settle_packet_sockets({c.netns for c in selected})
             get_logger().debug(
                 "head_start_filter", namespaces=len(self._prefilled), removed=len(unwanted)
             )
 
         self.collection.while_unchanged(settle)
         self._prefilled = set()
+        self._head_start = False
         self._screen_before = boot_ns()
 
     def _sync_filter(self, kind: str, c: Container) -> None:

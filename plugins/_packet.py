@@ -11,6 +11,11 @@ a container that starts costs one socket, not one more program to verify.
 The owner of each packet's local socket comes from ``gadget_packet_owners``, which the
 object's cgroup programs at the cgroup v2 root keep (see ``igrun/packet.h``) from the socket
 enricher's records, and which an iterator pass fills at start with the sockets already open.
+
+With the launcher's head start (:mod:`igrun.core.run.headstart`) the owner programs and the
+filter's sockets (the host's namespace with ``--host``, else every other one, those no selected
+container has closed after the first scan) are attached before the run gets here: the
+tracer adopts each socket for the container in its namespace.
 """
 
 from __future__ import annotations
@@ -24,20 +29,17 @@ import numpy as np
 
 from igrun.core import Batch, Column, Field, Kind, fields, process_fields
 from igrun.core.bpf.objects import SocketAttachment
-from igrun.core.containers.collection import cgroup2_root
 from igrun.core.containers.netns import socket_in_netns
 from igrun.core.events.schema import decode_cstrings
 from igrun.core.gadget import GadgetContext
 from igrun.core.tracer import BpfTracer
+from igrun.plugins._packet_owners import attach_owners
 
 if TYPE_CHECKING:
     from igrun.core.containers.collection import Container
 
 UNKNOWN_OWNER = "(unknown)"
 """The comm of a packet whose socket's owner is not known: never a guessed process."""
-
-OWNER_PROGRAMS = ("ig_packet_owner_egress", "ig_packet_owner_bind4", "ig_packet_owner_bind6")
-EXISTING_OWNERS = "ig_packet_owner_existing"
 
 PACKET_TYPES = ("HOST", "BROADCAST", "MULTICAST", "OTHERHOST", "OUTGOING", "LOOPBACK", "USER",
                 "KERNEL")  # fmt: skip
@@ -69,24 +71,24 @@ class PacketTracer(BpfTracer):
         self.lock = threading.Lock()
         self.netns: dict[int, Netns] = {}
         """By namespace inode: the socket the filter is attached to there."""
+        self.early: dict[int, tuple[socket.socket, SocketAttachment]] = {}
+        """The head start's sockets, by namespace inode, until a container there adopts
+        one (the others are closed with the run)."""
 
     def init(self, ctx: GadgetContext) -> None:
         super().init(ctx)
         assert self.obj is not None
+        head = self.head_start
+        if head is not None:
+            self.early = head.take_packet_sockets()
+            ctx.logger.debug("head_start_packet_filter", namespaces=len(self.early),
+                             owners=head.owners_attached)  # fmt: skip
+            if head.owners_attached:
+                return
         try:
-            root = cgroup2_root()
-            if root is None:
+            if not attach_owners(self.obj):
                 ctx.logger.warning("packet_owners_unknown", reason="no cgroup v2 hierarchy",
                                    note="events say the owner is unknown")  # fmt: skip
-                return
-            for name in OWNER_PROGRAMS:
-                self.obj.keep(self.obj.programs[name].attach_cgroup(root))
-            # After the hooks: a socket opened meanwhile is seen by one or the other.
-            link = self.obj.programs[EXISTING_OWNERS].attach()
-            try:
-                link.read()
-            finally:
-                link.destroy()
         except BaseException:
             self.close()
             raise
@@ -98,12 +100,16 @@ class PacketTracer(BpfTracer):
             if known is not None:
                 known.users.add(container.id)
                 return
-            sock = socket_in_netns(container.pid)
-            try:
-                attachment = self.obj.programs[self.packet_program].attach_socket(sock)
-            except BaseException:
-                sock.close()
-                raise
+            early = self.early.pop(container.netns, None)
+            if early is not None:
+                sock, attachment = early
+            else:
+                sock = socket_in_netns(container.pid)
+                try:
+                    attachment = self.obj.programs[self.packet_program].attach_socket(sock)
+                except BaseException:
+                    sock.close()
+                    raise
             self.netns[container.netns] = Netns(sock, attachment, {container.id})
 
     def detach_container(self, container: Container) -> None:
@@ -126,8 +132,12 @@ class PacketTracer(BpfTracer):
         with self.lock:
             left = list(self.netns.values())
             self.netns.clear()
+            early, self.early = list(self.early.values()), {}
         for entry in left:
             entry.close()
+        for sock, attachment in early:
+            attachment.destroy()
+            sock.close()
         super().close()
 
 

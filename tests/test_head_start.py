@@ -4,6 +4,7 @@ would load, and otherwise dropped with every event it caught."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -99,6 +101,30 @@ def echo_loop(word: str) -> str:
     return f"while true; do /bin/echo {word} >/dev/null; usleep 3000; done"
 
 
+def four_loops(
+    podman: Podman,  # noqa: F811
+    tag: str,
+    loop: Callable[[str], str],
+    private: str,
+    setup: str,
+) -> tuple[dict[str, str], list[subprocess.Popen[bytes]]]:
+    """Two containers (A, B), a process in a namespace of its own that is no container
+    (``unshare PRIVATE``, after ``SETUP`` there) and a host process (H), each running the
+    shell loop ``loop(WORD)``, WORD being its letter and ``tag``: the containers' names by
+    letter, and the other two processes."""
+    names = {w: f"igrun-hs-{w.lower()}-{tag}" for w in ("A", "B")}
+    for word, name in names.items():
+        podman.names.append(name)
+        podman("run", "-d", "--pull=never", "--network", "none", "--name", name, IMAGE,
+               "sh", "-c", loop(f"{word}{tag}"))  # fmt: skip
+    own = ["unshare", private, "/bin/busybox", "sh", "-c", setup + loop(f"U{tag}")]
+    loops = [
+        subprocess.Popen(own),
+        subprocess.Popen(["/bin/busybox", "sh", "-c", loop(f"H{tag}")]),
+    ]
+    return names, loops
+
+
 def test_without_host_the_head_start_shows_only_the_selected_containers(
     igrun_cli: IgrunCli,
     podman: Podman,  # noqa: F811
@@ -110,15 +136,7 @@ def test_without_host_the_head_start_shows_only_the_selected_containers(
     A`` only A's execs are shown, also from the first moments; without ``-c``, A's and B's;
     never the others'."""
     tag = uuid.uuid4().hex[:8]
-    names = {w: f"igrun-hs-{w.lower()}-{tag}" for w in ("A", "B")}
-    for word, name in names.items():
-        podman.names.append(name)
-        podman("run", "-d", "--pull=never", "--network", "none", "--name", name, IMAGE,
-               "sh", "-c", echo_loop(f"{word}{tag}"))  # fmt: skip
-    loops = [
-        subprocess.Popen(["unshare", "-m", "/bin/busybox", "sh", "-c", echo_loop(f"U{tag}")]),
-        subprocess.Popen(["/bin/busybox", "sh", "-c", echo_loop(f"H{tag}")]),
-    ]
+    names, loops = four_loops(podman, tag, echo_loop, "-m", "")
     try:
         time.sleep(0.2)
         shown = {}
@@ -276,3 +294,69 @@ def test_trace_tcpdrop_takes_a_head_start_with_the_socket_enricher(igrun_cli: Ig
     }
     assert mine == {(child.pid, "SOCKET_FILTER", "SYN", True)}, mine
     proc.assert_released()
+
+
+def nslookup_loop(word: str) -> str:
+    """A shell loop asking for ``WORD.test`` every 3 ms (nothing answers on the loopback: each
+    query is one packet leaving)."""
+    return f"while true; do nslookup {word}.test 127.0.0.1 >/dev/null 2>&1; usleep 3000; done"
+
+
+def packet_sockets(pid: int, of: int) -> int:
+    """How many packet sockets process ``pid`` has in the network namespace of process
+    ``of``."""
+    mine = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                mine.add(int(link[8:-1]))
+    lines = Path(f"/proc/{of}/net/packet").read_text().splitlines()[1:]
+    return len({int(line.split()[-1]) for line in lines if line.strip()} & mine)
+
+
+def test_trace_dns_without_host_takes_a_head_start_only_where_the_selection_is(
+    igrun_cli: IgrunCli,
+    podman: Podman,  # noqa: F811
+) -> None:
+    """A packet gadget's head start attaches its socket filter in every network namespace but
+    the host's before the run knows any container, and the run closes those no selected
+    container is in after its first scan. Two containers, a process in a private network
+    namespace that is no container and a host process ask every 3 ms from before the launch:
+    with ``-c A`` only A's queries are shown, through the head start's socket (adopted, not
+    made again), and the run keeps no socket in B's namespace; without ``-c``, A's and B's;
+    never the others'."""
+    tag = uuid.uuid4().hex[:8]
+    names, loops = four_loops(podman, tag, nslookup_loop, "-n", "ip link set lo up; ")
+    pids = {w: int(podman("inspect", "-f", "{{.State.Pid}}", n)) for w, n in names.items()}
+    try:
+        time.sleep(0.3)
+        shown = {}
+        for selection in (["-c", names["A"]], []):
+            proc = igrun_cli.start("-v", "trace", "dns", *selection, "-o", "json")
+            time.sleep(0.8)
+            held = {w: packet_sockets(proc.pid, pid) for w, pid in pids.items()}
+            out, err = proc.stop()
+            assert proc.returncode == 0, err
+            assert "used=True" in head_start_line(err), err
+            proc.assert_released()
+            (adopted,) = [ln for ln in err.splitlines() if "head_start_packet_filter" in ln]
+            queries = [e for e in igrun_cli.events(out) if e.get("qr") == "Q"]
+            owners = {
+                e["name"].split(".")[0]: e.get("k8s", {}).get("containerName")
+                or e.get("runtime", {}).get("containerName")
+                for e in queries
+                if e["name"].endswith(f"{tag}.test.")
+            }
+            shown[bool(selection)] = (owners, adopted, held)
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+    owners, adopted, held = shown[True]
+    assert owners == {f"A{tag}": names["A"]}, owners
+    assert "namespaces=1 owners=True" in adopted, adopted
+    assert held == {"A": 1, "B": 0}, held
+    owners, adopted, held = shown[False]
+    assert owners == {f"A{tag}": names["A"], f"B{tag}": names["B"]}, owners
+    assert held == {"A": 1, "B": 1}, held

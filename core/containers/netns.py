@@ -83,9 +83,14 @@ def run_in_netns(pid: int, netns: int, work: Callable[[], T]) -> T:
 
 
 def socket_in_netns(
-    pid: int, family: int = socket.AF_PACKET, type: int = socket.SOCK_RAW, proto: int = -1
+    pid: int,
+    family: int = socket.AF_PACKET,
+    type: int = socket.SOCK_RAW,
+    proto: int = -1,
+    netns: int = 0,
 ) -> socket.socket:
-    """A socket made in the network namespace of process ``pid`` (a container's init).
+    """A socket made in the network namespace of process ``pid`` (a container's init); with
+    ``netns``, only if that is the namespace's inode (a reused pid may be in another).
 
     The default is a raw packet socket for every protocol (``ETH_P_ALL``): what a socket
     filter needs to see all of the namespace's packets. Raises :class:`IgrunError` when the
@@ -94,7 +99,7 @@ def socket_in_netns(
     if proto == -1:
         proto = socket.htons(ETH_P_ALL) if family == socket.AF_PACKET else 0
     try:
-        return run_in_netns(pid, 0, lambda: socket.socket(family, type, proto))
+        return run_in_netns(pid, netns, lambda: socket.socket(family, type, proto))
     except (NetnsGone, OSError) as exc:
         reason = exc.reason if isinstance(exc, NetnsGone) else exc.strerror or str(exc)
         raise IgrunError(f"cannot open a socket in the network namespace of pid {pid}: "

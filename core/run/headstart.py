@@ -18,6 +18,14 @@ keeps the selected containers' namespaces in it and removes the others after its
 scan; the events of those others captured until then are dropped by the operator, not
 shown.
 
+A packet gadget's object (a socket filter and the owner programs of ``igrun/packet.h``) is
+attached further: the owner programs at the cgroup v2 root, and the socket filter to a raw
+socket in the host's network namespace with ``--host``, else in every network namespace but
+the host's (at most :data:`PACKET_NETNS_MAX`). The containers operator closes, after its first
+scan, those no selected container is in (:func:`settle_packet_sockets`; their events until
+then are dropped as above) and the gadget adopts the others, one per container's namespace
+(:meth:`HeadStart.take_packet_sockets`).
+
 When the run reaches the gadget's ``init``, :meth:`igrun.core.tracer.BpfTracer.init` takes the
 object only if it is exactly what the run would have loaded: the same file, every constant
 the params give equal to the compiled one (or to the one the head start set, below), the
@@ -44,14 +52,18 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from igrun.core.bpf.objects import BpfObject, Map
+    import socket
+
+    from igrun.core.bpf.objects import BpfObject, Map, SocketAttachment
     from igrun.plugins.socket_enricher import SocketEnricher
+
+    PacketSocket = tuple[socket.socket, SocketAttachment]
 
 RING_BYTES = 256 * 1024
 """A gadget's default ring: :attr:`igrun.core.tracer.BpfTracer.ring_buffer_size`'s default,
 or the gadget's own in :data:`RING_SIZES` (a gadget whose size is another does not take the
 object). The head start's ring is at least :data:`HEAD_START_RING_MIN`."""
-RING_SIZES = {"trace_open": 2 << 20, "trace_fsslower": 1 << 20}
+RING_SIZES = {"trace_open": 2 << 20, "trace_fsslower": 1 << 20, "trace_dns": 8 << 20}
 HEAD_START_RING_MIN = 2 << 20
 """The smallest ring a head start gets: its events wait there from the attach until the run
 reads them, a few hundred ms later, so a gadget whose default ring holds few records (``trace
@@ -60,6 +72,9 @@ run keeps that ring (:func:`head_start_ring`)."""
 EVENTS_MAP = "events"
 SOCKETS_MAP = "gadget_sockets"
 """The socket enricher's map of owners (``igrun/sockets.h``), in the objects that use it."""
+PACKET_NETNS_MAX = 64
+"""The most network namespaces a packet gadget's head start attaches its filter in (each is a
+thread entering it and a socket); a container in another is attached when the run knows it."""
 SWITCH_INTERVAL_S = 0.0002
 """While the thread works, the interpreter's lock changes hands every 0.2 ms instead of 5:
 the thread needs it for a moment between its libbpf calls, and should not wait 5 ms each
@@ -148,6 +163,13 @@ class HeadStart:
         self._enriching: threading.Thread | None = None
         self.shared: dict[str, Map] = {}
         """The operators' maps the object uses instead of its own, by name."""
+        self.owners_attached = False
+        """A packet gadget's owner programs are attached (and kept by the object)."""
+        self.packet_sockets: dict[int, PacketSocket] = {}
+        """A packet gadget's socket filter, attached in these network namespaces (by inode)."""
+        self._wanted_netns: set[int] | None = None
+        """Once the containers operator has settled: the namespaces to keep."""
+        self._packet_lock = threading.Lock()
         self._switch = sys.getswitchinterval()
         sys.setswitchinterval(min(self._switch, SWITCH_INTERVAL_S))
         self._thread = threading.Thread(target=self._load, name="igrun-head-start", daemon=True)
@@ -173,9 +195,11 @@ class HeadStart:
                 if self.enricher is None:
                     raise self.enricher_error or LookupError("no socket enricher")
             obj.attach_all()
+            self._attach_packets(obj)
             self.obj = obj
         except BaseException as exc:  # the run loads the object itself, and reports
             self.error = exc
+            self._close_packet_sockets()
             if obj is not None:
                 obj.close()
         finally:
@@ -216,6 +240,59 @@ class HeadStart:
         finally:
             self._enricher_made.set()  # the sockets operator may take it now
 
+    def _attach_packets(self, obj: BpfObject) -> None:
+        """For a packet gadget's object: its owner programs, and its socket filter in the
+        network namespaces it is for (see the module's docstring)."""
+        filters = [p for p in obj.programs.values() if p.is_socket_filter and p.autoload]
+        if len(filters) != 1:
+            return
+        from igrun.plugins._packet_owners import attach_owners, has_owner_programs
+
+        if not has_owner_programs(obj):
+            return
+        self.owners_attached = attach_owners(obj)
+        from igrun.core.containers.netns import socket_in_netns
+
+        if self.containers:
+            targets = _other_namespaces("net", PACKET_NETNS_MAX)
+        else:
+            host, pid = _host_namespace("net")
+            targets = {host: pid} if host else {}
+        for ns, pid in targets.items():
+            with self._packet_lock:
+                if self._wanted_netns is not None and ns not in self._wanted_netns:
+                    continue
+            try:
+                sock = socket_in_netns(pid, netns=ns)
+            except Exception:  # gone meanwhile: the run attaches where its containers are
+                continue
+            try:
+                attachment = filters[0].attach_socket(sock)
+            except BaseException:
+                sock.close()
+                raise
+            with self._packet_lock:
+                self.packet_sockets[ns] = (sock, attachment)
+                if self._wanted_netns is not None and ns not in self._wanted_netns:
+                    _close_socket(self.packet_sockets.pop(ns))
+
+    def settle_packets(self, wanted: set[int]) -> None:
+        """Keep the packet filter only in the network namespaces ``wanted`` from now on."""
+        with self._packet_lock:
+            self._wanted_netns = set(wanted)
+            for ns in [ns for ns in self.packet_sockets if ns not in wanted]:
+                _close_socket(self.packet_sockets.pop(ns))
+
+    def take_packet_sockets(self) -> dict[int, PacketSocket]:
+        """The packet filter's sockets, by network namespace: the caller's from now on."""
+        with self._packet_lock:
+            taken, self.packet_sockets = self.packet_sockets, {}
+        return taken
+
+    def _close_packet_sockets(self) -> None:
+        for entry in self.take_packet_sockets().values():
+            _close_socket(entry)
+
     def _filter(self, obj: BpfObject) -> None:
         from igrun.core.bpf.mntnsfilter import (
             FILTER_BY_MNTNS,
@@ -253,39 +330,59 @@ class HeadStart:
         if self.enricher is not None and not self.enricher_taken:
             self.enricher.close()
         self.enricher = None
+        self._close_packet_sockets()
         if obj is not None:
             thread = threading.Thread(target=obj.close, name="igrun-head-start-close", daemon=True)
             thread.start()
             _closing.append(thread)
 
 
-def _prefill(filter_map: Map, limit: int) -> tuple[int, ...]:
-    """Put in ``filter_map`` the mount-ns id of every process that is not in pid 1's mount
-    namespace (igrun's own when pid 1's cannot be read), at most ``limit``, and return
-    them."""
-    from igrun.core.bpf.mntnsfilter import let_through
+def _close_socket(entry: PacketSocket) -> None:
+    sock, attachment = entry
+    attachment.destroy()
+    sock.close()
 
-    for path in ("/proc/1/ns/mnt", "/proc/self/ns/mnt"):  # pid 1's may be out of reach
+
+def _host_namespace(kind: str) -> tuple[int, int]:
+    """The host's namespace of ``kind`` (``mnt``, ``net``): pid 1's, or igrun's own when
+    pid 1's cannot be read; its inode (0 when neither can be read) and that pid."""
+    for pid in (1, os.getpid()):
         try:
-            host = os.stat(path).st_ino
-            break
+            return os.stat(f"/proc/{pid}/ns/{kind}").st_ino, pid
         except OSError:
             continue
-    else:
-        return ()
-    found: set[int] = set()
+    return 0, 0
+
+
+def _other_namespaces(kind: str, limit: int) -> dict[int, int]:
+    """Every namespace of ``kind`` a process is in but the host's, at most ``limit``: by
+    inode, a pid in it."""
+    host, _ = _host_namespace(kind)
+    found: dict[int, int] = {}
+    if not host:
+        return found
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
-            ns = os.stat(f"/proc/{name}/ns/mnt").st_ino
+            ns = os.stat(f"/proc/{name}/ns/{kind}").st_ino
         except OSError:  # gone meanwhile
             continue
         if ns != host and ns not in found:
-            let_through(filter_map, ns)
-            found.add(ns)
+            found[ns] = int(name)
             if len(found) >= limit:
                 break
+    return found
+
+
+def _prefill(filter_map: Map, limit: int) -> tuple[int, ...]:
+    """Put in ``filter_map`` the mount-ns id of every process that is not in the host's mount
+    namespace, at most ``limit``, and return them."""
+    from igrun.core.bpf.mntnsfilter import let_through
+
+    found = _other_namespaces("mnt", limit)
+    for ns in found:
+        let_through(filter_map, ns)
     return tuple(sorted(found))
 
 
@@ -411,6 +508,15 @@ def take_filter_map() -> tuple[Map, tuple[int, ...]] | None:
         return None
     head.filter_taken = True
     return head.filter_map, head.prefilled
+
+
+def settle_packet_sockets(wanted: set[int]) -> None:
+    """Close the pending head start's packet filter in every network namespace but
+    ``wanted`` (the selected containers'), now and for one it attaches later: the
+    containers operator calls it after its first scan."""
+    head = _pending
+    if head is not None and head.containers:
+        head.settle_packets(wanted)
 
 
 def take_head_start(gadget_id: str) -> HeadStart | None:
