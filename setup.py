@@ -1,12 +1,25 @@
-"""cffi_modules and the BPF build step need a setup.py; everything else is in pyproject.toml."""
+"""cffi_modules, the BPF build step and the ``igrun`` command (a small C program) need a
+setup.py; everything else is in pyproject.toml."""
 
 import importlib.util
+from types import ModuleType
 
 from setuptools import setup
 
-_spec = importlib.util.spec_from_file_location("igrun_bpfbuild", "core/bpf/build.py")
-assert _spec and _spec.loader
-bpfbuild = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bpfbuild)
 
-setup(cffi_modules=["csrc/build.py:ffibuilder"], cmdclass={"build_py": bpfbuild.BuildBpf})
+def _load(name: str, path: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bpfbuild = _load("igrun_bpfbuild", "core/bpf/build.py")
+launcher = _load("igrun_launcherbuild", "csrc/launcher_build.py")
+
+setup(
+    cffi_modules=["csrc/build.py:ffibuilder"],
+    cmdclass={"build_py": bpfbuild.BuildBpf, "build_scripts": launcher.BuildLauncher},
+    scripts=["csrc/launcher.c"],  # compiled into the igrun command by BuildLauncher
+)

@@ -77,11 +77,17 @@ GADGETS: dict[str, list[str]] = {
     "sni": [],
     "network": [],
     "oomkill": [],
+    "audit-seccomp": [],
 }
+COMMANDS = {"audit-seccomp": ["audit", "seccomp"]}
+"""The command of a gadget that is not ``trace NAME``."""
 """The gadgets the trigger makes events for, with the flags that let it. For ``trace oomkill``
 (and only then: it costs a few ms of CPU every tick) the trigger also forks a child every tick
 that allocates until the kernel's OOM killer ends it, in a memory cgroup of
 :data:`OOM_LIMIT_MB` made for the run (with ``--containers``, the container's own limit)."""
+SECCOMP_LOGGED = {"x86_64": 121, "aarch64": 155}
+"""``getpgid``, by machine: the syscall the trigger's seccomp filter logs (only when
+measuring ``audit seccomp``: the filter stays with the trigger and its children)."""
 OOM_LIMIT_MB = 16
 OOM_COMM = "igstart-oom"
 """The comm of the trigger's children that run out of memory (``kcomm`` of their kill)."""
@@ -192,19 +198,41 @@ def run_out_of_memory(cgroup: str) -> None:
         os._exit(1)
 
 
+def log_getpgid() -> None:
+    """Load a seccomp filter that logs (``SECCOMP_RET_LOG``) every ``getpgid`` of this
+    process and allows everything else: each is an ``AUDIT_SECCOMP`` record."""
+    nr = SECCOMP_LOGGED[os.uname().machine]
+    program = b"".join(
+        struct.pack("HBBI", *insn)
+        for insn in (
+            (0x20, 0, 0, 0),  # ld [0]: the syscall's number
+            (0x15, 0, 1, nr),  # jeq #nr
+            (0x06, 0, 0, 0x7FFC0000),  # ret LOG
+            (0x06, 0, 0, 0x7FFF0000),  # ret ALLOW
+        )
+    )
+    insns = ctypes.create_string_buffer(program)
+    fprog = struct.pack("HL", 4, ctypes.addressof(insns))
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.c_char_p(fprog), 0, 0):
+        raise OSError(ctypes.get_errno(), "cannot load the seccomp filter")
+
+
 def trigger(
     tag: str,
     folder: Path,
     stop: threading.Event,
     going: Callable[[int], None] | None,
     oom: str | None = None,
+    seccomp: bool = False,
 ) -> None:
     """Every :data:`TICK` until ``stop``: one of each action the gadgets trace, numbered N in
     the markers that can carry it (``TAG-N``); the wall-clock time each round began is
     written to ``FOLDER/TAG.times`` (a JSON list, index N - 1) when it stops. ``going`` is
     called once with the closed port (the destination of the dropped SYNs) after
     :data:`WARM_UP_S`. With ``oom`` (a memory cgroup's ``cgroup.procs``, or empty for the
-    trigger's own cgroup), a child is killed for want of memory every tick too."""
+    trigger's own cgroup), a child is killed for want of memory every tick too; with
+    ``seccomp``, a ``getpgid`` a seccomp filter logs."""
     libc = ctypes.CDLL(None, use_errno=True)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -217,6 +245,8 @@ def trigger(
     resolver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     waiting: collections.deque[tuple[float, socket.socket]] = collections.deque()
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    if seccomp:
+        log_getpgid()
     times: list[float] = []
     n = 0
     began = time.monotonic()
@@ -241,6 +271,8 @@ def trigger(
         path.unlink()
         if oom is not None:
             run_out_of_memory(oom)
+        if seccomp:
+            os.getpgid(0)
         with contextlib.suppress(OSError):
             os.setuid(0)  # a CAP_SETUID check
         os.kill(os.getpid(), signal.SIGUSR1)
@@ -276,17 +308,21 @@ def tracer_argv(name: str) -> list[str]:
         return argv
     label, _, gadget = name.rpartition("/")
     host = [] if PODMAN else ["--host"]
-    return [*IGRUN[label], "trace", gadget, *host, "-o", "json", *GADGETS[gadget]]
+    command = COMMANDS.get(gadget, ["trace", gadget])
+    return [*IGRUN[label], *command, *host, "-o", "json", *GADGETS[gadget]]
 
 
 def start_trigger(
-    tag: str, folder: str, oom: Path | None = None
+    tag: str, folder: str, oom: Path | None = None, seccomp: bool = False
 ) -> tuple[subprocess.Popen[str], int, int]:
     """The trigger, going, its pid as the tracers see it (the host's): a child of this
     process, or with ``--containers`` a podman container's first process; and the port its
     dropped SYNs go to. With ``oom`` (a memory cgroup, or the container's own limit with
-    ``--containers``), it makes an OOM kill every tick too."""
+    ``--containers``), it makes an OOM kill every tick too; with ``seccomp``, a logged
+    syscall."""
     command = [sys.executable, __file__, "--trigger", tag, folder]
+    if seccomp:
+        command.append("--seccomp")
     if oom is not None:
         command += ["--oom", "" if PODMAN else str(oom / "cgroup.procs")]
     if PODMAN:
@@ -326,7 +362,8 @@ def one_run(name: str, folder: str) -> dict[str, Any]:
 def measure(
     name: str, folder: str, tag: str, marks: list[bytes], oom: Path | None
 ) -> dict[str, Any]:
-    trig, trig_pid, closed_port = start_trigger(tag, folder, oom)
+    seccomp = name.endswith("/audit-seccomp")
+    trig, trig_pid, closed_port = start_trigger(tag, folder, oom, seccomp)
     marks += [f'"pid":{trig_pid},'.encode(), f'"pid": {trig_pid},'.encode()]
     marks += [f'"version":4,"port":{closed_port}}}'.encode()]  # a drop with no owner known
     ready_ms: list[float] = []
@@ -411,6 +448,7 @@ def main() -> None:
     )
     parser.add_argument("--trigger", nargs=2, metavar=("TAG", "FOLDER"), help=argparse.SUPPRESS)
     parser.add_argument("--oom", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--seccomp", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.trigger:  # the trigger process itself
         stop = threading.Event()
@@ -422,7 +460,7 @@ def main() -> None:
         def going(closed_port: int) -> None:
             print(f"going {closed_port}", flush=True)
 
-        trigger(args.trigger[0], Path(args.trigger[1]), stop, going, args.oom)
+        trigger(args.trigger[0], Path(args.trigger[1]), stop, going, args.oom, args.seccomp)
         return
     for spec in args.igrun:
         label, _, command = spec.partition("=")

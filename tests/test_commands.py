@@ -352,14 +352,20 @@ def test_sigterm_ends_a_config_run_with_0(igrun_cli: IgrunCli, tmp_path: Path) -
     proc.assert_released()
 
 
-def caught_signals(pid: int) -> int:
-    """The mask of signals process ``pid`` has a handler for (``SigCgt``), 0 once it is gone."""
+def signal_mask(pid: int, kind: str) -> int:
+    """A signal mask of process ``pid`` from its status (``SigCgt``: those it has a handler
+    for, ``SigBlk``: those it blocks), 0 once it is gone."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return 0
-    (line,) = [ln for ln in status.splitlines() if ln.startswith("SigCgt:")]
+    (line,) = [ln for ln in status.splitlines() if ln.startswith(f"{kind}:")]
     return int(line.split()[1], 16)
+
+
+def caught_signals(pid: int) -> int:
+    """The mask of signals process ``pid`` has a handler for, 0 once it is gone."""
+    return signal_mask(pid, "SigCgt")
 
 
 @pytest.mark.bpf
@@ -377,10 +383,10 @@ def caught_signals(pid: int) -> int:
 def test_a_stop_signal_while_starting_exits_0_and_leaves_nothing(
     sig: signal.Signals, delay: float
 ) -> None:
-    """The installed ``igrun`` script, stopped while it imports, loads or attaches: exit 0,
+    """The installed ``igrun`` command, stopped while it imports, loads or attaches: exit 0,
     no traceback, no pin folder of its own left. Timed from the moment the interpreter ran
-    igrun's first module (it takes the stop signals there): before that, the interpreter
-    itself is starting (about 20 ms on an idle machine) and a signal has its default action."""
+    igrun's first module (it takes the stop signals there; before, they are blocked: see
+    :func:`test_a_stop_signal_at_launch_exits_0`)."""
     proc = subprocess.Popen(
         [os.path.join(BIN, "igrun"), "trace", "exec", "--host", "-o", "json"],
         stdout=subprocess.PIPE,
@@ -398,6 +404,89 @@ def test_a_stop_signal_while_starting_exits_0_and_leaves_nothing(
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "error" not in err, err
     assert testing.pins_of(proc.pid) == []
+
+
+def launch(*args: str, **how: object) -> subprocess.Popen[str]:
+    """The installed ``igrun`` command, started with ``args``."""
+    return subprocess.Popen(
+        [os.path.join(BIN, "igrun"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **how,  # type: ignore[call-overload]
+    )
+
+
+def wait_blocked(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
+    """Until ``proc`` blocks ``sig``: the ``igrun`` command's first step, before it starts
+    the interpreter."""
+    deadline = time.monotonic() + 20
+    while not signal_mask(proc.pid, "SigBlk") & (1 << (sig - 1)):
+        assert proc.poll() is None and time.monotonic() < deadline, "igrun never blocked it"
+        time.sleep(0.0002)
+
+
+def test_the_igrun_command_is_the_launcher_that_holds_stop_signals() -> None:
+    """The installed command is a program that blocks the stop signals and runs the
+    interpreter (``csrc/launcher.c``); igrun unblocks them and hides the note from its
+    children; the working folder is not searched for igrun's modules (it runs as root)."""
+    with open(os.path.join(BIN, "igrun"), "rb") as command:
+        assert command.read(4) == b"\x7fELF"
+    done = subprocess.run([os.path.join(BIN, "igrun"), "version"], capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.startswith("igrun "), done
+    code = (
+        "import os, signal; from igrun.core.cli import BLOCKED_ENV; "
+        "print(sorted(signal.pthread_sigmask(signal.SIG_BLOCK, [])), BLOCKED_ENV in os.environ)"
+    )
+    env = {**os.environ, "IGRUN_BLOCKED_SIGNALS": "2,15,1"}
+    out = subprocess.run([sys.executable, "-c", f"import signal; signal.pthread_sigmask("
+                          f"signal.SIG_BLOCK, [1, 2, 15]); {code}"], env=env, check=True,
+                         capture_output=True, text=True).stdout  # fmt: skip
+    assert out.split() == ["[]", "False"], out
+
+
+def test_the_working_folder_is_not_searched_for_igruns_modules(tmp_path: Path) -> None:
+    fake = tmp_path / "igrun"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise SystemExit('the working folder was searched')\n")
+    done = subprocess.run([os.path.join(BIN, "igrun"), "version"], capture_output=True,
+                          text=True, check=False, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0 and "searched" not in done.stderr, done
+
+
+@pytest.mark.bpf
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_stop_signal_at_launch_exits_0(sig: signal.Signals) -> None:
+    """A stop signal sent as soon as the ``igrun`` command has blocked it, while the
+    interpreter starts and before any of igrun's code runs, is taken once igrun handles
+    the signals: exit 0, as later, where a Python script would die of it."""
+    for _ in range(3):
+        proc = launch("trace", "exec", "--host", "-o", "json")
+        wait_blocked(proc, sig)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err, err
+        assert testing.pins_of(proc.pid) == []
+
+
+def test_a_sighup_nohup_ignores_stays_ignored() -> None:
+    proc = launch(
+        "list-containers", "-w", preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    )
+    try:
+        wait_blocked(proc, signal.SIGHUP)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
 
 
 # ---- -v and -vv ------------------------------------------------------------------------------

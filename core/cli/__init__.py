@@ -1,11 +1,14 @@
 """The ``igrun`` launcher.
 
-Run as the ``igrun`` command (its script, or ``python -m igrun.core.cli``), this package takes
-SIGTERM, SIGINT and SIGHUP first thing, before the launcher's modules are imported: a stop
-signal in the first fraction of a second is noted, and :func:`igrun.core.cli.main.main`
-then exits 0 at once, as it does for one that comes later, instead of the process dying of
-it (143) or printing a traceback from the middle of an import. It also starts the head start
-of ``igrun trace NAME --host`` (:mod:`igrun.core.run.headstart`), before those imports too.
+Run as the ``igrun`` command, or ``python -m igrun.core.cli``, this package takes SIGTERM,
+SIGINT and SIGHUP first thing, before the launcher's modules are imported: a stop signal in
+the first fraction of a second is noted, and :func:`igrun.core.cli.main.main` then exits 0
+at once, as it does for one that comes later, instead of the process dying of it (143) or
+printing a traceback from the middle of an import. The ``igrun`` command (``csrc/launcher.c``)
+blocks them before it starts the interpreter and names them in :data:`BLOCKED_ENV`: they are
+unblocked here, once handled, so one sent while the interpreter started is taken too. It
+also starts the head start of ``igrun trace NAME`` (:mod:`igrun.core.run.headstart`), before
+those imports too.
 """
 
 import os
@@ -14,6 +17,10 @@ import sys
 
 HELD_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
 """SIGTERM last: once a process has a handler for it (``SigCgt``), it has all three."""
+BLOCKED_ENV = "IGRUN_BLOCKED_SIGNALS"
+"""The signals the ``igrun`` command blocked before starting the interpreter (numbers, comma
+separated), for this package to unblock; taken out of the environment, so that no child sees
+it."""
 stopped: list[int] = []
 """The stop signals that came before ``main`` took them over."""
 
@@ -46,8 +53,20 @@ def _hold_stop_signals() -> None:
             signal.signal(sig, note_stop)
 
 
-if launched():
+def _unblock(blocked: str) -> None:
+    """Unblock the signals the ``igrun`` command blocked: one that came meanwhile is handled
+    now (noted, with :func:`_hold_stop_signals` before), before any thread or child inherits
+    the mask."""
+    wanted = {int(n) for n in blocked.split(",") if n.strip().isdigit()}
+    if wanted:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, wanted & {int(s) for s in HELD_SIGNALS})
+
+
+_launched = launched()
+if _launched:
     _hold_stop_signals()
+_unblock(os.environ.pop(BLOCKED_ENV, ""))  # whoever imports this: never left blocked
+if _launched:
     # The gadget's programs load in a thread while the launcher's modules are imported.
     from igrun.core.run.headstart import begin as _begin_head_start
 
