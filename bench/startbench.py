@@ -6,7 +6,9 @@ sends itself a signal, calls mount, binds, connects (to a listening port, to a c
 one whose socket filter drops every packet, whose SYNs are sent again after 1 s), fsyncs,
 sends a DNS query (UDP, to port 53 of the loopback) and a TLS ClientHello (over a connection
 to its listener), each carrying a marker (its exec argument, its file name, the name asked
-about or the server named, or the trigger's pid).
+about or the server named, or the trigger's pid). For ``trace oomkill`` it also has a child
+killed for want of memory every tick, and for ``audit seccomp`` it calls a syscall its own
+seccomp filter logs.
 
 Two figures per launch, both from just before the tracer is spawned:
 
