@@ -20,7 +20,7 @@ apt_get update >/dev/null
 apt_get install -y --no-install-recommends \
     python3 python3-venv python3-dev gcc make pkg-config \
     clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev \
-    podman runc busybox-static containerd docker.io nftables iproute2 \
+    podman runc crun busybox-static containerd docker.io nftables iproute2 \
     libbpf-tools zsh fish openssl jq mmdebstrap \
     >/dev/null  # real containers and network namespaces for the tests; execsnoop for the bench;
                 # the shells whose completion scripts the tests run; mmdebstrap for the image

@@ -471,7 +471,7 @@ def test_a_stop_signal_at_launch_exits_0(sig: signal.Signals) -> None:
         assert testing.pins_of(proc.pid) == []
 
 
-def test_a_sighup_nohup_ignores_stays_ignored() -> None:
+def test_a_sighup_nohup_ignores_stays_ignored_and_the_process_is_named_igrun() -> None:
     proc = launch(
         "list-containers", "-w", preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)
     )
@@ -480,6 +480,8 @@ def test_a_sighup_nohup_ignores_stays_ignored() -> None:
         proc.send_signal(signal.SIGHUP)
         time.sleep(1)
         assert proc.poll() is None, proc.communicate()
+        # The interpreter the command started is named igrun (pkill igrun, top).
+        assert Path(f"/proc/{proc.pid}/comm").read_text() == "igrun\n"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:

@@ -11,6 +11,7 @@ also starts the head start of ``igrun trace NAME`` (:mod:`igrun.core.run.headsta
 those imports too.
 """
 
+import contextlib
 import os
 import signal
 import sys
@@ -62,10 +63,21 @@ def _unblock(blocked: str) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, wanted & {int(s) for s in HELD_SIGNALS})
 
 
+def _name_process() -> None:
+    """Name this process ``igrun`` (its comm), as the command's own name would: the C
+    command started the interpreter, whose name the kernel gave it, and ``pkill igrun``,
+    ``pgrep igrun`` and ``top`` go by that name."""
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write("igrun")
+
+
 _launched = launched()
 if _launched:
     _hold_stop_signals()
-_unblock(os.environ.pop(BLOCKED_ENV, ""))  # whoever imports this: never left blocked
+_blocked = os.environ.pop(BLOCKED_ENV, None)
+if _blocked is not None:  # started by the igrun command
+    _unblock(_blocked)  # whoever imports this: never left blocked
+    _name_process()
 if _launched:
     # The gadget's programs load in a thread while the launcher's modules are imported.
     from igrun.core.run.headstart import begin as _begin_head_start

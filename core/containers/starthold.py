@@ -20,6 +20,17 @@ runcfanotify holds runc. How runc 1.1 starts a container, and where it is held:
    read fresh from its runtime) and adds it to the collection, which puts its mount-ns id in
    the kernel filter map; then the open is allowed and the folder's mark removed.
 
+crun 1.8 (podman's runtime on many hosts, also under containerd and Docker) is held at the
+same moment: ``crun create`` makes the state folder ``<root>/<id>/`` (``/run/crun`` by
+default), clones the container's init into its new namespaces, and only then writes
+``status.tmp`` there, while the init waits for ``crun start``. The crun roots are watched
+with inotify from the same thread, each new state folder is marked ``FAN_OPEN_PERM`` with
+``FAN_EVENT_ON_CHILD`` as it appears (before crun clones the init, tens of ms later), and
+the first open there by a crun whose child is in another mount namespace is held as above.
+``crun run`` (create and start in one process, no manager uses it) lets the init run its
+program before it writes the status: such a container is learned when the status is written,
+its first instructions already run.
+
 The hold is bounded (:data:`HOLD_SECONDS`): past it the open is allowed and a warning logged,
 so a slow igrun delays a runtime by at most that much. If igrun dies its fanotify group is
 closed, and the kernel lets every held event go on by itself. If igrun is stopped (SIGSTOP,
@@ -46,8 +57,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from igrun.core.containers import fanotify, holdguard
+from igrun.core.containers.engines.oci import CRUN_ROOTS
 from igrun.core.log import get_logger
 
 HOLD_SECONDS = 2.0
@@ -56,6 +69,10 @@ RUNC_NAMES = ("runc", "docker-runc")
 RUNC_PLACES = ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/bin", "/sbin")
 FIFO = "exec.fifo"
 INIT_COMM = "runc:[2:INIT]"
+# inotify's flags (linux/inotify.h: a stable ABI).
+IN_CREATE = 0x00000100
+IN_ONLYDIR = 0x01000000
+IN_ISDIR = 0x40000000
 
 
 @dataclass(frozen=True)
@@ -141,32 +158,53 @@ def _bundle(pid: int) -> str:
         return ""
 
 
-def init_of(runc_pid: int) -> int:
-    """runc's child ``runc:[2:INIT]`` in another mount namespace: the container's init, once
-    it is in its final namespaces (0 if there is none yet). runc 1.1 starts it with
-    ``CLONE_PARENT``, so it is runc's own child; the intermediate ``runc:[1:CHILD]`` shares
-    its mount namespace but exits, and is never taken for it."""
-    own = _mntns(runc_pid)
-    for child in _children(runc_pid):
+def init_of(runtime_pid: int, comm: str | None = INIT_COMM) -> int:
+    """The runtime's child in another mount namespace (named ``comm``, if given): the
+    container's init, once it is in its final namespaces (0 if there is none yet). runc 1.1
+    starts ``runc:[2:INIT]`` with ``CLONE_PARENT``, so it is runc's own child; the
+    intermediate ``runc:[1:CHILD]`` shares its mount namespace but exits, and is never taken
+    for it. crun clones the init into its new namespaces directly (``comm=None``)."""
+    own = _mntns(runtime_pid)
+    for child in _children(runtime_pid):
         try:
-            comm = Path(f"/proc/{child}/comm").read_text()
+            name = Path(f"/proc/{child}/comm").read_text()
         except OSError:
             continue
         ns = _mntns(child)
-        if comm.startswith(INIT_COMM) and ns and own and ns != own:
+        if (comm is None or name.startswith(comm)) and ns and own and ns != own:
             return child
     return 0
+
+
+def crun_roots() -> tuple[Path, ...]:
+    """The crun roots to watch: crun's default, where crun is installed."""
+    if not any(shutil.which("crun") or os.path.exists(f"{d}/crun") for d in RUNC_PLACES):
+        return ()
+    return CRUN_ROOTS
 
 
 class StartHold:
     """Holds runc where described above until ``learn`` has returned, or :data:`HOLD_SECONDS`."""
 
     def __init__(
-        self, learn: Learn, bound: float = HOLD_SECONDS, binaries: Iterable[str] | None = None
+        self,
+        learn: Learn,
+        bound: float = HOLD_SECONDS,
+        binaries: Iterable[str] | None = None,
+        crun: Iterable[Path] | None = None,
     ) -> None:
         self.learn = learn
         self.bound = bound
         self.binaries = list(binaries) if binaries is not None else runc_binaries()
+        self.crun = list(crun) if crun is not None else list(crun_roots())
+        """crun roots: their new state folders are marked as they appear."""
+        self._inotify: Any = None
+        """An ``inotify_simple.INotify`` while crun roots are watched."""
+        self._watches: dict[int, Path] = {}
+        """inotify watches: a crun root, or (while it is missing) its parent."""
+        self._crun_dirs: set[Path] = set()
+        """Marked state folders that are crun's."""
+
         self._group = -1
         self._wake_r, self._wake_w = -1, -1
         self._thread: threading.Thread | None = None
@@ -189,9 +227,9 @@ class StartHold:
         self.expired = 0
 
     def start(self) -> bool:
-        """Mark the runc binaries and start holding; False (and one log line) when fanotify
-        permission events are not available here."""
-        if not self.binaries:
+        """Mark the runc binaries, watch the crun roots and start holding; False (and one log
+        line) when fanotify permission events are not available here."""
+        if not self.binaries and not self.crun:
             return False
         try:
             self._group = fanotify.init(
@@ -212,11 +250,14 @@ class StartHold:
                 marked.append(path)
             except OSError as exc:
                 get_logger().info("container_start_hold_unavailable", problem=str(exc))
-        if not marked:
+        watched = self._watch_crun()
+        if not marked and not watched:
             os.close(self._group)
             self._group = -1
             return False
-        get_logger().debug("container_start_hold", binaries=marked, bound_s=self.bound)
+        get_logger().debug(
+            "container_start_hold", binaries=marked, crun=watched, bound_s=self.bound
+        )
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._loop, name="igrun-start-hold", daemon=True)
         self._thread.start()
@@ -225,6 +266,57 @@ class StartHold:
         )
         self._reporter.start()
         return True
+
+    def _watch_crun(self) -> list[str]:
+        """Watch each crun root for new state folders (its parent while it is missing)."""
+        if not self.crun:
+            return []
+        if self._inotify is None:
+            try:
+                from inotify_simple import INotify  # type: ignore[import-untyped]
+
+                self._inotify = INotify()
+            except OSError as exc:
+                get_logger().info("container_start_hold_unavailable", problem=f"inotify: {exc}")
+                self.crun = []
+                return []
+        watched = []
+        for root in self.crun:
+            if root in self._watches.values():
+                watched.append(str(root))
+                continue
+            target = root if root.is_dir() else root.parent
+            try:
+                wd = int(self._inotify.add_watch(target, IN_CREATE | IN_ONLYDIR))
+            except OSError:
+                continue
+            self._watches[wd] = target
+            if target == root:
+                watched.append(str(root))
+        return watched
+
+    def _crun_created(self) -> None:
+        """Mark the state folders made in a crun root since the last look (in the hold's
+        thread: before crun clones the init, tens of ms after the folder)."""
+        for event in self._inotify.read(timeout=0):
+            where = self._watches.get(event.wd)
+            if where is None or not event.mask & IN_ISDIR:
+                continue
+            path = where / event.name
+            if path in self.crun:  # a root appeared
+                self._watch_crun()
+            elif where in self.crun and path not in self._dirs:
+                try:
+                    fanotify.mark(
+                        self._group,
+                        fanotify.FAN_MARK_ADD,
+                        fanotify.FAN_OPEN_PERM | fanotify.FAN_EVENT_ON_CHILD,
+                        str(path),
+                    )
+                except OSError:
+                    continue  # gone already: crun failed
+                self._dirs[path] = time.monotonic()
+                self._crun_dirs.add(path)
 
     def _write_reports(self) -> None:
         while (report := self._reports.get()) is not None:
@@ -277,12 +369,16 @@ class StartHold:
         poller = select.poll()
         poller.register(self._group, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
+        if self._inotify is not None:
+            poller.register(self._inotify.fileno(), select.POLLIN)
         me = os.getpid()
         while not self._stop.is_set():
             timeout = self._expire()
             poller.poll(None if timeout is None else max(timeout, 0.001) * 1000)
             with contextlib.suppress(OSError):
                 os.read(self._wake_r, 512)
+            if self._inotify is not None:
+                self._crun_created()
             try:
                 events = fanotify.read_events(self._group)
             except OSError as exc:  # e.g. out of descriptors: the kernel denied that open
@@ -329,22 +425,26 @@ class StartHold:
             return False
         if folder not in self._dirs:
             return False
-        pid = init_of(event.pid)
+        pid = init_of(event.pid, None if folder in self._crun_dirs else INIT_COMM)
         if not pid:
             return False
         self._unmark(folder)
-        birth = Birth(folder.name, pid, folder, _bundle(event.pid))
+        return self._hold(event.fd, Birth(folder.name, pid, folder, _bundle(event.pid)))
+
+    def _hold(self, fd: int, birth: Birth) -> bool:
+        """Hold event ``fd`` until ``birth`` is learned (in a thread) or the bound."""
         with self._lock:
-            self._pending[event.fd] = (time.monotonic() + self.bound, birth)
-            self._tell_guard(b"h", event.fd)
+            self._pending[fd] = (time.monotonic() + self.bound, birth)
+            self._tell_guard(b"h", fd)
         self.held += 1
         threading.Thread(
-            target=self._learn, args=(event.fd, birth), name="igrun-start-learn", daemon=True
+            target=self._learn, args=(fd, birth), name="igrun-start-learn", daemon=True
         ).start()
         return True
 
     def _unmark(self, folder: Path) -> None:
         self._dirs.pop(folder, None)
+        self._crun_dirs.discard(folder)
         with contextlib.suppress(OSError):  # gone with its folder
             fanotify.mark(
                 self._group,
@@ -420,8 +520,12 @@ class StartHold:
             self._stop_guard()
             os.close(self._group)  # drops every mark; anything still queued is allowed
             self._group = -1
+
         os.close(self._wake_r)
         os.close(self._wake_w)
+        if self._inotify is not None:
+            self._inotify.close()
+            self._inotify = None
         self._thread = None
         self._reports.put(None)
         if self._reporter is not None:

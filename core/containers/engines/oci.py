@@ -17,6 +17,8 @@ RUNC_ROOTS = (Path("/run/runc"),)
 """runc's default root (podman's too)."""
 OTHER_RUNC_ROOTS = (Path("/run/docker/runtime-runc"), Path("/run/containerd/runc"))
 """Where Docker and containerd keep runc state: one root per namespace inside each."""
+CRUN_ROOTS = (Path("/run/crun"),)
+"""crun's default root (podman's)."""
 
 
 def bundle_annotations(bundle: str) -> dict[str, str]:
@@ -78,6 +80,8 @@ class RuncClient(RuntimeClient):
     def describe(self, id: str, pid: int, state_dir: Path, bundle: str) -> Container | None:
         """Any runc container that no manager claims, whatever its ``--root``: a root seen
         here for the first time is read by later scans too."""
+        if state_dir.parent in CRUN_ROOTS:
+            return None  # crun's: CrunClient describes it
         if self._roots is None and state_dir.parent not in self.roots:
             self._learned.append(state_dir.parent)
         elif state_dir.parent not in self.roots:
@@ -135,13 +139,22 @@ def _start_ticks(state: dict[str, Any]) -> int | None:
 
 class CrunClient(RuntimeClient):
     name = "crun"
-    root = Path("/run/crun")
+    root = CRUN_ROOTS[0]
 
     def available(self) -> bool:
         return self.root.is_dir()
 
     def state_dirs(self) -> tuple[Path, ...]:
         return (self.root,)
+
+    def describe(self, id: str, pid: int, state_dir: Path, bundle: str) -> Container | None:
+        """A crun container no manager claims, held at its start."""
+        if state_dir.parent != self.root:
+            return None
+        annotations = bundle_annotations(bundle)
+        return from_process(
+            id, container_name(id, annotations), self.name, pid, annotations=annotations
+        )
 
     def containers(self) -> list[Container]:
         out: list[Container] = []

@@ -9,7 +9,7 @@ from typing import Any
 
 from igrun.core.containers.collection import Container, from_process
 from igrun.core.containers.engines.base import RuntimeClient, RuntimeUnavailable
-from igrun.core.containers.engines.oci import RUNC_ROOTS
+from igrun.core.containers.engines.oci import CRUN_ROOTS, RUNC_ROOTS
 
 STORAGE = Path("/var/lib/containers/storage/overlay-containers")
 RUN_STORAGE = Path("/run/containers/storage/overlay-containers")
@@ -48,8 +48,9 @@ class _StorageClient(RuntimeClient):
         return (STORAGE / "containers.json").exists()
 
     def state_dirs(self) -> tuple[Path, ...]:
-        # conmon writes the pidfile under RUN_STORAGE; runc's state appears at create.
-        return (RUN_STORAGE, *RUNC_ROOTS)
+        # conmon writes the pidfile under RUN_STORAGE; runc's (or crun's) state appears at
+        # create.
+        return (RUN_STORAGE, *RUNC_ROOTS, *CRUN_ROOTS)
 
     def _entries(self) -> list[dict[str, Any]]:
         """Every container of the store: containers.json, and volatile-containers.json where
@@ -87,7 +88,7 @@ class _StorageClient(RuntimeClient):
         return out
 
     def describe(self, id: str, pid: int, state_dir: Path, bundle: str) -> Container | None:
-        if state_dir.parent not in RUNC_ROOTS:
+        if state_dir.parent not in (*RUNC_ROOTS, *CRUN_ROOTS):
             return None
         entry = next((e for e in self._entries() if e.get("id") == id), None)
         return None if entry is None else self._container(entry, id, pid, None)
