@@ -537,6 +537,7 @@ class ContainersOperator(Operator):
             o.mntns == c.mntns and self.selector.matches(o) for o in self.collection.containers()
         ):
             mntnsfilter.stop(self.filter_map, c.mntns)
+            get_logger().debug("kernel_filter_stop", container=c.name, mntns=c.mntns, kind=kind)
 
     def _notice(self) -> None:
         log = get_logger()
