@@ -103,12 +103,22 @@ def test_fifty_podman_run_rm_containers_are_traced_and_named(
     the mount-ns id of the one before: all traced, from the first exec, by name."""
     tag = uuid.uuid4().hex[:6]
     names = [f"igrun-start-{tag}-{i}" for i in range(COUNT)]
-    execs, opens = _trace_both(igrun_cli, names)
+    exec_events = _podman_runs_traced(igrun_cli, podman_env, names)
+    (runtime,) = {e["runtime"]["runtimeName"] for e in exec_events}
+    assert runtime == "podman"
+
+
+def _podman_runs_traced(
+    cli: IgrunCli, env: dict[str, str], names: list[str], *flags: str
+) -> list[dict[str, Any]]:
+    """``podman run --rm FLAGS`` each of ``names`` in turn, under ``trace exec`` and ``trace
+    open`` selecting them; checks each was traced and named, and returns the execs."""
+    execs, opens = _trace_both(cli, names)
     try:
         for name in names:
             subprocess.run(
-                [*PODMAN_RUN, "--name", name, IMAGE, *ARGS],
-                env=podman_env,
+                [*PODMAN_RUN, *flags, "--name", name, IMAGE, *ARGS],
+                env=env,
                 check=True,
                 capture_output=True,
                 timeout=60,
@@ -116,8 +126,7 @@ def test_fifty_podman_run_rm_containers_are_traced_and_named(
     finally:
         exec_events, open_events = stop(execs, opens)
     _assert_all_traced(names, exec_events, open_events)
-    (runtime,) = {e["runtime"]["runtimeName"] for e in exec_events}
-    assert runtime == "podman"
+    return exec_events
 
 
 @pytest.fixture(scope="session")
@@ -149,19 +158,7 @@ def test_podman_containers_run_by_crun_are_traced_and_named(
     named by podman."""
     tag = uuid.uuid4().hex[:6]
     names = [f"igrun-crun-{tag}-{i}" for i in range(20)]
-    execs, opens = _trace_both(igrun_cli, names)
-    try:
-        for name in names:
-            subprocess.run(
-                [*PODMAN_RUN, "--runtime", "crun", "--name", name, IMAGE, *ARGS],
-                env=podman_env,
-                check=True,
-                capture_output=True,
-                timeout=60,
-            )
-    finally:
-        exec_events, open_events = stop(execs, opens)
-    _assert_all_traced(names, exec_events, open_events)
+    exec_events = _podman_runs_traced(igrun_cli, podman_env, names, "--runtime", "crun")
     assert {e["runtime"]["runtimeName"] for e in exec_events if e["args"] == ARGS} == {"podman"}
 
 

@@ -305,18 +305,23 @@ class StartHold:
             path = where / event.name
             if path in self.crun:  # a root appeared
                 self._watch_crun()
-            elif where in self.crun and path not in self._dirs:
-                try:
-                    fanotify.mark(
-                        self._group,
-                        fanotify.FAN_MARK_ADD,
-                        fanotify.FAN_OPEN_PERM | fanotify.FAN_EVENT_ON_CHILD,
-                        str(path),
-                    )
-                except OSError:
-                    continue  # gone already: crun failed
-                self._dirs[path] = time.monotonic()
+            elif where in self.crun and path not in self._dirs and self._mark(path):
                 self._crun_dirs.add(path)
+
+    def _mark(self, folder: Path) -> bool:
+        """Mark a container's state folder for the opens in it; False when it is gone
+        already (the runtime failed)."""
+        try:
+            fanotify.mark(
+                self._group,
+                fanotify.FAN_MARK_ADD,
+                fanotify.FAN_OPEN_PERM | fanotify.FAN_EVENT_ON_CHILD,
+                str(folder),
+            )
+        except OSError:
+            return False
+        self._dirs[folder] = time.monotonic()
+        return True
 
     def _write_reports(self) -> None:
         while (report := self._reports.get()) is not None:
@@ -408,16 +413,7 @@ class StartHold:
         if event.mask & fanotify.FAN_OPEN_EXEC_PERM:
             folder = _fifo_dir(event.pid)
             if folder is not None and folder not in self._dirs:
-                try:
-                    fanotify.mark(
-                        self._group,
-                        fanotify.FAN_MARK_ADD,
-                        fanotify.FAN_OPEN_PERM | fanotify.FAN_EVENT_ON_CHILD,
-                        str(folder),
-                    )
-                    self._dirs[folder] = time.monotonic()
-                except OSError:
-                    pass  # gone already: runc failed
+                self._mark(folder)
             return False
         try:
             folder = Path(os.readlink(f"/proc/self/fd/{event.fd}")).parent
