@@ -56,8 +56,9 @@ def build_c(name: str, out_dir: Path) -> Path:
 
 
 def igrun_command() -> list[str]:
-    """The igrun of this interpreter's environment: the console script next to sys.executable,
-    or the CLI module when the package was installed without its scripts."""
+    """The igrun of this interpreter's environment: the ``igrun`` command next to
+    sys.executable (the C launcher), or the CLI module when the package was installed without
+    its scripts."""
     script = Path(sys.executable).parent / "igrun"
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)]
