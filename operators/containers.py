@@ -47,6 +47,7 @@ from igrun.core.containers.collection import (
     SelectedContainers,
     Selector,
     boot_ns,
+    host_namespace,
     parse_label_selector,
     pod_labels,
 )
@@ -78,12 +79,7 @@ def node_name() -> str:
 @functools.cache
 def host_netns() -> int:
     """The host's network namespace id (that of pid 1), 0 when it cannot be read."""
-    for path in ("/proc/1/ns/net", "/proc/self/ns/net"):
-        try:
-            return os.stat(path).st_ino
-        except OSError:
-            continue
-    return 0
+    return host_namespace("net")[0]
 
 
 def host_network(c: Container) -> bool:

@@ -71,7 +71,7 @@ class PacketTracer(BpfTracer):
         self.lock = threading.Lock()
         self.netns: dict[int, Netns] = {}
         """By namespace inode: the socket the filter is attached to there."""
-        self.early: dict[int, tuple[socket.socket, SocketAttachment]] = {}
+        self.early: dict[int, Netns] = {}
         """The head start's sockets, by namespace inode, until a container there adopts
         one (the others are closed with the run)."""
 
@@ -80,7 +80,7 @@ class PacketTracer(BpfTracer):
         assert self.obj is not None
         head = self.head_start
         if head is not None:
-            self.early = head.take_packet_sockets()
+            self.early = {ns: Netns(*pair) for ns, pair in head.take_packet_sockets().items()}
             ctx.logger.debug("head_start_packet_filter", namespaces=len(self.early),
                              owners=head.owners_attached)  # fmt: skip
             if head.owners_attached:
@@ -100,17 +100,17 @@ class PacketTracer(BpfTracer):
             if known is not None:
                 known.users.add(container.id)
                 return
-            early = self.early.pop(container.netns, None)
-            if early is not None:
-                sock, attachment = early
-            else:
+            entry = self.early.pop(container.netns, None)
+            if entry is None:
                 sock = socket_in_netns(container.pid)
                 try:
                     attachment = self.obj.programs[self.packet_program].attach_socket(sock)
                 except BaseException:
                     sock.close()
                     raise
-            self.netns[container.netns] = Netns(sock, attachment, {container.id})
+                entry = Netns(sock, attachment)
+            entry.users.add(container.id)
+            self.netns[container.netns] = entry
 
     def detach_container(self, container: Container) -> None:
         with self.lock:
@@ -130,14 +130,11 @@ class PacketTracer(BpfTracer):
 
     def close(self) -> None:
         with self.lock:
-            left = list(self.netns.values())
+            left = [*self.netns.values(), *self.early.values()]
             self.netns.clear()
-            early, self.early = list(self.early.values()), {}
+            self.early.clear()
         for entry in left:
             entry.close()
-        for sock, attachment in early:
-            attachment.destroy()
-            sock.close()
         super().close()
 
 

@@ -125,6 +125,25 @@ def four_loops(
     return names, loops
 
 
+def head_started_run(
+    igrun_cli: IgrunCli,
+    seconds: float,
+    *args: str,
+    while_running: Callable[[int], None] | None = None,
+) -> tuple[str, str]:
+    """``igrun -v ARGS`` for ``seconds`` (then ``while_running(its pid)``), checked to have
+    taken the head start, ended well and released all it made: its output and its log."""
+    proc = igrun_cli.start("-v", *args)
+    time.sleep(seconds)
+    if while_running is not None:
+        while_running(proc.pid)
+    out, err = proc.stop()
+    assert proc.returncode == 0, err
+    assert "used=True" in head_start_line(err), err
+    proc.assert_released()
+    return out, err
+
+
 def test_without_host_the_head_start_shows_only_the_selected_containers(
     igrun_cli: IgrunCli,
     podman: Podman,  # noqa: F811
@@ -141,12 +160,7 @@ def test_without_host_the_head_start_shows_only_the_selected_containers(
         time.sleep(0.2)
         shown = {}
         for selection in (["-c", names["A"]], []):
-            proc = igrun_cli.start("-v", "trace", "exec", *selection, "-o", "json")
-            time.sleep(0.6)
-            out, err = proc.stop()
-            assert proc.returncode == 0, err
-            assert "used=True" in head_start_line(err), err
-            proc.assert_released()
+            out, _ = head_started_run(igrun_cli, 0.6, "trace", "exec", *selection, "-o", "json")
             words = [e["args"][1] for e in igrun_cli.events(out) if e["args"][:1] == ["/bin/echo"]]
             owners = {
                 e["args"][1]: e.get("runtime", {}).get("containerName")
@@ -333,18 +347,17 @@ def test_trace_dns_without_host_takes_a_head_start_only_where_the_selection_is(
         time.sleep(0.3)
         shown = {}
         for selection in (["-c", names["A"]], []):
-            proc = igrun_cli.start("-v", "trace", "dns", *selection, "-o", "json")
-            time.sleep(0.8)
-            held = {w: packet_sockets(proc.pid, pid) for w, pid in pids.items()}
-            out, err = proc.stop()
-            assert proc.returncode == 0, err
-            assert "used=True" in head_start_line(err), err
-            proc.assert_released()
+            held: dict[str, int] = {}
+            out, err = head_started_run(
+                igrun_cli, 0.8, "trace", "dns", *selection, "-o", "json",
+                while_running=lambda pid, held=held: held.update(
+                    {w: packet_sockets(pid, p) for w, p in pids.items()}
+                ),
+            )  # fmt: skip
             (adopted,) = [ln for ln in err.splitlines() if "head_start_packet_filter" in ln]
             queries = [e for e in igrun_cli.events(out) if e.get("qr") == "Q"]
             owners = {
-                e["name"].split(".")[0]: e.get("k8s", {}).get("containerName")
-                or e.get("runtime", {}).get("containerName")
+                e["name"].split(".")[0]: e.get("runtime", {}).get("containerName")
                 for e in queries
                 if e["name"].endswith(f"{tag}.test.")
             }

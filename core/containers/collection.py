@@ -100,6 +100,16 @@ def _ns_inode(pid: int, kind: str) -> int:
         return 0
 
 
+def host_namespace(kind: str) -> tuple[int, int]:
+    """The host's namespace of ``kind`` (``mnt``, ``net``...): pid 1's, or igrun's own when
+    pid 1's cannot be read; its inode (0 when neither can be read) and that pid."""
+    for pid in (1, os.getpid()):
+        inode = _ns_inode(pid, kind)
+        if inode:
+            return inode, pid
+    return 0, 0
+
+
 def cgroup2_root() -> Path | None:
     """Where the cgroup v2 hierarchy is mounted (``/sys/fs/cgroup`` or its ``unified`` part)."""
     try:

@@ -69,10 +69,6 @@ RUNC_NAMES = ("runc", "docker-runc")
 RUNC_PLACES = ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/bin", "/sbin")
 FIFO = "exec.fifo"
 INIT_COMM = "runc:[2:INIT]"
-# inotify's flags (linux/inotify.h: a stable ABI).
-IN_CREATE = 0x00000100
-IN_ONLYDIR = 0x01000000
-IN_ISDIR = 0x40000000
 
 
 @dataclass(frozen=True)
@@ -271,10 +267,10 @@ class StartHold:
         """Watch each crun root for new state folders (its parent while it is missing)."""
         if not self.crun:
             return []
+        from inotify_simple import INotify, flags  # type: ignore[import-untyped]
+
         if self._inotify is None:
             try:
-                from inotify_simple import INotify  # type: ignore[import-untyped]
-
                 self._inotify = INotify()
             except OSError as exc:
                 get_logger().info("container_start_hold_unavailable", problem=f"inotify: {exc}")
@@ -287,7 +283,7 @@ class StartHold:
                 continue
             target = root if root.is_dir() else root.parent
             try:
-                wd = int(self._inotify.add_watch(target, IN_CREATE | IN_ONLYDIR))
+                wd = int(self._inotify.add_watch(target, flags.CREATE | flags.ONLYDIR))
             except OSError:
                 continue
             self._watches[wd] = target
@@ -298,9 +294,11 @@ class StartHold:
     def _crun_created(self) -> None:
         """Mark the state folders made in a crun root since the last look (in the hold's
         thread: before crun clones the init, tens of ms after the folder)."""
+        from inotify_simple import flags
+
         for event in self._inotify.read(timeout=0):
             where = self._watches.get(event.wd)
-            if where is None or not event.mask & IN_ISDIR:
+            if where is None or not event.mask & flags.ISDIR:
                 continue
             path = where / event.name
             if path in self.crun:  # a root appeared

@@ -251,12 +251,13 @@ class HeadStart:
         if not has_owner_programs(obj):
             return
         self.owners_attached = attach_owners(obj)
+        from igrun.core.containers.collection import host_namespace
         from igrun.core.containers.netns import socket_in_netns
 
         if self.containers:
             targets = _other_namespaces("net", PACKET_NETNS_MAX)
         else:
-            host, pid = _host_namespace("net")
+            host, pid = host_namespace("net")
             targets = {host: pid} if host else {}
         for ns, pid in targets.items():
             with self._packet_lock:
@@ -343,21 +344,12 @@ def _close_socket(entry: PacketSocket) -> None:
     sock.close()
 
 
-def _host_namespace(kind: str) -> tuple[int, int]:
-    """The host's namespace of ``kind`` (``mnt``, ``net``): pid 1's, or igrun's own when
-    pid 1's cannot be read; its inode (0 when neither can be read) and that pid."""
-    for pid in (1, os.getpid()):
-        try:
-            return os.stat(f"/proc/{pid}/ns/{kind}").st_ino, pid
-        except OSError:
-            continue
-    return 0, 0
-
-
 def _other_namespaces(kind: str, limit: int) -> dict[int, int]:
     """Every namespace of ``kind`` a process is in but the host's, at most ``limit``: by
     inode, a pid in it."""
-    host, _ = _host_namespace(kind)
+    from igrun.core.containers.collection import host_namespace
+
+    host, _ = host_namespace(kind)
     found: dict[int, int] = {}
     if not host:
         return found
