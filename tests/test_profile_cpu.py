@@ -2,7 +2,8 @@
 
 The program has a distinctive function, ``burn_cpu_marker``, that spins for a given CPU time
 (however busy the machine, so the wall time may be longer), and
-``syscall_loop_marker``, which calls getppid() in a loop. Sampling is at 49 Hz per CPU (ig's
+``syscall_loop_marker``, which calls getppid() in a loop; it can also spread its time over
+eight functions (``spread_0``…``spread_7``). Sampling is at 49 Hz per CPU (ig's
 default), on the CPU clock: a process gets about 49 samples per second of CPU time it uses.
 The expected count is taken from the child's own CPU time (``wait4``'s rusage), not from the
 wall clock, because other work on this small machine may share its CPUs; the tolerance is
@@ -80,11 +81,34 @@ __attribute__((noinline)) void syscall_loop_marker(double seconds)
 			syscall(SYS_getppid);
 }
 
+/* Eight functions that differ (so the compiler keeps eight), for a profile with many. */
+#define SPREAD(n) \
+	__attribute__((noinline)) unsigned long spread_##n(void) \
+	{ \
+		volatile unsigned long x = n; \
+		for (int i = 0; i < 2000000; i++) \
+			x += i ^ n; \
+		return x; \
+	}
+SPREAD(0) SPREAD(1) SPREAD(2) SPREAD(3) SPREAD(4) SPREAD(5) SPREAD(6) SPREAD(7)
+
+/* Round-robin over the eight, ~1 ms each, straight from main (no common caller). */
+static inline __attribute__((always_inline)) void spread(double seconds)
+{
+	double end = now() + seconds;
+	while (now() < end) {
+		spread_0(); spread_1(); spread_2(); spread_3();
+		spread_4(); spread_5(); spread_6(); spread_7();
+	}
+}
+
 int main(int argc, char **argv)
 {
 	double seconds = argc > 2 ? atof(argv[2]) : 2.0;
 	if (argc > 1 && argv[1][0] == 's')
 		syscall_loop_marker(seconds);
+	else if (argc > 1 && argv[1][0] == 'm')
+		spread(seconds);
 	else
 		burn_cpu_marker(seconds);
 	return 0;
@@ -472,7 +496,8 @@ def test_per_function_samples_are_top_n_prometheus_counters(
         "--metrics-config", str(config), "--metrics-listen-address", f"127.0.0.1:{port}",
     )  # fmt: skip
     pid, cpu = run_child([str(burn), "b", "2"])
-    # Two reports after the child's end: every sample it had is in the counters.
+    run_child([str(burn), "m", "1"])  # eight more functions, fewer samples each
+    # Two reports after the children's end: every sample they had is in the counters.
     ended = scrape(port)["igrun_batches_total"][0][1]
     deadline = time.monotonic() + 20
     while scrape(port)["igrun_batches_total"][0][1] < ended + 2 and time.monotonic() < deadline:
