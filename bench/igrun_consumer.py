@@ -84,8 +84,8 @@ class Counter(Operator):
         self.received = 0
         self.max_seq = -1
         self.batches = 0
-        self.started: resource.struct_rusage | None = None
-        self.drained: resource.struct_rusage | None = None
+        self.cpu_at_start: resource.struct_rusage | None = None
+        self.cpu_at_drain: resource.struct_rusage | None = None
 
     @classmethod
     def can_operate_on(cls, gadget: type) -> bool:
@@ -93,7 +93,7 @@ class Counter(Operator):
 
     def pre_run(self, schema: Schema) -> None:
         # Everything is attached: the load may start.
-        self.started = resource.getrusage(resource.RUSAGE_SELF)
+        self.cpu_at_start = resource.getrusage(resource.RUSAGE_SELF)
         sys.stderr.write("bench-ready\n")
         sys.stderr.flush()
 
@@ -108,13 +108,15 @@ class Counter(Operator):
     def flush(self) -> None:
         # The end of the run's final drain: what follows (unloading) is not draining, and the
         # C reference stops its clock at the same point.
-        self.drained = resource.getrusage(resource.RUSAGE_SELF)
+        self.cpu_at_drain = resource.getrusage(resource.RUSAGE_SELF)
 
     def post_run(self) -> None:
-        if self.started is None:
+        if self.cpu_at_start is None:
             return
-        end = self.drained or resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (end.ru_utime - self.started.ru_utime) + (end.ru_stime - self.started.ru_stime)
+        end = self.cpu_at_drain or resource.getrusage(resource.RUSAGE_SELF)
+        cpu = (end.ru_utime - self.cpu_at_start.ru_utime) + (
+            end.ru_stime - self.cpu_at_start.ru_stime
+        )
         run = self.ctx.resources.get(Run)
         result = {
             "received": self.received,

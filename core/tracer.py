@@ -79,13 +79,15 @@ def pin_maps(ctx: GadgetContext, obj: BpfObject, name: str) -> None:
 
 
 POLL_TIMEOUT_MS = 100
-FIRST_POLL_MS = 10
-FIRST_EVENTS_S = 1.0
-"""For its first second a run polls every FIRST_POLL_MS: the first events reach the user at
-once, as execsnoop shows them, instead of waiting out the first 100 ms timeout."""
 """A batch ends when it holds a quarter of the ring (the reader drains the ring at every
 wakeup past its watermark meanwhile), or after this long: events are at most that late, and
 a slow stream costs one wakeup per batch."""
+FIRST_POLL_MS = 10
+FIRST_EVENTS_S = 1.0
+"""Until its first events are out, for at most a second, a run polls every FIRST_POLL_MS:
+they reach the user at once, as execsnoop shows them, instead of waiting out the first
+100 ms timeout. Later batches are a watermark's or a timeout's: a busy start does not cost
+a hundred small batches."""
 PERF_BUFFER_PAGES = 64
 PERF_WAKEUP_FRACTION = 8
 """A perf reader is woken once this fraction of a CPU's buffer waits, as a ring buffer's is by
@@ -403,14 +405,16 @@ class BpfTracer(Gadget):
         quick_until = time.monotonic() + FIRST_EVENTS_S
         while not ctx.done:
             quick = time.monotonic() < quick_until
-            self._drain(ctx, FIRST_POLL_MS if quick else POLL_TIMEOUT_MS)
+            if self._drain(ctx, FIRST_POLL_MS if quick else POLL_TIMEOUT_MS) and quick:
+                quick_until = 0.0  # the first events are out
         # Detach first, then take what is already in the buffer: nothing emitted is dropped.
         for link in list(obj.links):
             link.destroy()
         obj.links.clear()
         self._drain(ctx, 0)
 
-    def _drain(self, ctx: GadgetContext, timeout_ms: int) -> None:
+    def _drain(self, ctx: GadgetContext, timeout_ms: int) -> bool:
+        """One batch from the buffer to the chain; whether it held any event."""
         assert self.reader is not None and ctx.schema is not None
         assert ctx.schema.dtype is not None  # bound to the event struct in init
         timeout = int(ctx.remaining(timeout_ms / 1000) * 1000) if timeout_ms else 0
@@ -431,8 +435,9 @@ class BpfTracer(Gadget):
                 self.buffer_use.add(self.reader.fill_peak())
         if raw is None:
             ctx.heartbeat()
-            return
+            return False
         ctx.emit(self.transform(Batch(ctx.schema, raw)))  # the heartbeat comes with it
+        return True
 
     def close(self) -> None:
         if self.reader is not None:
