@@ -915,11 +915,14 @@ int igr_map_drain(int fd, int delete, void *keys, size_t keys_size, void *values
 }
 
 int igr_map_create(unsigned int type, const char *name, unsigned int key_size,
-                   unsigned int value_size, unsigned int max_entries)
+                   unsigned int value_size, unsigned int max_entries, unsigned int flags)
 {
+    LIBBPF_OPTS(bpf_map_create_opts, opts, .map_flags = flags);
+
     if (name && strnlen(name, BPF_OBJ_NAME_LEN) >= BPF_OBJ_NAME_LEN)
         return -ENAMETOOLONG; /* the kernel would refuse it; never cut it here */
-    return bpf_map_create((enum bpf_map_type)type, name, key_size, value_size, max_entries, NULL);
+    return bpf_map_create((enum bpf_map_type)type, name, key_size, value_size, max_entries,
+                          &opts);
 }
 
 int igr_map_info(int fd, unsigned int *type, unsigned int *id, unsigned int *key_size,

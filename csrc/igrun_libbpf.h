@@ -143,7 +143,7 @@ int igr_map_drain(int fd, int delete, void *keys, size_t keys_size, void *values
 int igr_map_info(int fd, unsigned int *type, unsigned int *id, unsigned int *key_size,
                  unsigned int *value_size, unsigned int *max_entries, char *name, size_t name_size);
 int igr_map_create(unsigned int type, const char *name, unsigned int key_size,
-                   unsigned int value_size, unsigned int max_entries);
+                   unsigned int value_size, unsigned int max_entries, unsigned int flags);
 int bpf_obj_get(const char *pathname);
 int bpf_obj_pin(int fd, const char *pathname);
 int libbpf_num_possible_cpus(void);

@@ -145,6 +145,7 @@ def test_map_names_are_never_cut() -> None:
         ((MapType.HASH, "igrt_neg", -1, 4, 1), "key size: -1 is out of range"),
         ((MapType.HASH, "igrt_big", 4, 1 << 32, 1), "value size: 4294967296 is out of range"),
         ((MapType.HASH, "igrt_max", 4, 4, -5), "max entries: -5 is out of range"),
+        ((MapType.ARRAY, "igrt_flags", 4, 4, 1, 1 << 32), "flags: 4294967296 is out of range"),
     ],
 )
 def test_sizes_out_of_the_c_types_range_are_refused(args: tuple, message: str) -> None:
@@ -413,3 +414,23 @@ def test_a_long_libbpf_message_is_logged_whole(tmp_path: Path) -> None:
     (line,) = [x for x in done.stderr.splitlines() if "libbpf: elf: failed to open" in x]
     assert len(line) > 1500
     assert f"failed to open {missing}: " in line
+
+
+@pytest.mark.bpf
+def test_map_flags_reach_the_kernel() -> None:
+    """``BPF_F_INNER_MAP`` (traceloop's rings, put into a map of maps whatever their size:
+    test_traceloop) is taken for an array, and refused, with the map named, for a map type
+    it does not apply to: the flags are passed, not dropped."""
+    import struct
+
+    from igrun.core.bpf.objects import BPF_F_INNER_MAP
+    from igrun.core.errors import BpfError
+
+    inner = Map.create(MapType.ARRAY, "igrt_inner", 4, 8, 1000, BPF_F_INNER_MAP)
+    try:
+        inner.update(struct.pack("<I", 999), struct.pack("<Q", 7))
+        assert inner.lookup(struct.pack("<I", 999)) == struct.pack("<Q", 7)
+    finally:
+        inner.close()
+    with pytest.raises(BpfError, match="cannot create map igrt_badflag"):
+        Map.create(MapType.PERCPU_ARRAY, "igrt_badflag", 4, 8, 1, BPF_F_INNER_MAP)

@@ -95,6 +95,9 @@ U32_MAX = (1 << 32) - 1
 U64_MAX = (1 << 64) - 1
 BPF_OBJ_NAME_LEN = 16
 """The kernel's map and program name buffer, NUL included."""
+BPF_F_INNER_MAP = 1 << 12
+"""An array map put into a map of maps whatever its size (the template's flag too); its
+lookups are then a helper call instead of inlined code."""
 
 
 def _exact(what: str, data: bytes, size: int) -> bytes:
@@ -386,10 +389,17 @@ class Map:
 
     @classmethod
     def create(
-        cls, type: MapType | int, name: str, key_size: int, value_size: int, max_entries: int
+        cls,
+        type: MapType | int,
+        name: str,
+        key_size: int,
+        value_size: int,
+        max_entries: int,
+        flags: int = 0,
     ) -> Map:
         """A new map not tied to any object (e.g. a filter map shared by several gadgets).
-        ``name`` must fit the kernel's 15 characters: it is not cut."""
+        ``name`` must fit the kernel's 15 characters: it is not cut. ``flags`` are the
+        kernel's ``BPF_F_*`` map flags (e.g. :data:`BPF_F_INNER_MAP`)."""
         raw = _c_name("map name", name)
         if len(raw) >= BPF_OBJ_NAME_LEN:
             raise SizeError(f"map name {name!r}: at most {BPF_OBJ_NAME_LEN - 1} bytes")
@@ -399,6 +409,7 @@ class Map:
             _in_range(f"map {name}: key size", key_size, 0, U32_MAX),
             _in_range(f"map {name}: value size", value_size, 0, U32_MAX),
             _in_range(f"map {name}: max entries", max_entries, 0, U32_MAX),
+            _in_range(f"map {name}: flags", flags, 0, U32_MAX),
         )
         if fd < 0:
             _raise(f"cannot create map {name}", fd)

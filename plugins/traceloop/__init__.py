@@ -9,7 +9,7 @@ its syscalls are printed in the order they were made. SIGUSR1 prints every ring 
 that moment, and the recording goes on. A container that stops during the run
 is printed as it stops (while it can still be named), and its ring freed.
 
-Why a ring of slots (a hash map of ``--max-syscalls`` entries and a head counter per
+Why a ring of slots (an array of ``--max-syscalls`` entries and a head counter per
 container, in a hash of maps keyed by mount-ns id) rather than Inspektor Gadget's overwritable
 perf buffers (``write_backward``): a slot holds one whole syscall, entry and exit together, so
 the ring keeps exactly the last N syscalls (a perf buffer keeps the last so many bytes per
@@ -55,7 +55,7 @@ from igrun.core import (
     fields,
     hookimpl,
 )
-from igrun.core.bpf.objects import BpfObject, Map, MapType
+from igrun.core.bpf.objects import BPF_F_INNER_MAP, BpfObject, Map, MapType
 from igrun.core.events.syscall_formats import Arg, syscall_formats, syscall_numbers
 from igrun.core.events.syscalls import syscall_name
 from igrun.core.tracer import open_object, pin_maps
@@ -510,11 +510,10 @@ class Traceloop(Gadget):
     def attach_container(self, container: Container) -> None:
         assert self.obj is not None and self.ctx is not None
         record = self.ctx.schema.dtype.itemsize if self.ctx.schema and self.ctx.schema.dtype else 0
-        ring = Map.create(MapType.HASH, "traceloop_ring", 4, record, self.size + 1)
+        ring = Map.create(
+            MapType.ARRAY, "traceloop_ring", 4, record, self.size + 1, BPF_F_INNER_MAP
+        )
         try:
-            empty = bytes(record)
-            for slot in range(self.size + 1):
-                ring.update(struct.pack("<I", slot), empty)
             self.obj.map("rings").update(
                 struct.pack("<Q", container.mntns), struct.pack("<I", ring.fd)
             )

@@ -3,7 +3,7 @@
  * traceloop: the last syscalls of each selected container, kept in the kernel.
  *
  * tp_btf/sys_enter (a raw tracepoint with typed arguments) writes each syscall of a traced mount namespace into the next
- * slot of that container's ring (a hash map of ring_size slots plus a head, found in
+ * slot of that container's ring (an array of ring_size slots plus a head, found in
  * `rings` by mount-ns id), with its arguments and up to CONTENTS of the strings and buffers
  * they point to; tp_btf/sys_exit adds the return value (and the buffers a call fills,
  * such as read's) to the same slot, found again through the thread's local storage. Nothing
@@ -25,15 +25,16 @@ const volatile __u32 ignore_tgid = 0; /* igrun itself, when it runs in a traced 
 const struct syscall_record *unused_record __attribute__((unused));
 
 struct ring {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_INNER_MAP);
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, sizeof(struct syscall_record));
 	__uint(max_entries, 1);
 };
 
-/* A hash, not an array, holds each ring: the kernel lets the hash maps put into `rings` have
- * any number of entries, so the ring size is a run's choice (user space fills every slot
- * when it makes a ring, so the programs only ever look slots up). */
+/* Each ring is an array of ring_size slots plus the head: BPF_F_INNER_MAP lets the arrays put
+ * into `rings` have any number of entries (so the ring size is a run's choice), and a slot is
+ * found by its index, without hashing, three times per syscall. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
 	__uint(key_size, sizeof(__u64));
