@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from containerlab import IMAGE, needs
+from containerlab import IMAGE, crun, needs  # noqa: F401 (crun: a fixture)
 from test_containers import podman_env  # noqa: F401 (a fixture)
 from test_runtimes import CTR_NAMESPACE, Ctr, Docker, ctr, docker  # noqa: F401 (fixtures)
 
@@ -129,29 +129,10 @@ def _podman_runs_traced(
     return exec_events
 
 
-@pytest.fixture(scope="session")
-def crun() -> None:
-    """crun, able to run here. crun 1.8 refuses a hybrid cgroup layout whose v2 hierarchy
-    has a controller (this machine's has hugetlb): hugetlb is given a v1 hierarchy of its
-    own, mounted where hybrid hosts mount their v1 controllers. That lasts for the boot (the
-    kernel keeps the hierarchy once a cgroup was made in it), as on a host set up for crun."""
-    needs("crun")
-    unified = Path("/sys/fs/cgroup/unified")
-    controllers = unified / "cgroup.controllers"
-    if not controllers.exists() or "hugetlb" not in controllers.read_text().split():
-        return
-    subtree = unified / "cgroup.subtree_control"
-    if "hugetlb" in subtree.read_text().split():
-        subtree.write_text("-hugetlb")
-    moved = Path("/sys/fs/cgroup/hugetlb")
-    moved.mkdir(exist_ok=True)
-    subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", str(moved)], check=True)
-
-
 def test_podman_containers_run_by_crun_are_traced_and_named(
     igrun_cli: IgrunCli,
     podman_env: dict[str, str],  # noqa: F811
-    crun: None,
+    crun: None,  # noqa: F811
 ) -> None:
     """podman with crun (``crun create``, then ``crun start``): each container held at crun's
     first status write, while its init waits, so every one is traced from its first exec and

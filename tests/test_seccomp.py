@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from containerlab import IMAGE
+from containerlab import IMAGE, crun  # noqa: F401 (a fixture)
 from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
 from test_ig_json import check_event
 
@@ -186,7 +186,7 @@ def actions_logged() -> Iterator[str]:
     ACTIONS_LOGGED.write_text(before)
 
 
-def profile_acting_on_uname(tmp_path: Path, action: str) -> Path:
+def profile_acting_on_uname(tmp_path: Path, action: str, **more: Any) -> Path:
     """A profile that allows everything but ``uname``, on which it takes ``action``."""
     path = tmp_path / f"{action}.json"
     path.write_text(
@@ -194,6 +194,7 @@ def profile_acting_on_uname(tmp_path: Path, action: str) -> Path:
             {
                 "defaultAction": "SCMP_ACT_ALLOW",
                 "syscalls": [{"names": ["uname"], "action": action}],
+                **more,
             }
         )
     )
@@ -206,6 +207,7 @@ def audited(
     profile: Path,
     expected_exit: int,
     during: Any = None,
+    runtime: str = "runc",
 ) -> tuple[list[dict[str, Any]], str, int, int]:
     """Run a container that calls uname once, under ``profile``, with ``audit seccomp -c``:
     its events, the container's name, its process's pid and mount namespace."""
@@ -215,8 +217,8 @@ def audited(
     try:
         if during is not None:
             during()
-        podman(*RUN, "-d", "--name", name, "--security-opt", f"seccomp={profile}", IMAGE,
-               "sh", "-c", "sleep 1; exec uname")  # fmt: skip
+        podman(*RUN, "--runtime", runtime, "-d", "--name", name, "--security-opt",
+               f"seccomp={profile}", IMAGE, "sh", "-c", "sleep 1; exec uname")  # fmt: skip
         pid = int(podman("inspect", "-f", "{{.State.Pid}}", name))
         mntns = Path(f"/proc/{pid}/ns/mnt").stat().st_ino
         assert int(podman("wait", name)) == expected_exit
@@ -256,6 +258,29 @@ def test_a_logged_syscall_names_the_process_and_container(
     assert event["mountnsid"] == mntns
     assert event["runtime"]["containerName"] == name
     assert "tid" not in event  # a logged call sends no signal: the thread is not known
+
+
+@pytest.mark.bpf
+def test_an_errno_of_a_filter_with_the_log_flag_is_reported(
+    igrun_cli: IgrunCli,
+    podman: Podman,  # noqa: F811
+    tmp_path: Path,
+    actions_logged: str,
+    crun: None,  # noqa: F811
+) -> None:
+    """A filter loaded with SECCOMP_FILTER_FLAG_LOG logs its errno actions too (while
+    "errno" is in the sysctl, which the gadget sees to): the call fails, the process goes
+    on (busybox's uname even exits 0), and the event names it. runc 1.1 refuses the profile's flag
+    ("seccomp flags are not yet supported"); crun applies it."""
+    ACTIONS_LOGGED.write_text(" ".join(a for a in actions_logged.split() if a != "errno"))
+    profile = profile_acting_on_uname(tmp_path, "SCMP_ACT_ERRNO", flags=["SECCOMP_FILTER_FLAG_LOG"])
+    events, name, pid, mntns = audited(igrun_cli, podman, profile, 0, runtime="crun")
+    (event,) = events
+    assert (event["pid"], event["comm"], event["syscall"], event["code"]) == (
+        pid, "uname", "uname", "errno",
+    )  # fmt: skip
+    assert event["mountnsid"] == mntns
+    assert event["runtime"]["containerName"] == name
 
 
 @pytest.mark.bpf
