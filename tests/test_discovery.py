@@ -140,6 +140,23 @@ def test_a_manager_name_that_arrives_later_renames_the_container() -> None:
     assert heard == [("added", by_id.name), ("changed", "web")]
 
 
+def test_runcs_record_never_takes_back_a_managers_name() -> None:
+    """A held container, named by podman, then seen by a scan in which podman's list did not
+    show it yet but runc's state did: it keeps its name (no change is told, so it never
+    leaves a by-name kernel filter); a rename by the manager itself still goes through."""
+    collection = ContainerCollection()
+    heard: list[tuple[str, str]] = []
+    collection.subscribe(lambda kind, c: heard.append((kind, c.name)))
+    id = "0123456789abcdef" * 4
+    named = _me(id, "web", "podman")
+    collection.add(named)
+    collection.sync([replace(named, name=id, runtime="runc")], partial=True)
+    collection.sync([replace(named, name=id, runtime="crun")])
+    assert [(c.name, c.runtime) for c in collection.containers()] == [("web", "podman")]
+    collection.sync([replace(named, name="web2")])
+    assert heard == [("added", "web"), ("changed", "web2")]
+
+
 def test_a_runc_state_whose_pid_went_to_another_process_is_not_a_container(
     tmp_path: Path,
 ) -> None:

@@ -313,6 +313,10 @@ def host_container() -> Container:
 
 # ---- the collection ----------------------------------------------------------------------
 
+LOW_LEVEL = ("runc", "crun")
+"""Runtimes that know a container only by its id: a manager (podman, Docker, containerd,
+CRI-O) that knows the same container names it."""
+
 Listener = Callable[[str, Container], None]
 """Called with ("added" | "removed" | "changed", container); "changed" is a running container
 whose name or runtime is now known better."""
@@ -397,6 +401,10 @@ class ContainerCollection:
         old = self._live.get(c.id)
         if old is not None and old.pid == c.pid:
             if (old.name, old.runtime) == (c.name, c.runtime):
+                return events
+            if c.runtime in LOW_LEVEL and old.runtime not in LOW_LEVEL:
+                # runc's own record of a container its manager named (the manager's list
+                # did not show it in this scan yet): never back to the id as its name.
                 return events
             self._live[c.id] = c  # a better name (the manager's, not the id)
             return [("changed", c)]

@@ -27,7 +27,12 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from igrun.core.containers.collection import Container, ContainerCollection, boot_ns
+from igrun.core.containers.collection import (
+    LOW_LEVEL,
+    Container,
+    ContainerCollection,
+    boot_ns,
+)
 from igrun.core.containers.engines import (
     RUNTIME_NAMES,
     RuntimeClient,
@@ -45,8 +50,6 @@ CANCEL_CHECK_S = 0.05
 """How often that wait looks whether the run was cancelled (Ctrl-C)."""
 RETRY_SECONDS = 0.05
 RETRIES = 3
-LOW_LEVEL = ("runc", "crun")
-"""Runtimes under a manager: a container they list may be a manager's, named by it."""
 SETTLE_MS = 10  # let a burst of state writes arrive before rescanning
 # inotify's flags (linux/inotify.h: a stable ABI), here rather than from inotify_simple, whose
 # import (ctypes and subprocess, about 30 ms) waits until a watch is made.
