@@ -143,6 +143,45 @@ def test_podman_containers_run_by_crun_are_traced_and_named(
     assert {e["runtime"]["runtimeName"] for e in exec_events if e["args"] == ARGS} == {"podman"}
 
 
+def test_a_bare_crun_run_is_learned_late_and_says_so(
+    igrun_cli: IgrunCli,
+    rootfs: Path,
+    tmp_path: Path,
+    crun: None,  # noqa: F811
+) -> None:
+    """``crun run`` (no manager) runs the container's program before it writes its state,
+    so its start cannot be held: the run says so (``container_start_not_held``, naming it),
+    and what the container does once crun has written its state is traced and named."""
+    import json
+
+    id = f"igrun-crun-run-{uuid.uuid4().hex[:6]}"
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    subprocess.run(["crun", "spec"], cwd=bundle, check=True)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = ["sh", "-c", "sleep 1; exec /bin/cat /etc/passwd"]
+    spec["root"] = {"path": str(rootfs), "readonly": True}
+    (bundle / "config.json").write_text(json.dumps(spec))
+    traced = Traced(igrun_cli, "trace", "exec", "-o", "json", "-c", id)
+    try:
+        subprocess.run(
+            ["crun", "run", "--bundle", str(bundle), id],
+            check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+        )  # fmt: skip
+    finally:
+        subprocess.run(["crun", "delete", "-f", id], capture_output=True)
+        time.sleep(1)
+        traced.end()
+    assert traced.proc.returncode == 0, traced.err
+    assert f"container_start_not_held container={id[:12]}" in traced.err
+    assert "crun run started it before writing its state" in traced.err
+    events = igrun_cli.events(traced.out)
+    (cat,) = [e for e in events if e["args"] == ARGS]
+    assert (cat["runtime"]["containerName"], cat["runtime"]["runtimeName"]) == (id, "crun")
+    assert not [e for e in events if e["comm"] == "sh"]  # its first exec: before it was known
+
+
 def test_with_host_every_podman_container_is_named_never_by_its_id(
     igrun_cli: IgrunCli,
     podman_env: dict[str, str],  # noqa: F811

@@ -29,7 +29,7 @@ with inotify from the same thread, each new state folder is marked ``FAN_OPEN_PE
 the first open there by a crun whose child is in another mount namespace is held as above.
 ``crun run`` (create and start in one process, no manager uses it) lets the init run its
 program before it writes the status: such a container is learned when the status is written,
-its first instructions already run.
+its first instructions already run, and a ``container_start_not_held`` warning says so.
 
 The hold is bounded (:data:`HOLD_SECONDS`): past it the open is allowed and a warning logged,
 so a slow igrun delays a runtime by at most that much. If igrun dies its fanotify group is
@@ -134,6 +134,16 @@ def _mntns(pid: int) -> int:
         return os.stat(f"/proc/{pid}/ns/mnt").st_ino
     except OSError:
         return 0
+
+
+def _program_started(init: int, runtime: int) -> bool:
+    """Whether the container's init already runs its own program: crun's init is a clone of
+    crun (the same executable) until it execs the container's process."""
+    try:
+        mine, crun = os.stat(f"/proc/{init}/exe"), os.stat(f"/proc/{runtime}/exe")
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) != (crun.st_dev, crun.st_ino)
 
 
 def _bundle(pid: int) -> str:
@@ -419,10 +429,17 @@ class StartHold:
             return False
         if folder not in self._dirs:
             return False
-        pid = init_of(event.pid, None if folder in self._crun_dirs else INIT_COMM)
+        crun = folder in self._crun_dirs
+        pid = init_of(event.pid, None if crun else INIT_COMM)
         if not pid:
             return False
         self._unmark(folder)
+        if crun and _program_started(pid, event.pid):
+            # `crun run`: the init ran its program before crun wrote this state.
+            note = "crun run started it before writing its state: its first events are missed"
+            self._reports.put(
+                ("container_start_not_held", {"container": folder.name[:12], "note": note})
+            )
         return self._hold(event.fd, Birth(folder.name, pid, folder, _bundle(event.pid)))
 
     def _hold(self, fd: int, birth: Birth) -> bool:
