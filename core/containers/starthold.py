@@ -27,9 +27,16 @@ default), clones the container's init into its new namespaces, and only then wri
 with inotify from the same thread, each new state folder is marked ``FAN_OPEN_PERM`` with
 ``FAN_EVENT_ON_CHILD`` as it appears (before crun clones the init, tens of ms later), and
 the first open there by a crun whose child is in another mount namespace is held as above.
-``crun run`` (create and start in one process, no manager uses it) lets the init run its
-program before it writes the status: such a container is learned when the status is written,
-its first instructions already run, and a ``container_start_not_held`` warning says so.
+``crun run`` (create and start in one process, as a user types it) lets the init run its
+program before it writes the status, so each new state folder's container root is marked
+too: the crun making the folder is found among the processes seen exec'ing crun (its binary
+is marked ``FAN_OPEN_EXEC``, a notification), its bundle's config names the root folder,
+and that folder is marked ``FAN_OPEN_PERM | FAN_EVENT_ON_CHILD | FAN_ONDIR``. The init's
+first open there (its ``proc`` folder, to mount it: it has joined its cgroups and is in its
+final mount namespace, and runs nothing of the container's yet) is held like the state's,
+whichever comes first, and both marks go. When the root cannot be known in time the
+container is learned at the status write, its first instructions already run, and a
+``container_start_not_held`` warning says so.
 
 The hold is bounded (:data:`HOLD_SECONDS`): past it the open is allowed and a warning logged,
 so a slow igrun delays a runtime by at most that much. If igrun dies its fanotify group is
@@ -46,6 +53,7 @@ permission events for FIFOs.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import select
@@ -63,6 +71,13 @@ from igrun.core.containers import fanotify, holdguard
 from igrun.core.containers.engines.oci import CRUN_ROOTS
 from igrun.core.log import get_logger
 
+CRUN_CONFIG = "config.json"
+CONFIG_MAX_BYTES = 4 << 20
+CRUNS_KEPT = 64
+"""crun processes remembered before the ended ones are forgotten."""
+PERMISSION_EVENTS = fanotify.FAN_OPEN_PERM | fanotify.FAN_OPEN_EXEC_PERM
+ROOT_MASK = fanotify.FAN_OPEN_PERM | fanotify.FAN_EVENT_ON_CHILD | fanotify.FAN_ONDIR
+"""A crun container's root folder: the opens of what is in it, folders included."""
 HOLD_SECONDS = 2.0
 """Longest a runtime waits for igrun; then it goes on and a warning says so."""
 RUNC_NAMES = ("runc", "docker-runc")
@@ -85,10 +100,11 @@ class Birth:
 Learn = Callable[[Birth], None]
 
 
-def runc_binaries(extra: Iterable[str] = ()) -> list[str]:
-    """The runc executables on this host, one path per file."""
-    candidates = [*extra, *(shutil.which(n) or "" for n in RUNC_NAMES)]
-    candidates += [f"{d}/{n}" for d in RUNC_PLACES for n in RUNC_NAMES]
+def runc_binaries(extra: Iterable[str] = (), names: Iterable[str] = RUNC_NAMES) -> list[str]:
+    """The runc executables on this host (or those of ``names``), one path per file."""
+    names = tuple(names)
+    candidates = [*extra, *(shutil.which(n) or "" for n in names)]
+    candidates += [f"{d}/{n}" for d in RUNC_PLACES for n in names]
     seen: set[tuple[int, int]] = set()
     out = []
     for path in candidates:
@@ -134,6 +150,47 @@ def _mntns(pid: int) -> int:
         return os.stat(f"/proc/{pid}/ns/mnt").st_ino
     except OSError:
         return 0
+
+
+def _parent(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _crun_args(pid: int) -> list[bytes] | None:
+    """The command line of ``pid`` while it runs crun; None otherwise (or once it is gone)."""
+    try:
+        if Path(f"/proc/{pid}/comm").read_text().strip() != "crun":
+            return None
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+
+
+def _crun_root_folder(state: Path, crun: int) -> Path | None:
+    """The root folder of the crun container whose state folder is ``state``: ``root.path``
+    of the config in the bundle of ``crun`` (the process that makes it), relative to that
+    bundle. Read there, not from the copy crun writes into the state folder: an open in a
+    marked folder by the thread that answers its events would wait on itself. None when it
+    cannot be known (the state folder's open is held then, as before)."""
+    bundle = _bundle(crun) if crun else ""
+    if not bundle:
+        return None
+    try:
+        with open(Path(bundle) / CRUN_CONFIG, "rb") as f:
+            config = json.loads(f.read(CONFIG_MAX_BYTES))
+        root = config["root"]["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(root, str) or not root:
+        return None
+    real = Path(os.path.realpath(Path(bundle) / root))  # as the kernel names what is in it
+    return real if real.is_dir() else None
 
 
 def _program_started(init: int, runtime: int) -> bool:
@@ -210,6 +267,12 @@ class StartHold:
         """inotify watches: a crun root, or (while it is missing) its parent."""
         self._crun_dirs: set[Path] = set()
         """Marked state folders that are crun's."""
+        self._cruns: set[int] = set()
+        """Processes that exec'd crun (some still run it): where a new state folder's crun is
+        looked for first."""
+        self._roots: dict[Path, set[Path]] = {}
+        """Marked root folders of crun containers, with the state folders of the containers
+        starting there (several may share one read-only root)."""
 
         self._group = -1
         self._wake_r, self._wake_w = -1, -1
@@ -257,6 +320,10 @@ class StartHold:
             except OSError as exc:
                 get_logger().info("container_start_hold_unavailable", problem=str(exc))
         watched = self._watch_crun()
+        if watched:  # crun's execs, to find the crun that makes a state folder at once
+            for path in runc_binaries(names=("crun",)):
+                with contextlib.suppress(OSError):
+                    fanotify.mark(self._group, fanotify.FAN_MARK_ADD, fanotify.FAN_OPEN_EXEC, path)
         if not marked and not watched:
             os.close(self._group)
             self._group = -1
@@ -315,6 +382,22 @@ class StartHold:
                 self._watch_crun()
             elif where in self.crun and path not in self._dirs and self._mark(path):
                 self._crun_dirs.add(path)
+                self._mark_root(path)
+
+    def _mark_root(self, state: Path) -> None:
+        """Mark a crun container's root folder too (``root.path`` of its bundle's config):
+        its init opens something there before it runs anything of the container's, which
+        for ``crun run`` is the only moment to hold it."""
+        root = _crun_root_folder(state, self._crun_of(state.name))
+        if root is None:
+            return
+        if root not in self._roots:
+            try:
+                fanotify.mark(self._group, fanotify.FAN_MARK_ADD, ROOT_MASK, str(root))
+            except OSError:
+                return
+            self._roots[root] = set()
+        self._roots[root].add(state)
 
     def _mark(self, folder: Path) -> bool:
         """Mark a container's state folder for the opens in it; False when it is gone
@@ -401,6 +484,13 @@ class StartHold:
             for event in events:
                 if event.fd == fanotify.FAN_NOFD:
                     continue  # a queue overflow: nothing to answer
+                if not event.mask & PERMISSION_EVENTS:  # a crun exec: nothing to answer
+                    if len(self._cruns) >= CRUNS_KEPT:
+                        self._cruns = {p for p in self._cruns if os.path.exists(f"/proc/{p}")}
+                    self._cruns.add(event.pid)
+                    with contextlib.suppress(OSError):
+                        os.close(event.fd)
+                    continue
                 try:
                     held = event.pid != me and self._handle(event)
                 except Exception as exc:  # never leave an event unanswered
@@ -427,6 +517,8 @@ class StartHold:
             folder = Path(os.readlink(f"/proc/self/fd/{event.fd}")).parent
         except OSError:
             return False
+        if folder in self._roots:
+            return self._root_opened(event, folder)
         if folder not in self._dirs:
             return False
         crun = folder in self._crun_dirs
@@ -442,6 +534,34 @@ class StartHold:
             )
         return self._hold(event.fd, Birth(folder.name, pid, folder, _bundle(event.pid)))
 
+    def _crun_of(self, id: str) -> int:
+        """The crun process working on container ``id``: among those seen exec'ing crun
+        (forgotten once they have ended), else any on the host; 0 if none."""
+        wanted = os.fsencode(id)
+        for pid in sorted(self._cruns, reverse=True):  # the newest first
+            args = _crun_args(pid)
+            if args is None:
+                self._cruns.discard(pid)
+            elif wanted in args:
+                return pid
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit() and wanted in (_crun_args(int(entry.name)) or ()):
+                return int(entry.name)
+        return 0
+
+    def _root_opened(self, event: fanotify.Event, root: Path) -> bool:
+        """An open in a crun container's root folder: held when it is the init's (crun's
+        child in a mount namespace of its own), before the container runs anything."""
+        runtime = _parent(event.pid)
+        if not runtime or init_of(runtime, None) != event.pid:
+            return False  # crun itself, or someone else: let it go
+        args = _crun_args(runtime) or []
+        state = next((s for s in self._roots[root] if os.fsencode(s.name) in args), None)
+        if state is None:  # not one of the containers starting here
+            return False
+        self._unmark(state)
+        return self._hold(event.fd, Birth(state.name, event.pid, state, _bundle(runtime)))
+
     def _hold(self, fd: int, birth: Birth) -> bool:
         """Hold event ``fd`` until ``birth`` is learned (in a thread) or the bound."""
         with self._lock:
@@ -456,6 +576,12 @@ class StartHold:
     def _unmark(self, folder: Path) -> None:
         self._dirs.pop(folder, None)
         self._crun_dirs.discard(folder)
+        for root, states in list(self._roots.items()):
+            states.discard(folder)
+            if not states:
+                del self._roots[root]
+                with contextlib.suppress(OSError):
+                    fanotify.mark(self._group, fanotify.FAN_MARK_REMOVE, ROOT_MASK, str(root))
         with contextlib.suppress(OSError):  # gone with its folder
             fanotify.mark(
                 self._group,
