@@ -64,6 +64,30 @@ def with_arg(events: list[dict[str, Any]], arg: str) -> list[dict[str, Any]]:
     return [e for e in events if e["args"] == ["/bin/echo", arg]]
 
 
+def oci_bundle(
+    runtime: str,
+    folder: Path,
+    rootfs: Path,
+    args: list[str],
+    annotations: dict[str, str] | None = None,
+    cgroups_path: str = "",
+) -> Path:
+    """An OCI bundle made in ``folder`` from ``runtime spec`` (runc or crun): ``args`` run in
+    ``rootfs`` (read-only, so several containers may share it), without a terminal."""
+    folder.mkdir()
+    subprocess.run([runtime, "spec"], cwd=folder, check=True)
+    spec = json.loads((folder / "config.json").read_text())
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = args
+    spec["root"] = {"path": str(rootfs), "readonly": True}
+    if cgroups_path:
+        spec["linux"]["cgroupsPath"] = cgroups_path
+    if annotations is not None:
+        spec["annotations"] = annotations
+    (folder / "config.json").write_text(json.dumps(spec))
+    return folder
+
+
 @contextlib.contextmanager
 def runc_container(
     rootfs: Path, bundle: Path, annotations: dict[str, str], name: str = ""
@@ -72,16 +96,9 @@ def runc_container(
     looping on ``sleep``, with ``annotations``; named ``name`` (else its id) in the
     :class:`Running` it gives. Deleted afterwards, with its cgroups."""
     needs("runc")
-    bundle.mkdir()
-    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
-    spec = json.loads((bundle / "config.json").read_text())
     id = f"igrun-test-{uuid.uuid4().hex[:8]}"
-    spec["process"]["terminal"] = False
-    spec["process"]["args"] = ["sh", "-c", "while true; do sleep 1; done"]
-    spec["root"] = {"path": str(rootfs), "readonly": True}
-    spec["linux"]["cgroupsPath"] = f"/igrun-test/{id}"
-    spec["annotations"] = annotations
-    (bundle / "config.json").write_text(json.dumps(spec))
+    loop = ["sh", "-c", "while true; do sleep 1; done"]
+    oci_bundle("runc", bundle, rootfs, loop, annotations, cgroups_path=f"/igrun-test/{id}")
     # The container inherits runc's stdio: a captured pipe would never reach EOF.
     subprocess.run(
         ["runc", "run", "-d", "--bundle", str(bundle), id],

@@ -4,7 +4,6 @@ named by its runtime, and runc never held long by igrun (:mod:`igrun.core.contai
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from containerlab import IMAGE, crun, needs  # noqa: F401 (crun: a fixture)
+from containerlab import IMAGE, crun, needs, oci_bundle  # noqa: F401 (crun: a fixture)
 from test_containers import podman_env  # noqa: F401 (a fixture)
 from test_runtimes import CTR_NAMESPACE, Ctr, Docker, ctr, docker  # noqa: F401 (fixtures)
 
@@ -143,20 +142,6 @@ def test_podman_containers_run_by_crun_are_traced_and_named(
     assert {e["runtime"]["runtimeName"] for e in exec_events if e["args"] == ARGS} == {"podman"}
 
 
-def _crun_bundle(folder: Path, rootfs: Path, args: list[str]) -> Path:
-    """An OCI bundle for ``crun run``: ``args`` in the busybox ``rootfs`` (shared, read-only)."""
-    import json
-
-    folder.mkdir()
-    subprocess.run(["crun", "spec"], cwd=folder, check=True)
-    spec = json.loads((folder / "config.json").read_text())
-    spec["process"]["terminal"] = False
-    spec["process"]["args"] = args
-    spec["root"] = {"path": str(rootfs), "readonly": True}
-    (folder / "config.json").write_text(json.dumps(spec))
-    return folder
-
-
 def test_bare_crun_runs_are_held_at_their_inits_first_open_in_their_root(
     igrun_cli: IgrunCli,
     rootfs: Path,
@@ -167,8 +152,8 @@ def test_bare_crun_runs_are_held_at_their_inits_first_open_in_their_root(
     each is held instead when its init first opens something in the container's root
     folder (its bundle's config names it), so its very first exec is traced and named: five
     one after the other, and three at once in the same root folder, with no warning."""
-    quick = _crun_bundle(tmp_path / "quick", rootfs, ARGS)
-    slow = _crun_bundle(tmp_path / "slow", rootfs, ["/bin/sleep", "0.5"])
+    quick = oci_bundle("crun", tmp_path / "quick", rootfs, ARGS)
+    slow = oci_bundle("crun", tmp_path / "slow", rootfs, ["/bin/sleep", "0.5"])
     ids = [f"igrun-crun-run-{uuid.uuid4().hex[:6]}" for _ in range(8)]
     traced = Traced(igrun_cli, "trace", "exec", "-o", "json", "-c", ",".join(ids))
     try:
@@ -294,17 +279,8 @@ def runc_bundles(rootfs: Path, tmp_path: Path) -> Iterator[Any]:
     needs("runc")
 
     def make(id: str, name: str, args: list[str]) -> Path:
-        bundle = tmp_path / id
-        bundle.mkdir()
-        subprocess.run(["runc", "spec"], cwd=bundle, check=True)
-        spec = json.loads((bundle / "config.json").read_text())
-        spec["process"]["terminal"] = False
-        spec["process"]["args"] = args
-        spec["root"] = {"path": str(rootfs), "readonly": True}
-        spec["linux"]["cgroupsPath"] = f"/{CGROUP_PARENT}/{id}"
-        spec["annotations"] = {"name": name}
-        (bundle / "config.json").write_text(json.dumps(spec))
-        return bundle
+        cgroup = f"/{CGROUP_PARENT}/{id}"
+        return oci_bundle("runc", tmp_path / id, rootfs, args, {"name": name}, cgroup)
 
     ids: list[str] = []
     yield make, ids
