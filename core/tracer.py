@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -23,7 +23,13 @@ from igrun.core.bpf.objects import BpfObject, Map, MapType, Reader
 from igrun.core.events.schema import Batch
 from igrun.core.gadget import Gadget, GadgetContext
 from igrun.core.lazy import preload as preload_numpy
-from igrun.core.run.headstart import EVENTS_MAP, HeadStart, head_start_ring, take_head_start
+from igrun.core.run.headstart import (
+    EVENTS_MAP,
+    RING_BYTES,
+    HeadStart,
+    head_start_ring,
+    take_head_start,
+)
 
 LOST_EVENTS_MAP = "gadget_lost_events"
 
@@ -56,6 +62,50 @@ def join_shared(ctx: GadgetContext, obj: BpfObject) -> None:
     for name, shared_map in maps.maps.items() if maps is not None else ():
         if obj.has_map(name):
             obj.reuse_map(name, shared_map)
+
+
+def head_start_differs(
+    ctx: GadgetContext,
+    head: HeadStart,
+    where: Any,
+    ring_bytes: int = RING_BYTES,
+    constants: Mapping[str, int | bool | bytes] | None = None,
+) -> str | None:
+    """Why the object of the launcher's head start (:mod:`igrun.core.run.headstart`) is not
+    the one a gadget would load, or ``None``: the object at ``where`` with its ``events``
+    ring of ``ring_bytes``, ``constants`` set, and the run's mount-ns filter and shared maps
+    joined (:func:`join_shared`)."""
+    obj = head.obj
+    if obj is None:
+        return f"it failed: {head.error}"
+    if not isinstance(where, str | os.PathLike) or not os.path.samefile(where, head.path):
+        return "another object"
+    if head_start_ring(ring_bytes) != head.ring_bytes:
+        return "another events buffer"
+    mntns = ctx.resources.get(MntnsFilter)
+    run_filter = mntns.map if mntns is not None and obj.has_global(FILTER_BY_MNTNS) else None
+    if run_filter is not head.filter_map:
+        return "another mount-ns filter"
+    shared = ctx.resources.get(SharedMaps)
+    joined = {n: m for n, m in (shared.maps if shared else {}).items() if obj.has_map(n)}
+    if joined.keys() != head.shared.keys() or any(
+        m is not head.shared[n] for n, m in joined.items()
+    ):
+        return "another shared map"
+    constants = constants or {}
+    if set(head.constants) - set(constants):
+        return f"constant {min(set(head.constants) - set(constants))}"
+    if constants:
+        with BpfObject.open(head.path) as fresh:  # the compiled values, as loaded
+            for name, value in constants.items():
+                loaded = (
+                    fresh.pack_global(name, head.constants[name])
+                    if name in head.constants
+                    else fresh.global_value(name)
+                )
+                if fresh.pack_global(name, value) != loaded:
+                    return f"constant {name}"
+    return None
 
 
 def open_object(where: Any) -> BpfObject:
@@ -288,39 +338,11 @@ class BpfTracer(Gadget):
         constants: dict[str, int | bool | bytes],
     ) -> str | None:
         """Why the head start's object is not the one this run would load, or ``None``."""
-        obj = head.obj
-        if obj is None:
-            return f"it failed: {head.error}"
-        where = self.object_path()
-        if not isinstance(where, str | os.PathLike) or not os.path.samefile(where, head.path):
-            return "another object"
         if type(self).configure is not BpfTracer.configure or self.optional_programs:
             return "the gadget configures its object"
-        if self.buffer_map != EVENTS_MAP or head_start_ring(self.buffer_size) != head.ring_bytes:
+        if self.buffer_map != EVENTS_MAP:
             return "another events buffer"
-        mntns = ctx.resources.get(MntnsFilter)
-        run_filter = mntns.map if mntns is not None and obj.has_global(FILTER_BY_MNTNS) else None
-        if run_filter is not head.filter_map:
-            return "another mount-ns filter"
-        shared = ctx.resources.get(SharedMaps)
-        joined = {n: m for n, m in (shared.maps if shared else {}).items() if obj.has_map(n)}
-        if joined.keys() != head.shared.keys() or any(
-            m is not head.shared[n] for n, m in joined.items()
-        ):
-            return "another shared map"
-        if set(head.constants) - set(constants):
-            return f"constant {min(set(head.constants) - set(constants))}"
-        if constants:
-            with BpfObject.open(head.path) as fresh:  # the compiled values, as loaded
-                for name, value in constants.items():
-                    loaded = (
-                        fresh.pack_global(name, head.constants[name])
-                        if name in head.constants
-                        else fresh.global_value(name)
-                    )
-                    if fresh.pack_global(name, value) != loaded:
-                        return f"constant {name}"
-        return None
+        return head_start_differs(ctx, head, self.object_path(), self.buffer_size, constants)
 
     def object_copy(
         self, ctx: GadgetContext, constants: dict[str, int | bool | bytes]

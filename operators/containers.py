@@ -47,12 +47,12 @@ from igrun.core.containers.collection import (
     SelectedContainers,
     Selector,
     boot_ns,
-    host_namespace,
     parse_label_selector,
     pod_labels,
 )
 from igrun.core.containers.discovery import Discovery, runtime_names, select_clients
 from igrun.core.containers.endpoints import EndpointPods, pod_ends
+from igrun.core.containers.procfs import host_namespace
 from igrun.core.events.schema import Array, Batch, Column, Field, Kind, Schema
 from igrun.core.gadget import ContainerAttacher, Gadget, GadgetContext, GadgetType
 from igrun.core.hookspecs import hookimpl

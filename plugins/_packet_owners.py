@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from igrun.core.containers.collection import cgroup2_root
+from igrun.core.containers.procfs import cgroup2_root
 
 if TYPE_CHECKING:
     from igrun.core.bpf.objects import BpfObject

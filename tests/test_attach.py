@@ -24,7 +24,7 @@ from test_containers import Podman, podman, podman_env  # noqa: F401 (fixtures)
 
 from igrun.core import Batch, GadgetContext, MissingDependency
 from igrun.core.bpf.build import compile_bpf
-from igrun.core.containers.collection import cgroup2_root
+from igrun.core.containers.procfs import cgroup2_root
 from igrun.core.run.local import Runtime
 from igrun.operators.containers import ContainersOperator
 

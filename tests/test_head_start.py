@@ -373,3 +373,65 @@ def test_trace_dns_without_host_takes_a_head_start_only_where_the_selection_is(
     owners, adopted, held = shown[False]
     assert owners == {f"A{tag}": names["A"], f"B{tag}": names["B"]}, owners
     assert held == {"A": 1, "B": 1}, held
+
+
+LOGGED_GETPGID = """
+import ctypes, os, struct, sys, time
+nr = {"x86_64": 121, "aarch64": 155}[os.uname().machine]
+insns = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in (
+    (0x20, 0, 0, 0),  # ld [0]: the syscall's number
+    (0x15, 0, 1, nr),  # jeq getpgid
+    (0x06, 0, 0, 0x7FFC0000),  # ret LOG
+    (0x06, 0, 0, 0x7FFF0000),  # ret ALLOW
+)))
+fprog = ctypes.create_string_buffer(struct.pack("HL", 4, ctypes.addressof(insns)))
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, fprog, 0, 0):
+    sys.exit(f"cannot load the seccomp filter: {ctypes.get_errno()}")
+print("going", flush=True)
+while True:
+    os.getpgid(0)
+    time.sleep(0.002)
+"""
+"""A process that loads a seccomp filter logging (``SECCOMP_RET_LOG``) its every ``getpgid``,
+and calls it every 2 ms: an ``AUDIT_SECCOMP`` record each time."""
+
+
+@pytest.mark.parametrize("head_start", [True, False])
+def test_audit_seccomp_reads_the_audit_stream_from_the_launchers_first_moments(
+    igrun_cli: IgrunCli, monkeypatch: pytest.MonkeyPatch, head_start: bool
+) -> None:
+    """``audit seccomp`` is no ``trace`` gadget, but takes a head start: the launcher opens
+    the kernel's audit stream first thing (its records wait on the socket) and loads the
+    gadget's object in the thread; the run takes both. A process logged every 2 ms from
+    before the launch: its first record shown was made in the first half of the time from
+    launch to ``ready``; without the head start, only in the second (the stream is opened
+    by the gadget, once igrun is imported)."""
+    if not head_start:
+        monkeypatch.setenv("IGRUN_NO_HEAD_START", "1")
+    child = subprocess.Popen([sys.executable, "-c", LOGGED_GETPGID], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"going\n"
+        comm = Path(f"/proc/{child.pid}/comm").read_text().strip()
+        launch = time.time_ns()  # events carry wall-clock times
+        proc = igrun_cli.start("-v", "audit", "seccomp", "--host", "-o", "json")
+        ready = time.time_ns()
+        time.sleep(0.2)
+        out, err = proc.stop()
+    finally:
+        child.kill()
+        child.wait()
+    assert proc.returncode == 0, err
+    mine = [e for e in igrun_cli.events(out) if e["pid"] == child.pid]
+    assert mine and {(e["syscall"], e["code"], e["comm"]) for e in mine} == {
+        ("getpgid", "log", comm)
+    }, mine
+    first = min(e["timestamp"] for e in mine)
+    halfway = launch + (ready - launch) // 2
+    if head_start:
+        assert "used=True" in head_start_line(err), err
+        assert first < halfway, (first - launch, ready - launch)
+    else:
+        assert "[debug] head_start " not in err, err
+        assert first > halfway, (first - launch, ready - launch)
+    proc.assert_released()

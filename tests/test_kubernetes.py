@@ -246,7 +246,8 @@ def test_the_agent_enters_the_hosts_cgroup_namespace(tmp_path: Path) -> None:
     no cgroup id for it. The DaemonSet's command enters pid 1's; here this test's process
     stands in for the host's pid 1, and a cgroup namespace rooted in a child cgroup for the
     pod's."""
-    from igrun.core.containers.collection import _cgroup, cgroup2_root
+    from igrun.core.containers.collection import _cgroup
+    from igrun.core.containers.procfs import cgroup2_root
 
     _, _, container = _mounts("base")
     command = list(container["command"])

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from igrun.core.containers.collection import cgroup2_root
+from igrun.core.containers.procfs import cgroup2_root
 from igrun.plugins.socket_enricher import SocketEnricher
 
 pytestmark = pytest.mark.bpf

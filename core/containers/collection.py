@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from igrun.core.containers.procfs import cgroup2_root, ns_inode
+
 TOMBSTONE_SECONDS = 5.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -93,35 +95,6 @@ def k8s_fields(*sources: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _ns_inode(pid: int, kind: str) -> int:
-    try:
-        return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
-    except OSError:
-        return 0
-
-
-def host_namespace(kind: str) -> tuple[int, int]:
-    """The host's namespace of ``kind`` (``mnt``, ``net``...): pid 1's, or igrun's own when
-    pid 1's cannot be read; its inode (0 when neither can be read) and that pid."""
-    for pid in (1, os.getpid()):
-        inode = _ns_inode(pid, kind)
-        if inode:
-            return inode, pid
-    return 0, 0
-
-
-def cgroup2_root() -> Path | None:
-    """Where the cgroup v2 hierarchy is mounted (``/sys/fs/cgroup`` or its ``unified`` part)."""
-    try:
-        for line in Path("/proc/self/mounts").read_text().splitlines():
-            parts = line.split()
-            if len(parts) >= 3 and parts[2] == "cgroup2":
-                return Path(parts[1])
-    except OSError:
-        pass
-    return None
-
-
 def _cgroup(pid: int) -> tuple[str, int]:
     try:
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
@@ -164,7 +137,7 @@ def from_process(
     started = process_start_ns(pid)
     if start_ticks is not None and started != start_ticks * 1_000_000_000 // CLK_TCK:
         return None  # the init exited and its pid went to another process
-    mntns = _ns_inode(pid, "mnt")
+    mntns = ns_inode(pid, "mnt")
     if not started or not mntns:
         return None
     annotations = dict(annotations or {})
@@ -177,7 +150,7 @@ def from_process(
         runtime=runtime,
         pid=pid,
         mntns=mntns,
-        netns=_ns_inode(pid, "net"),
+        netns=ns_inode(pid, "net"),
         cgroup_path=cgroup_path,
         cgroup_id=cgroup_id,
         image_name=image_name,
@@ -192,7 +165,7 @@ def from_process(
 
 
 def host_mntns() -> int:
-    return _ns_inode(1, "mnt")
+    return ns_inode(1, "mnt")
 
 
 def boot_ns() -> int:
@@ -296,15 +269,15 @@ class Selector:
 def host_container() -> Container:
     """The host as a container, what ``--host`` attaches: pid 1's namespaces and cgroup, or
     igrun's own where pid 1's cannot be read (a VM's init may keep them from root)."""
-    pid = 1 if _ns_inode(1, "net") and _ns_inode(1, "mnt") else os.getpid()
+    pid = 1 if ns_inode(1, "net") and ns_inode(1, "mnt") else os.getpid()
     cgroup_path, cgroup_id = _cgroup(pid)
     return Container(
         id="host",
         name="host",
         runtime="host",
         pid=pid,
-        mntns=_ns_inode(pid, "mnt"),
-        netns=_ns_inode(pid, "net"),
+        mntns=ns_inode(pid, "mnt"),
+        netns=ns_inode(pid, "net"),
         cgroup_path=cgroup_path,
         cgroup_id=cgroup_id,
         started_ns=process_start_ns(pid),

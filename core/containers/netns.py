@@ -10,7 +10,6 @@ no thread of the caller ever leaves its own namespace.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import socket
 import threading
@@ -23,7 +22,9 @@ CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
 T = TypeVar("T")
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)
+"""The C library, through the interpreter's own symbols (no ``ctypes.util`` search, which
+imports ``subprocess`` and more: the head start makes its first socket here)."""
 
 
 def _setns(fd: int) -> None:
@@ -49,6 +50,12 @@ def run_in_netns(pid: int, netns: int, work: Callable[[], T]) -> T:
     (the ``tcp`` and ``udp`` iterators walk the namespace they are opened in). Raises
     :class:`NetnsGone` when the namespace cannot be entered.
     """
+    try:
+        here = os.stat("/proc/thread-self/ns/net").st_ino
+        if os.stat(f"/proc/{pid}/ns/net").st_ino == here and netns in (0, here):
+            return work()  # already there (the host's, for the host's processes)
+    except OSError:
+        pass  # said below, from the thread that tries to enter it
     done: list[T] = []
     failed: list[BaseException] = []
 

@@ -38,21 +38,26 @@ thread attached. Only tried when every flag leaves the object as compiled
 
 A gadget whose own flags set constants (``trace fsslower -f tmpfs --min 0``), or whose object
 needs a constant no compiled object can hold (``trace capabilities``: this boot's kernel
-addresses), names in :data:`HEAD_START_CONSTANTS` a module next to its own that gives them
+addresses), names in :data:`HEAD_START_MODULES` a module next to its own that gives them
 cheaply, or ``None`` (then no head start); it is read from its file, without importing the
-gadget's package.
+gadget's package. That module may also open what the gadget reads besides its object, at
+once (``audit seccomp``: the kernel's audit stream), for the gadget to take with the object
+(:attr:`HeadStart.opened`). Gadgets of other categories than ``trace`` whose ``init`` takes
+a head start are named in :data:`HEAD_START_OTHERS`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing's own, without importing typing on the way to the load
 if TYPE_CHECKING:
     import socket
+    from typing import Any
 
     from igrun.core.bpf.objects import BpfObject, Map, SocketAttachment
     from igrun.plugins.socket_enricher import SocketEnricher
@@ -79,6 +84,10 @@ SWITCH_INTERVAL_S = 0.0002
 """While the thread works, the interpreter's lock changes hands every 0.2 ms instead of 5:
 the thread needs it for a moment between its libbpf calls, and should not wait 5 ms each
 time while the main thread imports."""
+LOADING_WAIT_S = 0.2
+"""The longest the launcher waits, before its imports, for the thread to hand the object to
+the kernel (it waits the thread's Python work, a few ms: what follows runs in the kernel,
+without the interpreter's lock)."""
 OPT_OUT = "IGRUN_NO_HEAD_START"
 GUESSABLE = {
     "--host": 0,
@@ -112,14 +121,20 @@ object, and the head start is not tried. ``-m`` is
 own ``--min``: that one does not take the object either way."""
 
 
-HEAD_START_CONSTANTS = {
+HEAD_START_MODULES = {
     "trace_capabilities": "callers.py",
     "trace_fsslower": "constants.py",
+    "audit_seccomp": "stream.py",
 }
-"""Gadgets whose head start sets constants, and the module (a file in the gadget's folder)
-that gives them: ``HEAD_START_FLAGS`` (the gadget's flags it reads, each with a value: the
-param it sets) and ``head_start_constants(values) -> dict | None`` (by param name; ``None``:
-no head start)."""
+"""Gadgets whose head start does more than load the compiled object, and the module (a file
+in the gadget's folder, standard library only) that says what, with any of:
+``HEAD_START_FLAGS`` (the gadget's flags it reads, each with a value: the param it sets),
+``head_start_constants(values) -> dict | None`` (the constants to set, by param name;
+``None``: no head start) and ``head_start_open() -> object`` (what the gadget reads besides
+its object, opened at once: :attr:`HeadStart.opened`)."""
+HEAD_START_OTHERS = frozenset({"audit_seccomp"})
+"""Gadgets outside the ``trace`` category that take a head start (their ``init`` calls
+:func:`take_head_start`)."""
 
 
 def head_start_ring(default_bytes: int) -> int:
@@ -138,8 +153,12 @@ class HeadStart:
         path: str,
         constants: Mapping[str, int | bool | bytes] | None = None,
         containers: bool = False,
+        opened: object = None,
     ) -> None:
         self.gadget_id = gadget_id
+        self.opened = opened
+        """What the gadget's head-start module opened at once (``None``: nothing), the
+        gadget's to take and close; closed with a head start nobody takes."""
         self.path = path
         self.constants = dict(constants or {})
         self.containers = containers
@@ -160,6 +179,8 @@ class HeadStart:
         self.enricher_taken = False
         self.enricher_error: BaseException | None = None
         self._enricher_made = threading.Event()
+        self._loading = threading.Event()
+        """Set as the object goes to the kernel (or when the thread failed before)."""
         self._enriching: threading.Thread | None = None
         self.shared: dict[str, Map] = {}
         """The operators' maps the object uses instead of its own, by name."""
@@ -189,6 +210,7 @@ class HeadStart:
             if self.containers:
                 self._filter(obj)
             enriching = self._enriching = self._enrich(obj)
+            self._loading.set()
             obj.load()
             if enriching is not None:  # owners known from the first event: attached after it
                 enriching.join()
@@ -203,6 +225,7 @@ class HeadStart:
             if obj is not None:
                 obj.close()
         finally:
+            self._loading.set()
             self._filter_made.set()
             if self._enriching is None:  # else the enricher's thread says when it is done
                 self._enricher_made.set()
@@ -251,8 +274,8 @@ class HeadStart:
         if not has_owner_programs(obj):
             return
         self.owners_attached = attach_owners(obj)
-        from igrun.core.containers.collection import host_namespace
         from igrun.core.containers.netns import socket_in_netns
+        from igrun.core.containers.procfs import host_namespace
 
         if self.containers:
             targets = _other_namespaces("net", PACKET_NETNS_MAX)
@@ -319,6 +342,18 @@ class HeadStart:
         sys.setswitchinterval(self._switch)
         return self.obj
 
+    def take_opened(self) -> object:
+        """:attr:`opened`, the caller's from now on (``None`` when nothing was opened)."""
+        opened, self.opened = self.opened, None
+        return opened
+
+    def close_opened(self) -> None:
+        closing = self.take_opened()
+        close = getattr(closing, "close", None)
+        if close is not None:
+            with contextlib.suppress(OSError):
+                close()
+
     def discard(self) -> None:
         """Close the object: its programs are detached and its events dropped. In a thread
         of its own: detaching a tracepoint's program waits for the kernel (tens of ms
@@ -332,6 +367,7 @@ class HeadStart:
             self.enricher.close()
         self.enricher = None
         self._close_packet_sockets()
+        self.close_opened()
         if obj is not None:
             thread = threading.Thread(target=obj.close, name="igrun-head-start-close", daemon=True)
             thread.start()
@@ -347,7 +383,7 @@ def _close_socket(entry: PacketSocket) -> None:
 def _other_namespaces(kind: str, limit: int) -> dict[int, int]:
     """Every namespace of ``kind`` a process is in but the host's, at most ``limit``: by
     inode, a pid in it."""
-    from igrun.core.containers.collection import host_namespace
+    from igrun.core.containers.procfs import host_namespace
 
     host, _ = host_namespace(kind)
     found: dict[int, int] = {}
@@ -402,12 +438,12 @@ def _object_of(gadget_id: str) -> str | None:
     return os.path.join(folder, found[0]) if len(found) == 1 else None
 
 
-def _constants_module(gadget_id: str, folder: str) -> Any:
-    """The module :data:`HEAD_START_CONSTANTS` names for ``gadget_id``, read from its file
+def _head_start_module(gadget_id: str, folder: str) -> Any:
+    """The module :data:`HEAD_START_MODULES` names for ``gadget_id``, read from its file
     in ``folder`` (its package is not imported), or ``None``."""
     import importlib.util
 
-    module_file = HEAD_START_CONSTANTS.get(gadget_id)
+    module_file = HEAD_START_MODULES.get(gadget_id)
     if module_file is None:
         return None
     spec = importlib.util.spec_from_file_location(
@@ -448,30 +484,43 @@ def _gadget_values(flags: Sequence[str], own: Mapping[str, str]) -> dict[str, st
 
 
 def begin(argv: Sequence[str]) -> None:
-    """Start the head start for ``igrun [-v] trace NAME …`` (the launcher's arguments), when
-    root may load programs and nothing in the flags rules it out."""
+    """Start the head start for ``igrun [-v] trace NAME …`` (or a gadget of
+    :data:`HEAD_START_OTHERS`; the launcher's arguments), when root may load programs and
+    nothing in the flags rules it out."""
     global _pending
     args = list(argv)
     while args and args[0] in ("-v", "-vv", "-vvv", "--verbose"):
         args.pop(0)
     if _pending is not None or os.environ.get(OPT_OUT) == "1" or os.geteuid() != 0:
         return
-    if len(args) < 2 or args[0] != "trace":
+    if len(args) < 2:
+        return
+    gadget_id = f"{args[0]}_{args[1].replace('-', '_')}"
+    if args[0] != "trace" and gadget_id not in HEAD_START_OTHERS:
         return
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
         return
-    gadget_id = f"trace_{args[1].replace('-', '_')}"
     try:
         path = _object_of(gadget_id)
-        module = _constants_module(gadget_id, os.path.dirname(path)) if path else None
+        module = _head_start_module(gadget_id, os.path.dirname(path)) if path else None
         values = _gadget_values(args[2:], getattr(module, "HEAD_START_FLAGS", {}))
         if path is None or values is None:
             return
-        constants = module.head_start_constants(values) if module is not None else {}
+        give_constants = getattr(module, "head_start_constants", None)
+        constants = give_constants(values) if give_constants is not None else {}
     except (OSError, ImportError, ValueError):
         return
     if constants is not None:
-        _pending = HeadStart(gadget_id, path, constants, containers="--host" not in args)
+        opened = None
+        open_early = getattr(module, "head_start_open", None)
+        with contextlib.suppress(OSError):  # the gadget opens it itself, and says why not
+            opened = open_early() if open_early is not None else None
+        _pending = HeadStart(
+            gadget_id, path, constants, containers="--host" not in args, opened=opened
+        )
+        # The thread's few ms of Python before the load would take twice as long shared
+        # with the imports: the launcher goes on once the kernel has the object.
+        _pending._loading.wait(LOADING_WAIT_S)
 
 
 def take_socket_enricher() -> SocketEnricher | None:

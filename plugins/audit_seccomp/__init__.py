@@ -60,8 +60,16 @@ from igrun.core import (
 from igrun.core.bpf.objects import BpfObject, Reader
 from igrun.core.events.fields import per_distinct
 from igrun.core.events.syscalls import syscall_name
-from igrun.core.tracer import MntnsFilter, join_shared, open_object, pin_maps
-from igrun.plugins.audit_seccomp.auditlog import SeccompRecord, open_stream, read_records
+from igrun.core.run.headstart import take_head_start
+from igrun.core.tracer import (
+    MntnsFilter,
+    head_start_differs,
+    join_shared,
+    open_object,
+    pin_maps,
+)
+from igrun.plugins.audit_seccomp.auditlog import SeccompRecord, read_records
+from igrun.plugins.audit_seccomp.stream import open_stream
 
 ACTIONS_LOGGED = Path("/proc/sys/kernel/seccomp/actions_logged")
 WANTED_ACTIONS = ("kill_process", "kill_thread", "trap", "errno", "log")
@@ -192,29 +200,60 @@ class AuditSeccomp(Gadget):
         """SIGSYS events not yet matched with an audit record."""
 
     def init(self, ctx: GadgetContext) -> None:
+        # The launcher's head start, when it ran: the audit stream opened and the object
+        # attached while igrun was importing (records and SIGSYS events wait meanwhile).
+        head = take_head_start(self.id())
         try:
             self._log_actions(ctx)
-            try:
-                self.sock = open_stream()
-            except OSError as exc:
-                raise EnvironmentProblem(
-                    f"cannot read the kernel's audit stream (needs CAP_AUDIT_READ and a "
-                    f"kernel with CONFIG_AUDIT): {exc.strerror or exc}"
-                ) from None
-            obj = self.obj = open_object(importlib.resources.files(__name__) / self.bpf_object)
-            join_shared(ctx, obj)
-            obj.load()
+            opened = head.take_opened() if head is not None else None
+            self.sock = opened if isinstance(opened, socket.socket) else None
+            if self.sock is None:
+                self.sock = self._open_stream()
+            where = self._object_path()
+            why = head_start_differs(ctx, head, where) if head is not None else "none"
+            if head is not None and why is None:
+                obj = self.obj = head.obj
+            else:
+                if head is not None:
+                    head.discard()
+                obj = self.obj = open_object(where)
+                join_shared(ctx, obj)
+                obj.load()
+            if head is not None:
+                ctx.logger.debug("head_start", used=why is None, why=why or "")
+            assert obj is not None
             pin_maps(ctx, obj, self.id())
             self.reader = Reader.ring(
                 obj.map("events"), SIGSYS_DTYPE.itemsize, lost_map=obj.map("gadget_lost_events")
             )
-            obj.attach_all()
+            if why is not None:
+                obj.attach_all()
         except BaseException:
+            if head is not None and head.obj is not None and head.obj is not self.obj:
+                head.discard()  # not taken: its programs go now, not at the process's end
             self.close()
             raise
         shared = ctx.resources.get(MntnsFilter)
         self._filter = shared.map if shared is not None else None
         ctx.schema = self.schema.bind(EVENT_DTYPE)
+
+    @staticmethod
+    def _open_stream() -> socket.socket:
+        try:
+            return open_stream()
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"cannot read the kernel's audit stream (needs CAP_AUDIT_READ and a "
+                f"kernel with CONFIG_AUDIT): {exc.strerror or exc}"
+            ) from None
+
+    def _object_path(self) -> Any:
+        """The compiled object: its file when the package is on disk (what a head start
+        loaded is compared by file), else the package resource."""
+        path = os.path.join(os.path.dirname(__file__), self.bpf_object)
+        if os.path.isfile(path):
+            return path
+        return importlib.resources.files(__name__) / self.bpf_object
 
     def _log_actions(self, ctx: GadgetContext) -> None:
         """Make the kernel log every action worth reporting, remembering what it did before."""

@@ -1,8 +1,5 @@
-"""The kernel's audit stream, read from its netlink multicast group, and its seccomp records.
-
-Every audit record the kernel emits is also multicast on ``NETLINK_AUDIT`` to the group
-``AUDIT_NLGRP_READLOG`` (needs ``CAP_AUDIT_READ``), whether or not an audit daemon runs and
-without taking its place: reading it changes nothing for anyone else. A record is one
+"""The kernel's audit stream's seccomp records, read from the socket
+:func:`~igrun.plugins.audit_seccomp.stream.open_stream` opens. A record is one
 netlink message whose payload is text: ``audit(1796623649.270:1): ... pid=26156
 comm="sh" exe="/bin/busybox" sig=0 arch=c000003e syscall=110 compat=0 ip=0x462137
 code=0x7ffc0000``.
@@ -16,8 +13,6 @@ import socket
 import struct
 from dataclasses import dataclass
 
-NETLINK_AUDIT = 9
-AUDIT_NLGRP_READLOG = 1
 AUDIT_SECCOMP = 1326
 NLMSG_HDR = struct.Struct("=IHHII")
 RECV_BYTES = 1 << 16
@@ -83,18 +78,6 @@ def messages(data: bytes) -> list[tuple[int, bytes]]:
         out.append((kind, data[offset + NLMSG_HDR.size : offset + length].rstrip(b"\0")))
         offset += (length + 3) & ~3
     return out
-
-
-def open_stream() -> socket.socket:
-    """A socket on the audit multicast group, non-blocking."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_AUDIT)
-    try:
-        sock.bind((0, 1 << (AUDIT_NLGRP_READLOG - 1)))
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def read_records(sock: socket.socket) -> tuple[list[SeccompRecord], bool]:

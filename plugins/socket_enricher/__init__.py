@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from igrun.core.bpf.objects import BpfObject, Link, Map
-from igrun.core.containers.collection import cgroup2_root
+from igrun.core.containers.procfs import cgroup2_root
 from igrun.core.errors import EnvironmentProblem
 from igrun.core.run.headstart import SOCKETS_MAP as SOCKETS_MAP  # named where the head start is
 

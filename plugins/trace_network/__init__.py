@@ -193,7 +193,7 @@ class TraceNetwork(BpfTracer):
         self.peers: ContainerAddresses | None = None
 
     def init(self, ctx: GadgetContext) -> None:
-        from igrun.core.containers.collection import cgroup2_root
+        from igrun.core.containers.procfs import cgroup2_root
         from igrun.core.errors import EnvironmentProblem
 
         root = cgroup2_root()
