@@ -185,6 +185,83 @@ def test_bare_crun_runs_are_held_at_their_inits_first_open_in_their_root(
     assert all(e["args"] == ["/bin/sleep", "0.5"] for e in events[5:])
 
 
+def test_a_crun_run_is_held_whichever_way_it_names_its_bundle_and_config(
+    igrun_cli: IgrunCli,
+    rootfs: Path,
+    tmp_path: Path,
+    crun: None,  # noqa: F811
+) -> None:
+    """crun resolves a relative ``--bundle`` and ``--config`` from where it was started, and
+    changes into the bundle before it makes its state: the hold finds the container's root
+    all the same. A relative bundle, a config outside the bundle named by its absolute path,
+    and one named relatively by crun started from a shell in its folder: each container's
+    first exec is traced and named (a root not found would leave the exec untraced, with a
+    ``container_start_not_held`` warning)."""
+    oci_bundle("crun", tmp_path / "b", rootfs, ARGS)
+    bare = oci_bundle("crun", tmp_path / "bare", rootfs, ARGS)
+    (bare / "config.json").rename(tmp_path / "elsewhere.json")
+    ids = [f"igrun-crun-cfg-{uuid.uuid4().hex[:6]}" for _ in range(3)]
+    ways = [
+        f"crun run --bundle b {ids[0]}",
+        f"crun run -bbare --config={tmp_path / 'elsewhere.json'} {ids[1]}",
+        f"crun run --bundle={bare} -f elsewhere.json {ids[2]}",
+    ]
+    traced = Traced(igrun_cli, "trace", "exec", "-o", "json", "-c", ",".join(ids))
+    try:
+        for way in ways:  # crun a child of the shell (not exec'd by it): "; exit"
+            subprocess.run(
+                ["sh", "-c", f"cd {tmp_path} && {way}; exit $?"],
+                check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+            )  # fmt: skip
+            time.sleep(0.02)  # a clock tick apart (see above)
+    finally:
+        for id in ids:
+            subprocess.run(["crun", "delete", "-f", id], capture_output=True)
+        traced.end()
+    events = traced.events()  # ended well, and no start went unheld
+    assert [(e["runtime"]["containerName"], e["args"]) for e in events] == [
+        (id, ARGS) for id in ids
+    ]
+
+
+def test_a_crun_run_whose_root_cannot_be_found_in_time_is_said_and_learned_late(
+    igrun_cli: IgrunCli,
+    rootfs: Path,
+    tmp_path: Path,
+    crun: None,  # noqa: F811
+) -> None:
+    """A relative ``--config`` of a crun started in another folder than its parent's (as a
+    program's child started with its own working folder): where crun found it cannot be
+    known once crun is in its bundle, so the container is learned at its state write. When
+    its init ran its program (sh) before that, as it mostly does, or may be starting it,
+    the miss is said: one ``container_start_not_held`` warning naming it; never missed
+    silently (on a busy host the state write can come first: then sh is traced). What it
+    runs later (cat, 0.3 s after) is traced and named either way."""
+    bare = oci_bundle(
+        "crun", tmp_path / "bare", rootfs, ["/bin/sh", "-c", "sleep 0.3; exec /bin/cat /etc/passwd"]
+    )
+    (bare / "config.json").rename(tmp_path / "elsewhere.json")
+    id = f"igrun-crun-late-{uuid.uuid4().hex[:6]}"
+    traced = Traced(igrun_cli, "trace", "exec", "-o", "json", "-c", id)
+    try:
+        subprocess.run(
+            ["crun", "run", f"--bundle={bare}", "-f", "elsewhere.json", id],
+            check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+            cwd=tmp_path,
+        )  # fmt: skip
+    finally:
+        subprocess.run(["crun", "delete", "-f", id], capture_output=True)
+        traced.end()
+    assert traced.proc.returncode == 0, traced.err
+    warnings = [ln for ln in traced.err.splitlines() if "container_start_not_held" in ln]
+    events = [(e["runtime"]["containerName"], e["args"]) for e in igrun_cli.events(traced.out)]
+    assert events[-1] == (id, ["/bin/cat", "/etc/passwd"]), events
+    assert {name for name, _ in events} == {id}, events
+    assert len(warnings) <= 1, traced.err
+    if events[0][1][0] != "/bin/sh":  # missed, and said
+        assert len(warnings) == 1 and f"container={id[:12]}" in warnings[0], (events, traced.err)
+
+
 def test_with_host_every_podman_container_is_named_never_by_its_id(
     igrun_cli: IgrunCli,
     podman_env: dict[str, str],  # noqa: F811

@@ -35,8 +35,8 @@ and that folder is marked ``FAN_OPEN_PERM | FAN_EVENT_ON_CHILD | FAN_ONDIR``. Th
 first open there (its ``proc`` folder, to mount it: it has joined its cgroups and is in its
 final mount namespace, and runs nothing of the container's yet) is held like the state's,
 whichever comes first, and both marks go. When the root cannot be known in time the
-container is learned at the status write, its first instructions already run, and a
-``container_start_not_held`` warning says so.
+container is learned at the status write, its first instructions already run (or maybe
+running), and a ``container_start_not_held`` warning says so.
 
 The hold is bounded (:data:`HOLD_SECONDS`): past it the open is allowed and a warning logged,
 so a slow igrun delays a runtime by at most that much. If igrun dies its fanotify group is
@@ -182,7 +182,7 @@ def _crun_root_folder(state: Path, crun: int) -> Path | None:
     if not bundle:
         return None
     try:
-        with open(Path(bundle) / CRUN_CONFIG, "rb") as f:
+        with open(_crun_config(crun, bundle), "rb") as f:
             config = json.loads(f.read(CONFIG_MAX_BYTES))
         root = config["root"]["path"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -203,22 +203,73 @@ def _program_started(init: int, runtime: int) -> bool:
     return (mine.st_dev, mine.st_ino) != (crun.st_dev, crun.st_ino)
 
 
+def _flag(args: list[bytes], short: str, long: str) -> str | None:
+    """The value of a runtime's flag (``-b DIR``, ``-bDIR``, ``--bundle DIR``,
+    ``--bundle=DIR``) in its command line ``args``, or None."""
+    for i, arg in enumerate(args[1:], 1):
+        text = os.fsdecode(arg)
+        if text in (short, long):
+            return os.fsdecode(args[i + 1]) if i + 1 < len(args) else None
+        if text.startswith(f"{long}="):
+            return text.removeprefix(f"{long}=")
+        if text.startswith(short) and not text.startswith("--") and len(text) > len(short):
+            return text.removeprefix(short)
+    return None
+
+
+EXEC_SYSCALLS = {"x86_64": {"59", "322"}, "aarch64": {"221", "281"}}
+"""``execve`` and ``execveat`` by machine, as ``/proc/<pid>/syscall`` numbers them."""
+
+
+def _may_be_execing(pid: int) -> bool:
+    """Whether ``pid`` may be inside ``execve`` now: running (what it does is not known) or
+    in ``execve``/``execveat``. An exec that has begun before the container was learned may
+    be missed: its start was not held."""
+    try:
+        state = Path(f"/proc/{pid}/syscall").read_text().split(maxsplit=1)
+    except OSError:
+        return False  # gone: nothing more of it to miss
+    if not state or state[0] == "running":
+        return True
+    return state[0] in EXEC_SYSCALLS.get(os.uname().machine, {state[0]})
+
+
 def _bundle(pid: int) -> str:
-    """runc's ``--bundle``, else its working folder (runc's default bundle)."""
+    """runc's or crun's bundle folder: ``--bundle`` when absolute, else its working folder.
+    Both change into their bundle first thing (before they make their state), so a relative
+    ``--bundle``, which names it from where the runtime was started, is its working folder
+    by then; read earlier, it is the working folder joined with it."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return ""
+    given = _flag(args, "-b", "--bundle")
+    if given is None or os.path.isabs(given):
+        return given or cwd
+    joined = os.path.join(cwd, given)
+    return joined if os.path.isfile(os.path.join(joined, CRUN_CONFIG)) else cwd
+
+
+def _crun_config(pid: int, bundle: str) -> str:
+    """The config crun ``pid`` runs: its ``--config`` (``-f``), else ``config.json`` in
+    ``bundle``. crun resolves a relative ``--config`` from where it was started, before it
+    changes into the bundle: that folder is its parent's working folder, as it was when it
+    started crun (one that moved since names no config: the container is then learned at its
+    state write, with a warning)."""
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return ""
-    for i, arg in enumerate(args):
-        text = os.fsdecode(arg)
-        if text in ("--bundle", "-b") and i + 1 < len(args):
-            return os.fsdecode(args[i + 1])
-        if text.startswith("--bundle="):
-            return text.removeprefix("--bundle=")
+        args = []
+    given = _flag(args, "-f", "--config")
+    if not given:
+        return os.path.join(bundle, CRUN_CONFIG)
+    if os.path.isabs(given):
+        return given
     try:
-        return os.readlink(f"/proc/{pid}/cwd")
+        return os.path.join(os.readlink(f"/proc/{_parent(pid)}/cwd"), given)
     except OSError:
-        return ""
+        return given
 
 
 def init_of(runtime_pid: int, comm: str | None = INIT_COMM) -> int:
@@ -526,8 +577,9 @@ class StartHold:
         if not pid:
             return False
         self._unmark(folder)
-        if crun and _program_started(pid, event.pid):
-            # `crun run`: the init ran its program before crun wrote this state.
+        if crun and (_program_started(pid, event.pid) or _may_be_execing(pid)):
+            # `crun run`: the init ran its program (or is starting it) before crun wrote
+            # this state.
             note = "crun run started it before writing its state: its first events are missed"
             self._reports.put(
                 ("container_start_not_held", {"container": folder.name[:12], "note": note})
