@@ -333,7 +333,11 @@ def start_trigger(
         command = ["podman", "run", "--rm", "--pull=never", "--network", "none", "--name", tag,
                    "--cap-add", "NET_ADMIN", *(limit if oom is not None else []),
                    *host_mounts(Path(folder)), IMAGE, *command]  # fmt: skip
-    trig = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=PODMAN or None)
+    # In the run's folder: podman's conmon leaves a file named "oom" in its working folder
+    # when the container has an OOM kill.
+    trig = subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, env=PODMAN or None, cwd=folder
+    )
     assert trig.stdout is not None
     closed_port = int(trig.stdout.readline().split()[1])  # the trigger is going
     if not PODMAN:
