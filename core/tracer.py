@@ -108,6 +108,20 @@ def head_start_differs(
     return None
 
 
+def package_object(module_name: str, name: str) -> Any:
+    """Where file ``name`` of package ``module_name`` is: its path when the package is on
+    disk (what a head start loaded is compared by file, and ``importlib.resources`` is not
+    needed), else the package's resource."""
+    module = sys.modules.get(module_name)
+    folder = os.path.dirname(getattr(module, "__file__", None) or "")
+    path = os.path.join(folder, name)
+    if folder and os.path.isfile(path):
+        return path
+    import importlib.resources
+
+    return importlib.resources.files(module_name) / name
+
+
 def open_object(where: Any) -> BpfObject:
     """Open a gadget's compiled object: a path, or a resource of a package that is not on
     disk."""
@@ -252,14 +266,7 @@ class BpfTracer(Gadget):
     def object_path(self) -> Any:
         """Where the compiled object is: by default :attr:`bpf_object` in the gadget's
         package. Override it to return a ``str`` or :class:`~pathlib.Path` of a file."""
-        module = sys.modules.get(type(self).__module__)
-        folder = os.path.dirname(getattr(module, "__file__", None) or "")
-        path = os.path.join(folder, self.bpf_object)
-        if folder and os.path.isfile(path):  # a package on disk: importlib.resources not needed
-            return path
-        import importlib.resources
-
-        return importlib.resources.files(type(self).__module__) / self.bpf_object
+        return package_object(type(self).__module__, self.bpf_object)
 
     def init(self, ctx: GadgetContext) -> None:
         wanted = ctx.runtime_params.get("buffer-size") if "buffer-size" in ctx.runtime_params else 0

@@ -43,7 +43,8 @@ class NetnsGone(IgrunError):
 
 def run_in_netns(pid: int, netns: int, work: Callable[[], T]) -> T:
     """``work()``, called in a short-lived thread inside the network namespace of process
-    ``pid``, and what it returned (or raised). ``netns`` (its id, the inode number) guards
+    ``pid`` (in the caller's thread when that is already in it), and what it returned (or
+    raised). ``netns`` (its id, the inode number) guards
     against a pid reused by a process in another namespace; 0 takes whatever ``pid`` is in.
 
     What ``work`` makes there stays in that namespace: a socket, or a BPF iterator's seq file

@@ -33,7 +33,6 @@ container filter it is dropped (``-v`` logs a count). ``tid`` is known only with
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import os
 import select
 import socket
@@ -66,6 +65,7 @@ from igrun.core.tracer import (
     head_start_differs,
     join_shared,
     open_object,
+    package_object,
     pin_maps,
 )
 from igrun.plugins.audit_seccomp.auditlog import SeccompRecord, read_records
@@ -209,7 +209,7 @@ class AuditSeccomp(Gadget):
             self.sock = opened if isinstance(opened, socket.socket) else None
             if self.sock is None:
                 self.sock = self._open_stream()
-            where = self._object_path()
+            where = package_object(__name__, self.bpf_object)
             why = head_start_differs(ctx, head, where) if head is not None else "none"
             if head is not None and why is None:
                 obj = self.obj = head.obj
@@ -246,14 +246,6 @@ class AuditSeccomp(Gadget):
                 f"cannot read the kernel's audit stream (needs CAP_AUDIT_READ and a "
                 f"kernel with CONFIG_AUDIT): {exc.strerror or exc}"
             ) from None
-
-    def _object_path(self) -> Any:
-        """The compiled object: its file when the package is on disk (what a head start
-        loaded is compared by file), else the package resource."""
-        path = os.path.join(os.path.dirname(__file__), self.bpf_object)
-        if os.path.isfile(path):
-            return path
-        return importlib.resources.files(__name__) / self.bpf_object
 
     def _log_actions(self, ctx: GadgetContext) -> None:
         """Make the kernel log every action worth reporting, remembering what it did before."""
