@@ -5,7 +5,9 @@ numbered events, and one consumer at a time (pinned to another CPU) drains them:
 reference over plain libbpf, and igrun through its launcher into a null sink, JSON to a file,
 columns to a file, and a chain with a filter. Each cell counts lost events exactly (sequence
 gaps; the BPF side's drop counter; perf's lost records) and the consumer's CPU time, so
-consumers compare as events per CPU-second at the same offered rate, in the same run.
+consumers compare as events per CPU-second at the same offered rate, in the same run. With
+``--busy``, a busy loop runs on every CPU meanwhile, so the generator and each consumer compete
+for their CPU as on a loaded host.
 Startup, memory and an exec storm against libbpf-tools' execsnoop come from ``execbench.py``;
 with ``--contention ROUNDS``, instead of all that, igrun against opensnoop/execsnoop with every
 CPU busy (``contention.py``).
@@ -16,6 +18,7 @@ Results: ``bench/results/<time>.json`` and ``.md`` (the table the README quotes)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -34,7 +37,7 @@ from typing import IO, Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from contention import contention  # noqa: E402
+from contention import contention, cpu_hogs  # noqa: E402
 from contention import markdown as contention_markdown  # noqa: E402
 from execbench import exec_storm, startup  # noqa: E402
 
@@ -266,7 +269,8 @@ def markdown(report: dict[str, object]) -> str:
     lines = [
         f"Machine: {m['cpu']}, {m['cpus']} CPUs, Linux {m['kernel']}, Python {m['python']}; "  # type: ignore[index]
         f"{report['duration']} s per cell (at least {MIN_EVENTS:,} events), "
-        f"{PER_TRIGGER} events per trigger, 56-byte events.",
+        f"{PER_TRIGGER} events per trigger, 56-byte events"
+        + ("; a busy loop on every CPU." if report.get("busy") else "."),
         "",
     ]
     if report["cells"]:
@@ -327,6 +331,12 @@ def main() -> int:
         "--repeat", type=int, default=1, help="run the matrix this many times, one after another"
     )
     parser.add_argument("--no-exec", action="store_true", help="skip startup and exec storm")
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help="a busy loop on every CPU at normal priority during the cells: the generator and "
+        "the consumers compete with them for their CPUs",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument(
         "--contention",
@@ -343,21 +353,23 @@ def main() -> int:
     cells = []
     rates = [] if args.contention else [int(r) for r in args.rates.split(",")]
     wanted = [w for w in args.only.split("|") if w]
-    for repeat in range(args.repeat):
-        for rate in rates:
-            for consumer in CONSUMERS:
-                if wanted and not any(w in consumer.name for w in wanted):
-                    continue
-                # Long enough for 100k events: CPU time is counted in ticks, and a low rate's
-                # few milliseconds need many of them to be measured well.
-                duration = max(args.duration, MIN_EVENTS / rate)
-                cell = run_cell(consumer, paths[consumer.variant], rate, duration)
-                cell["repeat"] = repeat
-                print(json.dumps(cell), flush=True)
-                cells.append(cell)
+    with cpu_hogs() if args.busy and rates else contextlib.nullcontext():
+        for repeat in range(args.repeat):
+            for rate in rates:
+                for consumer in CONSUMERS:
+                    if wanted and not any(w in consumer.name for w in wanted):
+                        continue
+                    # Long enough for 100k events: CPU time is counted in ticks, and a low
+                    # rate's few milliseconds need many of them to be measured well.
+                    duration = max(args.duration, MIN_EVENTS / rate)
+                    cell = run_cell(consumer, paths[consumer.variant], rate, duration)
+                    cell["repeat"] = repeat
+                    print(json.dumps(cell), flush=True)
+                    cells.append(cell)
     ratios(cells)
     report: dict[str, object] = {
         "machine": machine(),
+        "busy": args.busy,
         "duration": args.duration,
         "per_trigger": PER_TRIGGER,
         "cells": cells,

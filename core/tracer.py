@@ -161,6 +161,9 @@ BATCH_BYTES = 8 * 1024 * 1024
 """A ring-buffer batch ends at this much record memory (at least 512 records): a gadget
 whose struct has room for long strings has 8 KiB slots. The rest stays in the buffer for
 the next poll, which follows at once."""
+RING_SEEN = "gadget_ring_seen"
+"""The global of ``igrun/buffer.h`` through which a lending reader tells the BPF side how far
+it has looked, for its wakeup watermark."""
 LOST_CHECK_S = 0.25
 """How often the drop counter is read while running (and always at the final drain)."""
 
@@ -242,6 +245,9 @@ class BpfTracer(Gadget):
         """Whether the reader can count what the kernel drops: a perf event array always
         can, a ring buffer only with igrun's ``gadget_lost_events`` counter (igrun/buffer.h)."""
         self.buffer_use: BufferUse | None = None
+        self._lending = False
+        """Whether batches are read in place in the ring buffer (:meth:`Reader.lend`): until
+        one is kept past the operators, then they are copied."""
         """How full the ring buffer has been (none for a perf buffer)."""
         self.buffer_size = self.ring_buffer_size
         self.perf_pages = self.perf_buffer_pages
@@ -424,7 +430,16 @@ class BpfTracer(Gadget):
             record_bytes=size,
             batch_records=batch,
         )
-        return Reader.ring(events, size, max_records=batch, lost_map=lost_map)
+        reader = Reader.ring(events, size, max_records=batch, lost_map=lost_map)
+        try:
+            seen = obj.global_location(RING_SEEN, 8)
+            if seen is not None:
+                reader.watch_seen(*seen)
+        except BaseException:
+            reader.close()
+            raise
+        self._lending = True
+        return reader
 
     def run(self, ctx: GadgetContext) -> None:
         assert self.obj is not None and self.reader is not None
@@ -447,7 +462,20 @@ class BpfTracer(Gadget):
         assert self.reader is not None and ctx.schema is not None
         assert ctx.schema.dtype is not None  # bound to the event struct in init
         timeout = int(ctx.remaining(timeout_ms / 1000) * 1000) if timeout_ms else 0
-        raw = self.reader.records(timeout, ctx.schema.dtype)
+        if self._lending:
+            try:
+                return self._take(ctx, self.reader.lend(timeout, ctx.schema.dtype), timeout_ms)
+            finally:
+                if self.reader.give_back():
+                    # An operator keeps batches: they are its to keep, so copies from now on.
+                    self._lending = False
+                    ctx.logger.debug("lent_batch_kept")
+        return self._take(ctx, self.reader.records(timeout, ctx.schema.dtype), timeout_ms)
+
+    def _take(self, ctx: GadgetContext, raw: Any, timeout_ms: int) -> bool:
+        """A batch read from the buffer (an array, or None), to the chain, with the losses
+        counted meanwhile; whether it held any event."""
+        assert self.reader is not None and ctx.schema is not None
         now = time.monotonic()
         if not timeout_ms or now >= self._lost_due:  # a syscall: not for every small batch
             self._lost_due = now + LOST_CHECK_S
@@ -466,6 +494,7 @@ class BpfTracer(Gadget):
             ctx.heartbeat()
             return False
         ctx.emit(self.transform(Batch(ctx.schema, raw)))  # the heartbeat comes with it
+        del raw  # a lent batch is free again once the chain holds no reference to it
         return True
 
     def close(self) -> None:

@@ -3,10 +3,12 @@
  *
  * - libbpf logs through a printf-style callback with a va_list, which cannot cross cffi: a
  *   trampoline formats the message and hands one finished line to Python.
- * - Readers drain perf buffers (libbpf's callbacks) and ring buffers (their own consumer) by
- *   copying each record into one batch buffer; Python is called once per batch, never once
- *   per event.
+ * - Readers drain perf buffers (libbpf's callbacks) by copying each record into one batch
+ *   buffer, and ring buffers (their own consumer) by lending Python the batch where it lies
+ *   in the ring (or copying it, for records of several lengths); Python is called once per
+ *   batch, never once per event.
  */
+#define _GNU_SOURCE /* mremap */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -605,6 +607,44 @@ int igr_global_value(struct bpf_object *obj, const char *name, void *out, size_t
     if (ret == 0)
         return -ENOENT;
     return ret == 1 ? 0 : ret;
+}
+
+struct igr_where_ctx {
+    const char *name;
+    size_t size;
+    int map_fd;
+    size_t offset;
+};
+
+static int igr_where_one(struct bpf_map *map, const struct btf_var_secinfo *vsi,
+                         const char *var_name, void *ctx)
+{
+    struct igr_where_ctx *c = ctx;
+
+    if (strcmp(var_name, c->name) != 0)
+        return 0;
+    if (vsi->size != c->size)
+        return -E2BIG;
+    c->map_fd = bpf_map__fd(map);
+    c->offset = vsi->offset;
+    return c->map_fd < 0 ? -EBADF : 1;
+}
+
+/* Where a loaded object's global variable `name` (exactly `size` bytes) lives: its
+ * section's map and its offset in the map's one value. -ENOENT: no such variable. */
+int igr_global_location(struct bpf_object *obj, const char *name, size_t size, int *map_fd,
+                        size_t *offset)
+{
+    struct igr_where_ctx c = { .name = name, .size = size };
+    int ret = igr_for_each_global(obj, igr_where_one, &c);
+
+    if (ret == 0)
+        return -ENOENT;
+    if (ret < 0)
+        return ret;
+    *map_fd = c.map_fd;
+    *offset = c.offset;
+    return 0;
 }
 
 unsigned int igr_map_type(const struct bpf_map *map) { return (unsigned int)bpf_map__type(map); }
@@ -1258,7 +1298,7 @@ int igr_prog_test_run(int fd, const void *data, size_t size, unsigned int repeat
 /* ---- batch readers ---------------------------------------------------------------------- */
 
 /* Stops a ring-buffer drain once the batch is full; the next record stays in the ring. */
-#define IGR_BATCH_FULL 0x1000
+#define IGR_BATCH_FULL 0x1000 /* internal: a copied batch is full */
 
 /* A ring buffer as the kernel maps it: the consumer position (ours to write), then the
  * producer position and the data, mapped twice in a row so that no record wraps. */
@@ -1268,7 +1308,11 @@ struct igr_ring {
     const char *data;
     size_t mask;
     size_t page_size, data_map_size;
+    int map_fd;             /* the map's, not owned: the map outlives the reader */
 };
+
+/* Mappings left where a kept lent batch was (igr_reader_keep_lent): at most this many. */
+#define IGR_MAX_KEPT 8
 
 struct igr_reader {
     struct igr_ring *ring;
@@ -1293,6 +1337,16 @@ struct igr_reader {
     int lost_fd;            /* the BPF side's per-CPU drop counter, or -1: perf's lost records */
     __u64 *lost_values;     /* one 8-byte slot per possible CPU */
     int ncpus;
+    /* Lending (igr_reader_lend): a batch left in the ring buffer, read there by the caller. */
+    unsigned long lend_start; /* ring position of the batch's first record */
+    unsigned long lend_end;   /* the position after the last record walked into the batch */
+    bool lending;             /* a batch is out: its space is given back by give_back */
+    bool uneven;              /* the walk stopped at a record that is not one full slot */
+    volatile __u64 *seen;     /* the object's gadget_ring_seen (igrun/buffer.h), or NULL */
+    void *seen_map;           /* its section, mapped (igr_reader_watch_seen) */
+    size_t seen_map_size;
+    void *kept[IGR_MAX_KEPT]; /* private copies left where kept batches were lent */
+    size_t nkept;
 };
 
 static int igr_sizes_room(struct igr_reader *r, size_t n)
@@ -1438,6 +1492,7 @@ static struct igr_ring *igr_ring_map(int map_fd, int *err)
     }
     ring->page_size = (size_t)sysconf(_SC_PAGESIZE);
     ring->mask = info.max_entries - 1;
+    ring->map_fd = map_fd;
     ring->data_map_size = ring->page_size + 2 * (size_t)info.max_entries;
     mem = mmap(NULL, ring->page_size, PROT_READ | PROT_WRITE, MAP_SHARED, map_fd, 0);
     ring->consumer_pos = mem;
@@ -1698,6 +1753,243 @@ int igr_reader_poll_into(struct igr_reader *r, int timeout_ms, void *dest, size_
     return n;
 }
 
+/* ---- lending: batches read in place ------------------------------------------------------ */
+
+/* A lent batch is handed to the caller once it holds this share of the ring (1/N), unless it
+ * is full or the timeout is over first. It may be larger than a copied one (igr_reader_poll's
+ * quarter): its records are never copied, and the BPF side's watermark counts only what came
+ * after the batch (gadget_ring_seen). Without that variable the watermark counts the batch too,
+ * and every record past an eighth would wake the reader: such a batch goes at the first wakeup. */
+#define IGR_LEND_SHARE 2
+
+/* Walk the records that follow the batch: each one committed and exactly one slot long joins
+ * it. Discarded records before the batch's first one are given back at once; the walk stops
+ * at a busy record, the end of the data, a full batch, or a record of another length
+ * (`uneven` when that is the first: the caller copies it out with igr_reader_poll). */
+static void igr_ring_lend_walk(struct igr_reader *r)
+{
+    struct igr_ring *ring = r->ring;
+    size_t step = (r->slot_size + BPF_RINGBUF_HDR_SZ + 7) & ~(size_t)7;
+    unsigned long pos = r->lend_end, prod;
+    bool more;
+
+    do {
+        more = false;
+        prod = __atomic_load_n(ring->producer_pos, __ATOMIC_ACQUIRE);
+        if (prod > r->lend_start && prod - r->lend_start > r->fill_peak)
+            r->fill_peak = prod - r->lend_start;
+        while (pos < prod && r->count < r->max_records) {
+            const __u32 *hdr = (const __u32 *)(ring->data + (pos & ring->mask));
+            __u32 len = __atomic_load_n(hdr, __ATOMIC_ACQUIRE);
+            __u32 size = len & ~(__u32)(BPF_RINGBUF_BUSY_BIT | BPF_RINGBUF_DISCARD_BIT);
+
+            if (len & BPF_RINGBUF_BUSY_BIT)
+                goto out;
+            if ((len & BPF_RINGBUF_DISCARD_BIT) || size != r->slot_size) {
+                if (r->count)
+                    goto out; /* the batch ends before it */
+                if (!(len & BPF_RINGBUF_DISCARD_BIT)) {
+                    r->uneven = true;
+                    goto out;
+                }
+                pos += ((size_t)size + BPF_RINGBUF_HDR_SZ + 7) & ~(size_t)7;
+                r->lend_start = pos;
+                __atomic_store_n(ring->consumer_pos, pos, __ATOMIC_RELEASE);
+                more = true;
+                continue;
+            }
+            pos += step;
+            r->count++;
+            more = true;
+        }
+    } while (more && r->count < r->max_records);
+out:
+    r->lend_end = pos;
+    r->taken = pos - r->lend_start;
+    if (r->seen)
+        *r->seen = pos;
+}
+
+/* Whether a lend goes on sleeping after a wakeup (see IGR_LEND_SHARE). */
+static bool igr_lend_wants_more(const struct igr_reader *r)
+{
+    return r->seen && !r->uneven && r->count < r->max_records &&
+           r->taken < (r->ring->mask + 1) / IGR_LEND_SHARE;
+}
+
+/*
+ * igr_reader_poll without the copy: the batch stays in the ring buffer, whose data area is
+ * mapped twice in a row, so that its records lie one after the other in memory however the
+ * ring wraps. Returns the number of records (each exactly slot_size bytes, `*stride` bytes
+ * apart, the first at `*offset` bytes into igr_reader_ring_memory), 0 when none came within
+ * timeout_ms, -IGR_UNEVEN when the first waiting record is not one full slot (read it with
+ * igr_reader_poll), or a negative errno. The records are the caller's to read until
+ * igr_reader_give_back, which returns their space to the ring; their memory is read-only.
+ */
+int igr_reader_lend(struct igr_reader *r, int timeout_ms, size_t *offset, size_t *stride)
+{
+    struct epoll_event ev;
+    long long deadline = 0;
+    size_t max_records = r->max_records, fit;
+    int err = 0;
+
+    if (!r->ring || !offset || !stride)
+        return -EINVAL;
+    if (r->lending)
+        return -EBUSY;
+    *stride = (r->slot_size + BPF_RINGBUF_HDR_SZ + 7) & ~(size_t)7;
+    /* A batch is bounded by the ring alone (IGR_LEND_SHARE, and one copy of the data area,
+     * so that the second one always holds its end), not by max_records: it takes no memory. */
+    fit = (r->ring->mask + 1) / *stride;
+    if (!fit)
+        return -IGR_UNEVEN; /* no whole record fits the ring: every one is shorter */
+    r->max_records = fit;
+    r->count = 0;
+    r->uneven = false;
+    r->lend_start = r->lend_end = __atomic_load_n(r->ring->consumer_pos, __ATOMIC_ACQUIRE);
+    if (timeout_ms > 0)
+        epoll_wait(r->epoll_fd, &ev, 1, 0);
+    igr_ring_lend_walk(r);
+    if (timeout_ms > 0)
+        deadline = igr_now_ms() + timeout_ms;
+    while (!r->uneven && timeout_ms > 0 && r->count < r->max_records) {
+        err = igr_wait(r, timeout_ms);
+        if (err < 0)
+            break;
+        igr_ring_lend_walk(r);
+        if (!igr_lend_wants_more(r))
+            break;
+        timeout_ms = (int)(deadline - igr_now_ms());
+    }
+    r->max_records = max_records;
+    if (err < 0 && err != -EINTR)
+        return err;
+    if (!r->count)
+        return r->uneven ? -IGR_UNEVEN : 0;
+    r->lending = true;
+    *offset = (r->lend_start & r->ring->mask) + BPF_RINGBUF_HDR_SZ;
+    return (int)r->count;
+}
+
+/* Give the lent batch's space back to the ring (nothing when none is out). */
+void igr_reader_give_back(struct igr_reader *r)
+{
+    if (!r->ring || !r->lending)
+        return;
+    __atomic_store_n(r->ring->consumer_pos, r->lend_end, __ATOMIC_RELEASE);
+    r->lending = false;
+}
+
+/* The ring's data area, mapped twice in a row (2 × its size): what lent batches point into.
+ * It moves when a lent batch is kept. */
+const void *igr_reader_ring_memory(struct igr_reader *r, size_t *size)
+{
+    if (!r->ring)
+        return NULL;
+    *size = 2 * (r->ring->mask + 1);
+    return r->ring->data;
+}
+
+/*
+ * The lent batch is still referenced by its reader when it should be given back: leave a
+ * private copy of it where it is, map the ring anew elsewhere, then give the batch back. The
+ * copy is made in memory of its own first and then moved over the old mapping in one step
+ * (mremap), so that a thread reading the batch meanwhile sees its records throughout. Returns
+ * the address of the copy's mapping (for igr_reader_drop_kept once nothing references it), or
+ * NULL with errno set; the batch is then still out.
+ */
+void *igr_reader_keep_lent(struct igr_reader *r)
+{
+    struct igr_ring *ring = r->ring;
+    size_t size, first, len;
+    void *old, *fresh, *copy;
+
+    if (!ring || !r->lending) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (r->nkept == IGR_MAX_KEPT) {
+        errno = ENOSPC;
+        return NULL;
+    }
+    size = ring->data_map_size;
+    old = (void *)ring->producer_pos;
+    first = ring->page_size + (r->lend_start & ring->mask);
+    len = r->lend_end - r->lend_start;
+    fresh = mmap(NULL, size, PROT_READ, MAP_SHARED, ring->map_fd, (off_t)ring->page_size);
+    if (fresh == MAP_FAILED)
+        return NULL;
+    copy = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (copy == MAP_FAILED) {
+        int e = errno;
+
+        munmap(fresh, size);
+        errno = e;
+        return NULL;
+    }
+    memcpy((char *)copy + first, (const char *)old + first, len);
+    if (mprotect(copy, size, PROT_READ) ||
+        mremap(copy, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, old) == MAP_FAILED) {
+        int e = errno;
+
+        munmap(copy, size);
+        munmap(fresh, size);
+        errno = e;
+        return NULL;
+    }
+    ring->producer_pos = fresh;
+    ring->data = (const char *)fresh + ring->page_size;
+    r->kept[r->nkept++] = old;
+    igr_reader_give_back(r);
+    return old;
+}
+
+/* Unmap the copy left by igr_reader_keep_lent at `addr` (-ENOENT: none is there). */
+int igr_reader_drop_kept(struct igr_reader *r, const void *addr)
+{
+    size_t i;
+
+    for (i = 0; i < r->nkept; i++) {
+        if (r->kept[i] == addr) {
+            munmap(r->kept[i], r->ring->data_map_size);
+            r->kept[i] = r->kept[--r->nkept];
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+/* Publish the end of each lent batch's walk in a global variable of the BPF object, a __u64
+ * at `offset` in the value of the mmapable one-entry array `map_fd` (a writable global
+ * section: igr_global_location): gadget_ring_seen in igrun/buffer.h, from which the BPF side
+ * counts its watermark. Batches may then grow past the watermark (IGR_LEND_SHARE). */
+int igr_reader_watch_seen(struct igr_reader *r, int map_fd, size_t offset)
+{
+    struct bpf_map_info info;
+    __u32 info_len = sizeof(info);
+    size_t page, size;
+    void *mem;
+
+    if (!r->ring || r->seen_map || (offset & 7))
+        return -EINVAL;
+    memset(&info, 0, sizeof(info));
+    if (bpf_obj_get_info_by_fd(map_fd, &info, &info_len))
+        return -errno;
+    if (info.type != BPF_MAP_TYPE_ARRAY || info.max_entries != 1 ||
+        !(info.map_flags & BPF_F_MMAPABLE) || (info.map_flags & BPF_F_RDONLY_PROG) ||
+        offset > info.value_size || info.value_size - offset < sizeof(__u64))
+        return -EINVAL;
+    page = r->ring->page_size;
+    size = ((size_t)info.value_size + page - 1) / page * page;
+    mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, map_fd, 0);
+    if (mem == MAP_FAILED)
+        return -errno;
+    r->seen_map = mem;
+    r->seen_map_size = size;
+    r->seen = (volatile __u64 *)((char *)mem + offset);
+    return 0;
+}
+
 void *igr_reader_data(struct igr_reader *r) { return r->data; }
 
 unsigned int *igr_reader_sizes(struct igr_reader *r) { return r->sizes; }
@@ -1760,6 +2052,10 @@ void igr_reader_free(struct igr_reader *r)
 {
     if (!r)
         return;
+    /* Copies of kept lent batches stay mapped: what references them may outlive the reader
+     * (the caller drops those nothing references, igr_reader_drop_kept). */
+    if (r->seen_map)
+        munmap(r->seen_map, r->seen_map_size);
     igr_ring_unmap(r->ring);
     perf_buffer__free(r->perf);
     if (r->epoll_fd >= 0)

@@ -71,6 +71,8 @@ long long igr_btf_size(struct bpf_object *obj, unsigned int id);
 int igr_probe_open(const char *path, unsigned int timeout_s);
 int igr_kernel_has_type(const char *name, unsigned int kind);
 int igr_global_value(struct bpf_object *obj, const char *name, void *out, size_t size);
+int igr_global_location(struct bpf_object *obj, const char *name, size_t size, int *map_fd,
+                        size_t *offset);
 
 const char *igr_version(void);
 const char *igr_libbpf_version(void);
@@ -190,6 +192,14 @@ int igr_reader_poll(struct igr_reader *r, int timeout_ms);
  * nothing is known of what it holds, else it is the previous poll's, untouched since. */
 int igr_reader_poll_into(struct igr_reader *r, int timeout_ms, void *dest, size_t slots,
                          _Bool fresh);
+/* Lending: a ring reader's batch read in place, with no copy (see igrun_libbpf.c). */
+#define IGR_UNEVEN 4097
+int igr_reader_lend(struct igr_reader *r, int timeout_ms, size_t *offset, size_t *stride);
+void igr_reader_give_back(struct igr_reader *r);
+const void *igr_reader_ring_memory(struct igr_reader *r, size_t *size);
+void *igr_reader_keep_lent(struct igr_reader *r);
+int igr_reader_drop_kept(struct igr_reader *r, const void *addr);
+int igr_reader_watch_seen(struct igr_reader *r, int map_fd, size_t offset);
 void *igr_reader_data(struct igr_reader *r);
 unsigned int *igr_reader_sizes(struct igr_reader *r);
 /* Count losses in the BPF side's per-CPU counter (a per-CPU array of one __u64; any other

@@ -20,13 +20,17 @@ pytestmark = pytest.mark.bpf
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "busy"])
 def test_the_throughput_benchmark_runs_and_loses_nothing_at_100k_events_per_s(
-    tmp_path: Path,
+    tmp_path: Path, busy: bool
 ) -> None:
+    """Also with a busy loop on every CPU: igrun's reader then waits for its CPU like any
+    other process, while its batches (read in place in the ring, see docs/architecture.md)
+    hold ring space until the JSON of each is written."""
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--rates", "100000", "--duration",
          "0.5", "--only", "C ring|ring, null sink|ring, JSON", "--no-exec", "--out",
-         str(tmp_path)],
+         str(tmp_path), *(["--busy"] if busy else [])],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -38,6 +42,7 @@ def test_the_throughput_benchmark_runs_and_loses_nothing_at_100k_events_per_s(
         "igrun ring, JSON to a file",
     ]
     for cell in cells:
-        assert cell["expected"] > 90_000  # MIN_EVENTS per cell, as far as the generator got
+        # MIN_EVENTS per cell, as far as the generator got (less when it shares its CPU).
+        assert cell["expected"] > (50_000 if busy else 90_000)
         assert (cell["received"], cell["lost"]) == (cell["expected"], 0), cell
         assert cell["cpu_seconds"] > 0

@@ -6,6 +6,7 @@ so every count below is exact.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -70,6 +71,20 @@ def count(obj: BpfObject, slot: int) -> int:
     value = obj.map("counts").lookup(U32.pack(slot))
     assert value is not None
     return int(U64.unpack(value)[0])
+
+
+@contextlib.contextmanager
+def getppid_at(*delays: float) -> Iterator[None]:
+    """getppid() (the test program's burst) from a timer after each delay; all done at the
+    block's end."""
+    timers = [threading.Timer(delay, os.getppid) for delay in delays]
+    for timer in timers:
+        timer.start()
+    try:
+        yield
+    finally:
+        for timer in timers:
+            timer.join()
 
 
 def drain(reader: Reader, dtype: np.dtype, want: int) -> tuple[np.ndarray, int]:
@@ -305,14 +320,10 @@ def test_a_busy_ring_comes_to_python_once_per_quarter_not_per_wakeup(object_path
         dtype = obj.struct_dtype("event")
         reader = Reader.ring(obj.map("events"), dtype.itemsize)
         obj.attach("on_getppid")
-        timers = [threading.Timer(delay, os.getppid) for delay in (0.2, 0.4)]
-        for timer in timers:
-            timer.start()
-        start = time.monotonic()
-        got = reader.records(5000, dtype)
-        took = time.monotonic() - start
-        for timer in timers:
-            timer.join()
+        with getppid_at(0.2, 0.4):
+            start = time.monotonic()
+            got = reader.records(5000, dtype)
+            took = time.monotonic() - start
         assert got is not None and len(got) > 300 and took < 2.5, (took, got)  # > one wakeup
         batches = [got]
         while sum(map(len, batches)) < 600:  # the rest of the second burst, if it was cut
@@ -321,6 +332,157 @@ def test_a_busy_ring_comes_to_python_once_per_quarter_not_per_wakeup(object_path
             batches.append(more)
         reader.close()
         assert np.concatenate(batches)["seq"].tolist() == list(range(600))
+
+
+def seen_of(obj: BpfObject) -> tuple[int, int]:
+    where = obj.global_location("gadget_ring_seen", 8)
+    assert where is not None  # igrun/buffer.h declares it
+    return where
+
+
+def mapped(address: int) -> bool:
+    """Whether ``address`` is in one of this process's mappings."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        start, end = (int(x, 16) for x in line.split()[0].split("-"))
+        if start <= address < end:
+            return True
+    return False
+
+
+def test_a_lent_batch_is_read_in_place_and_its_space_given_back(object_path: Path) -> None:
+    """Lending hands over the records where they lie in the ring (read-only, every record
+    whole), and the space comes back at give_back: a ring of 2048 slots carries 5000 events
+    in lent batches, in order, none lost."""
+    ring = 64 * 1024  # 24-byte events take 32 bytes each: 2048 of them
+    with open_test(object_path, burst=500, ring_size=ring) as obj:
+        obj.load()
+        dtype = obj.struct_dtype("event")
+        reader = Reader.ring(
+            obj.map("events"), dtype.itemsize, lost_map=obj.map("gadget_lost_events")
+        )
+        reader.watch_seen(*seen_of(obj))
+        obj.attach("on_getppid")
+        seqs: list[int] = []
+        for _ in range(10):
+            os.getppid()  # 500 events: more than the ring's free half would ever need
+            while len(seqs) < 500 * (_ + 1):
+                batch = reader.lend(100, dtype)
+                assert batch is not None
+                assert batch.strides == (32,) and not batch.flags.writeable
+                with pytest.raises(ValueError):
+                    batch["seq"][0] = 1
+                assert reader.sizes(len(batch)).tolist() == [dtype.itemsize] * len(batch)
+                seqs += batch["seq"].tolist()
+                assert set(batch["tag"].tolist()) == {b"ring"}
+                del batch
+                assert reader.give_back() is False  # nothing kept it
+        assert reader.lend(0, dtype) is None
+        lost = reader.lost()
+        reader.close()
+    assert seqs == list(range(5000)) and lost == 0
+
+
+def test_a_lent_batch_grows_past_the_watermark_once_the_bpf_side_knows_where_it_ends(
+    object_path: Path,
+) -> None:
+    """Two bursts of 300 events, each past the eighth of the ring (256) that wakes the
+    reader. With gadget_ring_seen written, the BPF side counts its watermark from the end of
+    the lent batch, and the lend takes both bursts in one batch (it ends at its timeout, or
+    at half the ring); without it, the batch goes at the first wakeup: the records already
+    lent would otherwise count again at every new one."""
+    ring = 64 * 1024
+    for watch in (True, False):
+        with open_test(object_path, burst=300, ring_size=ring) as obj:
+            obj.load()
+            dtype = obj.struct_dtype("event")
+            reader = Reader.ring(obj.map("events"), dtype.itemsize)
+            if watch:
+                reader.watch_seen(*seen_of(obj))
+            obj.attach("on_getppid")
+            with getppid_at(0.2, 0.4):
+                start = time.monotonic()
+                batch = reader.lend(1500, dtype)
+                took = time.monotonic() - start
+                got = [] if batch is None else batch["seq"].tolist()
+                del batch
+                reader.give_back()
+            if watch:
+                assert got == list(range(600)) and took >= 1.4, (len(got), took)
+            else:
+                assert 256 < len(got) < 600 and took < 0.4, (len(got), took)
+                rest = reader.lend(0, dtype)
+                assert rest is not None
+                assert got + rest["seq"].tolist() == list(range(600))
+                del rest
+                reader.give_back()
+            reader.close()
+
+
+def test_a_lent_batch_kept_past_give_back_is_copied_where_it_is(object_path: Path) -> None:
+    """What still references a lent batch at give_back keeps reading its records after the
+    ring has written over their old place many times; the copy goes once nothing refers to
+    it any more."""
+    ring = 64 * 1024
+    with open_test(object_path, burst=400, ring_size=ring) as obj:
+        obj.load()
+        dtype = obj.struct_dtype("event")
+        reader = Reader.ring(obj.map("events"), dtype.itemsize)
+        reader.watch_seen(*seen_of(obj))
+        obj.attach("on_getppid")
+        os.getppid()
+        batch = reader.lend(0, dtype)
+        assert batch is not None and len(batch) == 400
+        kept = batch["seq"][10:20]  # a view, as an operator might keep
+        address = batch.ctypes.data
+        del batch
+        assert reader.give_back() is True
+        assert kept.tolist() == list(range(10, 20))
+        seqs: list[int] = []
+        for _ in range(25):  # 10,000 events through a ring of 2048 slots
+            os.getppid()
+            while len(seqs) < 400 * (_ + 1):
+                more = reader.lend(100, dtype)
+                assert more is not None
+                seqs += more["seq"].tolist()
+                del more
+                assert reader.give_back() is False
+        assert seqs == list(range(400, 10400))
+        assert kept.tolist() == list(range(10, 20))
+        assert mapped(address)
+        del kept
+        reader.give_back()  # nothing out: only drops the copies nothing refers to
+        assert not mapped(address)
+        reader.close()
+
+
+def test_a_record_of_another_length_is_lent_as_a_copy(loaded: BpfObject) -> None:
+    """A short record (a gadget that sends records of several lengths) cannot be read in
+    place as one of the batch's events: the batch ends before it, and it comes copied and
+    zero-padded, with its length, in a batch of its own and what follows it; then batches
+    are lent again."""
+    dtype = loaded.struct_dtype("event")
+    reader = Reader.ring(loaded.map("events"), dtype.itemsize)
+    loaded.attach("on_getsid")
+    loaded.attach("on_getppid")
+    os.getppid()
+    os.getsid(0)
+    os.getppid()
+    first = reader.lend(0, dtype)
+    assert first is not None and first["seq"].tolist() == [0] and not first.flags.writeable
+    del first
+    assert reader.give_back() is False
+    copied = reader.lend(0, dtype)
+    assert copied is not None and copied.flags.writeable  # a copy
+    assert copied["seq"].tolist() == [7, 1] and copied["tag"].tolist() == [b"", b"ring"]
+    assert reader.sizes(2).tolist() == [12, dtype.itemsize]
+    del copied
+    assert reader.give_back() is False
+    os.getppid()
+    last = reader.lend(0, dtype)
+    assert last is not None and not last.flags.writeable and last["seq"].tolist() == [2]
+    del last
+    reader.give_back()
+    reader.close()
 
 
 def test_a_polled_buffer_outlives_the_next_poll_and_close(object_path: Path) -> None:

@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
@@ -942,6 +943,17 @@ class BpfObject:
             _raise(f"{self.source}: cannot read global {name}", err)
         return bytes(ffi.buffer(out, size))
 
+    def global_location(self, name: str, size: int) -> tuple[int, int] | None:
+        """Where a loaded object's global variable ``name`` of ``size`` bytes lives: the fd of
+        its section's map and its offset in that map's value; None without such a variable."""
+        fd, offset = ffi.new("int *"), ffi.new("size_t *")
+        err = lib.igr_global_location(self._obj(), _c_name("global name", name), size, fd, offset)
+        if err == -errno.ENOENT:
+            return None
+        if err:
+            _raise(f"{self.source}: cannot find global {name} ({size} bytes)", err)
+        return int(fd[0]), int(offset[0])
+
     def _loaded_global(self, name: str, size: int) -> bytes:
         """A global's bytes from its section's map in the kernel: libbpf before 1.5 keeps
         only the values it loaded in its own copy."""
@@ -1210,6 +1222,12 @@ class Reader:
         """Whether the last poll into the caller's memory wrote into ``_spare``."""
         self._reported = 0
         self._count = 0  # records in the last batch, which sizes() may read
+        self._lent: np.ndarray[Any, Any] | None = None
+        """The batch out on loan (see lend), until give_back."""
+        self._last_lent = False  # whether the last batch was lent: its sizes are all full
+        self._kept: list[tuple[np.ndarray[Any, Any], Any]] = []
+        """Lent batches kept past give_back, and the C address of the copy each lives in."""
+        self._where = ffi.new("size_t[2]")  # a lent batch's offset and stride, from C
         self._lock = threading.Lock()
         if lost_map is not None:  # its shape was checked (check_lost_counter); C checks too
             err = lib.igr_reader_count_lost_in(ptr, lost_map.fd)
@@ -1269,6 +1287,7 @@ class Reader:
             )
 
     def _poll(self, timeout_ms: int) -> int:
+        self._last_lent = False
         n = int(lib.igr_reader_poll(self._open(), timeout_ms))
         if n < 0:
             self._count = 0
@@ -1289,37 +1308,127 @@ class Reader:
         if dtype.itemsize != self.record_size:
             raise BpfError(f"records of {self.record_size} bytes read as {dtype.itemsize}")
         with self._lock:
-            ptr = self._open()
-            slots = self._ring_records
-            # Free means two references: the attribute and getrefcount's argument.
-            if slots and sys.getrefcount(self._spare) <= 2:
-                size = slots * self.record_size
-                if len(self._spare) < size:
-                    self._spare = np.empty(size, dtype=np.uint8)
-                    self._spare_last = False
-                fresh, self._spare_last = not self._spare_last, True
-                n = int(
-                    lib.igr_reader_poll_into(
-                        ptr, timeout_ms, ffi.from_buffer(self._spare), slots, fresh
-                    )
+            self._last_lent = False
+            return self._records(self._open(), timeout_ms, dtype)
+
+    def _records(
+        self, ptr: Any, timeout_ms: int, dtype: np.dtype[Any]
+    ) -> np.ndarray[Any, Any] | None:
+        """:meth:`records`, with the lock held."""
+        slots = self._ring_records
+        # Free means two references: the attribute and getrefcount's argument.
+        if slots and sys.getrefcount(self._spare) <= 2:
+            size = slots * self.record_size
+            if len(self._spare) < size:
+                self._spare = np.empty(size, dtype=np.uint8)
+                self._spare_last = False
+            fresh, self._spare_last = not self._spare_last, True
+            n = int(
+                lib.igr_reader_poll_into(
+                    ptr, timeout_ms, ffi.from_buffer(self._spare), slots, fresh
                 )
-                self._count = max(n, 0)
-                if n < 0:
-                    _raise("reading events failed", n)
-                return np.ndarray((n,), dtype, self._spare) if n else None
-            n = self._poll(timeout_ms)
+            )
+            self._count = max(n, 0)
+            if n < 0:
+                _raise("reading events failed", n)
+            return np.ndarray((n,), dtype, self._spare) if n else None
+        n = self._poll(timeout_ms)
+        if n == 0:
+            return None
+        size = n * self.record_size
+        if sys.getrefcount(self._spare) > 2:  # held on to: this batch gets its own memory
+            memory = np.empty(size, dtype=np.uint8)
+        else:
+            if len(self._spare) < size:
+                self._spare = np.empty(max(size, 2 * len(self._spare)), dtype=np.uint8)
+            memory = self._spare
+            self._spare_last = False  # written by a copy, not by a poll into it
+        ffi.memmove(memory, lib.igr_reader_data(ptr), size)
+        return np.ndarray((n,), dtype, memory)
+
+    def watch_seen(self, map_fd: int, offset: int) -> None:
+        """Tell the BPF side how far each lend looked (``gadget_ring_seen`` of
+        ``igrun/buffer.h``, found with :meth:`BpfObject.global_location`), so that it counts
+        its wakeup watermark from there and lent batches may grow past it."""
+        with self._lock:
+            err = lib.igr_reader_watch_seen(self._open(), map_fd, offset)
+        if err:
+            _raise("cannot share the reader's position with the BPF side", err)
+
+    def lend(self, timeout_ms: int, dtype: np.dtype[Any]) -> np.ndarray[Any, Any] | None:
+        """:meth:`records` without the copy, for a ring reader: the batch is read where it
+        lies in the ring buffer, as a read-only array, and its space is given back to the
+        ring only by :meth:`give_back`. A record that is not one whole event (a gadget that
+        sends records of several lengths) comes copied instead, as :meth:`records` reads it.
+
+        Nothing may be kept of a lent batch past :meth:`give_back`; what is (an array or a
+        view of it still referenced then) is copied into memory of its own first, in
+        place, and give_back says so.
+        """
+        if dtype.itemsize != self.record_size:
+            raise BpfError(f"records of {self.record_size} bytes read as {dtype.itemsize}")
+        with self._lock:
+            ptr = self._open()
+            if self._lent is not None:
+                raise BpfError("the lent batch was not given back")
+            start = time.monotonic()
+            n = int(lib.igr_reader_lend(ptr, timeout_ms, self._where, self._where + 1))
+            if n == -lib.IGR_UNEVEN:  # copied, with what is left of the timeout
+                self._last_lent = False
+                left = timeout_ms - int((time.monotonic() - start) * 1000) if timeout_ms else 0
+                return self._records(ptr, max(left, 0), dtype)
+            self._count = max(n, 0)
+            self._last_lent = n > 0
+            if n < 0:
+                _raise("reading events failed", n)
             if n == 0:
                 return None
-            size = n * self.record_size
-            if sys.getrefcount(self._spare) > 2:  # held on to: this batch gets its own memory
-                memory = np.empty(size, dtype=np.uint8)
-            else:
-                if len(self._spare) < size:
-                    self._spare = np.empty(max(size, 2 * len(self._spare)), dtype=np.uint8)
-                memory = self._spare
-                self._spare_last = False  # written by a copy, not by a poll into it
-            ffi.memmove(memory, lib.igr_reader_data(ptr), size)
-        return np.ndarray((n,), dtype, memory)
+            size = ffi.new("size_t *")
+            memory = ffi.buffer(lib.igr_reader_ring_memory(ptr, size), size[0])
+            # numpy checks that the batch lies within the memory it is given.
+            lent: np.ndarray[Any, Any] = np.ndarray(
+                (n,), dtype, memory, offset=int(self._where[0]), strides=(int(self._where[1]),)
+            )
+            lent.flags.writeable = False
+            self._lent = lent
+            return lent
+
+    def give_back(self) -> bool:
+        """Return the lent batch's space to the ring buffer. Whether the batch was still
+        referenced (kept by whoever read it): its records were then copied first, into
+        private memory at the same address, so that what kept it reads them unchanged."""
+        with self._lock:
+            return self._give_back()
+
+    def _give_back(self) -> bool:
+        """:meth:`give_back`, with the lock held."""
+        lent, self._lent = self._lent, None
+        if self._ptr is None:
+            return False
+        if lent is None:
+            self._drop_kept()
+            return False
+        # Free means two references: ``lent`` and getrefcount's argument.
+        kept = sys.getrefcount(lent) > 2
+        if kept:
+            address = lib.igr_reader_keep_lent(self._ptr)
+            if address == ffi.NULL:
+                self._lent = lent  # still out: its space cannot be given back
+                _raise("cannot keep a lent batch", -ffi.errno)
+            self._kept.append((lent, address))
+        else:
+            lib.igr_reader_give_back(self._ptr)
+        del lent
+        self._drop_kept()
+        return kept
+
+    def _drop_kept(self) -> None:
+        """Unmap the copies of kept batches that nothing references any more (the list's
+        tuple and getrefcount's argument are then the last two references)."""
+        for entry in list(self._kept):
+            if sys.getrefcount(entry[0]) <= 2:
+                self._kept.remove(entry)
+                lib.igr_reader_drop_kept(self._ptr, entry[1])
 
     def sizes(self, count: int) -> np.ndarray[Any, np.dtype[np.uint32]]:
         """The real length of each record of the last batch (before padding or cutting)."""
@@ -1327,6 +1436,8 @@ class Reader:
             ptr = self._open()
             if not 0 <= count <= self._count:
                 raise BpfError(f"the last batch has {self._count} records, not {count}")
+            if self._last_lent:  # a lent batch holds whole records only
+                return np.full(count, self.record_size, dtype=np.uint32)
             buf = ffi.buffer(lib.igr_reader_sizes(ptr), count * 4)
             return np.frombuffer(buf, dtype=np.uint32).copy()
 
@@ -1345,7 +1456,11 @@ class Reader:
         return new
 
     def close(self) -> None:
+        """Free the reader. A lent batch still out is given back (kept first if it is
+        referenced); the copies of kept batches that are still referenced stay mapped."""
         with self._lock:
             if self._ptr is not None:
+                self._give_back()
+                self._drop_kept()
                 lib.igr_reader_free(self._ptr)
                 self._ptr = None

@@ -34,19 +34,33 @@ static __always_inline void gadget_count_lost(void)
 
 /*
  * Wakeups. The reader sleeps until the ring buffer holds more than an eighth of its size
- * (or its poll times out, within 100 ms): a record that leaves more than that waiting wakes
- * it (BPF_RB_FORCE_WAKEUP), any other record does not (BPF_RB_NO_WAKEUP). The kernel's
- * default, a wakeup whenever the reader had caught up, costs one wakeup per event at
- * moderate rates; no wakeup at all would let a sleeping reader's buffer overflow. With the
- * watermark, a busy buffer wakes its reader while seven eighths of it are still free.
+ * that it has not looked at yet (or its poll times out, within 100 ms): a record that leaves
+ * more than that waiting wakes it (BPF_RB_FORCE_WAKEUP), any other record does not
+ * (BPF_RB_NO_WAKEUP). The kernel's default, a wakeup whenever the reader had caught up, costs
+ * one wakeup per event at moderate rates; no wakeup at all would let a sleeping reader's
+ * buffer overflow. With the watermark, a busy buffer wakes its reader while seven eighths of
+ * it are still free.
+ *
+ * igrun reads a batch in place, in the ring buffer, and gives its space back only once the
+ * batch has been through the operators; meanwhile it waits for more records to join the
+ * batch. It writes where its look ended in gadget_ring_seen, and the watermark counts from
+ * there: the records it already holds would otherwise wake it at every new record. A reader
+ * that never writes it (0, or behind the consumer position) gets the plain watermark.
  */
 #define GADGET_WAKEUP_FRACTION 8
 
+__u64 gadget_ring_seen SEC(".bss");
+
 static __always_inline __u64 gadget_wakeup_flags(void *map, __u64 adding)
 {
-	__u64 avail = bpf_ringbuf_query(map, BPF_RB_AVAIL_DATA) + adding;
+	__u64 prod = bpf_ringbuf_query(map, BPF_RB_PROD_POS);
+	__u64 from = bpf_ringbuf_query(map, BPF_RB_CONS_POS);
+	__u64 seen = gadget_ring_seen;
 
-	return avail > bpf_ringbuf_query(map, BPF_RB_RING_SIZE) / GADGET_WAKEUP_FRACTION ?
+	if (seen > from && seen <= prod)
+		from = seen;
+	return prod - from + adding >
+			       bpf_ringbuf_query(map, BPF_RB_RING_SIZE) / GADGET_WAKEUP_FRACTION ?
 		       BPF_RB_FORCE_WAKEUP :
 		       BPF_RB_NO_WAKEUP;
 }
