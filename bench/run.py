@@ -49,6 +49,7 @@ MIN_EVENTS = 100_000  # per cell
 PERF_PAGES = 1024  # per CPU, for C and igrun alike (igrun_consumer.Burst.perf_buffer_pages)
 START_TIMEOUT = 30.0
 LOADGEN_CPU, CONSUMER_CPU = 1, 0
+RING_BYTES = 0  # --ring-bytes: 0 leaves each consumer's default (16 MiB for both)
 SHM = Path("/dev/shm")  # files the sinks write: memory, so the disk is not what is measured
 
 
@@ -189,8 +190,13 @@ def _drive(
     c_side = consumer.name.startswith("C ")
     try:
         pid = json.loads(_line(loadgen, "stdout", "{", START_TIMEOUT))["pid"]
+        command = consumer.command(obj, pid)
+        if RING_BYTES and consumer.variant == "ring":  # the same ring for C and igrun
+            command += (
+                [f"--ring-bytes={RING_BYTES}"] if c_side else ["--buffer-size", str(RING_BYTES)]
+            )
         proc = subprocess.Popen(
-            consumer.command(obj, pid),
+            command,
             stdout=sink if sink is not None else subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -332,6 +338,13 @@ def main() -> int:
     )
     parser.add_argument("--no-exec", action="store_true", help="skip startup and exec storm")
     parser.add_argument(
+        "--ring-bytes",
+        type=int,
+        default=0,
+        help="the ring buffer's size for every ring consumer, C and igrun (default 16 MiB); "
+        "gadgets default to 256 KiB",
+    )
+    parser.add_argument(
         "--busy",
         action="store_true",
         help="a busy loop on every CPU at normal priority during the cells: the generator and "
@@ -349,6 +362,8 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: needs root (it loads BPF programs)")
+    global RING_BYTES
+    RING_BYTES = args.ring_bytes
     paths = build()
     cells = []
     rates = [] if args.contention else [int(r) for r in args.rates.split(",")]
@@ -370,6 +385,7 @@ def main() -> int:
     report: dict[str, object] = {
         "machine": machine(),
         "busy": args.busy,
+        "ring_bytes": args.ring_bytes or None,
         "duration": args.duration,
         "per_trigger": PER_TRIGGER,
         "cells": cells,
