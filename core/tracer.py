@@ -245,10 +245,10 @@ class BpfTracer(Gadget):
         """Whether the reader can count what the kernel drops: a perf event array always
         can, a ring buffer only with igrun's ``gadget_lost_events`` counter (igrun/buffer.h)."""
         self.buffer_use: BufferUse | None = None
+        """How full the ring buffer has been (none for a perf buffer)."""
         self._lending = False
         """Whether batches are read in place in the ring buffer (:meth:`Reader.lend`): until
         one is kept past the operators, then they are copied."""
-        """How full the ring buffer has been (none for a perf buffer)."""
         self.buffer_size = self.ring_buffer_size
         self.perf_pages = self.perf_buffer_pages
 
