@@ -8,6 +8,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -321,6 +322,60 @@ def test_reused_mount_namespace_is_never_misattributed() -> None:
     assert [pool[i].name if i >= 0 else None for i in owners] == ["old", None]
     pool, owners = attribute(collection, np.array([me.mntns], dtype=np.uint64), None)
     assert (pool, owners.tolist()) == ([], [-1])
+
+
+def test_back_to_back_containers_sharing_a_mount_ns_id_split_within_one_clock_tick() -> None:
+    """The kernel gives a new mount namespace the id of one that just ended. A first
+    "container" (a process in a mount namespace of its own) takes a timestamp, its last
+    event, and exits; the next one starts at once and gets the same id, within the same
+    clock tick as that event. ``/proc`` knows its start only to the tick, which would give the
+    first one's last event to it; its start to the microsecond (taskstats) splits them."""
+    import numpy as np
+
+    from igrun.core.containers.collection import process_start_ns, tick_of
+    from igrun.core.containers.procfs import ns_inode
+    from igrun.operators.containers import attribute
+
+    last = "import sys, time\nsys.stdin.readline()\nprint(time.clock_gettime_ns(7))"  # BOOTTIME
+    for attempt in range(30):
+        first = subprocess.Popen(
+            ["unshare", "--mount", sys.executable, "-c", last],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        while ns_inode(first.pid, "mnt") in (0, ns_inode(os.getpid(), "mnt")):
+            time.sleep(0.001)  # until unshare made the namespace
+        mntns = ns_inode(first.pid, "mnt")
+        old = from_process("a" * 64, "first", "runc", first.pid)
+        assert old is not None and old.mntns == mntns
+        collection = ContainerCollection()
+        collection.add(old)
+        out, _ = first.communicate("go\n", timeout=30)
+        event = int(out)
+        second = subprocess.Popen(["unshare", "--mount", "sleep", "30"])
+        try:
+            while ns_inode(second.pid, "mnt") in (0, ns_inode(os.getpid(), "mnt")):
+                time.sleep(0.001)
+            if ns_inode(second.pid, "mnt") != mntns:
+                continue  # another namespace took the id meanwhile
+            if tick_of(event) != process_start_ns(second.pid):
+                continue  # not the case at hand: the tick alone splits them
+            new = from_process("b" * 64, "second", "runc", second.pid)
+            assert new is not None
+            collection.add(new)
+            later = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            pool, owners = attribute(
+                collection,
+                np.array([mntns, mntns], dtype=np.uint64),
+                np.array([event, later], dtype=np.uint64),
+            )
+            assert [pool[i].name for i in owners] == ["first", "second"], attempt
+            (gone,) = [c for c in collection.candidates(mntns) if c.name == "first"]
+            assert gone.removed_ns is not None and event < gone.removed_ns < later
+            return
+        finally:
+            second.kill()
+            second.wait()
+    pytest.fail("no next namespace took the id within the first one's last tick in 30 tries")
 
 
 def test_runtime_selection_errors_and_malformed_state(

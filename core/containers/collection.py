@@ -23,6 +23,8 @@ from igrun.core.containers.procfs import cgroup2_root, ns_inode
 
 TOMBSTONE_SECONDS = 5.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+EXACT_SLACK_NS = 50_000_000
+"""How far before the tick's start an exact start may be measured (the question's time)."""
 
 
 @dataclass(frozen=True)
@@ -110,13 +112,36 @@ def _cgroup(pid: int) -> tuple[str, int]:
 
 
 def process_start_ns(pid: int) -> int:
-    """When ``pid`` started, in boot-time nanoseconds (0 if it is gone)."""
+    """When ``pid`` started, in boot-time nanoseconds (0 if it is gone), to the clock tick
+    (``/proc``'s: the start of the tick it started in)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return 0
     ticks = int(stat.rsplit(")", 1)[1].split()[19])
     return ticks * 1_000_000_000 // CLK_TCK
+
+
+def tick_of(ns: int) -> int:
+    """The start of the clock tick ``ns`` falls in: what :func:`process_start_ns` says of a
+    process that started at ``ns``."""
+    return ns * CLK_TCK // 1_000_000_000 * 1_000_000_000 // CLK_TCK
+
+
+def exact_start(c: Container) -> Container:
+    """``c`` with its start to the microsecond instead of the clock tick (from taskstats,
+    within the tick ``/proc`` gave), or as it is when that cannot be told: where a mount-ns
+    id passes from one container to the next, their boundary is the later one's start."""
+    from igrun.core.containers.taskstats import start_boot_ns
+
+    exact = start_boot_ns(c.pid)
+    if exact is None or c.started_ns == 0:
+        return c
+    # An early bound, so within the question's time of the tick's start; anything further
+    # off is another process that took the pid meanwhile.
+    if not c.started_ns - EXACT_SLACK_NS <= exact < c.started_ns + 1_000_000_000 // CLK_TCK:
+        return c
+    return replace(c, started_ns=max(exact, c.started_ns))
 
 
 def from_process(
@@ -379,8 +404,13 @@ class ContainerCollection:
                 # runc's own record of a container its manager named (the manager's list
                 # did not show it in this scan yet): never back to the id as its name.
                 return events
-            self._live[c.id] = c  # a better name (the manager's, not the id)
+            # A better name (the manager's, not the id); the same process, so the start
+            # already known stands (it may be the exact one).
+            c = replace(c, started_ns=old.started_ns)
+            self._live[c.id] = c
             return [("changed", c)]
+        if self._shares_mntns(c):  # the boundary with the other one is c's start: exactly
+            c = exact_start(c)
         if old is not None:  # the same id restarted: a new init process
             self._retire(old, c.started_ns, events)
         for other in list(self._live.values()):
@@ -389,6 +419,13 @@ class ContainerCollection:
         self._live[c.id] = c
         events.append(("added", c))
         return events
+
+    def _shares_mntns(self, c: Container) -> bool:
+        """Whether another container, live or recently removed, had ``c``'s mount-ns id."""
+        return any(
+            other.mntns == c.mntns and other.id != c.id
+            for other in (*self._live.values(), *self._removed)
+        )
 
     def _unseen_yet(self, c: Container, since: int | None) -> bool:
         """Whether a container added one by one is missing from a scan only because its
@@ -399,7 +436,7 @@ class ContainerCollection:
             return False
         if since is not None and added >= since:
             return True
-        return process_start_ns(c.pid) == c.started_ns
+        return process_start_ns(c.pid) == tick_of(c.started_ns)
 
     def _retire(self, c: Container, when: int, events: list[tuple[str, Container]]) -> None:
         gone = replace(c, removed_ns=max(when, c.started_ns))
