@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -194,13 +195,15 @@ def test_a_crun_run_is_held_whichever_way_it_names_its_bundle_and_config(
     """crun resolves a relative ``--bundle`` and ``--config`` from where it was started, and
     changes into the bundle before it makes its state: the hold finds the container's root
     all the same. A relative bundle, a config outside the bundle named by its absolute path,
-    and one named relatively by crun started from a shell in its folder: each container's
+    one named relatively by crun started from a shell in its folder, and one named relatively
+    by crun started in another folder than its parent's (a program's child started with a
+    working folder of its own: where it was started is read at its exec): each container's
     first exec is traced and named (a root not found would leave the exec untraced, with a
     ``container_start_not_held`` warning)."""
     oci_bundle("crun", tmp_path / "b", rootfs, ARGS)
     bare = oci_bundle("crun", tmp_path / "bare", rootfs, ARGS)
     (bare / "config.json").rename(tmp_path / "elsewhere.json")
-    ids = [f"igrun-crun-cfg-{uuid.uuid4().hex[:6]}" for _ in range(3)]
+    ids = [f"igrun-crun-cfg-{uuid.uuid4().hex[:6]}" for _ in range(4)]
     ways = [
         f"crun run --bundle b {ids[0]}",
         f"crun run -bbare --config={tmp_path / 'elsewhere.json'} {ids[1]}",
@@ -214,6 +217,11 @@ def test_a_crun_run_is_held_whichever_way_it_names_its_bundle_and_config(
                 check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
             )  # fmt: skip
             time.sleep(0.02)  # a clock tick apart (see above)
+        subprocess.run(
+            ["crun", "run", f"--bundle={bare}", "-f", "elsewhere.json", ids[3]],
+            check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+            cwd=tmp_path,
+        )  # fmt: skip
     finally:
         for id in ids:
             subprocess.run(["crun", "delete", "-f", id], capture_output=True)
@@ -230,22 +238,25 @@ def test_a_crun_run_whose_root_cannot_be_found_in_time_is_said_and_learned_late(
     tmp_path: Path,
     crun: None,  # noqa: F811
 ) -> None:
-    """A relative ``--config`` of a crun started in another folder than its parent's (as a
-    program's child started with its own working folder): where crun found it cannot be
-    known once crun is in its bundle, so the container is learned at its state write. When
-    its init ran its program (sh) before that, as it mostly does, or may be starting it,
-    the miss is said: one ``container_start_not_held`` warning naming it; never missed
-    silently (on a busy host the state write can come first: then sh is traced). What it
-    runs later (cat, 0.3 s after) is traced and named either way."""
+    """A relative ``--config`` of a crun whose exec igrun did not see (a crun binary of its
+    own, not among those marked) started in another folder than its parent's: where crun
+    found it cannot be known once crun is in its bundle, so the container is learned at its
+    state write. When its init ran its program (sh) before that, as it mostly does, or may
+    be starting it, the miss is said: one ``container_start_not_held`` warning naming it;
+    never missed silently (on a busy host the state write can come first: then sh is
+    traced). What it runs later (cat, 0.3 s after) is traced and named either way."""
     bare = oci_bundle(
         "crun", tmp_path / "bare", rootfs, ["/bin/sh", "-c", "sleep 0.3; exec /bin/cat /etc/passwd"]
     )
     (bare / "config.json").rename(tmp_path / "elsewhere.json")
+    own = tmp_path / "bin" / "crun"
+    own.parent.mkdir()
+    shutil.copy2(shutil.which("crun") or "crun", own)
     id = f"igrun-crun-late-{uuid.uuid4().hex[:6]}"
     traced = Traced(igrun_cli, "trace", "exec", "-o", "json", "-c", id)
     try:
         subprocess.run(
-            ["crun", "run", f"--bundle={bare}", "-f", "elsewhere.json", id],
+            [str(own), "run", f"--bundle={bare}", "-f", "elsewhere.json", id],
             check=True, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
             cwd=tmp_path,
         )  # fmt: skip

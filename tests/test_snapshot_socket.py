@@ -167,13 +167,15 @@ def test_closing_connections_agree_with_ss(igrun_cli: IgrunCli) -> None:
             ("TCP", "FIN_WAIT2", "127.0.0.1", half_port, "127.0.0.1", lport, 0),
             ("TCP", "TIME_WAIT", "127.0.0.1", done_port, "127.0.0.1", lport, 0),
         }
-        ports = {lport, half_port, done_port}
+        # By both ends: a socket of an earlier test may still wait (TIME_WAIT) on one of
+        # these port numbers, with another peer.
+        ends = {(r[3], r[5]) for r in expected}
         deadline = time.monotonic() + 10
-        while {r for r in ss() if r[3] in ports} != expected:  # the last ACKs are on their way
-            assert time.monotonic() < deadline, ss()
+        while {r for r in ss() if (r[3], r[5]) in ends} != expected:  # the last ACKs: on the way
+            assert time.monotonic() < deadline, sorted(r for r in ss() if r[3] in dict(ends))
             time.sleep(0.02)
         events = snapshot(igrun_cli, "--host", "--proto", "tcp", "-m", "0")
-        assert {r for r in rows_of(events) if r[3] in ports} == expected
+        assert {r for r in rows_of(events) if (r[3], r[5]) in ends} == expected
 
 
 def test_proto_reads_only_that_protocol(

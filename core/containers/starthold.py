@@ -30,8 +30,10 @@ the first open there by a crun whose child is in another mount namespace is held
 ``crun run`` (create and start in one process, as a user types it) lets the init run its
 program before it writes the status, so each new state folder's container root is marked
 too: the crun making the folder is found among the processes seen exec'ing crun (its binary
-is marked ``FAN_OPEN_EXEC``, a notification), its bundle's config names the root folder,
-and that folder is marked ``FAN_OPEN_PERM | FAN_EVENT_ON_CHILD | FAN_ONDIR``. The init's
+is marked ``FAN_OPEN_EXEC_PERM``: each exec waits the moment it takes to note the folder crun
+was started in, which a relative ``--config`` is relative to and which is gone once crun has
+changed into its bundle), its bundle's config names the root folder, and that folder is
+marked ``FAN_OPEN_PERM | FAN_EVENT_ON_CHILD | FAN_ONDIR``. The init's
 first open there (its ``proc`` folder, to mount it: it has joined its cgroups and is in its
 final mount namespace, and runs nothing of the container's yet) is held like the state's,
 whichever comes first, and both marks go. When the root cannot be known in time the
@@ -172,7 +174,7 @@ def _crun_args(pid: int) -> list[bytes] | None:
         return None
 
 
-def _crun_root_folder(state: Path, crun: int) -> Path | None:
+def _crun_root_folder(state: Path, crun: int, started_in: str | None = None) -> Path | None:
     """The root folder of the crun container whose state folder is ``state``: ``root.path``
     of the config in the bundle of ``crun`` (the process that makes it), relative to that
     bundle. Read there, not from the copy crun writes into the state folder: an open in a
@@ -182,7 +184,7 @@ def _crun_root_folder(state: Path, crun: int) -> Path | None:
     if not bundle:
         return None
     try:
-        with open(_crun_config(crun, bundle), "rb") as f:
+        with open(_crun_config(crun, bundle, started_in), "rb") as f:
             config = json.loads(f.read(CONFIG_MAX_BYTES))
         root = config["root"]["path"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -251,12 +253,13 @@ def _bundle(pid: int) -> str:
     return joined if os.path.isfile(os.path.join(joined, CRUN_CONFIG)) else cwd
 
 
-def _crun_config(pid: int, bundle: str) -> str:
+def _crun_config(pid: int, bundle: str, started_in: str | None = None) -> str:
     """The config crun ``pid`` runs: its ``--config`` (``-f``), else ``config.json`` in
-    ``bundle``. crun resolves a relative ``--config`` from where it was started, before it
-    changes into the bundle: that folder is its parent's working folder, as it was when it
-    started crun (one that moved since names no config: the container is then learned at its
-    state write, with a warning)."""
+    ``bundle``. crun resolves a relative ``--config`` from where it was started
+    (``started_in``, read at its exec), before it changes into the bundle. Unknown (a crun
+    whose exec was not seen), that folder is taken as its parent's working folder, as it
+    mostly is; when it is not, the config is not found and the container is learned at its
+    state write, with a warning."""
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -266,6 +269,8 @@ def _crun_config(pid: int, bundle: str) -> str:
         return os.path.join(bundle, CRUN_CONFIG)
     if os.path.isabs(given):
         return given
+    if started_in is not None:
+        return os.path.join(started_in, given)
     try:
         return os.path.join(os.readlink(f"/proc/{_parent(pid)}/cwd"), given)
     except OSError:
@@ -318,9 +323,13 @@ class StartHold:
         """inotify watches: a crun root, or (while it is missing) its parent."""
         self._crun_dirs: set[Path] = set()
         """Marked state folders that are crun's."""
-        self._cruns: set[int] = set()
-        """Processes that exec'd crun (some still run it): where a new state folder's crun is
-        looked for first."""
+        self._cruns: dict[int, str] = {}
+        """Processes that exec'd crun (some still run it), with the folder each was started
+        in: where a new state folder's crun is looked for first, and what its relative
+        ``--config`` is relative to."""
+        self._crun_binaries: set[str] = set()
+        """The crun executables marked: their execs are held a moment, to read that folder
+        before crun changes into its bundle."""
         self._roots: dict[Path, set[Path]] = {}
         """Marked root folders of crun containers, with the state folders of the containers
         starting there (several may share one read-only root)."""
@@ -374,7 +383,10 @@ class StartHold:
         if watched:  # crun's execs, to find the crun that makes a state folder at once
             for path in runc_binaries(names=("crun",)):
                 with contextlib.suppress(OSError):
-                    fanotify.mark(self._group, fanotify.FAN_MARK_ADD, fanotify.FAN_OPEN_EXEC, path)
+                    fanotify.mark(
+                        self._group, fanotify.FAN_MARK_ADD, fanotify.FAN_OPEN_EXEC_PERM, path
+                    )
+                    self._crun_binaries.add(os.path.realpath(path))
         if not marked and not watched:
             os.close(self._group)
             self._group = -1
@@ -439,7 +451,8 @@ class StartHold:
         """Mark a crun container's root folder too (``root.path`` of its bundle's config):
         its init opens something there before it runs anything of the container's, which
         for ``crun run`` is the only moment to hold it."""
-        root = _crun_root_folder(state, self._crun_of(state.name))
+        crun = self._crun_of(state.name)
+        root = _crun_root_folder(state, crun, self._cruns.get(crun))
         if root is None:
             return
         if root not in self._roots:
@@ -535,10 +548,7 @@ class StartHold:
             for event in events:
                 if event.fd == fanotify.FAN_NOFD:
                     continue  # a queue overflow: nothing to answer
-                if not event.mask & PERMISSION_EVENTS:  # a crun exec: nothing to answer
-                    if len(self._cruns) >= CRUNS_KEPT:
-                        self._cruns = {p for p in self._cruns if os.path.exists(f"/proc/{p}")}
-                    self._cruns.add(event.pid)
+                if not event.mask & PERMISSION_EVENTS:  # not asked for: nothing to answer
                     with contextlib.suppress(OSError):
                         os.close(event.fd)
                     continue
@@ -559,6 +569,8 @@ class StartHold:
 
     def _handle(self, event: fanotify.Event) -> bool:
         """Look at one event; True when it is held (answered later)."""
+        if event.mask & fanotify.FAN_OPEN_EXEC_PERM and self._crun_exec(event):
+            return False
         if event.mask & fanotify.FAN_OPEN_EXEC_PERM:
             folder = _fifo_dir(event.pid)
             if folder is not None and folder not in self._dirs:
@@ -586,6 +598,21 @@ class StartHold:
             )
         return self._hold(event.fd, Birth(folder.name, pid, folder, _bundle(event.pid)))
 
+    def _crun_exec(self, event: fanotify.Event) -> bool:
+        """Whether the exec is crun's: then remember the process and the folder it was
+        started in. Read now, while the exec waits for its answer: crun changes into its
+        bundle first thing, and a relative ``--config`` is relative to where it was."""
+        try:
+            if os.readlink(f"/proc/self/fd/{event.fd}") not in self._crun_binaries:
+                return False
+            cwd = os.readlink(f"/proc/{event.pid}/cwd")
+        except OSError:
+            return False
+        if len(self._cruns) >= CRUNS_KEPT:
+            self._cruns = {p: d for p, d in self._cruns.items() if os.path.exists(f"/proc/{p}")}
+        self._cruns[event.pid] = cwd
+        return True
+
     def _crun_of(self, id: str) -> int:
         """The crun process working on container ``id``: among those seen exec'ing crun
         (forgotten once they have ended), else any on the host; 0 if none."""
@@ -593,7 +620,7 @@ class StartHold:
         for pid in sorted(self._cruns, reverse=True):  # the newest first
             args = _crun_args(pid)
             if args is None:
-                self._cruns.discard(pid)
+                del self._cruns[pid]
             elif wanted in args:
                 return pid
         for entry in os.scandir("/proc"):
