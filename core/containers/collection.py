@@ -134,8 +134,10 @@ def exact_start(c: Container) -> Container:
     id passes from one container to the next, their boundary is the later one's start."""
     from igrun.core.containers.taskstats import start_boot_ns
 
+    if c.started_ns == 0 or c.started_ns != tick_of(c.started_ns):
+        return c  # unknown, or known better than to the tick already
     exact = start_boot_ns(c.pid)
-    if exact is None or c.started_ns == 0:
+    if exact is None:
         return c
     # An early bound, so within the question's time of the tick's start; anything further
     # off is another process that took the pid meanwhile.
