@@ -33,18 +33,30 @@ _LEVELS = {
 }
 
 
-class _Stderr:
-    """Whatever ``sys.stderr`` is at the time of writing (tests and tools swap it). What
+_WRITING = threading.Lock()
+
+
+class _LineWriter:
+    """structlog's logger: each line to whatever ``sys.stderr`` is at the time of writing
+    (tests and tools swap it), in one write under one lock for the process. The runs of a
+    config log from threads of their own, and a line written in two parts (its text, then
+    its newline, as ``print`` does) could take another thread's line into its middle. What
     reaches it has its values escaped already; any control character left (in a traceback, a
     value's repr) is escaped here, line feeds apart."""
 
-    def write(self, text: str) -> int:
+    def msg(self, message: str) -> None:
         from igrun.core.output.printable import printable_lines
 
-        return sys.stderr.write(printable_lines(text))
+        line = printable_lines(message) + "\n"
+        with _WRITING:
+            sys.stderr.write(line)
+            sys.stderr.flush()
 
-    def flush(self) -> None:
-        sys.stderr.flush()
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+_LINE_WRITER = _LineWriter()
 
 
 def configure(verbose: bool = False) -> None:
@@ -85,7 +97,7 @@ def _structlog() -> Any:
                 structlog.dev.ConsoleRenderer(colors=False, pad_event_to=0, pad_level=False),
             ],
             wrapper_class=structlog.make_filtering_bound_logger(_level),
-            logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
+            logger_factory=lambda *args: _LINE_WRITER,
             cache_logger_on_first_use=False,
         )
         _configured = True

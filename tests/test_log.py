@@ -68,3 +68,33 @@ def test_values_and_tracebacks_are_escaped() -> None:
     )
     assert rest[-1] == r"ValueError: bad\x1b]0;title\x07"
     assert not [c for c in done.stderr if c < " " and c != "\n"]
+
+
+def test_lines_from_several_threads_never_run_into_each_other() -> None:
+    """The runs of a config log from threads of their own, each set up as it starts (its
+    ``ready`` line comes at about the same moment as the others'): every line comes whole."""
+    done = run(
+        """
+        import sys, threading
+        from igrun.core.log import configure, get_logger
+        configure(verbose=False)
+        get_logger().info("first")  # structlog set up before the threads start
+        start = threading.Barrier(4)
+
+        def lines(n):
+            start.wait()
+            for i in range(300):
+                configure(verbose=False)  # as each run of a config does, at its start
+                get_logger(run=n).info("ready", gadget="trace exec", line=i)
+
+        threads = [threading.Thread(target=lines, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        """
+    )
+    lines = done.stderr.splitlines()[1:]
+    assert len(lines) == 1200
+    for line in lines:
+        assert line.count("[info] ready gadget='trace exec' line=") == 1, line
