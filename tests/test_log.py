@@ -71,8 +71,11 @@ def test_values_and_tracebacks_are_escaped() -> None:
 
 
 def test_lines_from_several_threads_never_run_into_each_other() -> None:
-    """The runs of a config log from threads of their own, each set up as it starts (its
-    ``ready`` line comes at about the same moment as the others'): every line comes whole."""
+    """The runs of a config log from threads of their own, and their first lines (their
+    ``ready`` lines, without ``-v``) come at about the same moment, when structlog is set up
+    with the first line written: each thread could set it up with a writer and a lock of its
+    own. Setting it up again before every line makes that moment frequent here; every line
+    still comes whole."""
     done = run(
         """
         import sys, threading
@@ -84,7 +87,7 @@ def test_lines_from_several_threads_never_run_into_each_other() -> None:
         def lines(n):
             start.wait()
             for i in range(300):
-                configure(verbose=False)  # as each run of a config does, at its start
+                configure(verbose=False)  # structlog is set up again with the next line
                 get_logger(run=n).info("ready", gadget="trace exec", line=i)
 
         threads = [threading.Thread(target=lines, args=(n,)) for n in range(4)]
