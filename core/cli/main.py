@@ -294,12 +294,28 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         sys.stderr.write(f"{PROG}: error: {exc}\n")
         return exc.exit_code
     except Exception as exc:  # a plugin's failure, or igrun's bug: one line either way
+        if _stopped(exc):
+            return 0
         if verbose:
             import traceback
 
             traceback.print_exc()
         sys.stderr.write(failure_line(exc))
         return 1
+
+
+def _stopped(exc: BaseException) -> bool:
+    """Whether a stop signal's KeyboardInterrupt is behind ``exc``: Python wraps one raised in
+    some places in an error of its own (``RuntimeError: Error calling __set_name__`` when it
+    comes while a module being imported creates a class)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 if __name__ == "__main__":  # pragma: no cover
