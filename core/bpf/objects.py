@@ -1361,9 +1361,9 @@ class Reader:
         ring only by :meth:`give_back`. A record that is not one whole event (a gadget that
         sends records of several lengths) comes copied instead, as :meth:`records` reads it.
 
-        Nothing may be kept of a lent batch past :meth:`give_back`; what is (an array or a
-        view of it still referenced then) is copied into memory of its own first, in
-        place, and give_back says so.
+        What still references a lent batch at :meth:`give_back` (the array, or a view of
+        it) keeps reading the same records: they are copied first, in place, into memory of
+        their own, and give_back says so.
         """
         if dtype.itemsize != self.record_size:
             raise BpfError(f"records of {self.record_size} bytes read as {dtype.itemsize}")
